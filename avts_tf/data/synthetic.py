@@ -1,0 +1,547 @@
+"""A procedural audio-visual world whose sounds are caused by visible events.
+
+Each video shows one or two objects of its class bouncing on a floor in front of a
+static textured background. Every floor contact ("strike") is visible (the object
+sits on the floor, squashed, with a bright flash at the contact frame) and audible
+(an impulse with the class timbre whose onset is the exact contact time). Strike
+times are random, so two windows of the same video differ only in their timing.
+
+The class sets both the look (colour and shape) and the sound (pitch, partials,
+decay, noise) of its objects. Videos are written as real ``.mp4`` files (H.264
+``yuv420p`` video, mono AAC audio) with PyAV, so they exercise the same ingestion
+path as user files.
+
+Layout written by :func:`generate_synthetic_dataset`::
+
+    output_dir/
+        videos/{split}/{label}_{index:04d}.mp4
+        dataset.csv    # path,label,split (paths relative to output_dir)
+        events.json    # per video path: label, split, strike times in seconds
+        params.json    # generation parameters (cache key)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pathlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import NamedTuple
+
+import av
+import numpy as np
+
+# Bump when rendering changes, so cached datasets are regenerated.
+FORMAT_VERSION = 1
+
+MIN_INTERVAL_S = 0.3
+MAX_INTERVAL_S = 1.2
+SOUND_LENGTH_S = 0.3
+ATTACK_S = 0.001
+_FLOOR_FRACTION = 0.82  # floor line, as a fraction of the frame height
+_RADIUS_FRACTION = 0.11  # object radius, as a fraction of the frame size
+_AFTERGLOW = 0.35  # flash intensity on the frame after the contact frame
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """Look and sound of one class.
+
+    Attributes:
+        name: Class name.
+        color: RGB colour of the objects, 0-255.
+        shape: One of ``"circle"``, ``"square"``, ``"triangle"``, ``"diamond"``.
+        f0: Fundamental frequency in Hz.
+        partials: Frequency ratios of the partials relative to ``f0``.
+        amplitudes: Relative amplitude of each partial.
+        decay_s: Exponential decay time constant of the fundamental, in seconds.
+        noise: Amplitude of the noise burst relative to the partials.
+        noise_band: ``(low, high)`` band of the noise burst in Hz.
+        pitch_drop: Relative initial pitch excess decaying within ~30 ms (drums).
+    """
+
+    name: str
+    color: tuple[int, int, int]
+    shape: str
+    f0: float
+    partials: tuple[float, ...]
+    amplitudes: tuple[float, ...]
+    decay_s: float
+    noise: float = 0.0
+    noise_band: tuple[float, float] = (500.0, 4000.0)
+    pitch_drop: float = 0.0
+
+
+_PRESETS = (
+    ClassSpec("bell", (235, 200, 40), "circle", 660.0, (1.0, 2.76, 5.40), (1.0, 0.5, 0.25), 0.12),
+    ClassSpec(
+        "drum", (220, 45, 40), "square", 90.0, (1.0, 1.59, 2.14), (1.0, 0.5, 0.3), 0.09,
+        noise=0.35, noise_band=(40.0, 600.0), pitch_drop=0.6,
+    ),
+    ClassSpec(
+        "wood", (60, 200, 70), "triangle", 380.0, (1.0, 3.93, 9.2), (1.0, 0.3, 0.1), 0.035,
+        noise=0.25, noise_band=(800.0, 2500.0),
+    ),
+    ClassSpec(
+        "glass", (70, 150, 245), "diamond", 2300.0, (1.0, 1.52, 2.74), (1.0, 0.6, 0.3), 0.15,
+        noise=0.05, noise_band=(3000.0, 7500.0),
+    ),
+    ClassSpec(
+        "metal", (210, 60, 220), "circle", 1250.0, (1.0, 1.41, 2.29, 3.17), (1.0, .8, .6, .4), 0.1,
+        noise=0.3, noise_band=(2500.0, 7000.0),
+    ),
+    ClassSpec(
+        "gong", (245, 130, 30), "square", 160.0, (1.0, 1.47, 2.09, 2.56), (1.0, .7, .5, .4), 0.25,
+    ),
+    ClassSpec(
+        "click", (235, 235, 235), "triangle", 1000.0, (1.0,), (0.1,), 0.01,
+        noise=1.0, noise_band=(200.0, 7800.0),
+    ),
+    ClassSpec(
+        "string", (130, 90, 240), "diamond", 440.0, (1.0, 2.0, 3.0, 4.0, 5.0),
+        (1.0, 0.6, 0.4, 0.3, 0.2), 0.2,
+    ),
+)
+_SHAPES = ("circle", "square", "triangle", "diamond")
+
+
+def class_specs(num_classes: int = 4) -> list[ClassSpec]:
+    """Returns the specs of ``num_classes`` classes.
+
+    The first eight classes are hand-designed presets (``bell``, ``drum``, ``wood``,
+    ``glass``, ``metal``, ``gong``, ``click``, ``string``); further classes
+    (``class_8``, ...) are generated procedurally with spread hues and pitches.
+
+    Args:
+        num_classes: Number of classes, at least 1.
+
+    Returns:
+        One spec per class, in label-index order.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    specs = list(_PRESETS[:num_classes])
+    for i in range(len(specs), num_classes):
+        hue = (i * 0.381966) % 1.0  # golden-ratio hue spacing
+        color = tuple(int(c) for c in np.round(255 * _hsv_to_rgb(hue, 0.75, 0.95)))
+        f0 = float(120.0 * 2 ** ((i * 0.618034 % 1.0) * 4.5))  # 120 Hz - 2.7 kHz
+        specs.append(
+            ClassSpec(
+                f"class_{i}", color, _SHAPES[i % 4], f0, (1.0, 2.0 + 0.37 * (i % 3), 3.9),
+                (1.0, 0.5, 0.25), 0.05 + 0.03 * (i % 5), noise=0.1 * (i % 3),
+            )
+        )
+    return specs
+
+
+def class_names(num_classes: int = 4) -> list[str]:
+    """Returns the class names, in label-index order."""
+    return [spec.name for spec in class_specs(num_classes)]
+
+
+def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0
+    return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+class RenderedVideo(NamedTuple):
+    """Arrays of one rendered video.
+
+    Attributes:
+        frames: ``uint8 [T, H, W, 3]`` RGB frames, frame ``i`` shown at ``i / fps``.
+        audio: ``float32 [N]`` mono samples in ``[-1, 1]``, sample ``j`` at ``j / sr``.
+        strike_times: Sorted ``float64`` strike times in seconds (all objects).
+    """
+
+    frames: np.ndarray
+    audio: np.ndarray
+    strike_times: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Object:
+    x: float  # horizontal centre in pixels
+    strikes: np.ndarray  # strike times including one before 0 and one after the end
+    heights: np.ndarray  # bounce height (pixels) of the flight ending at strikes[k]
+    color: np.ndarray
+    pitch: float  # multiplicative pitch variation
+
+
+def _sample_strikes(rng: np.random.Generator, duration_s: float) -> np.ndarray:
+    """Strike times with one virtual strike before 0 and one after ``duration_s``."""
+    first = rng.uniform(0.1, 0.8)
+    times = [first - rng.uniform(MIN_INTERVAL_S, MAX_INTERVAL_S), first]
+    while times[-1] <= duration_s:
+        times.append(times[-1] + rng.uniform(MIN_INTERVAL_S, MAX_INTERVAL_S))
+    return np.asarray(times, dtype=np.float64)
+
+
+def _sample_objects(
+    rng: np.random.Generator, spec: ClassSpec, duration_s: float, size: int
+) -> list[_Object]:
+    num_objects = int(rng.integers(1, 3))
+    slots = [0.5] if num_objects == 1 else [0.28, 0.72]
+    floor = _FLOOR_FRACTION * size
+    radius = _RADIUS_FRACTION * size
+    max_height = floor - 2.2 * radius
+    objects = []
+    for slot in slots:
+        strikes = _sample_strikes(rng, duration_s)
+        intervals = np.diff(strikes, prepend=strikes[0] - MAX_INTERVAL_S)
+        heights = max_height * np.clip(intervals / MAX_INTERVAL_S, 0.25, 1.0)
+        color = np.clip(np.asarray(spec.color) + rng.uniform(-12, 12, 3), 0, 255)
+        x = size * (slot + rng.uniform(-0.05, 0.05))
+        objects.append(_Object(x, strikes, heights, color, float(rng.uniform(0.95, 1.05))))
+    return objects
+
+
+def _audible_strikes(obj: _Object, num_frames: int, fps: float) -> np.ndarray:
+    """Strikes with a contact frame inside the video (``0 <= t < (T - 0.5) / fps``)."""
+    s = obj.strikes
+    return s[(s >= 0.0) & (s < (num_frames - 0.5) / fps)]
+
+
+def _trajectory(obj: _Object, times: np.ndarray, size: int) -> np.ndarray:
+    """Vertical centre (pixels) of the object at ``times``: parabolic hops between strikes."""
+    k = np.clip(np.searchsorted(obj.strikes, times, side="right"), 1, len(obj.strikes) - 1)
+    start, end = obj.strikes[k - 1], obj.strikes[k]
+    u = np.clip((times - start) / (end - start), 0.0, 1.0)
+    rest = _FLOOR_FRACTION * size - _RADIUS_FRACTION * size
+    return rest - obj.heights[k] * 4.0 * u * (1.0 - u)
+
+
+def _flash(strikes: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
+    """Per-frame flash intensity: 1 at each contact frame, ``_AFTERGLOW`` on the next."""
+    flash = np.zeros(num_frames, dtype=np.float32)
+    contact = np.round(strikes * fps).astype(np.int64)
+    contact = contact[(contact >= 0) & (contact < num_frames)]
+    after = contact[contact + 1 < num_frames] + 1
+    np.maximum.at(flash, after, _AFTERGLOW)
+    flash[contact] = 1.0
+    return flash
+
+
+def _shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Normalised distance (1 on the outline) of offsets from the shape's centre."""
+    if shape == "circle":
+        return np.sqrt(dx * dx + dy * dy)
+    if shape == "square":
+        return np.maximum(np.abs(dx), np.abs(dy)) * 1.12
+    if shape == "diamond":
+        return (np.abs(dx) + np.abs(dy)) * 0.8
+    if shape == "triangle":  # apex up, base down
+        return np.maximum(np.abs(dy), np.abs(dx) * 1.7 - dy * 0.85 - 0.15)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A static, muted, smoothly textured backdrop with a darker floor, float32 [H, W, 3]."""
+    coarse = rng.uniform(0.0, 1.0, (6, 6, 3))
+    grid = np.linspace(0.0, 5.0, size)
+    i0 = np.minimum(grid.astype(np.int64), 4)
+    w = (grid - i0)[:, None]
+    rows = coarse[i0] * (1 - w[..., None]) + coarse[i0 + 1] * w[..., None]  # [H, 6, 3]
+    tex = rows[:, i0] * (1 - w[None, :, :]) + rows[:, i0 + 1] * w[None, :, :]  # [H, W, 3]
+    grey = tex.mean(axis=-1, keepdims=True)
+    tint = rng.uniform(70.0, 110.0) + 40.0 * (grey - 0.5) + 18.0 * (tex - grey)
+    tint = tint + rng.normal(0.0, 3.0, (size, size, 1))  # fine grain
+    floor = int(round(_FLOOR_FRACTION * size))
+    tint[floor:] *= 0.55
+    tint[floor : floor + max(1, size // 64)] = 150.0
+    return tint.astype(np.float32)
+
+
+def _render_frames(
+    rng: np.random.Generator,
+    spec: ClassSpec,
+    objects: list[_Object],
+    num_frames: int,
+    fps: float,
+    size: int,
+) -> np.ndarray:
+    canvas = np.broadcast_to(_background(rng, size), (num_frames, size, size, 3)).copy()
+    times = np.arange(num_frames) / fps
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    radius = _RADIUS_FRACTION * size
+    for obj in objects:
+        flash = _flash(_audible_strikes(obj, num_frames, fps), num_frames, fps)
+        cy = _trajectory(obj, times, size)
+        contact = flash == 1.0
+        cy[contact] = _FLOOR_FRACTION * size - _RADIUS_FRACTION * size
+        # Squash at contact: wider and flatter, still resting on the floor.
+        sx = 1.0 + 0.35 * flash
+        sy = 1.0 - 0.3 * flash
+        cy = cy + radius * (1.0 - sy)
+        dx = (xx[None] - obj.x) / (radius * sx[:, None, None])
+        dy = (yy[None] - cy[:, None, None]) / (radius * sy[:, None, None])
+        dist = _shape_distance(spec.shape, dx, dy)
+        alpha = np.clip((1.0 - dist) * radius + 0.5, 0.0, 1.0)[..., None]
+        color = obj.color + (255.0 - obj.color) * 0.6 * flash[:, None]
+        canvas = canvas * (1.0 - alpha) + color[:, None, None, :] * alpha
+        # Flash: a bright halo around the contact point on the floor.
+        fy = _FLOOR_FRACTION * size
+        halo_d = np.sqrt(((xx - obj.x) / (2.6 * radius)) ** 2 + ((yy - fy) / (1.2 * radius)) ** 2)
+        halo = np.clip(1.0 - halo_d, 0.0, 1.0)[None, ..., None] * flash[:, None, None, None]
+        canvas = canvas + (255.0 - canvas) * 0.85 * halo * (1.0 - alpha)
+    return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+
+
+def _band_noise(rng: np.random.Generator, n: int, band: tuple[float, float], sr: int):
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / sr)
+    spectrum[(freqs < band[0]) | (freqs > band[1])] = 0.0
+    noise = np.fft.irfft(spectrum, n)
+    return noise / (np.abs(noise).max() + 1e-9)
+
+
+def _strike_sound(rng: np.random.Generator, spec: ClassSpec, pitch: float, sr: int):
+    """One strike: class-timbre impulse, 1 ms attack, decayed and faded out by 0.3 s."""
+    n = int(round(SOUND_LENGTH_S * sr))
+    t = np.arange(n) / sr
+    f0 = spec.f0 * pitch * (1.0 + spec.pitch_drop * np.exp(-t / 0.03))
+    phase = 2.0 * np.pi * np.cumsum(f0) / sr
+    sound = np.zeros(n)
+    for i, (ratio, amp) in enumerate(zip(spec.partials, spec.amplitudes, strict=True)):
+        if spec.f0 * pitch * ratio >= 0.45 * sr:
+            continue
+        decay = spec.decay_s / (1.0 + 0.4 * i)
+        sound += amp * np.sin(ratio * phase + rng.uniform(0, 2 * np.pi)) * np.exp(-t / decay)
+    if spec.noise > 0:
+        band = (spec.noise_band[0], min(spec.noise_band[1], 0.48 * sr))
+        noise_decay = min(spec.decay_s, 0.03)
+        sound += spec.noise * _band_noise(rng, n, band, sr) * np.exp(-t / noise_decay)
+    fade = np.clip((n - np.arange(n)) / (0.3 * n), 0.0, 1.0)
+    sound *= np.minimum(t / ATTACK_S, 1.0) * fade
+    return sound / (np.abs(sound).max() + 1e-9)
+
+
+def _render_audio(
+    rng: np.random.Generator,
+    spec: ClassSpec,
+    objects: list[_Object],
+    num_frames: int,
+    fps: float,
+    num_samples: int,
+    sr: int,
+) -> np.ndarray:
+    audio = rng.normal(0.0, rng.uniform(0.002, 0.005), num_samples)
+    for obj in objects:
+        sound = _strike_sound(rng, spec, obj.pitch, sr)
+        max_height = obj.heights.max()
+        for t in _audible_strikes(obj, num_frames, fps):
+            k = int(np.searchsorted(obj.strikes, t))
+            gain = 0.45 * (0.55 + 0.45 * obj.heights[k] / max_height)  # louder after higher drops
+            start = int(round(t * sr))
+            stop = min(start + len(sound), num_samples)
+            audio[start:stop] += gain * sound[: stop - start]
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def render_video(
+    label: int,
+    seed: int | Sequence[int],
+    duration_s: float = 4.0,
+    fps: float = 16.0,
+    size: int = 64,
+    sample_rate: int = 16000,
+    num_classes: int = 4,
+) -> RenderedVideo:
+    """Renders one video's frames, audio and strike times, without encoding.
+
+    Args:
+        label: Class index in ``[0, num_classes)``.
+        seed: Seed (or seed sequence) of this video; same seed, same arrays.
+        duration_s: Duration in seconds.
+        fps: Frame rate.
+        size: Frame height and width in pixels.
+        sample_rate: Audio sample rate in Hz.
+        num_classes: Number of classes (selects the class table).
+
+    Returns:
+        The rendered arrays, ``round(duration_s * fps)`` frames and
+        ``round(duration_s * sample_rate)`` samples.
+    """
+    spec = class_specs(num_classes)[label]
+    num_frames = int(round(duration_s * fps))
+    num_samples = int(round(duration_s * sample_rate))
+    rng = np.random.default_rng(seed)
+    objects = _sample_objects(rng, spec, duration_s, size)
+    frames = _render_frames(rng, spec, objects, num_frames, fps, size)
+    audio = _render_audio(rng, spec, objects, num_frames, fps, num_samples, sample_rate)
+    strikes = np.sort(np.concatenate([_audible_strikes(o, num_frames, fps) for o in objects]))
+    return RenderedVideo(frames, audio, strikes)
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    audio: np.ndarray,
+    fps: float,
+    sample_rate: int,
+    crf: int = 18,
+) -> None:
+    """Encodes frames and mono audio into an ``.mp4`` (H.264 yuv420p + AAC), atomically.
+
+    Audio sample 0 and video frame 0 both start at t = 0 (the AAC priming delay is
+    recorded in the container's edit list, which PyAV/FFmpeg apply on decode).
+
+    Args:
+        path: Output path; written to a temporary name first, then renamed.
+        frames: ``uint8 [T, H, W, 3]`` RGB frames (even height and width).
+        audio: ``float32 [N]`` mono samples in ``[-1, 1]``.
+        fps: Frame rate.
+        sample_rate: Audio sample rate in Hz.
+        crf: x264 constant rate factor.
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            video = container.add_stream(
+                "libx264",
+                rate=Fraction(fps).limit_denominator(1001),
+                options={"crf": str(crf), "preset": "veryfast"},
+            )
+            video.width, video.height = frames.shape[2], frames.shape[1]
+            video.pix_fmt = "yuv420p"
+            video.codec_context.thread_count = 1  # deterministic and polite on shared CPUs
+            sound = container.add_stream("aac", rate=sample_rate, layout="mono")
+            sound.bit_rate = 64000
+            for i, image in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                frame.pts = i
+                container.mux(video.encode(frame))
+            container.mux(video.encode(None))
+            samples = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate = sample_rate
+            frame.pts = 0
+            container.mux(sound.encode(frame))
+            container.mux(sound.encode(None))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text_atomic(path: pathlib.Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _assign_splits(labels: np.ndarray, test_fraction: float, seed: int) -> list[str]:
+    """Stratified random split with ``round(test_fraction * len(labels))`` test videos.
+
+    Videos are shuffled within each class and ranked by their relative position in
+    it, so test videos are spread over the classes in proportion to their size.
+    """
+    rng = np.random.default_rng([seed, 1_000_003])
+    num_test = int(np.floor(test_fraction * len(labels) + 0.5))
+    rank = np.zeros(len(labels))
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        rank[members] = np.arange(len(members)) / len(members)
+    test = set(np.lexsort((rng.random(len(labels)), rank))[:num_test].tolist())
+    return ["test" if i in test else "train" for i in range(len(labels))]
+
+
+def generate_synthetic_dataset(
+    output_dir: str | os.PathLike,
+    num_videos: int = 64,
+    seed: int = 0,
+    duration_s: float = 4.0,
+    fps: float = 16.0,
+    size: int = 64,
+    sample_rate: int = 16000,
+    num_classes: int = 4,
+    test_fraction: float = 0.25,
+) -> pathlib.Path:
+    """Writes a labelled synthetic audio-visual dataset, or reuses a cached one.
+
+    Video ``i`` has label ``i % num_classes`` and is rendered with seed ``(seed, i)``.
+    If ``output_dir`` already holds a complete dataset generated with the same
+    parameters, nothing is regenerated.
+
+    Args:
+        output_dir: Folder to write into (created if needed).
+        num_videos: Number of videos.
+        seed: Base seed.
+        duration_s: Duration of each video in seconds.
+        fps: Frame rate.
+        size: Frame height and width in pixels (even).
+        sample_rate: Audio sample rate in Hz.
+        num_classes: Number of classes.
+        test_fraction: Fraction of videos (stratified by class) in split ``"test"``.
+
+    Returns:
+        Path of ``output_dir / "dataset.csv"`` (columns ``path,label,split``).
+    """
+    if size % 2:
+        raise ValueError(f"size must be even for yuv420p, got {size}")
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}")
+    out = pathlib.Path(output_dir)
+    csv_path, params_path = out / "dataset.csv", out / "params.json"
+    params = {
+        "format_version": FORMAT_VERSION,
+        "num_videos": num_videos,
+        "seed": seed,
+        "duration_s": float(duration_s),
+        "fps": float(fps),
+        "size": size,
+        "sample_rate": sample_rate,
+        "num_classes": num_classes,
+        "test_fraction": float(test_fraction),
+    }
+    if _is_cached(out, params):
+        return csv_path
+
+    csv_path.unlink(missing_ok=True)  # an interrupted run must not look complete
+    names = class_names(num_classes)
+    labels = np.arange(num_videos) % num_classes
+    splits = _assign_splits(labels, test_fraction, seed)
+    rows, events = [], {}
+    for i, (label, split) in enumerate(zip(labels, splits, strict=True)):
+        rel = f"videos/{split}/{names[label]}_{i:04d}.mp4"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        video = render_video(
+            int(label), (seed, i), duration_s, fps, size, sample_rate, num_classes
+        )
+        write_video(out / rel, video.frames, video.audio, fps, sample_rate)
+        rows.append((rel, names[label], split))
+        events[rel] = {
+            "label": names[label],
+            "label_index": int(label),
+            "split": split,
+            "strike_times": [round(float(t), 6) for t in video.strike_times],
+        }
+    _remove_stale_videos(out, {rel for rel, _, _ in rows})
+    _write_text_atomic(out / "events.json", json.dumps(events, indent=1) + "\n")
+    _write_text_atomic(params_path, json.dumps(params, indent=1) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("path", "label", "split"))
+    writer.writerows(rows)
+    _write_text_atomic(csv_path, buffer.getvalue())
+    return csv_path
+
+
+def _is_cached(out: pathlib.Path, params: dict) -> bool:
+    try:
+        stored = json.loads((out / "params.json").read_text(encoding="utf-8"))
+        with open(out / "dataset.csv", encoding="utf-8", newline="") as f:
+            paths = [row["path"] for row in csv.DictReader(f)]
+    except (OSError, ValueError, KeyError):
+        return False
+    return stored == params and all((out / p).is_file() for p in paths)
+
+
+def _remove_stale_videos(out: pathlib.Path, keep: set[str]) -> None:
+    """Deletes ``.mp4`` files under ``out/videos`` left by earlier generations."""
+    for path in (out / "videos").rglob("*.mp4"):
+        if path.relative_to(out).as_posix() not in keep:
+            path.unlink()

@@ -1,0 +1,354 @@
+"""Training objectives: what a batch becomes in loss and metrics.
+
+An objective is a Keras layer that, given the model's towers and a batch from the input
+pipeline, returns the loss share of this replica (already divided by the global batch, so
+gradients summed over replicas equal a single-device run) and updates its own metrics.
+``AVTSModel`` is objective-agnostic: the synchronization objectives below and the
+temporal objective of Jenni et al. plug in the same way through ``OBJECTIVES``.
+
+Synchronization objectives pair every video clip with its in-sync audio (a positive) and
+with one out-of-sync audio (a negative), so positives and negatives come in equal parts.
+The kind of each negative is drawn from the curriculum's mixture at the current step:
+
+* ``easy``: the audio of the next example in the (per-replica) batch; pairs whose two
+  examples come from the same video are dropped (weight 0).
+* ``hard`` / ``super_hard``: the audio windows the pipeline cut from the same video
+  (``audio_hard``, ``audio_super_hard``). Where the pipeline could not cut one (the video
+  was too short), the example falls back to an easy negative and is counted as easy.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import gin
+import keras
+import tensorflow as tf
+
+from avts_tf import losses
+from avts_tf.curricula import ConstantMixture, Curriculum
+from avts_tf.metrics import BalancedSyncAccuracy
+from avts_tf.registry import OBJECTIVES
+from avts_tf.samplers import NEGATIVE_TYPES
+
+EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
+
+
+def _replica_id() -> tf.Tensor:
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return tf.constant(0, tf.int32)
+    return tf.cast(context.replica_id_in_sync_group, tf.int32)
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class Objective(keras.layers.Layer, metaclass=abc.ABCMeta):
+    """Base class of training objectives.
+
+    Subclasses implement ``compute`` and create their metrics in ``__init__``.
+    """
+
+    @abc.abstractmethod
+    def compute(
+        self, model: keras.Model, batch: dict[str, tf.Tensor], training: bool, step: tf.Tensor
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """Loss share of this replica and extra scalars to log.
+
+        Args:
+            model: The model holding ``video_tower`` and ``audio_tower``.
+            batch: A per-replica batch from the input pipeline.
+            training: Whether the towers run in training mode.
+            step: The optimizer step (int64 scalar).
+
+        Returns:
+            ``(loss, logs)``: ``loss`` divided by the global batch size, ``logs`` scalars
+            that are not metrics (for example the curriculum mixture).
+        """
+
+    def build_head(self, video_dim: int, audio_dim: int) -> None:
+        """Creates any trainable head once the towers' output sizes are known."""
+
+    def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:
+        """Metrics reported in training (``True``) or evaluation (``False``)."""
+        del training
+        return []
+
+    def call(self, inputs):  # noqa: D102
+        return inputs
+
+
+class SyncObjective(Objective):
+    """Shared negative construction and metrics of the AVTS synchronization objectives.
+
+    Args:
+        curriculum: Mixture of negative kinds over training steps (default: easy only).
+        eval_kinds: Negative kinds scored by ``test_step``; ``sync_accuracy`` in evaluation
+            always uses easy negatives (the paper's protocol), the others get their own
+            ``sync_accuracy_<kind>`` metric.
+        seed: Salt of the stateless draws of negative kinds.
+    """
+
+    def __init__(
+        self,
+        curriculum: Curriculum | None = None,
+        eval_kinds: tuple[str, ...] = ("easy",),
+        seed: int = 1234,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.curriculum = curriculum or ConstantMixture()
+        unknown = sorted(set(eval_kinds) - set(NEGATIVE_TYPES))
+        if unknown:
+            raise ValueError(f"Unknown eval_kinds {unknown}; valid: {', '.join(NEGATIVE_TYPES)}.")
+        self.eval_kinds = tuple(eval_kinds)
+        self.seed = int(seed)
+        self.accuracy = BalancedSyncAccuracy(name="sync_accuracy")
+        self.kind_accuracy = {
+            kind: BalancedSyncAccuracy(name=f"sync_accuracy_{kind}") for kind in NEGATIVE_TYPES
+        }
+        self.negative_fraction = {
+            kind: keras.metrics.Mean(name=f"negatives_{kind}") for kind in NEGATIVE_TYPES
+        }
+
+    # -- subclasses -------------------------------------------------------------------
+    @abc.abstractmethod
+    def score(self, video: tf.Tensor, audio: tf.Tensor) -> tf.Tensor:
+        """Per-pair score from embeddings (a distance or a logit)."""
+
+    @abc.abstractmethod
+    def pair_loss(self, score: tf.Tensor, in_sync: tf.Tensor) -> tf.Tensor:
+        """Per-pair loss from scores and labels."""
+
+    @abc.abstractmethod
+    def predict_in_sync(self, score: tf.Tensor) -> tf.Tensor:
+        """Boolean in-sync decision per pair."""
+
+    def update_score_metrics(self, score: tf.Tensor, in_sync: tf.Tensor, weight: tf.Tensor):
+        """Hook for score-specific metrics (mean distances, ...)."""
+
+    # -- shared ------------------------------------------------------------------------
+    def negative_audio(
+        self, batch: dict[str, tf.Tensor], kinds: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Audio of each example's negative, its effective kind and its weight.
+
+        Args:
+            batch: Per-replica batch.
+            kinds: ``[B]`` int32 requested kinds (indices into ``NEGATIVE_TYPES``).
+
+        Returns:
+            ``(audio, kinds, weight)``, ``kinds`` after falling back to easy where the
+            pipeline could not cut the requested negative.
+        """
+        audio = batch["audio"]
+        video_id = batch["video_id"]
+        easy_audio = tf.roll(audio, shift=-1, axis=0)
+        easy_ok = tf.cast(tf.not_equal(tf.roll(video_id, shift=-1, axis=0), video_id), tf.float32)
+        chosen, weight = easy_audio, easy_ok
+        effective = tf.fill(tf.shape(kinds), EASY)
+        for kind_index, key in ((HARD, "audio_hard"), (SUPER_HARD, "audio_super_hard")):
+            if key not in batch:
+                continue
+            use = tf.logical_and(tf.equal(kinds, kind_index), batch[key.replace("audio", "valid")])
+            mask = tf.reshape(use, [-1] + [1] * (len(audio.shape) - 1))
+            chosen = tf.where(mask, batch[key], chosen)
+            weight = tf.where(use, 1.0, weight)
+            effective = tf.where(use, kind_index, effective)
+        return chosen, effective, weight
+
+    def compute(self, model, batch, training, step):  # noqa: D102
+        video = model.video_tower(batch["video"], training=training)
+        size = tf.shape(video)[0]
+        logs: dict[str, tf.Tensor] = {}
+        if training:
+            mixture = self.curriculum.mixture(step)
+            seed = tf.stack([tf.cast(step, tf.int32), _replica_id() + self.seed])
+            kinds = tf.random.stateless_categorical(
+                tf.math.log(mixture[tf.newaxis] + 1e-12), size, seed, dtype=tf.int32
+            )[0]
+            neg_audio, kinds, neg_weight = self.negative_audio(batch, kinds)
+            negatives = [(neg_audio, kinds, neg_weight)]
+            for i, kind in enumerate(NEGATIVE_TYPES):
+                logs[f"curriculum/{kind}"] = mixture[i]
+            logs["curriculum/stage"] = self.curriculum.stage(step)
+        else:
+            negatives = []
+            for kind in self.eval_kinds:
+                index = NEGATIVE_TYPES.index(kind)
+                neg_audio, kinds, neg_weight = self.negative_audio(
+                    batch, tf.fill([size], tf.constant(index, tf.int32))
+                )
+                # Keep only negatives of the asked kind in its evaluation.
+                neg_weight *= tf.cast(tf.equal(kinds, index), tf.float32)
+                negatives.append((neg_audio, kinds, neg_weight))
+
+        audio_in = tf.concat([batch["audio"]] + [n[0] for n in negatives], axis=0)
+        audio = model.audio_tower(audio_in, training=training)
+        count = len(negatives) + 1
+        video_rep = tf.tile(video, [count, 1])
+        in_sync = tf.concat(
+            [tf.ones([size], tf.float32)] + [tf.zeros([size], tf.float32)] * len(negatives), 0
+        )
+        weight = tf.concat([tf.ones([size], tf.float32)] + [n[2] for n in negatives], 0)
+        kinds = tf.concat([tf.fill([size], -1)] + [n[1] for n in negatives], 0)
+
+        score = self.score(video_rep, audio)
+        per_pair = self.pair_loss(score, in_sync) * weight
+        global_pairs = tf.cast(size * count * _num_replicas(), tf.float32)
+        loss = tf.reduce_sum(per_pair) / global_pairs
+
+        predicted = self.predict_in_sync(score)
+        positive = tf.equal(kinds, -1)
+        if training:
+            self.accuracy.update_state(in_sync, predicted, weight)
+        for i, kind in enumerate(NEGATIVE_TYPES):
+            of_kind = tf.logical_or(positive, tf.equal(kinds, i))
+            kind_weight = weight * tf.cast(of_kind, tf.float32)
+            self.kind_accuracy[kind].update_state(in_sync, predicted, kind_weight)
+            if not training and kind == "easy":
+                self.accuracy.update_state(in_sync, predicted, kind_weight)
+            if training:
+                is_kind = tf.cast(tf.equal(kinds[size:], i), tf.float32)
+                self.negative_fraction[kind].update_state(is_kind, weight[size:])
+        self.update_score_metrics(score, in_sync, weight)
+        return loss, logs
+
+    def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:  # noqa: D102
+        kinds = NEGATIVE_TYPES if training else self.eval_kinds
+        metrics = [self.accuracy] + [
+            self.kind_accuracy[k] for k in kinds if k != "easy" or training
+        ]
+        if training:
+            metrics += [self.negative_fraction[k] for k in NEGATIVE_TYPES]
+        return metrics + self.score_metrics()
+
+    def score_metrics(self) -> list[keras.metrics.Metric]:
+        """Score-specific metrics."""
+        return []
+
+    def get_config(self) -> dict:  # noqa: D102
+        config = super().get_config()
+        config.update({"eval_kinds": list(self.eval_kinds), "seed": self.seed})
+        return config
+
+
+@OBJECTIVES.register("contrastive")
+@keras.saving.register_keras_serializable(package="avts_tf")
+class ContrastiveSync(SyncObjective):
+    """AVTS contrastive loss on the Euclidean distance of the two embeddings.
+
+    ``E = 1/N sum_n y_n d_n^2 + (1 - y_n) max(margin - d_n, 0)^2``; a pair is predicted
+    in sync when ``d < threshold``.
+
+    Args:
+        margin: The margin ``eta``.
+        threshold: Decision threshold on the distance; default ``margin / 2``.
+        normalize: L2-normalise embeddings first (distances then lie in ``[0, 2]``).
+        **kwargs: Passed to ``SyncObjective`` (``curriculum``, ``eval_kinds``, ``seed``).
+    """
+
+    def __init__(
+        self,
+        margin: float = 1.0,
+        threshold: float | None = None,
+        normalize: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.margin = float(margin)
+        self.threshold = float(threshold) if threshold is not None else self.margin / 2.0
+        self.normalize = bool(normalize)
+        self.pos_distance = keras.metrics.Mean(name="pos_distance")
+        self.neg_distance = keras.metrics.Mean(name="neg_distance")
+
+    def build_head(self, video_dim, audio_dim):  # noqa: D102
+        if video_dim != audio_dim:
+            raise ValueError(
+                f"The contrastive objective compares embeddings directly, but the video tower "
+                f"outputs {video_dim} and the audio tower {audio_dim} features; give both "
+                f"towers the same embedding_dim."
+            )
+
+    def score(self, video, audio):  # noqa: D102
+        video, audio = tf.cast(video, tf.float32), tf.cast(audio, tf.float32)
+        if self.normalize:
+            video, audio = tf.math.l2_normalize(video, -1), tf.math.l2_normalize(audio, -1)
+        return losses.euclidean_distance(video, audio)
+
+    def pair_loss(self, score, in_sync):  # noqa: D102
+        return losses.contrastive_loss(score, in_sync, self.margin)
+
+    def predict_in_sync(self, score):  # noqa: D102
+        return score < self.threshold
+
+    def update_score_metrics(self, score, in_sync, weight):  # noqa: D102
+        self.pos_distance.update_state(score, in_sync * weight)
+        self.neg_distance.update_state(score, (1.0 - in_sync) * weight)
+
+    def score_metrics(self):  # noqa: D102
+        return [self.pos_distance, self.neg_distance]
+
+    def get_config(self):  # noqa: D102
+        config = super().get_config()
+        config.update(
+            {"margin": self.margin, "threshold": self.threshold, "normalize": self.normalize}
+        )
+        return config
+
+
+@OBJECTIVES.register("fusion")
+@keras.saving.register_keras_serializable(package="avts_tf")
+class FusionSync(SyncObjective):
+    """The paper's alternative: a fully connected head on the concatenated embeddings.
+
+    Trained with in-sync / out-of-sync cross-entropy; a pair is in sync when its logit > 0.
+
+    Args:
+        hidden_units: Widths of the hidden fully connected layers.
+        **kwargs: Passed to ``SyncObjective``.
+    """
+
+    def __init__(self, hidden_units: tuple[int, ...] = (512, 128), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.head = keras.Sequential(
+            [keras.layers.Dense(u, activation="relu") for u in self.hidden_units]
+            + [keras.layers.Dense(1, dtype="float32")],
+            name="fusion_head",
+        )
+        self.mean_logit_pos = keras.metrics.Mean(name="pos_logit")
+        self.mean_logit_neg = keras.metrics.Mean(name="neg_logit")
+
+    def build_head(self, video_dim, audio_dim):  # noqa: D102
+        self.head.build((None, video_dim + audio_dim))
+
+    def score(self, video, audio):  # noqa: D102
+        return self.head(tf.concat([video, audio], axis=-1))[:, 0]
+
+    def pair_loss(self, score, in_sync):  # noqa: D102
+        return losses.sync_cross_entropy(score, in_sync)
+
+    def predict_in_sync(self, score):  # noqa: D102
+        return score > 0.0
+
+    def update_score_metrics(self, score, in_sync, weight):  # noqa: D102
+        self.mean_logit_pos.update_state(score, in_sync * weight)
+        self.mean_logit_neg.update_state(score, (1.0 - in_sync) * weight)
+
+    def score_metrics(self):  # noqa: D102
+        return [self.mean_logit_pos, self.mean_logit_neg]
+
+    def get_config(self):  # noqa: D102
+        config = super().get_config()
+        config["hidden_units"] = list(self.hidden_units)
+        return config
+
+
+@gin.configurable(module="objectives")
+def objective(name: str = "contrastive", **kwargs: Any) -> Objective:
+    """Builds the objective registered as ``name`` (see ``OBJECTIVES.list()``)."""
+    return OBJECTIVES.build(name, **kwargs)

@@ -1,0 +1,211 @@
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from avts_tf.data import synthetic
+
+REPO = Path(__file__).resolve().parents[2]
+SR = 16000
+FPS = 16.0
+SIZE = 32
+DURATION = 2.0
+PARAMS = dict(num_videos=4, seed=3, duration_s=DURATION, fps=FPS, size=SIZE, sample_rate=SR)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    csv_path = synthetic.generate_synthetic_dataset(out, **PARAMS)
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    events = json.loads((out / "events.json").read_text())
+    return out, csv_path, rows, events
+
+
+def _decode(path):
+    with av.open(str(path)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    with av.open(str(path)) as container:
+        audio = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    return frames, audio[0]
+
+
+def _onset(audio, t, window=128, search=0.03):
+    """Sample time maximising the energy ratio after/before, within +-search of t."""
+    energy = np.concatenate([[0.0], np.cumsum(audio.astype(np.float64) ** 2)])
+    taus = np.arange(max(int((t - search) * SR), window), int((t + search) * SR))
+    taus = taus[taus + window < len(energy)]
+    after = energy[taus + window] - energy[taus]
+    before = energy[taus] - energy[taus - window]
+    return taus[np.argmax((after + 1e-6) / (before + 1e-6))] / SR
+
+
+def _isolated(strikes, before=0.2, after=0.05):
+    gaps_before = np.diff(strikes, prepend=-np.inf)
+    gaps_after = np.diff(strikes, append=np.inf)
+    return strikes[(gaps_before >= before) & (gaps_after >= after)]
+
+
+def _floor_glow(frames):
+    """Mean brightness per frame of the strip just below the floor line."""
+    floor = int(round(0.82 * frames.shape[1]))
+    return frames[:, floor + 1 : floor + 3].astype(np.float32).mean(axis=(1, 2, 3))
+
+
+def test_csv_labels_and_splits(dataset):
+    out, csv_path, rows, events = dataset
+    assert csv_path == out / "dataset.csv"
+    assert csv_path.read_text().splitlines()[0] == "path,label,split"
+    names = synthetic.class_names(4)
+    assert [r["label"] for r in rows] == names
+    assert sorted(r["split"] for r in rows) == ["test", "train", "train", "train"]
+    for r in rows:
+        assert (out / r["path"]).is_file()
+        assert r["path"].startswith(f"videos/{r['split']}/{r['label']}_")
+        assert events[r["path"]]["label"] == r["label"]
+        assert events[r["path"]]["split"] == r["split"]
+        assert len(events[r["path"]]["strike_times"]) >= 1
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+
+
+def test_split_is_stratified():
+    labels = np.arange(64) % 4
+    splits = np.array(synthetic._assign_splits(labels, 0.25, seed=0))
+    for c in range(4):
+        assert (splits[labels == c] == "test").sum() == 4
+
+
+def test_files_decode_with_expected_streams(dataset):
+    out, _, rows, _ = dataset
+    for r in rows:
+        with av.open(str(out / r["path"])) as container:
+            (video,) = container.streams.video
+            (audio,) = container.streams.audio
+            assert video.codec_context.name == "h264"
+            assert video.codec_context.pix_fmt == "yuv420p"
+            assert audio.codec_context.name == "aac"
+            assert audio.codec_context.sample_rate == SR
+            assert audio.codec_context.layout.nb_channels == 1
+            assert float(video.duration * video.time_base) == pytest.approx(DURATION)
+            assert float(audio.duration * audio.time_base) == pytest.approx(DURATION)
+            assert audio.start_time == 0 and video.start_time == 0
+        frames, samples = _decode(out / r["path"])
+        assert frames.shape == (int(DURATION * FPS), SIZE, SIZE, 3)
+        # AAC decodes whole 1024-sample frames: at most one frame of tail padding.
+        assert int(DURATION * SR) <= len(samples) < int(DURATION * SR) + 1024
+
+
+def test_decoded_arrays_match_rendering(dataset):
+    out, _, rows, _ = dataset
+    for i, r in enumerate(rows):
+        rendered = synthetic.render_video(i % 4, (PARAMS["seed"], i), DURATION, FPS, SIZE, SR)
+        frames, samples = _decode(out / r["path"])
+        assert np.abs(frames.astype(np.float32) - rendered.frames).mean() < 6.0
+        n = len(rendered.audio)
+        # Zero lag: the decoded waveform lines up sample-exactly with the rendered one.
+        xcorr = [np.dot(rendered.audio[50:-50], samples[50 + lag : n - 50 + lag])
+                 for lag in range(-40, 41)]
+        assert int(np.argmax(xcorr)) - 40 == 0
+
+
+def test_audio_onsets_at_strike_times_after_decode(dataset):
+    out, _, rows, events = dataset
+    checked = 0
+    for r in rows:
+        _, samples = _decode(out / r["path"])
+        for t in _isolated(np.array(events[r["path"]]["strike_times"])):
+            assert abs(_onset(samples, t) - t) < 0.010, (r["path"], t)
+            checked += 1
+    assert checked >= 4
+
+
+def test_strikes_are_visible_at_contact_frames(dataset):
+    out, _, rows, events = dataset
+    for r in rows:
+        frames, _ = _decode(out / r["path"])
+        glow = _floor_glow(frames)
+        contact = np.round(np.array(events[r["path"]]["strike_times"]) * FPS).astype(int)
+        quiet = np.setdiff1d(np.arange(len(frames)), np.concatenate([contact, contact + 1]))
+        assert glow[contact].min() > glow[quiet].max() + 15.0, r["path"]
+
+
+def test_render_is_deterministic_by_seed():
+    a = synthetic.render_video(1, (7, 0), DURATION, FPS, SIZE, SR)
+    b = synthetic.render_video(1, (7, 0), DURATION, FPS, SIZE, SR)
+    c = synthetic.render_video(1, (8, 0), DURATION, FPS, SIZE, SR)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a.frames.dtype == np.uint8 and a.audio.dtype == np.float32
+    assert a.frames.shape == (32, SIZE, SIZE, 3) and a.audio.shape == (32000,)
+    assert not np.array_equal(a.strike_times, c.strike_times)
+    assert not np.array_equal(a.audio, c.audio)
+
+
+def test_strike_statistics():
+    strikes = [synthetic.render_video(0, (0, i), 4.0, FPS, SIZE, SR).strike_times
+               for i in range(8)]
+    for s in strikes:
+        assert np.all((s >= 0) & (s < 4.0))
+    # Different windows of a video have different strike patterns.
+    for s in strikes:
+        first = np.sort(s[s < 2.0])
+        second = np.sort(s[s >= 2.0] - 2.0)
+        assert len(first) != len(second) or not np.allclose(first, second, atol=0.05)
+
+
+def test_dataset_generation_is_deterministic(dataset, tmp_path):
+    out, _, rows, events = dataset
+    csv_path = synthetic.generate_synthetic_dataset(tmp_path, **PARAMS)
+    assert json.loads((tmp_path / "events.json").read_text()) == events
+    assert csv_path.read_text() == (out / "dataset.csv").read_text()
+    for r in rows:
+        assert (tmp_path / r["path"]).read_bytes() == (out / r["path"]).read_bytes()
+
+
+def test_classes_are_distinguishable():
+    colors, centroids = [], []
+    for label in range(4):
+        v = synthetic.render_video(label, (5, label), DURATION, FPS, SIZE, SR)
+        frames = v.frames.astype(np.float32)
+        moving = np.abs(frames - np.median(frames, axis=0)).sum(-1) > 90
+        colors.append(frames[moving].mean(axis=0))
+        power = np.abs(np.fft.rfft(v.audio)) ** 2
+        freqs = np.fft.rfftfreq(len(v.audio), 1 / SR)
+        centroids.append((power * freqs).sum() / power.sum())
+    for i in range(4):
+        for j in range(i):
+            assert np.linalg.norm(colors[i] - colors[j]) > 40.0, (i, j, colors)
+            ratio = max(centroids[i], centroids[j]) / min(centroids[i], centroids[j])
+            assert ratio > 1.5, (i, j, centroids)
+
+
+def test_cached_call_does_not_regenerate(tmp_path):
+    params = dict(PARAMS, num_videos=2, duration_s=1.0)
+    csv_path = synthetic.generate_synthetic_dataset(tmp_path, **params)
+    videos = sorted(tmp_path.rglob("*.mp4"))
+    stamps = [p.stat().st_mtime_ns for p in [csv_path, *videos]]
+    os.utime(csv_path, ns=(1, 1))  # any rewrite would reset this
+    assert synthetic.generate_synthetic_dataset(tmp_path, **params) == csv_path
+    assert csv_path.stat().st_mtime_ns == 1
+    assert [p.stat().st_mtime_ns for p in videos] == stamps[1:]
+    # Different parameters regenerate, and stale videos are removed.
+    synthetic.generate_synthetic_dataset(tmp_path, **dict(params, num_videos=1))
+    assert csv_path.stat().st_mtime_ns != 1
+    assert len(list(tmp_path.rglob("*.mp4"))) == 1
+
+
+def test_cli(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--output", str(tmp_path),
+         "--num_videos", "2", "--duration_s", "1", "--size", "32"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "dataset.csv")
+    assert len(list(tmp_path.rglob("*.mp4"))) == 2

@@ -64,7 +64,7 @@ class Registry:
                     f"{_origin(self._entries[key])}; pick another name for {_origin(factory)}."
                 )
             self._entries[key] = factory
-            gin.register(factory, name=key, module=self.kind)
+            gin.register(key, module=self.kind)(factory)
             return factory
 
         return decorator

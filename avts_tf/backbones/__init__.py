@@ -1,0 +1,11 @@
+"""Backbone zoo: importing this package registers every tower in ``BACKBONES``.
+
+Registered names: ``r3d_18``, ``mc2_18``, ``mc3_18``, ``r2plus1d_18``, ``i3d``,
+``avts_audio_vgg``, ``audio_resnet18``. Build one with
+``BACKBONES.build("mc3_18", input_shape=(8, 112, 112, 3), embedding_dim=128)``.
+"""
+
+from avts_tf.backbones import audio, i3d, video_resnet  # noqa: F401  (registers)
+from avts_tf.backbones.common import torch_param_count
+
+__all__ = ["torch_param_count"]

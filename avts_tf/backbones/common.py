@@ -1,0 +1,132 @@
+"""Building blocks shared by the towers: torchvision-style conv/BN helpers and the head.
+
+Every tower ends with :func:`finish`, which applies the optional ``embedding_dim``
+projection and ``num_classes`` head and casts the output to float32, so the towers
+work under ``mixed_bfloat16`` and ``mixed_float16`` policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+# torchvision's BatchNorm defaults: eps 1e-5, momentum 0.1 (PyTorch) == 0.9 (Keras).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def batch_norm(name: str) -> keras.layers.Layer:
+    """A channels-last BatchNormalization with torchvision's defaults."""
+    return keras.layers.BatchNormalization(
+        axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
+    )
+
+
+def conv(
+    rank: int,
+    filters: int,
+    kernel_size: Sequence[int] | int,
+    strides: Sequence[int] | int = 1,
+    name: str | None = None,
+) -> keras.layers.Layer:
+    """A bias-free ``same``-padded Conv2D/Conv3D, as used before BatchNorm.
+
+    Args:
+        rank: 2 or 3 spatial dimensions.
+        filters: Output channels.
+        kernel_size: Kernel size (int or per-dimension tuple).
+        strides: Strides (int or per-dimension tuple).
+        name: Layer name.
+    """
+    cls = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
+    return cls(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )
+
+
+def conv_bn(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: Sequence[int] | int,
+    strides: Sequence[int] | int = 1,
+    relu: bool = True,
+    name: str = "conv",
+) -> keras.KerasTensor:
+    """Conv (no bias) -> BN -> optional ReLU; rank follows the input (4D or 5D)."""
+    rank = len(x.shape) - 2
+    x = conv(rank, filters, kernel_size, strides, name=f"{name}_conv")(x)
+    x = batch_norm(f"{name}_bn")(x)
+    if relu:
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    return x
+
+
+def finish(
+    x: keras.KerasTensor,
+    inputs: keras.KerasTensor,
+    name: str,
+    embedding_dim: int | None = None,
+    num_classes: int | None = None,
+) -> keras.Model:
+    """Global-average-pool, optional projection and head, float32 output, wrap as a Model.
+
+    Args:
+        x: Feature map, ``(B, ..., C)`` channels last.
+        inputs: The model's input tensor.
+        name: Model name.
+        embedding_dim: If given, a Dense projection to this size after pooling.
+        num_classes: If given, a final linear Dense head with this many outputs.
+
+    Returns:
+        A functional ``keras.Model`` named ``name`` with a ``(B, D)`` float32 output.
+    """
+    pool = {
+        3: keras.layers.GlobalAveragePooling1D,
+        4: keras.layers.GlobalAveragePooling2D,
+        5: keras.layers.GlobalAveragePooling3D,
+    }[len(x.shape)]
+    x = pool(name="avgpool")(x)
+    if embedding_dim is not None:
+        x = keras.layers.Dense(embedding_dim, name="embedding")(x)
+    if num_classes is not None:
+        x = keras.layers.Dense(num_classes, name="fc")(x)
+    x = keras.layers.Activation("linear", dtype="float32", name="output")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def video_input(input_shape: Sequence[int | None]) -> keras.KerasTensor:
+    """The ``video`` input, ``(T, H, W, 3)``."""
+    if len(input_shape) != 4:
+        raise ValueError(f"video input_shape must be (T, H, W, C), got {tuple(input_shape)}")
+    return keras.Input(shape=tuple(input_shape), name="video")
+
+
+def audio_input(input_shape: Sequence[int | None]) -> keras.KerasTensor:
+    """The ``audio`` input, ``(frames, mel_bins, 1)``."""
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"audio input_shape must be (frames, mel_bins, C), got {tuple(input_shape)}"
+        )
+    return keras.Input(shape=tuple(input_shape), name="audio")
+
+
+def torch_param_count(model: keras.Model) -> int:
+    """Parameter count as PyTorch reports it: ``model.count_params()`` minus BN moving stats.
+
+    ``sum(p.numel() for p in model.parameters())`` in PyTorch counts BatchNorm's gamma
+    and beta but not its running mean/variance (buffers), while Keras counts all four.
+    Subtracting every BatchNormalization layer's ``moving_mean`` and ``moving_variance``
+    makes the two numbers comparable.
+    """
+    moving = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.built:
+            moving += int(layer.moving_mean.shape[0]) + int(layer.moving_variance.shape[0])
+    return int(model.count_params()) - moving

@@ -1,0 +1,162 @@
+"""The tower contract, checked for every registered backbone at tiny shapes."""
+
+import inspect
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from avts_tf.backbones import torch_param_count
+from avts_tf.registry import BACKBONES
+
+NAMES = BACKBONES.list()
+TINY_VIDEO = (4, 32, 32, 3)
+TINY_AUDIO = (32, 16, 1)
+
+
+def tiny_kwargs(name: str) -> dict:
+    """Width 8, one block per stage, tiny input; read from the factory's defaults."""
+    params = inspect.signature(BACKBONES.get(name)).parameters
+    video = len(params["input_shape"].default) == 4
+    return {
+        "input_shape": TINY_VIDEO if video else TINY_AUDIO,
+        "width": 8,
+        "depths": (1,) * len(params["depths"].default),
+    }
+
+
+def sample(model: keras.Model, batch: int = 2, seed: int = 0) -> np.ndarray:
+    shape = (batch,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+@pytest.fixture
+def restore_policy():
+    policy = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(policy)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_input_and_pooled_output(name):
+    model = BACKBONES.build(name, **tiny_kwargs(name))
+    assert model.name == name
+    assert len(model.inputs) == 1
+    input_name = model.inputs[0].name
+    assert input_name in ("video", "audio")
+    assert model.inputs[0].shape[1:] == (TINY_VIDEO if input_name == "video" else TINY_AUDIO)
+    out = model(sample(model))
+    assert out.shape[0] == 2 and len(out.shape) == 2
+    assert out.dtype == "float32"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_embedding_and_head(name):
+    model = BACKBONES.build(name, embedding_dim=6, num_classes=5, **tiny_kwargs(name))
+    assert model.get_layer("embedding").units == 6
+    assert model(sample(model)).shape == (2, 5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_round_trip(name):
+    model = BACKBONES.build(name, embedding_dim=4, **tiny_kwargs(name))
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    x = sample(model)
+    np.testing.assert_allclose(clone(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keras_save_reload_identical(name, tmp_path):
+    model = BACKBONES.build(name, num_classes=3, **tiny_kwargs(name))
+    x = sample(model)
+    model(x, training=True)  # move BN statistics away from their initial values
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_over_dataset(name):
+    model = BACKBONES.build(name, embedding_dim=4, **tiny_kwargs(name))
+    x = sample(model, batch=3)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(2)
+    out = model.predict(ds, verbose=0)
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out, model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mixed_bfloat16_builds_and_trains(name, restore_policy):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = BACKBONES.build(name, num_classes=3, **tiny_kwargs(name))
+    x = tf.constant(sample(model))
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = tf.reduce_mean(tf.square(out))
+    grads = tape.gradient(loss, model.trainable_weights)
+    assert out.dtype == "float32"
+    assert all(g is not None and bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dynamic_input_shape(name):
+    kwargs = tiny_kwargs(name)
+    kwargs["input_shape"] = (None,) * (len(kwargs["input_shape"]) - 1) + (
+        kwargs["input_shape"][-1],
+    )
+    model = BACKBONES.build(name, embedding_dim=4, **kwargs)
+    tiny = TINY_VIDEO if len(kwargs["input_shape"]) == 4 else TINY_AUDIO
+    for scale in (1, 2):
+        shape = (1,) + tuple(d * scale for d in tiny[:-1]) + (tiny[-1],)
+        assert model(np.zeros(shape, "float32")).shape == (1, 4)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("r3d_18", 33_371_472),
+        ("mc3_18", 11_695_440),
+        ("r2plus1d_18", 31_505_325),
+        ("mc2_18", 11_400_528),
+    ],
+)
+def test_torchvision_parameter_counts(name, expected):
+    # torchvision counts parameters() only: BN gamma/beta but not running mean/var.
+    assert torch_param_count(BACKBONES.build(name, num_classes=400)) == expected
+
+
+def test_mc3_18_backbone_without_head():
+    assert torch_param_count(BACKBONES.build("mc3_18")) == 11_490_240
+
+
+def test_torch_param_count_equals_trainable_count():
+    model = BACKBONES.build("mc3_18", **tiny_kwargs("mc3_18"))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert torch_param_count(model) == trainable
+
+
+def test_video_resnet_strides_follow_torchvision():
+    # R3D halves time in layers 2-4; MC3's 1x3x3 layers never stride in time.
+    r3d = BACKBONES.build("r3d_18", input_shape=(16, 112, 112, 3), width=8)
+    mc3 = BACKBONES.build("mc3_18", input_shape=(16, 112, 112, 3), width=8)
+    assert r3d.get_layer("layer4_1_out").output.shape[1:4] == (2, 7, 7)
+    assert mc3.get_layer("layer4_1_out").output.shape[1:4] == (16, 7, 7)
+
+
+def test_r2plus1d_midplanes_computed_once_per_block():
+    model = BACKBONES.build("r2plus1d_18", width=64)
+    # layer2_0: inplanes 64, planes 128 -> mid 230 for both convs of the block.
+    assert model.get_layer("layer2_0_conv1_s").filters == 230
+    assert model.get_layer("layer2_0_conv2_s").filters == 230
+    assert model.get_layer("layer2_1_conv1_s").filters == 288
+
+
+def test_bn_uses_torchvision_defaults():
+    model = BACKBONES.build("mc3_18", **tiny_kwargs("mc3_18"))
+    bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert bns and all(b.epsilon == 1e-5 and b.momentum == 0.9 for b in bns)
+    convs = [la for la in model.layers if isinstance(la, keras.layers.Conv3D)]
+    assert convs and not any(c.use_bias for c in convs)

@@ -1,0 +1,418 @@
+"""Turning a list of media files into TFRecord shards and a manifest.
+
+Output folder layout::
+
+    OUT/{split}-{i:05d}-of-{n:05d}.tfrecord   one SequenceExample per ingested file
+    OUT/manifest.json                         config, labels, shards, written, skipped
+    OUT/.ingest/config.json                   config of the run that owns OUT
+    OUT/.ingest/{shard}.json                  sidecar: the entries of one finished shard
+
+Work is planned per shard: files are sorted by ``(split, id)`` and file ``k`` of a
+split goes to shard ``k % n``, so the plan does not depend on the number of workers.
+A shard is written under a temporary name and renamed when complete, after its
+sidecar; a shard file that exists (with a sidecar matching the plan and config) is
+finished and skipped by a re-run.  So an interrupted run, re-run with the same
+command, writes only what is missing, and the manifest (rebuilt from the sidecars)
+and the shards are byte-identical to those of an uninterrupted run.
+
+Files are decoded in a process pool (``workers > 1``) with a bounded number in
+flight; records go to the shard writer in plan order and are never all held in
+memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from avts_tf.data import records, sources
+from avts_tf.data.media import MediaError, decode_media
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+STATE_DIR = ".ingest"
+FORMAT = "avts_tf.records/1"
+FILES_PER_SHARD = 128
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything that changes the bytes written (the worker count does not)."""
+
+    fps: float = 8.0
+    short_side: int = 40
+    sample_rate: int = 16000
+    jpeg_quality: int = 90
+    video_stream: int | None = None
+    audio_stream: int | None = None
+    require_audio: bool = True
+    require_video: bool = True
+    num_shards: int | None = None
+    layout: str = "auto"
+
+    def key(self) -> str:
+        """A short hash identifying the config."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: its file name and its items in order."""
+
+    name: str
+    split: str
+    items: tuple[sources.SourceItem, ...]
+    label_indices: tuple[int, ...]
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """``{split}-{index:05d}-of-{count:05d}.tfrecord``."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def plan_shards(items: list[sources.SourceItem], labels: list[str],
+                num_shards: int | None = None) -> list[ShardPlan]:
+    """Assigns sorted items to shards: item ``k`` of a split goes to shard ``k % n``.
+
+    Args:
+        items: Inputs in canonical order.
+        labels: The dataset's sorted label list.
+        num_shards: Shards per split; ``None`` gives one per ``FILES_PER_SHARD`` files.
+            Never more shards than files.
+
+    Returns:
+        Plans sorted by split, then shard index.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    by_split: dict[str, list[sources.SourceItem]] = collections.defaultdict(list)
+    for item in sources.sort_items(items):
+        by_split[item.split].append(item)
+    plans = []
+    for split in sorted(by_split):
+        group = by_split[split]
+        n = num_shards or math.ceil(len(group) / FILES_PER_SHARD)
+        n = max(1, min(n, len(group)))
+        for i in range(n):
+            chosen = tuple(group[i::n])
+            plans.append(ShardPlan(shard_name(split, i, n), split, chosen,
+                                   tuple(index.get(it.label, -1) for it in chosen)))
+    return plans
+
+
+def process_item(item: sources.SourceItem, label_index: int,
+                 config: IngestConfig) -> tuple[dict, bytes | None]:
+    """Decodes and encodes one file (runs in a worker).
+
+    Returns:
+        The manifest entry and the serialized record (``None`` when skipped).
+    """
+    entry = {"path": item.path, "id": item.id, "label": item.label, "split": item.split}
+    if item.start is not None or item.end is not None:
+        entry.update(start=item.start, end=item.end)
+    try:
+        media = decode_media(
+            item.path, fps=config.fps, short_side=config.short_side,
+            sample_rate=config.sample_rate, jpeg_quality=config.jpeg_quality,
+            video_stream=config.video_stream, audio_stream=config.audio_stream,
+            require_audio=config.require_audio, require_video=config.require_video,
+            start=item.start, end=item.end,
+        )
+    except MediaError as err:
+        return {**entry, "kind": err.kind, "reason": err.reason}, None
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
+        text = " ".join(f"{type(err).__name__}: {err}".split())
+        return {**entry, "kind": "error",
+                "reason": f"unexpected error: {text} (please report this file)"}, None
+    record = records.MediaRecord(
+        id=item.id, jpeg_frames=media.jpeg_frames, fps=media.fps, height=media.height,
+        width=media.width, audio=media.audio, sample_rate=media.sample_rate,
+        label=item.label, label_index=label_index, split=item.split,
+    )
+    entry.update(
+        records=1, num_frames=len(media.jpeg_frames), num_samples=int(media.audio.shape[0]),
+        height=media.height, width=media.width, duration=round(record.duration, 6),
+    )
+    if media.warnings:
+        entry["warnings"] = media.warnings
+    return entry, records.encode(record)
+
+
+class _Progress:
+    """A throttled one-line progress report on stderr."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.total, self.done, self.skipped = total, done, 0
+        self.start_done = done
+        self.enabled = enabled
+        self.t0 = time.monotonic()
+        self.last = 0.0
+        self.tty = enabled and sys.stderr.isatty()
+
+    def step(self, skipped: bool) -> None:
+        self.done += 1
+        self.skipped += int(skipped)
+        now = time.monotonic()
+        if self.enabled and (now - self.last > (0.5 if self.tty else 10.0)
+                             or self.done == self.total):
+            self.last = now
+            rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            line = (f"ingest: {self.done}/{self.total} files ({self.skipped} skipped) "
+                    f"{rate:.1f} files/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+            end = "\r" if self.tty and self.done < self.total else "\n"
+            print(line, end=end, file=sys.stderr, flush=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Writes JSON atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _sidecar_path(out: Path, plan: ShardPlan) -> Path:
+    return out / STATE_DIR / f"{plan.name}.json"
+
+
+def _finished(out: Path, plan: ShardPlan, config: IngestConfig) -> dict | None:
+    """The sidecar of a shard that an earlier run completed, else ``None``."""
+    if not (out / plan.name).is_file():
+        return None
+    side = _read_json(_sidecar_path(out, plan))
+    if not side or side.get("config") != config.key():
+        return None
+    if side.get("ids") != [[it.id, it.path, it.start, it.end] for it in plan.items]:
+        return None
+    return side
+
+
+class _ShardWriter:
+    """Writes one shard under a temporary name; ``commit`` publishes it."""
+
+    def __init__(self, out: Path, plan: ShardPlan, config: IngestConfig):
+        import tensorflow as tf
+
+        self.out, self.plan, self.config = out, plan, config
+        self.tmp = out / f".{plan.name}.tmp-{os.getpid()}"
+        self.writer = tf.io.TFRecordWriter(str(self.tmp))
+        self.entries: list[dict] = []
+
+    def add(self, entry: dict, data: bytes | None) -> None:
+        if data is not None:
+            self.writer.write(data)
+            entry = {**entry, "shard": self.plan.name}
+        self.entries.append(entry)
+
+    def commit(self) -> dict:
+        self.writer.close()
+        side = {
+            "config": self.config.key(),
+            "ids": [[it.id, it.path, it.start, it.end] for it in self.plan.items],
+            "entries": self.entries,
+        }
+        _write_json(_sidecar_path(self.out, self.plan), side)
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.out / self.plan.name)
+        return side
+
+
+def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
+             workers: int) -> Iterator[tuple[dict, bytes | None]]:
+    """Processes tasks, yielding results in task order with few in flight."""
+    if workers <= 1:
+        for item, label_index in tasks:
+            yield process_item(item, label_index, config)
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        window: collections.deque = collections.deque()
+        for item, label_index in tasks:
+            window.append(pool.submit(process_item, item, label_index, config))
+            if len(window) >= 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """Holds an exclusive lock on ``out`` (released by the OS if the process dies)."""
+    with open(out / STATE_DIR / "lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise RuntimeError(f"another prepare_data run is writing {out}; wait for it or "
+                               "choose another --output") from err
+        yield
+
+
+def _clean_temporaries(out: Path) -> None:
+    for folder in (out, out / STATE_DIR):
+        for path in folder.glob(".*.tmp-*"):
+            path.unlink(missing_ok=True)
+
+
+def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
+    """Refuses to mix two configs in one output folder; records the config."""
+    state = {"config": asdict(config), "input": input_path}
+    previous = _read_json(out / STATE_DIR / "config.json")
+    if previous is not None and previous != state:
+        raise ValueError(
+            f"{out} holds a run with another input or config ({previous}); re-run with the "
+            "same flags to resume, or choose an empty --output"
+        )
+    if previous is None:
+        _write_json(out / STATE_DIR / "config.json", state)
+
+
+def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
+                   plans: list[ShardPlan], sidecars: dict[str, dict]) -> dict:
+    """Assembles the manifest from the sidecars of all shards."""
+    splits: dict[str, dict] = {}
+    written, skipped = [], []
+    for plan in plans:
+        entries = sidecars[plan.name]["entries"]
+        count = sum(1 for e in entries if "reason" not in e)
+        split = splits.setdefault(plan.split, {"records": 0, "shards": []})
+        split["records"] += count
+        split["shards"].append({"file": plan.name, "records": count})
+        for e in entries:
+            (skipped if "reason" in e else written).append(e)
+    written.sort(key=lambda e: (e["split"], e["id"], e.get("start") or 0.0))
+    skipped.sort(key=lambda e: (e["split"], e["id"], e.get("start") or 0.0))
+    kinds = collections.Counter(e["kind"] for e in skipped)
+    return {
+        "format": FORMAT,
+        "input": input_path,
+        "config": asdict(config),
+        "labels": labels,
+        "splits": splits,
+        "summary": {"files": len(written) + len(skipped), "written": len(written),
+                    "skipped": len(skipped), "skipped_by_kind": dict(sorted(kinds.items()))},
+        "written": written,
+        "skipped": skipped,
+    }
+
+
+def format_summary(manifest: dict) -> str:
+    """A small table of outcomes and skip reasons."""
+    rows = [("written", "", manifest["summary"]["written"])]
+    reasons = collections.Counter((e["kind"], e["reason"]) for e in manifest["skipped"])
+    rows += [("skipped", f"{kind}: {reason}", n) for (kind, reason), n in sorted(reasons.items())]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'outcome':<{width}}  {'files':>6}  reason"]
+    lines += [f"{outcome:<{width}}  {n:>6}  {reason}".rstrip() for outcome, reason, n in rows]
+    for name, split in sorted(manifest["splits"].items()):
+        lines.append(f"split {name}: {split['records']} records in {len(split['shards'])} shards")
+    return "\n".join(lines)
+
+
+def prepare_dataset(
+    input: str | os.PathLike,  # noqa: A002 - the CLI flag's name.
+    output_dir: str | os.PathLike,
+    *,
+    fps: float = 8.0,
+    short_side: int = 40,
+    sample_rate: int = 16000,
+    jpeg_quality: int = 90,
+    num_shards: int | None = None,
+    workers: int = 1,
+    require_audio: bool = True,
+    require_video: bool = True,
+    video_stream: int | None = None,
+    audio_stream: int | None = None,
+    layout: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
+
+    Re-running the same command on the same ``output_dir`` resumes: finished shards
+    are kept and only missing ones are written.
+
+    Args:
+        input: A folder of media (labels from sub-folders) or a CSV ``path,label[,split]``.
+        output_dir: Where shards and the manifest go (created if needed).
+        fps: Frame rate of the stored frames.
+        short_side: Short side of the stored frames in pixels.
+        sample_rate: Audio rate in Hz (mono, 16-bit).
+        jpeg_quality: JPEG quality of the frames.
+        num_shards: Shards per split; ``None`` for one per 128 files.
+        workers: Decoding processes; ``1`` decodes in this process.
+        require_audio: Skip files without an audio stream.
+        require_video: Skip files without a video stream.
+        video_stream: Index among each file's video streams (``None``: the best one).
+        audio_stream: Index among each file's audio streams (``None``: the best one).
+        layout: Input layout (see ``avts_tf.data.sources.LAYOUTS``).
+        progress: Print a progress line and the summary table to stderr.
+
+    Returns:
+        The manifest (also written to ``output_dir/manifest.json``).
+    """
+    config = IngestConfig(fps=float(fps), short_side=int(short_side),
+                          sample_rate=int(sample_rate), jpeg_quality=int(jpeg_quality),
+                          video_stream=video_stream, audio_stream=audio_stream,
+                          require_audio=bool(require_audio), require_video=bool(require_video),
+                          num_shards=num_shards, layout=layout)
+    input_path = str(Path(input).resolve())
+    used_layout, items = sources.discover(input_path, layout)
+    if not items:
+        raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
+    labels = sorted({it.label for it in items} - {""})
+    plans = plan_shards(items, labels, num_shards)
+
+    out = Path(output_dir)
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        _clean_temporaries(out)
+        _check_owner(out, config, input_path)
+        sidecars = {p.name: s for p in plans if (s := _finished(out, p, config)) is not None}
+        todo = [p for p in plans if p.name not in sidecars]
+        done_files = sum(len(p.items) for p in plans if p.name in sidecars)
+        if sidecars and progress:
+            print(f"ingest: resuming, {len(sidecars)}/{len(plans)} shards already complete",
+                  file=sys.stderr)
+        report = _Progress(len(items), done_files, progress)
+        tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
+        results = _results(tasks, config, workers)
+        for plan in todo:
+            writer = _ShardWriter(out, plan, config)
+            for _ in plan.items:
+                entry, data = next(results)
+                if data is None:
+                    logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+                writer.add(entry, data)
+                report.step(data is None)
+            sidecars[plan.name] = writer.commit()
+        manifest = build_manifest(config, input_path, labels, plans, sidecars)
+        _write_json(out / MANIFEST, manifest)
+    if progress:
+        print(format_summary(manifest), file=sys.stderr)
+    return manifest

@@ -1,0 +1,541 @@
+"""Decoding one media file with PyAV into fixed-rate JPEG frames and mono PCM.
+
+Timing rules (the reader relies on them):
+
+* The time origin ``t=0`` is the start time of the chosen video stream (its first
+  decoded frame where the container gives none); for audio-only files it is the
+  audio stream's start.  ``start``/``end`` cut points are seconds after that origin.
+* Output frame ``i`` is the decoded frame on screen at ``i / fps``: the last frame
+  with a presentation time ``<= i / fps`` (the first frame for times before it).
+  This resamples constant and variable frame rates alike.  The video lasts until
+  the last frame's time plus its duration.
+* Audio sample ``0`` is ``t=0``.  Audio that starts late is padded with zeros at
+  the front, audio that starts early is trimmed.  When the record has video the
+  audio is then padded with zeros or trimmed at the end to the video length
+  (``round(num_frames * sample_rate / fps)`` samples), so both cover the same span.
+* Frames are rotated as the container's display matrix asks, then resized so the
+  short side is ``short_side`` pixels, keeping the display aspect ratio.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+import tensorflow as tf
+
+_EPS = 1e-6
+
+
+class MediaError(Exception):
+    """A file that cannot be ingested.
+
+    Attributes:
+        kind: Short machine-readable category (``"no_audio"``, ``"truncated"``...).
+        reason: One human-readable line: the problem and, in brackets, the fix.
+    """
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+@dataclass
+class DecodedMedia:
+    """A decoded file, before ids and labels are attached.
+
+    Attributes:
+        jpeg_frames: JPEG bytes per output frame.
+        fps: Frame rate of ``jpeg_frames`` (``0`` without video).
+        height: Frame height.
+        width: Frame width.
+        audio: Mono int16 samples (empty without audio).
+        sample_rate: Audio rate (``0`` without audio).
+        warnings: Non-fatal problems met while decoding.
+    """
+
+    jpeg_frames: list[bytes] = field(default_factory=list)
+    fps: float = 0.0
+    height: int = 0
+    width: int = 0
+    audio: np.ndarray = field(default_factory=lambda: np.zeros([0], np.int16))
+    sample_rate: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _one_line(err: BaseException) -> str:
+    text = getattr(err, "strerror", None) if isinstance(err, av.FFmpegError) else None
+    text = " ".join(str(text or err).split())
+    return text or type(err).__name__
+
+
+def _is_picture(stream: av.stream.Stream) -> bool:
+    """Whether a video stream is cover art rather than motion video."""
+    flags = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
+    try:
+        return bool(stream.disposition & flags)
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _select(container: av.container.InputContainer, kind: str, index: int | None):
+    """Picks the ``index``-th stream of ``kind`` or the best one; ``None`` if none."""
+    streams = list(getattr(container.streams, kind))
+    if kind == "video":
+        streams = [s for s in streams if not _is_picture(s)]
+    if index is not None:
+        if not 0 <= index < len(streams):
+            raise MediaError(
+                "bad_stream",
+                f"--{kind}_stream={index} is out of range: the file has {len(streams)} "
+                f"{kind} stream(s) (pass an index below {len(streams)} or leave it unset)",
+            )
+        return streams[index]
+    if not streams:
+        return None
+    try:
+        best = container.streams.best(kind)
+    except (av.FFmpegError, ValueError):
+        best = None
+    return best if best in streams else streams[0]
+
+
+def _start_seconds(stream: av.stream.Stream) -> float | None:
+    if stream.start_time is None or stream.time_base is None:
+        return None
+    return float(stream.start_time * stream.time_base)
+
+
+def _output_size(width: int, height: int, sar: Fraction | None, quarter_turns: int,
+                 short_side: int) -> tuple[int, int]:
+    """Size to scale the unrotated frame to, so the rotated one has ``short_side``."""
+    display_w = width * float(sar) if sar else float(width)
+    display_h = float(height)
+    if quarter_turns % 2:
+        display_w, display_h = display_h, display_w
+    scale = short_side / min(display_w, display_h)
+    out_w = max(1, round(display_w * scale))
+    out_h = max(1, round(display_h * scale))
+    if quarter_turns % 2:
+        out_w, out_h = out_h, out_w
+    return out_w, out_h
+
+
+class _FrameConverter:
+    """Rotates, resizes and JPEG-encodes decoded frames."""
+
+    def __init__(self, stream: av.video.stream.VideoStream, short_side: int, quality: int):
+        self.short_side = short_side
+        self.quality = quality
+        sar = stream.sample_aspect_ratio
+        self.sar = sar if sar and sar > 0 else None
+        self.height = 0
+        self.width = 0
+
+    def __call__(self, frame: av.VideoFrame) -> bytes:
+        try:
+            turns = round((frame.rotation or 0) / 90) % 4
+        except (AttributeError, ValueError, TypeError):
+            turns = 0
+        width, height = _output_size(frame.width, frame.height, self.sar, turns, self.short_side)
+        rgb = frame.reformat(width=width, height=height, format="rgb24",
+                             interpolation="AREA").to_ndarray()
+        if turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, turns))
+        self.height, self.width = rgb.shape[:2]
+        return tf.io.encode_jpeg(rgb, quality=self.quality).numpy()
+
+
+class _FrameSampler:
+    """Turns decoded frames (any rate) into frames at ``fps`` by timestamps."""
+
+    def __init__(self, fps: float, t0: float, t_end: float | None,
+                 convert: Callable[[av.VideoFrame], bytes], nominal_rate: float | None):
+        self.fps = fps
+        self.t0 = t0
+        self.t_end = t_end
+        self.convert = convert
+        self.nominal_rate = nominal_rate
+        self.frames: list[bytes] = []
+        self.decoded = 0
+        self._prev: tuple[float, av.VideoFrame] | None = None
+        self._gap: float | None = None
+        self.end_time: float | None = None
+
+    def _next_time(self) -> float:
+        return self.t0 + len(self.frames) / self.fps
+
+    def _emit_until(self, limit: float) -> None:
+        assert self._prev is not None
+        jpeg = None
+        while self._next_time() < limit - _EPS and (
+            self.t_end is None or self._next_time() < self.t_end - _EPS
+        ):
+            if jpeg is None:
+                jpeg = self.convert(self._prev[1])
+            self.frames.append(jpeg)
+
+    def push(self, frame: av.VideoFrame) -> None:
+        """Adds the next decoded frame (presentation order)."""
+        self.decoded += 1
+        prev_t = self._prev[0] if self._prev else None
+        if frame.pts is not None and frame.time is not None:
+            t = float(frame.time)
+        elif prev_t is not None:
+            t = prev_t + (self._gap or 1.0 / (self.nominal_rate or self.fps))
+        else:
+            t = self.t0
+        if prev_t is not None:
+            t = max(t, prev_t)
+            if t > prev_t:
+                self._gap = t - prev_t
+            self._emit_until(t)
+        self._prev = (t, frame)
+
+    def done(self) -> bool:
+        """Whether every frame up to ``t_end`` has been produced."""
+        return self.t_end is not None and self._next_time() >= self.t_end - _EPS
+
+    def finish(self) -> list[bytes]:
+        """Emits the last frame up to the end of its display time."""
+        if self._prev is not None:
+            t, frame = self._prev
+            duration = None
+            if frame.duration and frame.time_base:
+                duration = float(frame.duration * frame.time_base)
+            if not duration:
+                duration = self._gap or 1.0 / (self.nominal_rate or self.fps)
+            self.end_time = t + duration
+            self._emit_until(self.end_time)
+            self._prev = None
+        return self.frames
+
+
+class _AudioCollector:
+    """Resamples audio frames to mono int16 and remembers where they start."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
+        self.chunks: list[np.ndarray] = []
+        self.start: float | None = None
+        self.first_input: float | None = None
+        self.count = 0
+
+    def _add(self, frames) -> None:
+        for out in frames:
+            if self.start is None and out.pts is not None and out.time_base:
+                self.start = float(out.pts * out.time_base)
+            data = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            self.chunks.append(data)
+            self.count += data.shape[0]
+
+    def push(self, frame: av.AudioFrame) -> None:
+        """Adds one decoded frame."""
+        if self.first_input is None and frame.pts is not None and frame.time is not None:
+            self.first_input = float(frame.time)  # Used if the resampler gives no pts.
+        self._add(self.resampler.resample(frame))
+
+    def time(self) -> float:
+        """Seconds reached so far."""
+        return (self.start or 0.0) + self.count / self.sample_rate
+
+    def flush(self) -> None:
+        """Collects what the resampler still holds."""
+        self._add(self.resampler.resample(None))
+
+    def finish(self, t0: float, num_samples: int | None, t_end: float | None) -> np.ndarray:
+        """Returns samples aligned so that index 0 is ``t0``, cut or padded as asked."""
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros([0], np.int16)
+        self.chunks = []
+        start = self.start if self.start is not None else self.first_input
+        start = t0 if start is None else start
+        offset = round((start - t0) * self.sample_rate)
+        if offset > 0:
+            audio = np.concatenate([np.zeros([offset], np.int16), audio])
+        elif offset < 0:
+            audio = audio[-offset:]
+        if num_samples is None and t_end is not None:
+            num_samples = max(0, round((t_end - t0) * self.sample_rate))
+            audio = audio[:num_samples]
+        elif num_samples is not None:
+            audio = audio[:num_samples]
+            if audio.shape[0] < num_samples:
+                pad = np.zeros([num_samples - audio.shape[0]], np.int16)
+                audio = np.concatenate([audio, pad])
+        return audio
+
+
+def _check_mp4_boxes(path: str, size: int) -> None:
+    """Raises when an ISO-BMFF (mp4/mov/m4a) file's top-level boxes run past its end."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8 or head[4:8] != b"ftyp":
+            return
+        offset = 0
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            box_size = int.from_bytes(header[:4], "big")
+            kind = header[4:8].decode("latin-1")
+            if box_size == 1 and len(header) == 16:
+                box_size = int.from_bytes(header[8:16], "big")
+            if box_size == 0:  # The box runs to the end of the file.
+                return
+            if box_size < 8:
+                break
+            if offset + box_size > size:
+                raise MediaError(
+                    "truncated", f"truncated: the mp4 box {kind!r} needs {offset + box_size} "
+                    f"bytes but the file has {size} (re-download or re-encode it)")
+            offset += box_size
+
+
+def _declared_duration(container: av.container.InputContainer) -> float | None:
+    if container.duration:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_length(container, origin: float, sampler, collector, warnings: list[str]) -> None:
+    """Flags files that decode to far less than the container declares."""
+    declared = _declared_duration(container)
+    ends = []
+    if sampler is not None and sampler.end_time is not None:
+        ends.append(sampler.end_time - origin)
+    if collector is not None and collector.count:
+        ends.append(collector.time() - origin)
+    if not declared or not ends:
+        return  # Nothing decoded: the callers give a more specific reason.
+    got = max(ends)
+    if got < 0.5 * declared:
+        raise MediaError("truncated", f"truncated: decoded {got:.2f} s of the {declared:.2f} s "
+                                      "the container declares (re-download or re-encode it)")
+    if got < declared - max(0.5, 0.1 * declared):
+        warnings.append(f"decoded {got:.2f} s of the {declared:.2f} s the container declares")
+
+
+_SIGNATURES = ((0, b"\x1aE\xdf\xa3", "Matroska/WebM"), (0, b"RIFF", "RIFF (WAV/AVI)"),
+               (4, b"ftyp", "MP4/MOV"), (0, b"OggS", "Ogg"), (0, b"fLaC", "FLAC"),
+               (0, b"ID3", "MP3"), (0, b"FLV", "FLV"), (0, b"\x00\x00\x01\xba", "MPEG-PS"))
+
+
+def _container_name(path: str) -> str | None:
+    """The container a file's first bytes announce, if any."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    for offset, magic, name in _SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return name
+    return None
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError as err:
+        raise MediaError("missing", "file not found (fix the path in the list or restore "
+                                    "the file)") from err
+    except OSError as err:
+        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)}") from err
+    if size == 0:
+        raise MediaError("zero_byte", "zero-byte file (the copy or download is empty; fetch it "
+                                      "again)")
+    try:
+        _check_mp4_boxes(path, size)
+    except OSError as err:
+        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)}") from err
+    try:
+        return av.open(path, metadata_errors="replace")
+    except av.EOFError as err:
+        raise MediaError("truncated", "truncated: the file ends before its first media data "
+                                      "(re-download or re-encode it)") from err
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
+        name = _container_name(path)
+        if name is not None:
+            raise MediaError("truncated", f"truncated or corrupt {name} file: could not open: "
+                                          f"{_one_line(err)} (re-download or re-encode it)"
+                             ) from err
+        raise MediaError(
+            "not_media", f"not a media file / could not open: {_one_line(err)} (check the "
+                         "file's type; remove it or re-encode it)"
+        ) from err
+
+
+def decode_media(
+    path: str | os.PathLike,
+    *,
+    fps: float = 8.0,
+    short_side: int = 40,
+    sample_rate: int = 16000,
+    jpeg_quality: int = 90,
+    video_stream: int | None = None,
+    audio_stream: int | None = None,
+    require_audio: bool = True,
+    require_video: bool = True,
+    start: float | None = None,
+    end: float | None = None,
+) -> DecodedMedia:
+    """Decodes one file; see the module docstring for the timing rules.
+
+    Args:
+        path: Media file.
+        fps: Output frame rate.
+        short_side: Output short side in pixels.
+        sample_rate: Output audio rate in Hz.
+        jpeg_quality: JPEG quality, 1-100.
+        video_stream: Index among the file's video streams; ``None`` picks the best one.
+        audio_stream: Index among the file's audio streams; ``None`` picks the best one.
+        require_audio: Raise when there is no audio stream (else keep video only).
+        require_video: Raise when there is no video stream (else keep audio only).
+        start: Cut start in seconds after the origin (``None``: from the start).
+        end: Cut end in seconds after the origin (``None``: to the end).
+
+    Returns:
+        The decoded media.
+
+    Raises:
+        MediaError: When the file cannot be ingested; its ``reason`` is one line.
+    """
+    path = os.fspath(path)
+    container = _open(path)
+    try:
+        return _decode(container, fps=fps, short_side=short_side, sample_rate=sample_rate,
+                       jpeg_quality=jpeg_quality, video_stream=video_stream,
+                       audio_stream=audio_stream, require_audio=require_audio,
+                       require_video=require_video, start=start, end=end)
+    finally:
+        container.close()
+
+
+def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
+            audio_stream, require_audio, require_video, start, end) -> DecodedMedia:
+    if not container.streams:
+        raise MediaError("zero_length", "zero-length clip: the file holds no stream with data "
+                                        "(remove the file)")
+    vstream = _select(container, "video", video_stream)
+    astream = _select(container, "audio", audio_stream)
+    if vstream is None and require_video:
+        raise MediaError("no_video", "no video stream (this dataset requires video; pass "
+                                     "--allow_missing_video to keep audio-only files)")
+    if astream is None and require_audio:
+        raise MediaError("no_audio", "no audio stream (this dataset requires audio; pass "
+                                     "--allow_missing_audio to keep video-only files)")
+    if vstream is None and astream is None:
+        raise MediaError("no_streams", "no video or audio stream (remove the file)")
+    if start is not None and end is not None and end <= start:
+        raise MediaError("zero_length", f"zero-length clip: cut [{start}, {end}] is empty "
+                                        "(fix the start/end in the list)")
+
+    main = vstream if vstream is not None else astream
+    origin = _start_seconds(main)
+    if origin is None:
+        origin = 0.0
+    t0 = origin + (start or 0.0)
+    t_end = origin + end if end is not None else None
+    if start:
+        try:
+            container.seek(int(t0 / main.time_base), stream=main, backward=True)
+        except av.FFmpegError:
+            pass  # Decode from the beginning instead.
+
+    result = DecodedMedia()
+    sampler = None
+    if vstream is not None:
+        rate = vstream.average_rate or vstream.guessed_rate
+        convert = _FrameConverter(vstream, short_side, jpeg_quality)
+        sampler = _FrameSampler(fps, t0, t_end, convert, float(rate) if rate else None)
+    collector = _AudioCollector(sample_rate) if astream is not None else None
+    streams = [s for s in (vstream, astream) if s is not None]
+    for stream in streams:
+        stream.thread_type = "AUTO"
+    packets = {s.index: 0 for s in streams}
+    errors = 0
+
+    def finished() -> bool:
+        video_done = sampler is None or sampler.done()
+        audio_done = collector is None or (t_end is not None and collector.time() >= t_end)
+        return t_end is not None and video_done and audio_done
+
+    try:
+        for packet in container.demux(streams):
+            if packet.size:
+                packets[packet.stream.index] += 1
+            try:
+                frames = packet.decode()
+            except (av.FFmpegError, ValueError) as err:
+                errors += 1
+                if errors == 1:
+                    result.warnings.append(f"decode error (skipped packet): {_one_line(err)}")
+                continue
+            for frame in frames:
+                if sampler is not None and packet.stream is vstream:
+                    sampler.push(frame)
+                elif collector is not None:
+                    collector.push(frame)
+            if finished():
+                break
+    except (av.FFmpegError, OSError, ValueError) as err:
+        result.warnings.append(f"read error, kept what was decoded: {_one_line(err)}")
+    if errors > 1:
+        result.warnings.append(f"{errors} packets failed to decode")
+
+    if sampler is not None:
+        frames = sampler.finish()
+    if collector is not None:
+        collector.flush()
+    if start is None and end is None:
+        _check_length(container, origin, sampler, collector, result.warnings)
+    if sampler is not None:
+        if not sampler.decoded:
+            declared = packets[vstream.index] or vstream.frames or vstream.duration
+            if declared:
+                raise MediaError("truncated", "truncated: decoded 0 frames (the file is cut "
+                                              "short or corrupt; re-download or re-encode it)")
+            raise MediaError("zero_length", "zero-length clip: the video stream holds no "
+                                            "frames (remove the file)")
+        if not frames:
+            raise MediaError("zero_length", "zero-length clip: no frames inside the cut "
+                                            f"[{start}, {end}] (fix the start/end in the list)")
+        result.jpeg_frames, result.fps = frames, float(fps)
+        result.height, result.width = convert.height, convert.width
+    if collector is not None:
+        num_samples = round(len(result.jpeg_frames) * sample_rate / fps) if sampler else None
+        if collector.count == 0 and sampler is None:
+            raise MediaError("zero_length", "zero-length clip: no audio samples (remove the "
+                                            "file or fix its start/end)")
+        if collector.count == 0:
+            if packets[astream.index]:
+                problem, kind = "truncated: decoded 0 audio samples", "truncated"
+            else:
+                problem, kind = "the audio stream holds no samples", "no_audio"
+            if require_audio:
+                raise MediaError(kind, f"{problem} (re-encode the file or pass "
+                                       "--allow_missing_audio to keep it video-only)")
+            result.warnings.append(f"{problem}; kept video only")
+        else:
+            result.audio = collector.finish(t0, num_samples, t_end)
+            result.sample_rate = int(sample_rate)
+            if sampler is None and result.audio.shape[0] == 0:
+                raise MediaError("zero_length", "zero-length clip: no audio samples inside the "
+                                                f"cut [{start}, {end}] (fix the start/end)")
+    return result
+
+
+def probe_duration(path: str | os.PathLike) -> float | None:
+    """Container duration in seconds, or ``None`` when the container does not say."""
+    with av.open(os.fspath(path), metadata_errors="replace") as container:
+        if container.duration is None:
+            return None
+        return container.duration / av.time_base
+
+
+__all__ = ["DecodedMedia", "MediaError", "decode_media", "probe_duration"]

@@ -1,0 +1,199 @@
+"""Tests of avts_tf.data.media on tiny files generated with PyAV."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from avts_tf.data.media import MediaError, decode_media
+
+
+def write_media(path: Path, *, frame_times=None, fps=10, seconds=1.0, size=(32, 32),
+                audio=True, video=True, sample_rate=16000, audio_start=0.0,
+                audio_seconds=None, click_at=None, levels=None, rotation=None,
+                vcodec="mpeg4", acodec="pcm_s16le", faststart=False, metadata=None,
+                metadata_encoding="utf-8") -> Path:
+    """Writes a tiny file: frame ``k`` is a flat gray of ``levels[k]`` (default ``20k``).
+
+    Audio is silent mono PCM starting at ``audio_start`` seconds, with one full-scale
+    sample at ``click_at`` seconds.  ``rotation`` sets a display matrix and draws a
+    white top-left quadrant instead of flat frames.
+    """
+    w, h = size
+    if frame_times is None:
+        frame_times = [i / fps for i in range(round(seconds * fps))]
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options, metadata_encoding=metadata_encoding) as c:
+        if metadata:
+            c.metadata.update(metadata)
+        vs = a_s = None
+        if video:
+            vs = c.add_stream(vcodec, rate=fps)
+            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+            vs.codec_context.time_base = Fraction(1, 1000)
+            if rotation is not None:
+                vs.set_display_rotation(rotation)
+        if audio:
+            a_s = c.add_stream(acodec, rate=sample_rate, layout="mono")
+        c.start_encoding()
+        if vs is not None:
+            for k, t in enumerate(frame_times):
+                level = levels[k] if levels else min(255, 20 * k)
+                img = np.full((h, w, 3), level, np.uint8)
+                if rotation is not None:
+                    img[:] = 0
+                    img[: h // 2, : w // 2] = 255
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+                c.mux(vs.encode(frame))
+            c.mux(vs.encode())
+        if a_s is not None:
+            n = round((seconds if audio_seconds is None else audio_seconds) * sample_rate)
+            pcm = np.zeros(n, np.int16)
+            if click_at is not None:
+                pcm[round((click_at - audio_start) * sample_rate)] = 30000
+            for s in range(0, n, 1024):
+                frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16",
+                                                   layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts = s + round(audio_start * sample_rate)
+                frame.time_base = Fraction(1, sample_rate)
+                c.mux(a_s.encode(frame))
+            c.mux(a_s.encode())
+    return path
+
+
+def levels_of(media) -> list[int]:
+    return [int(tf.io.decode_jpeg(f).numpy().mean()) for f in media.jpeg_frames]
+
+
+def skip_kind(path: Path, **kwargs) -> str:
+    with pytest.raises(MediaError) as info:
+        decode_media(path, **kwargs)
+    reason = info.value.reason
+    assert "\n" not in reason and "(" in reason  # One line, with a hint in brackets.
+    return info.value.kind
+
+
+def test_constant_rate_resampled_by_timestamps(tmp_path):
+    path = write_media(tmp_path / "a.mp4", fps=10, seconds=2, vcodec="libx264", acodec="aac",
+                       faststart=True)
+    media = decode_media(path, fps=8, short_side=40)
+    assert len(media.jpeg_frames) == 16  # 2 s at 8 fps.
+    # Output frame i shows source frame floor(i * 10 / 8), whose level is 20 * that.
+    expected = [min(255, 20 * (i * 10 // 8)) for i in range(16)]
+    assert np.allclose(levels_of(media), expected, atol=6)
+    assert (media.height, media.width) == (40, 40)
+    assert media.audio.dtype == np.int16 and media.audio.shape == (32000,)
+    assert media.sample_rate == 16000 and media.fps == 8.0
+
+
+def test_variable_frame_rate(tmp_path):
+    times = [0.0, 0.1, 0.15, 0.5, 0.55, 0.9]
+    path = write_media(tmp_path / "vfr.mkv", frame_times=times, levels=[0, 40, 80, 120, 160, 200])
+    media = decode_media(path, fps=10)
+    # At t = i/10 the screen shows the last frame with time <= t; the last lasts 0.1 s.
+    expected = [0, 40, 80, 80, 80, 120, 160, 160, 160, 200]
+    assert np.allclose(levels_of(media), expected, atol=6)
+
+
+@pytest.mark.parametrize(("rate", "audio_start", "click"), [
+    (16000, 0.25, 0.5),   # Audio starts late: padded in front.
+    (16000, -0.2, 0.3),   # Audio starts early: trimmed in front.
+    (44100, 0.0, 0.625),  # Resampled.
+])
+def test_audio_alignment_click(tmp_path, rate, audio_start, click):
+    path = write_media(tmp_path / "click.mkv", sample_rate=rate, audio_start=audio_start,
+                       click_at=click, seconds=1.0, audio_seconds=0.7)
+    media = decode_media(path, fps=10, sample_rate=16000)
+    assert media.audio.shape == (16000,)  # Padded to the 1 s of video.
+    assert abs(int(np.argmax(np.abs(media.audio))) - round(click * 16000)) <= 2
+    assert not media.audio[13000:].any()  # The padding after the audio's end is silent.
+
+
+def test_audio_longer_than_video_is_trimmed(tmp_path):
+    path = write_media(tmp_path / "long.mkv", seconds=0.5, audio_seconds=2.0)
+    media = decode_media(path, fps=8)
+    assert len(media.jpeg_frames) == 4 and media.audio.shape == (8000,)
+
+
+@pytest.mark.parametrize(("degrees", "corner"), [(90, "bottom_left"), (-90, "top_right"),
+                                                 (180, "bottom_right")])
+def test_rotation(tmp_path, degrees, corner):
+    path = write_media(tmp_path / "rot.mp4", size=(32, 48), rotation=degrees, audio=False,
+                       vcodec="libx264")
+    media = decode_media(path, fps=10, short_side=40, require_audio=False)
+    img = tf.io.decode_jpeg(media.jpeg_frames[0]).numpy().mean(-1)
+    if degrees % 180:
+        assert img.shape == (40, 60)  # A 32x48 portrait frame shown as landscape.
+    else:
+        assert img.shape == (60, 40)
+    h, w = img.shape
+    quadrants = {"top_left": img[: h // 2, : w // 2], "top_right": img[: h // 2, w // 2:],
+                 "bottom_left": img[h // 2:, : w // 2], "bottom_right": img[h // 2:, w // 2:]}
+    assert max(quadrants, key=lambda k: quadrants[k].mean()) == corner
+
+
+def test_cut(tmp_path):
+    path = write_media(tmp_path / "cut.mkv", seconds=2, click_at=1.25)
+    media = decode_media(path, fps=10, start=1.0, end=1.5)
+    assert len(media.jpeg_frames) == 5 and media.audio.shape == (8000,)
+    assert np.allclose(levels_of(media), [200, 220, 240, 255, 255], atol=6)
+    assert int(np.argmax(media.audio)) == 4000
+
+
+def test_audio_only_and_video_only(tmp_path):
+    wav = write_media(tmp_path / "a.wav", video=False, seconds=0.5)
+    media = decode_media(wav, require_video=False)
+    assert media.jpeg_frames == [] and media.audio.shape == (8000,) and media.fps == 0
+    assert skip_kind(wav) == "no_video"
+    silent = write_media(tmp_path / "v.mp4", audio=False, vcodec="libx264")
+    assert skip_kind(silent) == "no_audio"
+    media = decode_media(silent, require_audio=False)
+    assert len(media.jpeg_frames) == 8 and media.audio.shape == (0,) and media.sample_rate == 0
+
+
+def test_stream_choice(tmp_path):
+    path = write_media(tmp_path / "a.mkv")
+    assert skip_kind(path, video_stream=1) == "bad_stream"
+    assert len(decode_media(path, video_stream=0, audio_stream=0).jpeg_frames) == 8
+
+
+def test_non_utf8_metadata(tmp_path):
+    path = write_media(tmp_path / "meta.mkv", metadata={"title": "caf\u00e9 \u00e0 la cr\u00e8me"},
+                       metadata_encoding="latin-1")
+    with pytest.raises(UnicodeDecodeError):
+        with av.open(str(path)) as c:
+            dict(c.metadata)
+    assert len(decode_media(path).jpeg_frames) == 8
+
+
+def test_skip_reasons(tmp_path):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert skip_kind(empty) == "zero_byte"
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    assert skip_kind(text) == "not_media"
+    assert skip_kind(tmp_path / "missing.mp4") == "missing"
+    for faststart in (True, False):
+        full = write_media(tmp_path / "full.mp4", seconds=2, vcodec="libx264", acodec="aac",
+                           faststart=faststart)
+        cut = tmp_path / f"cut{faststart}.mp4"
+        cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+        assert skip_kind(cut) == "truncated"
+    mkv = write_media(tmp_path / "full.mkv", seconds=1)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(mkv.read_bytes()[:400])
+    assert skip_kind(cut) == "truncated"
+    zero = write_media(tmp_path / "zero.mp4", frame_times=[], audio_seconds=0,
+                       vcodec="libx264", acodec="aac")
+    assert skip_kind(zero) == "zero_length"
+    clip = write_media(tmp_path / "clip.mkv", seconds=1)
+    assert skip_kind(clip, start=5.0, end=6.0) == "zero_length"
+    assert skip_kind(clip, start=0.5, end=0.5) == "zero_length"

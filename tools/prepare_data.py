@@ -17,10 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run from a check
 from avts_tf.data import ingest, sources  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names) or CSV "
-                    "with header path,label[,split].")
+flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names), CSV with "
+                    "header path,label[,split], or a dataset root / list in a --layout.")
 flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
-flags.DEFINE_enum("layout", "auto", list(sources.LAYOUTS), "Input layout.")
+flags.DEFINE_enum("layout", "auto", list(sources.LAYOUTS), "Input layout; auto guesses "
+                  "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")
+flags.DEFINE_integer("fold", 1, "Official split for ucf101/hmdb51/dcase2014.", lower_bound=1)
+flags.DEFINE_string("media_dir", None, "youtube layout: folder searched for local files "
+                    "(default: the list's folder).")
 flags.DEFINE_float("fps", 8.0, "Frame rate of the stored frames.")
 flags.DEFINE_integer("short_side", 40, "Short side of the stored frames, in pixels.")
 flags.DEFINE_integer("sample_rate", 16000, "Audio rate in Hz (mono, 16-bit).")
@@ -34,7 +38,8 @@ flags.DEFINE_integer("video_stream", None, "Index among each file's video stream
 flags.DEFINE_integer("audio_stream", None, "Index among each file's audio streams "
                      "(default: the best one).", lower_bound=0)
 flags.DEFINE_bool("allow_missing_audio", False, "Keep files without audio (video only).")
-flags.DEFINE_bool("allow_missing_video", False, "Keep files without video (audio only).")
+flags.DEFINE_bool("allow_missing_video", None, "Keep files without video (audio only); "
+                  "default: yes for audio datasets (esc50, dcase2014, fsdd), else no.")
 flags.mark_flags_as_required(["input", "output"])
 
 
@@ -48,7 +53,9 @@ def main(argv: list[str]) -> int:
             jpeg_quality=FLAGS.jpeg_quality, num_shards=FLAGS.num_shards,
             workers=FLAGS.workers, video_stream=FLAGS.video_stream,
             audio_stream=FLAGS.audio_stream, require_audio=not FLAGS.allow_missing_audio,
-            require_video=not FLAGS.allow_missing_video, progress=True,
+            require_video=None if FLAGS.allow_missing_video is None
+            else not FLAGS.allow_missing_video,
+            fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"prepare_data: error: {err}", file=sys.stderr)

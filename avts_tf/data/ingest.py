@@ -33,8 +33,10 @@ import math
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +65,8 @@ class IngestConfig:
     require_video: bool = True
     num_shards: int | None = None
     layout: str = "auto"
+    fold: int = 1
+    media_dir: str | None = None
 
     def key(self) -> str:
         """A short hash identifying the config."""
@@ -149,7 +153,15 @@ def process_item(item: sources.SourceItem, label_index: int,
     )
     if media.warnings:
         entry["warnings"] = media.warnings
-    return entry, records.encode(record)
+    return entry, _deterministic(records.encode(record))
+
+
+def _deterministic(serialized: bytes) -> bytes:
+    """Re-serializes with sorted map keys: protobuf map order varies between processes."""
+    import tensorflow as tf
+
+    example = tf.train.SequenceExample.FromString(serialized)
+    return example.SerializeToString(deterministic=True)
 
 
 class _Progress:
@@ -244,22 +256,68 @@ class _ShardWriter:
         return side
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit when the parent dies (e.g. ``kill -9``), not linger."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _crash_entry(item: sources.SourceItem) -> dict:
+    entry = {"path": item.path, "id": item.id, "label": item.label, "split": item.split}
+    if item.start is not None or item.end is not None:
+        entry.update(start=item.start, end=item.end)
+    return {**entry, "kind": "crash", "reason": "the decoder crashed on this file (remove or "
+                                                "re-encode it)"}
+
+
 def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
              workers: int) -> Iterator[tuple[dict, bytes | None]]:
-    """Processes tasks, yielding results in task order with few in flight."""
+    """Processes tasks, yielding results in task order with few in flight.
+
+    With ``workers > 1`` a file that kills its worker process (a decoder crash) is
+    retried alone in a fresh process and reported as skipped if it crashes again.
+    """
     if workers <= 1:
         for item, label_index in tasks:
             yield process_item(item, label_index, config)
         return
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        window: collections.deque = collections.deque()
-        for item, label_index in tasks:
-            window.append(pool.submit(process_item, item, label_index, config))
-            if len(window) >= 2 * workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+
+    def new_pool(n: int) -> concurrent.futures.ProcessPoolExecutor:
+        return concurrent.futures.ProcessPoolExecutor(
+            n, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+    todo = collections.deque(tasks)
+    window: collections.deque = collections.deque()
+    pool = new_pool(workers)
+    try:
+        while todo or window:
+            while todo and len(window) < 2 * workers:
+                task = todo.popleft()
+                window.append((task, pool.submit(process_item, *task, config)))
+            task, future = window.popleft()
+            try:
+                yield future.result()
+                continue
+            except BrokenProcessPool:
+                pass
+            pool.shutdown(wait=True, cancel_futures=True)
+            todo.extendleft(reversed([t for t, _ in window]))
+            window.clear()
+            with new_pool(1) as alone:
+                try:
+                    result = alone.submit(process_item, *task, config).result()
+                except BrokenProcessPool:
+                    result = (_crash_entry(task[0]), None)
+            yield result
+            pool = new_pool(workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager
@@ -346,10 +404,12 @@ def prepare_dataset(
     num_shards: int | None = None,
     workers: int = 1,
     require_audio: bool = True,
-    require_video: bool = True,
+    require_video: bool | None = None,
     video_stream: int | None = None,
     audio_stream: int | None = None,
     layout: str = "auto",
+    fold: int = 1,
+    media_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
     """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
@@ -358,7 +418,8 @@ def prepare_dataset(
     are kept and only missing ones are written.
 
     Args:
-        input: A folder of media (labels from sub-folders) or a CSV ``path,label[,split]``.
+        input: A folder of media (labels from sub-folders), a CSV ``path,label[,split]``
+            or a dataset in one of the layouts of ``avts_tf.data.sources.LAYOUTS``.
         output_dir: Where shards and the manifest go (created if needed).
         fps: Frame rate of the stored frames.
         short_side: Short side of the stored frames in pixels.
@@ -367,24 +428,31 @@ def prepare_dataset(
         num_shards: Shards per split; ``None`` for one per 128 files.
         workers: Decoding processes; ``1`` decodes in this process.
         require_audio: Skip files without an audio stream.
-        require_video: Skip files without a video stream.
+        require_video: Skip files without a video stream; ``None`` means yes except for
+            the audio datasets (``sources.AUDIO_LAYOUTS``).
         video_stream: Index among each file's video streams (``None``: the best one).
         audio_stream: Index among each file's audio streams (``None``: the best one).
-        layout: Input layout (see ``avts_tf.data.sources.LAYOUTS``).
+        layout: Input layout (see ``avts_tf.data.sources.LAYOUTS``); ``"auto"`` guesses.
+        fold: Official split number for UCF101/HMDB51/DCASE (1-3).
+        media_dir: Where the ``youtube`` layout looks for local files.
         progress: Print a progress line and the summary table to stderr.
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
     """
+    input_path = str(Path(input).resolve())
+    media_dir = str(Path(media_dir).resolve()) if media_dir else None
+    used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir)
+    if not items:
+        raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
+    if require_video is None:
+        require_video = used_layout not in sources.AUDIO_LAYOUTS
     config = IngestConfig(fps=float(fps), short_side=int(short_side),
                           sample_rate=int(sample_rate), jpeg_quality=int(jpeg_quality),
                           video_stream=video_stream, audio_stream=audio_stream,
                           require_audio=bool(require_audio), require_video=bool(require_video),
-                          num_shards=num_shards, layout=layout)
-    input_path = str(Path(input).resolve())
-    used_layout, items = sources.discover(input_path, layout)
-    if not items:
-        raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
+                          num_shards=num_shards, layout=used_layout, fold=int(fold),
+                          media_dir=media_dir)
     labels = sorted({it.label for it in items} - {""})
     plans = plan_shards(items, labels, num_shards)
 

@@ -126,15 +126,251 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
     return sort_items(items)
 
 
-LAYOUTS = ("auto", "folder", "csv")
+def _read_lines(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line.strip() for line in f if line.strip()]
 
 
-def discover(input_path: str | os.PathLike, layout: str = "auto") -> tuple[str, list[SourceItem]]:
+def _label_from_stem(stem: str) -> str:
+    """``busystreet05`` -> ``busystreet`` (DCASE 2013/2014 scene file names)."""
+    return re.sub(r"[\s_-]*\d+$", "", stem)
+
+
+def list_esc50(root: str | os.PathLike) -> list[SourceItem]:
+    """ESC-50: ``meta/esc50.csv`` + ``audio/*.wav``; splits ``fold1`` .. ``fold5``."""
+    root = Path(root).resolve()
+    items = []
+    with open(root / "meta" / "esc50.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            path = root / "audio" / row["filename"]
+            items.append(SourceItem(str(path), f"audio/{row['filename']}", row["category"],
+                                    f"fold{int(row['fold'])}"))
+    return sort_items(items)
+
+
+_DCASE_SPLITS = {"train": "train", "development": "train", "dev": "train",
+                 "scenes_stereo": "train", "test": "test", "evaluation": "test",
+                 "eval": "test", "scenes_stereo_testset": "test"}
+
+
+def list_dcase2014(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
+    """DCASE 2013/2014 acoustic scenes.
+
+    Either a ``meta.txt`` (``file<TAB>scene`` per line, DCASE challenge format; files in
+    ``evaluation_setup/fold{fold}_test.txt`` go to ``test``, the rest to ``train``), or
+    folders: ``train``/``development``/``scenes_stereo`` and ``test``/``evaluation``/
+    ``scenes_stereo_testset`` (without them the whole root is ``train``), holding either
+    one sub-folder per scene or files named ``{scene}{NN}.wav``.
+    """
+    root = Path(root).resolve()
+    meta = root / "meta.txt"
+    if meta.is_file():
+        test_list = root / "evaluation_setup" / f"fold{fold}_test.txt"
+        test = {line.split("\t")[0] for line in _read_lines(test_list)} if (
+            test_list.is_file()) else set()
+        items = []
+        for line in _read_lines(meta):
+            parts = re.split(r"\t|,", line)
+            if len(parts) < 2:
+                continue
+            rel, label = parts[0].strip(), parts[1].strip()
+            split = "test" if rel in test else "train"
+            items.append(SourceItem(str(root / rel), rel, label, split))
+        return sort_items(items)
+    groups = [(d, _DCASE_SPLITS[d.name.lower()]) for d in sorted(root.iterdir())
+              if d.is_dir() and d.name.lower() in _DCASE_SPLITS] or [(root, "train")]
+    items = []
+    for folder, split in groups:
+        for path in walk_media(folder):
+            rel = path.relative_to(folder)
+            label = rel.parts[0] if len(rel.parts) > 1 else _label_from_stem(path.stem)
+            items.append(SourceItem(str(path), _relative_id(path, root), label, split))
+    return sort_items(items)
+
+
+def _video_root(root: Path, names: tuple[str, ...], class_name: str) -> Path:
+    """The folder below ``root`` holding ``class_name/`` (or ``root`` itself)."""
+    for name in names:
+        if (root / name / class_name).is_dir():
+            return root / name
+    return root
+
+
+def list_ucf101(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
+    """UCF101: ``ucfTrainTestlist/{train,test}list0{fold}.txt`` + ``[UCF-101/]Class/*.avi``."""
+    root = Path(root).resolve()
+    lists = root / "ucfTrainTestlist" if (root / "ucfTrainTestlist").is_dir() else root
+    entries = []
+    for split in ("train", "test"):
+        for line in _read_lines(lists / f"{split}list{fold:02d}.txt"):
+            rel = line.split()[0].replace("\\", "/")
+            entries.append((rel, split))
+    if not entries:
+        return []
+    videos = _video_root(root, ("UCF-101", "UCF101", "videos"), entries[0][0].split("/")[0])
+    return sort_items([SourceItem(str(videos / rel), rel, rel.split("/")[0], split)
+                       for rel, split in entries])
+
+
+def list_hmdb51(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
+    """HMDB51: ``*_test_split{fold}.txt`` (``video.avi 1|2|0``) + ``[hmdb51_org/]class/``.
+
+    Flag ``1`` is ``train``, ``2`` is ``test``; videos flagged ``0`` are left out.
+    """
+    root = Path(root).resolve()
+    items = []
+    split_files = sorted(root.rglob(f"*_test_split{fold}.txt"))
+    if not split_files:
+        return []
+    first_class = split_files[0].name.rsplit("_test_split", 1)[0]
+    videos = _video_root(root, ("hmdb51_org", "hmdb51", "videos"), first_class)
+    for split_file in split_files:
+        label = split_file.name.rsplit("_test_split", 1)[0]
+        for line in _read_lines(split_file):
+            parts = line.split()
+            if len(parts) < 2 or parts[1] not in ("1", "2"):
+                continue
+            rel = f"{label}/{parts[0]}"
+            split = "train" if parts[1] == "1" else "test"
+            items.append(SourceItem(str(videos / rel), rel, label, split))
+    return sort_items(items)
+
+
+_FSDD_RE = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+
+
+def list_fsdd(root: str | os.PathLike) -> list[SourceItem]:
+    """Free Spoken Digit Dataset: ``{digit}_{speaker}_{index}.wav``; indices 0-4 are test."""
+    root = Path(root).resolve()
+    folder = root / "recordings" if (root / "recordings").is_dir() else root
+    items = []
+    for path in sorted(folder.iterdir()):
+        match = _FSDD_RE.match(path.name)
+        if match:
+            split = "test" if int(match.group(3)) < 5 else "train"
+            items.append(SourceItem(str(path), path.name, match.group(1), split))
+    return sort_items(items)
+
+
+_ID_COLUMNS = ("youtube_id", "ytid", "video_id", "id")
+_START_COLUMNS = ("time_start", "start_seconds", "start", "start_time")
+_END_COLUMNS = ("time_end", "end_seconds", "end", "end_time")
+_LABEL_COLUMNS = ("label", "positive_labels", "labels", "category")
+
+
+def _pick(row: dict, names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if row.get(name) not in (None, ""):
+            return row[name]
+    return None
+
+
+def _youtube_rows(csv_path: Path) -> list[dict]:
+    """Rows of a Kinetics (header), AudioSet (``# YTID, ...``) or VGGSound (no header) CSV."""
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    header = None
+    body = []
+    for line in lines:
+        if line.startswith("#"):
+            fields = [x.strip().lower() for x in line.lstrip("#").split(",")]
+            if any(name in fields for name in _ID_COLUMNS):
+                header = fields
+            continue
+        body.append(line)
+    rows = list(csv.reader(body, skipinitialspace=True))
+    if header is None and rows and any(x.strip().lower() in _ID_COLUMNS for x in rows[0]):
+        header, rows = [x.strip().lower() for x in rows[0]], rows[1:]
+    if header is None:  # VGGSound: youtube_id, start, label, split; 10 s clips.
+        return [{"youtube_id": r[0], "start": r[1], "end": str(float(r[1]) + 10.0),
+                 "label": r[2] if len(r) > 2 else "", "split": r[3] if len(r) > 3 else ""}
+                for r in rows if len(r) >= 2]
+    return [dict(zip(header, (x.strip() for x in r), strict=False)) for r in rows]
+
+
+def list_youtube_csv(csv_path: str | os.PathLike,
+                     media_dir: str | os.PathLike | None = None) -> list[SourceItem]:
+    """Kinetics / AudioSet / VGGSound segment lists, matched to local files.
+
+    Each row ``youtube_id, start, end, label[, split]`` is looked up under ``media_dir``
+    (default: the CSV's folder, searched recursively) as ``{id}_{start:06d}_{end:06d}.*``
+    (a clip already cut: used whole) or ``{id}.*`` (the full video: cut to
+    ``[start, end]``).  Rows with no local file are listed with the expected path and
+    reported as missing.  AudioSet's multi-label rows keep their first label.
+    """
+    csv_path = Path(csv_path).resolve()
+    media_root = Path(media_dir).resolve() if media_dir else csv_path.parent
+    by_stem: dict[str, Path] = {}
+    for path in walk_media(media_root):
+        by_stem.setdefault(path.stem, path)
+    default_split = "train"
+    for name in ("test", "val", "validate", "validation", "eval"):
+        if name in csv_path.stem.lower():
+            default_split = "test" if name in ("test", "eval") else "val"
+    items = []
+    for row in _youtube_rows(csv_path):
+        row = {k.lower(): v for k, v in row.items() if k}
+        ytid = _pick(row, _ID_COLUMNS)
+        if not ytid:
+            continue
+        start = float(_pick(row, _START_COLUMNS) or 0.0)
+        end_text = _pick(row, _END_COLUMNS)
+        end = float(end_text) if end_text else start + 10.0
+        label = (_pick(row, _LABEL_COLUMNS) or "").split(",")[0].strip().strip('"')
+        split = (row.get("split") or "").strip() or default_split
+        clip_id = f"{ytid}_{int(start):06d}_{int(end):06d}"
+        if clip_id in by_stem:
+            items.append(SourceItem(str(by_stem[clip_id]), clip_id, label, split))
+        elif ytid in by_stem:
+            items.append(SourceItem(str(by_stem[ytid]), clip_id, label, split, start, end))
+        else:
+            items.append(SourceItem(str(media_root / f"{clip_id}.mp4"), clip_id, label, split))
+    return sort_items([SourceItem(it.path, it.id, it.label, _check_split(it.split, str(csv_path)),
+                                  it.start, it.end) for it in items])
+
+
+LAYOUTS = ("auto", "folder", "csv", "esc50", "dcase2014", "ucf101", "hmdb51", "fsdd", "youtube")
+AUDIO_LAYOUTS = frozenset({"esc50", "dcase2014", "fsdd"})
+
+
+def detect_layout(input_path: str | os.PathLike) -> str:
+    """Guesses the layout of a folder or list file (``dcase2014`` must be asked for)."""
+    path = Path(input_path)
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = [line for line in (f.readline() for _ in range(5)) if line.strip()]
+        first = head[0].lstrip("#").lower() if head else ""
+        fields = [x.strip() for x in first.split(",")]
+        if "path" in fields:
+            return "csv"
+        if any(x in fields for x in _ID_COLUMNS) or any(line.startswith("#") for line in head):
+            return "youtube"
+        if len(fields) >= 2 and not is_media(fields[0]):
+            return "youtube"  # VGGSound: no header.
+        return "csv"
+    if (path / "meta" / "esc50.csv").is_file():
+        return "esc50"
+    if (path / "ucfTrainTestlist").is_dir() or (path / "trainlist01.txt").is_file():
+        return "ucf101"
+    if next(path.glob("*_test_split1.txt"), None) or next(path.glob("*/*_test_split1.txt"),
+                                                          None):
+        return "hmdb51"
+    folder = path / "recordings" if (path / "recordings").is_dir() else path
+    names = [p.name for p in folder.iterdir() if p.suffix.lower() == ".wav"][:50]
+    if names and all(_FSDD_RE.match(n) for n in names):
+        return "fsdd"
+    return "folder"
+
+
+def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int = 1,
+             media_dir: str | os.PathLike | None = None) -> tuple[str, list[SourceItem]]:
     """Lists the inputs of a dataset.
 
     Args:
-        input_path: A folder or a CSV file.
-        layout: One of :data:`LAYOUTS`; ``"auto"`` picks from what ``input_path`` holds.
+        input_path: A folder or a list file.
+        layout: One of :data:`LAYOUTS`; ``"auto"`` guesses with :func:`detect_layout`.
+        fold: Which official split to use (UCF101/HMDB51 1-3, DCASE fold).
+        media_dir: Where the ``youtube`` layout looks for local files.
 
     Returns:
         The layout used and the sorted items.
@@ -143,11 +379,21 @@ def discover(input_path: str | os.PathLike, layout: str = "auto") -> tuple[str, 
     if not path.exists():
         raise FileNotFoundError(f"input {str(path)!r} does not exist")
     if layout == "auto":
-        layout = "csv" if path.is_file() else "folder"
-    if layout == "csv":
-        return layout, list_csv(path)
-    if layout == "folder":
-        if not path.is_dir():
-            raise ValueError(f"layout 'folder' needs a directory, got {str(path)!r}")
-        return layout, list_folder(path)
-    raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        layout = detect_layout(path)
+    needs_file = layout in ("csv", "youtube")
+    if needs_file != path.is_file():
+        kind = "a list file" if needs_file else "a folder"
+        raise ValueError(f"layout {layout!r} needs {kind}, got {str(path)!r}")
+    readers = {
+        "folder": lambda: list_folder(path),
+        "csv": lambda: list_csv(path),
+        "esc50": lambda: list_esc50(path),
+        "dcase2014": lambda: list_dcase2014(path, fold),
+        "ucf101": lambda: list_ucf101(path, fold),
+        "hmdb51": lambda: list_hmdb51(path, fold),
+        "fsdd": lambda: list_fsdd(path),
+        "youtube": lambda: list_youtube_csv(path, media_dir),
+    }
+    if layout not in readers:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    return layout, readers[layout]()

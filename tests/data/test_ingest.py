@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -139,3 +143,163 @@ def test_rerun_keeps_shards_and_refuses_other_config(dataset, tmp_path):
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
     with pytest.raises(ValueError, match="another input or config"):
         ingest.prepare_dataset(dataset, out, num_shards=2, fps=4, progress=False)
+
+
+def touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+
+
+def test_layout_esc50(tmp_path):
+    touch(tmp_path, "audio/1-100-A-0.wav", "audio/5-9-A-1.wav")
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta" / "esc50.csv").write_text(
+        "filename,fold,target,category,esc10,src_file,take\n"
+        "1-100-A-0.wav,1,0,dog,True,100,A\n5-9-A-1.wav,5,1,rooster,False,9,A\n")
+    layout, items = sources.discover(tmp_path)
+    assert layout == "esc50" and "esc50" in sources.AUDIO_LAYOUTS
+    assert [(it.id, it.label, it.split) for it in items] == [
+        ("audio/1-100-A-0.wav", "dog", "fold1"), ("audio/5-9-A-1.wav", "rooster", "fold5")]
+
+
+def test_layout_dcase2014(tmp_path):
+    touch(tmp_path, "development/bus01.wav", "development/busystreet10.wav",
+          "evaluation/park/p1.wav")
+    items = sources.discover(tmp_path, "dcase2014")[1]
+    assert {(it.id, it.label, it.split) for it in items} == {
+        ("development/bus01.wav", "bus", "train"),
+        ("development/busystreet10.wav", "busystreet", "train"),
+        ("evaluation/park/p1.wav", "park", "test")}
+    meta = tmp_path / "meta_style"
+    touch(meta, "audio/a.wav", "audio/b.wav")
+    (meta / "meta.txt").write_text("audio/a.wav\tbeach\naudio/b.wav\toffice\n")
+    (meta / "evaluation_setup").mkdir()
+    (meta / "evaluation_setup" / "fold1_test.txt").write_text("audio/b.wav\n")
+    items = sources.discover(meta, "dcase2014")[1]
+    assert [(it.id, it.label, it.split) for it in items] == [
+        ("audio/b.wav", "office", "test"), ("audio/a.wav", "beach", "train")]
+
+
+def test_layout_ucf101(tmp_path):
+    touch(tmp_path, "UCF-101/ApplyLipstick/v_ApplyLipstick_g01_c01.avi",
+          "UCF-101/YoYo/v_YoYo_g25_c05.avi")
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    (lists / "trainlist01.txt").write_text("YoYo/v_YoYo_g25_c05.avi 101\n")
+    (lists / "testlist01.txt").write_text("ApplyLipstick/v_ApplyLipstick_g01_c01.avi\n")
+    layout, items = sources.discover(tmp_path)
+    assert layout == "ucf101"
+    assert [(it.label, it.split) for it in items] == [("ApplyLipstick", "test"), ("YoYo", "train")]
+    assert all(Path(it.path).is_file() for it in items)
+
+
+def test_layout_hmdb51(tmp_path):
+    touch(tmp_path, "hmdb51_org/brush_hair/a.avi", "hmdb51_org/brush_hair/b.avi",
+          "hmdb51_org/brush_hair/c.avi")
+    splits = tmp_path / "testTrainMulti_7030_splits"
+    splits.mkdir()
+    (splits / "brush_hair_test_split1.txt").write_text("a.avi 1 \nb.avi 2 \nc.avi 0 \n")
+    layout, items = sources.discover(tmp_path)
+    assert layout == "hmdb51"
+    assert [(it.id, it.split) for it in items] == [("brush_hair/b.avi", "test"),
+                                                   ("brush_hair/a.avi", "train")]
+    assert all(Path(it.path).is_file() for it in items)
+
+
+def test_layout_youtube_csvs(tmp_path):
+    touch(tmp_path, "videos/abc_000010_000020.mp4", "full/xyz.mkv")
+    kinetics = tmp_path / "kinetics.csv"
+    kinetics.write_text("label,youtube_id,time_start,time_end,split\n"
+                        "abseiling,abc,10,20,train\nsinging,xyz,3,13,val\nsinging,gone,0,10,val\n")
+    items = {it.id: it for it in sources.discover(kinetics)[1]}
+    assert sources.detect_layout(kinetics) == "youtube"
+    cut = items["abc_000010_000020"]
+    assert (cut.label, cut.split, cut.start) == ("abseiling", "train", None)
+    full = items["xyz_000003_000013"]
+    assert (full.path, full.start, full.end) == (str(tmp_path / "full/xyz.mkv"), 3.0, 13.0)
+    assert not Path(items["gone_000000_000010"].path).exists()
+    audioset = tmp_path / "eval_segments.csv"
+    audioset.write_text("# Segments csv created Sun Mar  5 10:54:25 2017\n"
+                        "# num_ytids=1, num_segs=1, num_unique_labels=2, num_positive_labels=2\n"
+                        "# YTID, start_seconds, end_seconds, positive_labels\n"
+                        'xyz, 30.000, 40.000, "/m/09x0r,/t/dd00088"\n')
+    (item,) = sources.discover(audioset)[1]
+    assert (item.id, item.label, item.split, item.start) == (
+        "xyz_000030_000040", "/m/09x0r", "test", 30.0)
+    vggsound = tmp_path / "vggsound.csv"
+    vggsound.write_text("abc,10,people marching,test\n")
+    (item,) = sources.discover(vggsound)[1]
+    assert (item.id, item.label, item.split) == ("abc_000010_000020", "people marching", "test")
+
+
+def test_youtube_cut_end_to_end(tmp_path):
+    write_clip(tmp_path / "media" / "vid.mkv", seconds=3.0)
+    (tmp_path / "list.csv").write_text("youtube_id,start,end,label\nvid,1,2,x\n")
+    manifest = ingest.prepare_dataset(tmp_path / "list.csv", tmp_path / "out", fps=4,
+                                      progress=False)
+    (entry,) = manifest["written"]
+    assert (entry["id"], entry["start"], entry["end"]) == ("vid_000001_000002", 1.0, 2.0)
+    assert (entry["num_frames"], entry["num_samples"]) == (4, 16000)
+
+
+_KILLER = """
+import os, signal, sys
+from avts_tf.data import ingest
+src, out, mode, at, workers = sys.argv[1:6]
+count = [0]
+def boom():
+    count[0] += 1
+    if count[0] == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+if mode == "record":  # Killed in the middle of a shard.
+    add = ingest._ShardWriter.add
+    def patched(self, entry, data):
+        add(self, entry, data)
+        boom()
+    ingest._ShardWriter.add = patched
+else:  # Killed after a shard's sidecar is written, before the shard is renamed.
+    replace = os.replace
+    def patched(a, b):
+        if str(b).endswith(".tfrecord"):
+            boom()
+        replace(a, b)
+    ingest.os.replace = patched
+ingest.prepare_dataset(src, out, num_shards=3, workers=int(workers), progress=False)
+"""
+
+
+def kill_midway(src: Path, out: Path, mode: str, at: int, workers: int) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _KILLER, str(src), str(out), mode, str(at),
+                           str(workers)], env=env, capture_output=True, timeout=170)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert not (out / "manifest.json").exists()
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "lock"}
+
+
+def check_resume(dataset: Path, tmp_path: Path, mode: str, at: int, workers: int) -> None:
+    reference = tmp_path / "reference"
+    ingest.prepare_dataset(dataset, reference, num_shards=3, progress=False)
+    out = tmp_path / "killed"
+    kill_midway(dataset, out, mode, at, workers)
+    finished = sorted(p.name for p in out.glob("*.tfrecord"))
+    assert 0 < len(finished) < 3  # Some, not all, shards were complete.
+    ingest.prepare_dataset(dataset, out, num_shards=3, progress=False)
+    assert snapshot(out) == snapshot(reference)
+    assert snapshot(out / ingest.STATE_DIR) == snapshot(reference / ingest.STATE_DIR)
+
+
+@pytest.mark.parametrize(("mode", "at"), [("record", 5), ("rename", 2)])
+def test_resume_after_kill(dataset, tmp_path, mode, at):
+    check_resume(dataset, tmp_path, mode, at, workers=1)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_with_workers(dataset, tmp_path):
+    """Killed with 2 workers, resumed with 1: same bytes (worker count does not matter)."""
+    check_resume(dataset, tmp_path, "record", 5, workers=2)

@@ -32,6 +32,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -338,6 +339,19 @@ def _clean_temporaries(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
+_SHARD_RE = re.compile(r"^[A-Za-z0-9_.-]+-\d{5}-of-\d{5}\.tfrecord$")
+
+
+def _remove_stale(out: Path, plans: list[ShardPlan]) -> None:
+    """Deletes shards (and sidecars) an earlier plan made that this plan does not have."""
+    names = {p.name for p in plans}
+    for path in sorted(out.iterdir()):
+        if _SHARD_RE.match(path.name) and path.name not in names:
+            logger.warning("removing %s: not part of the current shard plan", path)
+            path.unlink()
+            (out / STATE_DIR / f"{path.name}.json").unlink(missing_ok=True)
+
+
 def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
     """Refuses to mix two configs in one output folder; records the config."""
     state = {"config": asdict(config), "input": input_path}
@@ -461,6 +475,7 @@ def prepare_dataset(
     with _lock(out):
         _clean_temporaries(out)
         _check_owner(out, config, input_path)
+        _remove_stale(out, plans)
         sidecars = {p.name: s for p in plans if (s := _finished(out, p, config)) is not None}
         todo = [p for p in plans if p.name not in sidecars]
         done_files = sum(len(p.items) for p in plans if p.name in sidecars)

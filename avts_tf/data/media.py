@@ -134,14 +134,20 @@ class _FrameConverter:
         self.quality = quality
         sar = stream.sample_aspect_ratio
         self.sar = sar if sar and sar > 0 else None
+        try:  # Old-style clockwise ``rotate`` tag, used when frames carry no display matrix.
+            tags = {str(k).lower(): v for k, v in stream.metadata.items()}
+            self.tag_rotation = -int(float(tags.get("rotate", 0)))
+        except (ValueError, TypeError):
+            self.tag_rotation = 0
         self.height = 0
         self.width = 0
 
     def __call__(self, frame: av.VideoFrame) -> bytes:
         try:
-            turns = round((frame.rotation or 0) / 90) % 4
+            rotation = frame.rotation or self.tag_rotation
         except (AttributeError, ValueError, TypeError):
-            turns = 0
+            rotation = self.tag_rotation
+        turns = round(rotation / 90) % 4
         width, height = _output_size(frame.width, frame.height, self.sar, turns, self.short_side)
         rgb = frame.reformat(width=width, height=height, format="rgb24",
                              interpolation="AREA").to_ndarray()

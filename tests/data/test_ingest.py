@@ -303,3 +303,35 @@ def test_resume_after_kill(dataset, tmp_path, mode, at):
 def test_resume_after_kill_with_workers(dataset, tmp_path):
     """Killed with 2 workers, resumed with 1: same bytes (worker count does not matter)."""
     check_resume(dataset, tmp_path, "record", 5, workers=2)
+
+
+def test_cli(tmp_path):
+    write_clip(tmp_path / "in" / "a" / "x.mkv")
+    (tmp_path / "in" / "a" / "empty.mp4").write_bytes(b"")
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "tools" / "prepare_data.py"), "--input",
+         str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--fps", "4",
+         "--num_shards", "1"], capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wrote 1 records, skipped 1 files" in proc.stdout
+    assert "empty.mp4: zero-byte file" in proc.stderr  # The skip, named, one line.
+    assert "zero_byte" in proc.stderr  # The summary table.
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["shards"] == [
+        {"file": "train-00000-of-00001.tfrecord", "records": 1}]
+
+
+def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
+    out = tmp_path / "out"
+    ingest.prepare_dataset(dataset, out, progress=False)
+    assert [p.name for p in out.glob("*.tfrecord")] == ["train-00000-of-00001.tfrecord"]
+    write_clip(dataset / "cat" / "c9.mkv")
+    ingest.FILES_PER_SHARD, saved = 5, ingest.FILES_PER_SHARD
+    try:
+        manifest = ingest.prepare_dataset(dataset, out, progress=False)
+    finally:
+        ingest.FILES_PER_SHARD = saved
+    assert sorted(p.name for p in out.glob("*.tfrecord")) == [
+        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    assert manifest["summary"]["written"] == 6

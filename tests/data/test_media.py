@@ -139,6 +139,24 @@ def test_rotation(tmp_path, degrees, corner):
     assert max(quadrants, key=lambda k: quadrants[k].mean()) == corner
 
 
+def test_rotate_tag_fallback(tmp_path):
+    path = tmp_path / "tag.mkv"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 32, 48, "yuv420p"
+        vs.metadata["rotate"] = "90"  # Clockwise, as old muxers wrote it.
+        img = np.zeros((48, 32, 3), np.uint8)
+        img[:24, :16] = 255
+        frame = av.VideoFrame.from_ndarray(img, "rgb24")
+        frame.pts, frame.time_base = 0, Fraction(1, 10)
+        c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+    media = decode_media(path, short_side=40, require_audio=False)
+    img = tf.io.decode_jpeg(media.jpeg_frames[0]).numpy().mean(-1)
+    assert img.shape == (40, 60)
+    assert img[:20, 30:].mean() > 200 and img[20:].mean() < 50  # Top-left became top-right.
+
+
 def test_cut(tmp_path):
     path = write_media(tmp_path / "cut.mkv", seconds=2, click_at=1.25)
     media = decode_media(path, fps=10, start=1.0, end=1.5)

@@ -276,12 +276,31 @@ def _crash_entry(item: sources.SourceItem) -> dict:
                                                 "re-encode it)"}
 
 
+def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
+              new_pool) -> Iterator[tuple[dict, bytes | None]]:
+    """Runs tasks one at a time in a single worker; a task that kills it is skipped."""
+    alone = None
+    try:
+        for item, label_index in tasks:
+            alone = alone or new_pool(1)
+            try:
+                yield alone.submit(process_item, item, label_index, config).result()
+            except BrokenProcessPool:
+                alone.shutdown(wait=True, cancel_futures=True)
+                alone = None
+                yield _crash_entry(item), None
+    finally:
+        if alone is not None:
+            alone.shutdown(wait=True, cancel_futures=True)
+
+
 def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
              workers: int) -> Iterator[tuple[dict, bytes | None]]:
     """Processes tasks, yielding results in task order with few in flight.
 
     With ``workers > 1`` a file that kills its worker process (a decoder crash) is
-    retried alone in a fresh process and reported as skipped if it crashes again.
+    found by retrying the files in flight one at a time in a fresh process; it is
+    reported as skipped and the others are kept.
     """
     if workers <= 1:
         for item, label_index in tasks:
@@ -307,15 +326,11 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
                 continue
             except BrokenProcessPool:
                 pass
+            # A worker died; any file in flight may be the cause: retry each alone.
             pool.shutdown(wait=True, cancel_futures=True)
-            todo.extendleft(reversed([t for t, _ in window]))
+            suspects = [task] + [t for t, _ in window]
             window.clear()
-            with new_pool(1) as alone:
-                try:
-                    result = alone.submit(process_item, *task, config).result()
-                except BrokenProcessPool:
-                    result = (_crash_entry(task[0]), None)
-            yield result
+            yield from _isolated(suspects, config, new_pool)
             pool = new_pool(workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

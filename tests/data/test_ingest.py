@@ -335,3 +335,28 @@ def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
     assert sorted(p.name for p in out.glob("*.tfrecord")) == [
         "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
     assert manifest["summary"]["written"] == 6
+
+
+@pytest.mark.slow
+def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
+    """A file that kills its worker (like a decoder segfault) is skipped; the rest go on."""
+    for i in range(3):
+        write_clip(tmp_path / "in" / f"c{i}.mkv")
+    helper = tmp_path / "helper"
+    helper.mkdir()
+    (helper / "crashing_worker.py").write_text(
+        "import os\n"
+        "from avts_tf.data.ingest import process_item as original\n\n\n"
+        "def process_item(item, label_index, config):\n"
+        "    if item.id == 'c1.mkv':\n"
+        "        os._exit(11)\n"
+        "    return original(item, label_index, config)\n")
+    monkeypatch.syspath_prepend(str(helper))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    import crashing_worker
+
+    monkeypatch.setattr(ingest, "process_item", crashing_worker.process_item)
+    manifest = ingest.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
+                                      progress=False)
+    assert [(e["id"], e["kind"]) for e in manifest["skipped"]] == [("c1.mkv", "crash")]
+    assert [e["id"] for e in manifest["written"]] == ["c0.mkv", "c2.mkv"]

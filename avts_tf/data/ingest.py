@@ -243,7 +243,7 @@ class _ShardWriter:
             entry = {**entry, "shard": self.plan.name}
         self.entries.append(entry)
 
-    def commit(self) -> dict:
+    def commit(self) -> None:
         self.writer.close()
         side = {
             "config": self.config.key(),
@@ -254,7 +254,6 @@ class _ShardWriter:
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.out / self.plan.name)
-        return side
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -358,13 +357,14 @@ _SHARD_RE = re.compile(r"^[A-Za-z0-9_.-]+-\d{5}-of-\d{5}\.tfrecord$")
 
 
 def _remove_stale(out: Path, plans: list[ShardPlan]) -> None:
-    """Deletes shards (and sidecars) an earlier plan made that this plan does not have."""
+    """Deletes shards an earlier plan wrote (they have sidecars) that this plan lacks."""
     names = {p.name for p in plans}
     for path in sorted(out.iterdir()):
-        if _SHARD_RE.match(path.name) and path.name not in names:
+        sidecar = out / STATE_DIR / f"{path.name}.json"
+        if _SHARD_RE.match(path.name) and path.name not in names and sidecar.is_file():
             logger.warning("removing %s: not part of the current shard plan", path)
             path.unlink()
-            (out / STATE_DIR / f"{path.name}.json").unlink(missing_ok=True)
+            sidecar.unlink()
 
 
 def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
@@ -381,12 +381,18 @@ def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
 
 
 def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
-                   plans: list[ShardPlan], sidecars: dict[str, dict]) -> dict:
-    """Assembles the manifest from the sidecars of all shards."""
+                   plans: list[ShardPlan], out: Path) -> dict:
+    """Assembles the manifest from the sidecars of all (finished) shards in ``out``.
+
+    Entries are read one shard at a time, so the records themselves are never loaded.
+    """
     splits: dict[str, dict] = {}
     written, skipped = [], []
     for plan in plans:
-        entries = sidecars[plan.name]["entries"]
+        side = _finished(out, plan, config)
+        if side is None:
+            raise RuntimeError(f"shard {plan.name} is missing or incomplete in {out}")
+        entries = side["entries"]
         count = sum(1 for e in entries if "reason" not in e)
         split = splits.setdefault(plan.split, {"records": 0, "shards": []})
         split["records"] += count
@@ -420,6 +426,20 @@ def format_summary(manifest: dict) -> str:
     for name, split in sorted(manifest["splits"].items()):
         lines.append(f"split {name}: {split['records']} records in {len(split['shards'])} shards")
     return "\n".join(lines)
+
+
+def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
+                  results: Iterator[tuple[dict, bytes | None]], report: _Progress) -> None:
+    """Writes each shard from the results, in plan order (the sidecars record each)."""
+    for plan in plans:
+        writer = _ShardWriter(out, plan, config)
+        for _ in plan.items:
+            entry, data = next(results)
+            if data is None:
+                logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+            writer.add(entry, data)
+            report.step(data is None)
+        writer.commit()
 
 
 def prepare_dataset(
@@ -491,25 +511,16 @@ def prepare_dataset(
         _clean_temporaries(out)
         _check_owner(out, config, input_path)
         _remove_stale(out, plans)
-        sidecars = {p.name: s for p in plans if (s := _finished(out, p, config)) is not None}
-        todo = [p for p in plans if p.name not in sidecars]
-        done_files = sum(len(p.items) for p in plans if p.name in sidecars)
-        if sidecars and progress:
-            print(f"ingest: resuming, {len(sidecars)}/{len(plans)} shards already complete",
-                  file=sys.stderr)
+        todo = [p for p in plans if _finished(out, p, config) is None]
+        done_files = sum(len(p.items) for p in plans) - sum(len(p.items) for p in todo)
+        if len(todo) < len(plans) and progress:
+            print(f"ingest: resuming, {len(plans) - len(todo)}/{len(plans)} shards already "
+                  "complete", file=sys.stderr)
         report = _Progress(len(items), done_files, progress)
         tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
-        results = _results(tasks, config, workers)
-        for plan in todo:
-            writer = _ShardWriter(out, plan, config)
-            for _ in plan.items:
-                entry, data = next(results)
-                if data is None:
-                    logger.warning("skipped %s: %s", entry["path"], entry["reason"])
-                writer.add(entry, data)
-                report.step(data is None)
-            sidecars[plan.name] = writer.commit()
-        manifest = build_manifest(config, input_path, labels, plans, sidecars)
+        with contextlib.closing(_results(tasks, config, workers)) as results:
+            _write_shards(out, todo, config, results, report)
+        manifest = build_manifest(config, input_path, labels, plans, out)
         _write_json(out / MANIFEST, manifest)
     if progress:
         print(format_summary(manifest), file=sys.stderr)

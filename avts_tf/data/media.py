@@ -88,7 +88,7 @@ def _select(container: av.container.InputContainer, kind: str, index: int | None
     streams = list(getattr(container.streams, kind))
     if kind == "video":
         streams = [s for s in streams if not _is_picture(s)]
-    if index is not None:
+    if index is not None and streams:
         if not 0 <= index < len(streams):
             raise MediaError(
                 "bad_stream",
@@ -319,10 +319,11 @@ def _check_length(container, origin: float, sampler, collector, warnings: list[s
     if not declared or not ends:
         return  # Nothing decoded: the callers give a more specific reason.
     got = max(ends)
-    if got < 0.5 * declared:
+    # Audio-only durations may be bitrate estimates (VBR MP3): only warn for those.
+    if got < 0.5 * declared and sampler is not None:
         raise MediaError("truncated", f"truncated: decoded {got:.2f} s of the {declared:.2f} s "
                                       "the container declares (re-download or re-encode it)")
-    if got < declared - max(0.5, 0.1 * declared):
+    elif got < declared - max(0.5, 0.1 * declared):
         warnings.append(f"decoded {got:.2f} s of the {declared:.2f} s the container declares")
 
 
@@ -476,13 +477,13 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
             if packet.size:
                 packets[packet.stream.index] += 1
             try:
-                frames = packet.decode()
+                decoded = packet.decode()
             except (av.FFmpegError, ValueError) as err:
                 errors += 1
                 if errors == 1:
                     result.warnings.append(f"decode error (skipped packet): {_one_line(err)}")
                 continue
-            for frame in frames:
+            for frame in decoded:
                 if sampler is not None and packet.stream is vstream:
                     sampler.push(frame)
                 elif collector is not None:

@@ -180,6 +180,8 @@ def test_stream_choice(tmp_path):
     path = write_media(tmp_path / "a.mkv")
     assert skip_kind(path, video_stream=1) == "bad_stream"
     assert len(decode_media(path, video_stream=0, audio_stream=0).jpeg_frames) == 8
+    wav = write_media(tmp_path / "a.wav", video=False)
+    assert decode_media(wav, video_stream=0, require_video=False).audio.shape == (16000,)
 
 
 def test_non_utf8_metadata(tmp_path):

@@ -353,7 +353,7 @@ def _clean_temporaries(out: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-_SHARD_RE = re.compile(r"^[A-Za-z0-9_.-]+-\d{5}-of-\d{5}\.tfrecord$")
+_SHARD_RE = re.compile(r"^[A-Za-z0-9_.]+-\d{5}-of-\d{5}\.tfrecord$")
 
 
 def _remove_stale(out: Path, plans: list[ShardPlan]) -> None:

@@ -21,7 +21,7 @@ AUDIO_EXTENSIONS = frozenset(
 )
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
 
-_SPLIT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_.]+$")  # No "-": shard names are "{split}-{i}-of-{n}".
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SourceItem:
         path: Absolute path of the media file.
         id: Stable identifier (path relative to the input root, POSIX separators).
         label: Class name, ``""`` when unlabelled.
-        split: Split name (letters, digits, ``_.-``).
+        split: Split name (letters, digits, ``_`` and ``.``).
         start: Cut start in seconds, ``None`` for the file's start.
         end: Cut end in seconds, ``None`` for the file's end.
     """
@@ -47,7 +47,7 @@ class SourceItem:
 
 def _check_split(split: str, where: str) -> str:
     if not _SPLIT_RE.match(split):
-        raise ValueError(f"{where}: split {split!r} must use only letters, digits and _.-")
+        raise ValueError(f"{where}: split {split!r} must use only letters, digits, '_' and '.'")
     return split
 
 

@@ -360,3 +360,9 @@ def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
                                       progress=False)
     assert [(e["id"], e["kind"]) for e in manifest["skipped"]] == [("c1.mkv", "crash")]
     assert [e["id"] for e in manifest["written"]] == ["c0.mkv", "c2.mkv"]
+
+
+def test_bad_split_name(tmp_path):
+    (tmp_path / "l.csv").write_text("path,label,split\na.mp4,x,train-extra\n")
+    with pytest.raises(ValueError, match="split 'train-extra'"):
+        sources.list_csv(tmp_path / "l.csv")

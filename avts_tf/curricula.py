@@ -57,6 +57,19 @@ class Curriculum(abc.ABC):
     def mixture(self, step: tf.Tensor) -> tf.Tensor:
         """Probabilities ``[len(NEGATIVE_TYPES)]`` (float32) at optimizer step ``step``."""
 
+    @abc.abstractmethod
+    def stages(self) -> list[list[float]]:
+        """The distinct mixtures the schedule passes through (for checks and logs)."""
+
+    def kinds(self) -> set[str]:
+        """Negative kinds drawn with non-zero probability at some step."""
+        return {
+            kind
+            for mixture in self.stages()
+            for kind, p in zip(NEGATIVE_TYPES, mixture, strict=True)
+            if p > 0
+        }
+
     def stage(self, step: tf.Tensor) -> tf.Tensor:
         """Index of the curriculum stage at ``step`` (0 for single-stage schedules)."""
         del step
@@ -81,6 +94,9 @@ class ConstantMixture(Curriculum):
     def mixture(self, step):  # noqa: D102
         del step
         return tf.constant(self._mixture, tf.float32)
+
+    def stages(self):  # noqa: D102
+        return [self._mixture]
 
     def get_config(self):  # noqa: D102
         return {"mixture": dict(zip(NEGATIVE_TYPES, self._mixture, strict=True))}
@@ -112,6 +128,9 @@ class StepSwitch(Curriculum):
 
     def mixture(self, step):  # noqa: D102
         return tf.gather(tf.constant(self._mixtures, tf.float32), self.stage(step))
+
+    def stages(self):  # noqa: D102
+        return list(self._mixtures)
 
     def get_config(self):  # noqa: D102
         return {
@@ -154,6 +173,9 @@ class LinearRamp(Curriculum):
         progress = tf.clip_by_value(progress, 0.0, 1.0)
         start = tf.constant(self._start, tf.float32)
         return start + progress * (tf.constant(self._end, tf.float32) - start)
+
+    def stages(self):  # noqa: D102
+        return [self._start, self._end]
 
     def get_config(self):  # noqa: D102
         return {

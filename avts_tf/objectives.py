@@ -86,9 +86,9 @@ class SyncObjective(Objective):
 
     Args:
         curriculum: Mixture of negative kinds over training steps (default: easy only).
-        eval_kinds: Negative kinds scored by ``test_step``; ``sync_accuracy`` in evaluation
-            always uses easy negatives (the paper's protocol), the others get their own
-            ``sync_accuracy_<kind>`` metric.
+        eval_kinds: Negative kinds the input pipeline provides. ``test_step`` scores each
+            of them (``sync_accuracy_<kind>``); ``sync_accuracy`` in evaluation always uses
+            easy negatives (the paper's protocol). Training logs the same per-kind metrics.
         seed: Salt of the stateless draws of negative kinds.
     """
 
@@ -173,7 +173,8 @@ class SyncObjective(Objective):
             neg_audio, kinds, neg_weight = self.negative_audio(batch, kinds)
             negatives = [(neg_audio, kinds, neg_weight)]
             for i, kind in enumerate(NEGATIVE_TYPES):
-                logs[f"curriculum/{kind}"] = mixture[i]
+                if kind in self.curriculum.kinds():
+                    logs[f"curriculum/{kind}"] = mixture[i]
             logs["curriculum/stage"] = self.curriculum.stage(step)
         else:
             negatives = []
@@ -218,12 +219,10 @@ class SyncObjective(Objective):
         return loss, logs
 
     def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:  # noqa: D102
-        kinds = NEGATIVE_TYPES if training else self.eval_kinds
-        metrics = [self.accuracy] + [
-            self.kind_accuracy[k] for k in kinds if k != "easy" or training
-        ]
+        kinds = [k for k in self.eval_kinds if k != "easy" or training]
+        metrics = [self.accuracy] + [self.kind_accuracy[k] for k in kinds]
         if training:
-            metrics += [self.negative_fraction[k] for k in NEGATIVE_TYPES]
+            metrics += [self.negative_fraction[k] for k in self.eval_kinds]
         return metrics + self.score_metrics()
 
     def score_metrics(self) -> list[keras.metrics.Metric]:

@@ -278,7 +278,7 @@ def _swap_audio(example: dict, other: dict) -> dict:
 def train_dataset(
     data_dir: str | os.PathLike,
     batch_size: int,
-    spec: ClipSpec = ClipSpec(),
+    spec: ClipSpec | None = None,
     split: str = "train",
     negatives: Mapping[str, NegativeSampler] | None = None,
     shuffle_buffer: int = 256,
@@ -291,7 +291,7 @@ def train_dataset(
     Args:
         data_dir: Folder written by ``tools/prepare_data.py``.
         batch_size: Examples per batch (per call; the global batch under a strategy).
-        spec: Clip shape and audio features.
+        spec: Clip shape and audio features (default: gin-configured ``ClipSpec()``).
         split: Split to read.
         negatives: Same-video negative samplers keyed by kind (``"hard"``, ``"super_hard"``).
         shuffle_buffer: Records in the shuffle buffer.
@@ -303,6 +303,7 @@ def train_dataset(
     Returns:
         A dataset of dict batches (see module docstring), ``drop_remainder=True``.
     """
+    spec = spec or ClipSpec()
     fps = _check_sample_rate(data_dir, spec)
     files = shard_files(data_dir, split)
     too_short = count_too_short(data_dir, split, spec)
@@ -338,7 +339,7 @@ def train_dataset(
 def eval_dataset(
     data_dir: str | os.PathLike,
     batch_size: int,
-    spec: ClipSpec = ClipSpec(),
+    spec: ClipSpec | None = None,
     split: str = "test",
     negatives: Mapping[str, NegativeSampler] | None = None,
     clips_per_video: int = 4,
@@ -350,6 +351,7 @@ def eval_dataset(
     negative of an example (the audio of the next example) comes from another video.
     The same arguments always give the same batches.
     """
+    spec = spec or ClipSpec()
     fps = _check_sample_rate(data_dir, spec)
     files = shard_files(data_dir, split)
     records_ds = _records(files, shuffle_files=False, seed=None)

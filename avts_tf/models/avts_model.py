@@ -47,6 +47,8 @@ class AVTSModel(keras.Model):
             int(video_tower.outputs[0].shape[-1]), int(audio_tower.outputs[0].shape[-1])
         )
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        # The towers are built functional models and the head is built above.
+        self.built = True
 
     def call(self, inputs: dict[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         """Embeddings of ``inputs["video"]`` and ``inputs["audio"]`` (either may be absent)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,7 @@ def run(
     jit_compile: bool = False,
     checkpoint_every_steps: int | None = None,
     seed: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
 ) -> dict[str, float]:
     """Trains AVTS and evaluates sync accuracy on held-out videos.
@@ -121,6 +122,7 @@ def run(
         jit_compile: Compile the train step with XLA.
         checkpoint_every_steps: Backup interval in steps (``None``: every epoch).
         seed: Seed of the input pipeline and of the negative draws.
+        callbacks: Extra Keras callbacks (for example periodic evaluation).
         verbose: Keras ``fit`` verbosity.
 
     Returns:
@@ -159,6 +161,7 @@ def run(
         keras.callbacks.TensorBoard(str(model_dir / "tensorboard"), update_freq="epoch"),
         keras.callbacks.TerminateOnNaN(),
         _WriteOperativeConfig(model_dir / "operative_config.gin"),
+        *callbacks,
     ]
     history = model.fit(
         train_data, epochs=epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks,

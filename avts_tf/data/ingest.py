@@ -154,15 +154,7 @@ def process_item(item: sources.SourceItem, label_index: int,
     )
     if media.warnings:
         entry["warnings"] = media.warnings
-    return entry, _deterministic(records.encode(record))
-
-
-def _deterministic(serialized: bytes) -> bytes:
-    """Re-serializes with sorted map keys: protobuf map order varies between processes."""
-    import tensorflow as tf
-
-    example = tf.train.SequenceExample.FromString(serialized)
-    return example.SerializeToString(deterministic=True)
+    return entry, records.encode(record)
 
 
 class _Progress:

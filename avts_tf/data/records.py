@@ -114,7 +114,8 @@ def encode(record: MediaRecord) -> bytes:
     example = tf.train.SequenceExample(
         context=context, feature_lists=tf.train.FeatureLists(feature_list={"frames": frames})
     )
-    return example.SerializeToString()
+    # Deterministic map order, so identical inputs give identical shard bytes.
+    return example.SerializeToString(deterministic=True)
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -7,20 +7,40 @@ work under ``mixed_bfloat16`` and ``mixed_float16`` policies.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import keras
+
+from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
 
 # torchvision's BatchNorm defaults: eps 1e-5, momentum 0.1 (PyTorch) == 0.9 (Keras).
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
+_FAST_KERNELS = contextvars.ContextVar("avts_tf_fast_kernels", default=True)
+
+
+@contextlib.contextmanager
+def stock_keras_layers() -> Iterator[None]:
+    """Within this block towers are built from stock ``Conv3D``/``BatchNormalization``.
+
+    By default they use :class:`~avts_tf.backbones.layers.VideoConv3D` and
+    :class:`~avts_tf.backbones.layers.FusedBatchNormalization`, which hold identical
+    weights but run faster kernels. Benchmarks use this to measure the difference.
+    """
+    token = _FAST_KERNELS.set(False)
+    try:
+        yield
+    finally:
+        _FAST_KERNELS.reset(token)
+
 
 def batch_norm(name: str) -> keras.layers.Layer:
     """A channels-last BatchNormalization with torchvision's defaults."""
-    return keras.layers.BatchNormalization(
-        axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name
-    )
+    cls = FusedBatchNormalization if _FAST_KERNELS.get() else keras.layers.BatchNormalization
+    return cls(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
 def conv(
@@ -39,7 +59,8 @@ def conv(
         strides: Strides (int or per-dimension tuple).
         name: Layer name.
     """
-    cls = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
+    conv3d = VideoConv3D if _FAST_KERNELS.get() else keras.layers.Conv3D
+    cls = {2: keras.layers.Conv2D, 3: conv3d}[rank]
     return cls(
         filters,
         kernel_size,

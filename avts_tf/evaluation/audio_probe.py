@@ -1,0 +1,221 @@
+"""Evaluation protocols (folds of files) and the linear SVM probe on frozen features.
+
+The probe is scikit-learn's ``LinearSVC`` after ``StandardScaler``, trained on every
+window of the training files (each window carries its file's label). A test file's
+class is the argmax of its windows' decision scores, averaged.
+
+Protocols (``make_folds``):
+
+* ``esc50``: splits ``fold1`` .. ``fold5`` (as written by the ``esc50`` layout), each
+  held out once.
+* ``dcase2014`` / ``split``: train on ``train_split``, test on ``test_split``.
+* ``kfold``: stratified k-fold over every labelled file.
+* ``group``: files grouped by the first capture group of ``group_regex`` on their id;
+  each group held out once (or ``num_folds`` group folds).
+* ``fsdd_speakers``: ``group`` with the speaker of FSDD's ``{digit}_{speaker}_{index}.wav``.
+* ``auto``: ``esc50`` when ``fold<k>`` splits exist, else ``split`` when ``train`` and
+  ``test`` exist, else ``kfold``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import (
+    GridSearchCV,
+    GroupKFold,
+    LeaveOneGroupOut,
+    StratifiedKFold,
+)
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from avts_tf.evaluation.errors import BadInput
+from avts_tf.evaluation.features import Features
+
+PROTOCOLS = ("auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers")
+FSDD_SPEAKER_REGEX = r"(?:^|/)\d+_([^_/]+)_\d+\.\w+$"
+_FOLD_SPLIT = re.compile(r"^fold(\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One train/test partition of file indices."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+def _split_folds(feats: Features, labelled: np.ndarray, train: str, test: str) -> list[Fold]:
+    tr = labelled[feats.splits[labelled] == train]
+    te = labelled[feats.splits[labelled] == test]
+    if len(tr) == 0 or len(te) == 0:
+        present = ", ".join(sorted(set(feats.splits.tolist())))
+        raise BadInput(
+            f"need labelled files in splits {train!r} and {test!r}; splits present: {present}"
+        )
+    return [Fold(f"{train}->{test}", tr, te)]
+
+
+def _group_folds(
+    feats: Features, labelled: np.ndarray, regex: str, num_folds: int | None
+) -> list[Fold]:
+    pattern = re.compile(regex)
+    groups = []
+    for i in labelled:
+        match = pattern.search(str(feats.ids[i]))
+        if not match:
+            raise BadInput(f"group_regex {regex!r} does not match id {feats.ids[i]!r}")
+        groups.append(match.group(1) if pattern.groups else match.group(0))
+    groups = np.asarray(groups)
+    names = sorted(set(groups.tolist()))
+    if len(names) < 2:
+        raise BadInput(f"group_regex {regex!r} finds {len(names)} group(s); need at least 2")
+    if num_folds and num_folds < len(names):
+        splitter = GroupKFold(n_splits=num_folds)
+    else:
+        splitter = LeaveOneGroupOut()
+    folds = []
+    for tr, te in splitter.split(labelled, groups=groups):
+        held = ",".join(sorted(set(groups[te].tolist())))
+        folds.append(Fold(f"held out {held}", labelled[tr], labelled[te]))
+    return folds
+
+
+def make_folds(
+    feats: Features,
+    protocol: str = "auto",
+    *,
+    train_split: str = "train",
+    test_split: str = "test",
+    num_folds: int | None = None,
+    group_regex: str | None = None,
+    seed: int = 0,
+) -> list[Fold]:
+    """Train/test partitions of the labelled files of ``feats`` (see module docstring).
+
+    Raises:
+        BadInput: If the protocol is unknown or the data cannot support it.
+    """
+    if protocol not in PROTOCOLS:
+        raise BadInput(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    labelled = np.flatnonzero(feats.labels >= 0)
+    if len(labelled) == 0:
+        raise BadInput("no labelled file to evaluate (empty set)")
+    splits = set(feats.splits[labelled].tolist())
+    fold_splits = sorted((s for s in splits if _FOLD_SPLIT.match(s)), key=lambda s: int(s[4:]))
+    if protocol == "auto":
+        if len(fold_splits) >= 2:
+            protocol = "esc50"
+        elif {train_split, test_split} <= splits:
+            protocol = "split"
+        else:
+            protocol = "kfold"
+    if protocol == "esc50":
+        if len(fold_splits) < 2:
+            raise BadInput(
+                f"protocol esc50 needs splits fold1..fold5; found {', '.join(sorted(splits))}"
+            )
+        return [
+            Fold(s, labelled[feats.splits[labelled] != s], labelled[feats.splits[labelled] == s])
+            for s in fold_splits
+        ]
+    if protocol in ("dcase2014", "split"):
+        return _split_folds(feats, labelled, train_split, test_split)
+    if protocol == "fsdd_speakers":
+        return _group_folds(feats, labelled, FSDD_SPEAKER_REGEX, num_folds)
+    if protocol == "group":
+        if not group_regex:
+            raise BadInput("protocol group needs --group_regex (e.g. '^([a-z]+)_')")
+        return _group_folds(feats, labelled, group_regex, num_folds)
+    k = num_folds or 5
+    counts = np.bincount(feats.labels[labelled])
+    if counts[counts > 0].min() < k:
+        raise BadInput(f"kfold with {k} folds needs at least {k} files per class")
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [
+        Fold(f"fold {i + 1}/{k}", labelled[tr], labelled[te])
+        for i, (tr, te) in enumerate(splitter.split(labelled, feats.labels[labelled]))
+    ]
+
+
+def linear_svm(C: float = 1.0) -> Pipeline:  # noqa: N803 - scikit-learn's name.
+    """Standardisation followed by a linear SVM."""
+    return make_pipeline(StandardScaler(), LinearSVC(C=C, max_iter=20000))
+
+
+def _windows_of(feats: Features, files: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(np.isin(feats.file_index, files))
+
+
+def file_scores(
+    scores: np.ndarray, file_index: np.ndarray, files: np.ndarray
+) -> np.ndarray:
+    """Mean decision score per file: ``[len(files), classes]``."""
+    if scores.ndim == 1:  # Binary LinearSVC: one score for the second class.
+        scores = np.stack([-scores, scores], axis=1)
+    position = {int(f): i for i, f in enumerate(files)}
+    rows = np.asarray([position[int(f)] for f in file_index])
+    total = np.zeros((len(files), scores.shape[1]))
+    np.add.at(total, rows, scores)
+    return total / np.bincount(rows, minlength=len(files))[:, None]
+
+
+def probe_fold(
+    feats: Features, fold: Fold, Cs: Sequence[float] = (1.0,)  # noqa: N803
+) -> dict[str, float]:
+    """Trains the probe on ``fold.train`` files and scores ``fold.test`` files.
+
+    With several ``Cs`` the value is chosen by 3-fold cross-validation over training
+    files (windows of one file stay together).
+
+    Returns:
+        ``accuracy`` (per file), ``window_accuracy``, ``C``, file counts.
+    """
+    train, test = _windows_of(feats, fold.train), _windows_of(feats, fold.test)
+    x_train, y_train = feats.features[train], feats.window_labels[train]
+    if len(np.unique(y_train)) < 2:
+        raise BadInput(f"{fold.name}: the training files hold fewer than 2 classes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if len(Cs) > 1:
+            search = GridSearchCV(
+                linear_svm(), {"linearsvc__C": list(Cs)}, cv=GroupKFold(n_splits=3)
+            )
+            search.fit(x_train, y_train, groups=feats.file_index[train])
+            model, C = search.best_estimator_, float(search.best_params_["linearsvc__C"])
+        else:
+            C = float(Cs[0])
+            model = linear_svm(C).fit(x_train, y_train)
+    scores = model.decision_function(feats.features[test])
+    classes = model.classes_
+    per_file = file_scores(scores, feats.file_index[test], fold.test)
+    predicted = classes[np.argmax(per_file, axis=1)]
+    window_predicted = model.predict(feats.features[test])
+    return {
+        "accuracy": float(np.mean(predicted == feats.labels[fold.test])),
+        "window_accuracy": float(np.mean(window_predicted == feats.window_labels[test])),
+        "C": C,
+        "train_files": int(len(fold.train)),
+        "test_files": int(len(fold.test)),
+    }
+
+
+def probe(
+    feats: Features, folds: Sequence[Fold], Cs: Sequence[float] = (1.0,)  # noqa: N803
+) -> dict:
+    """Runs ``probe_fold`` on every fold.
+
+    Returns:
+        ``{"mean", "std", "folds": [{"name", "accuracy", ...}]}`` (accuracy per file).
+    """
+    results = [{"name": f.name, **probe_fold(feats, f, Cs)} for f in folds]
+    accuracies = np.asarray([r["accuracy"] for r in results])
+    return {"mean": float(accuracies.mean()), "std": float(accuracies.std()), "folds": results}

@@ -1,0 +1,265 @@
+"""Towers and clip settings from a ``.keras`` tower file or a training run's ``model_dir``.
+
+A checkpoint is either
+
+* a ``.keras`` tower file (``<model_dir>/video_tower.keras``, any ``keras.Model.save``);
+* a ``model_dir`` written by ``avts_tf.train.run``: its ``{video,audio}_tower.keras`` when
+  training finished, else the towers rebuilt from ``operative_config.gin`` and loaded
+  from ``backup/latest.weights.h5`` (a run still training, or stopped early).
+
+The run's ``operative_config.gin`` (in the ``model_dir``, or next to a ``.keras`` file)
+gives the ``ClipSpec`` the towers were trained with: log-mel settings, frame stride,
+resizing. Reading it parses gin and clears the global gin config afterwards, as the
+tools are one-shot processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import gin
+import keras
+from absl import logging
+
+from avts_tf.data import pipeline
+from avts_tf.evaluation.errors import BadInput
+
+OPERATIVE_CONFIG = "operative_config.gin"
+BACKUP_WEIGHTS = Path("backup") / "latest.weights.h5"
+TOWERS = ("video", "audio")
+_INPUT_RANK = {"video": 5, "audio": 4}
+
+
+def run_dir(checkpoint: str | Path) -> Path | None:
+    """The training run folder of a checkpoint (holding ``operative_config.gin``), if any."""
+    path = Path(checkpoint)
+    folder = path if path.is_dir() else path.parent
+    return folder if (folder / OPERATIVE_CONFIG).is_file() else None
+
+
+@contextlib.contextmanager
+def run_config(model_dir: Path) -> Iterator[None]:
+    """Parses a run's operative config (unknown names skipped) for the block, then clears gin."""
+    from avts_tf import config
+
+    config.import_registrations()
+    gin.clear_config()
+    try:
+        try:
+            with gin.unlock_config():
+                gin.parse_config_file(str(model_dir / OPERATIVE_CONFIG), skip_unknown=True)
+        except Exception as err:  # noqa: BLE001 - any parse failure is a bad run folder.
+            raise BadInput(f"cannot read {model_dir / OPERATIVE_CONFIG}: {err}") from None
+        yield
+    finally:
+        gin.clear_config()
+
+
+def _binding(name: str):
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return None
+
+
+def _evaluate(reference):
+    """The value of a gin binding (a ``@fn()`` reference is called)."""
+    return copy.deepcopy(reference)
+
+
+def _run_clip_spec_unlocked() -> pipeline.ClipSpec:
+    spec = _evaluate(_binding("train.run.clip_spec"))
+    return spec if isinstance(spec, pipeline.ClipSpec) else pipeline.ClipSpec()
+
+
+def run_clip_spec(model_dir: str | Path) -> pipeline.ClipSpec:
+    """The ``ClipSpec`` a training run used (from its ``operative_config.gin``)."""
+    with run_config(Path(model_dir)):
+        return _run_clip_spec_unlocked()
+
+
+def run_objective(model_dir: str | Path, eval_kinds: Sequence[str]) -> keras.layers.Layer:
+    """The run's training objective (margin, threshold, head), scoring ``eval_kinds``."""
+    from avts_tf.objectives import ContrastiveSync
+
+    with run_config(Path(model_dir)):
+        reference = _binding("train.run.objective")
+        factory = reference.scoped_configurable_fn if reference is not None else ContrastiveSync
+        return factory(eval_kinds=tuple(eval_kinds))
+
+
+def rebuild_run_model(model_dir: str | Path, eval_kinds: Sequence[str] = ("easy",)):
+    """The run's ``AVTSModel`` rebuilt from its operative config and backup weights.
+
+    Raises:
+        BadInput: If the run has no backup, or the backup does not fit the config.
+    """
+    from avts_tf.models import AVTSModel
+    from avts_tf.objectives import ContrastiveSync
+
+    model_dir = Path(model_dir)
+    weights = model_dir / BACKUP_WEIGHTS
+    if not weights.is_file() or not (model_dir / OPERATIVE_CONFIG).is_file():
+        raise BadInput(
+            f"{model_dir} has no {BACKUP_WEIGHTS} with {OPERATIVE_CONFIG}: not a training "
+            f"run's model_dir (or it has not finished its first epoch)"
+        )
+    with run_config(model_dir):
+        spec = _run_clip_spec_unlocked()
+        dataset = _evaluate(_binding("train.run.dataset"))
+        try:
+            fps = pipeline.dataset_fps(dataset)
+        except (FileNotFoundError, TypeError) as err:
+            raise BadInput(f"cannot find the dataset of run {model_dir}: {err}") from None
+        video = _binding("train.run.video_tower").scoped_configurable_fn(
+            input_shape=spec.video_shape()
+        )
+        audio = _binding("train.run.audio_tower").scoped_configurable_fn(
+            input_shape=spec.audio_shape(fps)
+        )
+        reference = _binding("train.run.objective")
+        factory = reference.scoped_configurable_fn if reference is not None else ContrastiveSync
+        model = AVTSModel(video, audio, factory(eval_kinds=tuple(eval_kinds)))
+    try:
+        model.load_weights(weights)
+    except (ValueError, OSError) as err:
+        raise BadInput(f"{weights} does not fit the run's operative config: {err}") from None
+    return model
+
+
+def _load_keras(path: Path, which: str) -> keras.Model:
+    import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers)
+    import avts_tf.models  # noqa: F401
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # noqa: BLE001 - any load failure is a bad checkpoint.
+        raise BadInput(f"cannot load {path}: {type(err).__name__}: {err}") from None
+    rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else None
+    if rank != _INPUT_RANK[which]:
+        other = {5: "a video", 4: "an audio"}.get(rank, "not a")
+        raise BadInput(f"{path} is {other} tower, expected the {which} tower")
+    return model
+
+
+def load_tower(checkpoint: str | Path, which: str) -> keras.Model:
+    """Loads the ``video`` or ``audio`` tower of a checkpoint (see module docstring).
+
+    Raises:
+        BadInput: If the checkpoint is missing, unreadable or of the other tower.
+    """
+    if which not in TOWERS:
+        raise BadInput(f"unknown tower {which!r}; choose one of {', '.join(TOWERS)}")
+    path = Path(checkpoint)
+    if not path.exists():
+        raise BadInput(f"checkpoint {path} does not exist")
+    if path.is_file():
+        if path.suffix != ".keras":
+            raise BadInput(f"checkpoint {path} is neither a .keras file nor a model_dir")
+        return _load_keras(path, which)
+    saved = path / f"{which}_tower.keras"
+    if saved.is_file():
+        return _load_keras(saved, which)
+    if (path / BACKUP_WEIGHTS).is_file():
+        logging.info("No %s yet: rebuilding the towers from %s.", saved.name, BACKUP_WEIGHTS)
+        return getattr(rebuild_run_model(path), f"{which}_tower")
+    raise BadInput(
+        f"{path} holds neither {saved.name} nor {BACKUP_WEIGHTS}: not a training run's model_dir"
+    )
+
+
+def clip_spec_for(
+    checkpoint: str | Path | None,
+    video_tower: keras.Model | None = None,
+    audio_tower: keras.Model | None = None,
+) -> pipeline.ClipSpec:
+    """The ``ClipSpec`` to feed a checkpoint's towers.
+
+    Taken from the run's ``operative_config.gin`` when there is one, else the gin
+    defaults; the towers' input shapes then set the clip length, crop and mel bins.
+    """
+    folder = run_dir(checkpoint) if checkpoint is not None else None
+    spec = run_clip_spec(folder) if folder else pipeline.ClipSpec()
+    if checkpoint is not None and folder is None:
+        logging.warning(
+            "No %s next to %s: using default log-mel settings (%s).",
+            OPERATIVE_CONFIG, checkpoint, spec.log_mel,
+        )
+    if video_tower is not None:
+        frames, height, width = video_tower.inputs[0].shape[1:4]
+        if frames is not None:
+            spec = dataclasses.replace(spec, num_frames=int(frames))
+        if height is not None and height == width:
+            spec = dataclasses.replace(spec, crop_size=int(height))
+    if audio_tower is not None:
+        mels = audio_tower.inputs[0].shape[2]
+        if mels is not None and mels != spec.log_mel.mel_bins:
+            if folder:
+                raise BadInput(
+                    f"the audio tower takes {mels} mel bins but its run used "
+                    f"{spec.log_mel.mel_bins}"
+                )
+            spec = dataclasses.replace(
+                spec, log_mel=dataclasses.replace(spec.log_mel, mel_bins=int(mels))
+            )
+    return spec
+
+
+def fresh_copy(model: keras.Model) -> keras.Model:
+    """The same architecture with newly initialized weights (a from-scratch baseline)."""
+    import avts_tf.backbones  # noqa: F401  (custom layers)
+
+    return keras.models.clone_model(model)
+
+
+def towers_from_recipe(
+    gin_files: Sequence[str], bindings: Sequence[str], fps: float
+) -> tuple[keras.Model, keras.Model, pipeline.ClipSpec]:
+    """Randomly initialized towers and clip spec as a training recipe would build them.
+
+    Args:
+        gin_files: Training recipes (for example ``gin/quickstart.gin``).
+        bindings: Extra gin bindings.
+        fps: Frame rate of the data the towers will see (sets the audio input length).
+
+    Raises:
+        BadInput: If the recipe does not parse or names no towers.
+    """
+    from avts_tf import config
+
+    gin.clear_config()
+    try:
+        try:
+            config.parse_gin(gin_files, bindings, finalize=False)
+        except (OSError, ValueError) as err:
+            raise BadInput(f"cannot parse the recipe {', '.join(gin_files)}: {err}") from None
+        spec = _run_clip_spec_unlocked()
+        towers = []
+        for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
+            reference = _binding(f"train.run.{which}_tower")
+            if reference is None:
+                raise BadInput(f"the recipe does not set train.run.{which}_tower")
+            towers.append(reference.scoped_configurable_fn(input_shape=shape))
+        return towers[0], towers[1], spec
+    finally:
+        gin.clear_config()
+
+
+def run_dataset(model_dir: str | Path) -> str:
+    """The prepared dataset a training run trained on (``train.run.dataset``).
+
+    Raises:
+        BadInput: If the run's config names no dataset or it cannot be found.
+    """
+    with run_config(Path(model_dir)):
+        reference = _binding("train.run.dataset")
+        if reference is None:
+            raise BadInput(f"the operative config of {model_dir} names no train.run.dataset")
+        dataset = _evaluate(reference)
+    if not (Path(dataset) / "manifest.json").is_file():
+        raise BadInput(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset")
+    return str(dataset)

@@ -1,0 +1,176 @@
+"""Prepared datasets for evaluation: reading records, preparing raw folders, subsets."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from avts_tf.data import pipeline, records
+from avts_tf.evaluation.errors import BadInput
+
+
+def is_prepared(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``prepare_dataset``."""
+    return (Path(path) / "manifest.json").is_file()
+
+
+def ensure_prepared(
+    path: str | Path,
+    work_dir: str | Path,
+    *,
+    layout: str = "auto",
+    fold: int = 1,
+    sample_rate: int = 16000,
+    fps: float = 8.0,
+    short_side: int = 40,
+    audio_only: bool = False,
+    workers: int = 1,
+) -> Path:
+    """``path`` if it is a prepared dataset, else ``path`` prepared into ``work_dir``.
+
+    Args:
+        path: A prepared folder, or media (a folder, a CSV or a known layout).
+        work_dir: Where to write the prepared copy (re-used when already complete).
+        layout: Input layout for ``prepare_dataset`` (``"auto"`` guesses).
+        fold: Official split number (UCF101, HMDB51, DCASE).
+        sample_rate: Audio rate to store.
+        fps: Frame rate to store.
+        short_side: Frame short side to store.
+        audio_only: Keep files without a video stream (audio evaluation).
+        workers: Decoding processes.
+
+    Raises:
+        BadInput: If ``path`` does not exist or nothing could be prepared.
+    """
+    from avts_tf.data import ingest
+
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"dataset {path} does not exist")
+    if is_prepared(path):
+        return path
+    try:
+        manifest = ingest.prepare_dataset(
+            path, work_dir, layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
+            short_side=short_side, require_video=False if audio_only else None,
+            workers=workers, progress=True,
+        )
+    except ValueError as err:
+        raise BadInput(f"cannot prepare {path}: {err}") from None
+    if not manifest.get("summary", {}).get("written"):
+        raise BadInput(f"no media file of {path} could be prepared (see {work_dir}/manifest.json)")
+    return Path(work_dir)
+
+
+def splits_of(data_dir: str | Path) -> list[str]:
+    """Split names of a prepared dataset that hold records."""
+    manifest = pipeline.read_manifest(data_dir)
+    return sorted(s for s, info in manifest.get("splits", {}).items() if info.get("records"))
+
+
+def label_names(data_dir: str | Path) -> list[str]:
+    """The dataset's label list (``label_index`` indexes it)."""
+    return list(pipeline.read_manifest(data_dir).get("labels", []))
+
+
+def sample_rate_of(data_dir: str | Path) -> int:
+    """Audio rate the records were stored at."""
+    return int(pipeline.read_manifest(data_dir)["config"]["sample_rate"])
+
+
+def count_records(data_dir: str | Path, splits: Sequence[str]) -> int:
+    """Records in ``splits`` according to the manifest."""
+    manifest = pipeline.read_manifest(data_dir)
+    return sum(int(manifest.get("splits", {}).get(s, {}).get("records", 0)) for s in splits)
+
+
+def check_splits(data_dir: str | Path, splits: Sequence[str] | None) -> list[str]:
+    """``splits`` (default: all) after checking each exists and the set is not empty.
+
+    Raises:
+        BadInput: If a split is unknown or no split holds a record.
+    """
+    present = splits_of(data_dir)
+    if not present:
+        raise BadInput(f"{data_dir} holds no records (empty set)")
+    chosen = list(splits) if splits else present
+    unknown = [s for s in chosen if s not in present]
+    if unknown:
+        raise BadInput(
+            f"split(s) {', '.join(unknown)} not in {data_dir}; splits present: {', '.join(present)}"
+        )
+    return chosen
+
+
+def parsed_records(data_dir: str | Path, splits: Sequence[str]) -> tf.data.Dataset:
+    """Parsed records (``records.parse``) of ``splits``, in shard order."""
+    files = [f for split in splits for f in pipeline.shard_files(data_dir, split)]
+    return tf.data.TFRecordDataset(files).map(records.parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def choose_per_class(labels: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``per_class`` items per label (``-1`` skipped), drawn with ``seed``.
+
+    Classes with fewer items give all of them. The same labels and seed always give the
+    same choice, so a linear probe and a fine-tuning run can share their few shots.
+    """
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == label))[:per_class]
+        for label in np.unique(labels[labels >= 0])
+    ]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros([0], np.int64)
+
+
+def few_shot_subset(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    per_class: int,
+    split: str = "train",
+    seed: int = 0,
+) -> Path:
+    """A prepared dataset with ``per_class`` labelled records per class of ``split``.
+
+    Records of ``split`` are drawn per class by ``choose_per_class`` and written to one
+    shard; the other splits' shards are linked unchanged. The manifest is copied with
+    ``written`` and ``splits`` updated.
+
+    Returns:
+        ``out_dir``.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = pipeline.read_manifest(data_dir)
+    serialized, labels = [], []
+    for path in pipeline.shard_files(data_dir, split):
+        for raw in tf.data.TFRecordDataset(path):
+            serialized.append(raw.numpy())
+            labels.append(int(records.parse(raw)["label_index"]))
+    keep = choose_per_class(np.asarray(labels), per_class, seed).tolist()
+    if not keep:
+        raise BadInput(f"split {split!r} of {data_dir} has no labelled record")
+    name = f"{split}-00000-of-00001.tfrecord"
+    with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
+        for i in keep:
+            writer.write(serialized[i])
+    kept_ids = {records.parse(serialized[i])["id"].numpy().decode() for i in keep}
+    splits = {split: {"records": len(keep), "shards": [{"file": name, "records": len(keep)}]}}
+    for other, info in manifest.get("splits", {}).items():
+        if other == split:
+            continue
+        splits[other] = info
+        for shard in info.get("shards", []):
+            link = out_dir / shard["file"]
+            if not link.exists():
+                os.symlink((data_dir / shard["file"]).resolve(), link)
+    written = [
+        e for e in manifest.get("written", []) if e.get("split") != split or e["id"] in kept_ids
+    ]
+    subset = {**manifest, "splits": splits, "written": written, "subset_of": str(data_dir)}
+    (out_dir / "manifest.json").write_text(json.dumps(subset, indent=1), encoding="utf-8")
+    return out_dir

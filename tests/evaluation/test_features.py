@@ -1,0 +1,158 @@
+"""Towers from checkpoints, layer features with pooling, audio windows, MFCCs."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_audio_tower, tiny_video_tower
+from eval_helpers import make_tiny_run
+
+from avts_tf.data.audio_features import LogMelSpec
+from avts_tf.evaluation import checkpoint, features, mfcc, records_io
+from avts_tf.evaluation.errors import BadInput
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+def test_load_tower_from_model_dir_and_file(tiny_run):
+    video = checkpoint.load_tower(tiny_run, "video")
+    assert video.inputs[0].shape[1:] == (4, 32, 32, 3)
+    audio = checkpoint.load_tower(tiny_run / "audio_tower.keras", "audio")
+    assert audio.inputs[0].shape[1:] == (24, 16, 1)
+
+
+def test_load_tower_bad_inputs(tiny_run, tmp_path):
+    with pytest.raises(BadInput, match="does not exist"):
+        checkpoint.load_tower(tmp_path / "missing", "video")
+    with pytest.raises(BadInput, match="is a video tower, expected the audio tower"):
+        checkpoint.load_tower(tiny_run / "video_tower.keras", "audio")
+    with pytest.raises(BadInput, match="not a training run's model_dir"):
+        checkpoint.load_tower(tmp_path, "video")
+    (tmp_path / "broken.keras").write_bytes(b"not a zip")
+    with pytest.raises(BadInput, match="cannot load"):
+        checkpoint.load_tower(tmp_path / "broken.keras", "video")
+
+
+def test_clip_spec_comes_from_the_operative_config(tiny_run):
+    audio = checkpoint.load_tower(tiny_run, "audio")
+    spec = checkpoint.clip_spec_for(tiny_run / "audio_tower.keras", audio_tower=audio)
+    assert spec.num_frames == 4 and spec.log_mel.mel_bins == 16 and spec.log_mel.hop_s == 0.02
+    assert spec.audio_shape(8.0) == (24, 16, 1)
+
+
+def test_towers_rebuilt_from_backup_weights(tiny_prepared, tmp_path):
+    """A run without saved towers (still training) is read from its backup."""
+    from avts_tf.models import AVTSModel
+
+    config = (
+        f"train.run.dataset = @data.prepared_dataset()\n"
+        f"data.prepared_dataset.data_dir = '{tiny_prepared}'\n"
+        "train.run.video_tower = @backbones.mc3_18\n"
+        "backbones.mc3_18.width = 4\nbackbones.mc3_18.depths = (1, 1, 1, 1)\n"
+        "backbones.mc3_18.embedding_dim = 8\n"
+        "train.run.audio_tower = @backbones.avts_audio_vgg\n"
+        "backbones.avts_audio_vgg.width = 4\nbackbones.avts_audio_vgg.depths = (1, 1, 1, 1)\n"
+        "backbones.avts_audio_vgg.embedding_dim = 8\n"
+    )
+    from eval_helpers import OPERATIVE_CONFIG
+
+    (tmp_path / "operative_config.gin").write_text(OPERATIVE_CONFIG + config)
+    spec = checkpoint.run_clip_spec(tmp_path)
+    from avts_tf.backbones.audio import avts_audio_vgg
+    from avts_tf.backbones.video_resnet import mc3_18
+
+    keras.utils.set_random_seed(1)
+    video = mc3_18(input_shape=spec.video_shape(), width=4, depths=(1, 1, 1, 1), embedding_dim=8)
+    audio = avts_audio_vgg(input_shape=spec.audio_shape(8.0), width=4, depths=(1, 1, 1, 1),
+                           embedding_dim=8)
+    (tmp_path / "backup").mkdir()
+    AVTSModel(video, audio).save_weights(tmp_path / "backup" / "latest.weights.h5")
+    loaded = checkpoint.load_tower(tmp_path, "audio")
+    for a, b in zip(loaded.weights, audio.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_fresh_copy_has_new_weights(tiny_run):
+    video = checkpoint.load_tower(tiny_run, "video")
+    copy = checkpoint.fresh_copy(video)
+    assert copy.count_params() == video.count_params()
+    assert not np.allclose(copy.weights[0].numpy(), video.weights[0].numpy())
+
+
+def test_feature_model_pools_any_layer():
+    tower = tiny_video_tower()
+    name = tower.layers[1].name  # conv3d, conv3d_1, ... (Keras numbers repeated names)
+    x = tf.random.uniform([2, 4, 32, 32, 3])
+    conv = features.feature_model(tower, name, "avg")(x)
+    raw = keras.Model(tower.inputs, tower.get_layer(name).output)(x)
+    np.testing.assert_allclose(conv, tf.reduce_mean(raw, axis=[1, 2, 3]), rtol=1e-5)
+    assert features.feature_model(tower, name, "max")(x).shape == (2, 4)
+    assert features.feature_model(tower)(x).shape == (2, 8)  # No avgpool: the output.
+    with pytest.raises(BadInput, match=f"valid layer names: video, {name}, .*dense"):
+        features.feature_model(tower, "nope")
+
+
+def test_audio_windows_pad_short_files_and_cut_long_ones():
+    spec = LogMelSpec(mel_bins=16, window_s=0.04, hop_s=0.02)
+    window = features.window_samples(spec, 24)
+    assert spec.num_frames(window) == 24
+    windows = features.audio_windows_fn(spec, window)
+    short = {"waveform": tf.zeros([100])}
+    assert windows(short).shape == (1, 24, 16, 1)
+    long = {"waveform": tf.random.uniform([int(2.5 * window)])}
+    assert windows(long).shape == (2, 24, 16, 1)
+    assert features.audio_windows_fn(spec, window, max_windows=1)(long).shape[0] == 1
+
+
+def test_extract_audio_and_video_features(tiny_prepared, tiny_run, tmp_path):
+    audio = checkpoint.load_tower(tiny_run, "audio")
+    spec = checkpoint.clip_spec_for(tiny_run, audio_tower=audio)
+    feats = features.tower_features(audio, "audio", tiny_prepared, spec, progress=False)
+    assert len(feats.ids) == 8 and feats.features.shape[1] == 8
+    assert np.bincount(feats.file_index).tolist() == [6] * 8  # 3 s / 0.5 s windows.
+    assert sorted(set(feats.splits.tolist())) == ["test", "train"]
+    assert feats.label_names == records_io.label_names(tiny_prepared)
+    feats.save(tmp_path / "f.npz")
+    again = features.Features.load(tmp_path / "f.npz")
+    np.testing.assert_array_equal(again.features, feats.features)
+    assert again.info["layer"] == "output" and again.ids.tolist() == feats.ids.tolist()
+
+    video = checkpoint.load_tower(tiny_run, "video")
+    vspec = checkpoint.clip_spec_for(tiny_run, video_tower=video)
+    vfeats = features.tower_features(video, "video", tiny_prepared, vspec, splits=["test"],
+                                     num_clips=3, layer=video.layers[2].name,
+                                     progress=False)
+    assert vfeats.features.shape == (6, 4) and vfeats.file_index.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_extract_bad_inputs(tiny_prepared, tiny_run, tmp_path):
+    audio = checkpoint.load_tower(tiny_run, "audio")
+    spec = checkpoint.clip_spec_for(tiny_run, audio_tower=audio)
+    with pytest.raises(BadInput, match="splits present: test, train"):
+        features.tower_features(audio, "audio", tiny_prepared, spec, splits=["val"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    manifest.update(splits={}, written=[])
+    (empty / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInput, match="empty set"):
+        features.tower_features(audio, "audio", empty, spec)
+
+
+def test_mfcc_baseline_features(tiny_prepared):
+    embed = mfcc.mfcc_embed_fn()
+    spec = LogMelSpec()
+    tone = tf.sin(tf.range(16000, dtype=tf.float32) * 0.2)
+    noise = tf.random.stateless_uniform([16000], [1, 2], -1.0, 1.0)
+    from avts_tf.data.audio_features import log_mel_spectrogram
+
+    stats = embed(log_mel_spectrogram(tf.stack([tone, noise]), spec)).numpy()
+    assert stats.shape == (2, 26) and np.all(stats[:, 13:] >= 0)
+    assert not np.allclose(stats[0], stats[1])
+    feats = mfcc.mfcc_features(tiny_prepared, 8000, progress=False)
+    assert feats.features.shape == (48, 26) and feats.info["window_samples"] == "8000"

@@ -347,15 +347,20 @@ def eval_dataset(
 ) -> tf.data.Dataset:
     """Deterministic evaluation clips: ``clips_per_video`` evenly spaced windows per video.
 
-    Clips are ordered clip-major (clip 0 of every video, then clip 1, ...), so the easy
-    negative of an example (the audio of the next example) comes from another video.
+    Videos are put in a fixed pseudo-random order and clips are ordered clip-major (clip 0
+    of every video, then clip 1, ...), so the easy negative of an example (the audio of the
+    next example) comes from a random other video.
     The same arguments always give the same batches.
     """
     spec = spec or ClipSpec()
     fps = _check_sample_rate(data_dir, spec)
     files = shard_files(data_dir, split)
     records_ds = _records(files, shuffle_files=False, seed=None)
-    records_ds = records_ds.filter(_long_enough(spec, fps)).cache()
+    # A fixed pseudo-random order of videos, so the easy negative (the next example) is a
+    # random other video, as in the paper, not the next file in sorted (often same-class) order.
+    records_ds = records_ds.filter(_long_enough(spec, fps)).shuffle(
+        100_000, seed=seed, reshuffle_each_iteration=False
+    ).cache()
     clip_fn = make_clip_fn(spec, fps, training=False, negatives=negatives)
 
     def clip_pass(k):

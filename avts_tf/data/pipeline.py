@@ -285,6 +285,7 @@ def train_dataset(
     cache_records: bool = True,
     shuffle_audio: bool = False,
     seed: int = 0,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """Endless batches of random clips for training.
 
@@ -299,6 +300,10 @@ def train_dataset(
         shuffle_audio: Control experiment: replace every example's audio by the audio of
             an unrelated example, so synchronization cannot be learned.
         seed: Seed of file order, shuffling, clip starts, crops and negatives.
+        skip_batches: Start after this many batches: yields exactly what the same call
+            with ``skip_batches=0`` yields from batch ``skip_batches`` on (resuming a run).
+            Skipped examples are not decoded, but the cached records are still shuffled
+            through, so the cost grows with the number skipped (microseconds each).
 
     Returns:
         A dataset of dict batches (see module docstring), ``drop_remainder=True``.
@@ -323,7 +328,8 @@ def train_dataset(
     def clips(salt: int) -> tf.data.Dataset:
         shuffled = records_ds.repeat().shuffle(shuffle_buffer, seed=seed + salt)
         seeds = tf.data.Dataset.random(seed=seed + salt).batch(2)
-        return tf.data.Dataset.zip(shuffled, seeds).map(
+        examples = tf.data.Dataset.zip(shuffled, seeds).skip(skip_batches * batch_size)
+        return examples.map(
             lambda r, s: clip_fn(r, tf.cast(s, tf.int32), 0, 1),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,

@@ -20,6 +20,11 @@ class AVTSModel(keras.Model):
     number of replicas. With a ``LossScaleOptimizer`` (``mixed_float16``) the loss is
     scaled before differentiation and gradients are unscaled by the optimizer.
 
+    With several replicas the towers' non-trainable state (BatchNorm moving statistics,
+    which Keras 3 keeps per replica) is averaged over replicas after every step, so all
+    replicas and workers hold the same weights, as ``tf.keras`` did with ``ON_READ``
+    statistics.
+
     Args:
         video_tower: Functional model, input ``video`` ``(T, H, W, 3)``, output ``(B, D)``.
         audio_tower: Functional model, input ``audio`` ``(frames, mels, 1)``, output ``(B, D)``.
@@ -82,20 +87,91 @@ class AVTSModel(keras.Model):
         for metric in self.objective.reported_metrics(training=training):
             results[metric.name] = metric.result()
         results.update(logs)
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3.15 averages logs over workers with ``reduce(MEAN, axis=0)``, which
+            # fails on scalars (tensorflow/tensorflow#72388): give it vectors of one.
+            results = {k: tf.reshape(tf.cast(v, tf.float32), [1]) for k, v in results.items()}
         return results
 
     def _track_loss(self, loss: tf.Tensor) -> None:
-        # ``loss`` is this replica's share of the global mean: scale back for display.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        self.loss_tracker.update_state(loss * replicas)
+        # ``loss`` is this replica's share of the global mean: sum the shares, so every
+        # replica and worker logs the same global loss (and stops on NaN at the same step).
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            loss = tf.distribute.get_replica_context().all_reduce("sum", loss)
+        self.loss_tracker.update_state(loss)
+
+    def compile(self, *args: Any, jit_compile: bool | str = "auto", **kwargs: Any) -> None:
+        """``keras.Model.compile``; ``jit_compile=True`` also works with several replicas.
+
+        Keras compiles the whole distributed step with XLA, which fails when the step
+        spans several devices (``MirroredStrategy``) or holds collectives. With more than
+        one replica in sync, ``jit_compile=True`` instead compiles each replica's forward
+        and backward pass with XLA (``replica_jit_compile``); the all-reduces and the
+        optimizer update run outside it.
+        """
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        self.replica_jit_compile = jit_compile is True and replicas > 1
+        if self.replica_jit_compile:
+            jit_compile = False
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
+        self._replica_step_fn = None
+
+    def _loss_and_gradients(
+        self, batch: dict[str, tf.Tensor], stateless: bool
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:
+        """Loss, logs, gradients and new non-trainable tower state of this replica.
+
+        With ``stateless`` the towers run through ``stateless_call`` and their new state
+        (BatchNorm statistics) is returned instead of assigned. Such a function can be
+        compiled with XLA inside a replica, and the caller can average the state.
+        """
+        step = self.optimizer.iterations
+        towers = _StatelessTowers(self) if stateless else self
+        with tf.GradientTape() as tape:
+            loss, logs = self.objective.compute(towers, batch, training=True, step=step)
+            scaled = self.optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        state = towers.new_state() if stateless else []
+        return loss, logs, gradients, state
+
+    def _replica_step(
+        self, batch: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor]]:
+        """Loss, logs and gradients of one of several replicas; syncs the tower state."""
+        if getattr(self, "replica_jit_compile", False):
+            if self._replica_step_fn is None:
+                self._replica_step_fn = tf.function(
+                    lambda b: self._loss_and_gradients(b, stateless=True), jit_compile=True
+                )
+            loss, logs, gradients, state = self._replica_step_fn(batch)
+        else:
+            loss, logs, gradients, state = self._loss_and_gradients(batch, stateless=True)
+        variables = _tower_state(self)
+        floating = [i for i, v in enumerate(state) if v.dtype.is_floating]
+        if floating:
+            context = tf.distribute.get_replica_context()
+            averaged = context.all_reduce("mean", [state[i] for i in floating])
+            for i, value in zip(floating, averaged, strict=True):
+                state[i] = value
+        for variable, value in zip(variables, state, strict=True):
+            variable.assign(value)
+        return loss, logs, gradients
+
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras 3.15 builds a model created under a strategy by averaging the first
+        # distributed batch over replicas, which fails on the pipeline's bool features.
+        # The towers are built already; only the optimizer needs its variables.
+        del iterator, data_batch
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:  # noqa: D102
         batch = self._features(data)
-        step = self.optimizer.iterations
-        with tf.GradientTape() as tape:
-            loss, logs = self.objective.compute(self, batch, training=True, step=step)
-            scaled = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, self.trainable_variables)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            loss, logs, gradients = self._replica_step(batch)
+        else:
+            loss, logs, gradients, _ = self._loss_and_gradients(batch, stateless=False)
         self.optimizer.apply(gradients, self.trainable_variables)
         self._track_loss(loss)
         logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
@@ -123,3 +199,45 @@ class AVTSModel(keras.Model):
         for key in ("video_tower", "audio_tower", "objective"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    return strategy.extended._in_multi_worker_mode()
+
+
+def _tower_state(model: AVTSModel) -> list[keras.Variable]:
+    return model.video_tower.non_trainable_variables + model.audio_tower.non_trainable_variables
+
+
+class _StatelessTowers:
+    """Stands in for the model in ``Objective.compute``: towers without side effects."""
+
+    def __init__(self, model: AVTSModel) -> None:
+        self._state = {}
+        self.video_tower = self._wrap(model.video_tower)
+        self.audio_tower = self._wrap(model.audio_tower)
+        self._towers = (model.video_tower, model.audio_tower)
+
+    def _wrap(self, tower: keras.Model):
+        def call(inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+            state = self._state.get(id(tower), tower.non_trainable_variables)
+            outputs, state = tower.stateless_call(
+                [v.value for v in tower.trainable_variables],
+                [tf.convert_to_tensor(v) for v in state],
+                inputs,
+                training=training,
+            )
+            self._state[id(tower)] = state
+            return outputs
+
+        return call
+
+    def new_state(self) -> list[tf.Tensor]:
+        """The towers' non-trainable values after the calls so far."""
+        return [
+            tf.convert_to_tensor(v)
+            for tower in self._towers
+            for v in self._state.get(id(tower), tower.non_trainable_variables)
+        ]

@@ -3,6 +3,11 @@
     python tools/train.py --gin_file=gin/quickstart.gin [--gin_param="train.run.train_steps=100"]
         [--model_dir=runs/quickstart]
 
+Re-running the same command resumes from the newest checkpoint in ``--model_dir``.
+With ``TF_CONFIG`` set, each process is one worker of ``MultiWorkerMirroredStrategy``
+(see docs/distributed.md); ``--gin_param=train.make_strategy.cpu_replicas=2`` runs
+``MirroredStrategy`` over two logical CPU devices.
+
 The last line printed is ``sync_accuracy: 0.xxx`` (held-out videos, easy negatives);
 all metrics go to ``<model_dir>/eval.json``.
 """
@@ -24,11 +29,14 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from avts_tf import config, train
+    from avts_tf import config, distribute, train
 
     if not FLAGS.gin_file:
         raise app.UsageError("Give at least one --gin_file, e.g. --gin_file=gin/quickstart.gin")
     config.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+    # Before anything else touches TensorFlow: logical CPUs and the collectives of
+    # MultiWorkerMirroredStrategy are fixed when it initialises.
+    distribute.make_strategy()
     model_dir = FLAGS.model_dir or os.path.join("runs", Path(FLAGS.gin_file[0]).stem)
     results = train.run(model_dir=model_dir)
     print(f"eval: {results}")

@@ -40,7 +40,9 @@ def _model(precision: str, objective_cls=ContrastiveSync, jit_compile: bool = Fa
     return model
 
 
-@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+@pytest.mark.parametrize(
+    "jit_compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["graph", "xla"]
+)
 @pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
 def test_train_step_is_finite(precision, jit_compile):
     model = _model(precision, jit_compile=jit_compile)

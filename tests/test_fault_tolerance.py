@@ -1,0 +1,157 @@
+"""Fault tolerance: ``kill -9`` and re-run resumes exactly; a NaN loss keeps the last good state.
+
+Run as a script, this file is the training command the tests kill and re-run:
+``python tests/test_fault_tolerance.py MODEL_DIR DATA_DIR [GIN_BINDING ...]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny towers with BatchNorm, SGD with momentum, a curriculum that switches to hard
+# negatives mid-run, checkpoints every 4 batches on 10-batch epochs (so most of them
+# fall mid-epoch), and deterministic ops so "equal" means bit-equal.
+RECIPE = """
+train.run.video_tower = @tests.tiny_video_tower
+tests.tiny_video_tower.batch_norm = True
+train.run.audio_tower = @tests.tiny_audio_tower
+tests.tiny_audio_tower.batch_norm = True
+train.run.clip_spec = @data.ClipSpec()
+data.ClipSpec.num_frames = 4
+data.ClipSpec.crop_size = 32
+data.ClipSpec.log_mel = @data.LogMelSpec()
+data.LogMelSpec.mel_bins = 16
+data.LogMelSpec.hop_s = 0.02
+data.LogMelSpec.window_s = 0.04
+train.run.negatives = @samplers.negative_samplers()
+samplers.negative_samplers.hard_min_gap_s = 0.0
+train.run.objective = @objectives.contrastive
+objectives.contrastive.curriculum = @curricula.step_switch()
+curricula.step_switch.boundaries = [14]
+curricula.step_switch.mixtures = [{"easy": 1.0}, {"easy": 0.5, "hard": 0.5}]
+train.run.optimizer = @keras.optimizers.SGD
+keras.optimizers.SGD.learning_rate = 0.05
+keras.optimizers.SGD.momentum = 0.9
+train.run.batch_size = 4
+train.run.train_steps = 40
+train.run.steps_per_epoch = 10
+train.run.checkpoint_every_steps = 4
+train.run.eval_batch_size = 4
+train.run.eval_clips_per_video = 2
+train.run.deterministic = True
+train.run.verbose = 2
+"""
+
+
+def main(argv: list[str]) -> None:
+    """The training command: tiny recipe, ``train.run`` on ``argv[1]`` with data ``argv[2]``."""
+    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
+    import gin
+    from absl import logging
+    from conftest import tiny_audio_tower, tiny_video_tower
+
+    from avts_tf import config, distribute, train
+
+    logging.set_verbosity(logging.INFO)
+    gin.external_configurable(tiny_video_tower, module="tests")
+    gin.external_configurable(tiny_audio_tower, module="tests")
+    model_dir, data_dir, *bindings = argv[1:]
+    config.import_registrations()
+    gin.parse_config([RECIPE, f'train.run.dataset = "{data_dir}"', *bindings])
+    distribute.make_strategy()
+    results = train.run(model_dir=model_dir)
+    print(json.dumps(results))
+
+
+def _command(model_dir: Path, data_dir: Path, *bindings: str) -> list[str]:
+    return [sys.executable, __file__, str(model_dir), str(data_dir), *bindings]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+
+
+def _run(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _checkpointed_batches(model_dir: Path) -> int:
+    try:
+        index = json.loads((model_dir / "checkpoints" / "checkpoint.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return max(c["batches"] for c in index["checkpoints"])
+
+
+def _tower_weights(model_dir: Path) -> list[np.ndarray]:
+    import keras
+
+    weights = []
+    for name in ("video_tower.keras", "audio_tower.keras"):
+        weights += [np.asarray(w) for w in keras.saving.load_model(model_dir / name).weights]
+    return weights
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared):
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    reference = subprocess.Popen(
+        _command(reference_dir, tiny_prepared), cwd=REPO_ROOT, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    victim = subprocess.Popen(
+        _command(killed_dir, tiny_prepared), cwd=REPO_ROOT, env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Kill -9 once a mid-epoch checkpoint (batch 12 or later) exists, while training.
+        deadline = time.monotonic() + 240
+        while _checkpointed_batches(killed_dir) < 12:
+            assert victim.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        killed_at = _checkpointed_batches(killed_dir)
+        assert killed_at < 40 and not (killed_dir / "eval.json").exists()
+        _, reference_err = reference.communicate(timeout=240)
+        assert reference.returncode == 0, reference_err[-4000:]
+    finally:
+        for process in (reference, victim):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    resumed = _run(_command(killed_dir, tiny_prepared))
+    assert f"batch {killed_at}, step {killed_at}" in resumed.stderr
+    assert f"curriculum stage {int(killed_at >= 14)}" in resumed.stderr
+    index = json.loads((killed_dir / "checkpoints" / "checkpoint.json").read_text())
+    assert index["checkpoints"][-1] == {
+        "batches": 40, "step": 40, "curriculum_stage": 1, "file": "ckpt-000000040.weights.h5"
+    }
+    assert json.loads((killed_dir / "eval.json").read_text()) == json.loads(
+        (reference_dir / "eval.json").read_text()
+    )
+    for resumed_w, reference_w in zip(
+        _tower_weights(killed_dir), _tower_weights(reference_dir), strict=True
+    ):
+        np.testing.assert_array_equal(resumed_w, reference_w)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

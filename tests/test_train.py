@@ -1,0 +1,237 @@
+"""The training job: fit plan, gin optimizers, outputs, NaN stop, checkpoints, roles."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_audio_tower, tiny_video_tower
+
+from avts_tf import callbacks, config, train
+from avts_tf.data import pipeline
+from avts_tf.distribute import WorkerRole
+from avts_tf.objectives import ContrastiveSync
+from avts_tf.train import Segment, fit_plan
+
+SPEC = pipeline.ClipSpec(
+    num_frames=4, crop_size=32, log_mel=pipeline.LogMelSpec(mel_bins=16, hop_s=0.02)
+)
+
+
+# -- fit plan ------------------------------------------------------------------------------
+def test_fit_plan_from_scratch_is_one_fit():
+    assert fit_plan(0, 30, 10) == [Segment(0, 0, 3, 10)]
+
+
+def test_fit_plan_resumed_mid_epoch_finishes_the_epoch_first():
+    assert fit_plan(13, 40, 10) == [Segment(13, 1, 2, 7), Segment(20, 2, 4, 10)]
+
+
+def test_fit_plan_ends_with_a_partial_epoch():
+    assert fit_plan(0, 25, 10) == [Segment(0, 0, 2, 10), Segment(20, 2, 3, 5)]
+    assert fit_plan(22, 25, 10) == [Segment(22, 2, 3, 3)]
+
+
+def test_fit_plan_batches_add_up():
+    for start in range(0, 26):
+        plan = fit_plan(start, 26, 4)
+        assert sum((s.epochs - s.initial_epoch) * s.steps_per_epoch for s in plan) == 26 - start
+        assert fit_plan(26, 26, 4) == []
+
+
+# -- optimizers and schedules from gin ------------------------------------------------------
+def test_gin_builds_sgd_momentum_with_step_decay():
+    config.import_registrations()
+    gin.parse_config(
+        """
+        train.run.optimizer = @keras.optimizers.SGD
+        keras.optimizers.SGD.momentum = 0.9
+        keras.optimizers.SGD.learning_rate = @keras.optimizers.schedules.PiecewiseConstantDecay()
+        keras.optimizers.schedules.PiecewiseConstantDecay.boundaries = [100, 200]
+        keras.optimizers.schedules.PiecewiseConstantDecay.values = [0.1, 0.01, 0.001]
+        """
+    )
+    optimizer = gin.query_parameter("train.run.optimizer").scoped_configurable_fn()
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
+    schedule = optimizer._learning_rate
+    assert float(schedule(150)) == pytest.approx(0.01)
+
+
+def test_gin_builds_adamw_with_cosine_decay():
+    config.import_registrations()
+    gin.parse_config(
+        """
+        train.run.optimizer = @keras.optimizers.AdamW
+        keras.optimizers.AdamW.weight_decay = 0.05
+        keras.optimizers.AdamW.learning_rate = @keras.optimizers.schedules.CosineDecay()
+        keras.optimizers.schedules.CosineDecay.initial_learning_rate = 0.001
+        keras.optimizers.schedules.CosineDecay.decay_steps = 1000
+        keras.optimizers.schedules.CosineDecay.warmup_target = 0.002
+        keras.optimizers.schedules.CosineDecay.warmup_steps = 100
+        """
+    )
+    optimizer = gin.query_parameter("train.run.optimizer").scoped_configurable_fn()
+    assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.05
+    assert float(optimizer._learning_rate(100)) == pytest.approx(0.002)
+    assert float(optimizer._learning_rate(1100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unknown_precision_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="mixed_bfloat16"):
+        train.run(tmp_path, dataset="x", video_tower=None, audio_tower=None, precision="fp8")
+
+
+# -- the job end to end (in process) --------------------------------------------------------
+class _NaNAfter(ContrastiveSync):
+    """The contrastive objective, with a NaN loss (and gradients) from step ``nan_step`` on."""
+
+    nan_step = 3
+
+    def compute(self, model, batch, training, step):  # noqa: D102
+        loss, logs = super().compute(model, batch, training, step)
+        if training:
+            loss = loss * tf.where(tf.cast(step, tf.int64) >= self.nan_step, np.nan, 1.0)
+        return loss, logs
+
+
+def _run(model_dir, data_dir, **kwargs):
+    params = dict(
+        dataset=str(data_dir),
+        video_tower=functools.partial(tiny_video_tower, batch_norm=True),
+        audio_tower=tiny_audio_tower,
+        clip_spec=SPEC,
+        batch_size=4,
+        train_steps=6,
+        steps_per_epoch=3,
+        eval_batch_size=4,
+        eval_clips_per_video=2,
+        verbose=0,
+    )
+    params.update(kwargs)
+    return train.run(model_dir, **params)
+
+
+def _scalar_tags(log_dir):
+    tags = set()
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared):
+    gin.parse_config("train.run.seed = 0")  # something for operative_config.gin to show
+    results = _run(tmp_path, tiny_prepared, checkpoint_every_steps=4)
+    assert 0.0 <= results["sync_accuracy"] <= 1.0
+    assert json.loads((tmp_path / "eval.json").read_text()) == results
+    for name in ("video_tower.keras", "audio_tower.keras", "operative_config.gin"):
+        assert (tmp_path / name).is_file()
+    assert "run.seed = 0" in (tmp_path / "operative_config.gin").read_text()
+    tags = _scalar_tags(tmp_path / "tensorboard")
+    for tag in (
+        "epoch_loss", "epoch_sync_accuracy_easy", "epoch_negatives_easy",
+        "epoch_curriculum/easy", "epoch_learning_rate", "epoch_clips_per_second",
+    ):
+        assert tag in tags, sorted(tags)
+    # Checkpoints at batches 4 and 6 (the end), newest two kept.
+    index = callbacks.read_index(tmp_path / "checkpoints")
+    assert [c.batches for c in index] == [4, 6]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.h5")) == [
+        "ckpt-000000004.weights.h5", "ckpt-000000006.weights.h5"
+    ]
+    # The same call again finds the run finished: no training, same evaluation.
+    start = time.monotonic()
+    assert _run(tmp_path, tiny_prepared, checkpoint_every_steps=4) == results
+    assert [c.batches for c in callbacks.read_index(tmp_path / "checkpoints")] == [4, 6]
+    assert time.monotonic() - start < 120
+
+
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(
+    tmp_path, tiny_prepared
+):
+    with pytest.raises(FloatingPointError, match=r"batch 4.*non-finite.*last good checkpoint"):
+        _run(tmp_path, tiny_prepared, objective=_NaNAfter, checkpoint_every_steps=2,
+             train_steps=10, steps_per_epoch=10)
+    assert [c.batches for c in callbacks.read_index(tmp_path / "checkpoints")] == [2]
+    assert not (tmp_path / "eval.json").exists()
+    # The kept checkpoint holds finite values only.
+    values = _h5_floats(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
+    assert values and all(np.all(np.isfinite(v)) for v in values)
+
+
+def _h5_floats(path):
+    import h5py
+
+    values = []
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda _, obj: values.append(obj[()])
+            if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" else None
+        )
+    return values
+
+
+# -- callbacks ------------------------------------------------------------------------------
+def _dense_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_step_checkpoint_saves_atomically_keeps_newest_and_skips_unreadable(tmp_path):
+    model = _dense_model()
+    x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    checkpoint = callbacks.StepCheckpoint(tmp_path, every_batches=2, total_batches=5, keep=2)
+    model.fit(x, y, batch_size=2, epochs=1, steps_per_epoch=4, callbacks=[checkpoint],
+              verbose=0)
+    model.fit(x, y, batch_size=2, epochs=1, steps_per_epoch=1, callbacks=[checkpoint],
+              verbose=0)
+    assert [c.batches for c in callbacks.read_index(tmp_path)] == [4, 5]
+    assert not list(tmp_path.glob("tmp-*")) and not list(tmp_path.glob("*.tmp"))
+    final = [w.numpy().copy() for w in model.weights]
+
+    fresh = _dense_model()
+    assert callbacks.restore_latest(fresh, tmp_path).batches == 5
+    for a, b in zip(final, fresh.weights, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+    assert int(fresh.optimizer.iterations.numpy()) == 5
+
+    (tmp_path / "ckpt-000000005.weights.h5").write_bytes(b"torn write")
+    assert callbacks.restore_latest(_dense_model(), tmp_path).batches == 4
+    assert callbacks.restore_latest(_dense_model(), tmp_path / "none") is None
+
+
+def test_clips_per_second_reaches_the_logs():
+    model = _dense_model()
+    x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    history = model.fit(x, y, batch_size=2, epochs=2, callbacks=[callbacks.ClipsPerSecond(2)],
+                        verbose=0)
+    assert all(v > 0 for v in history.history["clips_per_second"])
+
+
+def test_weights_digest_changes_with_weights():
+    model = _dense_model()
+    before = callbacks.weights_digest(model)
+    assert callbacks.weights_digest(model) == before
+    model.weights[0].assign(model.weights[0] + 1.0)
+    assert callbacks.weights_digest(model) != before
+
+
+# -- roles ----------------------------------------------------------------------------------
+def test_chief_is_the_chief_task_or_worker_0(monkeypatch):
+    assert WorkerRole().is_chief
+    assert WorkerRole("worker", 0, 2).is_chief
+    assert not WorkerRole("worker", 1, 2).is_chief
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}})
+    )
+    assert WorkerRole("chief", 0, 2).is_chief
+    assert not WorkerRole("worker", 0, 2).is_chief

@@ -5,7 +5,8 @@ A checkpoint is either
 * a ``.keras`` tower file (``<model_dir>/video_tower.keras``, any ``keras.Model.save``);
 * a ``model_dir`` written by ``avts_tf.train.run``: its ``{video,audio}_tower.keras`` when
   training finished, else the towers rebuilt from ``operative_config.gin`` and loaded
-  from ``backup/latest.weights.h5`` (a run still training, or stopped early).
+  from the newest training checkpoint (``checkpoints/checkpoint.json`` index, or the
+  older ``backup/latest.weights.h5``): a run still training, or stopped early.
 
 The run's ``operative_config.gin`` (in the ``model_dir``, or next to a ``.keras`` file)
 gives the ``ClipSpec`` the towers were trained with: log-mel settings, frame stride,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -29,9 +31,27 @@ from avts_tf.data import pipeline
 from avts_tf.evaluation.errors import BadInput
 
 OPERATIVE_CONFIG = "operative_config.gin"
+CHECKPOINT_INDEX = Path("checkpoints") / "checkpoint.json"
 BACKUP_WEIGHTS = Path("backup") / "latest.weights.h5"
 TOWERS = ("video", "audio")
 _INPUT_RANK = {"video": 5, "audio": 4}
+
+
+def latest_weights(model_dir: str | Path) -> Path | None:
+    """The newest full-model weights file of a training run, if any."""
+    model_dir = Path(model_dir)
+    index = model_dir / CHECKPOINT_INDEX
+    if index.is_file():
+        try:
+            entries = json.loads(index.read_text(encoding="utf-8"))["checkpoints"]
+        except (ValueError, KeyError, TypeError):
+            entries = []
+        for entry in reversed(entries):
+            path = index.parent / str(entry.get("file", ""))
+            if path.is_file():
+                return path
+    backup = model_dir / BACKUP_WEIGHTS
+    return backup if backup.is_file() else None
 
 
 def run_dir(checkpoint: str | Path) -> Path | None:
@@ -93,20 +113,20 @@ def run_objective(model_dir: str | Path, eval_kinds: Sequence[str]) -> keras.lay
 
 
 def rebuild_run_model(model_dir: str | Path, eval_kinds: Sequence[str] = ("easy",)):
-    """The run's ``AVTSModel`` rebuilt from its operative config and backup weights.
+    """The run's ``AVTSModel`` rebuilt from its operative config and newest checkpoint.
 
     Raises:
-        BadInput: If the run has no backup, or the backup does not fit the config.
+        BadInput: If the run has no checkpoint, or it does not fit the config.
     """
     from avts_tf.models import AVTSModel
     from avts_tf.objectives import ContrastiveSync
 
     model_dir = Path(model_dir)
-    weights = model_dir / BACKUP_WEIGHTS
-    if not weights.is_file() or not (model_dir / OPERATIVE_CONFIG).is_file():
+    weights = latest_weights(model_dir)
+    if weights is None or not (model_dir / OPERATIVE_CONFIG).is_file():
         raise BadInput(
-            f"{model_dir} has no {BACKUP_WEIGHTS} with {OPERATIVE_CONFIG}: not a training "
-            f"run's model_dir (or it has not finished its first epoch)"
+            f"{model_dir} has no training checkpoint with {OPERATIVE_CONFIG}: not a training "
+            f"run's model_dir (or it has not saved a checkpoint yet)"
         )
     with run_config(model_dir):
         spec = _run_clip_spec_unlocked()
@@ -164,11 +184,12 @@ def load_tower(checkpoint: str | Path, which: str) -> keras.Model:
     saved = path / f"{which}_tower.keras"
     if saved.is_file():
         return _load_keras(saved, which)
-    if (path / BACKUP_WEIGHTS).is_file():
-        logging.info("No %s yet: rebuilding the towers from %s.", saved.name, BACKUP_WEIGHTS)
+    if latest_weights(path) is not None:
+        logging.info("No %s yet: rebuilding the towers from the newest checkpoint.", saved.name)
         return getattr(rebuild_run_model(path), f"{which}_tower")
     raise BadInput(
-        f"{path} holds neither {saved.name} nor {BACKUP_WEIGHTS}: not a training run's model_dir"
+        f"{path} holds neither {saved.name} nor a training checkpoint: not a training run's "
+        f"model_dir"
     )
 
 

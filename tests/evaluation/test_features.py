@@ -6,12 +6,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_audio_tower, tiny_video_tower
-from eval_helpers import make_tiny_run
+from conftest import tiny_video_tower
+from eval_helpers import OPERATIVE_CONFIG, make_tiny_run
 
-from avts_tf.data.audio_features import LogMelSpec
+from avts_tf.backbones.audio import avts_audio_vgg
+from avts_tf.backbones.video_resnet import mc3_18
+from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.evaluation import checkpoint, features, mfcc, records_io
 from avts_tf.evaluation.errors import BadInput
+from avts_tf.models import AVTSModel
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +48,9 @@ def test_clip_spec_comes_from_the_operative_config(tiny_run):
     assert spec.audio_shape(8.0) == (24, 16, 1)
 
 
-def test_towers_rebuilt_from_backup_weights(tiny_prepared, tmp_path):
-    """A run without saved towers (still training) is read from its backup."""
-    from avts_tf.models import AVTSModel
-
+@pytest.mark.parametrize("layout", ["checkpoints", "backup"])
+def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path, layout):
+    """A run without saved towers (still training) is read from its newest checkpoint."""
     config = (
         f"train.run.dataset = @data.prepared_dataset()\n"
         f"data.prepared_dataset.data_dir = '{tiny_prepared}'\n"
@@ -59,19 +61,22 @@ def test_towers_rebuilt_from_backup_weights(tiny_prepared, tmp_path):
         "backbones.avts_audio_vgg.width = 4\nbackbones.avts_audio_vgg.depths = (1, 1, 1, 1)\n"
         "backbones.avts_audio_vgg.embedding_dim = 8\n"
     )
-    from eval_helpers import OPERATIVE_CONFIG
-
     (tmp_path / "operative_config.gin").write_text(OPERATIVE_CONFIG + config)
     spec = checkpoint.run_clip_spec(tmp_path)
-    from avts_tf.backbones.audio import avts_audio_vgg
-    from avts_tf.backbones.video_resnet import mc3_18
-
     keras.utils.set_random_seed(1)
     video = mc3_18(input_shape=spec.video_shape(), width=4, depths=(1, 1, 1, 1), embedding_dim=8)
     audio = avts_audio_vgg(input_shape=spec.audio_shape(8.0), width=4, depths=(1, 1, 1, 1),
                            embedding_dim=8)
-    (tmp_path / "backup").mkdir()
-    AVTSModel(video, audio).save_weights(tmp_path / "backup" / "latest.weights.h5")
+    model = AVTSModel(video, audio)
+    if layout == "backup":  # keras.callbacks.BackupAndRestore
+        (tmp_path / "backup").mkdir()
+        model.save_weights(tmp_path / "backup" / "latest.weights.h5")
+    else:  # avts_tf.callbacks.StepCheckpoint: an index, newest last.
+        (tmp_path / "checkpoints").mkdir()
+        model.save_weights(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
+        index = {"checkpoints": [{"file": "ckpt-000000001.weights.h5"},
+                                 {"file": "ckpt-000000002.weights.h5"}]}
+        (tmp_path / "checkpoints" / "checkpoint.json").write_text(json.dumps(index))
     loaded = checkpoint.load_tower(tmp_path, "audio")
     for a, b in zip(loaded.weights, audio.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -149,8 +154,6 @@ def test_mfcc_baseline_features(tiny_prepared):
     spec = LogMelSpec()
     tone = tf.sin(tf.range(16000, dtype=tf.float32) * 0.2)
     noise = tf.random.stateless_uniform([16000], [1, 2], -1.0, 1.0)
-    from avts_tf.data.audio_features import log_mel_spectrogram
-
     stats = embed(log_mel_spectrogram(tf.stack([tone, noise]), spec)).numpy()
     assert stats.shape == (2, 26) and np.all(stats[:, 13:] >= 0)
     assert not np.allclose(stats[0], stats[1])

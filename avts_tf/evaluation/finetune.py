@@ -1,0 +1,178 @@
+"""Action recognition by fine-tuning the video tower (optionally fused with the audio tower).
+
+Training is clip-level: random clips from the training pipeline (``pipeline.train_dataset``,
+random start, crop and flip) labelled with their record's ``label``. Testing is
+video-level: the softmax of ``clips_per_video`` evenly spaced centre-cropped clips
+(``pipeline.eval_dataset``) is averaged per video. With an audio tower (the paper's
+multisensory row) each clip's aligned audio window goes through the audio tower and the
+two feature vectors are concatenated before the classifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from avts_tf.data import pipeline
+from avts_tf.evaluation import features, records_io
+from avts_tf.evaluation.errors import BadInput
+
+_POOLING = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
+            5: keras.layers.GlobalAveragePooling3D}
+
+
+def _trunk(tower: keras.Model, layer: str) -> keras.Model:
+    """The tower up to ``layer``, pooled to ``(B, C)`` (shares the tower's weights)."""
+    name = features.resolve_layer(tower, layer)
+    output = tower.outputs[0] if name is None else tower.get_layer(name).output
+    rank = len(output.shape)
+    if rank > 2:
+        output = _POOLING[rank](name=f"{tower.name}_pool")(output)
+    return keras.Model(tower.inputs, output, name=f"{tower.name}_trunk")
+
+
+def classifier(
+    video_tower: keras.Model,
+    num_classes: int,
+    audio_tower: keras.Model | None = None,
+    layer: str = "auto",
+    dropout: float = 0.5,
+) -> keras.Model:
+    """A classifier on the video tower's features (and the audio tower's, if given).
+
+    Args:
+        video_tower: The video tower (its weights are trained).
+        num_classes: Number of classes.
+        audio_tower: Optional audio tower for audio-visual fusion.
+        layer: Tower layer to read (``"auto"``: ``avgpool``, else the output).
+        dropout: Dropout rate before the linear classifier.
+
+    Returns:
+        A model taking ``{"video"[, "audio"]}`` and returning logits.
+    """
+    inputs = {"video": keras.Input(video_tower.inputs[0].shape[1:], name="video")}
+    feats = [_trunk(video_tower, layer)(inputs["video"])]
+    if audio_tower is not None:
+        inputs["audio"] = keras.Input(audio_tower.inputs[0].shape[1:], name="audio")
+        feats.append(_trunk(audio_tower, layer)(inputs["audio"]))
+    x = feats[0] if len(feats) == 1 else keras.layers.Concatenate(name="fusion")(feats)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    logits = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
+    return keras.Model(inputs, logits, name="finetune")
+
+
+def check_audio_shape(audio_tower: keras.Model, spec: pipeline.ClipSpec, fps: float) -> None:
+    """Raises ``BadInput`` when the pipeline's audio windows do not fit the audio tower."""
+    expected = tuple(audio_tower.inputs[0].shape[1:])
+    given = spec.audio_shape(fps)
+    if any(e is not None and e != g for e, g in zip(expected, given, strict=True)):
+        raise BadInput(
+            f"clips of this dataset ({fps:g} fps) give audio inputs {given} but the audio tower "
+            f"takes {expected}; prepare the data at the pretraining fps"
+        )
+
+
+def _inputs(batch: dict, fusion: bool) -> dict:
+    return {"video": batch["video"], **({"audio": batch["audio"]} if fusion else {})}
+
+
+def train_clips(
+    data_dir: str | Path,
+    spec: pipeline.ClipSpec,
+    batch_size: int,
+    split: str = "train",
+    fusion: bool = False,
+    seed: int = 0,
+) -> tf.data.Dataset:
+    """Endless ``(inputs, label, weight)`` batches of random clips; unlabelled weigh 0."""
+    data = pipeline.train_dataset(data_dir, batch_size, spec=spec, split=split, seed=seed)
+
+    def to_supervised(batch):
+        label = batch["label"]
+        weight = tf.cast(label >= 0, tf.float32)
+        return _inputs(batch, fusion), tf.maximum(label, 0), weight
+
+    return data.map(to_supervised, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def fit(
+    model: keras.Model,
+    data: tf.data.Dataset,
+    steps: int,
+    learning_rate: float = 1e-3,
+    steps_per_epoch: int | None = None,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
+    """Trains ``model`` with Adam and cross-entropy for ``steps`` batches."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=["accuracy"],
+    )
+    per_epoch = max(1, min(steps_per_epoch or steps, steps))
+    return model.fit(
+        data, steps_per_epoch=per_epoch, epochs=max(1, steps // per_epoch), verbose=verbose
+    )
+
+
+def video_accuracy(
+    model: keras.Model,
+    data_dir: str | Path,
+    spec: pipeline.ClipSpec,
+    split: str = "test",
+    clips_per_video: int = 10,
+    batch_size: int = 32,
+    fusion: bool = False,
+) -> dict[str, float]:
+    """Video-level accuracy: softmax averaged over ``clips_per_video`` clips per video.
+
+    Returns:
+        ``accuracy`` (per video), ``clip_accuracy``, ``videos``.
+
+    Raises:
+        BadInput: If the split holds no labelled video long enough for one clip.
+    """
+    predict = tf.function(lambda x: tf.nn.softmax(model(x, training=False)), reduce_retracing=True)
+    data = pipeline.eval_dataset(
+        data_dir, batch_size, spec=spec, split=split, clips_per_video=clips_per_video
+    )
+    sums: dict[int, np.ndarray] = {}
+    labels: dict[int, int] = {}
+    clip_hits, clip_count = 0, 0
+    for batch in data:
+        probs = predict(_inputs(batch, fusion)).numpy()
+        for vid, label, p in zip(batch["video_id"].numpy(), batch["label"].numpy(), probs,
+                                 strict=True):
+            if label < 0:
+                continue
+            sums[int(vid)] = sums.get(int(vid), 0.0) + p
+            labels[int(vid)] = int(label)
+            clip_hits += int(np.argmax(p) == label)
+            clip_count += 1
+    if not sums:
+        raise BadInput(
+            f"split {split!r} of {data_dir} has no labelled video long enough for one clip"
+        )
+    hits = [int(np.argmax(sums[v]) == labels[v]) for v in sums]
+    return {
+        "accuracy": float(np.mean(hits)),
+        "clip_accuracy": clip_hits / clip_count,
+        "videos": len(hits),
+    }
+
+
+def num_classes_of(data_dir: str | Path, splits: Sequence[str]) -> int:
+    """Classes of a prepared dataset.
+
+    Raises:
+        BadInput: If it has no labels.
+    """
+    records_io.check_splits(data_dir, splits)
+    names = records_io.label_names(data_dir)
+    if len(names) < 2:
+        raise BadInput(f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2")
+    return len(names)

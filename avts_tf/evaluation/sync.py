@@ -1,0 +1,129 @@
+"""Audio-visual synchronization accuracy of a training run on a held-out prepared set.
+
+The model is rebuilt from the run's ``model_dir``: its two ``.keras`` towers and the
+objective of its ``operative_config.gin`` (margin and decision threshold; a fusion
+objective's head weights come from the run's newest checkpoint), or everything from the
+backup when the towers were not saved yet. Clips are the pipeline's deterministic
+evaluation clips; ``sync_accuracy`` uses easy negatives (the paper's protocol) and
+``sync_accuracy_<kind>`` each same-video negative kind. All are balanced accuracies
+(mean of the accuracy on in-sync and on out-of-sync pairs).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+
+from avts_tf.data import pipeline
+from avts_tf.evaluation import checkpoint, features, records_io
+from avts_tf.evaluation.errors import BadInput
+from avts_tf.samplers import NEGATIVE_TYPES, NegativeSampler, negative_samplers
+
+
+def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
+    """``("easy", *others)`` after checking every kind is known."""
+    unknown = [k for k in kinds if k not in NEGATIVE_TYPES]
+    if unknown:
+        raise BadInput(
+            f"unknown negative kind(s) {', '.join(unknown)}; valid: {', '.join(NEGATIVE_TYPES)}"
+        )
+    return ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
+
+
+def run_samplers(model_dir: Path | None, kinds: Sequence[str]) -> dict[str, NegativeSampler]:
+    """Same-video samplers of ``kinds``, with the run's sampler settings when it has any."""
+    if model_dir is not None:
+        with checkpoint.run_config(model_dir):
+            samplers = negative_samplers()
+    else:
+        samplers = negative_samplers()
+    return {k: copy.copy(samplers[k]) for k in kinds if k != "easy"}
+
+
+def sync_model(model_dir: str | Path, kinds: Sequence[str]):
+    """The run's ``AVTSModel`` (scoring ``kinds``) and its ``ClipSpec``.
+
+    Raises:
+        BadInput: If ``model_dir`` is not a training run's folder.
+    """
+    from avts_tf.models import AVTSModel
+    from avts_tf.objectives import ContrastiveSync
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise BadInput(f"model_dir {model_dir} does not exist")
+    saved = all((model_dir / f"{w}_tower.keras").is_file() for w in checkpoint.TOWERS)
+    if not saved:
+        model = checkpoint.rebuild_run_model(model_dir, kinds)
+    else:
+        video = checkpoint.load_tower(model_dir, "video")
+        audio = checkpoint.load_tower(model_dir, "audio")
+        if checkpoint.run_dir(model_dir):
+            objective = checkpoint.run_objective(model_dir, kinds)
+        else:
+            objective = ContrastiveSync(eval_kinds=tuple(kinds))
+        model = AVTSModel(video, audio, objective)
+        if objective.trainable_weights:
+            weights = checkpoint.latest_weights(model_dir)
+            if weights is None:
+                raise BadInput(
+                    f"the run's objective has a trained head but {model_dir} has no checkpoint"
+                )
+            model.load_weights(weights)
+    spec = checkpoint.clip_spec_for(model_dir, model.video_tower, model.audio_tower)
+    return model, spec
+
+
+def evaluate_sync(
+    model_dir: str | Path,
+    data_dir: str | Path,
+    split: str = "test",
+    kinds: Sequence[str] = NEGATIVE_TYPES,
+    clips_per_video: int = 4,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Sync accuracies of a run on ``split`` of a prepared dataset.
+
+    Returns:
+        ``sync_accuracy`` (easy negatives) and ``sync_accuracy_<kind>`` for the other
+        kinds, plus ``pairs_<kind>``: the number of out-of-sync pairs each was scored on.
+
+    Raises:
+        BadInput: For a bad run folder, an unknown kind, a missing split or clips that do
+            not fit the towers.
+    """
+    kinds = check_kinds(kinds)
+    model, spec = sync_model(model_dir, kinds)
+    records_io.check_splits(data_dir, [split])
+    if pipeline.count_too_short(data_dir, split, spec) >= records_io.count_records(
+        data_dir, [split]
+    ):
+        raise BadInput(f"no video of split {split!r} of {data_dir} is long enough for one clip")
+    features.check_sample_rate(data_dir, spec.log_mel)
+    fps = pipeline.dataset_fps(data_dir)
+    expected = tuple(model.audio_tower.inputs[0].shape[1:])
+    if any(e is not None and e != g for e, g in zip(expected, spec.audio_shape(fps), strict=True)):
+        raise BadInput(
+            f"{data_dir} ({fps:g} fps) gives audio windows {spec.audio_shape(fps)} but the "
+            f"audio tower takes {expected}; prepare it at the run's fps"
+        )
+    negatives = run_samplers(checkpoint.run_dir(model_dir), kinds)
+    data = pipeline.eval_dataset(
+        data_dir, batch_size, spec=spec, split=split, negatives=negatives,
+        clips_per_video=clips_per_video, seed=seed,
+    )
+    model.compile(optimizer=keras.optimizers.SGD())
+    with warnings.catch_warnings():  # Keras warns at the end of any finite dataset.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        results = model.evaluate(data, return_dict=True, verbose=0)
+    out = {k: float(v) for k, v in results.items()}
+    for kind in kinds:
+        out[f"pairs_{kind}"] = int(model.objective.kind_accuracy[kind].neg_count.numpy())
+    if out["pairs_easy"] == 0:
+        raise BadInput(f"split {split!r} of {data_dir} gives no out-of-sync pair (one video?)")
+    return out

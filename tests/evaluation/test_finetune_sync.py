@@ -1,0 +1,82 @@
+"""Fine-tuning classifier, few-shot subsets, video-level accuracy and sync evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from eval_helpers import make_tiny_run
+
+from avts_tf.data import pipeline
+from avts_tf.evaluation import checkpoint, finetune, records_io, sync
+from avts_tf.evaluation.errors import BadInput
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+def test_choose_per_class_is_seeded_and_balanced():
+    labels = np.array([0, 1, 0, 1, 0, -1, 2])
+    chosen = records_io.choose_per_class(labels, 2, seed=3)
+    assert np.bincount(labels[chosen]).tolist() == [2, 2, 1]
+    assert chosen.tolist() == records_io.choose_per_class(labels, 2, seed=3).tolist()
+
+
+def test_few_shot_subset_keeps_other_splits(tiny_prepared, tmp_path):
+    subset = records_io.few_shot_subset(tiny_prepared, tmp_path / "s", 1, "train", seed=0)
+    manifest = json.loads((subset / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["records"] == 2
+    assert records_io.count_records(subset, ["test"]) == 2
+    labels = [int(r["label_index"]) for r in records_io.parsed_records(subset, ["train"])]
+    assert sorted(labels) == [0, 1]
+    assert len(pipeline.shard_files(subset, "test")) == 1
+
+
+def test_classifier_with_and_without_fusion(tiny_run):
+    video = checkpoint.load_tower(tiny_run, "video")
+    audio = checkpoint.load_tower(tiny_run, "audio")
+    model = finetune.classifier(video, 3)
+    assert model({"video": tf.zeros([2, 4, 32, 32, 3])}).shape == (2, 3)
+    fused = finetune.classifier(video, 3, audio)
+    logits = fused({"video": tf.zeros([2, 4, 32, 32, 3]), "audio": tf.zeros([2, 24, 16, 1])})
+    assert logits.shape == (2, 3)
+    assert fused.get_layer("fusion").output.shape[-1] == 16
+
+
+@pytest.mark.slow
+def test_finetune_and_video_accuracy(tiny_prepared, tiny_run):
+    video = checkpoint.load_tower(tiny_run, "video")
+    audio = checkpoint.load_tower(tiny_run, "audio")
+    spec = checkpoint.clip_spec_for(tiny_run, video, audio)
+    finetune.check_audio_shape(audio, spec, pipeline.dataset_fps(tiny_prepared))
+    model = finetune.classifier(video, 2, audio)
+    before = [w.numpy().copy() for w in video.trainable_weights]
+    data = finetune.train_clips(tiny_prepared, spec, 4, fusion=True)
+    history = finetune.fit(model, data, steps=2, verbose=0)
+    assert len(history.history["loss"]) == 1
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, video.trainable_weights,
+                                                               strict=True))
+    result = finetune.video_accuracy(model, tiny_prepared, spec, clips_per_video=3, fusion=True)
+    assert result["videos"] == 2 and 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_audio_shape_mismatch_is_reported(tiny_run):
+    audio = checkpoint.load_tower(tiny_run, "audio")
+    spec = checkpoint.clip_spec_for(tiny_run, audio_tower=audio)
+    with pytest.raises(BadInput, match="prepare the data at the pretraining fps"):
+        finetune.check_audio_shape(audio, spec, 4.0)
+
+
+def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
+    results = sync.evaluate_sync(tiny_run, tiny_prepared, "test", ("easy", "hard"),
+                                 clips_per_video=4)
+    assert {"sync_accuracy", "sync_accuracy_hard", "pairs_easy", "pairs_hard"} <= set(results)
+    assert results["pairs_easy"] == 8  # 2 videos x 4 clips, each against the other video.
+    assert results["pairs_hard"] == 8  # 3 s videos hold a non-overlapping 0.5 s window.
+    assert 0.0 <= results["sync_accuracy"] <= 1.0
+    with pytest.raises(BadInput, match="unknown negative kind"):
+        sync.evaluate_sync(tiny_run, tiny_prepared, kinds=("medium",))
+    with pytest.raises(BadInput, match="splits present"):
+        sync.evaluate_sync(tiny_run, tiny_prepared, split="val")

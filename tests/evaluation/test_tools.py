@@ -1,0 +1,177 @@
+"""The evaluation tools end to end (subprocesses) and their one-line errors on bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from eval_helpers import assert_one_line_error, make_tiny_run, run_in_process, run_subprocess
+
+from avts_tf.evaluation.features import Features
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return make_tiny_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def empty_prepared(tiny_prepared, tmp_path_factory):
+    """A prepared dataset whose manifest lists no record."""
+    out = tmp_path_factory.mktemp("empty")
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    manifest.update(splits={}, written=[])
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+# -- bad input: one line on stderr, exit code 2 (in process, fast) ----------------------
+
+@pytest.mark.parametrize("tool", ["extract_features", "eval_audio", "finetune_video"])
+def test_missing_checkpoint(tool, tiny_prepared, tmp_path):
+    flag = "--init" if tool == "finetune_video" else "--checkpoint"
+    extra = ["--tower", "audio"] if tool == "extract_features" else []
+    code, _, err = run_in_process(tool, flag, str(tmp_path / "nope"), "--data",
+                                  str(tiny_prepared), "--output", str(tmp_path / "f.npz"), *extra)
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_eval_sync_missing_model_dir(tiny_prepared, tmp_path):
+    code, _, err = run_in_process("eval_sync", "--model_dir", str(tmp_path / "nope"),
+                                  "--data", str(tiny_prepared))
+    assert_one_line_error(code, err, "does not exist")
+
+
+def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
+    code, _, err = run_in_process("extract_features", "--checkpoint", str(tiny_run),
+                                  "--tower", "video", "--data", str(tiny_prepared),
+                                  "--output", str(tmp_path / "f.npz"), "--layer", "fc9")
+    line = assert_one_line_error(code, err, "unknown layer 'fc9'", "valid layer names: video")
+    code, _, err = run_in_process("eval_audio", "--checkpoint", str(tiny_run), "--data",
+                                  str(tiny_prepared), "--layer", "fc9")
+    assert_one_line_error(code, err, "valid layer names: audio")
+    assert "dense" in line
+
+
+@pytest.mark.parametrize("tool", ["extract_features", "eval_audio", "eval_sync",
+                                  "finetune_video"])
+def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
+    args = {
+        "extract_features": ["--checkpoint", str(tiny_run), "--tower", "audio",
+                             "--output", str(tmp_path / "f.npz")],
+        "eval_audio": ["--checkpoint", str(tiny_run)],
+        "eval_sync": ["--model_dir", str(tiny_run)],
+        "finetune_video": ["--init", str(tiny_run)],
+    }[tool]
+    code, _, err = run_in_process(tool, *args, "--data", str(empty_prepared))
+    assert_one_line_error(code, err, "empty set")
+
+
+def test_missing_data_and_other_bad_flags(tiny_run, tiny_prepared, tmp_path):
+    code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
+                                  str(tmp_path / "nowhere"))
+    assert_one_line_error(code, err, "does not exist")
+    code, _, err = run_in_process("eval_audio", "--data", str(tiny_prepared))
+    assert_one_line_error(code, err, "nothing to evaluate")
+    code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
+                                  str(tiny_prepared), "--protocol", "esc50", "--quiet")
+    assert_one_line_error(code, err, "needs splits fold1..fold5")
+    code, _, err = run_in_process("finetune_video", "--init", "scratch", "--data",
+                                  str(tiny_prepared))
+    assert_one_line_error(code, err, "--arch CHECKPOINT or --gin_file")
+    code, _, err = run_in_process("eval_sync", "--model_dir", str(tiny_run), "--data",
+                                  str(tiny_prepared), "--kinds", "medium")
+    assert_one_line_error(code, err, "unknown negative kind")
+    code, _, err = run_in_process("extract_features", "--checkpoint",
+                                  str(tiny_run / "video_tower.keras"), "--tower", "audio",
+                                  "--list_layers")
+    assert_one_line_error(code, err, "expected the audio tower")
+
+
+def test_list_layers(tiny_run):
+    code, out, _ = run_in_process("extract_features", "--checkpoint",
+                                  str(tiny_run / "audio_tower.keras"), "--list_layers")
+    assert code == 0 and out.split()[0] == "audio" and len(out.split()) == 4
+
+
+# -- happy paths in subprocesses --------------------------------------------------------
+
+@pytest.mark.slow
+def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
+    out = tmp_path / "audio.npz"
+    result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
+                            "audio", "--data", str(tiny_prepared), "--output", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote" in result.stdout and "48 windows x 8 features from 8 files" in result.stdout
+    feats = Features.load(out)
+    assert feats.features.shape == (48, 8) and feats.info["checkpoint"] == str(tiny_run)
+
+    report = tmp_path / "audio.json"
+    result = run_subprocess("eval_audio", "--features", str(out), "--checkpoint",
+                            str(tiny_run), "--baseline", "mfcc", "--data", str(tiny_prepared),
+                            "--protocol", "kfold", "--num_folds", "2", "--quiet",
+                            "--output_json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["features", "folds"]
+    assert [line.split()[0] for line in lines[2:5]] == ["audio.npz", "audio", "MFCC"]
+    results = json.loads(report.read_text())
+    assert len(results) == 3
+    for entry in results.values():
+        assert len(entry["folds"]) == 2 and 0.0 <= entry["mean"] <= 1.0
+    # The .npz and the tower give the same features, so the same accuracies.
+    npz, tower = (results[k]["folds"] for k in list(results)[:2])
+    assert [f["accuracy"] for f in npz] == [f["accuracy"] for f in tower]
+
+
+@pytest.mark.slow
+def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path):
+    """Raw media are prepared into a temporary folder first."""
+    media = tiny_prepared.parent / "videos" / "videos" / "test"
+    out = tmp_path / "video.npz"
+    result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
+                            "video", "--data", str(media), "--output", str(out),
+                            "--num_clips", "2", "--short_side", "32", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    feats = Features.load(out)
+    assert len(feats.ids) == 2 and np.bincount(feats.file_index).tolist() == [2, 2]
+
+
+@pytest.mark.slow
+def test_eval_sync_cli(tiny_run, tiny_prepared, tmp_path):
+    report = tmp_path / "sync.json"
+    result = run_subprocess("eval_sync", "--model_dir", str(tiny_run), "--data",
+                            str(tiny_prepared), "--output_json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:5]}
+    assert set(rows) == {"easy", "hard", "super_hard"}
+    assert "n/a" in rows["super_hard"]  # 0.5 s clips cannot be shifted by >= 0.5 s.
+    results = json.loads(report.read_text())
+    assert results["pairs_easy"] == 8 and results["pairs_super_hard"] == 0
+
+
+@pytest.mark.slow
+def test_finetune_video_cli(tiny_run, tiny_prepared, tmp_path):
+    report = tmp_path / "ft.json"
+    result = run_subprocess("finetune_video", "--init", "scratch", "--arch", str(tiny_run),
+                            "--fusion", "--data", str(tiny_prepared), "--steps", "2",
+                            "--batch_size", "4", "--clips_per_video", "10", "--few_shot", "1",
+                            "--verbose", "0", "--output_json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fold 1: video accuracy" in result.stdout
+    results = json.loads(report.read_text())
+    assert results["fusion"] and results["folds"][0]["videos"] == 2
+
+
+@pytest.mark.slow
+def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
+    report = tmp_path / "downstream.json"
+    result = run_subprocess("downstream_results", "--model_dir", str(tiny_run), "--data",
+                            str(tiny_prepared), "--shots", "1", "--repeats", "1",
+                            "--finetune_steps", "2", "--finetune_batch", "4",
+                            "--clips_per_video", "2", "--output_json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = [line for line in result.stdout.splitlines() if line.startswith("accuracy %")]
+    assert header and "MFCC" in header[0] and "AVTS pretrained" in header[0]
+    results = json.loads(report.read_text())
+    assert set(results["audio_probe"]["few_shot"]) == {"MFCC", "random init", "AVTS pretrained"}
+    assert set(results["finetune_video"]) == {"random init", "AVTS pretrained"}

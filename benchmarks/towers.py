@@ -11,6 +11,24 @@ processes on a shared machine hits all variants alike and the ratios stay meanin
     python benchmarks/towers.py --models mc3_18 --batch 4 --frames 8 --size 112 --threads 2
 
 Uses every thread it is given: run it briefly on shared machines.
+
+Measured (2 threads, AVX2-only AMD EPYC with 2 cores shared by other jobs, load 4-12;
+batch 4 x 8 x 112 x 112; oneDNN on; TF 2.21 / Keras 3.15.1 vs torch 2.14.1 /
+torchvision 0.29.1 NCDHW; medians of 2-4 interleaved rounds):
+
+    model        variant                 clips/s  vs torch
+    mc3_18       avts_tf xla=off         0.22     1.55x   (1.70x in a second run)
+    mc3_18       avts_tf xla=on          0.09     0.61x
+    mc3_18       keras-stock xla=off     0.16     1.16x   (earlier run, 1.49x for avts_tf)
+    r3d_18       avts_tf xla=off         0.19     2.06x
+    r3d_18       avts_tf xla=on          0.04     0.42x
+    mc2_18       avts_tf xla=off         0.28     1.56x
+    mc2_18       avts_tf xla=on          0.16     0.89x
+    r2plus1d_18  avts_tf xla=off         0.20     1.94x
+    r2plus1d_18  avts_tf xla=on          0.11     1.13x
+
+With ``--onednn default`` (TensorFlow's default, off on this CPU) mc3_18 ran at 0.41x
+torchvision (stock Keras layers 0.33x).
 """
 
 from __future__ import annotations
@@ -114,8 +132,10 @@ def torch_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
     return step
 
 
-def measure(variants: dict[str, Callable[[], None]], args: argparse.Namespace) -> dict[str, float]:
-    """Median clips/s per variant over interleaved rounds (after one warm-up step each)."""
+def measure(
+    variants: dict[str, Callable[[], None]], args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Clips/s per variant and interleaved round (after one warm-up step each)."""
     for step in variants.values():
         step()  # trace / compile / allocate
     rates: dict[str, list[float]] = {k: [] for k in variants}
@@ -125,7 +145,7 @@ def measure(variants: dict[str, Callable[[], None]], args: argparse.Namespace) -
             for _ in range(args.steps):
                 step()
             rates[key].append(args.steps * args.batch / (time.perf_counter() - start))
-    return {k: statistics.median(v) for k, v in rates.items()}
+    return rates
 
 
 def main() -> None:
@@ -148,7 +168,7 @@ def main() -> None:
         f"{args.threads} threads, {args.rounds} rounds x {args.steps} steps, "
         f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}"
     )
-    header = f"{'model':<12} {'variant':<22} {'clips/s':>8} {'vs torch':>9}"
+    header = f"{'model':<12} {'variant':<22} {'clips/s':>8} {'min-max':>13} {'vs torch':>9}"
     print(header + "\n" + "-" * len(header), flush=True)
     for name in args.models:
         variants: dict[str, Callable[[], None]] = {}
@@ -161,10 +181,12 @@ def main() -> None:
         if not args.no_torch:
             variants["torchvision"] = torch_step(name, args)
         rates = measure(variants, args)
-        ref = rates.get("torchvision")
-        for key, rate in rates.items():
+        medians = {k: statistics.median(v) for k, v in rates.items()}
+        ref = medians.get("torchvision")
+        for key, rate in medians.items():
+            spread = f"{min(rates[key]):.2f}-{max(rates[key]):.2f}"
             ratio = f"{rate / ref:8.2f}x" if ref else ""
-            print(f"{name:<12} {key:<22} {rate:8.2f} {ratio:>9}", flush=True)
+            print(f"{name:<12} {key:<22} {rate:8.2f} {spread:>13} {ratio:>9}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 Registered names: ``r3d_18``, ``mc2_18``, ``mc3_18``, ``r2plus1d_18``, ``i3d``,
 ``avts_audio_vgg``, ``audio_resnet18``. Build one with
 ``BACKBONES.build("mc3_18", input_shape=(8, 112, 112, 3), embedding_dim=128)``.
+
+Towers use two registered custom layers (``avts_tf>VideoConv3D``,
+``avts_tf>FusedBatchNormalization``), so ``import avts_tf.backbones`` before
+``keras.models.load_model`` on a saved tower.
 """
 
 from avts_tf.backbones import audio, i3d, video_resnet  # noqa: F401  (registers)

@@ -7,9 +7,10 @@
 If ``--model_dir`` holds no trained towers, AVTS is first trained there by
 ``avts_tf.train.run`` with the gin recipe (default ``gin/quickstart.gin``). The labelled
 set is the run's own dataset (``--data`` to use another prepared set); its labels are
-never used in pretraining. Rows: an audio linear probe (linear SVM on frozen features,
-``--shots`` files per class, ``--repeats`` draws; and with every training file), and
-few-shot fine-tuning of the video tower (``--fusion``: plus audio+video fine-tuning).
+never used in pretraining. Rows: audio and video linear probes (linear SVM on frozen
+features, ``--shots`` files per class, ``--repeats`` draws; and with every training
+file), and few-shot fine-tuning of the video tower (``--fusion``: plus audio+video
+fine-tuning, the paper's multisensory row).
 Columns: MFCC, random init (same architecture, fresh weights), AVTS pretrained.
 """
 
@@ -82,14 +83,19 @@ def main() -> None:
     columns = [downstream.MFCC, downstream.SCRATCH, downstream.PRETRAINED]
     results = {"budget": budget.__dict__, "data": str(data)}
     feature_sets = downstream.audio_feature_sets(args.model_dir, data)
-    results["audio_probe"] = downstream.audio_probe_results(feature_sets, budget)
+    results["audio_probe"] = downstream.probe_results(feature_sets, budget)
+    video_sets = downstream.video_feature_sets(args.model_dir, data, budget.clips_per_video)
+    results["video_probe"] = downstream.probe_results(video_sets, budget)
     train_files = int(sum(feature_sets[downstream.MFCC].splits == budget.train_split))
-    rows = [
-        [f"audio linear probe, {budget.shots} per class ({budget.repeats} draws)"]
-        + [_cell(results["audio_probe"]["few_shot"], c) for c in columns],
-        [f"audio linear probe, all {train_files} training files"]
-        + [_cell(results["audio_probe"]["all"], c) for c in columns],
-    ]
+    rows = []
+    for task in ("audio", "video"):
+        probe = results[f"{task}_probe"]
+        rows += [
+            [f"{task} linear probe, {budget.shots} per class ({budget.repeats} draws)"]
+            + [_cell(probe["few_shot"], c) for c in columns],
+            [f"{task} linear probe, all {train_files} training files"]
+            + [_cell(probe["all"], c) for c in columns],
+        ]
     if not args.skip_finetune:
         for fusion in (False, True) if args.fusion else (False,):
             key = "finetune_audio_video" if fusion else "finetune_video"

@@ -7,6 +7,7 @@ its class labels are never seen in pretraining):
   the same architecture with random weights, and on MFCCs, trained on ``shots`` files per
   class of the training split, scored per file on the test split; repeated over several
   few-shot draws, plus one row with every training file;
+* video linear probe: the same on frozen video features (``clips_per_video`` clips);
 * video fine-tuning: the video tower (optionally fused with the audio tower) fine-tuned
   from the pretrained weights or from random weights on the same few shots with a small
   step budget, video-level accuracy on the test split.
@@ -83,7 +84,7 @@ def _summary(accuracies: list[float]) -> dict:
     return {"mean": float(values.mean()), "std": float(values.std()), "runs": accuracies}
 
 
-def audio_probe_results(
+def probe_results(
     feature_sets: dict[str, features.Features], budget: Budget
 ) -> dict[str, dict[str, dict]]:
     """``{"few_shot"|"all": {name: {"mean", "std", "runs"}}}`` of the linear probe."""
@@ -115,6 +116,21 @@ def audio_feature_sets(
     window = int(sets[PRETRAINED].info["window_samples"])
     sets[MFCC] = mfcc.mfcc_features(data_dir, window, progress=progress)
     return sets
+
+
+def video_feature_sets(
+    model_dir: str | Path, data_dir: str | Path, num_clips: int = 10, progress: bool = False
+) -> dict[str, features.Features]:
+    """Frozen video features (``num_clips`` clips per video): pretrained and re-initialized."""
+    tower = checkpoint.load_tower(model_dir, "video")
+    spec = checkpoint.clip_spec_for(model_dir, video_tower=tower)
+    keras.utils.set_random_seed(0)
+    return {
+        name: features.tower_features(
+            model, "video", data_dir, spec, num_clips=num_clips, progress=progress
+        )
+        for name, model in ((PRETRAINED, tower), (SCRATCH, checkpoint.fresh_copy(tower)))
+    }
 
 
 def finetune_results(

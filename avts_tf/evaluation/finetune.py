@@ -10,6 +10,7 @@ two feature vectors are concatenated before the classifier.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -114,9 +115,11 @@ def fit(
         weighted_metrics=["accuracy"],
     )
     per_epoch = max(1, min(steps_per_epoch or steps, steps))
-    return model.fit(
-        data, steps_per_epoch=per_epoch, epochs=max(1, steps // per_epoch), verbose=verbose
-    )
+    with warnings.catch_warnings():  # Keras: "shuffle=True ... ignored" for a tf.data input.
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+        return model.fit(
+            data, steps_per_epoch=per_epoch, epochs=max(1, steps // per_epoch), verbose=verbose
+        )
 
 
 def video_accuracy(

@@ -174,4 +174,5 @@ def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
     assert header and "MFCC" in header[0] and "AVTS pretrained" in header[0]
     results = json.loads(report.read_text())
     assert set(results["audio_probe"]["few_shot"]) == {"MFCC", "random init", "AVTS pretrained"}
+    assert set(results["video_probe"]["all"]) == {"random init", "AVTS pretrained"}
     assert set(results["finetune_video"]) == {"random init", "AVTS pretrained"}

@@ -1,0 +1,99 @@
+"""Every gin recipe parses strictly; the MC3 recipe builds with its real shapes."""
+
+from pathlib import Path
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from avts_tf import ablation, config
+from avts_tf.curricula import ConstantMixture, StepSwitch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GIN_FILES = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "gin").glob("*.gin"))
+
+
+@pytest.fixture(autouse=True)
+def at_repo_root(monkeypatch):
+    # Recipes ``include`` each other by paths relative to the repository root.
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def resolve(name):
+    """What ``train.run`` receives for ``name``: references are called or configured."""
+    return ablation._resolve(name)
+
+
+def test_recipes_exist():
+    assert {"gin/quickstart.gin", "gin/mc3_curriculum.gin"} <= set(GIN_FILES)
+    assert {f"gin/ablation_{v}.gin" for v in ablation.VARIANTS} <= set(GIN_FILES)
+
+
+@pytest.mark.parametrize("path", GIN_FILES)
+def test_parses_with_skip_unknown_false(path):
+    config.parse_gin([path])  # skip_unknown=False, finalized.
+    assert gin.query_parameter("train.run.video_tower") is not None
+
+
+def test_unknown_names_are_errors(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("train.run.no_such_argument = 1\n")
+    with pytest.raises(ValueError, match="no_such_argument"):
+        config.parse_gin([str(bad)])
+
+
+def objective_from_gin():
+    return resolve("train.run.objective")(eval_kinds=("easy", "hard", "super_hard"))
+
+
+@pytest.mark.parametrize(
+    "variant, kinds", [("easy", {"easy"}), ("hard", {"hard"}), ("curriculum", {"easy", "hard"})]
+)
+def test_ablation_recipes_override_only_the_negatives(variant, kinds):
+    config.parse_gin([ablation.VARIANTS[variant]])
+    curriculum = objective_from_gin().curriculum
+    assert curriculum.kinds() == kinds
+    # Everything else is the quickstart's.
+    assert gin.query_parameter("train.run.batch_size") == 16
+    assert gin.query_parameter("train.run.train_steps") == 600
+    assert set(resolve("train.run.negatives")) == {"hard", "super_hard"}
+    if variant == "curriculum":
+        assert isinstance(curriculum, StepSwitch)
+        assert curriculum.boundaries == [ablation.switch_step(600)]
+    else:
+        assert isinstance(curriculum, ConstantMixture)
+
+
+def test_mc3_recipe_is_the_papers_curriculum():
+    config.parse_gin(["gin/mc3_curriculum.gin"], ["STEPS_PER_EPOCH = 10"])
+    curriculum = objective_from_gin().curriculum
+    assert isinstance(curriculum, StepSwitch)
+    assert curriculum.boundaries == [50 * 10]
+    np.testing.assert_allclose(curriculum.mixture(tf.constant(499)), [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(curriculum.mixture(tf.constant(500)), [0.75, 0.25, 0.0])
+    assert resolve("train.run.train_steps") == 90 * 10
+    assert resolve("train.run.steps_per_epoch") == 10
+    assert objective_from_gin().margin == pytest.approx(0.99)
+    optimizer = resolve("train.run.optimizer")()
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert optimizer.momentum == pytest.approx(0.9)
+    schedule = optimizer._learning_rate
+    for step, lr in [(0, 1e-2), (300, 1e-2), (301, 1e-3), (601, 1e-4), (801, 1e-5)]:
+        assert float(schedule(step)) == pytest.approx(lr), step
+
+
+def test_mc3_recipe_builds_its_towers_with_the_real_shapes():
+    config.parse_gin(["gin/mc3_curriculum.gin"])
+    spec = resolve("train.run.clip_spec")
+    assert spec.video_shape() == (25, 112, 112, 3)
+    audio_shape = spec.audio_shape(25.0)  # Kinetics prepared at 25 fps: 1 s windows.
+    assert audio_shape == (98, 40, 1)
+    video = resolve("train.run.video_tower")(input_shape=spec.video_shape())
+    audio = resolve("train.run.audio_tower")(input_shape=audio_shape)
+    assert video.name == "mc3_18" and audio.name == "avts_audio_vgg"
+    trainable = sum(int(np.prod(w.shape)) for w in video.trainable_weights)
+    assert trainable == 11_490_240  # torchvision's mc3_18 without its 400-way head.
+    assert video.outputs[0].shape[-1] == audio.outputs[0].shape[-1] == 512
+    objective_from_gin().build_head(512, 512)  # Contrastive: equal embedding sizes.

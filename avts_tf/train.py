@@ -108,13 +108,6 @@ def _sharded_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def _set_determinism(enabled: bool) -> None:
-    if enabled:
-        tf.config.experimental.enable_op_determinism()
-    elif hasattr(tf.config.experimental, "disable_op_determinism"):
-        tf.config.experimental.disable_op_determinism()
-
-
 def _curriculum_stage(objective: keras.layers.Layer) -> Callable[[int], int]:
     curriculum = getattr(objective, "curriculum", None)
     if curriculum is None:
@@ -182,8 +175,9 @@ def run(
         jit_compile: Compile the train step with XLA (per replica under several replicas).
         checkpoint_every_steps: Checkpoint interval in batches (default: each epoch).
         keep_checkpoints: Newest checkpoints kept.
-        deterministic: Enable TensorFlow's deterministic ops, so a resumed run gives the
-            same weights as an uninterrupted one bit for bit (slower; XLA off).
+        deterministic: Enable TensorFlow's deterministic ops (for the rest of the process),
+            so a resumed run gives the same weights as an uninterrupted one bit for bit
+            (slower; needs ``jit_compile=False``).
         seed: Seed of weights, the input pipeline and the negative draws.
         callbacks: Extra Keras callbacks (for example periodic evaluation). A resumed
             run, or one whose ``train_steps`` is not a multiple of ``steps_per_epoch``,
@@ -198,6 +192,11 @@ def run(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    if deterministic and jit_compile:
+        raise ValueError("deterministic=True needs jit_compile=False (XLA ops are not all "
+                         "deterministic).")
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()
     role = worker_role(strategy)
     previous_policy = keras.mixed_precision.global_policy()
@@ -206,7 +205,6 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             keras.mixed_precision.set_global_policy(precision)
-            _set_determinism(deterministic)
             return _train_and_evaluate(
                 strategy=strategy,
                 is_chief=role.is_chief,
@@ -319,6 +317,8 @@ def _train_and_evaluate(
                 f"{model_dir / 'checkpoints'}; lower the learning rate or check the input "
                 "data, then re-run the same command to resume from it."
             )
+        if model.stop_training:  # a user callback (early stopping) ended training
+            break
     logging.info("Weights digest: %s", avts_callbacks.weights_digest(model))
     if is_chief:
         video.save(out_dir / "video_tower.keras")

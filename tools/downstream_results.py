@@ -2,15 +2,17 @@
 
     python tools/downstream_results.py --model_dir runs/downstream \
         [--gin_file gin/quickstart.gin] [--gin_param train.run.train_steps=200] \
-        [--shots 2] [--repeats 3] [--finetune_steps 60] [--fusion] [--output_json r.json]
+        [--shots 1] [--repeats 3] [--finetune_steps 40] [--head_steps 0,20] [--fusion] \
+        [--output_json r.json]
 
 If ``--model_dir`` holds no trained towers, AVTS is first trained there by
 ``avts_tf.train.run`` with the gin recipe (default ``gin/quickstart.gin``). The labelled
 set is the run's own dataset (``--data`` to use another prepared set); its labels are
 never used in pretraining. Rows: audio and video linear probes (linear SVM on frozen
 features, ``--shots`` files per class, ``--repeats`` draws; and with every training
-file), and few-shot fine-tuning of the video tower (``--fusion``: plus audio+video
-fine-tuning, the paper's multisensory row).
+file), and few-shot fine-tuning of the video tower, directly and after fitting the classifier on
+the frozen towers first (``--head_steps``); ``--fusion`` adds audio+video fine-tuning
+(the paper's multisensory row).
 Columns: MFCC, random init (same architecture, fresh weights), AVTS pretrained.
 """
 
@@ -32,9 +34,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
     parser.add_argument("--data", default=None,
                         help="labelled prepared dataset (default: the run's dataset)")
-    parser.add_argument("--shots", type=int, default=2, help="labelled files per class")
+    parser.add_argument("--shots", type=int, default=1, help="labelled files per class")
     parser.add_argument("--repeats", type=int, default=3, help="few-shot draws")
-    parser.add_argument("--finetune_steps", type=int, default=60)
+    parser.add_argument("--finetune_steps", type=int, default=40,
+                        help="fine-tuning steps training every layer")
+    parser.add_argument("--head_steps", default="0,20",
+                        help="comma list: classifier-only steps on frozen towers before "
+                             "fine-tuning (LP-FT); one table row each")
     parser.add_argument("--finetune_batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
     parser.add_argument("--clips_per_video", type=int, default=10)
@@ -96,15 +102,23 @@ def main() -> None:
             [f"{task} linear probe, all {train_files} training files"]
             + [_cell(probe["all"], c) for c in columns],
         ]
-    if not args.skip_finetune:
-        for fusion in (False, True) if args.fusion else (False,):
-            key = "finetune_audio_video" if fusion else "finetune_video"
-            results[key] = downstream.finetune_results(args.model_dir, data, budget, fusion)
-            task = "audio+video" if fusion else "video"
-            rows.append(
-                [f"{task} fine-tuning, {budget.shots} per class, {budget.finetune_steps} steps"]
-                + [_cell(results[key], c) for c in columns]
-            )
+    try:
+        head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
+    except ValueError:
+        raise BadInput(f"--head_steps must be integers, got {args.head_steps!r}") from None
+    runs = [] if args.skip_finetune else [(False, h) for h in head_steps]
+    if args.fusion and not args.skip_finetune:
+        runs.append((True, head_steps[-1]))
+    for fusion, head in runs:
+        key = f"finetune_{'audio_video' if fusion else 'video'}_head{head}"
+        results[key] = downstream.finetune_results(args.model_dir, data, budget, fusion, head)
+        task = "audio+video" if fusion else "video"
+        steps = f"{head} head + {budget.finetune_steps} steps" if head else (
+            f"{budget.finetune_steps} steps")
+        rows.append(
+            [f"{task} fine-tuning, {budget.shots} per class, {steps}"]
+            + [_cell(results[key], c) for c in columns]
+        )
     print()
     print(report.table(["accuracy % (mean ± std)"] + columns, rows))
     if args.output_json:

@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1000, help="training steps")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--head_steps", type=int, default=0,
+                        help="first train only the classifier on frozen towers (LP-FT)")
     parser.add_argument("--dropout", type=float, default=0.5)
     parser.add_argument("--clips_per_video", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -99,7 +101,8 @@ def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
     clips = finetune.train_clips(
         train_data, spec, args.batch_size, args.train_split, args.fusion, args.seed
     )
-    finetune.fit(model, clips, args.steps, args.lr, steps_per_epoch=100, verbose=args.verbose)
+    finetune.fit(model, clips, args.steps, args.lr, args.head_steps, steps_per_epoch=100,
+                 verbose=args.verbose)
     result = finetune.video_accuracy(
         model, data, spec, args.test_split, args.clips_per_video, fusion=args.fusion
     )

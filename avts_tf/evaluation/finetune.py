@@ -3,7 +3,8 @@
 Training is clip-level: random clips from the training pipeline (``pipeline.train_dataset``,
 random start, crop and flip) labelled with their record's ``label``. Testing is
 video-level: the softmax of ``clips_per_video`` evenly spaced centre-cropped clips
-(``pipeline.eval_dataset``) is averaged per video. With an audio tower (the paper's
+(``pipeline.eval_dataset``) is averaged per video. ``fit(head_steps=...)`` can first fit
+the classifier alone on the frozen towers ("LP-FT"). With an audio tower (the paper's
 multisensory row) each clip's aligned audio window goes through the audio tower and the
 two feature vectors are concatenated before the classifier.
 """
@@ -26,14 +27,14 @@ _POOLING = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAverag
             5: keras.layers.GlobalAveragePooling3D}
 
 
-def _trunk(tower: keras.Model, layer: str) -> keras.Model:
+def _trunk(tower: keras.Model, layer: str, which: str) -> keras.Model:
     """The tower up to ``layer``, pooled to ``(B, C)`` (shares the tower's weights)."""
     name = features.resolve_layer(tower, layer)
     output = tower.outputs[0] if name is None else tower.get_layer(name).output
     rank = len(output.shape)
     if rank > 2:
         output = _POOLING[rank](name=f"{tower.name}_pool")(output)
-    return keras.Model(tower.inputs, output, name=f"{tower.name}_trunk")
+    return keras.Model(tower.inputs, output, name=f"{which}_trunk")
 
 
 def classifier(
@@ -56,10 +57,10 @@ def classifier(
         A model taking ``{"video"[, "audio"]}`` and returning logits.
     """
     inputs = {"video": keras.Input(video_tower.inputs[0].shape[1:], name="video")}
-    feats = [_trunk(video_tower, layer)(inputs["video"])]
+    feats = [_trunk(video_tower, layer, "video")(inputs["video"])]
     if audio_tower is not None:
         inputs["audio"] = keras.Input(audio_tower.inputs[0].shape[1:], name="audio")
-        feats.append(_trunk(audio_tower, layer)(inputs["audio"]))
+        feats.append(_trunk(audio_tower, layer, "audio")(inputs["audio"]))
     x = feats[0] if len(feats) == 1 else keras.layers.Concatenate(name="fusion")(feats)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     logits = keras.layers.Dense(num_classes, name="classifier", dtype="float32")(x)
@@ -100,15 +101,8 @@ def train_clips(
     return data.map(to_supervised, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def fit(
-    model: keras.Model,
-    data: tf.data.Dataset,
-    steps: int,
-    learning_rate: float = 1e-3,
-    steps_per_epoch: int | None = None,
-    verbose: int | str = "auto",
-) -> keras.callbacks.History:
-    """Trains ``model`` with Adam and cross-entropy for ``steps`` batches."""
+def _fit(model: keras.Model, data: tf.data.Dataset, steps: int, learning_rate: float,
+         steps_per_epoch: int | None, verbose: int | str) -> keras.callbacks.History:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -120,6 +114,43 @@ def fit(
         return model.fit(
             data, steps_per_epoch=per_epoch, epochs=max(1, steps // per_epoch), verbose=verbose
         )
+
+
+def fit(
+    model: keras.Model,
+    data: tf.data.Dataset,
+    steps: int,
+    learning_rate: float = 1e-3,
+    head_steps: int = 0,
+    steps_per_epoch: int | None = None,
+    verbose: int | str = "auto",
+) -> keras.callbacks.History:
+    """Trains ``model`` (from ``classifier``) with Adam and cross-entropy.
+
+    Args:
+        model: The classifier.
+        data: ``(inputs, label, weight)`` batches.
+        steps: Steps training every layer.
+        learning_rate: Adam learning rate.
+        head_steps: Steps first training only the classifier on frozen towers (in
+            inference mode), so fine-tuning starts from a fitted head ("LP-FT").
+        steps_per_epoch: Steps between Keras epoch logs.
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        The history of the last phase.
+    """
+    trunks = [layer for layer in model.layers if layer.name.endswith("_trunk")]
+    history = None
+    if head_steps > 0:
+        for trunk in trunks:
+            trunk.trainable = False
+        history = _fit(model, data, head_steps, learning_rate, steps_per_epoch, verbose)
+        for trunk in trunks:
+            trunk.trainable = True
+    if steps > 0 or history is None:
+        history = _fit(model, data, max(steps, 1), learning_rate, steps_per_epoch, verbose)
+    return history
 
 
 def video_accuracy(

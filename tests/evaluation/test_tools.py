@@ -167,7 +167,7 @@ def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "downstream.json"
     result = run_subprocess("downstream_results", "--model_dir", str(tiny_run), "--data",
                             str(tiny_prepared), "--shots", "1", "--repeats", "1",
-                            "--finetune_steps", "2", "--finetune_batch", "4",
+                            "--finetune_steps", "2", "--finetune_batch", "4", "--head_steps", "1",
                             "--clips_per_video", "2", "--output_json", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     header = [line for line in result.stdout.splitlines() if line.startswith("accuracy %")]
@@ -175,4 +175,4 @@ def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
     results = json.loads(report.read_text())
     assert set(results["audio_probe"]["few_shot"]) == {"MFCC", "random init", "AVTS pretrained"}
     assert set(results["video_probe"]["all"]) == {"random init", "AVTS pretrained"}
-    assert set(results["finetune_video"]) == {"random init", "AVTS pretrained"}
+    assert set(results["finetune_video_head1"]) == {"random init", "AVTS pretrained"}

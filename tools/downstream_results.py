@@ -79,6 +79,10 @@ def main() -> None:
 
     if args.data and not records_io.is_prepared(args.data):
         raise BadInput(f"--data {args.data} is not a prepared dataset")
+    try:
+        head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
+    except ValueError:
+        raise BadInput(f"--head_steps must be integers, got {args.head_steps!r}") from None
     pretrain(args)
     data = args.data or checkpoint.run_dataset(args.model_dir)
     budget = downstream.Budget(
@@ -102,10 +106,6 @@ def main() -> None:
             [f"{task} linear probe, all {train_files} training files"]
             + [_cell(probe["all"], c) for c in columns],
         ]
-    try:
-        head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
-    except ValueError:
-        raise BadInput(f"--head_steps must be integers, got {args.head_steps!r}") from None
     runs = [] if args.skip_finetune else [(False, h) for h in head_steps]
     if args.fusion and not args.skip_finetune:
         runs.append((True, head_steps[-1]))

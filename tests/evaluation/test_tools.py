@@ -53,7 +53,7 @@ def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
 
 
 @pytest.mark.parametrize("tool", ["extract_features", "eval_audio", "eval_sync",
-                                  "finetune_video"])
+                                  "finetune_video", "downstream_results"])
 def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
     args = {
         "extract_features": ["--checkpoint", str(tiny_run), "--tower", "audio",
@@ -61,6 +61,7 @@ def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
         "eval_audio": ["--checkpoint", str(tiny_run)],
         "eval_sync": ["--model_dir", str(tiny_run)],
         "finetune_video": ["--init", str(tiny_run)],
+        "downstream_results": ["--model_dir", str(tiny_run)],
     }[tool]
     code, _, err = run_in_process(tool, *args, "--data", str(empty_prepared))
     assert_one_line_error(code, err, "empty set")
@@ -85,6 +86,12 @@ def test_missing_data_and_other_bad_flags(tiny_run, tiny_prepared, tmp_path):
                                   str(tiny_run / "video_tower.keras"), "--tower", "audio",
                                   "--list_layers")
     assert_one_line_error(code, err, "expected the audio tower")
+    code, _, err = run_in_process("downstream_results", "--model_dir", str(tiny_run),
+                                  "--data", str(tmp_path))
+    assert_one_line_error(code, err, "is not a prepared dataset")
+    code, _, err = run_in_process("downstream_results", "--model_dir", str(tiny_run),
+                                  "--data", str(tiny_prepared), "--head_steps", "x")
+    assert_one_line_error(code, err, "--head_steps must be integers")
 
 
 def test_list_layers(tiny_run):

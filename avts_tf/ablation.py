@@ -213,6 +213,8 @@ def run_variant(
         f"train.run.train_steps = {train_steps}",
         f"train.run.steps_per_epoch = {eval_every}",
         f"train.run.verbose = {verbose!r}",
+        # A cosine learning-rate schedule (the quickstart's) decays over the run's budget.
+        f"keras.optimizers.schedules.CosineDecay.decay_steps = {train_steps}",
     ]
     if name == "curriculum":
         recipe_bindings.append(f"curricula.step_switch.boundaries = [{switch_step(train_steps)}]")

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN kernels (off by default on AVX2-only CPUs): ~2x faster convs, as in tools/train.py.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import gin  # noqa: E402
 import keras  # noqa: E402

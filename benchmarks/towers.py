@@ -37,9 +37,10 @@ import argparse
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+import common as bench_common  # benchmarks/common.py (this folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -132,36 +133,11 @@ def torch_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
     return step
 
 
-def measure(
-    variants: dict[str, Callable[[], None]], args: argparse.Namespace
-) -> dict[str, list[float]]:
-    """Clips/s per variant and interleaved round (after one warm-up step each)."""
-    for step in variants.values():
-        step()  # trace / compile / allocate
-    rates: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.rounds):
-        for key, step in variants.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            rates[key].append(args.steps * args.batch / (time.perf_counter() - start))
-    return rates
 
 
 def main() -> None:
     args = parse_args()
-    if args.onednn != "default":  # must be set before TensorFlow is imported
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
-    if not args.no_torch:  # import torch(vision) before TensorFlow: the other order segfaults
-        import torch
-        import torchvision.models.video  # noqa: F401
-
-        torch.set_num_threads(args.threads)
-        torch.set_num_interop_threads(1)
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    bench_common.import_frameworks(args.threads, args.onednn, with_torch=not args.no_torch)
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     print(
         f"train step, batch {args.batch} x {args.frames} x {args.size} x {args.size}, "
@@ -180,7 +156,7 @@ def main() -> None:
                 )
         if not args.no_torch:
             variants["torchvision"] = torch_step(name, args)
-        rates = measure(variants, args)
+        rates = bench_common.measure(variants, args.batch, args.steps, args.rounds)
         medians = {k: statistics.median(v) for k, v in rates.items()}
         ref = medians.get("torchvision")
         for key, rate in medians.items():

@@ -31,9 +31,10 @@ import dataclasses
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+
+import common as bench_common  # benchmarks/common.py (this folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -237,42 +238,11 @@ def torch_step(
 
 
 # -- measurement -----------------------------------------------------------------------------
-def measure(
-    variants: dict[str, Callable[[], None]], batch: int, steps: int, rounds: int, warmup: int
-) -> dict[str, list[float]]:
-    """Clips/s per variant and interleaved round (after warm-up steps each).
-
-    PyTorch's oneDNN primitives take a few steps to settle, XLA compiles on the first.
-    """
-    for key, step in variants.items():
-        start = time.perf_counter()
-        for _ in range(warmup):  # trace / compile / allocate / create primitives
-            step()
-        print(f"  warm-up {key}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
-    rates: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for key, step in variants.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            rates[key].append(steps * batch / (time.perf_counter() - start))
-    return rates
 
 
 def main() -> None:
     args = parse_args()
-    if args.onednn != "default":  # must be set before TensorFlow is imported
-        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
-    if not args.no_torch:  # import torch(vision) before TensorFlow: the other order segfaults
-        import torch
-        import torchvision.models.video  # noqa: F401
-
-        torch.set_num_threads(args.threads)
-        torch.set_num_interop_threads(1)
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    bench_common.import_frameworks(args.threads, args.onednn, with_torch=not args.no_torch)
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     print(
         f"AVTS train step (video B clips + audio 2B windows + contrastive + SGD), "
@@ -297,7 +267,7 @@ def main() -> None:
             for jit in jits:
                 key = f"avts_tf {precision} xla={'on' if jit else 'off'}"
                 variants[key] = keras_step(config, batch, precision, jit)
-        rates = measure(variants, batch, args.steps, args.rounds, args.warmup)
+        rates = bench_common.measure(variants, batch, args.steps, args.rounds, args.warmup)
         medians = {k: statistics.median(v) for k, v in rates.items()}
         ref = max(
             (r for k, r in medians.items() if k.startswith("torch float32")), default=None

@@ -184,3 +184,23 @@ class LinearRamp(Curriculum):
             "start": dict(zip(NEGATIVE_TYPES, self._start, strict=True)),
             "end": dict(zip(NEGATIVE_TYPES, self._end, strict=True)),
         }
+
+
+def serialize(curriculum: Curriculum) -> dict:
+    """``{"name": registered name, "config": get_config()}`` of a registered curriculum.
+
+    Raises:
+        ValueError: If the curriculum's class is not registered in ``CURRICULA``.
+    """
+    for name in CURRICULA.list():
+        if CURRICULA.get(name) is type(curriculum):
+            return {"name": name, "config": curriculum.get_config()}
+    raise ValueError(
+        f"{type(curriculum).__name__} is not registered in CURRICULA, so it cannot be "
+        f"saved; register it with @CURRICULA.register(name). Known: {', '.join(CURRICULA.list())}."
+    )
+
+
+def deserialize(config: Mapping) -> Curriculum:
+    """The curriculum that :func:`serialize` described."""
+    return CURRICULA.build(config["name"], **dict(config["config"]))

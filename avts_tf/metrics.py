@@ -12,7 +12,9 @@ class BalancedSyncAccuracy(keras.metrics.Metric):
 
     Balanced, so the number stays comparable whatever the ratio of positives to
     negatives of one kind in a batch. A pair is correct when the predicted in-sync
-    flag equals its label; pairs with zero weight are ignored.
+    flag equals its label; pairs with zero weight are ignored. NaN until it has seen at
+    least one positive and one negative: an accuracy on one class alone would read as a
+    balanced one (1.0 for a model that calls everything in sync).
     """
 
     def __init__(self, name: str = "sync_accuracy", **kwargs) -> None:
@@ -35,4 +37,4 @@ class BalancedSyncAccuracy(keras.metrics.Metric):
         pos = tf.math.divide_no_nan(self.pos_correct, self.pos_count)
         neg = tf.math.divide_no_nan(self.neg_correct, self.neg_count)
         both = tf.logical_and(self.pos_count > 0, self.neg_count > 0)
-        return tf.where(both, 0.5 * (pos + neg), tf.where(self.pos_count > 0, pos, neg))
+        return tf.where(both, 0.5 * (pos + neg), tf.constant(float("nan")))

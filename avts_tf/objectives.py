@@ -10,8 +10,11 @@ Synchronization objectives pair every video clip with its in-sync audio (a posit
 with one out-of-sync audio (a negative), so positives and negatives come in equal parts.
 The kind of each negative is drawn from the curriculum's mixture at the current step:
 
-* ``easy``: the audio of the next example in the (per-replica) batch; pairs whose two
-  examples come from the same video are dropped (weight 0).
+* ``easy``: the audio of another example of the batch. The input pipeline cuts it over the
+  global batch (``audio_easy``, the next example's audio, with ``valid_easy``), so the pairs
+  do not depend on the number of replicas; without those keys the objective takes the next
+  example of this replica's batch. Pairs whose two examples come from the same video are
+  dropped (weight 0).
 * ``hard`` / ``super_hard``: the audio windows the pipeline cut from the same video
   (``audio_hard``, ``audio_super_hard``). Where the pipeline could not cut one (the video
   was too short), the example falls back to an easy negative and is counted as easy.
@@ -26,7 +29,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from avts_tf import losses
+from avts_tf import curricula, losses
 from avts_tf.curricula import ConstantMixture, Curriculum
 from avts_tf.metrics import BalancedSyncAccuracy
 from avts_tf.registry import OBJECTIVES
@@ -46,6 +49,18 @@ def _num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def global_batch_size(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Examples in this step over all replicas (an all-reduce under several replicas).
+
+    Call it in a replica context outside any XLA-compiled function (collectives cannot be
+    compiled there); ``AVTSModel`` does and passes the result to ``Objective.compute``.
+    """
+    size = tf.shape(tf.nest.flatten(batch)[0])[0]
+    if _num_replicas() > 1:
+        size = tf.distribute.get_replica_context().all_reduce("sum", size)
+    return size
+
+
 class Objective(keras.layers.Layer, metaclass=abc.ABCMeta):
     """Base class of training objectives.
 
@@ -54,7 +69,12 @@ class Objective(keras.layers.Layer, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def compute(
-        self, model: keras.Model, batch: dict[str, tf.Tensor], training: bool, step: tf.Tensor
+        self,
+        model: keras.Model,
+        batch: dict[str, tf.Tensor],
+        training: bool,
+        step: tf.Tensor,
+        global_batch: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         """Loss share of this replica and extra scalars to log.
 
@@ -63,10 +83,14 @@ class Objective(keras.layers.Layer, metaclass=abc.ABCMeta):
             batch: A per-replica batch from the input pipeline.
             training: Whether the towers run in training mode.
             step: The optimizer step (int64 scalar).
+            global_batch: Examples of this step over all replicas (int32 scalar); default
+                :func:`global_batch_size` of ``batch``. Replicas may hold unequal shares (the
+                last evaluation batch), or none.
 
         Returns:
-            ``(loss, logs)``: ``loss`` divided by the global batch size, ``logs`` scalars
-            that are not metrics (for example the curriculum mixture).
+            ``(loss, logs)``: ``loss`` is this replica's sum divided by the global count
+            (0 when the step has no examples), ``logs`` scalars that are not metrics (for
+            example the curriculum mixture).
         """
 
     def build_head(self, video_dim: int, audio_dim: int) -> None:
@@ -88,7 +112,9 @@ class SyncObjective(Objective):
         curriculum: Mixture of negative kinds over training steps (default: easy only).
         eval_kinds: Negative kinds the input pipeline provides. ``test_step`` scores each
             of them (``sync_accuracy_<kind>``); ``sync_accuracy`` in evaluation always uses
-            easy negatives (the paper's protocol). Training logs the same per-kind metrics.
+            easy negatives (the paper's protocol). Training reports the per-kind metrics
+            of the kinds the curriculum can draw. A per-kind accuracy is NaN while it has
+            seen no negative of its kind (it would otherwise be positive-only accuracy).
         seed: Salt of the stateless draws of negative kinds.
     """
 
@@ -145,9 +171,15 @@ class SyncObjective(Objective):
             pipeline could not cut the requested negative.
         """
         audio = batch["audio"]
-        video_id = batch["video_id"]
-        easy_audio = tf.roll(audio, shift=-1, axis=0)
-        easy_ok = tf.cast(tf.not_equal(tf.roll(video_id, shift=-1, axis=0), video_id), tf.float32)
+        if "audio_easy" in batch:
+            easy_audio = batch["audio_easy"]
+            easy_ok = tf.cast(batch["valid_easy"], tf.float32)
+        else:
+            video_id = batch["video_id"]
+            easy_audio = tf.roll(audio, shift=-1, axis=0)
+            easy_ok = tf.cast(
+                tf.not_equal(tf.roll(video_id, shift=-1, axis=0), video_id), tf.float32
+            )
         chosen, weight = easy_audio, easy_ok
         effective = tf.fill(tf.shape(kinds), EASY)
         for kind_index, key in ((HARD, "audio_hard"), (SUPER_HARD, "audio_super_hard")):
@@ -160,16 +192,21 @@ class SyncObjective(Objective):
             effective = tf.where(use, kind_index, effective)
         return chosen, effective, weight
 
-    def compute(self, model, batch, training, step):  # noqa: D102
+    def compute(self, model, batch, training, step, global_batch=None):  # noqa: D102
+        if global_batch is None:
+            global_batch = global_batch_size(batch)
         video = model.video_tower(batch["video"], training=training)
         size = tf.shape(video)[0]
         logs: dict[str, tf.Tensor] = {}
         if training:
             mixture = self.curriculum.mixture(step)
-            seed = tf.stack([tf.cast(step, tf.int32), _replica_id() + self.seed])
-            kinds = tf.random.stateless_categorical(
-                tf.math.log(mixture[tf.newaxis] + 1e-12), size, seed, dtype=tf.int32
+            # Kinds are drawn for the global batch and sliced, so each example gets the
+            # same kind whatever the number of replicas (shares are equal in training).
+            seed = tf.stack([tf.cast(step, tf.int32), tf.constant(self.seed, tf.int32)])
+            drawn = tf.random.stateless_categorical(
+                tf.math.log(mixture[tf.newaxis] + 1e-12), global_batch, seed, dtype=tf.int32
             )[0]
+            kinds = tf.slice(drawn, [_replica_id() * size], [size])
             neg_audio, kinds, neg_weight = self.negative_audio(batch, kinds)
             negatives = [(neg_audio, kinds, neg_weight)]
             for i, kind in enumerate(NEGATIVE_TYPES):
@@ -199,8 +236,8 @@ class SyncObjective(Objective):
 
         score = self.score(video_rep, audio)
         per_pair = self.pair_loss(score, in_sync) * weight
-        global_pairs = tf.cast(size * count * _num_replicas(), tf.float32)
-        loss = tf.reduce_sum(per_pair) / global_pairs
+        global_pairs = tf.cast(global_batch * count, tf.float32)
+        loss = tf.math.divide_no_nan(tf.reduce_sum(per_pair), global_pairs)
 
         predicted = self.predict_in_sync(score)
         positive = tf.equal(kinds, -1)
@@ -219,10 +256,15 @@ class SyncObjective(Objective):
         return loss, logs
 
     def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:  # noqa: D102
-        kinds = [k for k in self.eval_kinds if k != "easy" or training]
-        metrics = [self.accuracy] + [self.kind_accuracy[k] for k in kinds]
         if training:
-            metrics += [self.negative_fraction[k] for k in self.eval_kinds]
+            # Kinds the curriculum can draw, and easy (the fallback of every kind).
+            drawn = self.curriculum.kinds() | {"easy"}
+            kinds = [k for k in NEGATIVE_TYPES if k in drawn]
+            metrics = [self.accuracy] + [self.kind_accuracy[k] for k in kinds]
+            metrics += [self.negative_fraction[k] for k in kinds]
+        else:
+            kinds = [k for k in self.eval_kinds if k != "easy"]
+            metrics = [self.accuracy] + [self.kind_accuracy[k] for k in kinds]
         return metrics + self.score_metrics()
 
     def score_metrics(self) -> list[keras.metrics.Metric]:
@@ -231,8 +273,21 @@ class SyncObjective(Objective):
 
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()
-        config.update({"eval_kinds": list(self.eval_kinds), "seed": self.seed})
+        config.update(
+            {
+                "curriculum": curricula.serialize(self.curriculum),
+                "eval_kinds": list(self.eval_kinds),
+                "seed": self.seed,
+            }
+        )
         return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> SyncObjective:  # noqa: D102
+        config = dict(config)
+        if isinstance(config.get("curriculum"), dict):
+            config["curriculum"] = curricula.deserialize(config["curriculum"])
+        return cls(**config)
 
 
 @OBJECTIVES.register("contrastive")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avts_tf.curricula import ConstantMixture
+from avts_tf.curricula import ConstantMixture, StepSwitch
 from avts_tf.models import AVTSModel
 from avts_tf.objectives import ContrastiveSync, FusionSync
 from avts_tf.samplers import NEGATIVE_TYPES
@@ -151,8 +151,79 @@ def test_per_kind_metrics_in_evaluation():
     assert loss == pytest.approx(expected, rel=1e-5)
     names = [m.name for m in objective.reported_metrics(training=False)]
     assert names[:2] == ["sync_accuracy", "sync_accuracy_hard"]
+    # Training reports the kinds the curriculum (easy only, by default) can draw.
     train_names = [m.name for m in objective.reported_metrics(training=True)]
-    assert {"sync_accuracy_easy", "sync_accuracy_hard", "negatives_hard"} <= set(train_names)
+    assert train_names[:3] == ["sync_accuracy", "sync_accuracy_easy", "negatives_easy"]
+    assert not {"sync_accuracy_hard", "negatives_hard"} & set(train_names)
+
+
+def test_training_reports_the_kinds_the_curriculum_can_draw():
+    curriculum = StepSwitch([10], [{"easy": 1.0}, {"easy": 0.5, "super_hard": 0.5}])
+    objective = ContrastiveSync(curriculum=curriculum, eval_kinds=NEGATIVE_TYPES)
+    names = [m.name for m in objective.reported_metrics(training=True)]
+    assert [n for n in names if n.startswith("sync_accuracy_")] == [
+        "sync_accuracy_easy", "sync_accuracy_super_hard"
+    ]
+    assert [n for n in names if n.startswith("negatives_")] == [
+        "negatives_easy", "negatives_super_hard"
+    ]
+
+
+def test_accuracy_of_a_kind_without_negatives_is_nan_not_positive_only():
+    objective = ContrastiveSync(margin=MARGIN, normalize=False)  # draws easy only
+    compute(objective, make_batch(VIDEO, AUDIO, [1, 2, 3, 4], VIDEO + 0.3, [True] * 4))
+    hard = objective.kind_accuracy["hard"]
+    assert counts(hard) == (4.0, 0.0)  # four positives seen, no hard negative
+    assert np.isnan(float(hard.result()))  # was 1.0: the positives' accuracy alone
+    pos_right = np.mean(distance(VIDEO, AUDIO) < MARGIN / 2)
+    neg_right = np.mean(distance(VIDEO, np.roll(AUDIO, -1, axis=0)) >= MARGIN / 2)
+    easy = float(objective.kind_accuracy["easy"].result())
+    assert easy == pytest.approx(0.5 * (pos_right + neg_right))
+
+
+def test_get_config_keeps_the_curriculum():
+    curriculum = StepSwitch([5, 9], [{"easy": 1.0}, {"easy": 0.75, "hard": 0.25}, {"hard": 1}])
+    objective = ContrastiveSync(margin=0.7, curriculum=curriculum, seed=5)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(objective)
+    )
+    assert isinstance(restored.curriculum, StepSwitch)
+    assert restored.curriculum.get_config() == curriculum.get_config()
+    for step in (0, 5, 9):
+        np.testing.assert_array_equal(
+            restored.curriculum.mixture(tf.constant(step)), curriculum.mixture(tf.constant(step))
+        )
+    assert (restored.margin, restored.seed) == (0.7, 5)
+
+
+def test_loss_is_divided_by_the_global_count_and_an_empty_share_is_zero():
+    objective = ContrastiveSync(margin=MARGIN, normalize=False)
+    batch = make_batch(VIDEO, AUDIO, [1, 2, 3, 4])
+    local, _ = compute(objective, batch)
+    shared, _ = objective.compute(
+        identity_towers(), batch, training=True, step=tf.constant(0, tf.int64),
+        global_batch=tf.constant(12),
+    )
+    assert float(shared) == pytest.approx(float(local) * 4 / 12, rel=1e-6)
+    empty = {k: v[:0] for k, v in batch.items()}
+    loss, _ = objective.compute(
+        identity_towers(), empty, training=False, step=tf.constant(0, tf.int64),
+        global_batch=tf.constant(1),
+    )
+    assert float(loss) == 0.0  # was 0/0 = NaN on a replica without examples
+
+
+def test_easy_negatives_cut_by_the_pipeline_are_used():
+    objective = ContrastiveSync(margin=MARGIN, normalize=False)
+    batch = make_batch(VIDEO, AUDIO, [1, 2, 3, 4])
+    far = VIDEO[::-1] * 0.0 + 3.0
+    batch["audio_easy"] = tf.constant(far.reshape(4, 1, DIM, 1).astype(np.float32))
+    batch["valid_easy"] = tf.constant([True, False, True, True])
+    loss, _ = compute(objective, batch)
+    weight = np.array([1.0, 0.0, 1.0, 1.0])
+    expected = (np.sum(distance(VIDEO, AUDIO) ** 2)
+                + np.sum(weight * hinge(distance(VIDEO, far)))) / (2 * 4)
+    assert loss == pytest.approx(expected, rel=1e-5)
 
 
 def test_kinds_are_drawn_per_example_from_the_mixture_with_stateless_seeds():

@@ -6,11 +6,14 @@ of every window in audio samples, so alignment can be checked exactly:
 
     video             float32 [T, S, S, 3] in [0, 1]
     audio             float32 [frames, mel_bins, 1]   log-mel of the in-sync window
+    audio_easy        float32 [frames, mel_bins, 1]   the next example's audio (cut per batch)
+    valid_easy        bool  whether the next example is another video
     audio_hard        float32 [frames, mel_bins, 1]   (when the hard sampler is on)
     audio_super_hard  float32 [frames, mel_bins, 1]   (when the super-hard sampler is on)
     valid_hard, valid_super_hard   bool  whether the record could hold that negative
     video_start       int64  first sample of the video window (frame f0 at f0 / fps)
-    audio_start, audio_start_hard, audio_start_super_hard   int64 window starts (samples)
+    audio_start, audio_start_easy, audio_start_hard, audio_start_super_hard   int64 window
+                      starts (samples; the easy one in the next example's record)
     video_id          int64  hash of the record id (easy negatives skip equal ids)
     label             int64  label index, -1 when unlabelled
 
@@ -233,9 +236,12 @@ def make_clip_fn(
             "video_id": tf.strings.to_hash_bucket_fast(record["id"], 2**62),
             "label": record["label_index"],
         }
+        # Negatives range over the video window's starts, so that their starts can have
+        # the positives' distribution (see avts_tf.samplers).
+        latest_start = tf.minimum(_frame_to_sample(last_frame, fps, rate), max_audio_start)
         for i, (kind, sampler) in enumerate(sorted(negatives.items())):
             start, valid = sampler.sample(
-                video_start, tf.constant(window, tf.int64), max_audio_start, rate, seeds[2 + i]
+                video_start, tf.constant(window, tf.int64), latest_start, rate, seeds[2 + i]
             )
             example[f"audio_{kind}"] = _log_mel_window(record, start, window, spec)
             example[f"audio_start_{kind}"] = start
@@ -264,6 +270,21 @@ def _records(files: list[str], shuffle_files: bool, seed: int | None) -> tf.data
         deterministic=True,
     )
     return dataset.map(records.parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def add_easy_negatives(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Adds each example's easy negative: the audio of the next example of the batch.
+
+    Cut over the whole (global) batch before a strategy splits it, so the pairs are the
+    same on any number of replicas. ``valid_easy`` is False where the next example comes
+    from the same video.
+    """
+    batch = dict(batch)
+    batch["audio_easy"] = tf.roll(batch["audio"], shift=-1, axis=0)
+    batch["audio_start_easy"] = tf.roll(batch["audio_start"], shift=-1, axis=0)
+    batch["valid_easy"] = tf.not_equal(tf.roll(batch["video_id"], shift=-1, axis=0),
+                                       batch["video_id"])
+    return batch
 
 
 def _swap_audio(example: dict, other: dict) -> dict:
@@ -338,7 +359,8 @@ def train_dataset(
     dataset = clips(0)
     if shuffle_audio:
         dataset = tf.data.Dataset.zip(dataset, clips(7919)).map(_swap_audio)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(add_easy_negatives)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 @gin.configurable(module="data")
@@ -387,4 +409,4 @@ def eval_dataset(
         )
 
     dataset = tf.data.Dataset.range(clips_per_video).flat_map(clip_pass)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).map(add_easy_negatives).prefetch(tf.data.AUTOTUNE)

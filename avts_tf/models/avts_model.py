@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from avts_tf.objectives import ContrastiveSync, Objective
+from avts_tf.objectives import ContrastiveSync, Objective, global_batch_size
 
 
 @keras.saving.register_keras_serializable(package="avts_tf")
@@ -23,7 +23,8 @@ class AVTSModel(keras.Model):
     With several replicas the towers' non-trainable state (BatchNorm moving statistics,
     which Keras 3 keeps per replica) is averaged over replicas after every step, so all
     replicas and workers hold the same weights, as ``tf.keras`` did with ``ON_READ``
-    statistics.
+    statistics. Under loss scaling the decision to skip a step whose gradients overflowed
+    is taken over all replicas, and a skipped step also leaves the BatchNorm state alone.
 
     Args:
         video_tower: Functional model, input ``video`` ``(T, H, W, 3)``, output ``(B, D)``.
@@ -117,45 +118,68 @@ class AVTSModel(keras.Model):
         self._replica_step_fn = None
 
     def _loss_and_gradients(
-        self, batch: dict[str, tf.Tensor], stateless: bool
+        self, batch: dict[str, tf.Tensor], global_batch: tf.Tensor, stateless: bool
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:
         """Loss, logs, gradients and new non-trainable tower state of this replica.
 
         With ``stateless`` the towers run through ``stateless_call`` and their new state
         (BatchNorm statistics) is returned instead of assigned. Such a function can be
-        compiled with XLA inside a replica, and the caller can average the state.
+        compiled with XLA inside a replica, and the caller can average the state and
+        decide whether to keep it.
         """
         step = self.optimizer.iterations
         towers = _StatelessTowers(self) if stateless else self
         with tf.GradientTape() as tape:
-            loss, logs = self.objective.compute(towers, batch, training=True, step=step)
+            loss, logs = self.objective.compute(
+                towers, batch, training=True, step=step, global_batch=global_batch
+            )
             scaled = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, self.trainable_variables)
         state = towers.new_state() if stateless else []
         return loss, logs, gradients, state
 
-    def _replica_step(
-        self, batch: dict[str, tf.Tensor]
-    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor]]:
-        """Loss, logs and gradients of one of several replicas; syncs the tower state."""
+    def _stateless_step(
+        self, batch: dict[str, tf.Tensor], global_batch: tf.Tensor
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:
+        """``_loss_and_gradients(stateless=True)``, with XLA when asked per replica."""
         if getattr(self, "replica_jit_compile", False):
             if self._replica_step_fn is None:
                 self._replica_step_fn = tf.function(
-                    lambda b: self._loss_and_gradients(b, stateless=True), jit_compile=True
+                    lambda b, n: self._loss_and_gradients(b, n, stateless=True),
+                    jit_compile=True,
                 )
-            loss, logs, gradients, state = self._replica_step_fn(batch)
-        else:
-            loss, logs, gradients, state = self._loss_and_gradients(batch, stateless=True)
+            return self._replica_step_fn(batch, global_batch)
+        return self._loss_and_gradients(batch, global_batch, stateless=True)
+
+    def _assign_tower_state(self, state: list[tf.Tensor], keep: tf.Tensor | None) -> None:
+        """Assigns the towers' new state, averaged over replicas; unchanged unless ``keep``."""
         variables = _tower_state(self)
-        floating = [i for i, v in enumerate(state) if v.dtype.is_floating]
-        if floating:
-            context = tf.distribute.get_replica_context()
-            averaged = context.all_reduce("mean", [state[i] for i in floating])
-            for i, value in zip(floating, averaged, strict=True):
-                state[i] = value
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            floating = [i for i, v in enumerate(state) if v.dtype.is_floating]
+            if floating:
+                context = tf.distribute.get_replica_context()
+                averaged = context.all_reduce("mean", [state[i] for i in floating])
+                for i, value in zip(floating, averaged, strict=True):
+                    state[i] = value
         for variable, value in zip(variables, state, strict=True):
+            if keep is not None:
+                value = tf.where(keep, value, tf.convert_to_tensor(variable))
             variable.assign(value)
-        return loss, logs, gradients
+
+    @staticmethod
+    def _finite_everywhere(gradients: list[tf.Tensor | None]) -> tf.Tensor:
+        """Whether every replica's gradients are finite (one decision for all replicas).
+
+        Keras' ``LossScaleOptimizer`` looks at replica 0's gradients only: if another
+        replica alone overflowed, the all-reduced update would write inf into the weights.
+        """
+        local = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients
+                               if g is not None])
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            return local
+        context = tf.distribute.get_replica_context()
+        overflowed = context.all_reduce("sum", tf.cast(tf.logical_not(local), tf.float32))
+        return tf.equal(overflowed, 0.0)
 
     def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
         # Keras 3.15 builds a model created under a strategy by averaging the first
@@ -168,10 +192,25 @@ class AVTSModel(keras.Model):
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:  # noqa: D102
         batch = self._features(data)
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            loss, logs, gradients = self._replica_step(batch)
+        global_batch = global_batch_size(batch)
+        several = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        if several or loss_scaled:
+            loss, logs, gradients, state = self._stateless_step(batch, global_batch)
+            finite = self._finite_everywhere(gradients) if loss_scaled else None
+            # A skipped step (overflow under loss scaling) leaves BatchNorm state as it was.
+            self._assign_tower_state(state, keep=finite)
+            if finite is not None:
+                # Every replica now skips, or none: the optimizer sees non-finite gradients
+                # on all replicas as soon as one overflowed.
+                poison = tf.where(finite, 0.0, float("nan"))
+                gradients = [
+                    None if g is None else g + tf.cast(poison, g.dtype) for g in gradients
+                ]
         else:
-            loss, logs, gradients, _ = self._loss_and_gradients(batch, stateless=False)
+            loss, logs, gradients, _ = self._loss_and_gradients(
+                batch, global_batch, stateless=False
+            )
         self.optimizer.apply(gradients, self.trainable_variables)
         self._track_loss(loss)
         logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
@@ -179,8 +218,12 @@ class AVTSModel(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:  # noqa: D102
         batch = self._features(data)
-        loss, logs = self.objective.compute(
-            self, batch, training=False, step=self.optimizer.iterations if self.optimizer else 0
+        loss, _ = self.objective.compute(
+            self,
+            batch,
+            training=False,
+            step=self.optimizer.iterations if self.optimizer else 0,
+            global_batch=global_batch_size(batch),
         )
         self._track_loss(loss)
         return self._results(False, {})

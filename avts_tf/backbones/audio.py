@@ -4,7 +4,10 @@
   groups of [Conv 3x3 - BN - ReLU] x depth + MaxPool 2x2 with widths ``width * (1, 2, 4, 8)``,
   then global average pooling to ``8 * width`` features.
 * ``audio_resnet18``: torchvision's 2D ResNet-18 layout (Conv 7x7/2, MaxPool 3x3/2,
-  four groups of BasicBlocks) on the spectrogram, ``8 * width`` features.
+  four groups of BasicBlocks) on the spectrogram, ``8 * width`` features. It pads as
+  torchvision does (``kernel_size // 2`` on both sides; see
+  :func:`avts_tf.backbones.common.torch_conv`), including the max pool's 1-pixel border:
+  PyTorch pads that with -inf, here with zeros, which is the same after the ReLU.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ def basic_block_2d(x: keras.KerasTensor, planes: int, stride: int, name: str) ->
     """Torchvision's 2D ``BasicBlock`` with a 1x1 conv + BN projection on a shape change."""
     shortcut = x
     if stride != 1 or int(x.shape[-1]) != planes:
-        shortcut = common.conv_bn(x, planes, 1, stride, relu=False, name=f"{name}_downsample")
-    y = common.conv_bn(x, planes, 3, stride, name=f"{name}_1")
-    y = common.conv_bn(y, planes, 3, relu=False, name=f"{name}_2")
+        shortcut = common.conv_bn(
+            x, planes, 1, stride, relu=False, name=f"{name}_downsample", padding="torch"
+        )
+    y = common.conv_bn(x, planes, 3, stride, name=f"{name}_1", padding="torch")
+    y = common.conv_bn(y, planes, 3, relu=False, name=f"{name}_2", padding="torch")
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -80,8 +85,10 @@ def audio_resnet18(
         A functional ``keras.Model`` named ``"audio_resnet18"`` with input ``"audio"``.
     """
     inputs = common.audio_input(input_shape)
-    x = common.conv_bn(inputs, width, 7, 2, name="stem")
-    x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    x = common.conv_bn(inputs, width, 7, 2, name="stem", padding="torch")
+    # torchvision's MaxPool2d(3, 2, padding=1); zeros pad like -inf after the ReLU (x >= 0).
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, 2, padding="valid", name="stem_pool")(x)
     for g, depth in enumerate(depths):
         for b in range(depth):
             stride = 2 if (g > 0 and b == 0) else 1

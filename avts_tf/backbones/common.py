@@ -43,14 +43,19 @@ def batch_norm(name: str) -> keras.layers.Layer:
     return cls(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)
 
 
+def _per_dim(value: Sequence[int] | int, rank: int) -> tuple[int, ...]:
+    return (value,) * rank if isinstance(value, int) else tuple(value)
+
+
 def conv(
     rank: int,
     filters: int,
     kernel_size: Sequence[int] | int,
     strides: Sequence[int] | int = 1,
     name: str | None = None,
+    padding: str = "same",
 ) -> keras.layers.Layer:
-    """A bias-free ``same``-padded Conv2D/Conv3D, as used before BatchNorm.
+    """A bias-free Conv2D/Conv3D layer, as used before BatchNorm.
 
     Args:
         rank: 2 or 3 spatial dimensions.
@@ -58,6 +63,7 @@ def conv(
         kernel_size: Kernel size (int or per-dimension tuple).
         strides: Strides (int or per-dimension tuple).
         name: Layer name.
+        padding: ``"same"`` or ``"valid"`` (see :func:`torch_conv` for PyTorch's padding).
     """
     conv3d = VideoConv3D if _FAST_KERNELS.get() else keras.layers.Conv3D
     cls = {2: keras.layers.Conv2D, 3: conv3d}[rank]
@@ -65,11 +71,44 @@ def conv(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=padding,
         use_bias=False,
         kernel_initializer="he_normal",
         name=name,
     )
+
+
+def torch_conv(
+    x: keras.KerasTensor,
+    filters: int,
+    kernel_size: Sequence[int] | int,
+    strides: Sequence[int] | int = 1,
+    name: str = "conv",
+) -> keras.KerasTensor:
+    """A bias-free conv padded as PyTorch's ``padding=kernel_size // 2`` (odd kernels).
+
+    With stride 1 this is ``same`` padding. With stride 2 on an even size, ``same``
+    pads 0 before and 1 after (``k // 2 - 1`` / ``k // 2``), PyTorch ``k // 2`` on both
+    sides: the outputs have the same shape but sample positions half a stride apart,
+    so a strided conv here pads explicitly (a ``ZeroPadding`` layer named
+    ``{name}_pad``) and then convolves ``valid``. The conv layer is named ``name``.
+
+    Args:
+        x: Input, ``(B, ..., C)``; its rank sets Conv2D or Conv3D.
+        filters: Output channels.
+        kernel_size: Odd kernel size (int or per-dimension tuple).
+        strides: Strides (int or per-dimension tuple).
+        name: Conv layer name.
+    """
+    rank = len(x.shape) - 2
+    kernel, stride = _per_dim(kernel_size, rank), _per_dim(strides, rank)
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(f"torch_conv needs odd kernels, got {kernel}")
+    if all(s == 1 for s in stride) or all(k == 1 for k in kernel):
+        return conv(rank, filters, kernel, stride, name=name)(x)  # same == PyTorch's here
+    pad_cls = {2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}[rank]
+    x = pad_cls(tuple((k // 2, k // 2) for k in kernel), name=f"{name}_pad")(x)
+    return conv(rank, filters, kernel, stride, name=name, padding="valid")(x)
 
 
 def conv_bn(
@@ -79,10 +118,16 @@ def conv_bn(
     strides: Sequence[int] | int = 1,
     relu: bool = True,
     name: str = "conv",
+    padding: str = "same",
 ) -> keras.KerasTensor:
-    """Conv (no bias) -> BN -> optional ReLU; rank follows the input (4D or 5D)."""
-    rank = len(x.shape) - 2
-    x = conv(rank, filters, kernel_size, strides, name=f"{name}_conv")(x)
+    """Conv (no bias) -> BN -> optional ReLU; rank follows the input (4D or 5D).
+
+    ``padding`` is ``"same"`` (TensorFlow's) or ``"torch"`` (:func:`torch_conv`).
+    """
+    if padding == "torch":
+        x = torch_conv(x, filters, kernel_size, strides, name=f"{name}_conv")
+    else:
+        x = conv(len(x.shape) - 2, filters, kernel_size, strides, f"{name}_conv", padding)(x)
     x = batch_norm(f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)

@@ -6,6 +6,10 @@ Mixed_4b-4f, MaxPool 2x2x2/2, Mixed_5b-5c, then global average pooling (1024 cha
 Every unit is Conv (no bias) + BN + ReLU with torchvision's BN defaults (the original
 used eps 1e-3 and no BN scale). ``width`` scales every channel count by ``width / 64``.
 With ``num_classes=400``: 12,697,264 parameters (PyTorch convention).
+
+Convolutions and pools use TensorFlow's ``same`` padding, as the reference (DeepMind's
+Sonnet I3D, ``snt.Conv3D(padding=SAME)``) does; unlike the ResNet towers it is not
+padded as PyTorch would (on even sizes a strided ``same`` conv pads 0 before, 1 after).
 """
 
 from __future__ import annotations

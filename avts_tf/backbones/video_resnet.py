@@ -14,9 +14,15 @@ Follows ``torchvision/models/video/resnet.py`` layer for layer, channels last:
 * shortcut on a shape change: 1x1x1 conv (no bias) + BN with the conv type's
   downsample stride ((s, s, s), or (1, s, s) for ``"2d"``).
 
-Convolutions use ``same`` padding; for stride 2 on even sizes TensorFlow pads
-asymmetrically (0 before, 1 after) where PyTorch pads 1 on both sides. Shapes and
-parameters are identical; ported PyTorch weights would see a half-pixel shift.
+Padding is PyTorch's (``kernel_size // 2`` on both sides of every dimension,
+:func:`avts_tf.backbones.common.torch_conv`): stride-1 convs use ``same`` padding,
+which is the same for odd kernels, and strided convs pad explicitly (a
+``ZeroPadding3D`` layer ``<conv name>_pad``) then convolve ``valid``, because ``same``
+at stride 2 pads 0 before / 1 after on even sizes (a half-pixel shift against
+PyTorch). So torchvision weights give torchvision's outputs at any clip size. Towers
+saved as ``.keras`` before this keep the padding in their saved config; weights files
+(``.weights.h5``, training checkpoints) load into the new towers unchanged, as the
+padding layers hold no weights.
 
 Parameter counts (PyTorch convention, see :func:`avts_tf.backbones.common.torch_param_count`)
 with ``num_classes=400``: r3d_18 33,371,472; mc2_18 11,400,528; mc3_18 11,695,440;
@@ -51,14 +57,14 @@ def _conv(
 ) -> keras.KerasTensor:
     """One torchvision ``conv_builder`` call (without the BN that follows it)."""
     if conv_type == "3d":
-        return common.conv(3, filters, 3, stride, name=name)(x)
+        return common.torch_conv(x, filters, 3, stride, name=name)
     if conv_type == "2d":
-        return common.conv(3, filters, (1, 3, 3), (1, stride, stride), name=name)(x)
+        return common.torch_conv(x, filters, (1, 3, 3), (1, stride, stride), name=name)
     if conv_type == "2plus1d":
-        x = common.conv(3, mid, (1, 3, 3), (1, stride, stride), name=f"{name}_s")(x)
+        x = common.torch_conv(x, mid, (1, 3, 3), (1, stride, stride), name=f"{name}_s")
         x = common.batch_norm(f"{name}_s_bn")(x)
         x = keras.layers.ReLU(name=f"{name}_s_relu")(x)
-        return common.conv(3, filters, (3, 1, 1), (stride, 1, 1), name=f"{name}_t")(x)
+        return common.torch_conv(x, filters, (3, 1, 1), (stride, 1, 1), name=f"{name}_t")
     raise ValueError(f"conv_type must be one of {CONV_TYPES}, got {conv_type!r}")
 
 
@@ -70,9 +76,9 @@ def basic_block(
     mid = midplanes(inplanes, planes)
     shortcut = x
     if stride != 1 or inplanes != planes:
-        shortcut = common.conv(
-            3, planes, 1, downsample_stride(conv_type, stride), name=f"{name}_downsample_conv"
-        )(x)
+        shortcut = common.torch_conv(
+            x, planes, 1, downsample_stride(conv_type, stride), name=f"{name}_downsample_conv"
+        )
         shortcut = common.batch_norm(f"{name}_downsample_bn")(shortcut)
     y = _conv(x, conv_type, planes, mid, stride, name=f"{name}_conv1")
     y = common.batch_norm(f"{name}_bn1")(y)
@@ -85,10 +91,12 @@ def basic_block(
 
 def _stem(x: keras.KerasTensor, stem: str, width: int) -> keras.KerasTensor:
     if stem == "basic":
-        return common.conv_bn(x, width, (3, 7, 7), (1, 2, 2), name="stem")
+        return common.conv_bn(x, width, (3, 7, 7), (1, 2, 2), name="stem", padding="torch")
     if stem == "r2plus1d":
-        x = common.conv_bn(x, 45 * width // 64, (1, 7, 7), (1, 2, 2), name="stem_s")
-        return common.conv_bn(x, width, (3, 1, 1), 1, name="stem_t")
+        x = common.conv_bn(
+            x, 45 * width // 64, (1, 7, 7), (1, 2, 2), name="stem_s", padding="torch"
+        )
+        return common.conv_bn(x, width, (3, 1, 1), 1, name="stem_t", padding="torch")
     raise ValueError(f"stem must be 'basic' or 'r2plus1d', got {stem!r}")
 
 

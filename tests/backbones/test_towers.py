@@ -146,6 +146,26 @@ def test_video_resnet_strides_follow_torchvision():
     assert mc3.get_layer("layer4_1_out").output.shape[1:4] == (16, 7, 7)
 
 
+@pytest.mark.parametrize("name", ["r3d_18", "mc2_18", "mc3_18", "r2plus1d_18", "audio_resnet18"])
+def test_strided_convs_pad_symmetrically_as_pytorch(name):
+    # TF's "same" pads 0/1 at stride 2 on even sizes; PyTorch pads kernel // 2 both sides.
+    model = BACKBONES.build(name, **tiny_kwargs(name))
+    convs = [la for la in model.layers if isinstance(la, keras.layers.Conv2D | keras.layers.Conv3D)]
+    strided = [la for la in convs if max(la.strides) > 1 and max(la.kernel_size) > 1]
+    assert strided
+    for conv in strided:
+        pad = model.get_layer(f"{conv.name}_pad")
+        assert conv.padding == "valid"
+        assert pad.padding == tuple((k // 2, k // 2) for k in conv.kernel_size)
+        assert conv.input is pad.output
+
+
+def test_audio_resnet18_max_pool_pads_one_pixel():
+    model = BACKBONES.build("audio_resnet18", **tiny_kwargs("audio_resnet18"))
+    assert model.get_layer("stem_pool_pad").padding == ((1, 1), (1, 1))
+    assert model.get_layer("stem_pool").padding == "valid"
+
+
 def test_r2plus1d_midplanes_computed_once_per_block():
     model = BACKBONES.build("r2plus1d_18", width=64)
     # layer2_0: inplanes 64, planes 128 -> mid 230 for both convs of the block.

@@ -7,6 +7,9 @@ Registered names: ``r3d_18``, ``mc2_18``, ``mc3_18``, ``r2plus1d_18``, ``i3d``,
 Towers use two registered custom layers (``avts_tf>VideoConv3D``,
 ``avts_tf>FusedBatchNormalization``), so ``import avts_tf.backbones`` before
 ``keras.models.load_model`` on a saved tower.
+
+:mod:`avts_tf.backbones.torchvision_import` converts torchvision's ``r3d_18``,
+``mc3_18`` and ``r2plus1d_18`` weights into these towers (``tools/import_torchvision.py``).
 """
 
 from avts_tf.backbones import audio, i3d, video_resnet  # noqa: F401  (registers)

@@ -19,10 +19,11 @@ Padding is PyTorch's (``kernel_size // 2`` on both sides of every dimension,
 which is the same for odd kernels, and strided convs pad explicitly (a
 ``ZeroPadding3D`` layer ``<conv name>_pad``) then convolve ``valid``, because ``same``
 at stride 2 pads 0 before / 1 after on even sizes (a half-pixel shift against
-PyTorch). So torchvision weights give torchvision's outputs at any clip size. Towers
-saved as ``.keras`` before this keep the padding in their saved config; weights files
-(``.weights.h5``, training checkpoints) load into the new towers unchanged, as the
-padding layers hold no weights.
+PyTorch). So torchvision weights give torchvision's outputs at any clip size:
+:mod:`avts_tf.backbones.torchvision_import` converts them. Towers saved as ``.keras``
+before this keep the padding in their saved config; weights files (``.weights.h5``,
+training checkpoints) load into the new towers unchanged, as the padding layers hold no
+weights.
 
 Parameter counts (PyTorch convention, see :func:`avts_tf.backbones.common.torch_param_count`)
 with ``num_classes=400``: r3d_18 33,371,472; mc2_18 11,400,528; mc3_18 11,695,440;
@@ -40,6 +41,7 @@ from avts_tf.registry import BACKBONES
 
 DEFAULT_VIDEO_SHAPE = (16, 112, 112, 3)
 CONV_TYPES = ("3d", "2d", "2plus1d")
+NORMALIZATION_LAYER = "kinetics_normalization"
 
 
 def midplanes(inplanes: int, planes: int) -> int:
@@ -109,6 +111,7 @@ def video_resnet(
     depths: Sequence[int] = (2, 2, 2, 2),
     embedding_dim: int | None = None,
     num_classes: int | None = None,
+    input_mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> keras.Model:
     """Builds a torchvision-layout video ResNet.
 
@@ -121,6 +124,9 @@ def video_resnet(
         depths: Blocks per residual group.
         embedding_dim: Optional projection size after global pooling.
         num_classes: Optional linear head size.
+        input_mean_std: Optional per-channel ``(mean, std)``: a ``Normalization`` layer
+            (named ``kinetics_normalization``) first computes ``(x - mean) / std``, as
+            torchvision's transforms do before its models.
 
     Returns:
         A functional ``keras.Model`` with input ``"video"`` and a ``(B, D)`` output.
@@ -128,7 +134,13 @@ def video_resnet(
     if len(conv_types) != len(depths):
         raise ValueError(f"{len(conv_types)} conv types for {len(depths)} groups")
     inputs = common.video_input(input_shape)
-    x = _stem(inputs, stem, width)
+    x = inputs
+    if input_mean_std is not None:
+        mean, std = input_mean_std
+        x = keras.layers.Normalization(
+            mean=list(mean), variance=[s * s for s in std], name=NORMALIZATION_LAYER
+        )(x)
+    x = _stem(x, stem, width)
     for g, (conv_type, depth) in enumerate(zip(conv_types, depths, strict=True)):
         planes = width * 2**g
         for b in range(depth):

@@ -1,0 +1,62 @@
+"""tools/import_torchvision.py end to end: .pth in, .keras out with torchvision's logits."""
+
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+from conftest import REPO_ROOT
+
+sys.modules.setdefault("triton", None)  # see test_torchvision_equality.py
+torch = pytest.importorskip("torch")
+resnet = pytest.importorskip("torchvision.models.video.resnet")
+
+from test_torchvision_equality import TOLERANCE, compare, torchvision_model  # noqa: E402
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "import_torchvision.py"), *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """Exit 2, no traceback, and one ``error:`` line (TensorFlow's start-up log aside)."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def test_tool_writes_a_keras_model_with_torchvision_logits(tmp_path):
+    import avts_tf.backbones  # noqa: F401  (custom layers for load_model)
+
+    reference = torchvision_model("r2plus1d_18")
+    checkpoint = tmp_path / "r2plus1d.pth"
+    torch.save({"state_dict": reference.state_dict()}, checkpoint)
+    output = tmp_path / "r2plus1d.keras"
+    result = run_tool("--arch", "r2plus1d_18", "--checkpoint", str(checkpoint),
+                      "--output", str(output), "--input_shape", "7,33,35")
+    assert result.returncode == 0, result.stderr
+    assert "wrote" in result.stdout and "(logits)" in result.stdout
+    model = keras.models.load_model(output)
+    assert tuple(model.inputs[0].shape[1:]) == (7, 33, 35, 3)
+    assert compare(model, reference, (7, 33, 35)) <= TOLERANCE
+
+
+def test_tool_bad_input_exits_2_with_one_error_line(tmp_path):
+    state = torchvision_model("mc3_18").state_dict()
+    state["layer4.0.extra.weight"] = torch.zeros(3)
+    checkpoint = tmp_path / "extra.pth"
+    torch.save(state, checkpoint)
+    common = ["--checkpoint", str(checkpoint), "--output", str(tmp_path / "out.keras")]
+    line = error_line(run_tool("--arch", "mc3_18", *common))
+    assert "unexpected keys" in line and "layer4.0.extra.weight" in line
+    line = error_line(run_tool("--arch", "mc3_18", *common, "--input_shape", "8,32"))
+    assert "--input_shape must be T,H,W" in line
+    assert not (tmp_path / "out.keras").exists()

@@ -88,10 +88,10 @@ def torch_conv(
     """A bias-free conv padded as PyTorch's ``padding=kernel_size // 2`` (odd kernels).
 
     With stride 1 this is ``same`` padding. With stride 2 on an even size, ``same``
-    pads 0 before and 1 after (``k // 2 - 1`` / ``k // 2``), PyTorch ``k // 2`` on both
-    sides: the outputs have the same shape but sample positions half a stride apart,
-    so a strided conv here pads explicitly (a ``ZeroPadding`` layer named
-    ``{name}_pad``) and then convolves ``valid``. The conv layer is named ``name``.
+    pads ``k // 2 - 1`` before and ``k // 2`` after (0/1 for 3, 2/3 for 7), PyTorch
+    ``k // 2`` on both sides: the outputs have the same shape but sample positions one
+    input pixel apart, so a strided conv here pads explicitly (a ``ZeroPadding`` layer
+    named ``{name}_pad``) and then convolves ``valid``. The conv layer is named ``name``.
 
     Args:
         x: Input, ``(B, ..., C)``; its rank sets Conv2D or Conv3D.

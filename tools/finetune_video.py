@@ -4,14 +4,28 @@
         --folds 1,2,3 [--fusion] [--steps 2000] [--output_json ft.json]
     python tools/finetune_video.py --init scratch --arch runs/quickstart --data PREPARED
     python tools/finetune_video.py --init scratch --gin_file gin/quickstart.gin --data PREPARED
+    python tools/finetune_video.py --init torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth \
+        --data PREPARED [--gin_param "data.ClipSpec.crop_size = 112"]
 
 ``--init`` is an AVTS checkpoint (a model_dir or a ``video_tower.keras``; with
-``--fusion`` the run's ``audio_tower.keras`` too) or ``scratch``: the same architecture
+``--fusion`` the run's ``audio_tower.keras`` too), ``scratch``: the same architecture
 with fresh weights, taken from ``--arch CHECKPOINT`` or built by a training recipe
-(``--gin_file``). Training uses random clips of the training split; the test accuracy
-averages the softmax of ``--clips_per_video`` evenly spaced clips per video. With raw
-UCF101/HMDB51 folders, ``--folds 1,2,3`` runs the three official splits and reports
-mean ± std.
+(``--gin_file``), or ``torchvision:ARCH:FILE.pth`` (below). Training uses random clips of
+the training split; the test accuracy averages the softmax of ``--clips_per_video``
+evenly spaced clips per video. With raw UCF101/HMDB51 folders, ``--folds 1,2,3`` runs
+the three official splits and reports mean ± std.
+
+``--init torchvision:ARCH:FILE.pth`` starts from a torchvision ``r3d_18``, ``mc3_18`` or
+``r2plus1d_18`` state_dict (e.g. its Kinetics-400 weights; needs
+``pip install "avts_tf[torch]"``), converted to the avts_tf tower of that name without
+its ``fc`` head (the classifier here replaces it). torchvision's models take frames
+normalised with Kinetics' mean (0.43216, 0.394666, 0.37645) and std (0.22803, 0.22145,
+0.216989), while the pipeline yields frames in [0, 1], so the converted tower starts
+with that normalisation. Clips follow ``--gin_file`` / ``--gin_param``
+(``data.ClipSpec.*``) or the ``ClipSpec`` defaults (8 frames, 32 x 32 crops);
+torchvision's weights were trained on 16 x 112 x 112 clips of frames resized to
+128 x 171, so for them prepare the data with ``--short_side 128`` and bind
+``data.ClipSpec.num_frames = 16`` and ``data.ClipSpec.crop_size = 112``.
 """
 
 import argparse
@@ -28,11 +42,13 @@ from avts_tf.evaluation import cli  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--init", required=True,
-                        help="'scratch', or an AVTS model_dir / video_tower.keras")
+                        help="'scratch', an AVTS model_dir / video_tower.keras, or "
+                             "torchvision:ARCH:FILE.pth")
     parser.add_argument("--arch", default=None,
                         help="scratch: checkpoint whose architecture is re-initialized")
     parser.add_argument("--gin_file", action="append", default=[],
-                        help="scratch: training recipe that builds the towers")
+                        help="scratch: training recipe that builds the towers; torchvision: "
+                             "recipe whose clip settings to use")
     parser.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
     parser.add_argument("--fusion", action="store_true",
                         help="add the audio tower (concatenated features)")
@@ -58,11 +74,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+TORCHVISION = "torchvision:"
+
+
+def _torchvision_towers(args):
+    """``(video, None, spec)`` for ``--init torchvision:ARCH:FILE.pth``."""
+    from avts_tf.evaluation import checkpoint
+    from avts_tf.evaluation.errors import BadInput
+
+    arch, _, path = args.init[len(TORCHVISION):].partition(":")
+    if not arch or not path:
+        raise BadInput(f"--init {args.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
+                       f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
+    if args.fusion or args.arch:
+        raise BadInput("--init torchvision:... has no audio tower and no --arch: drop "
+                       "--fusion / --arch")
+    spec = checkpoint.recipe_clip_spec(args.gin_file, args.gin_param)
+    return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
+
+
 def _towers(args, fps):
     """``(video, audio or None, spec)`` for this run's initialization."""
     from avts_tf.evaluation import checkpoint
     from avts_tf.evaluation.errors import BadInput
 
+    if args.init.startswith(TORCHVISION):
+        return _torchvision_towers(args)
     if args.init != "scratch" or args.arch:
         source = args.init if args.init != "scratch" else args.arch
         video = checkpoint.load_tower(source, "video")

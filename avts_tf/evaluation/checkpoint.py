@@ -270,6 +270,47 @@ def towers_from_recipe(
         gin.clear_config()
 
 
+def recipe_clip_spec(gin_files: Sequence[str], bindings: Sequence[str]) -> pipeline.ClipSpec:
+    """The ``ClipSpec`` of a recipe and bindings (``data.ClipSpec.*``); defaults if none.
+
+    Raises:
+        BadInput: If the recipe or bindings do not parse.
+    """
+    from avts_tf import config
+
+    if not gin_files and not bindings:
+        return pipeline.ClipSpec()
+    gin.clear_config()
+    try:
+        try:
+            config.parse_gin(gin_files, bindings, finalize=False)
+        except (OSError, ValueError) as err:
+            raise BadInput(f"cannot parse {', '.join([*gin_files, *bindings])}: {err}") from None
+        return _run_clip_spec_unlocked()
+    finally:
+        gin.clear_config()
+
+
+def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec) -> keras.Model:
+    """A video tower from a torchvision checkpoint, for clips of ``spec``.
+
+    Without torchvision's ``fc`` head and with its Kinetics normalisation in front, so
+    the tower takes the pipeline's frames in [0, 1]
+    (:mod:`avts_tf.backbones.torchvision_import`).
+
+    Raises:
+        BadInput: If the checkpoint cannot be read or does not fit ``arch``.
+    """
+    from avts_tf.backbones import torchvision_import
+
+    try:
+        return torchvision_import.load_torchvision(
+            arch, path, spec.video_shape(), include_head=False, normalize=True
+        )
+    except torchvision_import.TorchvisionImportError as err:
+        raise BadInput(str(err)) from None
+
+
 def run_dataset(model_dir: str | Path) -> str:
     """The prepared dataset a training run trained on (``train.run.dataset``).
 

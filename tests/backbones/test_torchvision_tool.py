@@ -60,3 +60,31 @@ def test_tool_bad_input_exits_2_with_one_error_line(tmp_path):
     line = error_line(run_tool("--arch", "mc3_18", *common, "--input_shape", "8,32"))
     assert "--input_shape must be T,H,W" in line
     assert not (tmp_path / "out.keras").exists()
+
+
+def run_finetune(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "finetune_video.py"), *args],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_finetune_from_torchvision_checkpoint(tiny_prepared, tmp_path):
+    checkpoint = tmp_path / "mc3.pth"
+    torch.save(torchvision_model("mc3_18").state_dict(), checkpoint)
+    common = ["--data", str(tiny_prepared), "--steps", "1", "--batch_size", "2",
+              "--clips_per_video", "1", "--verbose", "0"]
+    result = run_finetune("--init", f"torchvision:mc3_18:{checkpoint}", *common,
+                          "--gin_param", "data.ClipSpec.num_frames = 4",
+                          "--save", str(tmp_path / "ft.keras"))
+    assert result.returncode == 0, result.stderr
+    assert "video accuracy" in result.stdout
+    import avts_tf.backbones  # noqa: F401
+
+    model = keras.models.load_model(tmp_path / "ft.keras")
+    names = [layer.name for layer in model.get_layer("video_trunk").layers]
+    assert "kinetics_normalization" in names and "fc" not in names
+    assert tuple(model.inputs[0].shape[1:]) == (4, 32, 32, 3)
+    line = error_line(run_finetune("--init", f"torchvision:r3d_18:{checkpoint}", *common))
+    assert "looks like a mc3_18 checkpoint" in line

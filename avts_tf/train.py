@@ -38,7 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from avts_tf import callbacks as avts_callbacks
-from avts_tf.data import pipeline
+from avts_tf.data import pipeline, splits
 from avts_tf.distribute import make_strategy, worker_role
 from avts_tf.models import AVTSModel
 from avts_tf.objectives import ContrastiveSync
@@ -189,12 +189,15 @@ def run(
 
     Raises:
         FloatingPointError: The loss or the weights became non-finite.
+        avts_tf.data.splits.OverlappingSplits: ``train_split`` and ``eval_split`` share an
+            id or a source file (checked before anything is built).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     if deterministic and jit_compile:
         raise ValueError("deterministic=True needs jit_compile=False (XLA ops are not all "
                          "deterministic).")
+    splits.check_manifest(dataset, train_split, eval_split)
     if deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import gin
 import keras
@@ -19,6 +23,7 @@ from avts_tf.distribute import WorkerRole
 from avts_tf.objectives import ContrastiveSync
 from avts_tf.train import Segment, fit_plan
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SPEC = pipeline.ClipSpec(
     num_frames=4, crop_size=32, log_mel=pipeline.LogMelSpec(mel_bins=16, hop_s=0.02)
 )
@@ -150,6 +155,49 @@ def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared
     assert _run(tmp_path, tiny_prepared, checkpoint_every_steps=4) == results
     assert [c.batches for c in callbacks.read_index(tmp_path / "checkpoints")] == [4, 6]
     assert time.monotonic() - start < 120
+
+
+def _overlapping_manifest(data_dir):
+    """A manifest whose train and test splits share an id and (under two ids) a file."""
+    data_dir.mkdir()
+    written = [
+        {"id": "a.mp4", "path": "/d/a.mp4", "split": "train"},
+        {"id": "a.mp4", "path": "/d/a.mp4", "split": "test"},
+        {"id": "b.mp4", "path": "/d/b.mp4", "split": "train"},
+        {"id": "b_copy.mp4", "path": "/d/b.mp4", "split": "test"},
+        {"id": "c.mp4", "path": "/d/c.mp4", "split": "test"},
+    ]
+    manifest = {"config": {"fps": 8.0, "sample_rate": 16000}, "written": written,
+                "skipped": [], "splits": {}}
+    (data_dir / "manifest.json").write_text(json.dumps(manifest))
+    return data_dir
+
+
+def test_run_refuses_train_and_eval_splits_that_share_videos(tmp_path):
+    data = _overlapping_manifest(tmp_path / "data")
+    with pytest.raises(ValueError, match="share 2 ids or files") as err:
+        _run(tmp_path / "run", data)
+    message = str(err.value)
+    assert "id 'a.mp4' in test, train" in message
+    assert "file '/d/b.mp4' (ids 'b.mp4', 'b_copy.mp4') in test, train" in message
+    assert "c.mp4" not in message
+    assert type(err.value).__name__ == "OverlappingSplits"
+    assert not (tmp_path / "run").exists()  # Refused before anything is built or written.
+
+
+@pytest.mark.slow
+def test_train_tool_reports_overlapping_splits_in_one_line(tmp_path):
+    data = _overlapping_manifest(tmp_path / "data")
+    proc = subprocess.run(
+        [sys.executable, "tools/train.py", "--gin_file=gin/quickstart.gin",
+         f"--gin_param=train.run.dataset='{data}'", f"--model_dir={tmp_path / 'run'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "id 'a.mp4' in test, train" in last, last
+    assert "Traceback" not in proc.stderr
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(

@@ -32,6 +32,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from avts_tf import config, distribute, train
+    from avts_tf.evaluation.errors import BadInput
 
     if not FLAGS.gin_file:
         raise app.UsageError("Give at least one --gin_file, e.g. --gin_file=gin/quickstart.gin")
@@ -40,7 +41,11 @@ def main(argv):
     # MultiWorkerMirroredStrategy are fixed when it initialises.
     distribute.make_strategy()
     model_dir = FLAGS.model_dir or os.path.join("runs", Path(FLAGS.gin_file[0]).stem)
-    results = train.run(model_dir=model_dir)
+    try:
+        results = train.run(model_dir=model_dir)
+    except BadInput as err:  # Overlapping splits, ...: one line, no traceback.
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     print(f"eval: {results}")
     print(f"sync_accuracy: {results['sync_accuracy']:.3f}")
 

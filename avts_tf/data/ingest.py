@@ -41,7 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from avts_tf.data import records, sources
+from avts_tf.data import records, sources, splits
 from avts_tf.data.media import MediaError, decode_media
 
 logger = logging.getLogger(__name__)
@@ -480,12 +480,17 @@ def prepare_dataset(
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
+
+    Raises:
+        avts_tf.data.splits.OverlappingSplits: If a file or an id is listed in two
+            splits (nothing is written).
     """
     input_path = str(Path(input).resolve())
     media_dir = str(Path(media_dir).resolve()) if media_dir else None
     used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir)
     if not items:
         raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
+    splits.check_disjoint(items, source=input_path)
     if require_video is None:
         require_video = used_layout not in sources.AUDIO_LAYOUTS
     config = IngestConfig(fps=float(fps), short_side=int(short_side),

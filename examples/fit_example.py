@@ -10,6 +10,7 @@ accuracy on held-out videos.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_videos", type=int, default=64)
     parser.add_argument("--cache_dir", default=None, help="Synthetic dataset cache folder.")
+    parser.add_argument("--save_dir", default=None,
+                        help="Folder for the trained towers (*.keras) and eval.json.")
     args = parser.parse_args()
 
     data_dir = synthetic_dataset(cache_dir=args.cache_dir, num_videos=args.num_videos)
@@ -53,6 +56,12 @@ def main() -> None:
     train = pipeline.train_dataset(data_dir, args.batch_size, spec=spec)
     model.fit(train, steps_per_epoch=args.steps, epochs=1, verbose=2)
     results = model.evaluate(pipeline.eval_dataset(data_dir, 32, spec=spec), return_dict=True)
+    if args.save_dir:
+        save_dir = Path(args.save_dir)
+        save_dir.mkdir(parents=True, exist_ok=True)
+        video_tower.save(save_dir / "video_tower.keras")
+        audio_tower.save(save_dir / "audio_tower.keras")
+        (save_dir / "eval.json").write_text(json.dumps({k: float(v) for k, v in results.items()}))
     print(f"sync_accuracy: {results['sync_accuracy']:.3f}")
 
 

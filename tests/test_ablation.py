@@ -16,6 +16,7 @@ from avts_tf.curricula import StepSwitch
 from avts_tf.models import AVTSModel
 from avts_tf.objectives import ContrastiveSync
 from tests.conftest import tiny_audio_tower, tiny_video_tower
+from tests.sync_reference import numpy_sync_accuracy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +79,15 @@ def test_periodic_evaluation_every_n_steps_leaves_training_logs_alone(tmp_path):
     assert ablation.read_history(path) == callback.history
     for point in callback.history:
         assert {"sync_accuracy", "sync_accuracy_hard", "loss", "wall_s"} <= set(point)
-        assert 0.0 <= point["sync_accuracy_hard"] <= 1.0
+    # The first point is the untrained model's, the last the trained one's: both as NumPy
+    # scores the towers' embeddings of the evaluation batches.
+    for point, model in ((callback.history[0], make_model()), (callback.history[-1],
+                                                               callback.model)):
+        for kind, key in (("easy", "sync_accuracy"), ("hard", "sync_accuracy_hard")):
+            reference = numpy_sync_accuracy(model.video_tower, model.audio_tower, eval_data(),
+                                            kind=kind)
+            assert reference["pairs"] == 12, kind
+            assert point[key] == pytest.approx(reference["accuracy"], abs=1e-6), (point, kind)
     # The last point is the trained model's evaluation.
     final = callback.model.evaluate(eval_data(), return_dict=True, verbose=0)
     assert final["sync_accuracy"] == pytest.approx(callback.history[-1]["sync_accuracy"])

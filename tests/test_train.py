@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_audio_tower, tiny_video_tower
+from sync_reference import numpy_sync_accuracy
 
 from avts_tf import callbacks, config, train
 from avts_tf.data import pipeline
@@ -133,8 +134,17 @@ def _scalar_tags(log_dir):
 def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared):
     gin.parse_config("train.run.seed = 0")  # something for operative_config.gin to show
     results = _run(tmp_path, tiny_prepared, checkpoint_every_steps=4)
-    assert 0.0 <= results["sync_accuracy"] <= 1.0
     assert json.loads((tmp_path / "eval.json").read_text()) == results
+    # The saved towers on the same evaluation clips, scored with NumPy, give the same values.
+    reference = numpy_sync_accuracy(
+        keras.saving.load_model(tmp_path / "video_tower.keras"),
+        keras.saving.load_model(tmp_path / "audio_tower.keras"),
+        pipeline.eval_dataset(tiny_prepared, 4, spec=SPEC, split="test", clips_per_video=2),
+    )
+    assert reference["pairs"] == 4  # 2 test videos x 2 clips, each against the other video.
+    assert results["sync_accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
+    assert results["pos_distance"] == pytest.approx(reference["pos_distance"], rel=1e-5)
+    assert results["neg_distance"] == pytest.approx(reference["neg_distance"], rel=1e-5)
     for name in ("video_tower.keras", "audio_tower.keras", "operative_config.gin"):
         assert (tmp_path / name).is_file()
     assert "run.seed = 0" in (tmp_path / "operative_config.gin").read_text()
@@ -257,12 +267,42 @@ def test_step_checkpoint_saves_atomically_keeps_newest_and_skips_unreadable(tmp_
     assert callbacks.restore_latest(_dense_model(), tmp_path / "none") is None
 
 
-def test_clips_per_second_reaches_the_logs():
+class _FakeClock:
+    """Stands in for the ``time`` module of ``avts_tf.callbacks``: ``perf_counter`` replays."""
+
+    def __init__(self, times):
+        self.times = iter(times)
+
+    def perf_counter(self):
+        return next(self.times)
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+class _BatchLogs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(logs["clips_per_second"])
+
+
+def test_clips_per_second_is_batch_size_over_the_measured_time(monkeypatch):
+    # Epoch 1 begins at 0 s, its 4 batches end at 1 s (tracing), 1.5, 2.0, 2.5; epoch 2
+    # begins at 10 s and its batches end every 0.25 s.
+    monkeypatch.setattr(callbacks, "time", _FakeClock(
+        [0.0, 1.0, 1.5, 2.0, 2.5, 10.0, 10.25, 10.5, 10.75, 11.0]))
     model = _dense_model()
     x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
-    history = model.fit(x, y, batch_size=2, epochs=2, callbacks=[callbacks.ClipsPerSecond(2)],
-                        verbose=0)
-    assert all(v > 0 for v in history.history["clips_per_second"])
+    batch_logs = _BatchLogs()
+    history = model.fit(x, y, batch_size=2, epochs=2, verbose=0,
+                        callbacks=[callbacks.ClipsPerSecond(2), batch_logs])
+    # Per batch: 2 clips over the time since the previous batch (or the epoch's start).
+    assert batch_logs.rates == [2 / 1.0, 2 / 0.5, 2 / 0.5, 2 / 0.5] + [2 / 0.25] * 4
+    # Per epoch: the clips of batches 2-4 over the time from the end of batch 1 to the end.
+    assert history.history["clips_per_second"] == [3 * 2 / 1.5, 3 * 2 / 0.75]
 
 
 def test_weights_digest_changes_with_weights():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from eval_helpers import make_tiny_run
+from sync_reference import numpy_sync_accuracy
 
 from avts_tf.data import pipeline
 from avts_tf.evaluation import checkpoint, finetune, records_io, sync
@@ -67,7 +68,19 @@ def test_finetune_and_video_accuracy(tiny_prepared, tiny_run):
     assert len(history.history["loss"]) == 1
     assert tower_moved()
     result = finetune.video_accuracy(model, tiny_prepared, spec, clips_per_video=3, fusion=True)
-    assert result["videos"] == 2 and 0.0 <= result["accuracy"] <= 1.0
+    # Recomputed with NumPy: softmax of each test clip, averaged per video, then argmax.
+    probs, videos, labels = [], [], []
+    for batch in pipeline.eval_dataset(tiny_prepared, 32, spec=spec, clips_per_video=3):
+        logits = model({"video": batch["video"], "audio": batch["audio"]}).numpy()
+        probs.append(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+        videos.append(batch["video_id"].numpy())
+        labels.append(batch["label"].numpy())
+    probs, videos, labels = np.concatenate(probs), np.concatenate(videos), np.concatenate(labels)
+    assert len(videos) == 6 and (labels >= 0).all()  # 2 labelled test videos x 3 clips.
+    hits = [np.argmax(probs[videos == v].mean(0)) == labels[videos == v][0]
+            for v in np.unique(videos)]
+    assert result == {"accuracy": np.mean(hits), "videos": 2,
+                      "clip_accuracy": np.mean(np.argmax(probs, -1) == labels)}
 
 
 def test_audio_shape_mismatch_is_reported(tiny_run):
@@ -83,7 +96,16 @@ def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
     assert {"sync_accuracy", "sync_accuracy_hard", "pairs_easy", "pairs_hard"} <= set(results)
     assert results["pairs_easy"] == 8  # 2 videos x 4 clips, each against the other video.
     assert results["pairs_hard"] == 8  # 3 s videos hold a non-overlapping 0.5 s window.
-    assert 0.0 <= results["sync_accuracy"] <= 1.0
+    # The run's towers on the same clips, scored with NumPy (margin 1: threshold 0.5).
+    model, spec = sync.sync_model(tiny_run, ("easy", "hard"))
+    data = pipeline.eval_dataset(
+        tiny_prepared, 32, spec=spec, split="test", clips_per_video=4,
+        negatives=sync.run_samplers(checkpoint.run_dir(tiny_run), ("hard",)),
+    )
+    for kind, key in (("easy", "sync_accuracy"), ("hard", "sync_accuracy_hard")):
+        reference = numpy_sync_accuracy(model.video_tower, model.audio_tower, data, kind=kind)
+        assert reference["pairs"] == results[f"pairs_{kind}"]
+        assert results[key] == pytest.approx(reference["accuracy"], abs=1e-6), kind
     with pytest.raises(BadInput, match="unknown negative kind"):
         sync.evaluate_sync(tiny_run, tiny_prepared, kinds=("medium",))
     with pytest.raises(BadInput, match="splits present"):

@@ -102,6 +102,29 @@ def test_list_layers(tiny_run):
 
 # -- happy paths in subprocesses --------------------------------------------------------
 
+def _probe_accuracies(feats, num_folds, seed):
+    """Per-file accuracy of each kfold fold, computed here with scikit-learn and NumPy."""
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    files = np.flatnonzero(feats.labels >= 0)
+    splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    accuracies = []
+    for train, test in splitter.split(files, feats.labels[files]):
+        windows = np.isin(feats.file_index, files[train])
+        svm = make_pipeline(StandardScaler(), LinearSVC(C=1.0, max_iter=20000))
+        svm.fit(feats.features[windows], feats.labels[feats.file_index[windows]])
+        hits = []
+        for f in files[test]:
+            scores = svm.decision_function(feats.features[feats.file_index == f])
+            scores = np.stack([-scores, scores], 1) if scores.ndim == 1 else scores
+            hits.append(svm.classes_[np.argmax(scores.mean(0))] == feats.labels[f])
+        accuracies.append(float(np.mean(hits)))
+    return accuracies
+
+
 @pytest.mark.slow
 def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
     out = tmp_path / "audio.npz"
@@ -124,7 +147,16 @@ def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
     results = json.loads(report.read_text())
     assert len(results) == 3
     for entry in results.values():
-        assert len(entry["folds"]) == 2 and 0.0 <= entry["mean"] <= 1.0
+        accuracies = [f["accuracy"] for f in entry["folds"]]
+        assert len(accuracies) == 2 and entry["mean"] == np.mean(accuracies)
+        assert entry["std"] == np.std(accuracies)
+        for fold in entry["folds"]:  # A fraction of the fold's test files.
+            assert fold["accuracy"] * fold["test_files"] == pytest.approx(
+                round(fold["accuracy"] * fold["test_files"]), abs=1e-9)
+    # The .npz's per-file accuracies recomputed: stratified 2-fold split of the files (seed
+    # 0), scaler + linear SVM (C=1) on their windows, decision scores averaged per file.
+    expected = _probe_accuracies(feats, num_folds=2, seed=0)
+    assert [f["accuracy"] for f in results[list(results)[0]]["folds"]] == expected
     # The .npz and the tower give the same features, so the same accuracies.
     npz, tower = (results[k]["folds"] for k in list(results)[:2])
     assert [f["accuracy"] for f in npz] == [f["accuracy"] for f in tower]

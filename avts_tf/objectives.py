@@ -57,7 +57,10 @@ def global_batch_size(batch: dict[str, tf.Tensor]) -> tf.Tensor:
     """
     size = tf.shape(tf.nest.flatten(batch)[0])[0]
     if _num_replicas() > 1:
-        size = tf.distribute.get_replica_context().all_reduce("sum", size)
+        # In float32: collective all-reduces of int32 (host) tensors fail under
+        # MultiWorkerMirroredStrategy ("destinations can not be empty").
+        total = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(size, tf.float32))
+        size = tf.cast(tf.round(total), tf.int32)
     return size
 
 

@@ -333,6 +333,13 @@ def _train_and_evaluate(
     )
     results = model.evaluate(_sharded_by_data(eval_data), return_dict=True, verbose=0)
     results = {k: float(v) for k, v in results.items()}
+    # A metric with nothing to measure (say, a negative kind that no test video can hold)
+    # is NaN: leave it out rather than write NaN into eval.json.
+    undefined = sorted(k for k, v in results.items() if math.isnan(v) and k != "loss")
+    if undefined:
+        logging.warning("No pairs to score for %s on %r; left out.", ", ".join(undefined),
+                        eval_split)
+        results = {k: v for k, v in results.items() if k not in undefined}
     if is_chief:
         _atomic_write_json(out_dir / "eval.json", results)
     logging.info("Evaluation on %r: %s", eval_split, results)

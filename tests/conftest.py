@@ -27,22 +27,25 @@ def clear_gin():
 
 
 def tiny_video_tower(input_shape=(4, 32, 32, 3), embedding_dim: int = 8, batch_norm=False):
-    """A small functional video tower with a named input (no BN by default)."""
+    """A small functional video tower with a named input.
+
+    ``batch_norm``: False (none), True, or ``"sync"`` (statistics over all replicas).
+    """
     inputs = keras.Input(input_shape, name="video")
     x = keras.layers.Conv3D(4, 3, strides=(1, 2, 2), activation="relu")(inputs)
     if batch_norm:
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(synchronized=batch_norm == "sync")(x)
     x = keras.layers.GlobalAveragePooling3D()(x)
     outputs = keras.layers.Dense(embedding_dim)(x)
     return keras.Model(inputs, outputs, name="tiny_video")
 
 
 def tiny_audio_tower(input_shape=(24, 16, 1), embedding_dim: int = 8, batch_norm=False):
-    """A small functional audio tower with a named input (no BN by default)."""
+    """A small functional audio tower with a named input (``batch_norm`` as the video's)."""
     inputs = keras.Input(input_shape, name="audio")
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
     if batch_norm:
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(synchronized=batch_norm == "sync")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(embedding_dim)(x)
     return keras.Model(inputs, outputs, name="tiny_audio")

@@ -85,8 +85,11 @@ class AVTSModel(keras.Model):
 
     def _results(self, training: bool, logs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         results = {self.loss_tracker.name: self.loss_tracker.result()}
-        for metric in self.objective.reported_metrics(training=training):
-            results[metric.name] = metric.result()
+        metrics = self.objective.reported_metrics(training=training)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            results.update(_global_results(metrics))
+        else:
+            results.update({metric.name: metric.result() for metric in metrics})
         results.update(logs)
         if _multi_worker(self.distribute_strategy):
             # Keras 3.15 averages logs over workers with ``reduce(MEAN, axis=0)``, which
@@ -218,13 +221,20 @@ class AVTSModel(keras.Model):
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:  # noqa: D102
         batch = self._features(data)
-        loss, _ = self.objective.compute(
-            self,
-            batch,
-            training=False,
-            step=self.optimizer.iterations if self.optimizer else 0,
-            global_batch=global_batch_size(batch),
-        )
+        global_batch = global_batch_size(batch)
+        step = self.optimizer.iterations if self.optimizer else 0
+
+        def evaluate() -> tf.Tensor:
+            loss, _ = self.objective.compute(
+                self, batch, training=False, step=step, global_batch=global_batch
+            )
+            return tf.cast(loss, tf.float32)
+
+        # A replica can get no example of the last batch. Its towers are not run: oneDNN's
+        # Conv3D returns its input unchanged on an empty batch (TF 2.21), which breaks the
+        # layers after it.
+        local = tf.shape(tf.nest.flatten(batch)[0])[0]
+        loss = tf.cond(local > 0, evaluate, lambda: tf.constant(0.0))
         self._track_loss(loss)
         return self._results(False, {})
 
@@ -248,6 +258,28 @@ def _multi_worker(strategy: tf.distribute.Strategy) -> bool:
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     return strategy.extended._in_multi_worker_mode()
+
+
+def _global_results(metrics: list[keras.metrics.Metric]) -> dict[str, tf.Tensor]:
+    """Metric results from their states summed over replicas.
+
+    Each replica's metric holds the sums of its own examples. Keras averages the replicas'
+    *results*, which is wrong for ratios and for unequal shares (the last evaluation
+    batch); summing the states first gives what one device would report, for every
+    metric whose state is additive (means, counts, confusion matrices, ours).
+    """
+    context = tf.distribute.get_replica_context()
+    # Copies made here carry this replica's device: under MultiWorkerMirroredStrategy a
+    # metric variable's read has none, and the all-reduce needs one.
+    states = [[tf.identity(v.value) for v in metric.variables] for metric in metrics]
+    flat = [tf.cast(s, tf.float32) if s.dtype.is_integer else s for m in states for s in m]
+    summed = context.all_reduce("sum", flat)
+    results, offset = {}, 0
+    for metric, own in zip(metrics, states, strict=True):
+        values = [tf.cast(v, s.dtype) for v, s in zip(summed[offset:], own, strict=False)]
+        offset += len(own)
+        results[metric.name] = metric.stateless_result(values)
+    return results
 
 
 def _tower_state(model: AVTSModel) -> list[keras.Variable]:

@@ -22,6 +22,7 @@ from avts_tf import callbacks, config, train
 from avts_tf.data import pipeline
 from avts_tf.distribute import WorkerRole
 from avts_tf.objectives import ContrastiveSync
+from avts_tf.samplers import SuperHardNegativeSampler
 from avts_tf.train import Segment, fit_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +100,8 @@ class _NaNAfter(ContrastiveSync):
 
     nan_step = 3
 
-    def compute(self, model, batch, training, step):  # noqa: D102
-        loss, logs = super().compute(model, batch, training, step)
+    def compute(self, model, batch, training, step, global_batch=None):  # noqa: D102
+        loss, logs = super().compute(model, batch, training, step, global_batch)
         if training:
             loss = loss * tf.where(tf.cast(step, tf.int64) >= self.nan_step, np.nan, 1.0)
         return loss, logs
@@ -165,6 +166,17 @@ def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared
     assert _run(tmp_path, tiny_prepared, checkpoint_every_steps=4) == results
     assert [c.batches for c in callbacks.read_index(tmp_path / "checkpoints")] == [4, 6]
     assert time.monotonic() - start < 120
+
+
+def test_eval_json_leaves_out_a_kind_without_pairs(tmp_path, tiny_prepared):
+    # 0.5 s windows on 3 s records: starts range over 2.5 s, which no whole number of
+    # 2d-blocks with 0.49 s <= d < 0.5 s tiles, so no test clip has a super-hard negative.
+    negatives = {"super_hard": SuperHardNegativeSampler(min_shift_s=0.49)}
+    results = _run(tmp_path, tiny_prepared, negatives=negatives, train_steps=2)
+    written = json.loads((tmp_path / "eval.json").read_text())
+    assert written == results
+    assert "sync_accuracy" in written and np.isfinite(written["sync_accuracy"])
+    assert "sync_accuracy_super_hard" not in written  # was 1.0: positives alone
 
 
 def _overlapping_manifest(data_dir):

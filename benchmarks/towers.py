@@ -12,20 +12,23 @@ processes on a shared machine hits all variants alike and the ratios stay meanin
 
 Uses every thread it is given: run it briefly on shared machines.
 
-Measured (2 threads, AVX2-only AMD EPYC with 2 cores shared by other jobs, load 4-12;
-batch 4 x 8 x 112 x 112; oneDNN on; TF 2.21 / Keras 3.15.1 vs torch 2.14.1 /
-torchvision 0.29.1 NCDHW; medians of 2-4 interleaved rounds):
+Measured after the PyTorch-padding change (strided convs ZeroPad then ``valid``), alone on
+a 2-core machine with AVX-512/AMX, 2026-12-01; batch 4 x 8 x 112 x 112; oneDNN on; TF 2.21 /
+Keras 3.15.1 vs torch 2.14.1 / torchvision 0.29.1; ``--xla off``; medians of 4-6
+interleaved rounds (min-max of avts_tf's rounds):
 
-    model        variant                 clips/s  vs torch
-    mc3_18       avts_tf xla=off         0.22     1.55x   (1.70x in a second run)
-    mc3_18       avts_tf xla=on          0.09     0.61x
-    mc3_18       keras-stock xla=off     0.16     1.16x   (earlier run, 1.49x for avts_tf)
-    r3d_18       avts_tf xla=off         0.19     2.06x
-    r3d_18       avts_tf xla=on          0.04     0.42x
-    mc2_18       avts_tf xla=off         0.28     1.56x
-    mc2_18       avts_tf xla=on          0.16     0.89x
-    r2plus1d_18  avts_tf xla=off         0.20     1.94x
-    r2plus1d_18  avts_tf xla=on          0.11     1.13x
+    model   threads  code            avts_tf clips/s   torchvision   vs torch
+    mc3_18  1        padding fixed   0.94 (0.86-0.95)  0.77          1.22x
+    mc3_18  1        padding fixed   0.91 (0.77-0.96)  0.74          1.24x
+    mc3_18  1        before the fix  0.88 (0.74-0.95)  0.73          1.20x
+    mc3_18  2        padding fixed   1.35 (1.09-1.49)  0.98          1.37x
+    mc3_18  2        padding fixed   1.31 (1.11-1.36)  1.10          1.19x
+    mc3_18  2        padding fixed   1.34 (1.19-1.42)  1.08          1.24x
+    mc3_18  2        before the fix  1.31 (1.22-1.43)  1.03          1.28x
+
+The explicit padding costs nothing measurable (within the rounds' spread). An earlier
+table (AVX2-only EPYC, load 4-12 from other jobs): mc3_18 1.55x (xla off) / 0.61x (xla
+on); r3d_18 2.06x / 0.42x; mc2_18 1.56x / 0.89x; r2plus1d_18 1.94x / 1.13x.
 
 With ``--onednn default`` (TensorFlow's default, off on this CPU) mc3_18 ran at 0.41x
 torchvision (stock Keras layers 0.33x).

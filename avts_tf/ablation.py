@@ -1,7 +1,8 @@
 """The curriculum ablation of AVTS (seed 003's table), and helpers for gin recipes.
 
-* ``epochs_to_steps``: gin has no arithmetic, so recipes state step counts in epochs
-  (``@train.epochs_to_steps()`` with ``steps_per_epoch = %STEPS_PER_EPOCH``).
+* ``epochs_to_steps`` (defined in ``avts_tf.train``, re-exported here): gin has no
+  arithmetic, so recipes state step counts in epochs (``@train.epochs_to_steps()`` with
+  ``steps_per_epoch = %STEPS_PER_EPOCH``).
 * ``PeriodicSyncEvaluation``: a Keras callback that evaluates sync accuracy on a held-out
   dataset every N optimizer steps, without disturbing the training metrics.
 * ``run_variant`` / ``format_table`` / ``plot_history``: what ``tools/ablate_curriculum.py``
@@ -32,6 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from avts_tf.train import epochs_to_steps  # noqa: F401  (re-exported)
+
 VARIANTS: dict[str, str] = {
     "easy": "gin/ablation_easy.gin",
     "hard": "gin/ablation_hard.gin",
@@ -49,17 +52,6 @@ _SEARCH_PATHS: set[str] = set()
 
 SWITCH_FRACTION = 50 / 90
 """Where the paper's curriculum switches (epoch 50 of 90), as a fraction of training."""
-
-
-@gin.configurable("epochs_to_steps", module="train")
-def epochs_to_steps(epochs: float = gin.REQUIRED, steps_per_epoch: int = gin.REQUIRED) -> int:
-    """``round(epochs * steps_per_epoch)``: step counts of a recipe written in epochs."""
-    if steps_per_epoch <= 0 or epochs < 0:
-        raise ValueError(
-            f"epochs_to_steps needs epochs >= 0 and steps_per_epoch > 0, got {epochs}, "
-            f"{steps_per_epoch}."
-        )
-    return int(round(epochs * steps_per_epoch))
 
 
 class PeriodicSyncEvaluation(keras.callbacks.Callback):

@@ -115,6 +115,17 @@ def _curriculum_stage(objective: keras.layers.Layer) -> Callable[[int], int]:
     return lambda step: int(curriculum.stage(tf.constant(step, tf.int64)))
 
 
+@gin.configurable("epochs_to_steps", module="train")
+def epochs_to_steps(epochs: float = gin.REQUIRED, steps_per_epoch: int = gin.REQUIRED) -> int:
+    """``round(epochs * steps_per_epoch)``: step counts of a recipe written in epochs."""
+    if steps_per_epoch <= 0 or epochs < 0:
+        raise ValueError(
+            f"epochs_to_steps needs epochs >= 0 and steps_per_epoch > 0, got {epochs}, "
+            f"{steps_per_epoch}."
+        )
+    return int(round(epochs * steps_per_epoch))
+
+
 @gin.configurable(module="train", denylist=["model_dir"])
 def run(
     model_dir: str | os.PathLike,

@@ -26,8 +26,19 @@ def resolve(name):
     return ablation._resolve(name)
 
 
+PER_TOWER = {
+    # recipe: (tower, trainable parameters without a head, output features)
+    "gin/mc3_curriculum.gin": ("mc3_18", 11_490_240, 512),
+    "gin/mc2_curriculum.gin": ("mc2_18", 11_195_328, 512),
+    "gin/r3d_curriculum.gin": ("r3d_18", 33_166_272, 512),
+    "gin/r2plus1d_curriculum.gin": ("r2plus1d_18", 31_300_125, 512),
+    # i3d: 12,697,264 with a 400-way head, less that head, plus the 1024 -> 512 projection.
+    "gin/i3d_curriculum.gin": ("i3d", 12_697_264 - 410_000 + 524_800, 512),
+}
+
+
 def test_recipes_exist():
-    assert {"gin/quickstart.gin", "gin/mc3_curriculum.gin"} <= set(GIN_FILES)
+    assert {"gin/quickstart.gin", *PER_TOWER} <= set(GIN_FILES)
     assert {f"gin/ablation_{v}.gin" for v in ablation.VARIANTS} <= set(GIN_FILES)
 
 
@@ -97,3 +108,21 @@ def test_mc3_recipe_builds_its_towers_with_the_real_shapes():
     assert trainable == 11_490_240  # torchvision's mc3_18 without its 400-way head.
     assert video.outputs[0].shape[-1] == audio.outputs[0].shape[-1] == 512
     objective_from_gin().build_head(512, 512)  # Contrastive: equal embedding sizes.
+
+
+@pytest.mark.parametrize("path", sorted(PER_TOWER))
+def test_per_tower_recipes_build_their_towers_at_paper_scale(path):
+    tower, parameters, features = PER_TOWER[path]
+    config.parse_gin([path])
+    spec = resolve("train.run.clip_spec")
+    assert spec.video_shape() == (25, 112, 112, 3)
+    video = resolve("train.run.video_tower")(input_shape=spec.video_shape())
+    audio = resolve("train.run.audio_tower")(input_shape=spec.audio_shape(25.0))
+    assert video.name == tower
+    # ResNets: torchvision's model of that name without its 400-way head.
+    assert sum(int(np.prod(w.shape)) for w in video.trainable_weights) == parameters
+    assert video.outputs[0].shape[-1] == audio.outputs[0].shape[-1] == features
+    objective_from_gin().build_head(features, features)
+    # The paper's curriculum, from the MC3 recipe they all include.
+    assert isinstance(objective_from_gin().curriculum, StepSwitch)
+    assert resolve("train.run.train_steps") == 90 * 3600

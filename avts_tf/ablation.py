@@ -30,7 +30,6 @@ from typing import Any
 
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 
 from avts_tf.train import epochs_to_steps  # noqa: F401  (re-exported)
@@ -304,12 +303,3 @@ def plot_history(results: Mapping[str, Mapping[str, Any]], path: str | os.PathLi
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
-
-
-def summary_arrays(result: Mapping[str, Any], pairs: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, accuracy)`` arrays of one run's evaluation history."""
-    history = result["history"]
-    return (
-        np.array([p["step"] for p in history]),
-        np.array([_accuracy(p, pairs) for p in history]),
-    )

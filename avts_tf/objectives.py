@@ -25,7 +25,6 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -403,9 +402,3 @@ class FusionSync(SyncObjective):
         config = super().get_config()
         config["hidden_units"] = list(self.hidden_units)
         return config
-
-
-@gin.configurable(module="objectives")
-def objective(name: str = "contrastive", **kwargs: Any) -> Objective:
-    """Builds the objective registered as ``name`` (see ``OBJECTIVES.list()``)."""
-    return OBJECTIVES.build(name, **kwargs)

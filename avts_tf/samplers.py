@@ -186,11 +186,6 @@ class SuperHardNegativeSampler(NegativeSampler):
         return tf.where(valid, start, tf.zeros_like(start)), valid
 
 
-def build_sampler(name: str, **kwargs) -> NegativeSampler:
-    """Builds the sampler registered as ``name`` (see ``SAMPLERS.list()``)."""
-    return SAMPLERS.build(name, **kwargs)
-
-
 @gin.configurable(module="samplers")
 def negative_samplers(
     hard_min_gap_s: float = 0.0, super_hard_min_shift_s: float = 0.5

@@ -537,12 +537,4 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
     return result
 
 
-def probe_duration(path: str | os.PathLike) -> float | None:
-    """Container duration in seconds, or ``None`` when the container does not say."""
-    with av.open(os.fspath(path), metadata_errors="replace") as container:
-        if container.duration is None:
-            return None
-        return container.duration / av.time_base
-
-
-__all__ = ["DecodedMedia", "MediaError", "decode_media", "probe_duration"]
+__all__ = ["DecodedMedia", "MediaError", "decode_media"]

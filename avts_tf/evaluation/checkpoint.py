@@ -5,8 +5,8 @@ A checkpoint is either
 * a ``.keras`` tower file (``<model_dir>/video_tower.keras``, any ``keras.Model.save``);
 * a ``model_dir`` written by ``avts_tf.train.run``: its ``{video,audio}_tower.keras`` when
   training finished, else the towers rebuilt from ``operative_config.gin`` and loaded
-  from the newest training checkpoint (``checkpoints/checkpoint.json`` index, or the
-  older ``backup/latest.weights.h5``): a run still training, or stopped early.
+  from the newest training checkpoint (``checkpoints/checkpoint.json`` index): a run
+  still training, or stopped early.
 
 The run's ``operative_config.gin`` (in the ``model_dir``, or next to a ``.keras`` file)
 gives the ``ClipSpec`` the towers were trained with: log-mel settings, frame stride,
@@ -32,7 +32,6 @@ from avts_tf.evaluation.errors import BadInput
 
 OPERATIVE_CONFIG = "operative_config.gin"
 CHECKPOINT_INDEX = Path("checkpoints") / "checkpoint.json"
-BACKUP_WEIGHTS = Path("backup") / "latest.weights.h5"
 TOWERS = ("video", "audio")
 _INPUT_RANK = {"video": 5, "audio": 4}
 
@@ -50,8 +49,7 @@ def latest_weights(model_dir: str | Path) -> Path | None:
             path = index.parent / str(entry.get("file", ""))
             if path.is_file():
                 return path
-    backup = model_dir / BACKUP_WEIGHTS
-    return backup if backup.is_file() else None
+    return None
 
 
 def run_dir(checkpoint: str | Path) -> Path | None:

@@ -48,8 +48,7 @@ def test_clip_spec_comes_from_the_operative_config(tiny_run):
     assert spec.audio_shape(8.0) == (24, 16, 1)
 
 
-@pytest.mark.parametrize("layout", ["checkpoints", "backup"])
-def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path, layout):
+def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path):
     """A run without saved towers (still training) is read from its newest checkpoint."""
     config = (
         f"train.run.dataset = @data.prepared_dataset()\n"
@@ -68,15 +67,12 @@ def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path, layout
     audio = avts_audio_vgg(input_shape=spec.audio_shape(8.0), width=4, depths=(1, 1, 1, 1),
                            embedding_dim=8)
     model = AVTSModel(video, audio)
-    if layout == "backup":  # keras.callbacks.BackupAndRestore
-        (tmp_path / "backup").mkdir()
-        model.save_weights(tmp_path / "backup" / "latest.weights.h5")
-    else:  # avts_tf.callbacks.StepCheckpoint: an index, newest last.
-        (tmp_path / "checkpoints").mkdir()
-        model.save_weights(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
-        index = {"checkpoints": [{"file": "ckpt-000000001.weights.h5"},
-                                 {"file": "ckpt-000000002.weights.h5"}]}
-        (tmp_path / "checkpoints" / "checkpoint.json").write_text(json.dumps(index))
+    # avts_tf.callbacks.StepCheckpoint: an index, newest last (the older file is gone).
+    (tmp_path / "checkpoints").mkdir()
+    model.save_weights(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
+    index = {"checkpoints": [{"file": "ckpt-000000001.weights.h5"},
+                             {"file": "ckpt-000000002.weights.h5"}]}
+    (tmp_path / "checkpoints" / "checkpoint.json").write_text(json.dumps(index))
     loaded = checkpoint.load_tower(tmp_path, "audio")
     for a, b in zip(loaded.weights, audio.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from absl import logging
 
+from avts_tf import atomic
+
 INDEX = "checkpoint.json"
 
 
@@ -44,15 +46,6 @@ class CheckpointInfo:
     step: int
     curriculum_stage: int
     file: str
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_index(directory: str | os.PathLike) -> list[CheckpointInfo]:
@@ -171,7 +164,7 @@ class StepCheckpoint(keras.callbacks.Callback):
         kept = [c for c in read_index(self.directory) if c.batches != info.batches]
         kept = (kept + [info])[-self.keep :]
         index = {"checkpoints": [dataclasses.asdict(c) for c in kept]}
-        _atomic_write_text(self.directory / INDEX, json.dumps(index, indent=2) + "\n")
+        atomic.write_text(self.directory / INDEX, json.dumps(index, indent=2) + "\n")
         names = {c.file for c in kept}
         for old in self.directory.glob("*ckpt-*.weights.h5"):
             if old.name not in names:
@@ -226,4 +219,4 @@ class WriteOperativeConfig(keras.callbacks.Callback):
         self.path = Path(path)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
-        _atomic_write_text(self.path, gin.operative_config_str())
+        atomic.write_text(self.path, gin.operative_config_str())

@@ -24,19 +24,18 @@ writes to ``model_dir``; the others write to a temporary folder that is removed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import gin
 import keras
 import tensorflow as tf
 from absl import logging
 
+from avts_tf import atomic
 from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.distribute import make_strategy, worker_role
@@ -91,12 +90,6 @@ def fit_plan(start: int, total: int, steps_per_epoch: int) -> list[Segment]:
             plan.append(Segment(start, epoch, epoch + whole, steps_per_epoch))
             start += whole * steps_per_epoch
     return plan
-
-
-def _atomic_write_json(path: Path, data: Mapping[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _sharded_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -352,7 +345,7 @@ def _train_and_evaluate(
                         eval_split)
         results = {k: v for k, v in results.items() if k not in undefined}
     if is_chief:
-        _atomic_write_json(out_dir / "eval.json", results)
+        atomic.write_json(out_dir / "eval.json", results)
     logging.info("Evaluation on %r: %s", eval_split, results)
     if not all(math.isfinite(v) for v in results.values()):
         logging.warning("Some evaluation metrics are not finite: %s", results)

@@ -41,6 +41,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from avts_tf import atomic
 from avts_tf.data import records, sources, splits
 from avts_tf.data.media import MediaError, decode_media
 
@@ -185,13 +186,7 @@ class _Progress:
 
 def _write_json(path: Path, data: dict) -> None:
     """Writes JSON atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_json(path, data, indent=1, ensure_ascii=False)
 
 
 def _read_json(path: Path) -> dict | None:

@@ -35,6 +35,8 @@ from typing import NamedTuple
 import av
 import numpy as np
 
+from avts_tf import atomic
+
 # Bump when rendering changes, so cached datasets are regenerated.
 FORMAT_VERSION = 1
 
@@ -427,12 +429,6 @@ def write_video(
         tmp.unlink(missing_ok=True)
 
 
-def _write_text_atomic(path: pathlib.Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _assign_splits(labels: np.ndarray, test_fraction: float, seed: int) -> list[str]:
     """Stratified random split with ``round(test_fraction * len(labels))`` test videos.
 
@@ -520,13 +516,13 @@ def generate_synthetic_dataset(
             "strike_times": [round(float(t), 6) for t in video.strike_times],
         }
     _remove_stale_videos(out, {rel for rel, _, _ in rows})
-    _write_text_atomic(out / "events.json", json.dumps(events, indent=1) + "\n")
-    _write_text_atomic(params_path, json.dumps(params, indent=1) + "\n")
+    atomic.write_text(out / "events.json", json.dumps(events, indent=1) + "\n")
+    atomic.write_text(params_path, json.dumps(params, indent=1) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "label", "split"))
     writer.writerows(rows)
-    _write_text_atomic(csv_path, buffer.getvalue())
+    atomic.write_text(csv_path, buffer.getvalue())
     return csv_path
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
+
+from avts_tf import atomic
 
 
 def mean_std(mean: float, std: float | None = None, scale: float = 100.0) -> str:
@@ -28,8 +28,4 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any]) -> None:
     """Writes ``data`` as indented JSON (atomically: temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, data)

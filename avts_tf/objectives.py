@@ -32,7 +32,7 @@ from avts_tf import curricula, losses
 from avts_tf.curricula import ConstantMixture, Curriculum
 from avts_tf.metrics import BalancedSyncAccuracy
 from avts_tf.registry import OBJECTIVES
-from avts_tf.samplers import NEGATIVE_TYPES
+from avts_tf.samplers import NEGATIVE_TYPES, EasyNegativeSampler
 
 EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
 
@@ -48,13 +48,18 @@ def _num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def local_batch_size(batch: dict[str, tf.Tensor]) -> tf.Tensor:
+    """Examples of this replica's share of the step (int32 scalar; may be 0)."""
+    return tf.shape(tf.nest.flatten(batch)[0])[0]
+
+
 def global_batch_size(batch: dict[str, tf.Tensor]) -> tf.Tensor:
     """Examples in this step over all replicas (an all-reduce under several replicas).
 
     Call it in a replica context outside any XLA-compiled function (collectives cannot be
     compiled there); ``AVTSModel`` does and passes the result to ``Objective.compute``.
     """
-    size = tf.shape(tf.nest.flatten(batch)[0])[0]
+    size = local_batch_size(batch)
     if _num_replicas() > 1:
         # In float32: collective all-reduces of int32 (host) tensors fail under
         # MultiWorkerMirroredStrategy ("destinations can not be empty").
@@ -174,15 +179,10 @@ class SyncObjective(Objective):
         """
         audio = batch["audio"]
         if "audio_easy" in batch:
-            easy_audio = batch["audio_easy"]
-            easy_ok = tf.cast(batch["valid_easy"], tf.float32)
+            easy_audio, easy_ok = batch["audio_easy"], batch["valid_easy"]
         else:
-            video_id = batch["video_id"]
-            easy_audio = tf.roll(audio, shift=-1, axis=0)
-            easy_ok = tf.cast(
-                tf.not_equal(tf.roll(video_id, shift=-1, axis=0), video_id), tf.float32
-            )
-        chosen, weight = easy_audio, easy_ok
+            easy_audio, easy_ok = EasyNegativeSampler.next_in_batch(audio, batch["video_id"])
+        chosen, weight = easy_audio, tf.cast(easy_ok, tf.float32)
         effective = tf.fill(tf.shape(kinds), EASY)
         for kind_index, key in ((HARD, "audio_hard"), (SUPER_HARD, "audio_super_hard")):
             if key not in batch:

@@ -103,6 +103,16 @@ class EasyNegativeSampler(NegativeSampler):
     def sample(self, video_start, window, max_start, sample_rate, seed):  # noqa: D102
         return video_start, tf.constant(True)
 
+    @staticmethod
+    def next_in_batch(values: tf.Tensor, video_id: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Each example's partner: ``values`` of the next example (cyclically).
+
+        Returns ``(partner_values, valid)``; ``valid`` is False where the next example
+        comes from the same video.
+        """
+        partner_id = tf.roll(video_id, shift=-1, axis=0)
+        return tf.roll(values, shift=-1, axis=0), tf.not_equal(partner_id, video_id)
+
 
 @SAMPLERS.register("hard")
 class HardNegativeSampler(NegativeSampler):

@@ -35,7 +35,7 @@ from absl import logging
 
 from avts_tf.data import records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
-from avts_tf.samplers import NegativeSampler
+from avts_tf.samplers import EasyNegativeSampler, NegativeSampler
 
 
 @gin.configurable(module="data")
@@ -280,10 +280,9 @@ def add_easy_negatives(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     from the same video.
     """
     batch = dict(batch)
-    batch["audio_easy"] = tf.roll(batch["audio"], shift=-1, axis=0)
-    batch["audio_start_easy"] = tf.roll(batch["audio_start"], shift=-1, axis=0)
-    batch["valid_easy"] = tf.not_equal(tf.roll(batch["video_id"], shift=-1, axis=0),
-                                       batch["video_id"])
+    next_in_batch = EasyNegativeSampler.next_in_batch
+    batch["audio_easy"], batch["valid_easy"] = next_in_batch(batch["audio"], batch["video_id"])
+    batch["audio_start_easy"], _ = next_in_batch(batch["audio_start"], batch["video_id"])
     return batch
 
 

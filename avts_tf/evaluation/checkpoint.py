@@ -235,6 +235,26 @@ def fresh_copy(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model)
 
 
+@contextlib.contextmanager
+def _parsed_recipe(gin_files: Sequence[str], bindings: Sequence[str], what: str) -> Iterator[None]:
+    """Parses recipes into a clean gin config for the block, and clears it afterwards.
+
+    Raises:
+        BadInput: ``cannot parse <what>: <reason>`` if the files or bindings do not parse.
+    """
+    from avts_tf import config
+
+    gin.clear_config()
+    try:
+        try:
+            config.parse_gin(gin_files, bindings, finalize=False)
+        except (OSError, ValueError) as err:
+            raise BadInput(f"cannot parse {what}: {err}") from None
+        yield
+    finally:
+        gin.clear_config()
+
+
 def towers_from_recipe(
     gin_files: Sequence[str], bindings: Sequence[str], fps: float
 ) -> tuple[keras.Model, keras.Model, pipeline.ClipSpec]:
@@ -248,14 +268,7 @@ def towers_from_recipe(
     Raises:
         BadInput: If the recipe does not parse or names no towers.
     """
-    from avts_tf import config
-
-    gin.clear_config()
-    try:
-        try:
-            config.parse_gin(gin_files, bindings, finalize=False)
-        except (OSError, ValueError) as err:
-            raise BadInput(f"cannot parse the recipe {', '.join(gin_files)}: {err}") from None
+    with _parsed_recipe(gin_files, bindings, f"the recipe {', '.join(gin_files)}"):
         spec = _run_clip_spec_unlocked()
         towers = []
         for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
@@ -264,8 +277,6 @@ def towers_from_recipe(
                 raise BadInput(f"the recipe does not set train.run.{which}_tower")
             towers.append(reference.scoped_configurable_fn(input_shape=shape))
         return towers[0], towers[1], spec
-    finally:
-        gin.clear_config()
 
 
 def recipe_clip_spec(gin_files: Sequence[str], bindings: Sequence[str]) -> pipeline.ClipSpec:
@@ -274,19 +285,10 @@ def recipe_clip_spec(gin_files: Sequence[str], bindings: Sequence[str]) -> pipel
     Raises:
         BadInput: If the recipe or bindings do not parse.
     """
-    from avts_tf import config
-
     if not gin_files and not bindings:
         return pipeline.ClipSpec()
-    gin.clear_config()
-    try:
-        try:
-            config.parse_gin(gin_files, bindings, finalize=False)
-        except (OSError, ValueError) as err:
-            raise BadInput(f"cannot parse {', '.join([*gin_files, *bindings])}: {err}") from None
+    with _parsed_recipe(gin_files, bindings, ", ".join([*gin_files, *bindings])):
         return _run_clip_spec_unlocked()
-    finally:
-        gin.clear_config()
 
 
 def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec) -> keras.Model:

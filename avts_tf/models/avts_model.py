@@ -7,7 +7,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from avts_tf.objectives import ContrastiveSync, Objective, global_batch_size
+from avts_tf.objectives import (
+    ContrastiveSync,
+    Objective,
+    global_batch_size,
+    local_batch_size,
+)
 
 
 @keras.saving.register_keras_serializable(package="avts_tf")
@@ -233,8 +238,7 @@ class AVTSModel(keras.Model):
         # A replica can get no example of the last batch. Its towers are not run: oneDNN's
         # Conv3D returns its input unchanged on an empty batch (TF 2.21), which breaks the
         # layers after it.
-        local = tf.shape(tf.nest.flatten(batch)[0])[0]
-        loss = tf.cond(local > 0, evaluate, lambda: tf.constant(0.0))
+        loss = tf.cond(local_batch_size(batch) > 0, evaluate, lambda: tf.constant(0.0))
         self._track_loss(loss)
         return self._results(False, {})
 

@@ -40,11 +40,9 @@ import numpy as np
 
 from avts_tf.backbones import video_resnet
 
-# arch -> (conv type per residual group, stem), as torchvision.models.video builds them.
+# The towers torchvision.models.video has (it has no mc2_18), with their layouts.
 ARCHS: dict[str, tuple[tuple[str, ...], str]] = {
-    "r3d_18": (("3d",) * 4, "basic"),
-    "mc3_18": (("3d", "2d", "2d", "2d"), "basic"),
-    "r2plus1d_18": (("2plus1d",) * 4, "r2plus1d"),
+    name: video_resnet.LAYOUTS[name] for name in ("r3d_18", "mc3_18", "r2plus1d_18")
 }
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)

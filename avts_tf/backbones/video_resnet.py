@@ -41,6 +41,14 @@ from avts_tf.registry import BACKBONES
 
 DEFAULT_VIDEO_SHAPE = (16, 112, 112, 3)
 CONV_TYPES = ("3d", "2d", "2plus1d")
+
+LAYOUTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "r3d_18": (("3d",) * 4, "basic"),
+    "mc2_18": (("2d",) * 4, "basic"),
+    "mc3_18": (("3d", "2d", "2d", "2d"), "basic"),
+    "r2plus1d_18": (("2plus1d",) * 4, "r2plus1d"),
+}
+"""Tower name -> (conv type of each residual group, stem)."""
 NORMALIZATION_LAYER = "kinetics_normalization"
 
 
@@ -149,6 +157,20 @@ def video_resnet(
     return common.finish(x, inputs, name, embedding_dim, num_classes)
 
 
+def _build(
+    name: str,
+    input_shape: Sequence[int | None],
+    width: int,
+    depths: Sequence[int],
+    embedding_dim: int | None,
+    num_classes: int | None,
+) -> keras.Model:
+    conv_types, stem = LAYOUTS[name]
+    return video_resnet(
+        name, conv_types, stem, input_shape, width, depths, embedding_dim, num_classes
+    )
+
+
 @BACKBONES.register("r3d_18")
 def r3d_18(
     input_shape: Sequence[int | None] = DEFAULT_VIDEO_SHAPE,
@@ -161,9 +183,7 @@ def r3d_18(
 
     Args are those of :func:`video_resnet`.
     """
-    return video_resnet(
-        "r3d_18", ["3d"] * 4, "basic", input_shape, width, depths, embedding_dim, num_classes
-    )
+    return _build("r3d_18", input_shape, width, depths, embedding_dim, num_classes)
 
 
 @BACKBONES.register("mc2_18")
@@ -180,9 +200,7 @@ def mc2_18(
     ``Conv3DNoTemporal``: 11,400,528 params with a 400-way head (mc3_18 minus
     4 * 64 * 64 * 18 in layer1). Args are those of :func:`video_resnet`.
     """
-    return video_resnet(
-        "mc2_18", ["2d"] * 4, "basic", input_shape, width, depths, embedding_dim, num_classes
-    )
+    return _build("mc2_18", input_shape, width, depths, embedding_dim, num_classes)
 
 
 @BACKBONES.register("mc3_18")
@@ -198,16 +216,7 @@ def mc3_18(
     11,695,440 params with a 400-way head, 11,490,240 without. Args are those of
     :func:`video_resnet`.
     """
-    return video_resnet(
-        "mc3_18",
-        ["3d"] + ["2d"] * 3,
-        "basic",
-        input_shape,
-        width,
-        depths,
-        embedding_dim,
-        num_classes,
-    )
+    return _build("mc3_18", input_shape, width, depths, embedding_dim, num_classes)
 
 
 @BACKBONES.register("r2plus1d_18")
@@ -222,13 +231,4 @@ def r2plus1d_18(
 
     Args are those of :func:`video_resnet`.
     """
-    return video_resnet(
-        "r2plus1d_18",
-        ["2plus1d"] * 4,
-        "r2plus1d",
-        input_shape,
-        width,
-        depths,
-        embedding_dim,
-        num_classes,
-    )
+    return _build("r2plus1d_18", input_shape, width, depths, embedding_dim, num_classes)

@@ -1,4 +1,8 @@
-"""Shared fixtures: gin isolation, tiny towers and a tiny prepared synthetic dataset."""
+"""Shared fixtures: gin isolation, a tiny prepared synthetic dataset and a tiny finished run.
+
+The values behind them (clip spec, towers, gin text) are in ``tiny.py``, which test modules
+and subprocess scripts import; this module is loaded by pytest only.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import gin  # noqa: E402
 import keras  # noqa: E402
 import pytest  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+import tiny  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -26,31 +28,6 @@ def clear_gin():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def tiny_video_tower(input_shape=(4, 32, 32, 3), embedding_dim: int = 8, batch_norm=False):
-    """A small functional video tower with a named input.
-
-    ``batch_norm``: False (none), True, or ``"sync"`` (statistics over all replicas).
-    """
-    inputs = keras.Input(input_shape, name="video")
-    x = keras.layers.Conv3D(4, 3, strides=(1, 2, 2), activation="relu")(inputs)
-    if batch_norm:
-        x = keras.layers.BatchNormalization(synchronized=batch_norm == "sync")(x)
-    x = keras.layers.GlobalAveragePooling3D()(x)
-    outputs = keras.layers.Dense(embedding_dim)(x)
-    return keras.Model(inputs, outputs, name="tiny_video")
-
-
-def tiny_audio_tower(input_shape=(24, 16, 1), embedding_dim: int = 8, batch_norm=False):
-    """A small functional audio tower with a named input (``batch_norm`` as the video's)."""
-    inputs = keras.Input(input_shape, name="audio")
-    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
-    if batch_norm:
-        x = keras.layers.BatchNormalization(synchronized=batch_norm == "sync")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(embedding_dim)(x)
-    return keras.Model(inputs, outputs, name="tiny_audio")
-
-
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory) -> Path:
     """Eight 3 s synthetic videos (6 train, 2 test) at 32x32, ingested at 8 fps."""
@@ -58,9 +35,20 @@ def tiny_prepared(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_synthetic")
     csv_path = synthetic.generate_synthetic_dataset(
-        root / "videos", num_videos=8, seed=3, duration_s=3.0, fps=8.0, size=32,
+        root / "videos", num_videos=8, seed=3, duration_s=3.0, fps=tiny.FPS, size=32,
         num_classes=2, test_fraction=0.25,
     )
     out = root / "prepared"
-    ingest.prepare_dataset(csv_path, out, fps=8.0, short_side=32, progress=False)
+    ingest.prepare_dataset(csv_path, out, fps=tiny.FPS, short_side=32, progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A model_dir as ``train.run`` leaves it: two ``.keras`` tiny towers, ``tiny.RUN_GIN``."""
+    keras.utils.set_random_seed(0)
+    run = tmp_path_factory.mktemp("run")
+    tiny.tiny_video_tower().save(run / "video_tower.keras")
+    tiny.tiny_audio_tower().save(run / "audio_tower.keras")
+    (run / "operative_config.gin").write_text(tiny.RUN_GIN, encoding="utf-8")
+    return run

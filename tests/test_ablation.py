@@ -4,21 +4,18 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny import REPO_ROOT, tiny_audio_tower, tiny_video_tower
 
 from avts_tf import ablation
 from avts_tf.curricula import StepSwitch
 from avts_tf.models import AVTSModel
 from avts_tf.objectives import ContrastiveSync
-from tests.conftest import tiny_audio_tower, tiny_video_tower
 from tests.sync_reference import numpy_sync_accuracy
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def examples(n: int, seed: int) -> dict[str, np.ndarray]:

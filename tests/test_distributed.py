@@ -71,7 +71,7 @@ def replicas_main() -> None:
     import keras
     import numpy as np
     import tensorflow as tf
-    from conftest import tiny_audio_tower, tiny_video_tower
+    from tiny import tiny_audio_tower, tiny_video_tower
 
     import avts_tf.backbones  # noqa: F401  (registers the towers)
     from avts_tf.curricula import ConstantMixture

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower
 
 # Tiny towers with BatchNorm, SGD with momentum, a curriculum that switches to hard
 # negatives mid-run, checkpoints every 4 batches on 10-batch epochs (so most of them
@@ -27,13 +26,7 @@ train.run.video_tower = @tests.tiny_video_tower
 tests.tiny_video_tower.batch_norm = True
 train.run.audio_tower = @tests.tiny_audio_tower
 tests.tiny_audio_tower.batch_norm = True
-train.run.clip_spec = @data.ClipSpec()
-data.ClipSpec.num_frames = 4
-data.ClipSpec.crop_size = 32
-data.ClipSpec.log_mel = @data.LogMelSpec()
-data.LogMelSpec.mel_bins = 16
-data.LogMelSpec.hop_s = 0.02
-data.LogMelSpec.window_s = 0.04
+""" + SPEC_GIN + """
 train.run.negatives = @samplers.negative_samplers()
 samplers.negative_samplers.hard_min_gap_s = 0.0
 train.run.objective = @objectives.contrastive
@@ -56,10 +49,8 @@ train.run.verbose = 2
 
 def main(argv: list[str]) -> None:
     """The training command: tiny recipe, ``train.run`` on ``argv[1]`` with data ``argv[2]``."""
-    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
     import gin
     from absl import logging
-    from conftest import tiny_audio_tower, tiny_video_tower
 
     from avts_tf import config, distribute, train
 

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny import tiny_audio_tower, tiny_video_tower
 
 from avts_tf.curricula import ConstantMixture, StepSwitch
 from avts_tf.models import AVTSModel
 from avts_tf.objectives import ContrastiveSync, FusionSync
 from avts_tf.samplers import NEGATIVE_TYPES
-from tests.conftest import tiny_audio_tower, tiny_video_tower
 
 DIM = 3
 MARGIN = 1.0

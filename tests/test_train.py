@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import gin
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_audio_tower, tiny_video_tower
 from sync_reference import numpy_sync_accuracy
+from tiny import REPO_ROOT, tiny_audio_tower, tiny_video_tower
+from tiny import SPEC as TINY_SPEC
 
 from avts_tf import callbacks, config, train
 from avts_tf.data import pipeline
@@ -25,9 +26,9 @@ from avts_tf.objectives import ContrastiveSync
 from avts_tf.samplers import SuperHardNegativeSampler
 from avts_tf.train import Segment, fit_plan
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SPEC = pipeline.ClipSpec(
-    num_frames=4, crop_size=32, log_mel=pipeline.LogMelSpec(mel_bins=16, hop_s=0.02)
+# The tiny spec with LogMelSpec's default 25 ms window (same audio shape).
+SPEC = dataclasses.replace(
+    TINY_SPEC, log_mel=dataclasses.replace(TINY_SPEC.log_mel, window_s=0.025)
 )
 
 

@@ -6,7 +6,7 @@ import sys
 
 import keras
 import pytest
-from conftest import REPO_ROOT
+from tiny import REPO_ROOT
 
 sys.modules.setdefault("triton", None)  # see test_torchvision_equality.py
 torch = pytest.importorskip("torch")

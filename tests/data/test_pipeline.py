@@ -1,17 +1,17 @@
 """The tf.data reader: exact alignment of video, audio and negatives; determinism."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny
 
 from avts_tf.data import pipeline, records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.samplers import HardNegativeSampler, SuperHardNegativeSampler
 
-SPEC = pipeline.ClipSpec(
-    num_frames=4, crop_size=32, random_flip=False,
-    log_mel=LogMelSpec(mel_bins=16, window_s=0.04, hop_s=0.02),
-)
+SPEC = dataclasses.replace(tiny.SPEC, random_flip=False)
 NEGATIVES = {"hard": HardNegativeSampler(), "super_hard": SuperHardNegativeSampler(0.25)}
 
 

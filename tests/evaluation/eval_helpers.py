@@ -1,7 +1,4 @@
-"""Helpers of the evaluation tests: a tiny finished training run and tool runners.
-
-Not a conftest.py: test modules elsewhere import the root conftest by name.
-"""
+"""Helpers of the evaluation tests: tool runners and their one-line error check."""
 
 from __future__ import annotations
 
@@ -11,35 +8,8 @@ import os
 import runpy
 import subprocess
 import sys
-from pathlib import Path
 
-from conftest import REPO_ROOT, tiny_audio_tower, tiny_video_tower
-
-# The run's settings, matching ``tiny_prepared`` (8 fps): 4 frames = 0.5 s of audio =
-# 24 log-mel frames of 16 bands, the tiny audio tower's input.
-OPERATIVE_CONFIG = """
-train.run.clip_spec = @data.ClipSpec()
-data.ClipSpec.num_frames = 4
-data.ClipSpec.crop_size = 32
-data.ClipSpec.log_mel = @data.LogMelSpec()
-data.LogMelSpec.mel_bins = 16
-data.LogMelSpec.hop_s = 0.02
-data.LogMelSpec.window_s = 0.04
-train.run.objective = @objectives.contrastive
-objectives.contrastive.margin = 1.0
-"""
-
-
-def make_tiny_run(run: Path) -> Path:
-    """A model_dir as ``train.run`` leaves it: two ``.keras`` towers and the operative config."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    run.mkdir(parents=True, exist_ok=True)
-    tiny_video_tower().save(run / "video_tower.keras")
-    tiny_audio_tower().save(run / "audio_tower.keras")
-    (run / "operative_config.gin").write_text(OPERATIVE_CONFIG, encoding="utf-8")
-    return run
+from tiny import REPO_ROOT
 
 
 def run_subprocess(tool: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

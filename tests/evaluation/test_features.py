@@ -6,8 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_video_tower
-from eval_helpers import OPERATIVE_CONFIG, make_tiny_run
+from tiny import RUN_GIN, SPEC, tiny_video_tower
 
 from avts_tf.backbones.audio import avts_audio_vgg
 from avts_tf.backbones.video_resnet import mc3_18
@@ -15,11 +14,6 @@ from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.evaluation import checkpoint, features, mfcc, records_io
 from avts_tf.evaluation.errors import BadInput
 from avts_tf.models import AVTSModel
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def test_load_tower_from_model_dir_and_file(tiny_run):
@@ -60,7 +54,7 @@ def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path):
         "backbones.avts_audio_vgg.width = 4\nbackbones.avts_audio_vgg.depths = (1, 1, 1, 1)\n"
         "backbones.avts_audio_vgg.embedding_dim = 8\n"
     )
-    (tmp_path / "operative_config.gin").write_text(OPERATIVE_CONFIG + config)
+    (tmp_path / "operative_config.gin").write_text(RUN_GIN + config)
     spec = checkpoint.run_clip_spec(tmp_path)
     keras.utils.set_random_seed(1)
     video = mc3_18(input_shape=spec.video_shape(), width=4, depths=(1, 1, 1, 1), embedding_dim=8)
@@ -99,7 +93,7 @@ def test_feature_model_pools_any_layer():
 
 
 def test_audio_windows_pad_short_files_and_cut_long_ones():
-    spec = LogMelSpec(mel_bins=16, window_s=0.04, hop_s=0.02)
+    spec = SPEC.log_mel
     window = features.window_samples(spec, 24)
     assert spec.num_frames(window) == 24
     windows = features.audio_windows_fn(spec, window)

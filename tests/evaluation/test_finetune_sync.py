@@ -5,17 +5,11 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from eval_helpers import make_tiny_run
 from sync_reference import numpy_sync_accuracy
 
 from avts_tf.data import pipeline
 from avts_tf.evaluation import checkpoint, finetune, records_io, sync
 from avts_tf.evaluation.errors import BadInput
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def test_choose_per_class_is_seeded_and_balanced():

@@ -4,14 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from eval_helpers import assert_one_line_error, make_tiny_run, run_in_process, run_subprocess
+from eval_helpers import assert_one_line_error, run_in_process, run_subprocess
 
 from avts_tf.evaluation.features import Features
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return make_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")

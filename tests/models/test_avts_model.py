@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_audio_tower, tiny_video_tower
+from tiny import tiny_audio_tower, tiny_video_tower
 
 from avts_tf.curricula import ConstantMixture
 from avts_tf.models import AVTSModel

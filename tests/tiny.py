@@ -1,0 +1,66 @@
+"""The tiny setting the tests share: clip spec, its gin text, towers, the tiny run's config.
+
+Test modules and the scripts they run in subprocesses import this module (``import tiny``);
+``conftest.py`` builds its fixtures from it, and is never imported by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from avts_tf.data.audio_features import LogMelSpec
+from avts_tf.data.pipeline import ClipSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FPS = 8.0  # The frame rate ``tiny_prepared`` is ingested at.
+
+# 4 frames at 8 fps = 0.5 s of audio = 24 log-mel frames of 16 bands.
+SPEC = ClipSpec(
+    num_frames=4, crop_size=32, log_mel=LogMelSpec(mel_bins=16, window_s=0.04, hop_s=0.02)
+)
+VIDEO_SHAPE = SPEC.video_shape()  # (4, 32, 32, 3)
+AUDIO_SHAPE = SPEC.audio_shape(FPS)  # (24, 16, 1)
+
+# ``SPEC`` as ``train.run`` reads it from gin.
+SPEC_GIN = f"""
+train.run.clip_spec = @data.ClipSpec()
+data.ClipSpec.num_frames = {SPEC.num_frames}
+data.ClipSpec.crop_size = {SPEC.crop_size}
+data.ClipSpec.log_mel = @data.LogMelSpec()
+data.LogMelSpec.mel_bins = {SPEC.log_mel.mel_bins}
+data.LogMelSpec.hop_s = {SPEC.log_mel.hop_s}
+data.LogMelSpec.window_s = {SPEC.log_mel.window_s}
+"""
+
+# The operative config of the ``tiny_run`` fixture's model_dir.
+RUN_GIN = SPEC_GIN + """\
+train.run.objective = @objectives.contrastive
+objectives.contrastive.margin = 1.0
+"""
+
+
+def tiny_video_tower(input_shape=VIDEO_SHAPE, embedding_dim: int = 8, batch_norm=False):
+    """A small functional video tower with a named input.
+
+    ``batch_norm``: False (none), True, or ``"sync"`` (statistics over all replicas).
+    """
+    inputs = keras.Input(input_shape, name="video")
+    x = keras.layers.Conv3D(4, 3, strides=(1, 2, 2), activation="relu")(inputs)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(synchronized=batch_norm == "sync")(x)
+    x = keras.layers.GlobalAveragePooling3D()(x)
+    outputs = keras.layers.Dense(embedding_dim)(x)
+    return keras.Model(inputs, outputs, name="tiny_video")
+
+
+def tiny_audio_tower(input_shape=AUDIO_SHAPE, embedding_dim: int = 8, batch_norm=False):
+    """A small functional audio tower with a named input (``batch_norm`` as the video's)."""
+    inputs = keras.Input(input_shape, name="audio")
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(synchronized=batch_norm == "sync")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(embedding_dim)(x)
+    return keras.Model(inputs, outputs, name="tiny_audio")

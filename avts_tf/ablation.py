@@ -155,11 +155,11 @@ def eval_dataset_from_gin() -> tf.data.Dataset:
 
     return pipeline.eval_dataset(
         _resolve("train.run.dataset"),
-        _resolve("train.run.eval_batch_size", 32),
+        _resolve("train.Evaluation.batch_size", 32),
         spec=_resolve("train.run.clip_spec") or pipeline.ClipSpec(),
-        split=_resolve("train.run.eval_split", "test"),
-        negatives=_resolve("train.run.negatives"),
-        clips_per_video=_resolve("train.run.eval_clips_per_video", 4),
+        split=_resolve("train.Evaluation.split", "test"),
+        task=_resolve("train.run.objective")(),
+        clips_per_video=_resolve("train.Evaluation.clips_per_video", 4),
         seed=_resolve("train.run.seed", 0),
     )
 
@@ -203,7 +203,7 @@ def run_variant(
     recipe_bindings = [
         f"train.run.train_steps = {train_steps}",
         f"train.run.steps_per_epoch = {eval_every}",
-        f"train.run.verbose = {verbose!r}",
+        f"train.Runtime.verbose = {verbose!r}",
         # A cosine learning-rate schedule (the quickstart's) decays over the run's budget.
         f"keras.optimizers.schedules.CosineDecay.decay_steps = {train_steps}",
     ]

@@ -15,6 +15,7 @@ def import_registrations() -> None:
     import avts_tf.data.pipeline  # noqa: F401
     import avts_tf.objectives  # noqa: F401
     import avts_tf.samplers  # noqa: F401
+    import avts_tf.tasks  # noqa: F401
     import avts_tf.train  # noqa: F401
 
 

@@ -23,6 +23,7 @@ The kind of each negative is drawn from the curriculum's mixture at the current 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -31,109 +32,108 @@ import tensorflow as tf
 from avts_tf import curricula, losses
 from avts_tf.curricula import ConstantMixture, Curriculum
 from avts_tf.metrics import BalancedSyncAccuracy
-from avts_tf.registry import OBJECTIVES
-from avts_tf.samplers import NEGATIVE_TYPES, EasyNegativeSampler
+from avts_tf.registry import OBJECTIVES, SAMPLERS
+from avts_tf.samplers import NEGATIVE_TYPES, EasyNegativeSampler, NegativeSampler
+from avts_tf.tasks.base import (  # noqa: F401  (re-exported)
+    Task,
+    global_batch_size,
+    local_batch_size,
+    num_replicas,
+    replica_id,
+)
 
 EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
 
-
-def _replica_id() -> tf.Tensor:
-    context = tf.distribute.get_replica_context()
-    if context is None:
-        return tf.constant(0, tf.int32)
-    return tf.cast(context.replica_id_in_sync_group, tf.int32)
+Objective = Task
+"""Objectives are tasks (``avts_tf.tasks.base.Task``); the old name stays."""
 
 
-def _num_replicas() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
+def add_easy_negatives(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Adds each example's easy negative: the audio of the next example of the batch.
 
-
-def local_batch_size(batch: dict[str, tf.Tensor]) -> tf.Tensor:
-    """Examples of this replica's share of the step (int32 scalar; may be 0)."""
-    return tf.shape(tf.nest.flatten(batch)[0])[0]
-
-
-def global_batch_size(batch: dict[str, tf.Tensor]) -> tf.Tensor:
-    """Examples in this step over all replicas (an all-reduce under several replicas).
-
-    Call it in a replica context outside any XLA-compiled function (collectives cannot be
-    compiled there); ``AVTSModel`` does and passes the result to ``Objective.compute``.
+    Cut over the whole batch before a strategy splits it, so the pairs are the same on
+    any number of replicas. ``valid_easy`` is False where the next example comes from
+    the same video.
     """
-    size = local_batch_size(batch)
-    if _num_replicas() > 1:
-        # In float32: collective all-reduces of int32 (host) tensors fail under
-        # MultiWorkerMirroredStrategy ("destinations can not be empty").
-        total = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(size, tf.float32))
-        size = tf.cast(tf.round(total), tf.int32)
-    return size
+    batch = dict(batch)
+    next_in_batch = EasyNegativeSampler.next_in_batch
+    batch["audio_easy"], batch["valid_easy"] = next_in_batch(batch["audio"], batch["video_id"])
+    batch["audio_start_easy"], _ = next_in_batch(batch["audio_start"], batch["video_id"])
+    return batch
 
 
-class Objective(keras.layers.Layer, metaclass=abc.ABCMeta):
-    """Base class of training objectives.
+def _audio_key(key: str) -> bool:
+    return key.startswith("audio") or key.startswith("valid_")
 
-    Subclasses implement ``compute`` and create their metrics in ``__init__``.
+
+def unrelated_audio(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The shuffled-audio control: each example gets the audio of the example half a batch on.
+
+    Every audio window of the example (with its negatives, starts and flags) moves
+    together, so nothing left in the batch is in sync except by chance.
     """
-
-    @abc.abstractmethod
-    def compute(
-        self,
-        model: keras.Model,
-        batch: dict[str, tf.Tensor],
-        training: bool,
-        step: tf.Tensor,
-        global_batch: tf.Tensor | None = None,
-    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        """Loss share of this replica and extra scalars to log.
-
-        Args:
-            model: The model holding ``video_tower`` and ``audio_tower``.
-            batch: A per-replica batch from the input pipeline.
-            training: Whether the towers run in training mode.
-            step: The optimizer step (int64 scalar).
-            global_batch: Examples of this step over all replicas (int32 scalar); default
-                :func:`global_batch_size` of ``batch``. Replicas may hold unequal shares (the
-                last evaluation batch), or none.
-
-        Returns:
-            ``(loss, logs)``: ``loss`` is this replica's sum divided by the global count
-            (0 when the step has no examples), ``logs`` scalars that are not metrics (for
-            example the curriculum mixture).
-        """
-
-    def build_head(self, video_dim: int, audio_dim: int) -> None:
-        """Creates any trainable head once the towers' output sizes are known."""
-
-    def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:
-        """Metrics reported in training (``True``) or evaluation (``False``)."""
-        del training
-        return []
-
-    def call(self, inputs):  # noqa: D102
-        return inputs
+    size = tf.shape(batch["video"])[0]
+    shift = tf.maximum(size // 2, 1)
+    return {k: tf.roll(v, shift, axis=0) if _audio_key(k) else v for k, v in batch.items()}
 
 
-class SyncObjective(Objective):
-    """Shared negative construction and metrics of the AVTS synchronization objectives.
+def _serialize_samplers(samplers: Mapping[str, NegativeSampler]) -> dict[str, dict]:
+    return {kind: dict(vars(sampler)) for kind, sampler in sorted(samplers.items())}
+
+
+def _deserialize_samplers(config: Mapping[str, Any]) -> dict[str, NegativeSampler]:
+    samplers = {}
+    for kind, value in config.items():
+        samplers[kind] = value if isinstance(value, NegativeSampler) else SAMPLERS.build(
+            kind, **value
+        )
+    return samplers
+
+
+class SyncObjective(Task, metaclass=abc.ABCMeta):
+    """The AVTS synchronization task: examples, negatives, loss and metrics.
+
+    Each training example is a video clip at a random start with its in-sync audio and,
+    for every sampler in ``negatives``, an out-of-sync audio window cut from the same
+    record (``audio_<kind>``, ``audio_start_<kind>``, ``valid_<kind>``); each batch adds
+    the easy negative (``add_easy_negatives``). Evaluation cuts evenly spaced clips.
 
     Args:
         curriculum: Mixture of negative kinds over training steps (default: easy only).
-        eval_kinds: Negative kinds the input pipeline provides. ``test_step`` scores each
-            of them (``sync_accuracy_<kind>``); ``sync_accuracy`` in evaluation always uses
-            easy negatives (the paper's protocol). Training reports the per-kind metrics
-            of the kinds the curriculum can draw. A per-kind accuracy is NaN while it has
-            seen no negative of its kind (it would otherwise be positive-only accuracy).
+        negatives: Same-video negative samplers cut by the reader, keyed by kind
+            (``@negative_samplers()``); needed when the curriculum draws hard or
+            super-hard negatives.
+        shuffle_audio: Control run: pair every training clip with unrelated audio
+            (``unrelated_audio``), so synchronization cannot be learned.
+        eval_kinds: Negative kinds scored in evaluation (``sync_accuracy_<kind>``;
+            default: easy and the kinds of ``negatives``). ``sync_accuracy`` in
+            evaluation always uses easy negatives (the paper's protocol). Training
+            reports the per-kind metrics of the kinds the curriculum can draw. A per-kind
+            accuracy is NaN while it has seen no negative of its kind.
         seed: Salt of the stateless draws of negative kinds.
     """
+
+    headline = "sync_accuracy"
 
     def __init__(
         self,
         curriculum: Curriculum | None = None,
-        eval_kinds: tuple[str, ...] = ("easy",),
+        negatives: Mapping[str, NegativeSampler] | None = None,
+        shuffle_audio: bool = False,
+        eval_kinds: Sequence[str] | None = None,
         seed: int = 1234,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.curriculum = curriculum or ConstantMixture()
+        self.negatives = _deserialize_samplers(negatives or {})
+        unknown = sorted(set(self.negatives) - set(NEGATIVE_TYPES[1:]))
+        if unknown:
+            raise ValueError(f"Unknown negative kinds {unknown}; valid: "
+                             f"{', '.join(NEGATIVE_TYPES[1:])}.")
+        self.shuffle_audio = bool(shuffle_audio)
+        if eval_kinds is None:
+            eval_kinds = ("easy",) + tuple(sorted(self.negatives))
         unknown = sorted(set(eval_kinds) - set(NEGATIVE_TYPES))
         if unknown:
             raise ValueError(f"Unknown eval_kinds {unknown}; valid: {', '.join(NEGATIVE_TYPES)}.")
@@ -146,6 +146,40 @@ class SyncObjective(Objective):
         self.negative_fraction = {
             kind: keras.metrics.Mean(name=f"negatives_{kind}") for kind in NEGATIVE_TYPES
         }
+
+    # -- examples ---------------------------------------------------------------------
+    def _example(self, clips, record, start_frame, training, seeds):
+        example = clips.aligned(record, start_frame, training, seeds[1])
+        # Negatives range over the video window's starts, so that their starts can have
+        # the positives' distribution (see avts_tf.samplers).
+        windows = clips.windows(record)
+        window = tf.constant(windows.window, tf.int64)
+        for i, (kind, sampler) in enumerate(sorted(self.negatives.items())):
+            start, valid = sampler.sample(
+                example["video_start"], window, windows.latest_start, clips.sample_rate,
+                seeds[2 + i],
+            )
+            example[f"audio_{kind}"] = clips.audio(record, start)
+            example[f"audio_start_{kind}"] = start
+            example[f"valid_{kind}"] = valid
+        return example
+
+    def train_example(self, clips, record, seed):  # noqa: D102
+        seeds = tf.random.experimental.stateless_split(seed, 2 + len(self.negatives))
+        return self._example(clips, record, clips.random_start(record, seeds[0]), True, seeds)
+
+    def eval_example(self, clips, record, seed, clip_index, num_clips):  # noqa: D102
+        seeds = tf.random.experimental.stateless_split(seed, 2 + len(self.negatives))
+        start = clips.evenly_spaced_start(record, clip_index, num_clips)
+        return self._example(clips, record, start, False, seeds)
+
+    def batch_examples(self, batch, training):  # noqa: D102
+        if training and self.shuffle_audio:
+            batch = unrelated_audio(batch)
+        return add_easy_negatives(batch)
+
+    def stage(self, step: int) -> int:  # noqa: D102
+        return int(self.curriculum.stage(tf.constant(step, tf.int64)))
 
     # -- subclasses -------------------------------------------------------------------
     @abc.abstractmethod
@@ -208,7 +242,7 @@ class SyncObjective(Objective):
             drawn = tf.random.stateless_categorical(
                 tf.math.log(mixture[tf.newaxis] + 1e-12), global_batch, seed, dtype=tf.int32
             )[0]
-            kinds = tf.slice(drawn, [_replica_id() * size], [size])
+            kinds = tf.slice(drawn, [replica_id() * size], [size])
             neg_audio, kinds, neg_weight = self.negative_audio(batch, kinds)
             negatives = [(neg_audio, kinds, neg_weight)]
             for i, kind in enumerate(NEGATIVE_TYPES):
@@ -278,6 +312,8 @@ class SyncObjective(Objective):
         config.update(
             {
                 "curriculum": curricula.serialize(self.curriculum),
+                "negatives": _serialize_samplers(self.negatives),
+                "shuffle_audio": self.shuffle_audio,
                 "eval_kinds": list(self.eval_kinds),
                 "seed": self.seed,
             }

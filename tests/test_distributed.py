@@ -27,7 +27,7 @@ def _batch(seed: int = 0, valid_hard=None) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from avts_tf.data.pipeline import add_easy_negatives
+    from avts_tf.objectives import add_easy_negatives
 
     rng = np.random.default_rng(seed)
     batch = {
@@ -75,9 +75,8 @@ def replicas_main() -> None:
 
     import avts_tf.backbones  # noqa: F401  (registers the towers)
     from avts_tf.curricula import ConstantMixture
-    from avts_tf.data.pipeline import add_easy_negatives
     from avts_tf.models import AVTSModel
-    from avts_tf.objectives import ContrastiveSync
+    from avts_tf.objectives import ContrastiveSync, add_easy_negatives
     from avts_tf.registry import BACKBONES
 
     single_device = tf.distribute.get_strategy()
@@ -289,9 +288,9 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
         "train.run.batch_size = 8",
         "train.run.train_steps = 6",
         "train.run.steps_per_epoch = 3",
-        "train.run.eval_batch_size = 4",
-        "train.run.eval_clips_per_video = 2",
-        "train.run.verbose = 2",
+        "train.Evaluation.batch_size = 4",
+        "train.Evaluation.clips_per_video = 2",
+        "train.Runtime.verbose = 2",
     ]
     processes = []
     for index in range(2):

@@ -27,7 +27,7 @@ tests.tiny_video_tower.batch_norm = True
 train.run.audio_tower = @tests.tiny_audio_tower
 tests.tiny_audio_tower.batch_norm = True
 """ + SPEC_GIN + """
-train.run.negatives = @samplers.negative_samplers()
+objectives.contrastive.negatives = @samplers.negative_samplers()
 samplers.negative_samplers.hard_min_gap_s = 0.0
 train.run.objective = @objectives.contrastive
 objectives.contrastive.curriculum = @curricula.step_switch()
@@ -40,10 +40,10 @@ train.run.batch_size = 4
 train.run.train_steps = 40
 train.run.steps_per_epoch = 10
 train.run.checkpoint_every_steps = 4
-train.run.eval_batch_size = 4
-train.run.eval_clips_per_video = 2
-train.run.deterministic = True
-train.run.verbose = 2
+train.Evaluation.batch_size = 4
+train.Evaluation.clips_per_video = 2
+train.Runtime.deterministic = True
+train.Runtime.verbose = 2
 """
 
 

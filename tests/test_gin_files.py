@@ -64,12 +64,13 @@ def objective_from_gin():
 )
 def test_ablation_recipes_override_only_the_negatives(variant, kinds):
     config.parse_gin([ablation.VARIANTS[variant]])
-    curriculum = objective_from_gin().curriculum
+    objective = objective_from_gin()
+    curriculum = objective.curriculum
     assert curriculum.kinds() == kinds
     # Everything else is the quickstart's.
     assert gin.query_parameter("train.run.batch_size") == 16
     assert gin.query_parameter("train.run.train_steps") == 600
-    assert set(resolve("train.run.negatives")) == {"hard", "super_hard"}
+    assert set(objective.negatives) == {"hard", "super_hard"}
     if variant == "curriculum":
         assert isinstance(curriculum, StepSwitch)
         assert curriculum.boundaries == [ablation.switch_step(600)]

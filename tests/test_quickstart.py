@@ -20,7 +20,7 @@ def train(model_dir: Path, cache_dir: Path, *params: str) -> float:
     env = dict(os.environ, AVTS_CACHE_DIR=str(cache_dir), TF_CPP_MIN_LOG_LEVEL="3")
     command = [
         sys.executable, "tools/train.py", "--gin_file=gin/quickstart.gin",
-        f"--model_dir={model_dir}", "--gin_param=train.run.verbose=2",
+        f"--model_dir={model_dir}", "--gin_param=train.Runtime.verbose=2",
         *[f"--gin_param={p}" for p in params],
     ]
     result = subprocess.run(
@@ -47,5 +47,5 @@ def test_quickstart_learns_synchronization(tmp_path, cache_dir):
 @pytest.mark.slow
 def test_shuffled_audio_control_stays_at_chance(tmp_path, cache_dir):
     # Same recipe, but every training clip is paired with unrelated audio: nothing to learn.
-    accuracy = train(tmp_path / "control", cache_dir, "train.run.shuffle_audio=True")
+    accuracy = train(tmp_path / "control", cache_dir, "objectives.contrastive.shuffle_audio=True")
     assert 0.40 <= accuracy <= 0.60

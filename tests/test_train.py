@@ -92,7 +92,8 @@ def test_gin_builds_adamw_with_cosine_decay():
 
 def test_unknown_precision_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="mixed_bfloat16"):
-        train.run(tmp_path, dataset="x", video_tower=None, audio_tower=None, precision="fp8")
+        train.run(tmp_path, dataset="x", video_tower=None, audio_tower=None, objective=None,
+                  precision="fp8")
 
 
 # -- the job end to end (in process) --------------------------------------------------------
@@ -117,9 +118,9 @@ def _run(model_dir, data_dir, **kwargs):
         batch_size=4,
         train_steps=6,
         steps_per_epoch=3,
-        eval_batch_size=4,
-        eval_clips_per_video=2,
-        verbose=0,
+        objective=ContrastiveSync,
+        evaluation=train.Evaluation(batch_size=4, clips_per_video=2),
+        runtime=train.Runtime(verbose=0),
     )
     params.update(kwargs)
     return train.run(model_dir, **params)
@@ -173,7 +174,8 @@ def test_eval_json_leaves_out_a_kind_without_pairs(tmp_path, tiny_prepared):
     # 0.5 s windows on 3 s records: starts range over 2.5 s, which no whole number of
     # 2d-blocks with 0.49 s <= d < 0.5 s tiles, so no test clip has a super-hard negative.
     negatives = {"super_hard": SuperHardNegativeSampler(min_shift_s=0.49)}
-    results = _run(tmp_path, tiny_prepared, negatives=negatives, train_steps=2)
+    objective = functools.partial(ContrastiveSync, negatives=negatives)
+    results = _run(tmp_path, tiny_prepared, objective=objective, train_steps=2)
     written = json.loads((tmp_path / "eval.json").read_text())
     assert written == results
     assert "sync_accuracy" in written and np.isfinite(written["sync_accuracy"])

@@ -65,7 +65,7 @@ def pretrain(args) -> None:
     print(f"pretraining AVTS with {', '.join(files)} into {model_dir}")
     config.parse_gin(files, args.gin_param)
     try:
-        results = train.run(model_dir=model_dir, verbose=2)
+        results = train.run(model_dir=model_dir, runtime=train.Runtime(verbose=2))
     finally:
         gin.clear_config()
     print(f"pretraining: held-out sync_accuracy {results['sync_accuracy']:.3f}")

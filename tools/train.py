@@ -1,4 +1,4 @@
-"""Train AVTS from a gin recipe.
+"""Train a task from a gin recipe.
 
     python tools/train.py --gin_file=gin/quickstart.gin [--gin_param="train.run.train_steps=100"]
         [--model_dir=runs/quickstart]
@@ -8,8 +8,8 @@ With ``TF_CONFIG`` set, each process is one worker of ``MultiWorkerMirroredStrat
 (see docs/distributed.md); ``--gin_param=train.make_strategy.cpu_replicas=2`` runs
 ``MirroredStrategy`` over two logical CPU devices.
 
-The last line printed is ``sync_accuracy: 0.xxx`` (held-out videos, easy negatives);
-all metrics go to ``<model_dir>/eval.json``.
+The last line printed is ``<headline>: 0.xxx``, the task's headline metric on the
+held-out videos (``Task.headline``); all metrics go to ``<model_dir>/eval.json``.
 """
 
 import os
@@ -46,8 +46,9 @@ def main(argv):
     except BadInput as err:  # Overlapping splits, ...: one line, no traceback.
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    print(f"eval: {results}")
-    print(f"sync_accuracy: {results['sync_accuracy']:.3f}")
+    print(f"eval: {dict(results)}")
+    headline = results.get(results.headline)
+    print(f"{results.headline}: " + ("undefined" if headline is None else f"{headline:.3f}"))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``AVTSModel``: a video tower, an audio tower and a training objective."""
+"""``AVTSModel``: a video tower, an audio tower and a task (``avts_tf.tasks.base.Task``)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from avts_tf.objectives import (
-    ContrastiveSync,
-    Objective,
-    global_batch_size,
-    local_batch_size,
-)
+from avts_tf.tasks.base import Task, global_batch_size, local_batch_size
 
 
 @keras.saving.register_keras_serializable(package="avts_tf")
@@ -31,10 +26,14 @@ class AVTSModel(keras.Model):
     statistics. Under loss scaling the decision to skip a step whose gradients overflowed
     is taken over all replicas, and a skipped step also leaves the BatchNorm state alone.
 
+    A task's own state (``Task.add_state``, for example a feature queue) is updated after
+    each optimizer step by ``Task.after_step`` from the values its ``compute`` returned,
+    gathered over all replicas, so every replica holds the same state.
+
     Args:
         video_tower: Functional model, input ``video`` ``(T, H, W, 3)``, output ``(B, D)``.
         audio_tower: Functional model, input ``audio`` ``(frames, mels, 1)``, output ``(B, D)``.
-        objective: The training objective (default: AVTS contrastive, easy negatives).
+        objective: The task (default: AVTS contrastive synchronization, easy negatives).
         **kwargs: Passed to ``keras.Model``.
 
     Example:
@@ -47,13 +46,17 @@ class AVTSModel(keras.Model):
         self,
         video_tower: keras.Model,
         audio_tower: keras.Model,
-        objective: Objective | None = None,
+        objective: Task | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.video_tower = video_tower
         self.audio_tower = audio_tower
-        self.objective = objective if objective is not None else ContrastiveSync()
+        if objective is None:
+            from avts_tf.objectives import ContrastiveSync
+
+            objective = ContrastiveSync()
+        self.objective = objective
         self.objective.build_head(
             int(video_tower.outputs[0].shape[-1]), int(audio_tower.outputs[0].shape[-1])
         )
@@ -127,8 +130,8 @@ class AVTSModel(keras.Model):
 
     def _loss_and_gradients(
         self, batch: dict[str, tf.Tensor], global_batch: tf.Tensor, stateless: bool
-    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:
-        """Loss, logs, gradients and new non-trainable tower state of this replica.
+    ) -> tuple[tf.Tensor, dict, list[tf.Tensor], list[tf.Tensor], dict]:
+        """Loss, logs, gradients, new non-trainable tower state and the task's values.
 
         With ``stateless`` the towers run through ``stateless_call`` and their new state
         (BatchNorm statistics) is returned instead of assigned. Such a function can be
@@ -138,17 +141,17 @@ class AVTSModel(keras.Model):
         step = self.optimizer.iterations
         towers = _StatelessTowers(self) if stateless else self
         with tf.GradientTape() as tape:
-            loss, logs = self.objective.compute(
+            loss, logs, values = _unpack(self.objective.compute(
                 towers, batch, training=True, step=step, global_batch=global_batch
-            )
+            ))
             scaled = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, self.trainable_variables)
         state = towers.new_state() if stateless else []
-        return loss, logs, gradients, state
+        return loss, logs, gradients, state, values
 
     def _stateless_step(
         self, batch: dict[str, tf.Tensor], global_batch: tf.Tensor
-    ) -> tuple[tf.Tensor, dict[str, tf.Tensor], list[tf.Tensor], list[tf.Tensor]]:
+    ) -> tuple[tf.Tensor, dict, list[tf.Tensor], list[tf.Tensor], dict]:
         """``_loss_and_gradients(stateless=True)``, with XLA when asked per replica."""
         if getattr(self, "replica_jit_compile", False):
             if self._replica_step_fn is None:
@@ -173,6 +176,13 @@ class AVTSModel(keras.Model):
             if keep is not None:
                 value = tf.where(keep, value, tf.convert_to_tensor(variable))
             variable.assign(value)
+
+    def _after_step(self, values: dict[str, tf.Tensor], applied: tf.Tensor | None) -> None:
+        """Runs the task's post-step hook with ``values`` gathered over all replicas."""
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            context = tf.distribute.get_replica_context()
+            values = {k: context.all_gather(v, axis=0) for k, v in values.items()}
+        self.objective.after_step(values, tf.constant(True) if applied is None else applied)
 
     @staticmethod
     def _finite_everywhere(gradients: list[tf.Tensor | None]) -> tf.Tensor:
@@ -203,8 +213,9 @@ class AVTSModel(keras.Model):
         global_batch = global_batch_size(batch)
         several = tf.distribute.get_strategy().num_replicas_in_sync > 1
         loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        finite = None
         if several or loss_scaled:
-            loss, logs, gradients, state = self._stateless_step(batch, global_batch)
+            loss, logs, gradients, state, values = self._stateless_step(batch, global_batch)
             finite = self._finite_everywhere(gradients) if loss_scaled else None
             # A skipped step (overflow under loss scaling) leaves BatchNorm state as it was.
             self._assign_tower_state(state, keep=finite)
@@ -216,10 +227,12 @@ class AVTSModel(keras.Model):
                     None if g is None else g + tf.cast(poison, g.dtype) for g in gradients
                 ]
         else:
-            loss, logs, gradients, _ = self._loss_and_gradients(
+            loss, logs, gradients, _, values = self._loss_and_gradients(
                 batch, global_batch, stateless=False
             )
         self.optimizer.apply(gradients, self.trainable_variables)
+        if values:
+            self._after_step(values, finite)
         self._track_loss(loss)
         logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate)
         return self._results(True, logs)
@@ -230,9 +243,9 @@ class AVTSModel(keras.Model):
         step = self.optimizer.iterations if self.optimizer else 0
 
         def evaluate() -> tf.Tensor:
-            loss, _ = self.objective.compute(
+            loss, _, _ = _unpack(self.objective.compute(
                 self, batch, training=False, step=step, global_batch=global_batch
-            )
+            ))
             return tf.cast(loss, tf.float32)
 
         # A replica can get no example of the last batch. Its towers are not run: oneDNN's
@@ -256,6 +269,13 @@ class AVTSModel(keras.Model):
         for key in ("video_tower", "audio_tower", "objective"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _unpack(result: tuple) -> tuple[tf.Tensor, dict, dict]:
+    """``Task.compute``'s ``(loss, logs)`` or ``(loss, logs, values)`` as three parts."""
+    if len(result) == 2:
+        return result[0], result[1], {}
+    return tuple(result)
 
 
 def _multi_worker(strategy: tf.distribute.Strategy) -> bool:

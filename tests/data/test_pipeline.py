@@ -9,10 +9,13 @@ import tiny
 
 from avts_tf.data import pipeline, records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.objectives import ContrastiveSync
 from avts_tf.samplers import HardNegativeSampler, SuperHardNegativeSampler
+from avts_tf.tasks.base import Task
 
 SPEC = dataclasses.replace(tiny.SPEC, random_flip=False)
 NEGATIVES = {"hard": HardNegativeSampler(), "super_hard": SuperHardNegativeSampler(0.25)}
+SYNC = ContrastiveSync(negatives=NEGATIVES)
 
 
 def parsed_records(data_dir, split):
@@ -26,7 +29,7 @@ def parsed_records(data_dir, split):
 
 
 def test_shapes(tiny_prepared):
-    batch = next(iter(pipeline.train_dataset(tiny_prepared, 3, spec=SPEC, negatives=NEGATIVES)))
+    batch = next(iter(pipeline.train_dataset(tiny_prepared, 3, task=SYNC, spec=SPEC)))
     assert batch["video"].shape == (3, 4, 32, 32, 3)
     assert batch["audio"].shape == (3, *SPEC.audio_shape(8.0)) == (3, 24, 16, 1)
     assert batch["audio_hard"].shape == batch["audio_super_hard"].shape == batch["audio"].shape
@@ -37,7 +40,7 @@ def test_shapes(tiny_prepared):
 def test_clips_are_exactly_aligned_with_their_source(tiny_prepared):
     source = parsed_records(tiny_prepared, "train")
     window = 8000  # 4 frames at 8 fps = 0.5 s at 16 kHz.
-    dataset = pipeline.train_dataset(tiny_prepared, 4, spec=SPEC, negatives=NEGATIVES, seed=5)
+    dataset = pipeline.train_dataset(tiny_prepared, 4, task=SYNC, spec=SPEC, seed=5)
     for batch in dataset.take(3):
         for i in range(4):
             record = source[int(batch["video_id"][i])]
@@ -82,7 +85,8 @@ def test_eval_is_deterministic_and_clip_major(tiny_prepared):
 
 
 def test_shuffle_audio_control_breaks_alignment(tiny_prepared):
-    batch = next(iter(pipeline.train_dataset(tiny_prepared, 8, spec=SPEC, shuffle_audio=True)))
+    batch = next(iter(pipeline.train_dataset(
+        tiny_prepared, 8, task=ContrastiveSync(shuffle_audio=True), spec=SPEC)))
     source = parsed_records(tiny_prepared, "train")
     mismatched = 0
     for i in range(8):
@@ -102,3 +106,71 @@ def test_sample_rate_mismatch_is_explained(tiny_prepared):
     spec = pipeline.ClipSpec(log_mel=LogMelSpec(sample_rate=22050))
     with pytest.raises(ValueError, match="stores audio at 16000 Hz"):
         pipeline.train_dataset(tiny_prepared, 2, spec=spec)
+
+
+class _CountingTask(Task):
+    """Aligned clips; records the stateless seed of every example it decodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoded = []
+
+    def train_example(self, clips, record, seed):
+        example = super().train_example(clips, record, seed)
+        tf.py_function(lambda s: self.decoded.append(tuple(s.numpy())), [seed], [])
+        example["seed"] = seed
+        return example
+
+
+def _worker_batches(data_dir, workers, worker, steps, batch_size=4):
+    task = _CountingTask()
+    context = tf.distribute.InputContext(
+        num_input_pipelines=workers, input_pipeline_id=worker, num_replicas_in_sync=workers
+    )
+    dataset = pipeline.train_dataset(
+        data_dir, batch_size, task=task, spec=SPEC, seed=3, input_context=context
+    )
+    batches = [{k: v.numpy() for k, v in b.items()} for b in dataset.take(steps)]
+    return batches, set(task.decoded)
+
+
+def test_each_worker_decodes_only_its_share_of_every_step(tiny_prepared):
+    shards = len(pipeline.shard_files(tiny_prepared, "train"))
+    workers = shards + 1  # fewer shards than workers: workers split the record stream
+    batch_size = 2 * workers
+    one, _ = _worker_batches(tiny_prepared, 1, 0, 3, batch_size)
+    shares = [_worker_batches(tiny_prepared, workers, w, 3, batch_size) for w in range(workers)]
+    for w, (batches, decoded) in enumerate(shares):
+        assert [len(b["video"]) for b in batches] == [2, 2, 2]
+        yielded = {tuple(s) for b in batches for s in b["seed"]}
+        assert yielded <= decoded
+        for other, (_, decoded_other) in enumerate(shares):
+            if other != w:
+                assert not decoded & decoded_other  # no clip is decoded by two workers
+    for step in range(3):
+        # Together the workers' batches of a step are the one-worker batch of that step.
+        together = sorted(tuple(s) for _, (batches, _) in enumerate(shares)
+                          for s in batches[step]["seed"])
+        assert together == sorted(tuple(s) for s in one[step]["seed"])
+
+
+def test_workers_read_disjoint_shards_when_there_are_enough(tiny_prepared):
+    shards = pipeline.shard_files(tiny_prepared, "train")
+    if len(shards) < 2:
+        pytest.skip("needs two train shards")
+    ids = []
+    for w in range(2):
+        batches, _ = _worker_batches(tiny_prepared, 2, w, 4)
+        ids.append({int(i) for b in batches for i in b["video_id"]})
+    assert ids[0] and ids[1] and not ids[0] & ids[1]
+
+
+def test_records_are_streamed_not_cached_by_default(tiny_prepared):
+    dataset = pipeline.train_dataset(tiny_prepared, 2, spec=SPEC)
+    ops = {node.op for node in tf.compat.v1.GraphDef.FromString(
+        dataset._as_serialized_graph().numpy()).node}
+    assert "CacheDatasetV2" not in ops and "CacheDataset" not in ops
+    cached = pipeline.train_dataset(tiny_prepared, 2, spec=SPEC, cache_records=True)
+    cached_ops = {node.op for node in tf.compat.v1.GraphDef.FromString(
+        cached._as_serialized_graph().numpy()).node}
+    assert cached_ops & {"CacheDatasetV2", "CacheDataset"}

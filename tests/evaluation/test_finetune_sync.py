@@ -1,13 +1,12 @@
 """Fine-tuning classifier, few-shot subsets, video-level accuracy and sync evaluation."""
 
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
 from sync_reference import numpy_sync_accuracy
 
 from avts_tf.data import pipeline
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, finetune, records_io, sync
 from avts_tf.evaluation.errors import BadInput
 
@@ -21,9 +20,11 @@ def test_choose_per_class_is_seeded_and_balanced():
 
 def test_few_shot_subset_keeps_other_splits(tiny_prepared, tmp_path):
     subset = records_io.few_shot_subset(tiny_prepared, tmp_path / "s", 1, "train", seed=0)
-    manifest = json.loads((subset / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["records"] == 2
+    full, part = Manifest.read(tiny_prepared), Manifest.read(subset)
+    assert part.num_records("train") == 2 == len(part.records("train"))
     assert records_io.count_records(subset, ["test"]) == 2
+    assert part.records("test") == full.records("test") and part.labels == full.labels
+    assert part.subset_of == str(tiny_prepared) and part.config == full.config
     labels = [int(r["label_index"]) for r in records_io.parsed_records(subset, ["train"])]
     assert sorted(labels) == [0, 1]
     assert len(pipeline.shard_files(subset, "test")) == 1
@@ -45,7 +46,7 @@ def test_finetune_and_video_accuracy(tiny_prepared, tiny_run):
     video = checkpoint.load_tower(tiny_run, "video")
     audio = checkpoint.load_tower(tiny_run, "audio")
     spec = checkpoint.clip_spec_for(tiny_run, video, audio)
-    finetune.check_audio_shape(audio, spec, pipeline.dataset_fps(tiny_prepared))
+    finetune.check_audio_shape(audio, spec, Manifest.read(tiny_prepared).fps)
     model = finetune.classifier(video, 2, audio)
     before = [w.numpy().copy() for w in video.trainable_weights]
     head = model.get_layer("classifier").kernel.numpy().copy()
@@ -93,8 +94,8 @@ def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
     # The run's towers on the same clips, scored with NumPy (margin 1: threshold 0.5).
     model, spec = sync.sync_model(tiny_run, ("easy", "hard"))
     data = pipeline.eval_dataset(
-        tiny_prepared, 32, spec=spec, split="test", clips_per_video=4,
-        negatives=sync.run_samplers(checkpoint.run_dir(tiny_run), ("hard",)),
+        tiny_prepared, 32, task=sync.clip_cutter(tiny_run, ("easy", "hard")), spec=spec,
+        split="test", clips_per_video=4,
     )
     for kind, key in (("easy", "sync_accuracy"), ("hard", "sync_accuracy_hard")):
         reference = numpy_sync_accuracy(model.video_tower, model.audio_tower, data, kind=kind)

@@ -1,0 +1,171 @@
+"""The task contract: what a self-supervised method brings to the trainer.
+
+A task is a Keras layer, held by ``AVTSModel`` next to the two towers (like TF Model
+Garden's ``Task``, with the state of keras-io's NNCLR living in the model). It provides:
+
+* **its examples**: ``train_example`` and ``eval_example`` turn one decoded record into
+  one example (which windows to cut, with their timestamps), using the shared decoding of
+  ``avts_tf.data.clips.Clips``; ``batch_examples`` may add what needs the whole batch
+  (for example the audio of the next example). The reader calls them
+  (``avts_tf.data.pipeline``); the trainer never looks inside an example.
+* **its loss**: ``compute`` returns this replica's share of the step's loss, divided by
+  the number of examples over all replicas (``global_batch``), so gradients summed over
+  replicas equal a one-device run.
+* **its metrics** (``reported_metrics``), with additive states, and its ``headline``
+  metric: the one ``tools/train.py`` prints last as ``<name>: 0.xxx``.
+* **optional state** (non-trainable variables such as a feature queue, created with
+  ``add_state``): ``compute`` may return per-example values as a third element; after
+  each optimizer step the model gathers them over all replicas, in global batch order,
+  and calls ``after_step`` on every replica with the same values, so the state stays
+  identical everywhere. Such variables are weights of the model, so checkpoints save and
+  restore them.
+
+Tasks are registered in ``avts_tf.registry.OBJECTIVES`` (gin: ``@objectives.<name>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+Batch = dict[str, tf.Tensor]
+
+
+def replica_id() -> tf.Tensor:
+    """Index of this replica in its sync group (0 outside a strategy), int32."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return tf.constant(0, tf.int32)
+    return tf.cast(context.replica_id_in_sync_group, tf.int32)
+
+
+def num_replicas() -> int:
+    """Replicas in sync of the current strategy."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def local_batch_size(batch: Any) -> tf.Tensor:
+    """Examples of this replica's share of the step (int32 scalar; may be 0)."""
+    return tf.shape(tf.nest.flatten(batch)[0])[0]
+
+
+def global_batch_size(batch: Any) -> tf.Tensor:
+    """Examples in this step over all replicas (an all-reduce under several replicas).
+
+    Call it in a replica context outside any XLA-compiled function (collectives cannot be
+    compiled there); ``AVTSModel`` does and passes the result to ``Task.compute``.
+    """
+    size = local_batch_size(batch)
+    if num_replicas() > 1:
+        # In float32: collective all-reduces of int32 (host) tensors fail under
+        # MultiWorkerMirroredStrategy ("destinations can not be empty").
+        total = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(size, tf.float32))
+        size = tf.cast(tf.round(total), tf.int32)
+    return size
+
+
+class Task(keras.layers.Layer):
+    """Base class of tasks (see the module docstring for the contract).
+
+    Subclasses implement ``compute`` and usually ``train_example``; the defaults cut one
+    aligned video clip and audio window per record, evenly spaced clips in evaluation.
+
+    Attributes:
+        headline: Name of the metric ``tools/train.py`` prints last (default: the loss).
+    """
+
+    headline: str = "loss"
+
+    # -- examples (run inside tf.data) ------------------------------------------------
+    def train_example(self, clips: Any, record: Batch, seed: tf.Tensor) -> Batch:
+        """One training example from a decoded record.
+
+        Args:
+            clips: ``avts_tf.data.clips.Clips`` of the dataset (windows, decoding).
+            record: A parsed record (``avts_tf.data.records.parse``).
+            seed: ``[2]`` int32 stateless seed of this example.
+        """
+        start_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        return clips.aligned(record, clips.random_start(record, start_seed), True, crop_seed)
+
+    def eval_example(
+        self, clips: Any, record: Batch, seed: tf.Tensor, clip_index: tf.Tensor,
+        num_clips: int,
+    ) -> Batch:
+        """Evaluation example ``clip_index`` of ``num_clips`` evenly spaced ones."""
+        start = clips.evenly_spaced_start(record, clip_index, num_clips)
+        return clips.aligned(record, start, False, seed)
+
+    def batch_examples(self, batch: Batch, training: bool) -> Batch:
+        """Adds what needs the whole batch (run on each worker's batch, before replicas)."""
+        del training
+        return batch
+
+    # -- loss, metrics, state ----------------------------------------------------------
+    def compute(
+        self,
+        model: keras.Model,
+        batch: Batch,
+        training: bool,
+        step: tf.Tensor,
+        global_batch: tf.Tensor | None = None,
+    ) -> tuple[tf.Tensor, Batch] | tuple[tf.Tensor, Batch, Batch]:
+        """Loss share of this replica, scalars to log, and optional values to gather.
+
+        Args:
+            model: Holds ``video_tower`` and ``audio_tower`` (call them as layers).
+            batch: This replica's share of the batch.
+            training: Whether the towers run in training mode.
+            step: The optimizer step (int64 scalar).
+            global_batch: Examples of this step over all replicas (int32 scalar); default
+                :func:`global_batch_size` of ``batch``. Replicas may hold unequal shares
+                (the last evaluation batch), or none.
+
+        Returns:
+            ``(loss, logs)`` or ``(loss, logs, values)``: ``loss`` is this replica's sum
+            divided by the global count (0 when the step has no examples); ``logs``
+            scalars that are not metrics; ``values`` per-example tensors (first axis:
+            this replica's examples) that training passes to ``after_step``, gathered
+            over every replica.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement compute().")
+
+    def after_step(self, values: Batch, applied: tf.Tensor) -> None:
+        """Updates the state after an optimizer step, identically on every replica.
+
+        Args:
+            values: What ``compute`` returned as ``values``, gathered over all replicas
+                in global batch order.
+            applied: Whether the step was applied (False when a ``mixed_float16`` step
+                overflowed and was skipped); state should then stay as it was.
+        """
+
+    def add_state(self, name: str, shape: tuple[int, ...], dtype: str = "float32",
+                  initializer: str = "zeros") -> keras.Variable:
+        """A non-trainable state variable, saved in checkpoints, changed by ``after_step``.
+
+        Every replica assigns it the same value in ``after_step`` (from gathered values),
+        so replica 0's value is the variable's value under any strategy.
+        """
+        return self.add_weight(
+            name=name, shape=shape, dtype=dtype, initializer=initializer, trainable=False,
+            aggregation="only_first_replica",
+        )
+
+    def build_head(self, video_dim: int, audio_dim: int) -> None:
+        """Creates trainable heads once the towers' output sizes are known."""
+
+    def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:
+        """Metrics reported in training (``True``) or evaluation (``False``)."""
+        del training
+        return []
+
+    def stage(self, step: int) -> int:
+        """Stage of the task's schedule at ``step`` (a curriculum's), recorded in checkpoints."""
+        del step
+        return 0
+
+    def call(self, inputs):  # noqa: D102
+        return inputs

@@ -22,6 +22,7 @@ from avts_tf.backbones import audio, video_resnet  # noqa: E402,F401  (registers
 from avts_tf.data import pipeline  # noqa: E402
 from avts_tf.data.audio_features import LogMelSpec  # noqa: E402
 from avts_tf.data.datasets import synthetic_dataset  # noqa: E402
+from avts_tf.data.manifest import Manifest  # noqa: E402
 from avts_tf.models import AVTSModel  # noqa: E402
 from avts_tf.objectives import ContrastiveSync  # noqa: E402
 from avts_tf.registry import BACKBONES  # noqa: E402
@@ -41,7 +42,7 @@ def main() -> None:
     spec = pipeline.ClipSpec(
         num_frames=8, crop_size=32, log_mel=LogMelSpec(mel_bins=40, window_s=0.04, hop_s=0.02)
     )
-    fps = pipeline.dataset_fps(data_dir)
+    fps = Manifest.read(data_dir).fps
 
     video_tower = BACKBONES.build(
         "mc3_18", input_shape=spec.video_shape(), width=16, depths=(1, 1, 1, 1), embedding_dim=64

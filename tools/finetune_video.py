@@ -118,11 +118,11 @@ def _towers(args, fps):
 def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
     import keras
 
-    from avts_tf.data import pipeline
+    from avts_tf.data.manifest import Manifest
     from avts_tf.evaluation import features, finetune, records_io
 
     keras.utils.set_random_seed(args.seed)
-    fps = pipeline.dataset_fps(data)
+    fps = Manifest.read(data).fps
     video, audio, spec = _towers(args, fps)
     features.check_sample_rate(data, spec.log_mel)
     if audio is not None:

@@ -15,22 +15,26 @@ from absl import app, flags, logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run from a checkout.
 from avts_tf.data import ingest, sources  # noqa: E402
+from avts_tf.data.manifest import DEFAULTS  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names), CSV with "
                     "header path,label[,split], or a dataset root / list in a --layout.")
 flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
-flags.DEFINE_enum("layout", "auto", list(sources.LAYOUTS), "Input layout; auto guesses "
+flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layout; auto guesses "
                   "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")
-flags.DEFINE_integer("fold", 1, "Official split for ucf101/hmdb51/dcase2014.", lower_bound=1)
+flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split for ucf101/hmdb51/dcase2014.",
+                     lower_bound=1)
 flags.DEFINE_string("media_dir", None, "youtube layout: folder searched for local files "
                     "(default: the list's folder).")
-flags.DEFINE_float("fps", 8.0, "Frame rate of the stored frames.")
-flags.DEFINE_integer("short_side", 40, "Short side of the stored frames, in pixels.")
-flags.DEFINE_integer("sample_rate", 16000, "Audio rate in Hz (mono, 16-bit).")
-flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the frames.", lower_bound=1,
-                     upper_bound=100)
-flags.DEFINE_integer("num_shards", None, "Shards per split (default: one per 128 files).",
+flags.DEFINE_float("fps", DEFAULTS.fps, "Frame rate of the stored frames.")
+flags.DEFINE_integer("short_side", DEFAULTS.short_side,
+                     "Short side of the stored frames, in pixels.")
+flags.DEFINE_integer("sample_rate", DEFAULTS.sample_rate, "Audio rate in Hz (mono, 16-bit).")
+flags.DEFINE_integer("jpeg_quality", DEFAULTS.jpeg_quality, "JPEG quality of the frames.",
+                     lower_bound=1, upper_bound=100)
+flags.DEFINE_integer("num_shards", DEFAULTS.num_shards,
+                     f"Shards per split (default: one per {ingest.FILES_PER_SHARD} files).",
                      lower_bound=1)
 flags.DEFINE_integer("workers", 1, "Decoding processes.", lower_bound=1)
 flags.DEFINE_integer("video_stream", None, "Index among each file's video streams "
@@ -60,9 +64,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"prepare_data: error: {err}", file=sys.stderr)
         return 2
-    summary = manifest["summary"]
-    print(f"prepare_data: wrote {summary['written']} records, skipped {summary['skipped']} "
-          f"files; manifest at {FLAGS.output}/manifest.json")
+    print(f"prepare_data: wrote {len(manifest.written)} records, skipped "
+          f"{len(manifest.skipped)} files; manifest at {FLAGS.output}/manifest.json")
     return 0
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import gin
 from absl import logging
 
-from avts_tf.data import ingest, synthetic
+from avts_tf.data import ingest, manifest, synthetic
+from avts_tf.data.manifest import DEFAULTS
 
 DEFAULT_CACHE = "~/.cache/avts_tf"
 
@@ -18,7 +19,7 @@ DEFAULT_CACHE = "~/.cache/avts_tf"
 @gin.configurable(module="data")
 def prepared_dataset(data_dir: str = gin.REQUIRED) -> str:
     """A folder already written by ``tools/prepare_data.py``."""
-    if not (Path(data_dir) / "manifest.json").is_file():
+    if not manifest.exists(data_dir):
         raise FileNotFoundError(
             f"{data_dir} has no manifest.json; prepare it first: "
             f"python tools/prepare_data.py --input VIDEOS_OR_CSV --output {data_dir}"
@@ -36,9 +37,9 @@ def synthetic_dataset(
     size: int = 64,
     num_classes: int = 4,
     test_fraction: float = 0.25,
-    fps: float = 8.0,
-    short_side: int = 40,
-    sample_rate: int = 16000,
+    fps: float = DEFAULTS.fps,
+    short_side: int = DEFAULTS.short_side,
+    sample_rate: int = DEFAULTS.sample_rate,
     workers: int = 1,
 ) -> str:
     """The built-in dataset: real ``.mp4`` files of the synthetic world, ingested on first use.
@@ -68,7 +69,7 @@ def synthetic_dataset(
     root = Path(os.path.expanduser(cache_dir or os.environ.get("AVTS_CACHE_DIR", DEFAULT_CACHE)))
     root = root / f"synthetic-{key}"
     prepared = root / "prepared"
-    if (prepared / "manifest.json").is_file():
+    if manifest.exists(prepared):
         return str(prepared)
     logging.info("Generating the synthetic dataset in %s (first use).", root)
     csv_path = synthetic.generate_synthetic_dataset(root / "videos", **generation)

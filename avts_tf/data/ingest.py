@@ -4,6 +4,7 @@ Output folder layout::
 
     OUT/{split}-{i:05d}-of-{n:05d}.tfrecord   one SequenceExample per ingested file
     OUT/manifest.json                         config, labels, shards, written, skipped
+                                              (``avts_tf.data.manifest.Manifest``)
     OUT/.ingest/config.json                   config of the run that owns OUT
     OUT/.ingest/{shard}.json                  sidecar: the entries of one finished shard
 
@@ -26,7 +27,6 @@ import collections
 import concurrent.futures
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import math
@@ -43,37 +43,21 @@ from pathlib import Path
 
 from avts_tf import atomic
 from avts_tf.data import records, sources, splits
+from avts_tf.data.manifest import (
+    DEFAULTS,
+    IngestConfig,
+    Manifest,
+    Shard,
+    SkippedEntry,
+    SplitInfo,
+    WrittenEntry,
+)
 from avts_tf.data.media import MediaError, decode_media
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 STATE_DIR = ".ingest"
-FORMAT = "avts_tf.records/1"
-FILES_PER_SHARD = 128
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """Everything that changes the bytes written (the worker count does not)."""
-
-    fps: float = 8.0
-    short_side: int = 40
-    sample_rate: int = 16000
-    jpeg_quality: int = 90
-    video_stream: int | None = None
-    audio_stream: int | None = None
-    require_audio: bool = True
-    require_video: bool = True
-    num_shards: int | None = None
-    layout: str = "auto"
-    fold: int = 1
-    media_dir: str | None = None
-
-    def key(self) -> str:
-        """A short hash identifying the config."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:16]
+FILES_PER_SHARD = 128  # Default shard size (``IngestConfig.num_shards = None``).
 
 
 @dataclass(frozen=True)
@@ -367,51 +351,47 @@ def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
         _write_json(out / STATE_DIR / "config.json", state)
 
 
+def _entry_order(entry: dict) -> tuple:
+    return entry["split"], entry["id"], entry.get("start") or 0.0
+
+
 def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
-                   plans: list[ShardPlan], out: Path) -> dict:
+                   plans: list[ShardPlan], out: Path) -> Manifest:
     """Assembles the manifest from the sidecars of all (finished) shards in ``out``.
 
     Entries are read one shard at a time, so the records themselves are never loaded.
     """
-    splits: dict[str, dict] = {}
+    shards: dict[str, list[Shard]] = collections.defaultdict(list)
     written, skipped = [], []
     for plan in plans:
         side = _finished(out, plan, config)
         if side is None:
             raise RuntimeError(f"shard {plan.name} is missing or incomplete in {out}")
         entries = side["entries"]
-        count = sum(1 for e in entries if "reason" not in e)
-        split = splits.setdefault(plan.split, {"records": 0, "shards": []})
-        split["records"] += count
-        split["shards"].append({"file": plan.name, "records": count})
+        shards[plan.split].append(Shard(plan.name, sum(1 for e in entries if "reason" not in e)))
         for e in entries:
             (skipped if "reason" in e else written).append(e)
-    written.sort(key=lambda e: (e["split"], e["id"], e.get("start") or 0.0))
-    skipped.sort(key=lambda e: (e["split"], e["id"], e.get("start") or 0.0))
-    kinds = collections.Counter(e["kind"] for e in skipped)
-    return {
-        "format": FORMAT,
-        "input": input_path,
-        "config": asdict(config),
-        "labels": labels,
-        "splits": splits,
-        "summary": {"files": len(written) + len(skipped), "written": len(written),
-                    "skipped": len(skipped), "skipped_by_kind": dict(sorted(kinds.items()))},
-        "written": written,
-        "skipped": skipped,
-    }
+    return Manifest(
+        config=config,
+        labels=tuple(labels),
+        splits={name: SplitInfo(sum(s.records for s in group), tuple(group))
+                for name, group in shards.items()},
+        written=tuple(WrittenEntry.from_dict(e) for e in sorted(written, key=_entry_order)),
+        skipped=tuple(SkippedEntry.from_dict(e) for e in sorted(skipped, key=_entry_order)),
+        input=input_path,
+    )
 
 
-def format_summary(manifest: dict) -> str:
+def format_summary(manifest: Manifest) -> str:
     """A small table of outcomes and skip reasons."""
-    rows = [("written", "", manifest["summary"]["written"])]
-    reasons = collections.Counter((e["kind"], e["reason"]) for e in manifest["skipped"])
+    rows = [("written", "", len(manifest.written))]
+    reasons = collections.Counter((e.kind, e.reason) for e in manifest.skipped)
     rows += [("skipped", f"{kind}: {reason}", n) for (kind, reason), n in sorted(reasons.items())]
     width = max(len(r[0]) for r in rows)
     lines = [f"{'outcome':<{width}}  {'files':>6}  reason"]
     lines += [f"{outcome:<{width}}  {n:>6}  {reason}".rstrip() for outcome, reason, n in rows]
-    for name, split in sorted(manifest["splits"].items()):
-        lines.append(f"split {name}: {split['records']} records in {len(split['shards'])} shards")
+    for name, split in sorted(manifest.splits.items()):
+        lines.append(f"split {name}: {split.records} records in {len(split.shards)} shards")
     return "\n".join(lines)
 
 
@@ -433,21 +413,21 @@ def prepare_dataset(
     input: str | os.PathLike,  # noqa: A002 - the CLI flag's name.
     output_dir: str | os.PathLike,
     *,
-    fps: float = 8.0,
-    short_side: int = 40,
-    sample_rate: int = 16000,
-    jpeg_quality: int = 90,
-    num_shards: int | None = None,
+    fps: float = DEFAULTS.fps,
+    short_side: int = DEFAULTS.short_side,
+    sample_rate: int = DEFAULTS.sample_rate,
+    jpeg_quality: int = DEFAULTS.jpeg_quality,
+    num_shards: int | None = DEFAULTS.num_shards,
     workers: int = 1,
-    require_audio: bool = True,
+    require_audio: bool = DEFAULTS.require_audio,
     require_video: bool | None = None,
-    video_stream: int | None = None,
-    audio_stream: int | None = None,
-    layout: str = "auto",
-    fold: int = 1,
-    media_dir: str | os.PathLike | None = None,
+    video_stream: int | None = DEFAULTS.video_stream,
+    audio_stream: int | None = DEFAULTS.audio_stream,
+    layout: str = DEFAULTS.layout,
+    fold: int = DEFAULTS.fold,
+    media_dir: str | os.PathLike | None = DEFAULTS.media_dir,
     progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
 
     Re-running the same command on the same ``output_dir`` resumes: finished shards
@@ -461,7 +441,7 @@ def prepare_dataset(
         short_side: Short side of the stored frames in pixels.
         sample_rate: Audio rate in Hz (mono, 16-bit).
         jpeg_quality: JPEG quality of the frames.
-        num_shards: Shards per split; ``None`` for one per 128 files.
+        num_shards: Shards per split; ``None`` for one per ``FILES_PER_SHARD`` files.
         workers: Decoding processes; ``1`` decodes in this process.
         require_audio: Skip files without an audio stream.
         require_video: Skip files without a video stream; ``None`` means yes except for
@@ -472,6 +452,8 @@ def prepare_dataset(
         fold: Official split number for UCF101/HMDB51/DCASE (1-3).
         media_dir: Where the ``youtube`` layout looks for local files.
         progress: Print a progress line and the summary table to stderr.
+
+    The settings' defaults are ``avts_tf.data.manifest.DEFAULTS``.
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
@@ -513,7 +495,7 @@ def prepare_dataset(
         with contextlib.closing(_results(tasks, config, workers)) as results:
             _write_shards(out, todo, config, results, report)
         manifest = build_manifest(config, input_path, labels, plans, out)
-        _write_json(out / MANIFEST, manifest)
+        manifest.write(out)
     if progress:
         print(format_summary(manifest), file=sys.stderr)
     return manifest

@@ -28,6 +28,8 @@ import av
 import numpy as np
 import tensorflow as tf
 
+from avts_tf.data.manifest import DEFAULTS
+
 _EPS = 1e-6
 
 
@@ -380,14 +382,14 @@ def _open(path: str) -> av.container.InputContainer:
 def decode_media(
     path: str | os.PathLike,
     *,
-    fps: float = 8.0,
-    short_side: int = 40,
-    sample_rate: int = 16000,
-    jpeg_quality: int = 90,
-    video_stream: int | None = None,
-    audio_stream: int | None = None,
-    require_audio: bool = True,
-    require_video: bool = True,
+    fps: float = DEFAULTS.fps,
+    short_side: int = DEFAULTS.short_side,
+    sample_rate: int = DEFAULTS.sample_rate,
+    jpeg_quality: int = DEFAULTS.jpeg_quality,
+    video_stream: int | None = DEFAULTS.video_stream,
+    audio_stream: int | None = DEFAULTS.audio_stream,
+    require_audio: bool = DEFAULTS.require_audio,
+    require_video: bool = DEFAULTS.require_video,
     start: float | None = None,
     end: float | None = None,
 ) -> DecodedMedia:

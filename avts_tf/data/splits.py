@@ -19,9 +19,9 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Collection, Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
+from avts_tf.data.manifest import Manifest, manifest_path
 from avts_tf.evaluation.errors import BadInput
 
 SHOWN = 5  # Offenders named in the error; the rest are counted.
@@ -32,7 +32,7 @@ class OverlappingSplits(BadInput):
 
 
 def _fields(entry: Any) -> tuple[str, str | None, str]:
-    """``(id, path, split)`` of a ``sources.SourceItem`` or a manifest entry."""
+    """``(id, path, split)`` of a ``sources.SourceItem``, a manifest entry or its dict."""
     if isinstance(entry, Mapping):
         return str(entry["id"]), entry.get("path") or None, str(entry.get("split", "train"))
     return str(entry.id), entry.path or None, str(entry.split)
@@ -43,8 +43,8 @@ def find_overlaps(entries: Iterable[Any],
     """Ids and files found in more than one split.
 
     Args:
-        entries: ``sources.SourceItem`` objects or manifest entries (dicts with ``id``,
-            ``split`` and optionally ``path``).
+        entries: ``sources.SourceItem`` objects, ``manifest.WrittenEntry`` objects or dicts
+            with ``id``, ``split`` and optionally ``path``.
         splits: Only entries of these splits are compared (``None``: all).
 
     Returns:
@@ -113,13 +113,10 @@ def check_manifest(data_dir: str | os.PathLike, train_split: str, eval_split: st
     """
     if train_split == eval_split:
         return
-    from avts_tf.data import pipeline
-
-    manifest = pipeline.read_manifest(data_dir)
-    found = find_overlaps(manifest.get("written", []), {train_split, eval_split})
+    found = find_overlaps(Manifest.read(data_dir).written, {train_split, eval_split})
     if found:
         raise OverlappingSplits(
-            f"{Path(data_dir) / 'manifest.json'}: train split {train_split!r} and eval split "
+            f"{manifest_path(data_dir)}: train split {train_split!r} and eval split "
             f"{eval_split!r} share {_count(found)}: {_listing(found)}; re-prepare the dataset "
             "with disjoint splits (tools/prepare_data.py refuses overlapping lists) or choose "
             "other splits"

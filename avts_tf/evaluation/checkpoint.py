@@ -27,7 +27,8 @@ import gin
 import keras
 from absl import logging
 
-from avts_tf.data import pipeline
+from avts_tf.data import manifest, pipeline
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation.errors import BadInput
 
 OPERATIVE_CONFIG = "operative_config.gin"
@@ -130,7 +131,7 @@ def rebuild_run_model(model_dir: str | Path, eval_kinds: Sequence[str] = ("easy"
         spec = _run_clip_spec_unlocked()
         dataset = _evaluate(_binding("train.run.dataset"))
         try:
-            fps = pipeline.dataset_fps(dataset)
+            fps = Manifest.read(dataset).fps
         except (FileNotFoundError, TypeError) as err:
             raise BadInput(f"cannot find the dataset of run {model_dir}: {err}") from None
         video = _binding("train.run.video_tower").scoped_configurable_fn(
@@ -322,6 +323,6 @@ def run_dataset(model_dir: str | Path) -> str:
         if reference is None:
             raise BadInput(f"the operative config of {model_dir} names no train.run.dataset")
         dataset = _evaluate(reference)
-    if not (Path(dataset) / "manifest.json").is_file():
+    if not manifest.exists(dataset):
         raise BadInput(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset")
     return str(dataset)

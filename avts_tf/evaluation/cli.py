@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from avts_tf.data.manifest import DEFAULTS
 from avts_tf.evaluation.errors import BadInput
 
 
@@ -41,21 +42,25 @@ def add_data_flags(parser: argparse.ArgumentParser, required: bool = True) -> No
         help="a prepared dataset folder, or media (folder, CSV, or a known layout) that is "
              "prepared first",
     )
-    group.add_argument("--layout", default="auto", help="layout of raw media (see prepare_data)")
-    group.add_argument("--fold", type=int, default=1, help="official split of raw media (1-3)")
+    group.add_argument("--layout", default=DEFAULTS.layout,
+                       help="layout of raw media (see prepare_data)")
+    group.add_argument("--fold", type=int, default=DEFAULTS.fold,
+                       help="official split of raw media (1-3)")
     group.add_argument(
         "--prepared_dir", default=None,
         help="where raw media is prepared (kept and re-used); default: a temporary folder",
     )
-    group.add_argument("--fps", type=float, default=8.0, help="frame rate when preparing")
-    group.add_argument("--short_side", type=int, default=40, help="frame size when preparing")
+    group.add_argument("--fps", type=float, default=DEFAULTS.fps,
+                       help="frame rate when preparing")
+    group.add_argument("--short_side", type=int, default=DEFAULTS.short_side,
+                       help="frame size when preparing")
     group.add_argument("--workers", type=int, default=1, help="decoding processes when preparing")
 
 
 def prepared_data(
     args: argparse.Namespace,
     stack: contextlib.ExitStack,
-    sample_rate: int = 16000,
+    sample_rate: int = DEFAULTS.sample_rate,
     audio_only: bool = False,
 ) -> Path:
     """The prepared dataset named by the data flags (raw media is prepared first)."""

@@ -29,6 +29,7 @@ from absl import logging
 
 from avts_tf.data import pipeline
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import records_io
 from avts_tf.evaluation.errors import BadInput
 
@@ -338,7 +339,7 @@ def tower_features(
             data_dir, audio_windows_fn(spec.log_mel, window, max_windows=max_windows), embed,
             splits, batch_size, progress=progress, info=info,
         )
-    fps = pipeline.dataset_fps(data_dir)
+    fps = Manifest.read(data_dir).fps
     if fps <= 0:
         raise BadInput(f"{data_dir} holds no video frames (audio-only records)")
     # The clip reader also cuts the aligned audio: read it at the records' rate.

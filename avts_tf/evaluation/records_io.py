@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,24 +10,25 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from avts_tf.data import pipeline, records
+from avts_tf.data import manifest, pipeline, records
+from avts_tf.data.manifest import DEFAULTS, Manifest, Shard, SplitInfo
 from avts_tf.evaluation.errors import BadInput
 
 
 def is_prepared(path: str | Path) -> bool:
     """Whether ``path`` is a folder written by ``prepare_dataset``."""
-    return (Path(path) / "manifest.json").is_file()
+    return manifest.exists(path)
 
 
 def ensure_prepared(
     path: str | Path,
     work_dir: str | Path,
     *,
-    layout: str = "auto",
-    fold: int = 1,
-    sample_rate: int = 16000,
-    fps: float = 8.0,
-    short_side: int = 40,
+    layout: str = DEFAULTS.layout,
+    fold: int = DEFAULTS.fold,
+    sample_rate: int = DEFAULTS.sample_rate,
+    fps: float = DEFAULTS.fps,
+    short_side: int = DEFAULTS.short_side,
     audio_only: bool = False,
     workers: int = 1,
 ) -> Path:
@@ -55,38 +56,36 @@ def ensure_prepared(
     if is_prepared(path):
         return path
     try:
-        manifest = ingest.prepare_dataset(
+        prepared = ingest.prepare_dataset(
             path, work_dir, layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
             short_side=short_side, require_video=False if audio_only else None,
             workers=workers, progress=True,
         )
     except ValueError as err:
         raise BadInput(f"cannot prepare {path}: {err}") from None
-    if not manifest.get("summary", {}).get("written"):
+    if not prepared.written:
         raise BadInput(f"no media file of {path} could be prepared (see {work_dir}/manifest.json)")
     return Path(work_dir)
 
 
 def splits_of(data_dir: str | Path) -> list[str]:
     """Split names of a prepared dataset that hold records."""
-    manifest = pipeline.read_manifest(data_dir)
-    return sorted(s for s, info in manifest.get("splits", {}).items() if info.get("records"))
+    return Manifest.read(data_dir).split_names
 
 
 def label_names(data_dir: str | Path) -> list[str]:
     """The dataset's label list (``label_index`` indexes it)."""
-    return list(pipeline.read_manifest(data_dir).get("labels", []))
+    return list(Manifest.read(data_dir).labels)
 
 
 def sample_rate_of(data_dir: str | Path) -> int:
     """Audio rate the records were stored at."""
-    return int(pipeline.read_manifest(data_dir)["config"]["sample_rate"])
+    return Manifest.read(data_dir).sample_rate
 
 
 def count_records(data_dir: str | Path, splits: Sequence[str]) -> int:
     """Records in ``splits`` according to the manifest."""
-    manifest = pipeline.read_manifest(data_dir)
-    return sum(int(manifest.get("splits", {}).get(s, {}).get("records", 0)) for s in splits)
+    return Manifest.read(data_dir).num_records(splits)
 
 
 def check_splits(data_dir: str | Path, splits: Sequence[str] | None) -> list[str]:
@@ -145,7 +144,7 @@ def few_shot_subset(
     """
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = pipeline.read_manifest(data_dir)
+    full = Manifest.read(data_dir)
     serialized, labels = [], []
     for path in pipeline.shard_files(data_dir, split):
         for raw in tf.data.TFRecordDataset(path):
@@ -159,18 +158,17 @@ def few_shot_subset(
         for i in keep:
             writer.write(serialized[i])
     kept_ids = {records.parse(serialized[i])["id"].numpy().decode() for i in keep}
-    splits = {split: {"records": len(keep), "shards": [{"file": name, "records": len(keep)}]}}
-    for other, info in manifest.get("splits", {}).items():
+    splits = {split: SplitInfo(len(keep), (Shard(name, len(keep)),))}
+    for other, info in full.splits.items():
         if other == split:
             continue
         splits[other] = info
-        for shard in info.get("shards", []):
-            link = out_dir / shard["file"]
+        for shard in info.shards:
+            link = out_dir / shard.file
             if not link.exists():
-                os.symlink((data_dir / shard["file"]).resolve(), link)
-    written = [
-        e for e in manifest.get("written", []) if e.get("split") != split or e["id"] in kept_ids
-    ]
-    subset = {**manifest, "splits": splits, "written": written, "subset_of": str(data_dir)}
-    (out_dir / "manifest.json").write_text(json.dumps(subset, indent=1), encoding="utf-8")
+                os.symlink((data_dir / shard.file).resolve(), link)
+    written = tuple(e for e in full.written if e.split != split or e.id in kept_ids)
+    dataclasses.replace(full, splits=splits, written=written, subset_of=str(data_dir)).write(
+        out_dir
+    )
     return out_dir

@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 
 from avts_tf.data import pipeline
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, features, records_io
 from avts_tf.evaluation.errors import BadInput
 from avts_tf.samplers import NEGATIVE_TYPES, NegativeSampler, negative_samplers
@@ -100,12 +101,11 @@ def evaluate_sync(
     kinds = check_kinds(kinds)
     model, spec = sync_model(model_dir, kinds)
     records_io.check_splits(data_dir, [split])
-    if pipeline.count_too_short(data_dir, split, spec) >= records_io.count_records(
-        data_dir, [split]
-    ):
+    prepared = Manifest.read(data_dir)
+    fps = prepared.fps
+    if prepared.count_shorter_than(split, spec.window_seconds(fps)) >= prepared.num_records(split):
         raise BadInput(f"no video of split {split!r} of {data_dir} is long enough for one clip")
     features.check_sample_rate(data_dir, spec.log_mel)
-    fps = pipeline.dataset_fps(data_dir)
     expected = tuple(model.audio_tower.inputs[0].shape[1:])
     if any(e is not None and e != g for e, g in zip(expected, spec.audio_shape(fps), strict=True)):
         raise BadInput(

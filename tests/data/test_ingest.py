@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from avts_tf.data import ingest, records, sources
+from avts_tf.data.manifest import Manifest, Shard
 
 
 def write_clip(path: Path, seconds: float = 1.0, audio: bool = True, level: int = 100) -> Path:
@@ -99,23 +100,24 @@ def test_prepare_dataset(dataset, tmp_path):
     out = tmp_path / "out"
     manifest = ingest.prepare_dataset(dataset, out, fps=5, short_side=24, num_shards=2,
                                       progress=False)
-    assert manifest == json.loads((out / "manifest.json").read_text())
-    assert manifest["labels"] == ["cat", "dog"]
-    assert manifest["config"]["fps"] == 5.0
-    assert {e["id"]: e["kind"] for e in manifest["skipped"]} == {
+    assert manifest.to_dict() == json.loads((out / "manifest.json").read_text())
+    assert Manifest.read(out) == manifest
+    assert manifest.labels == ("cat", "dog")
+    assert manifest.fps == 5.0
+    assert {e.id: e.kind for e in manifest.skipped} == {
         "cat/readme.mp4": "not_media", "dog/empty.mp4": "zero_byte",
         "dog/silent.mkv": "no_audio"}
-    assert all("\n" not in e["reason"] for e in manifest["skipped"])
-    written = {e["id"]: e for e in manifest["written"]}
+    assert all("\n" not in e.reason for e in manifest.skipped)
+    written = {e.id: e for e in manifest.written}
     assert sorted(written) == ["cat/c0.mkv", "cat/c1.mkv", "cat/c2.mkv", "dog/sub/d0.avi",
                                "dog/sub/d1.avi"]
     c0 = written["cat/c0.mkv"]
-    assert (c0["num_frames"], c0["num_samples"], c0["duration"]) == (5, 16000, 1.0)
-    shards = manifest["splits"]["train"]["shards"]
-    assert [s["file"] for s in shards] == ["train-00000-of-00002.tfrecord",
-                                           "train-00001-of-00002.tfrecord"]
-    assert sum(s["records"] for s in shards) == 5 == manifest["splits"]["train"]["records"]
-    parsed = [r for s in shards for r in read_shard(out / s["file"])]
+    assert (c0.num_frames, c0.num_samples, c0.duration) == (5, 16000, 1.0)
+    shards = manifest.splits["train"].shards
+    assert [s.file for s in shards] == ["train-00000-of-00002.tfrecord",
+                                        "train-00001-of-00002.tfrecord"]
+    assert sum(s.records for s in shards) == 5 == manifest.num_records("train")
+    parsed = [r for s in shards for r in read_shard(out / s.file)]
     assert len(parsed) == 5
     by_id = {r["id"].decode(): r for r in parsed}
     d0 = by_id["dog/sub/d0.avi"]
@@ -131,8 +133,8 @@ def test_prepare_dataset(dataset, tmp_path):
 def test_allow_missing_audio(dataset, tmp_path):
     manifest = ingest.prepare_dataset(dataset, tmp_path / "out", require_audio=False,
                                       progress=False)
-    silent = [e for e in manifest["written"] if e["id"] == "dog/silent.mkv"]
-    assert silent and silent[0]["num_samples"] == 0
+    silent = [e for e in manifest.written if e.id == "dog/silent.mkv"]
+    assert silent and silent[0].num_samples == 0
 
 
 def test_rerun_keeps_shards_and_refuses_other_config(dataset, tmp_path):
@@ -238,9 +240,10 @@ def test_youtube_cut_end_to_end(tmp_path):
     (tmp_path / "list.csv").write_text("youtube_id,start,end,label\nvid,1,2,x\n")
     manifest = ingest.prepare_dataset(tmp_path / "list.csv", tmp_path / "out", fps=4,
                                       progress=False)
-    (entry,) = manifest["written"]
-    assert (entry["id"], entry["start"], entry["end"]) == ("vid_000001_000002", 1.0, 2.0)
-    assert (entry["num_frames"], entry["num_samples"]) == (4, 16000)
+    (entry,) = manifest.written
+    assert (entry.id, entry.start, entry.end) == ("vid_000001_000002", 1.0, 2.0)
+    assert (entry.num_frames, entry.num_samples) == (4, 16000)
+    assert Manifest.read(tmp_path / "out").written == (entry,)  # The cut survives a round trip.
 
 
 _KILLER = """
@@ -317,9 +320,8 @@ def test_cli(tmp_path):
     assert "wrote 1 records, skipped 1 files" in proc.stdout
     assert "empty.mp4: zero-byte file" in proc.stderr  # The skip, named, one line.
     assert "zero_byte" in proc.stderr  # The summary table.
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["splits"]["train"]["shards"] == [
-        {"file": "train-00000-of-00001.tfrecord", "records": 1}]
+    assert Manifest.read(tmp_path / "out").splits["train"].shards == (
+        Shard("train-00000-of-00001.tfrecord", 1),)
 
 
 def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
@@ -334,7 +336,7 @@ def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
         ingest.FILES_PER_SHARD = saved
     assert sorted(p.name for p in out.glob("*.tfrecord")) == [
         "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
-    assert manifest["summary"]["written"] == 6
+    assert manifest.summary["written"] == 6 == len(Manifest.read(out).written)
 
 
 @pytest.mark.slow
@@ -358,8 +360,8 @@ def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(ingest, "process_item", crashing_worker.process_item)
     manifest = ingest.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
                                       progress=False)
-    assert [(e["id"], e["kind"]) for e in manifest["skipped"]] == [("c1.mkv", "crash")]
-    assert [e["id"] for e in manifest["written"]] == ["c0.mkv", "c2.mkv"]
+    assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "crash")]
+    assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
 
 
 def test_bad_split_name(tmp_path):

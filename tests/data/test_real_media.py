@@ -26,24 +26,24 @@ def need(path: Path) -> None:
 def test_real_av_require_audio(tmp_path):
     need(REAL_AV)
     manifest = ingest.prepare_dataset(REAL_AV, tmp_path / "out", progress=False)
-    assert manifest["summary"]["files"] == len(ALL)
-    skipped = {Path(e["path"]).name: e["kind"] for e in manifest["skipped"]}
+    assert manifest.summary["files"] == len(ALL)
+    skipped = {Path(e.path).name: e.kind for e in manifest.skipped}
     assert skipped == dict.fromkeys(SILENT, "no_audio")
-    written = {Path(e["path"]).name: e for e in manifest["written"]}
+    written = {Path(e.path).name: e for e in manifest.written}
     assert set(written) == ALL - SILENT
     for entry in written.values():
-        assert entry["num_samples"] == round(entry["num_frames"] * 16000 / 8)
+        assert entry.num_samples == round(entry.num_frames * 16000 / 8)
     # Portrait 320x568 at 10 fps for 1.1 s: 9 frames at 8 fps, short side 40.
     bento = written["bento.mp4"]
-    assert (bento["num_frames"], bento["width"], bento["height"]) == (9, 40, 71)
+    assert (bento.num_frames, bento.width, bento.height) == (9, 40, 71)
     # 13 s; the best streams are the 480x270 video and the 16 kHz audio.
     nasa = written["nasa_13013.mp4"]
-    assert (nasa["height"], nasa["width"]) == (40, 71) and 104 <= nasa["num_frames"] <= 105
-    assert (written["mmaction2_test.avi"]["height"], written["mmaction2_test.avi"]["width"]) == (
+    assert (nasa.height, nasa.width) == (40, 71) and 104 <= nasa.num_frames <= 105
+    assert (written["mmaction2_test.avi"].height, written["mmaction2_test.avi"].width) == (
         40, 53)
-    (split,) = manifest["splits"].values()
-    parsed = [records.parse(s) for f in split["shards"]
-              for s in tf.data.TFRecordDataset(str(tmp_path / "out" / f["file"]))]
+    (split,) = manifest.splits.values()
+    parsed = [records.parse(s) for f in split.shards
+              for s in tf.data.TFRecordDataset(str(tmp_path / "out" / f.file))]
     assert len(parsed) == 3
     for rec in parsed:
         frames = rec["frames"].numpy()
@@ -56,13 +56,13 @@ def test_real_av_video_only_allowed(tmp_path):
     need(REAL_AV)
     manifest = ingest.prepare_dataset(REAL_AV, tmp_path / "out", require_audio=False,
                                       progress=False)
-    assert manifest["skipped"] == []
-    written = {Path(e["path"]).name: e for e in manifest["written"]}
+    assert manifest.skipped == ()
+    written = {Path(e.path).name: e for e in manifest.written}
     assert set(written) == ALL
     for name in SILENT:
-        assert written[name]["num_samples"] == 0 and written[name]["num_frames"] >= 8
-    assert written["av1_video.mkv"]["num_frames"] == 40  # 5 s, no duration in the header.
-    assert (written["h264_10bits.mp4"]["height"], written["h264_10bits.mp4"]["width"]) == (40, 40)
+        assert written[name].num_samples == 0 and written[name].num_frames >= 8
+    assert written["av1_video.mkv"].num_frames == 40  # 5 s, no duration in the header.
+    assert (written["h264_10bits.mp4"].height, written["h264_10bits.mp4"].width) == (40, 40)
 
 
 def test_real_av_stream_choice():
@@ -90,14 +90,14 @@ def test_fsdd_subset(tmp_path):
     for path in chosen:
         (root / path.name).symlink_to(path)
     manifest = ingest.prepare_dataset(root, tmp_path / "out", progress=False)
-    assert manifest["config"]["layout"] == "fsdd" and not manifest["config"]["require_video"]
-    assert manifest["skipped"] == [] and manifest["labels"] == [str(d) for d in range(10)]
-    assert {s: v["records"] for s, v in manifest["splits"].items()} == {"test": 20, "train": 20}
-    for entry in manifest["written"]:
-        assert entry["num_frames"] == 0 and entry["num_samples"] > 1000
+    assert manifest.config.layout == "fsdd" and not manifest.config.require_video
+    assert manifest.skipped == () and manifest.labels == tuple(str(d) for d in range(10))
+    assert {s: v.records for s, v in manifest.splits.items()} == {"test": 20, "train": 20}
+    for entry in manifest.written:
+        assert entry.num_frames == 0 and entry.num_samples > 1000
         # 8 kHz recordings resampled to 16 kHz: twice the samples (up to filter edges).
-        frames = _wav_frames(Path(entry["path"]))
-        assert abs(entry["num_samples"] - 2 * frames) <= 4
+        frames = _wav_frames(Path(entry.path))
+        assert abs(entry.num_samples - 2 * frames) <= 4
 
 
 def _wav_frames(path: Path) -> int:

@@ -1,5 +1,6 @@
 """Towers from checkpoints, layer features with pooling, audio windows, MFCCs."""
 
+import dataclasses
 import json
 
 import keras
@@ -11,6 +12,7 @@ from tiny import RUN_GIN, SPEC, tiny_video_tower
 from avts_tf.backbones.audio import avts_audio_vgg
 from avts_tf.backbones.video_resnet import mc3_18
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, features, mfcc, records_io
 from avts_tf.evaluation.errors import BadInput
 from avts_tf.models import AVTSModel
@@ -131,10 +133,7 @@ def test_extract_bad_inputs(tiny_prepared, tiny_run, tmp_path):
     with pytest.raises(BadInput, match="splits present: test, train"):
         features.tower_features(audio, "audio", tiny_prepared, spec, splits=["val"])
     empty = tmp_path / "empty"
-    empty.mkdir()
-    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
-    manifest.update(splits={}, written=[])
-    (empty / "manifest.json").write_text(json.dumps(manifest))
+    dataclasses.replace(Manifest.read(tiny_prepared), splits={}, written=()).write(empty)
     with pytest.raises(BadInput, match="empty set"):
         features.tower_features(audio, "audio", empty, spec)
 

@@ -1,11 +1,13 @@
 """The evaluation tools end to end (subprocesses) and their one-line errors on bad input."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from eval_helpers import assert_one_line_error, run_in_process, run_subprocess
 
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation.features import Features
 
 
@@ -13,9 +15,7 @@ from avts_tf.evaluation.features import Features
 def empty_prepared(tiny_prepared, tmp_path_factory):
     """A prepared dataset whose manifest lists no record."""
     out = tmp_path_factory.mktemp("empty")
-    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
-    manifest.update(splits={}, written=[])
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    dataclasses.replace(Manifest.read(tiny_prepared), splits={}, written=()).write(out)
     return out
 
 

@@ -41,6 +41,7 @@ from absl import logging
 from avts_tf import atomic
 from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
+from avts_tf.data.manifest import Manifest
 from avts_tf.distribute import make_strategy, worker_role
 from avts_tf.models import AVTSModel
 from avts_tf.tasks.base import Task
@@ -319,7 +320,7 @@ def _train_input(
 
 def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     keras.utils.set_random_seed(job.seed)
-    fps = pipeline.dataset_fps(job.dataset)
+    fps = Manifest.read(job.dataset).fps
     model = _build_model(strategy, job, fps)
     task = model.objective
     restored = avts_callbacks.restore_latest(model, job.model_dir / "checkpoints")

@@ -54,9 +54,12 @@ def main() -> None:
     model = AVTSModel(video_tower, audio_tower, ContrastiveSync(margin=1.0))
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
 
-    train = pipeline.train_dataset(data_dir, args.batch_size, spec=spec)
+    # The task cuts its own examples (here: clips, in-sync audio and easy negatives).
+    task = model.objective
+    train = pipeline.train_dataset(data_dir, args.batch_size, task=task, spec=spec)
     model.fit(train, steps_per_epoch=args.steps, epochs=1, verbose=2)
-    results = model.evaluate(pipeline.eval_dataset(data_dir, 32, spec=spec), return_dict=True)
+    test = pipeline.eval_dataset(data_dir, 32, task=task, spec=spec)
+    results = model.evaluate(test, return_dict=True)
     if args.save_dir:
         save_dir = Path(args.save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)

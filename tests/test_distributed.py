@@ -118,7 +118,7 @@ def replicas_main() -> None:
             for part in range(2):
                 piece = {k: tf.constant(v[part * half:(part + 1) * half])
                          for k, v in batch.items()}
-                _, _, g, new_state = model._loss_and_gradients(
+                _, _, g, new_state, _ = model._loss_and_gradients(
                     piece, tf.constant(GLOBAL_BATCH), stateless=True
                 )
                 grads = g if grads is None else [x + y for x, y in zip(grads, g, strict=True)]
@@ -178,7 +178,7 @@ def replicas_main() -> None:
     logs_1, logs_2 = fit(one, batch, steps=1), fit(two, batch, steps=1)
     half = {k: v[: GLOBAL_BATCH // 2] for k, v in batch.items()}
     probe = build(single_device, "replica_bn", {"hard": 1.0}, loss_scale=True)
-    _, _, g0, _ = probe._loss_and_gradients(
+    _, _, g0, _, _ = probe._loss_and_gradients(
         {k: tf.constant(v) for k, v in half.items()}, tf.constant(GLOBAL_BATCH), stateless=True)
     results["overflow"] = {
         "replica0_alone_finite": bool(all(np.all(np.isfinite(g)) for g in g0)),

@@ -33,8 +33,6 @@ split has.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 from collections.abc import Callable
 
@@ -44,10 +42,10 @@ from absl import logging
 
 from avts_tf.data import records
 from avts_tf.data.clips import Clips, ClipSpec
+from avts_tf.data.manifest import Manifest
 from avts_tf.tasks.base import Task
 
-__all__ = ["ClipSpec", "count_too_short", "dataset_fps", "eval_dataset", "read_manifest",
-           "shard_files", "train_dataset"]
+__all__ = ["ClipSpec", "count_too_short", "eval_dataset", "shard_files", "train_dataset"]
 
 
 def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
@@ -56,11 +54,13 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     Raises:
         FileNotFoundError: If the split has no shards; names the splits that exist.
     """
-    files = sorted(glob.glob(os.path.join(os.fspath(data_dir), f"{split}-*.tfrecord")))
+    data_dir = os.fspath(data_dir)
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord")))
     if not files:
-        present = sorted(
-            {os.path.basename(f).split("-")[0] for f in glob.glob(f"{data_dir}/*.tfrecord")}
-        )
+        present = sorted({
+            os.path.basename(f).split("-")[0]
+            for f in tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecord"))
+        })
         raise FileNotFoundError(
             f"No shards for split {split!r} in {data_dir}; splits present: "
             f"{', '.join(present) or 'none'}. Run tools/prepare_data.py first."
@@ -68,46 +68,10 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     return files
 
 
-def read_manifest(data_dir: str | os.PathLike) -> dict:
-    """The ``manifest.json`` written by ``tools/prepare_data.py``."""
-    path = os.path.join(os.fspath(data_dir), "manifest.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path} not found: {data_dir} is not a prepared dataset. "
-            f"Run tools/prepare_data.py --input ... --output {data_dir}."
-        ) from None
-
-
-def dataset_fps(data_dir: str | os.PathLike) -> float:
-    """Frame rate the dataset's records were stored at."""
-    return float(read_manifest(data_dir)["config"]["fps"])
-
-
-def _check_sample_rate(data_dir: str | os.PathLike, spec: ClipSpec) -> float:
-    config = read_manifest(data_dir)["config"]
-    if int(config["sample_rate"]) != spec.log_mel.sample_rate:
-        raise ValueError(
-            f"{data_dir} stores audio at {config['sample_rate']} Hz but the log-mel spec "
-            f"expects {spec.log_mel.sample_rate} Hz; set LogMelSpec.sample_rate = "
-            f"{config['sample_rate']} or re-run prepare_data with --sample_rate."
-        )
-    return float(config["fps"])
-
-
 def count_too_short(data_dir: str | os.PathLike, split: str, spec: ClipSpec) -> int:
     """Number of records in ``split`` shorter than one clip window (the reader drops them)."""
-    manifest = read_manifest(data_dir)
-    window = spec.window_seconds(float(manifest["config"]["fps"]))
-    return sum(
-        1
-        for entry in manifest.get("written", [])
-        if entry.get("split") == split and float(entry.get("duration", 0.0)) < window
-    )
-
-
+    prepared = Manifest.read(data_dir)
+    return prepared.count_shorter_than(split, spec.window_seconds(prepared.fps))
 
 
 def _records(
@@ -155,8 +119,9 @@ def _default_task() -> Task:
 
 def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None):
     spec = spec or ClipSpec()
-    fps = _check_sample_rate(data_dir, spec)
-    return spec, Clips(spec, fps), shard_files(data_dir, split)
+    prepared = Manifest.read(data_dir)
+    prepared.check_sample_rate(spec.log_mel.sample_rate)
+    return spec, Clips(spec, prepared.fps), shard_files(data_dir, split)
 
 
 @gin.configurable(module="data")

@@ -29,6 +29,7 @@ from absl import logging
 
 from avts_tf.data import pipeline
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import records_io
 from avts_tf.evaluation.errors import BadInput
@@ -186,24 +187,21 @@ def video_clips_fn(
     spec: pipeline.ClipSpec, fps: float, num_clips: int
 ) -> Callable[[dict], tf.Tensor]:
     """``record -> [num_clips, T, S, S, 3]`` evenly spaced, centre-cropped clips."""
-    clip_fn = pipeline.make_clip_fn(spec, fps, training=False)
+    cutter = Clips(spec, fps)
 
     def clips(record: dict) -> tf.Tensor:
         seed = tf.zeros([2], tf.int32)
-        return tf.stack([clip_fn(record, seed, k, num_clips)["video"] for k in range(num_clips)])
+        return tf.stack([
+            cutter.video(record, cutter.evenly_spaced_start(record, k, num_clips), False, seed)
+            for k in range(num_clips)
+        ])
 
     return clips
 
 
 def long_enough_fn(spec: pipeline.ClipSpec, fps: float) -> Callable[[dict], tf.Tensor]:
     """Whether a record holds one clip window of video and audio (the reader's rule)."""
-    span = spec.num_frames * spec.frame_stride
-    window = int(round(spec.window_seconds(fps) * spec.log_mel.sample_rate))
-
-    def predicate(record: dict) -> tf.Tensor:
-        return tf.logical_and(record["num_frames"] >= span, record["num_samples"] >= window)
-
-    return predicate
+    return Clips(spec, fps).long_enough
 
 
 def extract(

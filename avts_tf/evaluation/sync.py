@@ -45,6 +45,14 @@ def run_samplers(model_dir: Path | None, kinds: Sequence[str]) -> dict[str, Nega
     return {k: copy.copy(samplers[k]) for k in kinds if k != "easy"}
 
 
+def clip_cutter(model_dir: str | Path | None, kinds: Sequence[str]):
+    """A sync task that cuts the negatives of ``kinds`` with the run's samplers."""
+    from avts_tf.objectives import ContrastiveSync
+
+    negatives = run_samplers(checkpoint.run_dir(model_dir) if model_dir else None, kinds)
+    return ContrastiveSync(negatives=negatives)
+
+
 def sync_model(model_dir: str | Path, kinds: Sequence[str]):
     """The run's ``AVTSModel`` (scoring ``kinds``) and its ``ClipSpec``.
 
@@ -112,9 +120,8 @@ def evaluate_sync(
             f"{data_dir} ({fps:g} fps) gives audio windows {spec.audio_shape(fps)} but the "
             f"audio tower takes {expected}; prepare it at the run's fps"
         )
-    negatives = run_samplers(checkpoint.run_dir(model_dir), kinds)
     data = pipeline.eval_dataset(
-        data_dir, batch_size, spec=spec, split=split, negatives=negatives,
+        data_dir, batch_size, task=clip_cutter(model_dir, kinds), spec=spec, split=split,
         clips_per_video=clips_per_video, seed=seed,
     )
     model.compile(optimizer=keras.optimizers.SGD())

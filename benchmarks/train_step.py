@@ -102,8 +102,8 @@ def keras_step(config: Config, batch: int, precision: str, jit: bool) -> Callabl
 
     import avts_tf.backbones  # noqa: F401  (registers the towers)
     from avts_tf.models import AVTSModel
-    from avts_tf.objectives import ContrastiveSync
     from avts_tf.registry import BACKBONES
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     keras.mixed_precision.set_global_policy(precision)
     try:

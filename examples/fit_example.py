@@ -24,8 +24,8 @@ from avts_tf.data.audio_features import LogMelSpec  # noqa: E402
 from avts_tf.data.datasets import synthetic_dataset  # noqa: E402
 from avts_tf.data.manifest import Manifest  # noqa: E402
 from avts_tf.models import AVTSModel  # noqa: E402
-from avts_tf.objectives import ContrastiveSync  # noqa: E402
 from avts_tf.registry import BACKBONES  # noqa: E402
+from avts_tf.tasks.sync.objectives import ContrastiveSync  # noqa: E402
 
 
 def main() -> None:

@@ -9,13 +9,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from sync_reference import numpy_sync_accuracy
 from tiny import REPO_ROOT, tiny_audio_tower, tiny_video_tower
 
 from avts_tf import ablation
-from avts_tf.curricula import StepSwitch
 from avts_tf.models import AVTSModel
-from avts_tf.objectives import ContrastiveSync
-from tests.sync_reference import numpy_sync_accuracy
+from avts_tf.tasks.sync.curricula import StepSwitch
+from avts_tf.tasks.sync.objectives import ContrastiveSync
 
 
 def examples(n: int, seed: int) -> dict[str, np.ndarray]:

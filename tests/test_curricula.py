@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avts_tf.curricula import ConstantMixture, LinearRamp, StepSwitch, as_mixture
+from avts_tf.tasks.sync.curricula import ConstantMixture, LinearRamp, StepSwitch, as_mixture
 
 
 def test_as_mixture_normalises_and_validates():

@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 from tiny import tiny_audio_tower, tiny_video_tower
 
-from avts_tf.curricula import StepSwitch
 from avts_tf.models import AVTSModel
-from avts_tf.objectives import ContrastiveSync
+from avts_tf.tasks.sync.curricula import StepSwitch
+from avts_tf.tasks.sync.objectives import ContrastiveSync
 
 SWITCH = 3  # Steps 0-2 easy only, then 50% easy / 50% hard.
 STEPS_PER_EPOCH = 2

@@ -27,7 +27,7 @@ def _batch(seed: int = 0, valid_hard=None) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from avts_tf.objectives import add_easy_negatives
+    from avts_tf.tasks.sync.objectives import add_easy_negatives
 
     rng = np.random.default_rng(seed)
     batch = {
@@ -74,10 +74,10 @@ def replicas_main() -> None:
     from tiny import tiny_audio_tower, tiny_video_tower
 
     import avts_tf.backbones  # noqa: F401  (registers the towers)
-    from avts_tf.curricula import ConstantMixture
     from avts_tf.models import AVTSModel
-    from avts_tf.objectives import ContrastiveSync, add_easy_negatives
     from avts_tf.registry import BACKBONES
+    from avts_tf.tasks.sync.curricula import ConstantMixture
+    from avts_tf.tasks.sync.objectives import ContrastiveSync, add_easy_negatives
 
     single_device = tf.distribute.get_strategy()
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from avts_tf import ablation, config
-from avts_tf.curricula import ConstantMixture, StepSwitch
+from avts_tf.tasks.sync.curricula import ConstantMixture, StepSwitch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIN_FILES = sorted(p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "gin").glob("*.gin"))

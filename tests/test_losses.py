@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from avts_tf import losses
+from avts_tf.tasks.sync import losses
 
 
 def test_contrastive_loss_matches_hand_computation():

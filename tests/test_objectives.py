@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 from tiny import tiny_audio_tower, tiny_video_tower
 
-from avts_tf.curricula import ConstantMixture, StepSwitch
 from avts_tf.models import AVTSModel
-from avts_tf.objectives import ContrastiveSync, FusionSync
-from avts_tf.samplers import NEGATIVE_TYPES
+from avts_tf.tasks.sync.curricula import ConstantMixture, StepSwitch
+from avts_tf.tasks.sync.objectives import ContrastiveSync, FusionSync
+from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES
 
 DIM = 3
 MARGIN = 1.0

@@ -69,9 +69,9 @@ def test_list_filters_with_fnmatch():
 
 def test_builtin_registries_are_populated():
     import avts_tf.backbones  # noqa: F401
-    import avts_tf.curricula  # noqa: F401
-    import avts_tf.objectives  # noqa: F401
-    import avts_tf.samplers  # noqa: F401
+    import avts_tf.tasks.sync.curricula  # noqa: F401
+    import avts_tf.tasks.sync.objectives  # noqa: F401
+    import avts_tf.tasks.sync.samplers  # noqa: F401
 
     assert {"mc3_18", "avts_audio_vgg"} <= set(BACKBONES.list())
     assert SAMPLERS.list() == ["easy", "hard", "super_hard"]

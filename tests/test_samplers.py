@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avts_tf.samplers import (
+from avts_tf.tasks.sync.samplers import (
     EasyNegativeSampler,
     HardNegativeSampler,
     SuperHardNegativeSampler,

@@ -22,8 +22,8 @@ from tiny import SPEC as TINY_SPEC
 from avts_tf import callbacks, config, train
 from avts_tf.data import pipeline
 from avts_tf.distribute import WorkerRole
-from avts_tf.objectives import ContrastiveSync
-from avts_tf.samplers import SuperHardNegativeSampler
+from avts_tf.tasks.sync.objectives import ContrastiveSync
+from avts_tf.tasks.sync.samplers import SuperHardNegativeSampler
 from avts_tf.train import Segment, fit_plan
 
 # The tiny spec with LogMelSpec's default 25 ms window (same audio shape).

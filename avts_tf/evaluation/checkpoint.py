@@ -103,7 +103,7 @@ def run_clip_spec(model_dir: str | Path) -> pipeline.ClipSpec:
 
 def run_objective(model_dir: str | Path, eval_kinds: Sequence[str]) -> keras.layers.Layer:
     """The run's training objective (margin, threshold, head), scoring ``eval_kinds``."""
-    from avts_tf.objectives import ContrastiveSync
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     with run_config(Path(model_dir)):
         reference = _binding("train.run.objective")
@@ -118,7 +118,7 @@ def rebuild_run_model(model_dir: str | Path, eval_kinds: Sequence[str] = ("easy"
         BadInput: If the run has no checkpoint, or it does not fit the config.
     """
     from avts_tf.models import AVTSModel
-    from avts_tf.objectives import ContrastiveSync
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     model_dir = Path(model_dir)
     weights = latest_weights(model_dir)

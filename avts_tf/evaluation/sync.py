@@ -22,7 +22,7 @@ from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, features, records_io
 from avts_tf.evaluation.errors import BadInput
-from avts_tf.samplers import NEGATIVE_TYPES, NegativeSampler, negative_samplers
+from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, NegativeSampler, negative_samplers
 
 
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -47,7 +47,7 @@ def run_samplers(model_dir: Path | None, kinds: Sequence[str]) -> dict[str, Nega
 
 def clip_cutter(model_dir: str | Path | None, kinds: Sequence[str]):
     """A sync task that cuts the negatives of ``kinds`` with the run's samplers."""
-    from avts_tf.objectives import ContrastiveSync
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     negatives = run_samplers(checkpoint.run_dir(model_dir) if model_dir else None, kinds)
     return ContrastiveSync(negatives=negatives)
@@ -60,7 +60,7 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
         BadInput: If ``model_dir`` is not a training run's folder.
     """
     from avts_tf.models import AVTSModel
-    from avts_tf.objectives import ContrastiveSync
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():

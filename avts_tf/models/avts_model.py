@@ -53,7 +53,7 @@ class AVTSModel(keras.Model):
         self.video_tower = video_tower
         self.audio_tower = audio_tower
         if objective is None:
-            from avts_tf.objectives import ContrastiveSync
+            from avts_tf.tasks.sync.objectives import ContrastiveSync
 
             objective = ContrastiveSync()
         self.objective = objective

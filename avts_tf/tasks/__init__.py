@@ -1,7 +1,7 @@
 """Tasks: what each self-supervised method brings (examples, loss, metrics, state).
 
 ``base.Task`` is the contract; ``multi.MultiTask`` trains several tasks in one step.
-The AVTS synchronization task lives in ``avts_tf.objectives`` (``ContrastiveSync``,
+The AVTS synchronization task lives in ``avts_tf.tasks.sync.objectives`` (``ContrastiveSync``,
 ``FusionSync``); every task is registered in ``avts_tf.registry.OBJECTIVES``.
 """
 

@@ -9,9 +9,9 @@ import tiny
 
 from avts_tf.data import pipeline, records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
-from avts_tf.objectives import ContrastiveSync
-from avts_tf.samplers import HardNegativeSampler, SuperHardNegativeSampler
 from avts_tf.tasks.base import Task
+from avts_tf.tasks.sync.objectives import ContrastiveSync
+from avts_tf.tasks.sync.samplers import HardNegativeSampler, SuperHardNegativeSampler
 
 SPEC = dataclasses.replace(tiny.SPEC, random_flip=False)
 NEGATIVES = {"hard": HardNegativeSampler(), "super_hard": SuperHardNegativeSampler(0.25)}

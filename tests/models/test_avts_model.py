@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from tiny import tiny_audio_tower, tiny_video_tower
 
-from avts_tf.curricula import ConstantMixture
 from avts_tf.models import AVTSModel
-from avts_tf.objectives import ContrastiveSync, FusionSync
+from avts_tf.tasks.sync.curricula import ConstantMixture
+from avts_tf.tasks.sync.objectives import ContrastiveSync, FusionSync
 
 BATCH = 4
 

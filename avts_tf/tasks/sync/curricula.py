@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import tensorflow as tf
 
 from avts_tf.registry import CURRICULA
-from avts_tf.samplers import NEGATIVE_TYPES
+from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES
 
 MixtureLike = Mapping[str, float] | Sequence[float]
 

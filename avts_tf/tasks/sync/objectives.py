@@ -29,11 +29,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from avts_tf import curricula, losses
-from avts_tf.curricula import ConstantMixture, Curriculum
-from avts_tf.metrics import BalancedSyncAccuracy
 from avts_tf.registry import OBJECTIVES, SAMPLERS
-from avts_tf.samplers import NEGATIVE_TYPES, EasyNegativeSampler, NegativeSampler
 from avts_tf.tasks.base import (  # noqa: F401  (re-exported)
     Task,
     global_batch_size,
@@ -41,6 +37,10 @@ from avts_tf.tasks.base import (  # noqa: F401  (re-exported)
     num_replicas,
     replica_id,
 )
+from avts_tf.tasks.sync import curricula, losses
+from avts_tf.tasks.sync.curricula import ConstantMixture, Curriculum
+from avts_tf.tasks.sync.metrics import BalancedSyncAccuracy
+from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, EasyNegativeSampler, NegativeSampler
 
 EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
 
@@ -151,7 +151,7 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
     def _example(self, clips, record, start_frame, training, seeds):
         example = clips.aligned(record, start_frame, training, seeds[1])
         # Negatives range over the video window's starts, so that their starts can have
-        # the positives' distribution (see avts_tf.samplers).
+        # the positives' distribution (see avts_tf.tasks.sync.samplers).
         windows = clips.windows(record)
         window = tf.constant(windows.window, tf.int64)
         for i, (kind, sampler) in enumerate(sorted(self.negatives.items())):

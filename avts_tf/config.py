@@ -10,7 +10,7 @@ import gin
 def import_registrations() -> None:
     """Imports every module that registers gin configurables (towers, samplers, ...)."""
     import avts_tf.backbones  # noqa: F401
-    import avts_tf.data.datasets  # noqa: F401
+    import avts_tf.data.ingestion.datasets  # noqa: F401
     import avts_tf.data.pipeline  # noqa: F401
     import avts_tf.tasks  # noqa: F401
     import avts_tf.tasks.sync.curricula  # noqa: F401

@@ -21,7 +21,7 @@ import keras  # noqa: E402
 from avts_tf.backbones import audio, video_resnet  # noqa: E402,F401  (registers towers)
 from avts_tf.data import pipeline  # noqa: E402
 from avts_tf.data.audio_features import LogMelSpec  # noqa: E402
-from avts_tf.data.datasets import synthetic_dataset  # noqa: E402
+from avts_tf.data.ingestion.datasets import synthetic_dataset  # noqa: E402
 from avts_tf.data.manifest import Manifest  # noqa: E402
 from avts_tf.models import AVTSModel  # noqa: E402
 from avts_tf.registry import BACKBONES  # noqa: E402

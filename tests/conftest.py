@@ -31,7 +31,7 @@ def clear_gin():
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory) -> Path:
     """Eight 3 s synthetic videos (6 train, 2 test) at 32x32, ingested at 8 fps."""
-    from avts_tf.data import ingest, synthetic
+    from avts_tf.data.ingestion import prepare, synthetic
 
     root = tmp_path_factory.mktemp("tiny_synthetic")
     csv_path = synthetic.generate_synthetic_dataset(
@@ -39,7 +39,7 @@ def tiny_prepared(tmp_path_factory) -> Path:
         num_classes=2, test_fraction=0.25,
     )
     out = root / "prepared"
-    ingest.prepare_dataset(csv_path, out, fps=tiny.FPS, short_side=32, progress=False)
+    prepare.prepare_dataset(csv_path, out, fps=tiny.FPS, short_side=32, progress=False)
     return out
 
 

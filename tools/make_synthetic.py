@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from absl import app, flags  # noqa: E402
 
-from avts_tf.data.synthetic import generate_synthetic_dataset  # noqa: E402
+from avts_tf.data.ingestion.synthetic import generate_synthetic_dataset  # noqa: E402
 
 OUTPUT = flags.DEFINE_string("output", None, "Output folder.", required=True)
 NUM_VIDEOS = flags.DEFINE_integer("num_videos", 64, "Number of videos.")

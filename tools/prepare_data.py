@@ -14,7 +14,7 @@ from pathlib import Path
 from absl import app, flags, logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run from a checkout.
-from avts_tf.data import ingest, sources  # noqa: E402
+from avts_tf.data.ingestion import prepare, sources  # noqa: E402
 from avts_tf.data.manifest import DEFAULTS  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -34,7 +34,7 @@ flags.DEFINE_integer("sample_rate", DEFAULTS.sample_rate, "Audio rate in Hz (mon
 flags.DEFINE_integer("jpeg_quality", DEFAULTS.jpeg_quality, "JPEG quality of the frames.",
                      lower_bound=1, upper_bound=100)
 flags.DEFINE_integer("num_shards", DEFAULTS.num_shards,
-                     f"Shards per split (default: one per {ingest.FILES_PER_SHARD} files).",
+                     f"Shards per split (default: one per {prepare.FILES_PER_SHARD} files).",
                      lower_bound=1)
 flags.DEFINE_integer("workers", 1, "Decoding processes.", lower_bound=1)
 flags.DEFINE_integer("video_stream", None, "Index among each file's video streams "
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     del argv
     logging.use_absl_handler()
     try:
-        manifest = ingest.prepare_dataset(
+        manifest = prepare.prepare_dataset(
             FLAGS.input, FLAGS.output, layout=FLAGS.layout, fps=FLAGS.fps,
             short_side=FLAGS.short_side, sample_rate=FLAGS.sample_rate,
             jpeg_quality=FLAGS.jpeg_quality, num_shards=FLAGS.num_shards,

@@ -54,8 +54,8 @@ class IngestConfig:
         audio_stream: Index among each file's audio streams (``None``: the best one).
         require_audio: Skip files without an audio stream.
         require_video: Skip files without a video stream.
-        num_shards: Shards per split (``None``: one per ``ingest.FILES_PER_SHARD`` files).
-        layout: Input layout (``avts_tf.data.sources.LAYOUTS``; ``"auto"`` guesses).
+        num_shards: Shards per split (``None``: one per ``prepare.FILES_PER_SHARD`` files).
+        layout: Input layout (``avts_tf.data.ingestion.sources.LAYOUTS``; ``"auto"`` guesses).
         fold: Official split number for UCF101/HMDB51/DCASE (1-3).
         media_dir: Where the ``youtube`` layout looks for local files.
     """

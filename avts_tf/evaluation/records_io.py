@@ -48,7 +48,7 @@ def ensure_prepared(
     Raises:
         BadInput: If ``path`` does not exist or nothing could be prepared.
     """
-    from avts_tf.data import ingest
+    from avts_tf.data.ingestion import prepare
 
     path = Path(path)
     if not path.exists():
@@ -56,7 +56,7 @@ def ensure_prepared(
     if is_prepared(path):
         return path
     try:
-        prepared = ingest.prepare_dataset(
+        prepared = prepare.prepare_dataset(
             path, work_dir, layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
             short_side=short_side, require_video=False if audio_only else None,
             workers=workers, progress=True,

@@ -1,4 +1,4 @@
-"""Tests of input listings, sharding, manifest and resume (avts_tf.data.sources/ingest)."""
+"""Tests of input listings, sharding, manifest and resume (ingestion.sources, ingestion.prepare)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avts_tf.data import ingest, records, sources
+from avts_tf.data import records
+from avts_tf.data.ingestion import prepare, sources
 from avts_tf.data.manifest import Manifest, Shard
 
 
@@ -89,16 +90,16 @@ def test_list_csv(tmp_path):
 def test_plan_is_round_robin_and_sorted():
     items = [sources.SourceItem(f"/x/{i}.mp4", f"{i:02d}.mp4", "a" if i % 2 else "b")
              for i in range(7)]
-    plans = ingest.plan_shards(items[::-1], ["a", "b"], num_shards=3)
+    plans = prepare.plan_shards(items[::-1], ["a", "b"], num_shards=3)
     assert [p.name for p in plans] == [f"train-0000{i}-of-00003.tfrecord" for i in range(3)]
     assert [it.id for it in plans[0].items] == ["00.mp4", "03.mp4", "06.mp4"]
     assert plans[0].label_indices == (1, 0, 1)
-    assert len(ingest.plan_shards(items, [], num_shards=50)) == 7  # No empty shards.
+    assert len(prepare.plan_shards(items, [], num_shards=50)) == 7  # No empty shards.
 
 
 def test_prepare_dataset(dataset, tmp_path):
     out = tmp_path / "out"
-    manifest = ingest.prepare_dataset(dataset, out, fps=5, short_side=24, num_shards=2,
+    manifest = prepare.prepare_dataset(dataset, out, fps=5, short_side=24, num_shards=2,
                                       progress=False)
     assert manifest.to_dict() == json.loads((out / "manifest.json").read_text())
     assert Manifest.read(out) == manifest
@@ -126,12 +127,12 @@ def test_prepare_dataset(dataset, tmp_path):
     assert d0["waveform"].shape == (16000,) and d0["sample_rate"] == 16000
     assert abs(tf.io.decode_jpeg(d0["frames"][0]).numpy().mean() - 140) < 6
     assert not list(out.glob(".*tmp*"))
-    summary = ingest.format_summary(manifest)
+    summary = prepare.format_summary(manifest)
     assert "zero_byte" in summary and "written" in summary
 
 
 def test_allow_missing_audio(dataset, tmp_path):
-    manifest = ingest.prepare_dataset(dataset, tmp_path / "out", require_audio=False,
+    manifest = prepare.prepare_dataset(dataset, tmp_path / "out", require_audio=False,
                                       progress=False)
     silent = [e for e in manifest.written if e.id == "dog/silent.mkv"]
     assert silent and silent[0].num_samples == 0
@@ -139,12 +140,12 @@ def test_allow_missing_audio(dataset, tmp_path):
 
 def test_rerun_keeps_shards_and_refuses_other_config(dataset, tmp_path):
     out = tmp_path / "out"
-    first = ingest.prepare_dataset(dataset, out, num_shards=2, progress=False)
+    first = prepare.prepare_dataset(dataset, out, num_shards=2, progress=False)
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
-    assert ingest.prepare_dataset(dataset, out, num_shards=2, progress=False) == first
+    assert prepare.prepare_dataset(dataset, out, num_shards=2, progress=False) == first
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
     with pytest.raises(ValueError, match="another input or config"):
-        ingest.prepare_dataset(dataset, out, num_shards=2, fps=4, progress=False)
+        prepare.prepare_dataset(dataset, out, num_shards=2, fps=4, progress=False)
 
 
 def touch(root: Path, *names: str) -> None:
@@ -238,7 +239,7 @@ def test_layout_youtube_csvs(tmp_path):
 def test_youtube_cut_end_to_end(tmp_path):
     write_clip(tmp_path / "media" / "vid.mkv", seconds=3.0)
     (tmp_path / "list.csv").write_text("youtube_id,start,end,label\nvid,1,2,x\n")
-    manifest = ingest.prepare_dataset(tmp_path / "list.csv", tmp_path / "out", fps=4,
+    manifest = prepare.prepare_dataset(tmp_path / "list.csv", tmp_path / "out", fps=4,
                                       progress=False)
     (entry,) = manifest.written
     assert (entry.id, entry.start, entry.end) == ("vid_000001_000002", 1.0, 2.0)
@@ -248,7 +249,7 @@ def test_youtube_cut_end_to_end(tmp_path):
 
 _KILLER = """
 import os, signal, sys
-from avts_tf.data import ingest
+from avts_tf.data.ingestion import prepare
 src, out, mode, at, workers = sys.argv[1:6]
 count = [0]
 def boom():
@@ -256,19 +257,19 @@ def boom():
     if count[0] == int(at):
         os.kill(os.getpid(), signal.SIGKILL)
 if mode == "record":  # Killed in the middle of a shard.
-    add = ingest._ShardWriter.add
+    add = prepare._ShardWriter.add
     def patched(self, entry, data):
         add(self, entry, data)
         boom()
-    ingest._ShardWriter.add = patched
+    prepare._ShardWriter.add = patched
 else:  # Killed after a shard's sidecar is written, before the shard is renamed.
     replace = os.replace
     def patched(a, b):
         if str(b).endswith(".tfrecord"):
             boom()
         replace(a, b)
-    ingest.os.replace = patched
-ingest.prepare_dataset(src, out, num_shards=3, workers=int(workers), progress=False)
+    prepare.os.replace = patched
+prepare.prepare_dataset(src, out, num_shards=3, workers=int(workers), progress=False)
 """
 
 
@@ -287,14 +288,14 @@ def snapshot(out: Path) -> dict[str, bytes]:
 
 def check_resume(dataset: Path, tmp_path: Path, mode: str, at: int, workers: int) -> None:
     reference = tmp_path / "reference"
-    ingest.prepare_dataset(dataset, reference, num_shards=3, progress=False)
+    prepare.prepare_dataset(dataset, reference, num_shards=3, progress=False)
     out = tmp_path / "killed"
     kill_midway(dataset, out, mode, at, workers)
     finished = sorted(p.name for p in out.glob("*.tfrecord"))
     assert 0 < len(finished) < 3  # Some, not all, shards were complete.
-    ingest.prepare_dataset(dataset, out, num_shards=3, progress=False)
+    prepare.prepare_dataset(dataset, out, num_shards=3, progress=False)
     assert snapshot(out) == snapshot(reference)
-    assert snapshot(out / ingest.STATE_DIR) == snapshot(reference / ingest.STATE_DIR)
+    assert snapshot(out / prepare.STATE_DIR) == snapshot(reference / prepare.STATE_DIR)
 
 
 @pytest.mark.parametrize(("mode", "at"), [("record", 5), ("rename", 2)])
@@ -326,14 +327,14 @@ def test_cli(tmp_path):
 
 def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
     out = tmp_path / "out"
-    ingest.prepare_dataset(dataset, out, progress=False)
+    prepare.prepare_dataset(dataset, out, progress=False)
     assert [p.name for p in out.glob("*.tfrecord")] == ["train-00000-of-00001.tfrecord"]
     write_clip(dataset / "cat" / "c9.mkv")
-    ingest.FILES_PER_SHARD, saved = 5, ingest.FILES_PER_SHARD
+    prepare.FILES_PER_SHARD, saved = 5, prepare.FILES_PER_SHARD
     try:
-        manifest = ingest.prepare_dataset(dataset, out, progress=False)
+        manifest = prepare.prepare_dataset(dataset, out, progress=False)
     finally:
-        ingest.FILES_PER_SHARD = saved
+        prepare.FILES_PER_SHARD = saved
     assert sorted(p.name for p in out.glob("*.tfrecord")) == [
         "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
     assert manifest.summary["written"] == 6 == len(Manifest.read(out).written)
@@ -348,7 +349,7 @@ def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
     helper.mkdir()
     (helper / "crashing_worker.py").write_text(
         "import os\n"
-        "from avts_tf.data.ingest import process_item as original\n\n\n"
+        "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
         "def process_item(item, label_index, config):\n"
         "    if item.id == 'c1.mkv':\n"
         "        os._exit(11)\n"
@@ -357,8 +358,8 @@ def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     import crashing_worker
 
-    monkeypatch.setattr(ingest, "process_item", crashing_worker.process_item)
-    manifest = ingest.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
+    monkeypatch.setattr(prepare, "process_item", crashing_worker.process_item)
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
                                       progress=False)
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "crash")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]

@@ -154,10 +154,10 @@ def test_check_sample_rate(tmp_path):
 def test_ingestion_defaults_are_defined_once():
     import inspect
 
-    from avts_tf.data import ingest, media
+    from avts_tf.data.ingestion import media, prepare
 
-    assert manifest.DEFAULTS == IngestConfig() and ingest.IngestConfig is IngestConfig
-    for fn in (ingest.prepare_dataset, media.decode_media):
+    assert manifest.DEFAULTS == IngestConfig() and prepare.IngestConfig is IngestConfig
+    for fn in (prepare.prepare_dataset, media.decode_media):
         params = inspect.signature(fn).parameters
         for name in ("fps", "short_side", "sample_rate", "jpeg_quality"):
             assert params[name].default == getattr(manifest.DEFAULTS, name), (fn, name)

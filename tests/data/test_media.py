@@ -1,4 +1,4 @@
-"""Tests of avts_tf.data.media on tiny files generated with PyAV."""
+"""Tests of avts_tf.data.ingestion.media on tiny files generated with PyAV."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avts_tf.data.media import MediaError, decode_media
+from avts_tf.data.ingestion.media import MediaError, decode_media
 
 
 def write_media(path: Path, *, frame_times=None, fps=10, seconds=1.0, size=(32, 32),

@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from avts_tf.data import synthetic
+from avts_tf.data.ingestion import synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 16000

@@ -31,7 +31,7 @@ def test_fit_example_runs_and_reports_sync_accuracy(tmp_path):
     import avts_tf.backbones  # noqa: F401 - registers the towers' layers for loading.
     from avts_tf.data import pipeline
     from avts_tf.data.audio_features import LogMelSpec
-    from avts_tf.data.datasets import synthetic_dataset
+    from avts_tf.data.ingestion.datasets import synthetic_dataset
 
     data_dir = synthetic_dataset(cache_dir=str(tmp_path / "cache"), num_videos=8)  # cached
     spec = pipeline.ClipSpec(  # The example's.

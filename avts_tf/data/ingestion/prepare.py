@@ -42,7 +42,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from avts_tf import atomic
-from avts_tf.data import records, sources, splits
+from avts_tf.data import records, splits
+from avts_tf.data.ingestion import sources
+from avts_tf.data.ingestion.media import MediaError, decode_media
 from avts_tf.data.manifest import (
     DEFAULTS,
     IngestConfig,
@@ -52,7 +54,6 @@ from avts_tf.data.manifest import (
     SplitInfo,
     WrittenEntry,
 )
-from avts_tf.data.media import MediaError, decode_media
 
 logger = logging.getLogger(__name__)
 
@@ -435,7 +436,7 @@ def prepare_dataset(
 
     Args:
         input: A folder of media (labels from sub-folders), a CSV ``path,label[,split]``
-            or a dataset in one of the layouts of ``avts_tf.data.sources.LAYOUTS``.
+            or a dataset in one of the layouts of ``avts_tf.data.ingestion.sources.LAYOUTS``.
         output_dir: Where shards and the manifest go (created if needed).
         fps: Frame rate of the stored frames.
         short_side: Short side of the stored frames in pixels.
@@ -448,7 +449,7 @@ def prepare_dataset(
             the audio datasets (``sources.AUDIO_LAYOUTS``).
         video_stream: Index among each file's video streams (``None``: the best one).
         audio_stream: Index among each file's audio streams (``None``: the best one).
-        layout: Input layout (see ``avts_tf.data.sources.LAYOUTS``); ``"auto"`` guesses.
+        layout: Input layout (see ``avts_tf.data.ingestion.sources.LAYOUTS``); ``"auto"`` guesses.
         fold: Official split number for UCF101/HMDB51/DCASE (1-3).
         media_dir: Where the ``youtube`` layout looks for local files.
         progress: Print a progress line and the summary table to stderr.

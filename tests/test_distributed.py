@@ -280,6 +280,13 @@ def _free_ports(count: int) -> list[int]:
 @pytest.mark.slow
 def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepared):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    counting = tmp_path / "counting.gin"
+    counting.write_text(
+        "import decode_counter\n"
+        "train.run.objective = @objectives.counting_contrastive\n"
+        "objectives.counting_contrastive.margin = 1.0\n"
+        "train.run.callbacks = [@counter.WriteDecoded()]\n"
+    )
     params = [
         "train.run.dataset = @data.prepared_dataset()",
         f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
@@ -296,14 +303,17 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
     for index in range(2):
         env = dict(
             os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+            PYTHONPATH=str(REPO_ROOT / "tests"),
             TF_CONFIG=json.dumps(
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             ),
         )
         command = [
             sys.executable, "tools/train.py", "--gin_file=gin/quickstart.gin",
-            f"--model_dir={tmp_path / f'worker{index}'}",
-            *[f"--gin_param={p}" for p in params],
+            f"--gin_file={counting}", f"--model_dir={tmp_path / f'worker{index}'}",
+            *[f"--gin_param={p}" for p in [
+                *params, f"counter.WriteDecoded.path = '{tmp_path / f'decoded{index}.json'}'"
+            ]],
         ]
         processes.append(subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -331,6 +341,12 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
     assert not (tmp_path / "worker1").exists()
     for out, _ in outputs:
         assert out.strip().splitlines()[-1].startswith("sync_accuracy: ")
+    # Each worker decoded its own half of every step: at least its 6 x 4 clips, and no
+    # clip was decoded by both (each used to decode all 8 clips of a step and keep 4).
+    decoded = [{tuple(s) for s in json.loads((tmp_path / f"decoded{i}.json").read_text())}
+               for i in range(2)]
+    assert len(decoded[0]) >= 24 and len(decoded[1]) >= 24
+    assert not decoded[0] & decoded[1]
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["replicas"]:

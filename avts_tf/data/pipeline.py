@@ -193,15 +193,17 @@ def eval_dataset(
     spec: ClipSpec | None = None,
     split: str = "test",
     clips_per_video: int = 4,
-    shuffle_buffer: int = 1024,
+    shuffle_buffer: int = 256,
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Deterministic evaluation examples: ``clips_per_video`` evenly spaced per video.
 
-    Videos are put in a fixed pseudo-random order (a ``shuffle_buffer`` over the shards
-    in sorted order) and clips are ordered clip-major (clip 0 of every video, then clip
-    1, ...), so consecutive examples come from different videos. The split is read once
-    per clip position; the same arguments always give the same batches.
+    Videos are put in a fixed pseudo-random order (a ``shuffle_buffer`` of records over
+    the shards in sorted order: a random permutation for splits of up to that many
+    records, a local one beyond, with memory bounded by the buffer) and clips are ordered
+    clip-major (clip 0 of every video, then clip 1, ...), so consecutive examples come
+    from different videos. The split is read once per clip position; the same arguments
+    always give the same batches.
     """
     task = task or _default_task()
     spec, clips, files = _prepare(data_dir, split, spec)

@@ -20,6 +20,7 @@ sampler" is therefore a curriculum: ``@curricula.constant()`` with
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -137,30 +138,20 @@ def read_history(path: str | os.PathLike) -> list[dict[str, float]]:
     return [points[s] for s in sorted(points)]
 
 
-def _resolve(name: str, default: Any = None) -> Any:
-    """The value ``train.run`` will receive for gin parameter ``name`` (references called)."""
-    try:
-        value = gin.query_parameter(name)
-    except ValueError:
-        return default
-    if isinstance(value, gin.config.ConfigurableReference):
-        fn = value.scoped_configurable_fn
-        return fn() if value.evaluate else fn
-    return value
+def eval_dataset_of_run(model_dir: str | os.PathLike) -> tf.data.Dataset:
+    """The held-out batches a run's final evaluation scores, from its ``run.json``.
 
-
-def eval_dataset_from_gin() -> tf.data.Dataset:
-    """The held-out dataset ``train.run`` evaluates on, built from the parsed gin config."""
+    ``train.run`` writes ``run.json`` before training, so a ``PeriodicSyncEvaluation``
+    given ``functools.partial(eval_dataset_of_run, model_dir)`` builds them when
+    training begins.
+    """
     from avts_tf.data import pipeline
+    from avts_tf.run_description import RunDescription
 
+    run = RunDescription.read(model_dir)
     return pipeline.eval_dataset(
-        _resolve("train.run.dataset"),
-        _resolve("train.Evaluation.batch_size", 32),
-        spec=_resolve("train.run.clip_spec") or pipeline.ClipSpec(),
-        split=_resolve("train.Evaluation.split", "test"),
-        task=_resolve("train.run.objective")(),
-        clips_per_video=_resolve("train.Evaluation.clips_per_video", 4),
-        seed=_resolve("train.run.seed", 0),
+        run.dataset, run.eval_batch_size, task=run.build_task(), spec=run.clip_spec,
+        split=run.eval_split, clips_per_video=run.eval_clips_per_video, seed=run.seed,
     )
 
 
@@ -217,7 +208,9 @@ def run_variant(
         _SEARCH_PATHS.add(root)
     config.parse_gin([VARIANTS[name]], [*recipe_bindings, *bindings])
     history_path = model_dir / "history.jsonl"
-    callback = PeriodicSyncEvaluation(eval_dataset_from_gin, eval_every, history_path=history_path)
+    callback = PeriodicSyncEvaluation(
+        functools.partial(eval_dataset_of_run, model_dir), eval_every, history_path=history_path
+    )
     final = train.run(model_dir=model_dir, callbacks=[callback])
     result = {
         "variant": name,

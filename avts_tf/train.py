@@ -15,6 +15,9 @@ so their variables are mirrored. The job trains with Keras ``fit`` and these cal
   learning rate, clips/s (``ClipsPerSecond``), once per epoch.
 * ``WriteOperativeConfig``: ``<model_dir>/operative_config.gin``.
 
+Before training, the chief writes ``<model_dir>/run.json`` (``avts_tf.run_description``):
+clip spec, fps, towers and task, all the evaluation tools need to load the run.
+
 The trainer knows nothing of the task it trains (``avts_tf.tasks.base.Task``): the task
 cuts its examples through the reader, computes its loss and metrics and keeps its state.
 
@@ -44,6 +47,7 @@ from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest
 from avts_tf.distribute import make_strategy, worker_role
 from avts_tf.models import AVTSModel
+from avts_tf.run_description import RunDescription
 from avts_tf.tasks.base import Task
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -323,6 +327,14 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     fps = Manifest.read(job.dataset).fps
     model = _build_model(strategy, job, fps)
     task = model.objective
+    if job.is_chief:  # before training, so that a run that crashes is described too
+        RunDescription.of_run(
+            video_factory=job.video_tower, audio_factory=job.audio_tower, task=task,
+            clip_spec=job.clip_spec, fps=fps, dataset=job.dataset, train_split=job.train_split,
+            eval_split=job.evaluation.split, eval_batch_size=job.evaluation.batch_size,
+            eval_clips_per_video=job.evaluation.clips_per_video, precision=job.precision,
+            seed=job.seed, batch_size=job.batch_size, train_steps=job.train_steps,
+        ).write(job.out_dir)
     restored = avts_callbacks.restore_latest(model, job.model_dir / "checkpoints")
     start = restored.batches if restored else 0
     checkpoint = avts_callbacks.StepCheckpoint(

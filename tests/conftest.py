@@ -44,11 +44,12 @@ def tiny_prepared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    """A model_dir as ``train.run`` leaves it: two ``.keras`` tiny towers, ``tiny.RUN_GIN``."""
+def tiny_run(tmp_path_factory, tiny_prepared) -> Path:
+    """A model_dir as ``train.run`` leaves it: ``.keras`` tiny towers, run.json, RUN_GIN."""
     keras.utils.set_random_seed(0)
     run = tmp_path_factory.mktemp("run")
     tiny.tiny_video_tower().save(run / "video_tower.keras")
     tiny.tiny_audio_tower().save(run / "audio_tower.keras")
+    tiny.describe_run(run, tiny_prepared)
     (run / "operative_config.gin").write_text(tiny.RUN_GIN, encoding="utf-8")
     return run

@@ -23,7 +23,11 @@ def at_repo_root(monkeypatch):
 
 def resolve(name):
     """What ``train.run`` receives for ``name``: references are called or configured."""
-    return ablation._resolve(name)
+    value = gin.query_parameter(name)
+    if isinstance(value, gin.config.ConfigurableReference):
+        fn = value.scoped_configurable_fn
+        return fn() if value.evaluate else fn
+    return value
 
 
 PER_TOWER = {

@@ -90,6 +90,14 @@ def test_gin_builds_adamw_with_cosine_decay():
     assert float(optimizer._learning_rate(1100)) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("path", ["avts_tf/train.py", "tools/train.py"])
+def test_the_trainer_names_no_task(path):
+    """The trainer and its tool know no task: none of the sync task's words appear."""
+    source = (REPO_ROOT / path).read_text(encoding="utf-8")
+    for word in ("negatives", "shuffle_audio", "eval_kinds", "sync_accuracy", "ContrastiveSync"):
+        assert word not in source, f"{path} names {word!r}"
+
+
 def test_unknown_precision_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="mixed_bfloat16"):
         train.run(tmp_path, dataset="x", video_tower=None, audio_tower=None, objective=None,
@@ -148,7 +156,7 @@ def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared
     assert results["sync_accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
     assert results["pos_distance"] == pytest.approx(reference["pos_distance"], rel=1e-5)
     assert results["neg_distance"] == pytest.approx(reference["neg_distance"], rel=1e-5)
-    for name in ("video_tower.keras", "audio_tower.keras", "operative_config.gin"):
+    for name in ("video_tower.keras", "audio_tower.keras", "operative_config.gin", "run.json"):
         assert (tmp_path / name).is_file()
     assert "run.seed = 0" in (tmp_path / "operative_config.gin").read_text()
     tags = _scalar_tags(tmp_path / "tensorboard")

@@ -6,7 +6,7 @@
 ``sync_accuracy`` (easy negatives: audio of another video) is the paper's protocol;
 ``hard`` (same video, no overlap) and ``super_hard`` (same video, shifted but
 overlapping) use the run's sampler settings. The model is rebuilt from the run's towers
-and ``operative_config.gin`` (objective margin and threshold, clip and log-mel settings).
+and ``run.json`` (task margin and threshold, clip and log-mel settings).
 """
 
 import argparse
@@ -42,9 +42,7 @@ def main() -> None:
     if not Path(args.model_dir).is_dir():
         raise BadInput(f"model_dir {args.model_dir} does not exist")
     kinds = sync.check_kinds(cli.split_list(args.kinds) or ["easy"])
-    spec_rate = 16000
-    if checkpoint.run_dir(args.model_dir):
-        spec_rate = checkpoint.run_clip_spec(args.model_dir).log_mel.sample_rate
+    spec_rate = checkpoint.run_clip_spec(args.model_dir).log_mel.sample_rate
     with contextlib.ExitStack() as stack:
         data = cli.prepared_data(args, stack, sample_rate=spec_rate)
         results = sync.evaluate_sync(

@@ -4,14 +4,14 @@ A checkpoint is either
 
 * a ``.keras`` tower file (``<model_dir>/video_tower.keras``, any ``keras.Model.save``);
 * a ``model_dir`` written by ``avts_tf.train.run``: its ``{video,audio}_tower.keras`` when
-  training finished, else the towers rebuilt from ``operative_config.gin`` and loaded
-  from the newest training checkpoint (``checkpoints/checkpoint.json`` index): a run
-  still training, or stopped early.
+  training finished, else the towers rebuilt from ``run.json`` and loaded from the newest
+  training checkpoint (``checkpoints/checkpoint.json`` index): a run still training, or
+  stopped early.
 
-The run's ``operative_config.gin`` (in the ``model_dir``, or next to a ``.keras`` file)
-gives the ``ClipSpec`` the towers were trained with: log-mel settings, frame stride,
-resizing. Reading it parses gin and clears the global gin config afterwards, as the
-tools are one-shot processes.
+The run's ``run.json`` (``avts_tf.run_description``, in the ``model_dir`` or next to a
+``.keras`` file) gives the ``ClipSpec`` the towers were trained with (log-mel settings,
+frame stride, resizing), the dataset, the towers' factories and the task. No gin is read
+for a run; only ``towers_from_recipe`` and ``recipe_clip_spec`` parse a training recipe.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import keras
 from absl import logging
 
 from avts_tf.data import manifest, pipeline
-from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation.errors import BadInput
+from avts_tf.run_description import FILENAME as RUN_DESCRIPTION
+from avts_tf.run_description import RunDescription
 
 OPERATIVE_CONFIG = "operative_config.gin"
 CHECKPOINT_INDEX = Path("checkpoints") / "checkpoint.json"
@@ -54,99 +55,60 @@ def latest_weights(model_dir: str | Path) -> Path | None:
 
 
 def run_dir(checkpoint: str | Path) -> Path | None:
-    """The training run folder of a checkpoint (holding ``operative_config.gin``), if any."""
+    """The training run folder of a checkpoint (the folder, or a ``.keras`` file's), if any.
+
+    Raises:
+        BadInput: If it is a run folder written before ``run.json`` existed (it holds an
+            ``operative_config.gin`` but no ``run.json``).
+    """
     path = Path(checkpoint)
     folder = path if path.is_dir() else path.parent
-    return folder if (folder / OPERATIVE_CONFIG).is_file() else None
+    if RunDescription.exists(folder):
+        return folder
+    if (folder / OPERATIVE_CONFIG).is_file():
+        RunDescription.read(folder)  # raises the error that says how to write it
+    return None
 
 
-@contextlib.contextmanager
-def run_config(model_dir: Path) -> Iterator[None]:
-    """Parses a run's operative config (unknown names skipped) for the block, then clears gin."""
-    from avts_tf import config
+def run_description(model_dir: str | Path) -> RunDescription:
+    """The ``run.json`` of a training run.
 
-    config.import_registrations()
-    gin.clear_config()
-    try:
-        try:
-            with gin.unlock_config():
-                gin.parse_config_file(str(model_dir / OPERATIVE_CONFIG), skip_unknown=True)
-        except Exception as err:  # noqa: BLE001 - any parse failure is a bad run folder.
-            raise BadInput(f"cannot read {model_dir / OPERATIVE_CONFIG}: {err}") from None
-        yield
-    finally:
-        gin.clear_config()
-
-
-def _binding(name: str):
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        return None
-
-
-def _evaluate(reference):
-    """The value of a gin binding (a ``@fn()`` reference is called)."""
-    return copy.deepcopy(reference)
-
-
-def _run_clip_spec_unlocked() -> pipeline.ClipSpec:
-    spec = _evaluate(_binding("train.run.clip_spec"))
-    return spec if isinstance(spec, pipeline.ClipSpec) else pipeline.ClipSpec()
+    Raises:
+        BadInput: If there is none, or it cannot be read.
+    """
+    return RunDescription.read(model_dir)
 
 
 def run_clip_spec(model_dir: str | Path) -> pipeline.ClipSpec:
-    """The ``ClipSpec`` a training run used (from its ``operative_config.gin``)."""
-    with run_config(Path(model_dir)):
-        return _run_clip_spec_unlocked()
+    """The ``ClipSpec`` a training run used (from its ``run.json``)."""
+    return run_description(model_dir).clip_spec
 
 
-def run_objective(model_dir: str | Path, eval_kinds: Sequence[str]) -> keras.layers.Layer:
-    """The run's training objective (margin, threshold, head), scoring ``eval_kinds``."""
-    from avts_tf.tasks.sync.objectives import ContrastiveSync
+def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = None):
+    """The run's ``AVTSModel`` rebuilt from its ``run.json`` and newest checkpoint.
 
-    with run_config(Path(model_dir)):
-        reference = _binding("train.run.objective")
-        factory = reference.scoped_configurable_fn if reference is not None else ContrastiveSync
-        return factory(eval_kinds=tuple(eval_kinds))
-
-
-def rebuild_run_model(model_dir: str | Path, eval_kinds: Sequence[str] = ("easy",)):
-    """The run's ``AVTSModel`` rebuilt from its operative config and newest checkpoint.
+    Args:
+        model_dir: The run's folder.
+        task: The task to hold (default: the run's, rebuilt from ``run.json``); its
+            weights (a head) must be those of the run's task.
 
     Raises:
-        BadInput: If the run has no checkpoint, or it does not fit the config.
+        BadInput: If the run has no ``run.json`` or checkpoint, or they do not fit.
     """
     from avts_tf.models import AVTSModel
-    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     model_dir = Path(model_dir)
+    description = run_description(model_dir)
     weights = latest_weights(model_dir)
-    if weights is None or not (model_dir / OPERATIVE_CONFIG).is_file():
-        raise BadInput(
-            f"{model_dir} has no training checkpoint with {OPERATIVE_CONFIG}: not a training "
-            f"run's model_dir (or it has not saved a checkpoint yet)"
-        )
-    with run_config(model_dir):
-        spec = _run_clip_spec_unlocked()
-        dataset = _evaluate(_binding("train.run.dataset"))
-        try:
-            fps = Manifest.read(dataset).fps
-        except (FileNotFoundError, TypeError) as err:
-            raise BadInput(f"cannot find the dataset of run {model_dir}: {err}") from None
-        video = _binding("train.run.video_tower").scoped_configurable_fn(
-            input_shape=spec.video_shape()
-        )
-        audio = _binding("train.run.audio_tower").scoped_configurable_fn(
-            input_shape=spec.audio_shape(fps)
-        )
-        reference = _binding("train.run.objective")
-        factory = reference.scoped_configurable_fn if reference is not None else ContrastiveSync
-        model = AVTSModel(video, audio, factory(eval_kinds=tuple(eval_kinds)))
+    if weights is None:
+        raise BadInput(f"{model_dir} has no training checkpoint yet")
+    video = description.video_tower.build()
+    audio = description.audio_tower.build()
+    model = AVTSModel(video, audio, task if task is not None else description.build_task())
     try:
         model.load_weights(weights)
     except (ValueError, OSError) as err:
-        raise BadInput(f"{weights} does not fit the run's operative config: {err}") from None
+        raise BadInput(f"{weights} does not fit the run's {RUN_DESCRIPTION}: {err}") from None
     return model
 
 
@@ -199,15 +161,15 @@ def clip_spec_for(
 ) -> pipeline.ClipSpec:
     """The ``ClipSpec`` to feed a checkpoint's towers.
 
-    Taken from the run's ``operative_config.gin`` when there is one, else the gin
-    defaults; the towers' input shapes then set the clip length, crop and mel bins.
+    Taken from the run's ``run.json`` when there is one, else the gin defaults; the
+    towers' input shapes then set the clip length, crop and mel bins.
     """
     folder = run_dir(checkpoint) if checkpoint is not None else None
     spec = run_clip_spec(folder) if folder else pipeline.ClipSpec()
     if checkpoint is not None and folder is None:
         logging.warning(
             "No %s next to %s: using default log-mel settings (%s).",
-            OPERATIVE_CONFIG, checkpoint, spec.log_mel,
+            RUN_DESCRIPTION, checkpoint, spec.log_mel,
         )
     if video_tower is not None:
         frames, height, width = video_tower.inputs[0].shape[1:4]
@@ -256,6 +218,18 @@ def _parsed_recipe(gin_files: Sequence[str], bindings: Sequence[str], what: str)
         gin.clear_config()
 
 
+def _binding(name: str):
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return None
+
+
+def _recipe_clip_spec_unlocked() -> pipeline.ClipSpec:
+    spec = copy.deepcopy(_binding("train.run.clip_spec"))  # a ``@fn()`` reference is called
+    return spec if isinstance(spec, pipeline.ClipSpec) else pipeline.ClipSpec()
+
+
 def towers_from_recipe(
     gin_files: Sequence[str], bindings: Sequence[str], fps: float
 ) -> tuple[keras.Model, keras.Model, pipeline.ClipSpec]:
@@ -270,7 +244,7 @@ def towers_from_recipe(
         BadInput: If the recipe does not parse or names no towers.
     """
     with _parsed_recipe(gin_files, bindings, f"the recipe {', '.join(gin_files)}"):
-        spec = _run_clip_spec_unlocked()
+        spec = _recipe_clip_spec_unlocked()
         towers = []
         for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
             reference = _binding(f"train.run.{which}_tower")
@@ -289,7 +263,7 @@ def recipe_clip_spec(gin_files: Sequence[str], bindings: Sequence[str]) -> pipel
     if not gin_files and not bindings:
         return pipeline.ClipSpec()
     with _parsed_recipe(gin_files, bindings, ", ".join([*gin_files, *bindings])):
-        return _run_clip_spec_unlocked()
+        return _recipe_clip_spec_unlocked()
 
 
 def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec) -> keras.Model:
@@ -313,16 +287,12 @@ def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec
 
 
 def run_dataset(model_dir: str | Path) -> str:
-    """The prepared dataset a training run trained on (``train.run.dataset``).
+    """The prepared dataset a training run trained on (from its ``run.json``).
 
     Raises:
-        BadInput: If the run's config names no dataset or it cannot be found.
+        BadInput: If the run has no ``run.json`` or its dataset cannot be found.
     """
-    with run_config(Path(model_dir)):
-        reference = _binding("train.run.dataset")
-        if reference is None:
-            raise BadInput(f"the operative config of {model_dir} names no train.run.dataset")
-        dataset = _evaluate(reference)
+    dataset = run_description(model_dir).dataset
     if not manifest.exists(dataset):
         raise BadInput(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset")
-    return str(dataset)
+    return dataset

@@ -1,17 +1,17 @@
 """Audio-visual synchronization accuracy of a training run on a held-out prepared set.
 
-The model is rebuilt from the run's ``model_dir``: its two ``.keras`` towers and the
-objective of its ``operative_config.gin`` (margin and decision threshold; a fusion
-objective's head weights come from the run's newest checkpoint), or everything from the
-backup when the towers were not saved yet. Clips are the pipeline's deterministic
-evaluation clips; ``sync_accuracy`` uses easy negatives (the paper's protocol) and
-``sync_accuracy_<kind>`` each same-video negative kind. All are balanced accuracies
-(mean of the accuracy on in-sync and on out-of-sync pairs).
+The model is rebuilt from the run's ``model_dir``: its two ``.keras`` towers and the task
+of its ``run.json`` (margin and decision threshold; a fusion task's head weights come
+from the run's newest checkpoint), or everything from the newest checkpoint when the
+towers were not saved yet. Clips are the pipeline's deterministic evaluation clips;
+``sync_accuracy`` uses easy negatives (the paper's protocol) and ``sync_accuracy_<kind>``
+each same-video negative kind, cut with the run's samplers (``negative_samplers()``'
+defaults for kinds the run did not train with). All are balanced accuracies (mean of
+the accuracy on in-sync and on out-of-sync pairs).
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +22,8 @@ from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, features, records_io
 from avts_tf.evaluation.errors import BadInput
-from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, NegativeSampler, negative_samplers
+from avts_tf.tasks.sync.objectives import SyncObjective
+from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
 
 
 def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
@@ -35,22 +36,22 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
 
 
-def run_samplers(model_dir: Path | None, kinds: Sequence[str]) -> dict[str, NegativeSampler]:
-    """Same-video samplers of ``kinds``, with the run's sampler settings when it has any."""
-    if model_dir is not None:
-        with checkpoint.run_config(model_dir):
-            samplers = negative_samplers()
-    else:
-        samplers = negative_samplers()
-    return {k: copy.copy(samplers[k]) for k in kinds if k != "easy"}
+def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> SyncObjective:
+    """The run's sync task, scoring ``kinds`` and cutting their negatives.
 
+    Kinds the run trained with keep its samplers; the others get ``negative_samplers()``.
 
-def clip_cutter(model_dir: str | Path | None, kinds: Sequence[str]):
-    """A sync task that cuts the negatives of ``kinds`` with the run's samplers."""
-    from avts_tf.tasks.sync.objectives import ContrastiveSync
-
-    negatives = run_samplers(checkpoint.run_dir(model_dir) if model_dir else None, kinds)
-    return ContrastiveSync(negatives=negatives)
+    Raises:
+        BadInput: If the run has no ``run.json`` or its task is not a sync task.
+    """
+    description = checkpoint.run_description(model_dir)
+    task = description.build_task(eval_kinds=list(kinds))
+    if not isinstance(task, SyncObjective):
+        raise BadInput(f"the task of run {model_dir} ({type(task).__name__}) is not a "
+                       f"synchronization task")
+    defaults = negative_samplers()
+    negatives = {k: task.negatives.get(k, defaults[k]) for k in kinds if k != "easy"}
+    return description.build_task(eval_kinds=list(kinds), negatives=negatives)
 
 
 def sync_model(model_dir: str | Path, kinds: Sequence[str]):
@@ -60,27 +61,23 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
         BadInput: If ``model_dir`` is not a training run's folder.
     """
     from avts_tf.models import AVTSModel
-    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BadInput(f"model_dir {model_dir} does not exist")
+    task = clip_cutter(model_dir, kinds)
     saved = all((model_dir / f"{w}_tower.keras").is_file() for w in checkpoint.TOWERS)
     if not saved:
-        model = checkpoint.rebuild_run_model(model_dir, kinds)
+        model = checkpoint.rebuild_run_model(model_dir, task)
     else:
         video = checkpoint.load_tower(model_dir, "video")
         audio = checkpoint.load_tower(model_dir, "audio")
-        if checkpoint.run_dir(model_dir):
-            objective = checkpoint.run_objective(model_dir, kinds)
-        else:
-            objective = ContrastiveSync(eval_kinds=tuple(kinds))
-        model = AVTSModel(video, audio, objective)
-        if objective.trainable_weights:
+        model = AVTSModel(video, audio, task)
+        if task.trainable_weights:
             weights = checkpoint.latest_weights(model_dir)
             if weights is None:
                 raise BadInput(
-                    f"the run's objective has a trained head but {model_dir} has no checkpoint"
+                    f"the run's task has a trained head but {model_dir} has no checkpoint"
                 )
             model.load_weights(weights)
     spec = checkpoint.clip_spec_for(model_dir, model.video_tower, model.audio_tower)
@@ -121,7 +118,7 @@ def evaluate_sync(
             f"audio tower takes {expected}; prepare it at the run's fps"
         )
     data = pipeline.eval_dataset(
-        data_dir, batch_size, task=clip_cutter(model_dir, kinds), spec=spec, split=split,
+        data_dir, batch_size, task=model.objective, spec=spec, split=split,
         clips_per_video=clips_per_video, seed=seed,
     )
     model.compile(optimizer=keras.optimizers.SGD())

@@ -1,13 +1,14 @@
 """Towers from checkpoints, layer features with pooling, audio windows, MFCCs."""
 
 import dataclasses
+import functools
 import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny import RUN_GIN, SPEC, tiny_video_tower
+from tiny import SPEC, tiny_video_tower
 
 from avts_tf.backbones.audio import avts_audio_vgg
 from avts_tf.backbones.video_resnet import mc3_18
@@ -16,6 +17,8 @@ from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, features, mfcc, records_io
 from avts_tf.evaluation.errors import BadInput
 from avts_tf.models import AVTSModel
+from avts_tf.run_description import RunDescription
+from avts_tf.tasks.sync.objectives import ContrastiveSync
 
 
 def test_load_tower_from_model_dir_and_file(tiny_run):
@@ -37,7 +40,7 @@ def test_load_tower_bad_inputs(tiny_run, tmp_path):
         checkpoint.load_tower(tmp_path / "broken.keras", "video")
 
 
-def test_clip_spec_comes_from_the_operative_config(tiny_run):
+def test_clip_spec_comes_from_run_json(tiny_run):
     audio = checkpoint.load_tower(tiny_run, "audio")
     spec = checkpoint.clip_spec_for(tiny_run / "audio_tower.keras", audio_tower=audio)
     assert spec.num_frames == 4 and spec.log_mel.mel_bins == 16 and spec.log_mel.hop_s == 0.02
@@ -46,22 +49,18 @@ def test_clip_spec_comes_from_the_operative_config(tiny_run):
 
 def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path):
     """A run without saved towers (still training) is read from its newest checkpoint."""
-    config = (
-        f"train.run.dataset = @data.prepared_dataset()\n"
-        f"data.prepared_dataset.data_dir = '{tiny_prepared}'\n"
-        "train.run.video_tower = @backbones.mc3_18\n"
-        "backbones.mc3_18.width = 4\nbackbones.mc3_18.depths = (1, 1, 1, 1)\n"
-        "backbones.mc3_18.embedding_dim = 8\n"
-        "train.run.audio_tower = @backbones.avts_audio_vgg\n"
-        "backbones.avts_audio_vgg.width = 4\nbackbones.avts_audio_vgg.depths = (1, 1, 1, 1)\n"
-        "backbones.avts_audio_vgg.embedding_dim = 8\n"
-    )
-    (tmp_path / "operative_config.gin").write_text(RUN_GIN + config)
+    args = {"width": 4, "depths": (1, 1, 1, 1), "embedding_dim": 8}
+    RunDescription.of_run(
+        video_factory=functools.partial(mc3_18, **args),
+        audio_factory=functools.partial(avts_audio_vgg, **args),
+        task=ContrastiveSync(), clip_spec=SPEC, fps=8.0, dataset=tiny_prepared,
+        train_split="train", eval_split="test", eval_batch_size=4, eval_clips_per_video=2,
+        precision="float32", seed=0, batch_size=4, train_steps=2,
+    ).write(tmp_path)
     spec = checkpoint.run_clip_spec(tmp_path)
     keras.utils.set_random_seed(1)
-    video = mc3_18(input_shape=spec.video_shape(), width=4, depths=(1, 1, 1, 1), embedding_dim=8)
-    audio = avts_audio_vgg(input_shape=spec.audio_shape(8.0), width=4, depths=(1, 1, 1, 1),
-                           embedding_dim=8)
+    video = mc3_18(input_shape=spec.video_shape(), **args)
+    audio = avts_audio_vgg(input_shape=spec.audio_shape(8.0), **args)
     model = AVTSModel(video, audio)
     # avts_tf.callbacks.StepCheckpoint: an index, newest last (the older file is gone).
     (tmp_path / "checkpoints").mkdir()

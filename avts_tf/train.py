@@ -33,6 +33,7 @@ import dataclasses
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -384,7 +385,9 @@ def _evaluate(model: AVTSModel, job: _Job) -> Results:
         job.dataset, evaluation.batch_size, task=model.objective, spec=job.clip_spec,
         split=evaluation.split, clips_per_video=evaluation.clips_per_video, seed=job.seed,
     )
-    results = model.evaluate(_sharded_by_data(eval_data), return_dict=True, verbose=0)
+    with warnings.catch_warnings():  # Keras warns at the end of any finite dataset.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        results = model.evaluate(_sharded_by_data(eval_data), return_dict=True, verbose=0)
     results = {k: float(v) for k, v in results.items()}
     # A metric with nothing to measure (say, a negative kind that no test video can hold)
     # is NaN: leave it out rather than write NaN into eval.json.

@@ -20,7 +20,7 @@ interleaved (small, large, small, large, ...) over ``--rounds`` rounds:
   every record read, so memory grows with the set (the default run reads more records
   than the large set holds).
 * ``eval pass``: one full pass of ``pipeline.eval_dataset`` over ``--eval_split`` at its
-  defaults (``shuffle_buffer=1024`` records, 4 clips per video).
+  defaults (``shuffle_buffer=256`` records, 4 clips per video).
 * ``eval pass b32``: the same with ``shuffle_buffer=32``, smaller than the small set.
 
 Columns: peak RSS of the child (``ru_maxrss``, MB); "reader MB", that peak minus the
@@ -31,39 +31,36 @@ Eval clips/s of the small set's short pass (384 clips) includes the fixed start 
 of its 4 clip passes (no decoding until the shuffle buffer is full), so only the train
 rows compare throughput.
 
-Measured on this 2-core development machine while it was shared with other jobs (so
-clips/s varies twofold between rounds; run it alone for throughput), defaults
+Measured alone on this 2-core development machine (nothing else running), defaults
 (``python benchmarks/reader_memory.py``, 8 min with the sets cached):
 
     small: 96 train / 32 test records, 23.3 MB of train shards
     large: 960 train / 320 test records, 232.7 MB of train shards
 
     config          set      peak RSS MB     reader MB        clips/s
-    train stream    small        846-869       187-210        316-659
-    train stream    large        849-865       191-207        323-507
-    train cache     small        732-734         74-76        217-623
-    train cache     large      1057-1075       399-417        384-751
-    eval pass       small        779-798       122-140         72-336
-    eval pass       large      1422-1514       765-857        227-325
-    eval pass b32   small        743-748         86-90        143-268
-    eval pass b32   large        765-775       108-118        186-504
+    train stream    small        855-869       197-211        506-628
+    train stream    large        860-864       201-205        567-613
+    train cache     small        732-733         73-75        632-857
+    train cache     large      1058-1061       400-402        549-723
+    eval pass       small        777-790       120-133        276-477
+    eval pass       large        932-971       275-313        372-615
+    eval pass b32   small        745-753         88-96        296-374
+    eval pass b32   large        766-779       109-122        516-587
 
     large / small (medians)    peak RSS   reader MB   clips/s
-    train stream                  1.00x       1.01x     1.16x
-    train cache                   1.44x       5.31x     1.01x
-    eval pass                     1.80x       5.72x     1.71x
-    eval pass b32                 1.03x       1.26x     2.68x
+    train stream                  1.00x       0.98x     0.97x
+    train cache                   1.45x       5.39x     0.78x
+    eval pass                     1.23x       2.40x     1.40x
+    eval pass b32                 1.04x       1.34x     1.41x
 
-* The streaming train reader keeps its peak RSS on 10x the data (1.00x): its bound is
-  the 256-record shuffle buffer (about 95 MB of parsed records here: JPEGs and float32
-  audio). With the record cache it grows with the records read (5.3x the reader's
-  share); under 256 records it stays below streaming, the buffer then repeating cached
-  records instead of holding 256 parsed copies.
-* The eval reader at its default ``shuffle_buffer=1024`` holds the whole split while the
-  split has under 1024 records (1.8x here): bounded, but by 1024 parsed records, which
-  for long, large-frame records is several GB. With a buffer below the split size it is
-  flat; its +3% follows the number of clips read, not the data size: ten passes over
-  the small set in one process reach 778 MB, one pass over the large set 756 MB.
+* The streaming train reader keeps its peak RSS and its clips/s on 10x the data (1.00x,
+  0.97x, within the rounds' spread): its bound is the 256-record shuffle buffer (about
+  95 MB of parsed records here: JPEGs and float32 audio). With the record cache it grows
+  with the records read (5.4x the reader's share).
+* The eval reader's default ``shuffle_buffer=256`` holds the whole small split (96
+  records) but only 256 of the large one's 960: its memory grows up to that bound
+  (1.23x here) and no further. With a buffer below both sizes (``b32``) it is flat; the
+  remaining +4% follows the number of clips read, not the data size.
 """
 
 from __future__ import annotations

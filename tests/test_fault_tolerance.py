@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import kill9
 import numpy as np
 import pytest
 from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower
@@ -81,14 +80,6 @@ def _run(command: list[str], timeout: float = 240) -> subprocess.CompletedProces
     return result
 
 
-def _checkpointed_batches(model_dir: Path) -> int:
-    try:
-        index = json.loads((model_dir / "checkpoints" / "checkpoint.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return max(c["batches"] for c in index["checkpoints"])
-
-
 def _tower_weights(model_dir: Path) -> list[np.ndarray]:
     import keras
 
@@ -101,32 +92,12 @@ def _tower_weights(model_dir: Path) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
-    reference = subprocess.Popen(
-        _command(reference_dir, tiny_prepared), cwd=REPO_ROOT, env=_env(),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    # Kill -9 once a mid-epoch checkpoint (batch 12 or later) exists, while training.
+    _, _, killed_at = kill9.reference_and_killed(
+        _command(reference_dir, tiny_prepared), _command(killed_dir, tiny_prepared),
+        killed_dir, 12, _env(), timeout=240,
     )
-    victim = subprocess.Popen(
-        _command(killed_dir, tiny_prepared), cwd=REPO_ROOT, env=_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        # Kill -9 once a mid-epoch checkpoint (batch 12 or later) exists, while training.
-        deadline = time.monotonic() + 240
-        while _checkpointed_batches(killed_dir) < 12:
-            assert victim.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=30)
-        killed_at = _checkpointed_batches(killed_dir)
-        assert killed_at < 40 and not (killed_dir / "eval.json").exists()
-        _, reference_err = reference.communicate(timeout=240)
-        assert reference.returncode == 0, reference_err[-4000:]
-    finally:
-        for process in (reference, victim):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    assert killed_at < 40 and not (killed_dir / "eval.json").exists()
 
     resumed = _run(_command(killed_dir, tiny_prepared))
     assert f"batch {killed_at}, step {killed_at}" in resumed.stderr

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import kill9
 import numpy as np
 import pytest
 from tiny import REPO_ROOT, SPEC_GIN
@@ -148,14 +147,6 @@ def _state(model_dir: Path) -> dict:
     return json.loads((model_dir / "state.json").read_text())
 
 
-def _checkpointed(model_dir: Path) -> int:
-    try:
-        index = json.loads((model_dir / "checkpoints" / "checkpoint.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return max(c["batches"] for c in index["checkpoints"])
-
-
 @pytest.fixture()
 def toy(tmp_path, tiny_prepared):
     module_dir = tmp_path / "user_code"
@@ -173,28 +164,11 @@ def test_a_users_task_trains_on_one_and_two_replicas_and_resumes_exactly(tmp_pat
                             capture_output=True, text=True).stdout
     one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
     deterministic = "train.Runtime.deterministic=True"
-    reference = subprocess.Popen(_command(gin_file, one, deterministic), cwd=REPO_ROOT,
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True)
-    victim = subprocess.Popen(_command(gin_file, killed, deterministic), cwd=REPO_ROOT,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while _checkpointed(killed) < 12:
-            assert victim.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=30)
-        killed_at = _checkpointed(killed)
-        assert killed_at < 40 and not (killed / "state.json").exists()
-        out, err = reference.communicate(timeout=300)
-        assert reference.returncode == 0, err[-4000:]
-    finally:
-        for process in (reference, victim):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    out, _, killed_at = kill9.reference_and_killed(
+        _command(gin_file, one, deterministic), _command(gin_file, killed, deterministic),
+        killed, 12, env,
+    )
+    assert killed_at < 40 and not (killed / "state.json").exists()
     # The trainer prints the task's headline metric last.
     last = out.strip().splitlines()[-1]
     assert last.startswith("reversal_accuracy: ")

@@ -1,0 +1,56 @@
+"""Run a training command to its end beside a copy of it that is killed with ``kill -9``.
+
+Used by the resume tests (``import kill9``): the victim is killed once its checkpoint
+index records at least ``kill_at`` batches, while it is still training.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tiny import REPO_ROOT
+
+
+def checkpointed_batches(model_dir: Path) -> int:
+    """Batches of the newest checkpoint recorded in ``model_dir`` (0 when none)."""
+    try:
+        index = json.loads((model_dir / "checkpoints" / "checkpoint.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return max(c["batches"] for c in index["checkpoints"])
+
+
+def reference_and_killed(
+    reference: Sequence[str], victim: Sequence[str], victim_dir: Path, kill_at: int,
+    env: Mapping[str, str], timeout: float = 300,
+) -> tuple[str, str, int]:
+    """Runs both commands; kills the victim at ``kill_at`` batches; waits for the reference.
+
+    Returns:
+        The reference's stdout and stderr, and the victim's checkpointed batches.
+    """
+    done = subprocess.Popen(reference, cwd=REPO_ROOT, env=dict(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    killed = subprocess.Popen(victim, cwd=REPO_ROOT, env=dict(env),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while checkpointed_batches(victim_dir) < kill_at:
+            assert killed.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+            time.sleep(0.05)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=30)
+        out, err = done.communicate(timeout=timeout)
+        assert done.returncode == 0, err[-4000:]
+    finally:
+        for process in (done, killed):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return out, err, checkpointed_batches(victim_dir)

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from avts_tf.tasks.base import Task, global_batch_size, local_batch_size
+from avts_tf.tasks.base import Task, global_batch_size, local_batch_size, unpack_compute
 
 
 @keras.saving.register_keras_serializable(package="avts_tf")
@@ -141,7 +141,7 @@ class AVTSModel(keras.Model):
         step = self.optimizer.iterations
         towers = _StatelessTowers(self) if stateless else self
         with tf.GradientTape() as tape:
-            loss, logs, values = _unpack(self.objective.compute(
+            loss, logs, values = unpack_compute(self.objective.compute(
                 towers, batch, training=True, step=step, global_batch=global_batch
             ))
             scaled = self.optimizer.scale_loss(loss)
@@ -243,7 +243,7 @@ class AVTSModel(keras.Model):
         step = self.optimizer.iterations if self.optimizer else 0
 
         def evaluate() -> tf.Tensor:
-            loss, _, _ = _unpack(self.objective.compute(
+            loss, _, _ = unpack_compute(self.objective.compute(
                 self, batch, training=False, step=step, global_batch=global_batch
             ))
             return tf.cast(loss, tf.float32)
@@ -269,13 +269,6 @@ class AVTSModel(keras.Model):
         for key in ("video_tower", "audio_tower", "objective"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _unpack(result: tuple) -> tuple[tf.Tensor, dict, dict]:
-    """``Task.compute``'s ``(loss, logs)`` or ``(loss, logs, values)`` as three parts."""
-    if len(result) == 2:
-        return result[0], result[1], {}
-    return tuple(result)
 
 
 def _multi_worker(strategy: tf.distribute.Strategy) -> bool:

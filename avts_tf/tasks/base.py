@@ -66,6 +66,14 @@ def global_batch_size(batch: Any) -> tf.Tensor:
     return size
 
 
+def unpack_compute(result: tuple) -> tuple[tf.Tensor, Batch, Batch]:
+    """``Task.compute``'s ``(loss, logs)`` or ``(loss, logs, values)`` as three parts."""
+    if len(result) == 2:
+        return result[0], result[1], {}
+    loss, logs, values = result
+    return loss, logs, values
+
+
 class Task(keras.layers.Layer):
     """Base class of tasks (see the module docstring for the contract).
 

@@ -9,11 +9,7 @@ import keras
 import tensorflow as tf
 
 from avts_tf.registry import OBJECTIVES
-from avts_tf.tasks.base import Batch, Task
-
-
-def _unpack(result: tuple) -> tuple[tf.Tensor, Batch, Batch]:
-    return (result[0], result[1], {}) if len(result) == 2 else tuple(result)
+from avts_tf.tasks.base import Batch, Task, unpack_compute
 
 
 @OBJECTIVES.register("multi")
@@ -85,7 +81,7 @@ class MultiTask(Task):
         logs: Batch = {}
         values: Batch = {}
         for name, task in self.tasks.items():
-            loss, task_logs, task_values = _unpack(
+            loss, task_logs, task_values = unpack_compute(
                 task.compute(model, batch[name], training, step, global_batch)
             )
             total += self.weights_by_task[name] * tf.cast(loss, tf.float32)

@@ -1,0 +1,241 @@
+"""Temporal views (speed, direction, start) and ordering labels, with exact expectations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tiny
+
+from avts_tf.data.audio_features import LogMelSpec
+from avts_tf.data.clips import Clips, ClipSpec
+from avts_tf.tasks.base import Task
+from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
+from avts_tf.tasks.temporal.views import ViewSpec, cut_views, draw_views
+
+FPS = 8.0
+RATE = 16000
+LEVEL = 6  # Gray level step between frames: frame i is gray i * LEVEL (survives JPEG).
+LOG_MEL = LogMelSpec(mel_bins=16, window_s=0.04, hop_s=0.02)
+
+
+def make_clips(stride: int = 1) -> Clips:
+    return Clips(ClipSpec(num_frames=4, frame_stride=stride, crop_size=16, log_mel=LOG_MEL), FPS)
+
+
+def make_record(num_frames: int, record_id: str = "video-a") -> dict[str, tf.Tensor]:
+    """A parsed-record dict whose frame i is a uniform JPEG of gray level i * LEVEL."""
+    jpegs = [
+        tf.io.encode_jpeg(tf.fill([20, 24, 3], tf.constant(i * LEVEL, tf.uint8)))
+        for i in range(num_frames)
+    ]
+    samples = int(num_frames * RATE / FPS)
+    wave = np.random.default_rng(num_frames).uniform(-0.5, 0.5, samples).astype(np.float32)
+    return {
+        "frames": tf.stack(jpegs),
+        "waveform": tf.constant(wave),
+        "num_frames": tf.constant(num_frames, tf.int64),
+        "num_samples": tf.constant(samples, tf.int64),
+        "id": tf.constant(record_id),
+        "label_index": tf.constant(-1, tf.int64),
+    }
+
+
+def frame_levels(video: np.ndarray) -> np.ndarray:
+    """Gray level index of each decoded frame, ``[K, T]``."""
+    return np.round(video.mean(axis=(2, 3, 4)) * 255.0 / LEVEL).astype(np.int64)
+
+
+def numpy_log_mel(wave: np.ndarray, hop: int) -> np.ndarray:
+    """Log-mel with LOG_MEL's window and ``hop``, in NumPy (mel matrix from tf.signal)."""
+    window, fft = LOG_MEL.window_samples, LOG_MEL.fft_length
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)  # periodic
+    count = 1 + (len(wave) - window) // hop
+    frames = np.stack([wave[i * hop : i * hop + window] for i in range(count)]).astype(np.float64)
+    power = np.abs(np.fft.rfft(frames * hann, n=fft)) ** 2
+    mel_matrix = tf.signal.linear_to_mel_weight_matrix(
+        LOG_MEL.mel_bins, fft // 2 + 1, RATE, LOG_MEL.lower_hz, RATE / 2
+    ).numpy().astype(np.float64)
+    return np.log(power @ mel_matrix + LOG_MEL.log_offset)[..., None]
+
+
+def draws(clips, record, spec, count, training=True, num_clips=1):
+    """``draw_views`` for seeds (or clip indices) 0..count-1, as NumPy arrays."""
+    def one(i):
+        seed = tf.stack([tf.cast(i, tf.int32), tf.constant(7, tf.int32)])
+        return draw_views(clips, record, seed, spec, training, i, num_clips)
+
+    dataset = tf.data.Dataset.range(count).map(one).batch(count)
+    return {key: value.numpy() for key, value in next(iter(dataset)).items()}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("training", [True, False])
+def test_frames_follow_speed_and_direction(stride, training):
+    clips, record = make_clips(stride), make_record(40)
+    spec = ViewSpec(num_views=3)
+    seen = set()
+    for i in range(8):
+        out = cut_views(clips, record, tf.constant([i, 1]), spec, training, i, 8)
+        levels = frame_levels(out["video"].numpy())
+        for k in range(3):
+            s = spec.speeds[out["speed"][k]]
+            start = int(out["view_start"][k]) * FPS / RATE
+            assert start == int(start)
+            expected = int(start) + stride * s * np.arange(4)
+            if out["backward"][k]:
+                expected = expected[::-1]
+            np.testing.assert_array_equal(levels[k], expected)
+            assert int(out["view_span"][k]) == s * 4 * stride * RATE / FPS
+            seen.add((s, int(out["backward"][k])))
+    assert len(seen) >= 4  # Several speeds and both directions were exercised.
+
+
+def test_unholdable_speed_never_drawn():
+    # 10 frames (1.25 s): speeds 1 (4 frames) and 2 (8) fit, 4 (16) does not.
+    clips, record = make_clips(), make_record(10)
+    out = draws(clips, record, ViewSpec(), 1000)
+    assert set(np.unique(out["speed"])) == {0, 1}
+    assert (out["view_start"] + out["view_span"] <= 20000).all()
+    assert (out["start_frame"] + 4 * np.array([1, 2])[out["speed"]] <= 10).all()
+    evaluation = draws(clips, record, ViewSpec(), 50, training=False, num_clips=50)
+    assert set(np.unique(evaluation["speed"])) == {0, 1}
+
+
+@pytest.mark.parametrize("audio_speed", ["hop", "resample"])
+def test_audio_is_log_mel_of_the_window(audio_speed):
+    clips, record = make_clips(), make_record(40)
+    wave = record["waveform"].numpy()
+    spec = ViewSpec(num_views=4, audio_speed=audio_speed)
+    hop, window, frames = LOG_MEL.hop_samples, 8000, 24
+    seen = set()
+    for i in range(6):
+        out = cut_views(clips, record, tf.constant([i, 3]), spec, True)
+        for k in range(4):
+            s = spec.speeds[out["speed"][k]]
+            start, span = int(out["view_start"][k]), int(out["view_span"][k])
+            assert span == s * window
+            samples = wave[start : start + span]
+            if audio_speed == "hop":
+                expected = numpy_log_mel(samples, s * hop)[:frames]
+            else:
+                expected = numpy_log_mel(samples.reshape(window, s).mean(axis=1), hop)
+            if out["backward"][k]:
+                expected = expected[::-1]
+            np.testing.assert_allclose(out["audio"][k].numpy(), expected, rtol=1e-5, atol=1e-5)
+            seen.add((s, int(out["backward"][k])))
+    assert len(seen) >= 4
+
+
+def test_order_labels_table():
+    # (start_i, span_i, start_j, span_j, label)
+    table = [
+        (0, 10, 20, 10, 1),   # i well before j
+        (0, 10, 10, 10, 1),   # touching: end_i == start_j
+        (10, 10, 0, 10, 2),   # touching: end_j == start_i
+        (30, 5, 0, 10, 2),
+        (0, 10, 9, 10, 0),    # one sample in common
+        (9, 10, 0, 10, 0),
+        (0, 40, 10, 5, 0),    # j inside i
+        (10, 5, 0, 40, 0),    # i inside j
+        (5, 10, 5, 10, 0),    # identical
+        (0, 8000, 16000, 32000, 1),
+    ]
+    columns = np.array(table, np.int64).T
+    labels = order_labels(*(tf.constant(c) for c in columns[:4]))
+    assert labels.dtype == tf.int32
+    np.testing.assert_array_equal(labels.numpy(), columns[4])
+    assert ORDER_CLASSES == ("overlap", "i_before_j", "j_before_i")
+    # Broadcasting over a [K, K] grid of views.
+    start, span = tf.constant([0, 10, 40], tf.int64), tf.constant([10, 30, 5], tf.int64)
+    grid = order_labels(start[:, None], span[:, None], start[None, :], span[None, :])
+    np.testing.assert_array_equal(grid.numpy(), [[0, 1, 1], [2, 0, 1], [2, 2, 0]])
+
+
+@pytest.mark.parametrize("num_frames,backward_probability", [(40, 0.5), (10, 0.3)])
+def test_class_shares_over_10k_draws(num_frames, backward_probability):
+    clips, record = make_clips(), make_record(num_frames)
+    spec = ViewSpec(backward_probability=backward_probability)
+    out = draws(clips, record, spec, 10_000)
+    holdable = 3 if num_frames == 40 else 2
+    speed = out["speed"].ravel()
+    for index in range(3):
+        target = 1 / holdable if index < holdable else 0.0
+        assert abs(np.mean(speed == index) - target) <= 0.03, (index, np.mean(speed == index))
+    assert abs(np.mean(out["backward"]) - backward_probability) <= 0.03
+
+
+@pytest.mark.parametrize("num_frames", [40, 10])
+def test_evaluation_views_deterministic_and_balanced(num_frames):
+    clips = make_clips()
+    spec = ViewSpec(num_views=2)
+    holdable = 3 if num_frames == 40 else 2
+    num_clips = holdable  # num_clips * K = 2c views: each (speed, direction) once.
+    for record_id in ("a", "b", "c"):
+        record = make_record(num_frames, record_id)
+        first = draws(clips, record, spec, num_clips, training=False, num_clips=num_clips)
+        again = draws(clips, record, spec, num_clips, training=False, num_clips=num_clips)
+        for key in first:
+            np.testing.assert_array_equal(first[key], again[key])
+        pairs = sorted(zip(first["speed"].ravel(), first["backward"].ravel(), strict=True))
+        assert pairs == sorted((s, d) for s in range(holdable) for d in (0, 1))
+        # Each example holds one forward and one backward view.
+        assert (first["backward"].sum(axis=1) == 1).all()
+        # Starts evenly spaced over the 2c positions (position p: last * p // (2c - 1)).
+        windows = clips.windows(record)
+        speeds = np.array(spec.speeds)
+        bound = np.floor((num_frames * 2000 - 8000 * speeds) * FPS / RATE)
+        last = np.minimum(num_frames - 4 * speeds, bound).astype(np.int64)[first["speed"]]
+        positions = np.arange(2 * num_clips).reshape(num_clips, 2)
+        np.testing.assert_array_equal(first["start_frame"], last * positions // (2 * num_clips - 1))
+        assert windows.window == 8000
+    # The same record cut twice through cut_views gives identical tensors.
+    record = make_record(num_frames)
+    a = cut_views(clips, record, tf.constant([0, 1]), spec, False, 1, num_clips)
+    b = cut_views(clips, record, tf.constant([5, 9]), spec, False, 1, num_clips)
+    for key in a:
+        np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+def test_views_share_one_crop():
+    # Frames with a horizontal ramp: a shared crop gives the same columns in every view.
+    clips = make_clips()
+    ramp = np.tile(np.arange(24, dtype=np.uint8)[None, :, None] * 10, (20, 1, 3))
+    record = make_record(40)
+    record["frames"] = tf.stack([tf.io.encode_jpeg(ramp) for _ in range(40)])
+    out = cut_views(clips, record, tf.constant([4, 4]), ViewSpec(num_views=3), True)
+    columns = out["video"].numpy().mean(axis=(2, 4))  # [K, T, S]
+    np.testing.assert_allclose(columns, np.broadcast_to(columns[:1, :1], columns.shape))
+
+
+def test_view_spec_validation():
+    assert ViewSpec(speeds=[1, 2]).speeds == (1, 2)
+    for bad in ({"speeds": (1, 1)}, {"speeds": (0, 2)}, {"num_views": 0},
+                {"backward_probability": 1.5}, {"audio_speed": "stretch"}):
+        with pytest.raises(ValueError):
+            ViewSpec(**bad)
+
+
+class _ViewsTask(Task):
+    def train_example(self, clips, record, seed):
+        return cut_views(clips, record, seed, ViewSpec(), True)
+
+
+def test_train_dataset_cuts_views(tiny_prepared):
+    from avts_tf.data.pipeline import train_dataset
+
+    dataset = train_dataset(tiny_prepared, batch_size=4, task=_ViewsTask(), spec=tiny.SPEC)
+    batch = next(iter(dataset))
+    assert batch["video"].shape == (4, 2) + tiny.VIDEO_SHAPE
+    assert batch["audio"].shape == (4, 2) + tiny.AUDIO_SHAPE
+    assert batch["video"].dtype == tf.float32 and batch["audio"].dtype == tf.float32
+    for key, dtype in (("view_start", tf.int64), ("view_span", tf.int64), ("speed", tf.int32),
+                       ("backward", tf.int32), ("video_id", tf.int64), ("label", tf.int64)):
+        assert batch[key].dtype == dtype, key
+    window = int(round(tiny.SPEC.window_seconds(tiny.FPS) * tiny.SPEC.log_mel.sample_rate))
+    speeds = np.array(ViewSpec().speeds)[batch["speed"].numpy()]
+    np.testing.assert_array_equal(batch["view_span"].numpy(), speeds * window)
+    start = batch["view_start"].numpy()
+    assert (start >= 0).all()
+    assert (start + batch["view_span"].numpy() <= 3 * tiny.SPEC.log_mel.sample_rate).all()
+    assert np.isfinite(batch["audio"].numpy()).all()

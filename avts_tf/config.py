@@ -16,6 +16,7 @@ def import_registrations() -> None:
     import avts_tf.tasks.sync.curricula  # noqa: F401
     import avts_tf.tasks.sync.objectives  # noqa: F401
     import avts_tf.tasks.sync.samplers  # noqa: F401
+    import avts_tf.tasks.temporal.task  # noqa: F401
     import avts_tf.train  # noqa: F401
 
 

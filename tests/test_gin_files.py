@@ -131,3 +131,27 @@ def test_per_tower_recipes_build_their_towers_at_paper_scale(path):
     # The paper's curriculum, from the MC3 recipe they all include.
     assert isinstance(objective_from_gin().curriculum, StepSwitch)
     assert resolve("train.run.train_steps") == 90 * 3600
+
+
+def test_tssl_recipe_builds_its_towers_and_task_at_paper_scale():
+    config.parse_gin(["gin/tssl_r2plus1d.gin"])
+    spec = resolve("train.run.clip_spec")
+    assert spec.video_shape() == (16, 112, 112, 3)
+    video = resolve("train.run.video_tower")(input_shape=spec.video_shape())
+    audio = resolve("train.run.audio_tower")(input_shape=spec.audio_shape(25.0))
+    assert (video.name, audio.name) == ("r2plus1d_18", "audio_resnet18")
+    assert sum(int(np.prod(w.shape)) for w in video.trainable_weights) == PER_TOWER[
+        "gin/r2plus1d_curriculum.gin"][1]
+    assert video.outputs[0].shape[-1] == audio.outputs[0].shape[-1] == 512
+    task = resolve("train.run.objective")()
+    assert task.view_spec.speeds == (1, 2, 4, 8) and task.queue_size == 65536
+    task.build_head(512, 512)
+    assert tuple(task.queues["video"][0].shape) == (65536, 128)
+
+
+def test_avts_tssl_recipe_trains_both_tasks_in_one_objective():
+    config.parse_gin(["gin/avts_tssl_quickstart.gin"])
+    task = resolve("train.run.objective")()
+    assert list(task.tasks) == ["sync", "temporal"]
+    assert task.headline == "sync_accuracy"
+    assert type(task.tasks["temporal"]).__name__ == "TemporalContrastive"

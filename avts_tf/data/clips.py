@@ -59,7 +59,7 @@ class ClipSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Windows:
-    """The windows one record can hold (int64 scalars except ``window``).
+    """The windows one record can hold (int64 scalars, or one per speed, except ``window``).
 
     Attributes:
         window: Audio samples of one clip window.
@@ -73,6 +73,10 @@ class Windows:
     last_frame: tf.Tensor
     max_audio_start: tf.Tensor
     latest_start: tf.Tensor
+
+    def fit(self) -> tf.Tensor:
+        """Whether the record holds at least one such window (of video and of audio)."""
+        return tf.logical_and(self.last_frame >= 0, self.max_audio_start >= 0)
 
 
 class Clips:
@@ -88,12 +92,19 @@ class Clips:
         self.fps = float(fps)
         self.sample_rate = spec.log_mel.sample_rate
 
-    def windows(self, record: Record) -> Windows:
-        """Sizes (in samples and frames) of the windows ``record`` can hold."""
+    def windows(self, record: Record, speed: int | tf.Tensor = 1) -> Windows:
+        """Sizes (in samples and frames) of the windows ``record`` can hold.
+
+        Args:
+            record: A parsed record.
+            speed: Playback speed ``s`` (an int64 tensor of several speeds broadcasts):
+                the clip then spans ``s`` times the frames and audio samples of a 1x clip.
+                ``window`` stays the 1x window; the other fields are per speed.
+        """
         spec, rate = self.spec, self.sample_rate
         window = int(round(spec.window_seconds(self.fps) * rate))
-        last_frame = record["num_frames"] - spec.num_frames * spec.frame_stride
-        max_audio_start = record["num_samples"] - window
+        last_frame = record["num_frames"] - spec.num_frames * spec.frame_stride * speed
+        max_audio_start = record["num_samples"] - window * speed
         # The latest start frame whose aligned audio window is still inside the audio.
         audio_bound = tf.floor(tf.cast(max_audio_start, tf.float64) * self.fps / rate)
         last_frame = tf.minimum(last_frame, tf.cast(audio_bound, tf.int64))
@@ -102,8 +113,7 @@ class Clips:
 
     def long_enough(self, record: Record) -> tf.Tensor:
         """Whether ``record`` holds at least one clip window."""
-        windows = self.windows(record)
-        return tf.logical_and(windows.last_frame >= 0, windows.max_audio_start >= 0)
+        return self.windows(record).fit()
 
     def frame_to_sample(self, frame: tf.Tensor) -> tf.Tensor:
         """Audio sample (int64) at which ``frame`` starts."""

@@ -75,19 +75,13 @@ def holdable_speeds(clips: Any, record: Record, spec: ViewSpec) -> tuple[tf.Tens
     """Latest start frame per speed and whether the record can hold each speed.
 
     A speed ``s`` needs ``T * stride * s`` frames from its start and the ``s * N`` audio
-    samples from the start's sample (the 1x rule of ``Clips.windows``, scaled by ``s``).
+    samples from the start's sample (``Clips.windows`` at speed ``s``).
 
     Returns:
         ``(last_frame, holdable)``: int64 and bool, both ``[len(spec.speeds)]``.
     """
-    window = clips.windows(record).window
-    speeds = tf.constant(spec.speeds, tf.int64)
-    video_span = clips.spec.num_frames * clips.spec.frame_stride * speeds
-    last = record["num_frames"] - video_span
-    max_audio_start = record["num_samples"] - window * speeds
-    audio_bound = tf.floor(tf.cast(max_audio_start, tf.float64) * clips.fps / clips.sample_rate)
-    last = tf.minimum(last, tf.cast(audio_bound, tf.int64))
-    return last, tf.logical_and(last >= 0, max_audio_start >= 0)
+    windows = clips.windows(record, tf.constant(spec.speeds, tf.int64))
+    return windows.last_frame, windows.fit()
 
 
 def draw_views(

@@ -121,7 +121,7 @@ def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None):
     spec = spec or ClipSpec()
     prepared = Manifest.read(data_dir)
     prepared.check_sample_rate(spec.log_mel.sample_rate)
-    return spec, Clips(spec, prepared.fps), shard_files(data_dir, split)
+    return spec, prepared, Clips(spec, prepared.fps), shard_files(data_dir, split)
 
 
 @gin.configurable(module="data")
@@ -160,8 +160,8 @@ def train_dataset(
         A dataset of dict batches, ``drop_remainder=True``, after ``task.batch_examples``.
     """
     task = task or _default_task()
-    spec, clips, files = _prepare(data_dir, split, spec)
-    too_short = count_too_short(data_dir, split, spec)
+    spec, prepared, clips, files = _prepare(data_dir, split, spec)
+    too_short = prepared.count_shorter_than(split, spec.window_seconds(clips.fps))
     if too_short:
         logging.warning(
             "%d record(s) of split %r are shorter than one %.2f s clip window and are skipped.",
@@ -206,7 +206,7 @@ def eval_dataset(
     always give the same batches.
     """
     task = task or _default_task()
-    spec, clips, files = _prepare(data_dir, split, spec)
+    spec, _, clips, files = _prepare(data_dir, split, spec)
     records_ds = _records(files, shuffle_files=False, seed=None).filter(clips.long_enough)
     records_ds = records_ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 

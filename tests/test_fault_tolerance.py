@@ -32,18 +32,8 @@ train.run.objective = @objectives.contrastive
 objectives.contrastive.curriculum = @curricula.step_switch()
 curricula.step_switch.boundaries = [14]
 curricula.step_switch.mixtures = [{"easy": 1.0}, {"easy": 0.5, "hard": 0.5}]
-train.run.optimizer = @keras.optimizers.SGD
-keras.optimizers.SGD.learning_rate = 0.05
-keras.optimizers.SGD.momentum = 0.9
-train.run.batch_size = 4
-train.run.train_steps = 40
-train.run.steps_per_epoch = 10
-train.run.checkpoint_every_steps = 4
-train.Evaluation.batch_size = 4
-train.Evaluation.clips_per_video = 2
 train.Runtime.deterministic = True
-train.Runtime.verbose = 2
-"""
+""" + kill9.SCHEDULE_GIN
 
 
 def main(argv: list[str]) -> None:

@@ -116,18 +116,8 @@ import toy_reversal
 train.run.video_tower = @backbones.toy_video_tower
 train.run.audio_tower = @backbones.toy_audio_tower
 train.run.objective = @objectives.toy_reversal
-train.run.optimizer = @keras.optimizers.SGD
-keras.optimizers.SGD.learning_rate = 0.05
-keras.optimizers.SGD.momentum = 0.9
-train.run.batch_size = 4
-train.run.train_steps = 40
-train.run.steps_per_epoch = 10
-train.run.checkpoint_every_steps = 4
-train.Evaluation.batch_size = 4
-train.Evaluation.clips_per_video = 2
-train.Runtime.verbose = 2
 train.run.callbacks = [@toy.DumpState()]
-""" + SPEC_GIN
+""" + kill9.SCHEDULE_GIN + SPEC_GIN
 
 
 def _command(gin_file: Path, model_dir: Path, *params: str) -> list[str]:

@@ -304,7 +304,7 @@ def _tower_state(model: AVTSModel) -> list[keras.Variable]:
 
 
 class _StatelessTowers:
-    """Stands in for the model in ``Objective.compute``: towers without side effects."""
+    """Stands in for the model in ``Task.compute``: towers without side effects."""
 
     def __init__(self, model: AVTSModel) -> None:
         self._state = {}

@@ -1,17 +1,13 @@
-"""Training objectives: what a batch becomes in loss and metrics.
+"""The AVTS synchronization objectives, tasks (``avts_tf.tasks.base.Task``) of their own.
 
-An objective is a Keras layer that, given the model's towers and a batch from the input
-pipeline, returns the loss share of this replica (already divided by the global batch, so
-gradients summed over replicas equal a single-device run) and updates its own metrics.
-``AVTSModel`` is objective-agnostic: the synchronization objectives below and the
-temporal objective of Jenni et al. plug in the same way through ``OBJECTIVES``.
+They cut aligned clips with same-video negatives and score in-sync against out-of-sync.
 
 Synchronization objectives pair every video clip with its in-sync audio (a positive) and
 with one out-of-sync audio (a negative), so positives and negatives come in equal parts.
 The kind of each negative is drawn from the curriculum's mixture at the current step:
 
-* ``easy``: the audio of another example of the batch. The input pipeline cuts it over the
-  global batch (``audio_easy``, the next example's audio, with ``valid_easy``), so the pairs
+* ``easy``: the audio of another example of the batch. ``batch_examples`` cuts it over the
+  worker's batch (``audio_easy``, the next example's audio, with ``valid_easy``), so the pairs
   do not depend on the number of replicas; without those keys the objective takes the next
   example of this replica's batch. Pairs whose two examples come from the same video are
   dropped (weight 0).
@@ -30,23 +26,13 @@ import keras
 import tensorflow as tf
 
 from avts_tf.registry import OBJECTIVES, SAMPLERS
-from avts_tf.tasks.base import (  # noqa: F401  (re-exported)
-    Task,
-    global_batch_size,
-    local_batch_size,
-    num_replicas,
-    replica_id,
-)
+from avts_tf.tasks.base import Task, global_batch_size, replica_id
 from avts_tf.tasks.sync import curricula, losses
 from avts_tf.tasks.sync.curricula import ConstantMixture, Curriculum
 from avts_tf.tasks.sync.metrics import BalancedSyncAccuracy
 from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, EasyNegativeSampler, NegativeSampler
 
 EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
-
-Objective = Task
-"""Objectives are tasks (``avts_tf.tasks.base.Task``); the old name stays."""
-
 
 def add_easy_negatives(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Adds each example's easy negative: the audio of the next example of the batch.

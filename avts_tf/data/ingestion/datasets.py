@@ -64,8 +64,10 @@ def synthetic_dataset(
         "test_fraction": test_fraction,
     }
     preparation = {"fps": fps, "short_side": short_side, "sample_rate": sample_rate}
+    # The world's format version is part of the key: a changed world is a new dataset.
+    world = {"format_version": synthetic.FORMAT_VERSION}
     key = hashlib.sha1(
-        json.dumps([generation, preparation], sort_keys=True).encode()
+        json.dumps([generation, preparation, world], sort_keys=True).encode()
     ).hexdigest()[:12]
     root = Path(os.path.expanduser(cache_dir or os.environ.get("AVTS_CACHE_DIR", DEFAULT_CACHE)))
     root = root / f"synthetic-{key}"

@@ -17,6 +17,9 @@ FPS = 16.0
 SIZE = 32
 DURATION = 2.0
 PARAMS = dict(num_videos=4, seed=3, duration_s=DURATION, fps=FPS, size=SIZE, sample_rate=SR)
+# The drift as specified (independent of the module's helpers): period, daylight, hum.
+PERIOD = 12.0
+HUM_WINDOW_S = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,15 @@ def dataset(tmp_path_factory):
         rows = list(csv.DictReader(f))
     events = json.loads((out / "events.json").read_text())
     return out, csv_path, rows, events
+
+
+@pytest.fixture(scope="module")
+def drift_dataset(tmp_path_factory):
+    """Two 8 s videos at 64x64 (a bell and a drum), long enough to see the drift."""
+    out = tmp_path_factory.mktemp("drift")
+    synthetic.generate_synthetic_dataset(out, **dict(PARAMS, num_videos=2, seed=11,
+                                                     duration_s=8.0, size=64))
+    return out, json.loads((out / "events.json").read_text())
 
 
 def _decode(path):
@@ -53,10 +65,65 @@ def _isolated(strikes, before=0.2, after=0.05):
     return strikes[(gaps_before >= before) & (gaps_after >= after)]
 
 
-def _floor_glow(frames):
-    """Mean brightness per frame of the strip just below the floor line."""
+def _world_time(t, phase):
+    return (phase + np.asarray(t, dtype=np.float64)) % PERIOD
+
+
+def _light(u):
+    """Expected RGB pixel gain ``[..., 3]`` at world time ``u``: gain times tint."""
+    v = np.asarray(u, dtype=np.float64) / PERIOD
+    gain = 0.45 + (1.25 - 0.45) * v
+    return gain[..., None] * np.stack([1 + 0.25 * (v - 0.5), np.ones_like(v),
+                                       1 - 0.25 * (v - 0.5)], axis=-1)
+
+
+def _hum_hz(u):
+    return 300.0 * 2.0 ** (2.0 * np.asarray(u, dtype=np.float64) / PERIOD)
+
+
+def _floor_glow(frames, drift_phase_s):
+    """Mean brightness per frame of the strip just below the floor line, daylight removed.
+
+    Each frame is divided by its daylight gain (per channel), so levels are those of the
+    scene at gain 1 and a flash is judged against the other frames in the same units.
+    """
     floor = int(round(0.82 * frames.shape[1]))
-    return frames[:, floor + 1 : floor + 3].astype(np.float32).mean(axis=(1, 2, 3))
+    light = _light(_world_time(np.arange(len(frames)) / FPS, drift_phase_s))
+    strip = frames[:, floor + 1 : floor + 3].astype(np.float64)
+    return (strip / light[:, None, None, :]).mean(axis=(1, 2, 3))
+
+
+def _background_patch(frames):
+    """Pixels ``[T, P, 3]`` no object or flash reaches: the outer two columns, upper half.
+
+    Objects are centred at least 0.23 x size from the sides and reach less than 0.2 x size
+    sideways at 64 x 64 (squashed diamond, antialiased); the flash halo stays below
+    0.69 x size.
+    """
+    size = frames.shape[1]
+    columns = [0, 1, size - 2, size - 1]
+    return frames[:, : size // 2][:, :, columns].reshape(len(frames), -1, 3)
+
+
+def _quiet_windows(strikes, duration, phase, step=0.05):
+    """Starts of windows that no strike sound overlaps and the world time does not wrap in."""
+    starts = np.arange(0.0, duration - HUM_WINDOW_S + 1e-9, step)
+    free = [a for a in starts
+            if not np.any((strikes < a + HUM_WINDOW_S)
+                          & (strikes + synthetic.SOUND_LENGTH_S > a))
+            and _world_time(a, phase) < _world_time(a + HUM_WINDOW_S, phase)]
+    return np.array(free)
+
+
+def _hum_peak(audio, start):
+    """Frequency of the spectral peak in the hum's band in a Hann window at ``start``."""
+    segment = audio[int(round(start * SR)) : int(round((start + HUM_WINDOW_S) * SR))]
+    segment = segment.astype(np.float64) * np.hanning(len(segment))
+    n = 1 << 18  # zero padding: 0.06 Hz bins
+    spectrum = np.abs(np.fft.rfft(segment, n))
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    band = (freqs >= 0.8 * 300.0) & (freqs <= 1.2 * 1200.0)
+    return freqs[band][np.argmax(spectrum[band])]
 
 
 def test_csv_labels_and_splits(dataset):
@@ -130,10 +197,77 @@ def test_strikes_are_visible_at_contact_frames(dataset):
     out, _, rows, events = dataset
     for r in rows:
         frames, _ = _decode(out / r["path"])
-        glow = _floor_glow(frames)
+        glow = _floor_glow(frames, events[r["path"]]["drift_phase_s"])
         contact = np.round(np.array(events[r["path"]]["strike_times"]) * FPS).astype(int)
         quiet = np.setdiff1d(np.arange(len(frames)), np.concatenate([contact, contact + 1]))
         assert glow[contact].min() > glow[quiet].max() + 15.0, r["path"]
+
+
+@pytest.mark.parametrize(("label", "duration"), [(0, 4.0), (3, 4.0), (2, 13.0)])
+def test_daylight_gain_is_exact(label, duration):
+    v = synthetic.render_video(label, (11, label), duration, FPS, 64, SR)
+    assert 0.0 <= v.drift_phase_s <= max(PERIOD - duration, 0.0)
+    light = _light(_world_time(np.arange(len(v.frames)) / FPS, v.drift_phase_s))  # [T, 3]
+    patch = _background_patch(v.frames).astype(np.float64)
+    # Against the brightest frame, so the reference's rounding error shrinks, not grows.
+    ref = int(np.argmax(light[:, 1]))
+    expected = patch[ref][None] * (light / light[ref])[:, None, :]
+    np.testing.assert_allclose(patch, expected, atol=1.5, rtol=0)
+    green = patch[..., 1].mean(axis=1)
+    if duration <= PERIOD:  # No wrap: brighter frame after frame.
+        assert np.all(np.diff(green) > 0)
+        assert green[-1] / green[0] > 1.1
+    else:  # Dark again at the wrap (t = 12 s), brightening after it.
+        wrap = int(PERIOD * FPS)
+        assert v.drift_phase_s == 0.0
+        assert green[wrap] < 0.4 * green[wrap - 1]
+        assert np.all(np.diff(green[:wrap]) > 0) and np.all(np.diff(green[wrap:]) > 0)
+
+
+@pytest.mark.parametrize(("label", "index", "duration"), [(0, 0, 4.0), (1, 1, 4.0), (3, 4, 13.0)])
+def test_hum_follows_world_time(label, index, duration):
+    v = synthetic.render_video(label, (11, index), duration, FPS, 64, SR)
+    starts = _quiet_windows(v.strike_times, duration, v.drift_phase_s)
+    assert len(starts) >= 5
+    centres = starts + HUM_WINDOW_S / 2
+    measured = np.array([_hum_peak(v.audio, a) for a in starts])
+    np.testing.assert_allclose(measured, _hum_hz(_world_time(centres, v.drift_phase_s)),
+                               rtol=0.01)
+    if duration > PERIOD:  # Back down after the wrap.
+        assert centres.max() > PERIOD
+        assert measured[centres > PERIOD].max() < 1.2 * 300.0
+
+
+def test_events_hold_drift_phase(dataset, drift_dataset):
+    out, _, rows, events = dataset
+    for i, r in enumerate(rows):
+        rendered = synthetic.render_video(i % 4, (PARAMS["seed"], i), DURATION, FPS, SIZE, SR)
+        assert events[r["path"]]["drift_phase_s"] == round(rendered.drift_phase_s, 6)
+    for (out, *_, events), duration in [(dataset, DURATION), (drift_dataset, 8.0)]:
+        assert len(events) == len(list(out.rglob("*.mp4")))
+        for path, event in events.items():
+            assert 0.0 <= event["drift_phase_s"] <= PERIOD - duration, path
+
+
+def test_drift_survives_encoding(drift_dataset):
+    out, events = drift_dataset
+    for path, event in events.items():
+        frames, audio = _decode(out / path)
+        phase = event["drift_phase_s"]
+        times = np.arange(len(frames)) / FPS
+        # Background brightness (green: no tint) rises as the daylight gain.
+        green = _background_patch(frames)[..., 1].astype(np.float64).mean(axis=1)
+        slope, intercept = np.polyfit(times, green, 1)
+        expected = (1.25 - 0.45) / PERIOD / (0.45 + (1.25 - 0.45) * phase / PERIOD)
+        assert slope / intercept == pytest.approx(expected, rel=0.15), path
+        ranks = np.argsort(np.argsort(green))
+        assert np.corrcoef(ranks, np.arange(len(green)))[0, 1] > 0.99, path  # Spearman
+        # The hum's pitch at the start and at the end of the video.
+        starts = _quiet_windows(np.array(event["strike_times"]), 8.0, phase)
+        for start in (starts[0], starts[-1]):
+            expected_hz = _hum_hz(_world_time(start + HUM_WINDOW_S / 2, phase))
+            assert _hum_peak(audio, start) == pytest.approx(expected_hz, rel=0.02), path
+        assert starts[0] < 0.5 and starts[-1] > 7.0, (path, starts)
 
 
 def test_render_is_deterministic_by_seed():

@@ -11,12 +11,44 @@ decay, noise) of its objects. Videos are written as real ``.mp4`` files (H.264
 ``yuv420p`` video, mono AAC audio) with PyAV, so they exercise the same ingestion
 path as user files.
 
+Slow drift. Each video also has a per-video "world time" shared by both modalities,
+``u(t) = (phi + t) mod DRIFT_PERIOD_S``, with a phase ``phi`` drawn uniformly in
+``[0, max(DRIFT_PERIOD_S - duration_s, 0)]``: videos up to ``DRIFT_PERIOD_S`` long never
+wrap (``u`` rises steadily over the whole video), longer ones wrap once per period (the
+scene then jumps back to dark and the hum back to low). Two cues follow ``u``:
+
+* daylight: every pixel of a frame is multiplied by a global gain rising linearly from
+  ``GAIN_LOW`` to ``GAIN_HIGH`` over a period, with a colour-temperature tint (red up,
+  blue down) that shifts with it, so the scene brightens and warms steadily;
+* a quiet ambient hum (a fundamental and two harmonics, ``sum(HUM_AMPLITUDES)`` in all,
+  against strikes peaking near 0.45) whose fundamental glides phase-continuously from
+  ``HUM_LOW_HZ`` up by ``HUM_OCTAVES`` octaves over a period.
+
+What makes each pretext identifiable:
+
+* AV synchronization: a strike's flash (contact frame) and its sound onset happen at
+  the same time.
+* Video speed: hop height against the interval between strikes (a hop's height is set
+  by its duration, so a sped-up clip shows hops too high for their interval); the
+  brightening rate.
+* Audio speed: the strikes' decay times and the hum's glide rate. A task may change
+  audio speed while keeping pitch (changing the spectrogram hop instead of resampling):
+  decay times and glide rate still scale with speed, pitches do not move.
+* Video direction: the daylight brightens forward; the flash afterglow follows (never
+  precedes) the contact frame.
+* Audio direction: strikes have a sharp attack and a slow decay; the hum rises forward.
+* Order of two clips of one video: the later clip is brighter.
+* Order of two audio clips of one video: the later clip has a higher hum.
+* Order across modalities (a video clip against an audio clip): brightness and hum
+  pitch are functions of the same world time ``u``.
+* Class: the objects' colour and shape, and the strikes' timbre.
+
 Layout written by :func:`generate_synthetic_dataset`::
 
     output_dir/
         videos/{split}/{label}_{index:04d}.mp4
         dataset.csv    # path,label,split (paths relative to output_dir)
-        events.json    # per video path: label, split, strike times in seconds
+        events.json    # per video path: label, split, strike times and drift phase (s)
         params.json    # generation parameters (cache key)
 """
 
@@ -38,7 +70,7 @@ import numpy as np
 from avts_tf import atomic
 
 # Bump when rendering changes, so cached datasets are regenerated.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 MIN_INTERVAL_S = 0.3
 MAX_INTERVAL_S = 1.2
@@ -47,6 +79,15 @@ ATTACK_S = 0.001
 _FLOOR_FRACTION = 0.82  # floor line, as a fraction of the frame height
 _RADIUS_FRACTION = 0.11  # object radius, as a fraction of the frame size
 _AFTERGLOW = 0.35  # flash intensity on the frame after the contact frame
+
+DRIFT_PERIOD_S = 12.0  # period of the world time u shared by the daylight and the hum
+GAIN_LOW = 0.45  # daylight gain at u = 0
+GAIN_HIGH = 1.25  # daylight gain as u reaches DRIFT_PERIOD_S
+TINT_STRENGTH = 0.25  # red x (1 + s (v - 0.5)), blue x (1 - s (v - 0.5)), v = u / period
+HUM_LOW_HZ = 300.0  # hum fundamental at u = 0
+HUM_OCTAVES = 2.0  # octaves the hum fundamental rises over a period
+HUM_AMPLITUDES = (0.025, 0.010, 0.005)  # fundamental, 2nd and 3rd harmonic
+_HUM_MAX_FRACTION = 0.45  # hum partials fade out between 0.40 and 0.45 x sample rate
 
 
 @dataclass(frozen=True)
@@ -157,11 +198,50 @@ class RenderedVideo(NamedTuple):
         frames: ``uint8 [T, H, W, 3]`` RGB frames, frame ``i`` shown at ``i / fps``.
         audio: ``float32 [N]`` mono samples in ``[-1, 1]``, sample ``j`` at ``j / sr``.
         strike_times: Sorted ``float64`` strike times in seconds (all objects).
+        drift_phase_s: Drift phase ``phi`` in seconds: world time at ``t`` is
+            ``world_time(t, drift_phase_s)``.
     """
 
     frames: np.ndarray
     audio: np.ndarray
     strike_times: np.ndarray
+    drift_phase_s: float
+
+
+def world_time(times: np.ndarray | float, drift_phase_s: float) -> np.ndarray:
+    """World time ``u = (phi + t) mod DRIFT_PERIOD_S`` at video times ``t`` (seconds)."""
+    return np.mod(drift_phase_s + np.asarray(times, dtype=np.float64), DRIFT_PERIOD_S)
+
+
+def daylight(u: np.ndarray | float) -> np.ndarray:
+    """Per-channel RGB pixel gain at world time ``u``: global gain times tint, ``[..., 3]``.
+
+    The global gain rises linearly from ``GAIN_LOW`` to ``GAIN_HIGH`` over a period; the
+    tint multiplies red by ``1 + TINT_STRENGTH (v - 0.5)`` and blue by
+    ``1 - TINT_STRENGTH (v - 0.5)``, with ``v = u / DRIFT_PERIOD_S``.
+    """
+    v = np.asarray(u, dtype=np.float64)[..., None] / DRIFT_PERIOD_S
+    gain = GAIN_LOW + (GAIN_HIGH - GAIN_LOW) * v
+    tint = 1.0 + TINT_STRENGTH * (v - 0.5) * np.array([1.0, 0.0, -1.0])
+    return gain * tint
+
+
+def hum_frequency(u: np.ndarray | float) -> np.ndarray:
+    """Hum fundamental in Hz at world time ``u``: ``HUM_LOW_HZ * 2 ** (HUM_OCTAVES v)``."""
+    v = np.asarray(u, dtype=np.float64) / DRIFT_PERIOD_S
+    return HUM_LOW_HZ * 2.0 ** (HUM_OCTAVES * v)
+
+
+def _hum(rng: np.random.Generator, u: np.ndarray, sr: int) -> np.ndarray:
+    """The ambient hum at world times ``u`` (one per sample), phase-continuous."""
+    f0 = hum_frequency(u)
+    phase = 2.0 * np.pi * np.cumsum(f0) / sr + rng.uniform(0.0, 2.0 * np.pi)
+    hum = np.zeros(len(u))
+    for k, amp in enumerate(HUM_AMPLITUDES, start=1):
+        # Partials near Nyquist fade out (only matters at low sample rates).
+        room = (_HUM_MAX_FRACTION * sr - k * f0) / (0.05 * sr)
+        hum += amp * np.clip(room, 0.0, 1.0) * np.sin(k * phase)
+    return hum
 
 
 @dataclass(frozen=True)
@@ -265,6 +345,7 @@ def _render_frames(
     fps: float,
     size: int,
 ) -> np.ndarray:
+    """Float ``[T, H, W, 3]`` frames before the daylight gain and rounding."""
     canvas = np.broadcast_to(_background(rng, size), (num_frames, size, size, 3)).copy()
     times = np.arange(num_frames) / fps
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -289,7 +370,7 @@ def _render_frames(
         halo_d = np.sqrt(((xx - obj.x) / (2.6 * radius)) ** 2 + ((yy - fy) / (1.2 * radius)) ** 2)
         halo = np.clip(1.0 - halo_d, 0.0, 1.0)[None, ..., None] * flash[:, None, None, None]
         canvas = canvas + (255.0 - canvas) * 0.85 * halo * (1.0 - alpha)
-    return np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return canvas
 
 
 def _band_noise(rng: np.random.Generator, n: int, band: tuple[float, float], sr: int):
@@ -330,6 +411,7 @@ def _render_audio(
     num_samples: int,
     sr: int,
 ) -> np.ndarray:
+    """Float64 noise floor and strikes, before the hum and clipping."""
     audio = rng.normal(0.0, rng.uniform(0.002, 0.005), num_samples)
     for obj in objects:
         sound = _strike_sound(rng, spec, obj.pitch, sr)
@@ -340,7 +422,7 @@ def _render_audio(
             start = int(round(t * sr))
             stop = min(start + len(sound), num_samples)
             audio[start:stop] += gain * sound[: stop - start]
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return audio
 
 
 def render_video(
@@ -352,7 +434,7 @@ def render_video(
     sample_rate: int = 16000,
     num_classes: int = 4,
 ) -> RenderedVideo:
-    """Renders one video's frames, audio and strike times, without encoding.
+    """Renders one video's frames, audio, strike times and drift phase, without encoding.
 
     Args:
         label: Class index in ``[0, num_classes)``.
@@ -372,10 +454,16 @@ def render_video(
     num_samples = int(round(duration_s * sample_rate))
     rng = np.random.default_rng(seed)
     objects = _sample_objects(rng, spec, duration_s, size)
-    frames = _render_frames(rng, spec, objects, num_frames, fps, size)
+    canvas = _render_frames(rng, spec, objects, num_frames, fps, size)
     audio = _render_audio(rng, spec, objects, num_frames, fps, num_samples, sample_rate)
+    # Drawn after the scene, so the drift leaves every other draw as it was.
+    phase = float(rng.uniform(0.0, max(DRIFT_PERIOD_S - duration_s, 0.0)))
+    light = daylight(world_time(np.arange(num_frames) / fps, phase))  # [T, 3]
+    frames = np.clip(np.round(canvas * light[:, None, None, :]), 0, 255).astype(np.uint8)
+    audio = audio + _hum(rng, world_time(np.arange(num_samples) / sample_rate, phase), sample_rate)
+    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
     strikes = np.sort(np.concatenate([_audible_strikes(o, num_frames, fps) for o in objects]))
-    return RenderedVideo(frames, audio, strikes)
+    return RenderedVideo(frames, audio, strikes, phase)
 
 
 def write_video(
@@ -406,7 +494,10 @@ def write_video(
             video = container.add_stream(
                 "libx264",
                 rate=Fraction(fps).limit_denominator(1001),
-                options={"crf": str(crf), "preset": "veryfast"},
+                # x264's macroblock-tree lookahead makes the bitstream vary from run to
+                # run on these small frames (same input, different bytes); without it the
+                # output is byte-for-byte reproducible.
+                options={"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"},
             )
             video.width, video.height = frames.shape[2], frames.shape[1]
             video.pix_fmt = "yuv420p"
@@ -514,6 +605,7 @@ def generate_synthetic_dataset(
             "label_index": int(label),
             "split": split,
             "strike_times": [round(float(t), 6) for t in video.strike_times],
+            "drift_phase_s": round(video.drift_phase_s, 6),
         }
     _remove_stale_videos(out, {rel for rel, _, _ in rows})
     atomic.write_text(out / "events.json", json.dumps(events, indent=1) + "\n")

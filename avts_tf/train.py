@@ -389,6 +389,7 @@ def _evaluate(model: AVTSModel, job: _Job) -> Results:
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         results = model.evaluate(_sharded_by_data(eval_data), return_dict=True, verbose=0)
     results = {k: float(v) for k, v in results.items()}
+    results.update(model.objective.dataset_metrics(model, eval_data))
     # A metric with nothing to measure (say, a negative kind that no test video can hold)
     # is NaN: leave it out rather than write NaN into eval.json.
     undefined = sorted(k for k, v in results.items() if math.isnan(v) and k != "loss")

@@ -6,6 +6,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from avts_tf.tasks.base import Task, global_batch_size, local_batch_size, unpack_compute
 
@@ -119,12 +120,21 @@ class AVTSModel(keras.Model):
         spans several devices (``MirroredStrategy``) or holds collectives. With more than
         one replica in sync, ``jit_compile=True`` instead compiles each replica's forward
         and backward pass with XLA (``replica_jit_compile``); the all-reduces and the
-        optimizer update run outside it.
+        optimizer update run outside it. A task whose loss gathers over replicas
+        (``Task.gathers_over_replicas``) then runs without XLA, with a warning.
         """
         replicas = self.distribute_strategy.num_replicas_in_sync
         self.replica_jit_compile = jit_compile is True and replicas > 1
         if self.replica_jit_compile:
             jit_compile = False
+            if self.objective.gathers_over_replicas:
+                # Its loss holds collectives, which XLA cannot compile inside a replica.
+                self.replica_jit_compile = False
+                logging.warning(
+                    "jit_compile=True: the task %r gathers features over the %d replicas "
+                    "inside its loss, so its train step runs without XLA.",
+                    self.objective.name, replicas,
+                )
         super().compile(*args, jit_compile=jit_compile, **kwargs)
         self._replica_step_fn = None
 

@@ -19,6 +19,12 @@ Garden's ``Task``, with the state of keras-io's NNCLR living in the model). It p
   and calls ``after_step`` on every replica with the same values, so the state stays
   identical everywhere. Such variables are weights of the model, so checkpoints save and
   restore them.
+* **whole-set metrics** (``dataset_metrics``): what needs every evaluation example at
+  once, such as retrieval among all held-out videos.
+
+A loss may contrast this replica's examples with the whole step's through
+``gather_over_replicas`` (differentiable), so several replicas compute what one device
+does.
 
 Tasks are registered in ``avts_tf.registry.OBJECTIVES`` (gin: ``@objectives.<name>``).
 """
@@ -66,6 +72,32 @@ def global_batch_size(batch: Any) -> tf.Tensor:
     return size
 
 
+def gather_over_replicas(values: Batch) -> tuple[Batch, tf.Tensor]:
+    """``values`` of every replica in global batch order, and this replica's offset in it.
+
+    Differentiable (the gradient of each replica's share is the sum over replicas of the
+    gradients of the gathered tensor at its rows), so a loss can contrast this replica's
+    examples with the whole step's, as one device would. Identity on one device. A task
+    that calls it in ``compute`` sets ``Task.gathers_over_replicas``.
+
+    Returns:
+        ``(gathered, offset)``: tensors with the step's examples on their first axis, and
+        the int32 index of this replica's first example among them.
+    """
+    if num_replicas() == 1:
+        return values, tf.constant(0, tf.int32)
+    context = tf.distribute.get_replica_context()
+    # Sizes in float32: int32 collectives fail under MultiWorkerMirroredStrategy.
+    size = tf.cast(local_batch_size(values), tf.float32)
+    sizes = context.all_gather(tf.reshape(size, [1]), axis=0)
+    offset = tf.reduce_sum(tf.where(tf.range(tf.shape(sizes)[0]) < replica_id(), sizes, 0.0))
+    gathered = {}
+    for dtype in {value.dtype for value in values.values()}:  # One collective per dtype.
+        group = {key: value for key, value in values.items() if value.dtype == dtype}
+        gathered.update(context.all_gather(group, axis=0))
+    return gathered, tf.cast(tf.round(offset), tf.int32)
+
+
 def unpack_compute(result: tuple) -> tuple[tf.Tensor, Batch, Batch]:
     """``Task.compute``'s ``(loss, logs)`` or ``(loss, logs, values)`` as three parts."""
     if len(result) == 2:
@@ -85,6 +117,9 @@ class Task(keras.layers.Layer):
     """
 
     headline: str = "loss"
+    #: ``compute`` calls :func:`gather_over_replicas` in training; the model then runs the
+    #: step's loss outside per-replica XLA (collectives cannot be compiled there).
+    gathers_over_replicas: bool = False
 
     # -- examples (run inside tf.data) ------------------------------------------------
     def train_example(self, clips: Any, record: Batch, seed: tf.Tensor) -> Batch:
@@ -164,6 +199,15 @@ class Task(keras.layers.Layer):
 
     def build_head(self, video_dim: int, audio_dim: int) -> None:
         """Creates trainable heads once the towers' output sizes are known."""
+
+    def dataset_metrics(self, model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+        """Metrics of the whole evaluation set that no per-batch state can hold (retrieval).
+
+        Called once after ``model.evaluate`` with the evaluation batches (this task's
+        examples); the results join ``eval.json``. Default: none.
+        """
+        del model, dataset
+        return {}
 
     def reported_metrics(self, training: bool) -> list[keras.metrics.Metric]:
         """Metrics reported in training (``True``) or evaluation (``False``)."""

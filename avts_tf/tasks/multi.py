@@ -90,6 +90,16 @@ class MultiTask(Task):
             values.update({f"{name}/{key}": value for key, value in task_values.items()})
         return total, logs, values
 
+    @property
+    def gathers_over_replicas(self) -> bool:  # noqa: D102
+        return any(task.gathers_over_replicas for task in self.tasks.values())
+
+    def dataset_metrics(self, model, dataset):  # noqa: D102
+        results = {}
+        for name, task in self.tasks.items():
+            results.update(task.dataset_metrics(model, dataset.map(lambda b, n=name: b[n])))
+        return results
+
     def after_step(self, values, applied):  # noqa: D102
         for name, task in self.tasks.items():
             prefix = f"{name}/"

@@ -99,7 +99,7 @@ def test_loss_equals_numpy_with_planted_queue(full, extra_pos, extra_neg):
     assert not np.any(got_pos == planted)  # no example's own key is its neighbour
     assert not np.any(queue_ids[got_pos] == ids)  # nor any entry of its video
     got_neg, found = contrastive._negative_neighbours(
-        k, tf.constant(ids), q, tf.constant(queue_ids)
+        k, q, tf.constant(queue_ids), tf.constant(ids)
     )
     assert np.all(found.numpy())
     np.testing.assert_array_equal(got_neg.numpy(), neg_index)
@@ -109,6 +109,16 @@ def test_loss_equals_numpy_with_planted_queue(full, extra_pos, extra_neg):
                   == ids[:, None])
     # Extra negatives of anchor i never come from anchor i's video.
     assert not np.any(queue_ids[got_neg.numpy()] == ids[:, None])
+
+
+@pytest.mark.parametrize("offset,count", [(0, 4), (4, 4), (2, 3)])
+def test_anchor_share_with_offset_equals_those_rows(offset, count):
+    # A replica's anchors against the whole step's keys: the rows of the one-device loss.
+    anchors, keys, ids, queue, queue_ids, _ = _planted()
+    expected, _, _ = _np_loss(anchors, keys, ids, queue, queue_ids, True)
+    got = _tf_loss(anchors[offset:offset + count], keys, ids, queue, queue_ids, True,
+                   offset=offset)
+    np.testing.assert_allclose(got, expected[offset:offset + count], rtol=1e-5, atol=1e-5)
 
 
 def test_queue_extras_change_the_loss_only_when_full():

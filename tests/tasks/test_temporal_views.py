@@ -11,7 +11,7 @@ from avts_tf.data.audio_features import LogMelSpec
 from avts_tf.data.clips import Clips, ClipSpec
 from avts_tf.tasks.base import Task
 from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
-from avts_tf.tasks.temporal.views import ViewSpec, cut_views, draw_views
+from avts_tf.tasks.temporal.views import ViewSpec, cut_views, draw_views, place_views
 
 FPS = 8.0
 RATE = 16000
@@ -170,7 +170,7 @@ def test_evaluation_views_deterministic_and_balanced(num_frames):
     clips = make_clips()
     spec = ViewSpec(num_views=2)
     holdable = 3 if num_frames == 40 else 2
-    num_clips = holdable  # num_clips * K = 2c views: each (speed, direction) once.
+    num_clips = 3 * holdable  # 2c-view speed cycles and 3-example order cycles both close.
     for record_id in ("a", "b", "c"):
         record = make_record(num_frames, record_id)
         first = draws(clips, record, spec, num_clips, training=False, num_clips=num_clips)
@@ -178,23 +178,86 @@ def test_evaluation_views_deterministic_and_balanced(num_frames):
         for key in first:
             np.testing.assert_array_equal(first[key], again[key])
         pairs = sorted(zip(first["speed"].ravel(), first["backward"].ravel(), strict=True))
-        assert pairs == sorted((s, d) for s in range(holdable) for d in (0, 1))
+        assert pairs == sorted(3 * [(s, d) for s in range(holdable) for d in (0, 1)])
         # Each example holds one forward and one backward view.
         assert (first["backward"].sum(axis=1) == 1).all()
-        # Starts evenly spaced over the 2c positions (position p: last * p // (2c - 1)).
-        windows = clips.windows(record)
-        speeds = np.array(spec.speeds)
-        bound = np.floor((num_frames * 2000 - 8000 * speeds) * FPS / RATE)
-        last = np.minimum(num_frames - 4 * speeds, bound).astype(np.int64)[first["speed"]]
-        positions = np.arange(2 * num_clips).reshape(num_clips, 2)
-        np.testing.assert_array_equal(first["start_frame"], last * positions // (2 * num_clips - 1))
-        assert windows.window == 8000
-    # The same record cut twice through cut_views gives identical tensors.
+        order = order_labels(*(first[key][:, i] for i in (0, 1) for key in
+                               ("view_start", "view_span"))).numpy()
+        counts = np.bincount(order, minlength=3)
+        if num_frames == 40:  # Any two speeds fit side by side: each class in 1/3.
+            np.testing.assert_array_equal(counts, [num_clips // 3] * 3)
+        else:  # Only two 1x views fit side by side: the other pairs overlap.
+            one_x = (first["speed"] == 0).all(axis=1)
+            assert (order[~one_x] == 0).all()
+    # The reader's seed (record and clip index) fixes everything: same seed, same tensors.
     record = make_record(num_frames)
     a = cut_views(clips, record, tf.constant([0, 1]), spec, False, 1, num_clips)
-    b = cut_views(clips, record, tf.constant([5, 9]), spec, False, 1, num_clips)
+    b = cut_views(clips, record, tf.constant([0, 1]), spec, False, 1, num_clips)
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+@pytest.mark.parametrize("num_views", [2, 3])
+def test_order_classes_over_10k_draws(num_views):
+    # 40 frames: two views of any speed (at most 16 frames each) fit side by side.
+    clips, record = make_clips(), make_record(40)
+    out = draws(clips, record, ViewSpec(num_views=num_views), 10_000)
+    start, span = out["view_start"], out["view_span"]
+    for j in range(1, num_views):
+        order = order_labels(start[:, 0], span[:, 0], start[:, j], span[:, j]).numpy()
+        shares = np.bincount(order, minlength=3) / len(order)
+        if j == 1:  # The first pair's classes are all feasible: 1/3 each.
+            np.testing.assert_allclose(shares, 1 / 3, atol=0.03)
+        else:  # Later views may find "before" or "after" taken: never empty classes.
+            assert shares.min() > 0.15, shares
+    # Every view is inside the record, audio included.
+    assert (start >= 0).all() and (start + span <= 40 * 2000).all()
+    frames = 4 * np.array([1, 2, 4])[out["speed"]]
+    assert (out["start_frame"] >= 0).all() and (out["start_frame"] + frames <= 40).all()
+
+
+def test_place_views_gives_the_chosen_class():
+    # Lengths and latest starts of three views in a 30-frame record.
+    lengths = tf.constant([8, 4, 16], tf.int64)
+    last = 30 - lengths
+    seen = set()
+    for i in range(300):
+        rng = np.random.default_rng(i)
+        start, classes = place_views(lengths, last, tf.constant(rng.random(3)),
+                                     tf.constant(rng.random(3)))
+        start, classes = start.numpy(), classes.numpy()
+        assert (start >= 0).all() and (start <= last.numpy()).all()
+        labels = order_labels(start[0], 8, start, lengths.numpy()).numpy()
+        np.testing.assert_array_equal(labels[1:], classes[1:])
+        seen.update(classes[1:].tolist())
+    assert seen == {0, 1, 2}
+    # A wanted class that does not fit (16 + 8 > 20 frames) falls back to "overlap".
+    start, classes = place_views(tf.constant([8, 16], tf.int64), tf.constant([12, 4], tf.int64),
+                                 tf.constant([0.0, 0.0], tf.float64),
+                                 tf.constant([0.5, 0.5], tf.float64), tf.constant([0, 1]))
+    assert classes.numpy().tolist() == [0, 0]
+
+
+def test_shuffled_frames_control_permutes_each_view():
+    clips, record = make_clips(), make_record(40)
+    spec = ViewSpec(num_views=3)
+    moved = 0
+    for i in range(6):
+        plain = cut_views(clips, record, tf.constant([i, 2]), spec, True)
+        shuffled = cut_views(clips, record, tf.constant([i, 2]), spec, True,
+                             shuffle_frames=True)
+        for key in ("view_start", "view_span", "speed", "backward"):
+            np.testing.assert_array_equal(plain[key].numpy(), shuffled[key].numpy())
+        levels, mixed = frame_levels(plain["video"].numpy()), frame_levels(
+            shuffled["video"].numpy())
+        np.testing.assert_array_equal(np.sort(levels, axis=1), np.sort(mixed, axis=1))
+        audio, mixed_audio = plain["audio"].numpy(), shuffled["audio"].numpy()
+        for k in range(3):
+            rows = {r.tobytes() for r in audio[k]}
+            assert {r.tobytes() for r in mixed_audio[k]} == rows
+            moved += int(not np.array_equal(levels[k], mixed[k]))
+            moved += int(not np.array_equal(audio[k], mixed_audio[k]))
+    assert moved >= 30  # Nearly every one of the 36 views is out of order.
 
 
 def test_views_share_one_crop():

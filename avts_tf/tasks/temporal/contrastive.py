@@ -81,24 +81,24 @@ def _nearest(
 
 
 def _negative_neighbours(
-    keys: tf.Tensor, ids: tf.Tensor, queue: tf.Tensor, queue_ids: tf.Tensor
+    keys: tf.Tensor, queue: tf.Tensor, queue_ids: tf.Tensor, anchor_ids: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """For anchor ``i``, key ``j``: the nearest queue entry of ``keys[j]`` not of video ``ids[i]``.
+    """For anchor ``i``, key ``j``: the nearest entry of ``keys[j]`` not of video ``anchor_ids[i]``.
 
     Exact in ``O(B Q)`` rather than ``O(B^2 Q)``: with ``n1[j]`` the nearest entry of
     ``keys[j]`` overall and ``n2[j]`` its nearest entry of another video than ``n1[j]``'s,
-    the answer is ``n1[j]`` unless ``n1[j]`` belongs to video ``ids[i]``, and then it is
-    ``n2[j]`` (excluding video ``ids[i]`` is then excluding ``n1[j]``'s video).
+    the answer is ``n1[j]`` unless ``n1[j]`` belongs to video ``anchor_ids[i]``, and then it
+    is ``n2[j]`` (excluding video ``anchor_ids[i]`` is then excluding ``n1[j]``'s video).
 
     Returns:
-        ``(indices [B, B] int32, found [B, B] bool)``, indexed ``[i, j]``.
+        ``(indices [A, B] int32, found [A, B] bool)``, indexed ``[i, j]``.
     """
     scores = tf.matmul(keys, queue, transpose_b=True)  # [B, Q]
     all_entries = tf.ones_like(scores, dtype=tf.bool)
     n1, found1 = _masked_argmax(scores, all_entries)
     n1_id = tf.gather(queue_ids, n1)  # [B]
     n2, found2 = _masked_argmax(scores, tf.not_equal(queue_ids[None, :], n1_id[:, None]))
-    n1_is_anchor_video = tf.equal(n1_id[None, :], ids[:, None])  # [i, j]
+    n1_is_anchor_video = tf.equal(n1_id[None, :], anchor_ids[:, None])  # [i, j]
     indices = tf.where(n1_is_anchor_video, n2[None, :], n1[None, :])
     found = tf.where(n1_is_anchor_video, found2[None, :], found1[None, :])
     return indices, found
@@ -114,6 +114,7 @@ def info_nce_with_queue(
     temperature: float = 0.1,
     extra_positives: bool = True,
     extra_negatives: bool = True,
+    offset: tf.Tensor | int = 0,
 ) -> tf.Tensor:
     """Multi-positive InfoNCE per anchor, with queue neighbours as extra pairs.
 
@@ -145,6 +146,10 @@ def info_nce_with_queue(
         temperature: Softmax temperature ``tau``; 0.1 is our choice.
         extra_positives: Use the queue's extra positive (our choice, on by default).
         extra_negatives: Use the queue's extra negatives (our choice, on by default).
+        offset: Under several replicas, ``keys`` and ``ids`` are the whole step's
+            (gathered over replicas, ``[G, D]`` and ``[G]``) while ``anchors`` are this
+            replica's ``B``: anchor ``i`` is example ``offset + i`` of the step, so every
+            anchor meets the negatives it would meet on one device.
 
     Returns:
         ``[B]`` float32 losses; average them over the global batch.
@@ -157,25 +162,28 @@ def info_nce_with_queue(
     queue_full = tf.cast(queue_full, tf.bool)
     batch = tf.shape(a)[0]
     inv_tau = 1.0 / temperature
+    own = tf.cast(offset, tf.int32) + tf.range(batch)  # Each anchor's example in the step.
+    anchor_ids = tf.gather(ids, own)
+    positive_keys = tf.gather(k, own)
 
     # Keys are looked up without gradient, like the queue; the gradient reaches them only
     # through the in-batch terms.
     k_lookup = tf.stop_gradient(k)
-    negative_mask = tf.not_equal(ids[:, None], ids[None, :])  # [i, j]
+    negative_mask = tf.not_equal(anchor_ids[:, None], ids[None, :])  # [i, j]
 
-    positive_logits = [tf.reduce_sum(a * k, axis=-1) * inv_tau]  # [B]
+    positive_logits = [tf.reduce_sum(a * positive_keys, axis=-1) * inv_tau]  # [B]
     positive_weights = [tf.ones([batch], tf.float32)]
     negative_logits = [tf.matmul(a, k, transpose_b=True) * inv_tau]  # [i, j]
     negative_masks = [negative_mask]
 
     if extra_positives:
         valid = tf.ones_like(queue_ids, dtype=tf.bool)
-        index, found = _nearest(k_lookup, q, ids, queue_ids, valid)
+        index, found = _nearest(tf.gather(k_lookup, own), q, anchor_ids, queue_ids, valid)
         use = tf.logical_and(found, queue_full)
         positive_logits.append(tf.reduce_sum(a * tf.gather(q, index), axis=-1) * inv_tau)
         positive_weights.append(tf.cast(use, tf.float32))
     if extra_negatives:
-        index, found = _negative_neighbours(k_lookup, ids, q, queue_ids)  # [i, j]
+        index, found = _negative_neighbours(k_lookup, q, queue_ids, anchor_ids)  # [i, j]
         neighbours = tf.gather(q, index)  # [i, j, D]
         negative_logits.append(tf.einsum("id,ijd->ij", a, neighbours) * inv_tau)
         negative_masks.append(tf.logical_and(tf.logical_and(negative_mask, found), queue_full))

@@ -5,24 +5,32 @@ Every example holds K views of one video (``views.cut_views``). The task trains:
 * **speed** and **direction** classifiers per modality on each view (single-clip heads,
   as the paper's patent describes them);
 * **temporal ordering** classifiers on pairs of views: video-video and audio-audio for
-  every pair ``i < j``, video-audio for every ``(i, j)`` (the aligned pair ``i == j`` is
-  "overlap"), classes {overlap, i before j, j before i} from the views' intervals in
+  every pair ``i < j``, video-audio for every ``i != j`` (an aligned pair would always
+  be "overlap"), classes {overlap, i before j, j before i} from the views' intervals in
   original time (``ordering.order_labels``);
-* a **contrastive** loss (``contrastive.info_nce_with_queue``) between the two first
-  views' video projections (both directions) and between each of them and its
+* a **contrastive** loss (``contrastive.info_nce_with_queue``) between the first two
+  views' video projections (both directions) and between view 0's video and its
   time-aligned audio (video->audio and audio->video), with a FIFO **feature queue** per
   modality supplying nearest-neighbour extra positives and negatives once it is full.
+  In training the keys are gathered over replicas (``gather_over_replicas``), so every
+  anchor meets the whole step's negatives, as on one device.
 
 The queues are task state (``Task.add_state``): ``after_step`` pushes the step's keys
 (gathered over all replicas), so they are identical on every replica and checkpointed.
+Evaluation adds ``retrieval_r1_v2a`` over the whole held-out set (``dataset_metrics``).
+
+Controls (``control``, training only; evaluation stays the honest one):
+``"permuted_labels"`` permutes the heads' labels within the batch (every head should
+fall to chance), ``"shuffled_frames"`` plays each view's video and log-mel frames in a
+random order (direction heads), ``"unrelated_audio"`` pairs each example with the audio
+of the example half a batch away (cross-modal ordering and retrieval).
 
 Stated by the paper: the four pretexts, the contrastive pairs (video-video and
 video-audio) and the sample-dependent positives and negatives. **Our choices** (gin
 parameters): K, speeds, heads (linear speed/direction heads, one-hidden-layer MLP
 ordering heads on concatenated features), the 2-layer projection of ``projection_dim``,
-``temperature``, ``queue_size``, loss weights (all 1). In-batch contrastive negatives
-are this replica's examples: several replicas see fewer negatives per anchor than one
-device does.
+``temperature``, ``queue_size``, loss weights (all 1). Evaluation's contrastive loss
+contrasts each replica's examples only.
 """
 
 from __future__ import annotations
@@ -32,14 +40,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from avts_tf.registry import OBJECTIVES
-from avts_tf.tasks.base import Task, global_batch_size
+from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size
 from avts_tf.tasks.temporal import contrastive, views
 from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
 
 TERMS = ("speed", "direction", "order", "contrastive")
+CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")
+# What the heads learn from, per example: permuted together by the label control.
+LABELS = ("speed", "backward", "view_start", "view_span")
 
 
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:
@@ -65,10 +77,13 @@ class TemporalContrastive(Task):
             ``contrastive``); our choice: 1 each.
         extra_positives: Use queue nearest neighbours as extra positives.
         extra_negatives: Use queue neighbours of the negatives as extra negatives.
+        control: ``"none"``, or a training control that removes a cue (``CONTROLS``;
+            see the module docstring).
         **kwargs: Passed to ``keras.layers.Layer``.
     """
 
     headline = "speed_accuracy_video"
+    gathers_over_replicas = True
 
     def __init__(
         self,
@@ -80,9 +95,13 @@ class TemporalContrastive(Task):
         loss_weights: Mapping[str, float] | None = None,
         extra_positives: bool = True,
         extra_negatives: bool = True,
+        control: str = "none",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if control not in CONTROLS:
+            raise ValueError(f"Unknown control {control!r}; valid: {', '.join(CONTROLS)}.")
+        self.control = control
         if isinstance(view_spec, Mapping):
             view_spec = views.ViewSpec(**view_spec)
         self.view_spec = view_spec or views.ViewSpec()
@@ -109,7 +128,8 @@ class TemporalContrastive(Task):
 
     # -- examples ---------------------------------------------------------------------
     def train_example(self, clips, record, seed):  # noqa: D102
-        return views.cut_views(clips, record, seed, self.view_spec, training=True)
+        return views.cut_views(clips, record, seed, self.view_spec, training=True,
+                               shuffle_frames=self.control == "shuffled_frames")
 
     def eval_example(self, clips, record, seed, clip_index, num_clips):  # noqa: D102
         return views.cut_views(clips, record, seed, self.view_spec, training=False,
@@ -151,13 +171,26 @@ class TemporalContrastive(Task):
             labels, logits)
         return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
-    def _contrast(self, anchors, keys, ids, modality: str) -> tf.Tensor:
+    def _contrast(self, anchors, keys, ids, modality: str, offset) -> tf.Tensor:
         queue, queue_ids, filled = self.queues[modality]
         return contrastive.info_nce_with_queue(
             anchors, keys, ids, tf.convert_to_tensor(queue), tf.convert_to_tensor(queue_ids),
             tf.equal(tf.convert_to_tensor(filled), self.queue_size), self.temperature,
-            self.extra_positives, self.extra_negatives,
+            self.extra_positives, self.extra_negatives, offset=offset,
         )
+
+    def _controlled(self, batch, video, audio, step):
+        """Labels of the video side, labels of the audio side and audio, under the control."""
+        labels = {key: batch[key] for key in LABELS}
+        if self.control == "permuted_labels":
+            seed = tf.stack([tf.cast(step, tf.int32), tf.constant(20230207, tf.int32)])
+            order = tf.argsort(tf.random.stateless_uniform([tf.shape(video)[0]], seed))
+            labels = {key: tf.gather(value, order) for key, value in labels.items()}
+        if self.control == "unrelated_audio":
+            shift = tf.shape(audio)[0] // 2
+            audio_labels = {key: tf.roll(value, shift, axis=0) for key, value in labels.items()}
+            return labels, audio_labels, tf.roll(audio, shift, axis=0)
+        return labels, labels, audio
 
     def compute(self, model, batch, training, step, global_batch=None):  # noqa: D102
         if global_batch is None:
@@ -172,37 +205,48 @@ class TemporalContrastive(Task):
 
         video = embed(model.video_tower, batch["video"])
         audio = embed(model.audio_tower, batch["audio"])
-        flat_v, flat_a = (tf.reshape(x, [-1, x.shape[-1]]) for x in (video, audio))
-        speed = tf.reshape(batch["speed"], [-1])
-        backward = tf.reshape(batch["backward"], [-1])
-        per_example = {}
-        per_example["speed"] = sum(
-            tf.reshape(self._classify(f"speed_{m}", x, speed), [size, k]) for m, x in
-            (("video", flat_v), ("audio", flat_a))
-        )
-        per_example["direction"] = sum(
-            tf.reshape(self._classify(f"direction_{m}", x, backward), [size, k]) for m, x in
-            (("video", flat_v), ("audio", flat_a))
-        )
-        start, span = batch["view_start"], batch["view_span"]
+        labels, audio_labels = batch, batch
+        if training:
+            labels, audio_labels, audio = self._controlled(batch, video, audio, step)
+
+        def per_view(name, features, view_labels):
+            flat = tf.reshape(features, [-1, features.shape[-1]])
+            loss = self._classify(name, flat, tf.reshape(view_labels, [-1]))
+            return tf.reshape(loss, [size, k])
+
+        per_example = {
+            "speed": per_view("speed_video", video, labels["speed"])
+            + per_view("speed_audio", audio, audio_labels["speed"]),
+            "direction": per_view("direction_video", video, labels["backward"])
+            + per_view("direction_audio", audio, audio_labels["backward"]),
+        }
         order_terms = []
-        for i, j in itertools.product(range(k), range(k)):
-            label = order_labels(start[:, i], span[:, i], start[:, j], span[:, j])
+        for i, j in itertools.permutations(range(k), 2):
+            def order(view_labels, a=i, b=j):
+                start, span = view_labels["view_start"], view_labels["view_span"]
+                return order_labels(start[:, a], span[:, a], start[:, b], span[:, b])
+
             order_terms.append(self._classify(
-                "order_cross", tf.concat([video[:, i], audio[:, j]], -1), label))
+                "order_cross", tf.concat([video[:, i], audio[:, j]], -1), order(labels)))
             if i < j:
-                for name, x in (("order_video", video), ("order_audio", audio)):
+                for name, x, view_labels in (("order_video", video, labels),
+                                             ("order_audio", audio, audio_labels)):
                     order_terms.append(self._classify(
-                        name, tf.concat([x[:, i], x[:, j]], -1), label))
+                        name, tf.concat([x[:, i], x[:, j]], -1), order(view_labels)))
         per_example["order"] = tf.add_n(order_terms)
 
-        ids = batch["video_id"]
         zv = [self.heads["project_video"](video[:, i]) for i in range(2)]
-        za = [self.heads["project_audio"](audio[:, i]) for i in range(2)]
-        contrast = (self._contrast(zv[0], zv[1], ids, "video")
-                    + self._contrast(zv[1], zv[0], ids, "video")
-                    + self._contrast(zv[0], za[0], ids, "audio")
-                    + self._contrast(za[0], zv[0], ids, "video"))
+        za = self.heads["project_audio"](audio[:, 0])
+        local = {"zv0": zv[0], "zv1": zv[1], "za": za, "ids": batch["video_id"]}
+        if training:  # The whole step's keys (one device: the batch itself).
+            step_keys, offset = gather_over_replicas(local)
+        else:
+            step_keys, offset = local, 0
+        ids = step_keys["ids"]
+        contrast = (self._contrast(zv[0], step_keys["zv1"], ids, "video", offset)
+                    + self._contrast(zv[1], step_keys["zv0"], ids, "video", offset)
+                    + self._contrast(zv[0], step_keys["za"], ids, "audio", offset)
+                    + self._contrast(za, step_keys["zv0"], ids, "video", offset))
         self.contrastive_loss.update_state(contrast)
         per_example["contrastive"] = contrast
 
@@ -211,8 +255,51 @@ class TemporalContrastive(Task):
         ])
         loss = tf.math.divide_no_nan(total, tf.cast(global_batch, tf.float32))
         keys = {"video_key": tf.math.l2_normalize(zv[0], -1),
-                "audio_key": tf.math.l2_normalize(za[0], -1), "video_id": ids}
-        return loss, {}, {k: tf.stop_gradient(v) for k, v in keys.items()}
+                "audio_key": tf.math.l2_normalize(za, -1), "video_id": batch["video_id"]}
+        return loss, {}, {name: tf.stop_gradient(v) for name, v in keys.items()}
+
+    def dataset_metrics(self, model, dataset):  # noqa: D102
+        return {"retrieval_r1_v2a": self.retrieval_r1(model, dataset)}
+
+    def embed_views(self, model: keras.Model, dataset: tf.data.Dataset) -> dict[str, Any]:
+        """L2-normalised projections of every view of ``dataset``, with their video ids.
+
+        Returns:
+            NumPy ``video`` and ``audio`` ``[N * K, projection_dim]`` and ``video_id``
+            ``[N * K]``, one row per view.
+        """
+        @tf.function
+        def project(batch):
+            out = {}
+            for modality, tower in (("video", model.video_tower), ("audio", model.audio_tower)):
+                clips = batch[modality]
+                flat = tf.reshape(clips, [-1, *clips.shape[2:]])
+                features = tf.cast(tower(flat, training=False), tf.float32)
+                out[modality] = tf.math.l2_normalize(
+                    self.heads[f"project_{modality}"](features), -1)
+            k = tf.shape(batch["video"])[1]
+            out["video_id"] = tf.repeat(batch["video_id"], k)
+            return out
+
+        parts = [
+            {key: value.numpy() for key, value in project(batch).items()} for batch in dataset
+        ]
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+    def retrieval_r1(self, model: keras.Model, dataset: tf.data.Dataset) -> float:
+        """Recall@1 of video-to-audio retrieval over every view of ``dataset``.
+
+        Each video view queries the audio views of all examples (cosine similarity of
+        the contrastive projections); a hit is an audio view of the query's own video.
+        Chance is about one over the number of videos.
+        """
+        views_ = self.embed_views(model, dataset)
+        hits = []
+        for begin in range(0, len(views_["video"]), 1024):  # Bounded [1024, N * K] scores.
+            scores = views_["video"][begin:begin + 1024] @ views_["audio"].T
+            nearest = views_["video_id"][np.argmax(scores, axis=1)]
+            hits.append(nearest == views_["video_id"][begin:begin + 1024])
+        return float(np.mean(np.concatenate(hits)))
 
     def after_step(self, values, applied):  # noqa: D102
         for modality in ("video", "audio"):
@@ -239,5 +326,6 @@ class TemporalContrastive(Task):
             "temperature": self.temperature, "queue_size": self.queue_size,
             "loss_weights": dict(self.loss_weights),
             "extra_positives": self.extra_positives, "extra_negatives": self.extra_negatives,
+            "control": self.control,
         })
         return config

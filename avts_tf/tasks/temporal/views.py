@@ -20,6 +20,7 @@ import gin
 import tensorflow as tf
 
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.tasks.temporal.ordering import I_BEFORE_J, J_BEFORE_I, OVERLAP
 
 Record = dict[str, tf.Tensor]
 AUDIO_SPEEDS = ("hop", "resample")
@@ -84,6 +85,72 @@ def holdable_speeds(clips: Any, record: Record, spec: ViewSpec) -> tuple[tf.Tens
     return windows.last_frame, windows.fit()
 
 
+def _choose_feasible(feasible: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """The ``floor(u * n)``-th True entry of ``feasible`` ``[C]`` (``n`` True entries)."""
+    count = tf.reduce_sum(tf.cast(feasible, tf.int64))
+    rank = tf.minimum(tf.cast(tf.floor(u * tf.cast(count, tf.float64)), tf.int64), count - 1)
+    position = tf.cumsum(tf.cast(feasible, tf.int64)) - 1
+    return tf.argmax(tf.logical_and(feasible, tf.equal(position, rank)), output_type=tf.int32)
+
+
+def _uniform_in(low: tf.Tensor, high: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """``low + floor(u * (high - low + 1))`` for ``u`` in ``[0, 1)``: uniform over the integers."""
+    high = tf.maximum(high, low)
+    width = tf.cast(high - low + 1, tf.float64)
+    return low + tf.minimum(tf.cast(tf.floor(u * width), tf.int64), high - low)
+
+
+def place_views(
+    lengths: tf.Tensor, last: tf.Tensor, class_u: tf.Tensor, start_u: tf.Tensor,
+    targets: tf.Tensor | None = None,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Start frames of K views so that each view ``j >= 1`` has a chosen order to view 0.
+
+    The class of pair ``(0, j)`` (``ordering.ORDER_CLASSES`` of view 0 against view
+    ``j``) is drawn uniformly among the classes still feasible given the classes drawn
+    for views ``1 .. j - 1`` (``targets``: taken when feasible, else "overlap"); then view
+    0's start is uniform over the starts that leave room for all of them, and each view
+    ``j``'s start uniform over the starts that give its class. Classes are therefore
+    balanced whenever the record holds two disjoint views of the drawn speeds.
+
+    Args:
+        lengths: ``[K]`` int64 frames spanned by each view.
+        last: ``[K]`` int64 latest start frame of each view.
+        class_u: ``[K]`` float64 uniforms in ``[0, 1)`` choosing each class.
+        start_u: ``[K]`` float64 uniforms in ``[0, 1)`` placing each start.
+        targets: Optional ``[K]`` int32 wanted classes (evaluation); entry 0 unused.
+
+    Returns:
+        ``(start [K] int64, classes [K] int32)``; ``classes[0]`` is "overlap".
+    """
+    k = lengths.shape[0]
+    low, high = tf.constant(0, tf.int64), last[0]
+    classes = [tf.constant(OVERLAP, tf.int32)]
+    for j in range(1, k):
+        # j after 0 (0 before j) needs f0 <= last_j - L0; j before 0 needs f0 >= L_j.
+        can_follow = low <= tf.minimum(high, last[j] - lengths[0])
+        can_precede = tf.maximum(low, lengths[j]) <= high
+        feasible = tf.stack([tf.constant(True), can_follow, can_precede])
+        if targets is None:
+            chosen = _choose_feasible(feasible, class_u[j])
+        else:
+            chosen = tf.where(tf.gather(feasible, targets[j]), targets[j], OVERLAP)
+        low = tf.where(chosen == J_BEFORE_I, tf.maximum(low, lengths[j]), low)
+        high = tf.where(chosen == I_BEFORE_J, tf.minimum(high, last[j] - lengths[0]), high)
+        classes.append(chosen)
+    first = _uniform_in(low, high, start_u[0])
+    starts = [first]
+    for j in range(1, k):
+        follow = (first + lengths[0], last[j])
+        precede = (tf.constant(0, tf.int64), first - lengths[j])
+        overlap = (tf.maximum(first - lengths[j] + 1, 0), tf.minimum(last[j],
+                                                                   first + lengths[0] - 1))
+        bounds = [tf.where(classes[j] == I_BEFORE_J, f, tf.where(classes[j] == J_BEFORE_I, p, o))
+                  for f, p, o in zip(follow, precede, overlap, strict=True)]
+        starts.append(_uniform_in(bounds[0], bounds[1], start_u[j]))
+    return tf.stack(starts), tf.stack(classes)
+
+
 def draw_views(
     clips: Any,
     record: Record,
@@ -96,11 +163,17 @@ def draw_views(
     """Start frame, speed and direction of each of the K views (no decoding).
 
     Training: speeds uniform over the holdable ones, backward with
-    ``backward_probability``, starts uniform over the speed's windows, all from ``seed``.
-    Evaluation: view ``g = clip_index * K + k`` (shifted by a hash of the record id) takes
-    direction ``g mod 2`` and the holdable speed ``((g mod 2c) // 2 + g mod 2) mod c``
-    (``c`` holdable speeds), so every (speed, direction) pair occurs once in each ``2c``
-    consecutive views; starts are evenly spaced over the ``num_clips * K`` views.
+    ``backward_probability``, then the order of each view ``j >= 1`` to view 0 uniform
+    over the classes the record can hold and starts placed accordingly
+    (:func:`place_views`), all from ``seed``.
+
+    Evaluation (deterministic, class-balanced): view ``g = clip_index * K + k`` (shifted
+    by a hash of the record id) takes direction ``g mod 2`` and the holdable speed
+    ``((g mod 2c) // 2 + g mod 2) mod c`` (``c`` holdable speeds), so every (speed,
+    direction) pair occurs once in each ``2c`` consecutive views; the order of view
+    ``j`` to view 0 is ``(clip_index + hash + j - 1) mod 3`` (each class once in three
+    consecutive examples) where the record can hold it, else "overlap"; starts are
+    placed from ``seed`` (the reader derives it from the record and clip index).
 
     Returns:
         ``start_frame`` [K] int64, ``speed`` [K] int32 (index into ``spec.speeds``),
@@ -115,26 +188,27 @@ def draw_views(
         tf.debugging.assert_positive(count, message="record holds none of the view speeds")
     ]):
         count = tf.identity(count)
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    start_u = tf.random.stateless_uniform([k], seeds[3], dtype=tf.float64)
     if training:
-        seeds = tf.random.experimental.stateless_split(seed, 3)
         pick = tf.random.stateless_uniform([k], seeds[0], 0, count, dtype=tf.int64)
         speed = tf.gather(indices, pick)
         backward = tf.random.stateless_uniform([k], seeds[1]) < spec.backward_probability
-        last_k = tf.gather(last, speed)
-        u = tf.random.stateless_uniform([k], seeds[2], dtype=tf.float64)
-        start = tf.cast(tf.floor(u * tf.cast(last_k + 1, tf.float64)), tf.int64)
-        start = tf.minimum(start, last_k)
+        class_u = tf.random.stateless_uniform([k], seeds[2], dtype=tf.float64)
+        targets = None
     else:
         position = tf.cast(clip_index, tf.int64) * k + tf.range(k, dtype=tf.int64)
-        offset = tf.strings.to_hash_bucket_fast(record["id"], 2**30) % (2 * count)
-        g = position + offset
+        record_hash = tf.strings.to_hash_bucket_fast(record["id"], 2**30)
+        g = position + record_hash % (2 * count)
         direction = g % 2
         speed = tf.gather(indices, ((g % (2 * count)) // 2 + direction) % count)
         backward = direction == 1
-        last_k = tf.gather(last, speed)
-        total = tf.cast(num_clips, tf.int64) * k
-        start = tf.where(total > 1, last_k * position // tf.maximum(total - 1, 1), last_k // 2)
+        class_u = tf.zeros([k], tf.float64)
+        example = tf.cast(clip_index, tf.int64) + record_hash
+        targets = tf.cast((example + tf.range(k, dtype=tf.int64) - 1) % 3, tf.int32)
     speeds = tf.gather(tf.constant(spec.speeds, tf.int64), speed)
+    lengths = speeds * clips.spec.num_frames * clips.spec.frame_stride
+    start, _ = place_views(lengths, tf.gather(last, speed), class_u, start_u, targets)
     span = clips.windows(record).window * speeds
     view_start = tf.minimum(clips.frame_to_sample(start), record["num_samples"] - span)
     return {
@@ -181,6 +255,11 @@ def view_audio(
     return tf.cond(backward > 0, lambda: tf.reverse(mel, axis=[0]), lambda: mel)
 
 
+def _permutations(seed: tf.Tensor, rows: int, length: int) -> tf.Tensor:
+    """``rows`` random permutations of ``range(length)``, ``[rows, length]`` int32."""
+    return tf.argsort(tf.random.stateless_uniform([rows, length], seed), axis=1)
+
+
 def cut_views(
     clips: Any,
     record: Record,
@@ -189,6 +268,7 @@ def cut_views(
     training: bool,
     clip_index: tf.Tensor | int = 0,
     num_clips: tf.Tensor | int = 1,
+    shuffle_frames: bool = False,
 ) -> dict[str, tf.Tensor]:
     """The K views of one record, for use inside a ``tf.data`` map.
 
@@ -202,16 +282,22 @@ def cut_views(
         training: Random views and crop (else deterministic, balanced, central crop).
         clip_index: Evaluation example index of this record (see ``draw_views``).
         num_clips: Evaluation examples per record.
+        shuffle_frames: A control: each view's frames, and its log-mel frames, in a
+            random order (from ``seed``), which removes the cue of playback direction.
 
     Returns:
         ``video`` [K, T, S, S, 3] float32, ``audio`` [K, frames, mels, 1] float32,
         ``view_start`` [K] int64, ``view_span`` [K] int64, ``speed`` [K] int32,
         ``backward`` [K] int32, ``video_id`` int64 and ``label`` int64.
     """
-    draw_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    draw_seed, crop_seed, shuffle_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3))
     views = draw_views(clips, record, draw_seed, spec, training, clip_index, num_clips)
     k, t = spec.num_views, clips.spec.num_frames
     indices = view_frame_indices(clips, views, spec)
+    video_seed, audio_seed = tf.unstack(tf.random.experimental.stateless_split(shuffle_seed, 2))
+    if shuffle_frames:
+        indices = tf.gather(indices, _permutations(video_seed, k, t), batch_dims=1)
     frames = clips.crop(clips.decode(record, tf.reshape(indices, [-1])), training, crop_seed)
     size = clips.spec.crop_size
     video = tf.reshape(frames, [k, t, size, size, 3])
@@ -220,6 +306,8 @@ def cut_views(
                    views["backward"][i], spec)
         for i in range(k)
     ])
+    if shuffle_frames:
+        audio = tf.gather(audio, _permutations(audio_seed, k, audio.shape[1]), batch_dims=1)
     return {
         "video": video,
         "audio": audio,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 from tiny import SPEC, tiny_audio_tower, tiny_video_tower
 
 from avts_tf.data import pipeline
@@ -45,3 +47,88 @@ def test_config_round_trip():
     rebuilt = TemporalContrastive.from_config(task.get_config())
     assert rebuilt.view_spec == task.view_spec
     assert rebuilt.get_config() == task.get_config()
+
+
+def _label_batch(size=6, k=2):
+    rng = np.random.default_rng(5)
+    return {
+        "audio": tf.constant(rng.random((size, k, 3)), tf.float32),
+        "speed": tf.constant(rng.integers(0, 3, (size, k)), tf.int32),
+        "backward": tf.constant(rng.integers(0, 2, (size, k)), tf.int32),
+        "view_start": tf.constant(rng.integers(0, 9, (size, k)) * 100, tf.int64),
+        "view_span": tf.constant(rng.integers(1, 4, (size, k)) * 100, tf.int64),
+    }
+
+
+def test_permuted_labels_control_permutes_rows_together():
+    batch = _label_batch()
+    task = TemporalContrastive(control="permuted_labels")
+    labels, audio_labels, audio = task._controlled(batch, batch["audio"], batch["audio"], 7)
+    order = tf.argsort(tf.random.stateless_uniform([6], tf.constant([7, 20230207]))).numpy()
+    assert sorted(order.tolist()) == list(range(6)) and order.tolist() != list(range(6))
+    for key in ("speed", "backward", "view_start", "view_span"):
+        np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy()[order])
+        np.testing.assert_array_equal(audio_labels[key].numpy(), labels[key].numpy())
+    np.testing.assert_array_equal(audio.numpy(), batch["audio"].numpy())  # inputs untouched
+    other_step, _, _ = task._controlled(batch, batch["audio"], batch["audio"], 8)
+    assert any((other_step[k].numpy() != labels[k].numpy()).any() for k in labels)
+
+
+def test_unrelated_audio_control_rolls_audio_with_its_own_labels():
+    batch = _label_batch()
+    task = TemporalContrastive(control="unrelated_audio")
+    labels, audio_labels, audio = task._controlled(batch, batch["audio"], batch["audio"], 7)
+    np.testing.assert_array_equal(audio.numpy(), np.roll(batch["audio"].numpy(), 3, axis=0))
+    for key in ("speed", "backward", "view_start", "view_span"):
+        # Audio heads keep the labels of the audio they see; the video side keeps its own,
+        # so a video view and the audio it is paired with come from different videos.
+        np.testing.assert_array_equal(audio_labels[key].numpy(),
+                                      np.roll(batch[key].numpy(), 3, axis=0))
+        np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy())
+
+
+def test_no_control_and_shuffled_frames_leave_labels_alone(tiny_prepared):
+    batch = _label_batch()
+    for control in ("none", "shuffled_frames"):
+        labels, audio_labels, audio = TemporalContrastive(control=control)._controlled(
+            batch, batch["audio"], batch["audio"], 7)
+        assert labels is audio_labels and audio is batch["audio"]
+        for key in labels:
+            np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy())
+    # shuffled_frames acts in the example function: the views' frames in random order.
+    from avts_tf.data.clips import Clips
+    from avts_tf.data.manifest import Manifest
+    from avts_tf.data.pipeline import _records, shard_files
+    from avts_tf.tasks.temporal.views import cut_views
+
+    clips = Clips(SPEC, Manifest.read(tiny_prepared).fps)
+    record = next(iter(_records(shard_files(tiny_prepared, "train"), False, None)))
+    seed = tf.constant([3, 4])
+    task = TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2)), control="shuffled_frames")
+    got = task.train_example(clips, record, seed)
+    want = cut_views(clips, record, seed, task.view_spec, True, shuffle_frames=True)
+    plain = cut_views(clips, record, seed, task.view_spec, True)
+    np.testing.assert_array_equal(got["video"].numpy(), want["video"].numpy())
+    assert not np.array_equal(got["video"].numpy(), plain["video"].numpy())
+    np.testing.assert_array_equal(np.sort(got["audio"].numpy(), axis=1),
+                                  np.sort(plain["audio"].numpy(), axis=1))
+
+
+def test_unknown_control_names_the_valid_ones():
+    with pytest.raises(ValueError, match="permuted_labels, shuffled_frames, unrelated_audio"):
+        TemporalContrastive(control="shuffle")
+
+
+def test_recall_at_1_equals_brute_force():
+    from avts_tf.tasks.temporal.task import recall_at_1
+
+    rng = np.random.default_rng(0)
+    queries, gallery = rng.normal(size=(50, 4)), rng.normal(size=(40, 4))
+    query_ids, gallery_ids = rng.integers(0, 6, 50), rng.integers(0, 6, 40)
+    expected = np.mean([gallery_ids[np.argmax([q @ g for g in gallery])] == i
+                        for q, i in zip(queries, query_ids, strict=True)])
+    for chunk in (7, 1024):
+        assert recall_at_1(queries, gallery, query_ids, gallery_ids, chunk) == expected
+    # Identical embeddings per video: every query finds its own video.
+    ids = np.repeat(np.arange(5), 3)
+    assert recall_at_1(np.eye(5)[ids], np.eye(5)[ids], ids, ids) == 1.0

@@ -54,6 +54,21 @@ CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")
 LABELS = ("speed", "backward", "view_start", "view_span")
 
 
+def recall_at_1(
+    queries: np.ndarray, gallery: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+    chunk: int = 1024,
+) -> float:
+    """Share of queries whose most similar gallery row (dot product) has the query's id.
+
+    Scores are computed ``chunk`` queries at a time, so memory stays ``chunk x len(gallery)``.
+    """
+    hits = []
+    for begin in range(0, len(queries), chunk):
+        scores = queries[begin : begin + chunk] @ gallery.T
+        hits.append(gallery_ids[np.argmax(scores, axis=1)] == query_ids[begin : begin + chunk])
+    return float(np.mean(np.concatenate(hits)))
+
+
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:
     return keras.Sequential(
         [keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(out, dtype="float32")],
@@ -293,13 +308,9 @@ class TemporalContrastive(Task):
         the contrastive projections); a hit is an audio view of the query's own video.
         Chance is about one over the number of videos.
         """
-        views_ = self.embed_views(model, dataset)
-        hits = []
-        for begin in range(0, len(views_["video"]), 1024):  # Bounded [1024, N * K] scores.
-            scores = views_["video"][begin:begin + 1024] @ views_["audio"].T
-            nearest = views_["video_id"][np.argmax(scores, axis=1)]
-            hits.append(nearest == views_["video_id"][begin:begin + 1024])
-        return float(np.mean(np.concatenate(hits)))
+        embedded = self.embed_views(model, dataset)
+        return recall_at_1(embedded["video"], embedded["audio"], embedded["video_id"],
+                           embedded["video_id"])
 
     def after_step(self, values, applied):  # noqa: D102
         for modality in ("video", "audio"):

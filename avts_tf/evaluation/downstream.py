@@ -1,12 +1,17 @@
-"""The paper's downstream comparison, in kind: AVTS-pretrained vs randomly initialized towers.
+"""The papers' downstream comparison, in kind: pretrained vs randomly initialized towers.
 
-On a labelled prepared dataset (by default the synthetic world the run was trained on;
-its class labels are never seen in pretraining):
+Columns are MFCC (audio only), random init (the first run's towers with fresh weights) and
+one per pretrained run (``runs``: column name -> model_dir; for example AVTS, temporal
+contrastive and both, pretrained on the same videos). On a labelled prepared dataset (by
+default the synthetic world the first run was trained on; its class labels are never
+seen in pretraining):
 
-* audio linear probe: a linear SVM on frozen audio features of the pretrained tower, of
+* audio linear probe: a linear SVM on frozen audio features of each pretrained tower, of
   the same architecture with random weights, and on MFCCs, trained on ``shots`` files per
   class of the training split, scored per file on the test split; repeated over several
   few-shot draws, plus one row with every training file;
+* speaker-held-out audio probe (``speaker_probe_results``): the same features on a
+  spoken-digit set (FSDD), one fold per held-out speaker;
 * video linear probe: the same on frozen video features (``clips_per_video`` clips);
 * video fine-tuning: the video tower (optionally fused with the audio tower) fine-tuned
   from the pretrained weights or from random weights on the same few shots with a small
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import keras
@@ -39,7 +44,8 @@ from avts_tf.evaluation import (
 )
 from avts_tf.evaluation.errors import BadInput
 
-PRETRAINED, SCRATCH, MFCC = "AVTS pretrained", "random init", "MFCC"
+SCRATCH, MFCC = "random init", "MFCC"
+Runs = Mapping[str, str | Path]  # Column name -> model_dir of a pretrained run.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,38 +111,60 @@ def probe_results(
     return out
 
 
+def _first(runs: Runs) -> Path:
+    if not runs:
+        raise BadInput("no pretrained run to compare")
+    return Path(next(iter(runs.values())))
+
+
 def audio_feature_sets(
-    model_dir: str | Path, data_dir: str | Path, progress: bool = False
+    runs: Runs, data_dir: str | Path, progress: bool = False
 ) -> dict[str, features.Features]:
-    """Frozen audio features: pretrained tower, re-initialized copy, MFCC (same windows)."""
-    tower = checkpoint.load_tower(model_dir, "audio")
-    spec = checkpoint.clip_spec_for(model_dir, audio_tower=tower)
+    """Frozen audio features: MFCC, the first run's tower re-initialized, each run's tower.
+
+    Every set is cut into the same windows (the first run's audio input length).
+    """
+    first = checkpoint.load_tower(_first(runs), "audio")
+    spec = checkpoint.clip_spec_for(_first(runs), audio_tower=first)
     keras.utils.set_random_seed(0)
-    sets = {}
-    for name, model in ((PRETRAINED, tower), (SCRATCH, checkpoint.fresh_copy(tower))):
-        sets[name] = features.tower_features(model, "audio", data_dir, spec, progress=progress)
-    window = int(sets[PRETRAINED].info["window_samples"])
-    sets[MFCC] = mfcc.mfcc_features(data_dir, window, progress=progress)
-    return sets
+    towers = {SCRATCH: checkpoint.fresh_copy(first)}
+    towers.update({name: checkpoint.load_tower(path, "audio") for name, path in runs.items()})
+    sets = {name: features.tower_features(model, "audio", data_dir, spec, progress=progress)
+            for name, model in towers.items()}
+    window = int(sets[SCRATCH].info["window_samples"])
+    return {MFCC: mfcc.mfcc_features(data_dir, window, progress=progress), **sets}
 
 
 def video_feature_sets(
-    model_dir: str | Path, data_dir: str | Path, num_clips: int = 10, progress: bool = False
+    runs: Runs, data_dir: str | Path, num_clips: int = 10, progress: bool = False
 ) -> dict[str, features.Features]:
-    """Frozen video features (``num_clips`` clips per video): pretrained and re-initialized."""
-    tower = checkpoint.load_tower(model_dir, "video")
-    spec = checkpoint.clip_spec_for(model_dir, video_tower=tower)
+    """Frozen video features (``num_clips`` clips per video): random init, then each run."""
+    first = checkpoint.load_tower(_first(runs), "video")
+    spec = checkpoint.clip_spec_for(_first(runs), video_tower=first)
     keras.utils.set_random_seed(0)
+    towers = {SCRATCH: checkpoint.fresh_copy(first)}
+    towers.update({name: checkpoint.load_tower(path, "video") for name, path in runs.items()})
     return {
-        name: features.tower_features(
-            model, "video", data_dir, spec, num_clips=num_clips, progress=progress
-        )
-        for name, model in ((PRETRAINED, tower), (SCRATCH, checkpoint.fresh_copy(tower)))
+        name: features.tower_features(model, "video", data_dir, spec, num_clips=num_clips,
+                                      progress=progress)
+        for name, model in towers.items()
     }
 
 
+def speaker_probe_results(
+    feature_sets: dict[str, features.Features], C: float = 1.0  # noqa: N803
+) -> dict[str, dict]:
+    """Linear probe with one fold per held-out speaker (FSDD file names), per feature set."""
+    out = {}
+    for name, feats in feature_sets.items():
+        folds = audio_probe.make_folds(feats, "fsdd_speakers")
+        result = audio_probe.probe(feats, folds, [C])
+        out[name] = _summary([fold["accuracy"] for fold in result["folds"]])
+    return out
+
+
 def finetune_results(
-    model_dir: str | Path,
+    runs: Runs,
     data_dir: str | Path,
     budget: Budget,
     fusion: bool = False,
@@ -146,22 +174,24 @@ def finetune_results(
     """Video-level accuracy of few-shot fine-tuning from pretrained and random weights.
 
     Args:
-        model_dir: The AVTS run.
+        runs: Pretrained runs (column name -> model_dir); random init copies the first.
         data_dir: Labelled prepared dataset.
         budget: Shots, draws, steps.
         fusion: Fine-tune the audio tower too, features concatenated.
         head_steps: Classifier-only steps on frozen towers before fine-tuning.
         log: Where per-run accuracies are reported.
     """
-    results: dict[str, list[float]] = {PRETRAINED: [], SCRATCH: []}
+    first = _first(runs)
+    results: dict[str, list[float]] = {SCRATCH: [], **{name: [] for name in runs}}
     num_classes = finetune.num_classes_of(data_dir, [budget.train_split, budget.test_split])
     for seed in range(budget.repeats):
         with tempfile.TemporaryDirectory(prefix="avts_few_shot_") as subset:
             train_dir = records_io.few_shot_subset(
                 data_dir, subset, budget.shots, budget.train_split, seed
             )
-            for name in (PRETRAINED, SCRATCH):
+            for name in results:
                 keras.utils.set_random_seed(seed)
+                model_dir = first if name == SCRATCH else runs[name]
                 video = checkpoint.load_tower(model_dir, "video")
                 audio = checkpoint.load_tower(model_dir, "audio") if fusion else None
                 spec = checkpoint.clip_spec_for(model_dir, video, audio)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from eval_helpers import assert_one_line_error, run_in_process, run_subprocess
+from tiny import REPO_ROOT
 
 from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation.features import Features
@@ -210,3 +211,41 @@ def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
     assert set(results["audio_probe"]["few_shot"]) == {"MFCC", "random init", "AVTS pretrained"}
     assert set(results["video_probe"]["all"]) == {"random init", "AVTS pretrained"}
     assert set(results["finetune_video_head1"]) == {"random init", "AVTS pretrained"}
+
+
+FSDD = REPO_ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+
+
+@pytest.mark.slow
+def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_prepared,
+                                                               tmp_path):
+    if not FSDD.is_dir():
+        pytest.skip(f"FSDD not found at {FSDD} (the shared data folder is absent)")
+    root = tmp_path / "runs"
+    root.mkdir()
+    for method in ("avts", "tssl"):  # Two finished runs (the tiny run twice).
+        (root / method).symlink_to(tiny_run, target_is_directory=True)
+    fsdd = tmp_path / "fsdd"  # Two speakers, 10 digits twice: two held-out-speaker folds.
+    fsdd.mkdir()
+    for speaker in ("george", "jackson"):
+        for path in sorted(FSDD.glob(f"*_{speaker}_[01].wav")):
+            (fsdd / path.name).symlink_to(path)
+    report = tmp_path / "downstream.json"
+    result = run_subprocess("downstream_results", "--model_dir", str(root), "--methods",
+                            "avts", "tssl", "--data", str(tiny_prepared), "--fsdd", str(fsdd),
+                            "--repeats", "1", "--clips_per_video", "2", "--skip_finetune",
+                            "--output_json", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    header = [line for line in result.stdout.splitlines() if line.startswith("accuracy %")]
+    for column in ("MFCC", "random init", "AVTS pretrained", "TSSL pretrained"):
+        assert column in header[0]
+    assert any(line.startswith("FSDD audio linear probe, 2 held-out speakers")
+               for line in result.stdout.splitlines())
+    results = json.loads(report.read_text())
+    columns = {"MFCC", "random init", "AVTS pretrained", "TSSL pretrained"}
+    assert set(results["fsdd_speaker_probe"]) == columns
+    assert set(results["audio_probe"]["few_shot"]) == columns
+    # The same run under two names gives the same numbers.
+    probe = results["fsdd_speaker_probe"]
+    assert probe["AVTS pretrained"]["runs"] == probe["TSSL pretrained"]["runs"]
+    assert len(probe["MFCC"]["runs"]) == 2

@@ -1,7 +1,7 @@
 """Temporal audio-visual self-supervision (Jenni, Black & Collomosse, AAAI 2023).
 
-See ``/work/shared/TSSL.md`` (mirrored in the docs) for what the paper states and what is
-our choice; every choice of ours is a gin parameter documented as "our choice".
+See ``docs/temporal.md`` for what the paper states and what is our choice; every choice
+of ours is a gin parameter documented as "our choice".
 
 * ``views``: ``ViewSpec`` and ``cut_views``: K views per video, each (start, speed,
   direction) applied identically to the video clip and its aligned audio.

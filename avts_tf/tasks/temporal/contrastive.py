@@ -2,7 +2,7 @@
 
 The paper (Jenni, Black & Collomosse, AAAI 2023) states only that the usual contrastive
 pairs are "supplemented with sample-dependent positives and negatives sampled from the
-evolving feature space". How they are sampled is **our choice** (see ``shared/TSSL.md``),
+evolving feature space". How they are sampled is **our choice** (see ``docs/temporal.md``),
 modelled on NNCLR (Dwibedi et al., 2021; keras-io "Self-supervised contrastive learning
 with NNCLR"): a FIFO queue of stop-gradient keys with their video ids supplies
 

@@ -64,14 +64,28 @@ def test_permuted_labels_control_permutes_rows_together():
     batch = _label_batch()
     task = TemporalContrastive(control="permuted_labels")
     labels, audio_labels, audio = task._controlled(batch, batch["audio"], batch["audio"], 7)
-    order = tf.argsort(tf.random.stateless_uniform([6], tf.constant([7, 20230207]))).numpy()
-    assert sorted(order.tolist()) == list(range(6)) and order.tolist() != list(range(6))
+    shift = tf.random.stateless_uniform([], tf.constant([7, 20230207]), 1, 6, dtype=tf.int32)
+    order = (np.arange(6) + int(shift)) % 6
     for key in ("speed", "backward", "view_start", "view_span"):
         np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy()[order])
         np.testing.assert_array_equal(audio_labels[key].numpy(), labels[key].numpy())
     np.testing.assert_array_equal(audio.numpy(), batch["audio"].numpy())  # inputs untouched
     other_step, _, _ = task._controlled(batch, batch["audio"], batch["audio"], 8)
     assert any((other_step[k].numpy() != labels[k].numpy()).any() for k in labels)
+
+
+def test_label_control_leaves_no_example_its_own_labels():
+    """A cyclic shift by 1 .. B-1: no fixed point, every shift drawn, for any batch size."""
+    from avts_tf.tasks.temporal.task import derangement
+
+    for size in (2, 3, 8):
+        shifts = []
+        for step in range(200):
+            order = derangement(step, size).numpy()
+            assert sorted(order.tolist()) == list(range(size))
+            assert np.all(order != np.arange(size)), (size, step, order)
+            shifts.append(int(order[0]))
+        assert sorted(set(shifts)) == list(range(1, size))
 
 
 def test_unrelated_audio_control_rolls_audio_with_its_own_labels():

@@ -197,6 +197,22 @@ def test_evaluation_views_deterministic_and_balanced(num_frames):
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
 
 
+def test_evaluation_order_classes_independent_of_speeds():
+    """Over records, view 0's speed says nothing of its order class (a cue the held-out
+    ordering accuracy must not contain)."""
+    clips = make_clips()
+    spec = ViewSpec(num_views=2)
+    joint = np.zeros((3, 3), int)
+    for record_id in range(30):
+        record = make_record(40, f"video_{record_id}")
+        out = draws(clips, record, spec, 3, training=False, num_clips=3)
+        order = order_labels(*(out[key][:, i] for i in (0, 1) for key in
+                               ("view_start", "view_span"))).numpy()
+        np.add.at(joint, (out["speed"][:, 0], order), 1)
+    assert joint.sum() == 90 and (joint > 0).all(), joint
+    assert joint.max() <= 25, joint  # 10 expected per cell
+
+
 @pytest.mark.parametrize("num_views", [2, 3])
 def test_order_classes_over_10k_draws(num_views):
     # 40 frames: two views of any speed (at most 16 frames each) fit side by side.

@@ -20,10 +20,11 @@ The queues are task state (``Task.add_state``): ``after_step`` pushes the step's
 Evaluation adds ``retrieval_r1_v2a`` over the whole held-out set (``dataset_metrics``).
 
 Controls (``control``, training only; evaluation stays the honest one):
-``"permuted_labels"`` permutes the heads' labels within the batch (every head should
-fall to chance), ``"shuffled_frames"`` plays each view's video and log-mel frames in a
-random order (direction heads), ``"unrelated_audio"`` pairs each example with the audio
-of the example half a batch away (cross-modal ordering and retrieval).
+``"permuted_labels"`` gives each example the heads' labels of another example of the
+batch (a random cyclic shift, so none keeps its own: every head should fall to chance),
+``"shuffled_frames"`` plays each view's video and log-mel frames in a random order
+(direction heads), ``"unrelated_audio"`` pairs each example with the audio of the
+example half a batch away (cross-modal ordering and retrieval).
 
 Stated by the paper: the four pretexts, the contrastive pairs (video-video and
 video-audio) and the sample-dependent positives and negatives. **Our choices** (gin
@@ -68,6 +69,17 @@ def recall_at_1(
         hits.append(gallery_ids[np.argmax(scores, axis=1)] == query_ids[begin : begin + chunk])
     return float(np.mean(np.concatenate(hits)))
 
+
+def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
+    """Row order of the label control: a cyclic shift by ``1 .. size - 1``, drawn per step.
+
+    No row keeps its own labels: a plain permutation leaves ``1 / size`` of them in place
+    on average, a consistent signal the heads learn from.
+    """
+    seed = tf.stack([tf.cast(step, tf.int32), tf.constant(20230207, tf.int32)])
+    size = tf.cast(size, tf.int32)
+    shift = tf.random.stateless_uniform([], seed, 1, tf.maximum(size, 2), dtype=tf.int32)
+    return (tf.range(size) + shift) % size
 
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:
     return keras.Sequential(
@@ -198,8 +210,7 @@ class TemporalContrastive(Task):
         """Labels of the video side, labels of the audio side and audio, under the control."""
         labels = {key: batch[key] for key in LABELS}
         if self.control == "permuted_labels":
-            seed = tf.stack([tf.cast(step, tf.int32), tf.constant(20230207, tf.int32)])
-            order = tf.argsort(tf.random.stateless_uniform([tf.shape(video)[0]], seed))
+            order = derangement(step, tf.shape(video)[0])
             labels = {key: tf.gather(value, order) for key, value in labels.items()}
         if self.control == "unrelated_audio":
             shift = tf.shape(audio)[0] // 2

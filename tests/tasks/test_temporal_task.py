@@ -64,28 +64,52 @@ def test_permuted_labels_control_permutes_rows_together():
     batch = _label_batch()
     task = TemporalContrastive(control="permuted_labels")
     labels, audio_labels, audio = task._controlled(batch, batch["audio"], batch["audio"], 7)
-    shift = tf.random.stateless_uniform([], tf.constant([7, 20230207]), 1, 6, dtype=tf.int32)
-    order = (np.arange(6) + int(shift)) % 6
+    shift = int(tf.random.stateless_uniform([], tf.constant([7, 20230207]), 0, 3,
+                                            dtype=tf.int32))
+    order = np.array([3 + (i + shift) % 3 for i in range(3)] + [(i + shift) % 3 for i in range(3)])
     for key in ("speed", "backward", "view_start", "view_span"):
         np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy()[order])
         np.testing.assert_array_equal(audio_labels[key].numpy(), labels[key].numpy())
     np.testing.assert_array_equal(audio.numpy(), batch["audio"].numpy())  # inputs untouched
-    other_step, _, _ = task._controlled(batch, batch["audio"], batch["audio"], 8)
-    assert any((other_step[k].numpy() != labels[k].numpy()).any() for k in labels)
+    others = [task._controlled(batch, batch["audio"], batch["audio"], s)[0] for s in range(8, 14)]
+    assert any((o["speed"].numpy() != labels["speed"].numpy()).any() for o in others)
 
 
-def test_label_control_leaves_no_example_its_own_labels():
-    """A cyclic shift by 1 .. B-1: no fixed point, every shift drawn, for any batch size."""
+def test_label_control_takes_labels_from_the_other_half():
+    """Row i takes a row of the other half (no fixed point), every shift drawn."""
     from avts_tf.tasks.temporal.task import derangement
 
-    for size in (2, 3, 8):
-        shifts = []
+    for size in (2, 6, 8):
+        half, firsts = size // 2, []
         for step in range(200):
             order = derangement(step, size).numpy()
             assert sorted(order.tolist()) == list(range(size))
-            assert np.all(order != np.arange(size)), (size, step, order)
-            shifts.append(int(order[0]))
-        assert sorted(set(shifts)) == list(range(1, size))
+            assert np.all((order < half) != (np.arange(size) < half)), (size, step, order)
+            assert np.all((order - np.arange(size)) % half == order[0] - half)  # one shift
+            firsts.append(int(order[0]))
+        assert sorted(set(firsts)) == list(range(half, size))
+
+
+@pytest.mark.parametrize("control", ["permuted_labels", "unrelated_audio", "none"])
+def test_mixing_controls_keep_batchnorm_statistics_within_each_half(control):
+    """Under a control that pairs the halves, half A's training features do not depend on
+    half B's inputs (BatchNorm sees each half alone); without one they do."""
+    tower = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
+                              keras.layers.BatchNormalization()])
+    task = TemporalContrastive(control=control)
+    clips = np.random.default_rng(0).random((8, 2, 3)).astype("float32")
+    changed = clips.copy()
+    changed[4:] += 5.0
+    a, b = (task.embed_clips(tower, tf.constant(x), training=True).numpy()[:4]
+            for x in (clips, changed))
+    if control == "none":
+        assert np.abs(a - b).max() > 0.1
+    else:
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # Evaluation: the moving statistics, whatever the control.
+    full = task.embed_clips(tower, tf.constant(clips), training=False).numpy()
+    np.testing.assert_allclose(full, tower(clips.reshape(16, 3), training=False).numpy()
+                               .reshape(8, 2, 4), atol=1e-6)
 
 
 def test_unrelated_audio_control_rolls_audio_with_its_own_labels():

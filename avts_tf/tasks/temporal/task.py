@@ -24,7 +24,10 @@ Controls (``control``, training only; evaluation stays the honest one):
 batch (a random cyclic shift, so none keeps its own: every head should fall to chance),
 ``"shuffled_frames"`` plays each view's video and log-mel frames in a random order
 (direction heads), ``"unrelated_audio"`` pairs each example with the audio of the
-example half a batch away (cross-modal ordering and retrieval).
+example half a batch away (cross-modal ordering and retrieval). The two controls that
+pair examples pair the batch's two halves and run the towers on each half alone:
+BatchNorm's batch statistics would otherwise leak each example's features into the
+others' (the label control's heads then learn that leak and fall below chance).
 
 Stated by the paper: the four pretexts, the contrastive pairs (video-video and
 video-audio) and the sample-dependent positives and negatives. **Our choices** (gin
@@ -51,6 +54,7 @@ from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
 
 TERMS = ("speed", "direction", "order", "contrastive")
 CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")
+MIXING_CONTROLS = ("permuted_labels", "unrelated_audio")  # Pair rows of the two halves.
 # What the heads learn from, per example: permuted together by the label control.
 LABELS = ("speed", "backward", "view_start", "view_span")
 
@@ -71,15 +75,19 @@ def recall_at_1(
 
 
 def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
-    """Row order of the label control: a cyclic shift by ``1 .. size - 1``, drawn per step.
+    """Row order of the label control: each row takes a row of the other half of the batch.
 
-    No row keeps its own labels: a plain permutation leaves ``1 / size`` of them in place
-    on average, a consistent signal the heads learn from.
+    Rows ``i < h = size // 2`` take ``h + (i + r) mod h`` and rows ``i >= h`` take
+    ``(i - h + r) mod h``, ``r`` drawn per step. No row keeps its own labels (a plain
+    permutation leaves ``1 / size`` of them in place, a signal the heads learn), and
+    with the towers run on each half separately (``compute``) no row's features hold,
+    through BatchNorm's batch statistics, anything of the row whose labels it takes.
     """
     seed = tf.stack([tf.cast(step, tf.int32), tf.constant(20230207, tf.int32)])
-    size = tf.cast(size, tf.int32)
-    shift = tf.random.stateless_uniform([], seed, 1, tf.maximum(size, 2), dtype=tf.int32)
-    return (tf.range(size) + shift) % size
+    half = tf.cast(size, tf.int32) // 2
+    shift = tf.random.stateless_uniform([], seed, 0, tf.maximum(half, 1), dtype=tf.int32)
+    rows = tf.range(half)
+    return tf.concat([half + (rows + shift) % half, (rows + shift) % half], axis=0)
 
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:
     return keras.Sequential(
@@ -218,19 +226,33 @@ class TemporalContrastive(Task):
             return labels, audio_labels, tf.roll(audio, shift, axis=0)
         return labels, labels, audio
 
+    def embed_clips(self, tower: keras.Model, clips: tf.Tensor, training: bool) -> tf.Tensor:
+        """Features ``[B, K, D]`` float32 of ``[B, K, ...]`` views.
+
+        In training under a control that pairs rows across the batch (they pair the two
+        halves), the tower sees each half alone, so BatchNorm's batch statistics carry
+        nothing from one half into the other.
+        """
+        size, k = tf.shape(clips)[0], clips.shape[1]
+        flat = tf.reshape(clips, [-1, *clips.shape[2:]])
+        halves = 2 if training and self.control in MIXING_CONTROLS else 1
+        if halves == 2:
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    size % 2, 0,
+                    message=f"control {self.control!r} needs an even batch on each replica")]):
+                flat = tf.identity(flat)
+        out = tf.concat([tf.cast(tower(part, training=training), tf.float32)
+                         for part in tf.split(flat, halves)], axis=0)
+        return tf.reshape(out, [size, k, out.shape[-1]])
+
     def compute(self, model, batch, training, step, global_batch=None):  # noqa: D102
         if global_batch is None:
             global_batch = global_batch_size(batch)
         k = self.view_spec.num_views
         size = tf.shape(batch["video"])[0]
 
-        def embed(tower, clips):
-            flat = tf.reshape(clips, [-1, *clips.shape[2:]])
-            out = tf.cast(tower(flat, training=training), tf.float32)
-            return tf.reshape(out, [size, k, out.shape[-1]])
-
-        video = embed(model.video_tower, batch["video"])
-        audio = embed(model.audio_tower, batch["audio"])
+        video = self.embed_clips(model.video_tower, batch["video"], training)
+        audio = self.embed_clips(model.audio_tower, batch["audio"], training)
         labels, audio_labels = batch, batch
         if training:
             labels, audio_labels, audio = self._controlled(batch, video, audio, step)

@@ -13,45 +13,35 @@ path as user files.
 
 Slow drift. Each video also has a per-video "world time" shared by both modalities,
 ``u(t) = (phi + t) mod DRIFT_PERIOD_S``, with a phase ``phi`` drawn uniformly in
-``[0, DRIFT_PERIOD_S)`` whatever the video's duration. Both cues it drives are cyclic and
-continuous at the wrap (``u`` returning to 0 changes nothing), so ``u`` has no start and
-no end: the look and sound of a single clip say nothing about where in its video it lies,
-while the direction of the drift and the order of two nearby clips are visible anywhere.
+``[0, max(DRIFT_PERIOD_S - duration_s, 0)]``: videos up to ``DRIFT_PERIOD_S`` long never
+wrap (``u`` rises steadily over the whole video), longer ones wrap once per period (the
+scene then jumps back to dark and the hum back to low). Two cues follow ``u``:
 
-* daylight: a hue rotation at a constant overall gain. Channel ``c`` (0, 1, 2 = R, G, B)
-  of every pixel of a frame is multiplied by
-  ``DAYLIGHT_GAIN * (1 + HUE_STRENGTH * cos(2 pi u / DRIFT_PERIOD_S - 2 pi c / 3))``, so
-  the tint peaks in red, then green, then blue, then red again, once per period;
-* a quiet ambient hum, a Shepard tone that rises forever: ``HUM_PARTIALS`` partials an
-  octave apart, ``HUM_LOW_HZ * 2 ** (k + u / DRIFT_PERIOD_S)`` for ``k = 0 ..
-  HUM_PARTIALS - 1``, each gliding up by one octave per period, phase-continuously, under
-  a raised-cosine loudness envelope over the octave position (silent at the bottom and at
-  the top, where a partial leaves and another enters); the amplitudes always sum to
-  ``HUM_LEVEL``, against strikes peaking near 0.45.
+* daylight: every pixel of a frame is multiplied by a global gain rising linearly from
+  ``GAIN_LOW`` to ``GAIN_HIGH`` over a period, with a colour-temperature tint (red up,
+  blue down) that shifts with it, so the scene brightens and warms steadily;
+* a quiet ambient hum (a fundamental and two harmonics, ``sum(HUM_AMPLITUDES)`` in all,
+  against strikes peaking near 0.45) whose fundamental glides phase-continuously from
+  ``HUM_LOW_HZ`` up by ``HUM_OCTAVES`` octaves over a period.
 
 What makes each pretext identifiable:
 
 * AV synchronization: a strike's flash (contact frame) and its sound onset happen at
   the same time.
-* Video speed: the rate of the hue rotation; hop height against the interval between
-  strikes (a hop's height is set by its duration, so a sped-up clip shows hops too high
-  for their interval).
-* Audio speed: the strikes' decay times and the Shepard tone's glide rate. A task may
-  change audio speed while keeping pitch (changing the spectrogram hop instead of
-  resampling): decay times and glide rate still scale with speed, pitches do not move.
-* Video direction: the hue turns one way (red, then green, then blue) forward; the flash
-  afterglow follows (never precedes) the contact frame.
-* Audio direction: strikes have a sharp attack and a slow decay; the Shepard tone rises
-  forward.
-* Order of two clips of one video (video or audio): when they are less than half a
-  period (``DRIFT_PERIOD_S / 2`` = 8 s) apart, the hue and the Shepard phase of the
-  later clip are ahead of the earlier one's by less than half a period.
-* Order across modalities (a video clip against an audio clip): the hue and the Shepard
-  phase are functions of the same world time ``u``.
+* Video speed: hop height against the interval between strikes (a hop's height is set
+  by its duration, so a sped-up clip shows hops too high for their interval); the
+  brightening rate.
+* Audio speed: the strikes' decay times and the hum's glide rate. A task may change
+  audio speed while keeping pitch (changing the spectrogram hop instead of resampling):
+  decay times and glide rate still scale with speed, pitches do not move.
+* Video direction: the daylight brightens forward; the flash afterglow follows (never
+  precedes) the contact frame.
+* Audio direction: strikes have a sharp attack and a slow decay; the hum rises forward.
+* Order of two clips of one video: the later clip is brighter.
+* Order of two audio clips of one video: the later clip has a higher hum.
+* Order across modalities (a video clip against an audio clip): brightness and hum
+  pitch are functions of the same world time ``u``.
 * Class: the objects' colour and shape, and the strikes' timbre.
-
-A single clip says nothing about where in its video it lies: ``phi`` is uniform over the
-period, so every hue and every Shepard phase is equally likely at every video time.
 
 Layout written by :func:`generate_synthetic_dataset`::
 
@@ -80,7 +70,7 @@ import numpy as np
 from avts_tf import atomic
 
 # Bump when rendering changes, so cached datasets are regenerated.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 2
 
 MIN_INTERVAL_S = 0.3
 MAX_INTERVAL_S = 1.2
@@ -90,12 +80,13 @@ _FLOOR_FRACTION = 0.82  # floor line, as a fraction of the frame height
 _RADIUS_FRACTION = 0.11  # object radius, as a fraction of the frame size
 _AFTERGLOW = 0.35  # flash intensity on the frame after the contact frame
 
-DRIFT_PERIOD_S = 16.0  # period of the world time u shared by the daylight and the hum
-DAYLIGHT_GAIN = 0.85  # overall daylight gain (mean of the three channels' gains)
-HUE_STRENGTH = 0.3  # relative swing of each channel's gain as the hue turns
-HUM_LOW_HZ = 100.0  # frequency of the lowest Shepard partial at u = 0
-HUM_PARTIALS = 5  # Shepard partials, an octave apart
-HUM_LEVEL = 0.04  # sum of the hum partials' amplitudes (the same at every u)
+DRIFT_PERIOD_S = 12.0  # period of the world time u shared by the daylight and the hum
+GAIN_LOW = 0.45  # daylight gain at u = 0
+GAIN_HIGH = 1.25  # daylight gain as u reaches DRIFT_PERIOD_S
+TINT_STRENGTH = 0.25  # red x (1 + s (v - 0.5)), blue x (1 - s (v - 0.5)), v = u / period
+HUM_LOW_HZ = 300.0  # hum fundamental at u = 0
+HUM_OCTAVES = 2.0  # octaves the hum fundamental rises over a period
+HUM_AMPLITUDES = (0.025, 0.010, 0.005)  # fundamental, 2nd and 3rd harmonic
 _HUM_MAX_FRACTION = 0.45  # hum partials fade out between 0.40 and 0.45 x sample rate
 
 
@@ -223,61 +214,33 @@ def world_time(times: np.ndarray | float, drift_phase_s: float) -> np.ndarray:
 
 
 def daylight(u: np.ndarray | float) -> np.ndarray:
-    """Per-channel RGB pixel gain at world time ``u``, ``[..., 3]``: a hue rotation.
+    """Per-channel RGB pixel gain at world time ``u``: global gain times tint, ``[..., 3]``.
 
-    Channel ``c`` (0, 1, 2 = R, G, B) has gain
-    ``DAYLIGHT_GAIN * (1 + HUE_STRENGTH * cos(2 pi u / DRIFT_PERIOD_S - 2 pi c / 3))``:
-    the mean gain over the channels is always ``DAYLIGHT_GAIN``, and the hue turns from
-    red to green to blue once per period, continuously across the wrap of ``u``.
+    The global gain rises linearly from ``GAIN_LOW`` to ``GAIN_HIGH`` over a period; the
+    tint multiplies red by ``1 + TINT_STRENGTH (v - 0.5)`` and blue by
+    ``1 - TINT_STRENGTH (v - 0.5)``, with ``v = u / DRIFT_PERIOD_S``.
     """
-    angle = 2.0 * np.pi * np.asarray(u, dtype=np.float64)[..., None] / DRIFT_PERIOD_S
-    return DAYLIGHT_GAIN * (1.0 + HUE_STRENGTH * np.cos(angle - 2.0 * np.pi * np.arange(3) / 3))
+    v = np.asarray(u, dtype=np.float64)[..., None] / DRIFT_PERIOD_S
+    gain = GAIN_LOW + (GAIN_HIGH - GAIN_LOW) * v
+    tint = 1.0 + TINT_STRENGTH * (v - 0.5) * np.array([1.0, 0.0, -1.0])
+    return gain * tint
 
 
-def _shepard_weight(octave: np.ndarray) -> np.ndarray:
-    """Raised-cosine loudness of a partial at ``octave`` in ``[0, HUM_PARTIALS]``."""
-    return 0.5 * (1.0 - np.cos(2.0 * np.pi * octave / HUM_PARTIALS))
-
-
-def hum_partials(u: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """Frequencies (Hz) and amplitudes of the hum's Shepard partials at world time ``u``.
-
-    Partial ``k`` (``0 <= k < HUM_PARTIALS``) sits at octave ``x = k + u / DRIFT_PERIOD_S``
-    above ``HUM_LOW_HZ`` with amplitude ``HUM_LEVEL * w(x) / (HUM_PARTIALS / 2)``, where
-    ``w(x) = 0.5 * (1 - cos(2 pi x / HUM_PARTIALS))``; the amplitudes sum to ``HUM_LEVEL``.
-    At the wrap of ``u`` partial ``k + 1`` carries on where partial ``k`` was (same
-    frequency, same amplitude), and the top one, silent, re-enters silent at the bottom.
-
-    Returns:
-        ``(frequencies, amplitudes)``, each ``[..., HUM_PARTIALS]`` (before the fade of
-        partials near Nyquist, which depends on the sample rate).
-    """
-    octave = np.asarray(u, dtype=np.float64)[..., None] / DRIFT_PERIOD_S + np.arange(HUM_PARTIALS)
-    amplitudes = HUM_LEVEL * _shepard_weight(octave) / (HUM_PARTIALS / 2)
-    return HUM_LOW_HZ * 2.0 ** octave, amplitudes
+def hum_frequency(u: np.ndarray | float) -> np.ndarray:
+    """Hum fundamental in Hz at world time ``u``: ``HUM_LOW_HZ * 2 ** (HUM_OCTAVES v)``."""
+    v = np.asarray(u, dtype=np.float64) / DRIFT_PERIOD_S
+    return HUM_LOW_HZ * 2.0 ** (HUM_OCTAVES * v)
 
 
 def _hum(rng: np.random.Generator, u: np.ndarray, sr: int) -> np.ndarray:
-    """The ambient Shepard hum at world times ``u`` (one per sample), phase-continuous.
-
-    Oscillator ``j`` starts as partial ``j`` (with a random initial phase) and climbs an
-    octave per period: each wrap of ``u`` hands it on to the next partial up (the same
-    frequency), and from the top (silent) back to the bottom (silent), so no partial ever
-    jumps in frequency while audible and the waveform stays continuous across wraps.
-    """
-    u = np.asarray(u, dtype=np.float64)
-    initial = rng.uniform(0.0, 2.0 * np.pi, HUM_PARTIALS)
-    wraps = np.concatenate([[0], np.cumsum(np.diff(u) < 0)])  # wraps of u so far
-    frequencies, amplitudes = hum_partials(u)  # [N, K], by partial
+    """The ambient hum at world times ``u`` (one per sample), phase-continuous."""
+    f0 = hum_frequency(u)
+    phase = 2.0 * np.pi * np.cumsum(f0) / sr + rng.uniform(0.0, 2.0 * np.pi)
     hum = np.zeros(len(u))
-    for j in range(HUM_PARTIALS):
-        k = (j + wraps) % HUM_PARTIALS  # the partial oscillator j plays at each sample
-        f = np.take_along_axis(frequencies, k[:, None], axis=1)[:, 0]
-        amp = np.take_along_axis(amplitudes, k[:, None], axis=1)[:, 0]
-        phase = 2.0 * np.pi * np.cumsum(f) / sr + initial[j]
+    for k, amp in enumerate(HUM_AMPLITUDES, start=1):
         # Partials near Nyquist fade out (only matters at low sample rates).
-        room = (_HUM_MAX_FRACTION * sr - f) / (0.05 * sr)
-        hum += amp * np.clip(room, 0.0, 1.0) * np.sin(phase)
+        room = (_HUM_MAX_FRACTION * sr - k * f0) / (0.05 * sr)
+        hum += amp * np.clip(room, 0.0, 1.0) * np.sin(k * phase)
     return hum
 
 
@@ -494,7 +457,7 @@ def render_video(
     canvas = _render_frames(rng, spec, objects, num_frames, fps, size)
     audio = _render_audio(rng, spec, objects, num_frames, fps, num_samples, sample_rate)
     # Drawn after the scene, so the drift leaves every other draw as it was.
-    phase = float(rng.uniform(0.0, DRIFT_PERIOD_S))
+    phase = float(rng.uniform(0.0, max(DRIFT_PERIOD_S - duration_s, 0.0)))
     light = daylight(world_time(np.arange(num_frames) / fps, phase))  # [T, 3]
     frames = np.clip(np.round(canvas * light[:, None, None, :]), 0, 255).astype(np.uint8)
     audio = audio + _hum(rng, world_time(np.arange(num_samples) / sample_rate, phase), sample_rate)

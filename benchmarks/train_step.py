@@ -498,12 +498,13 @@ def torch_tssl_loss(
         for head, key in (("speed", "speed"), ("direction", "backward")):
             terms.append(classify(f"{head}_{modality}", x.flatten(0, 1), labels[key].flatten()))
     start, span = labels["view_start"], labels["view_span"]
-    for i, j in itertools.permutations(range(k), 2):
+    for i, j in itertools.combinations(range(k), 2):
         order = torch_order_labels(start[:, i], span[:, i], start[:, j], span[:, j])
-        terms.append(classify("order_cross", torch.cat([video[:, i], audio[:, j]], -1), order))
-        if i < j:
-            for name, x in (("order_video", video), ("order_audio", audio)):
-                terms.append(classify(name, torch.cat([x[:, i], x[:, j]], -1), order))
+        if i == 0:  # video view 0 against the audio of view j
+            terms.append(classify("order_cross", torch.cat([video[:, 0], audio[:, j]], -1),
+                                  order))
+        for name, x in (("order_video", video), ("order_audio", audio)):
+            terms.append(classify(name, torch.cat([x[:, i], x[:, j]], -1), order))
 
     zv = [heads["project_video"](video[:, i]) for i in range(2)]
     za = heads["project_audio"](audio[:, 0])

@@ -71,22 +71,14 @@ def replicas_main() -> None:
     import keras
     import numpy as np
     import tensorflow as tf
-    from tiny import tiny_audio_tower, tiny_video_tower
+    from tiny import distributed_towers
 
     import avts_tf.backbones  # noqa: F401  (registers the towers)
     from avts_tf.models import AVTSModel
-    from avts_tf.registry import BACKBONES
     from avts_tf.tasks.sync.curricula import ConstantMixture
     from avts_tf.tasks.sync.objectives import ContrastiveSync, add_easy_negatives
 
     single_device = tf.distribute.get_strategy()
-
-    def towers(kind):
-        if kind == "sync_bn":
-            return (tiny_video_tower(batch_norm="sync"), tiny_audio_tower(batch_norm="sync"))
-        return (BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, embedding_dim=8),
-                BACKBONES.build("avts_audio_vgg", input_shape=(24, 16, 1), width=4,
-                                embedding_dim=8))
 
     def build(strategy, kind, mixture, jit=False, loss_scale=False, lr=0.5):
         with strategy.scope():
@@ -94,7 +86,7 @@ def replicas_main() -> None:
             objective = ContrastiveSync(
                 curriculum=ConstantMixture(mixture), eval_kinds=("easy", "hard")
             )
-            model = AVTSModel(*towers(kind), objective)
+            model = AVTSModel(*distributed_towers(kind), objective)
             optimizer = keras.optimizers.SGD(lr, momentum=0.9)
             if loss_scale:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

@@ -1,14 +1,9 @@
 """End to end: the README's quickstart command, and its shuffled-audio control."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from recipe_run import run_recipe
 
 
 @pytest.fixture(scope="module")
@@ -17,22 +12,8 @@ def cache_dir(tmp_path_factory):
 
 
 def train(model_dir: Path, cache_dir: Path, *params: str) -> float:
-    env = dict(os.environ, AVTS_CACHE_DIR=str(cache_dir), TF_CPP_MIN_LOG_LEVEL="3")
-    command = [
-        sys.executable, "tools/train.py", "--gin_file=gin/quickstart.gin",
-        f"--model_dir={model_dir}", "--gin_param=train.Runtime.verbose=2",
-        *[f"--gin_param={p}" for p in params],
-    ]
-    result = subprocess.run(
-        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("sync_accuracy: "), result.stdout[-2000:]
-    accuracy = float(last.split(": ")[1])
-    saved = json.loads((model_dir / "eval.json").read_text())
-    assert saved["sync_accuracy"] == pytest.approx(accuracy, abs=5e-4)
-    return accuracy
+    results = run_recipe("gin/quickstart.gin", "sync_accuracy", model_dir, cache_dir, *params)
+    return results["sync_accuracy"]
 
 
 @pytest.mark.slow

@@ -77,3 +77,15 @@ def tiny_audio_tower(input_shape=AUDIO_SHAPE, embedding_dim: int = 8, batch_norm
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(embedding_dim)(x)
     return keras.Model(inputs, outputs, name="tiny_audio")
+
+
+def distributed_towers(kind: str) -> tuple[keras.Model, keras.Model]:
+    """The towers the replica-equality tests train: ``"sync_bn"`` (tiny towers with
+    synchronized BatchNorm) or ``"replica_bn"`` (the real ``mc3_18`` and ``avts_audio_vgg``
+    at width 4, per-replica BatchNorm)."""
+    if kind == "sync_bn":
+        return tiny_video_tower(batch_norm="sync"), tiny_audio_tower(batch_norm="sync")
+    from avts_tf.registry import BACKBONES
+
+    return (BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, embedding_dim=8),
+            BACKBONES.build("avts_audio_vgg", input_shape=(24, 16, 1), width=4, embedding_dim=8))

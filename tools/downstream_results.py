@@ -1,7 +1,7 @@
 """Downstream comparison on the synthetic world: pretrained towers vs random init vs MFCC.
 
     python tools/downstream_results.py --model_dir runs/downstream \
-        [--methods avts tssl avts_tssl] [--gin_param data.synthetic_dataset.duration_s=8.0] \
+        [--methods avts tssl avts_tssl] [--gin_param data.synthetic_dataset.duration_s=12.0] \
         [--fsdd ../shared/data/fsdd/recordings] [--shots 1] [--repeats 3] \
         [--finetune_steps 40] [--head_steps 0,20] [--fusion] [--output_json r.json]
 

@@ -91,21 +91,27 @@ def test_label_control_takes_labels_from_the_other_half():
 
 
 @pytest.mark.parametrize("control", ["permuted_labels", "unrelated_audio", "none"])
-def test_mixing_controls_keep_batchnorm_statistics_within_each_half(control):
-    """Under a control that pairs the halves, half A's training features do not depend on
-    half B's inputs (BatchNorm sees each half alone); without one they do."""
+def test_mixing_controls_keep_batchnorm_statistics_within_each_view_of_each_half(control):
+    """Under a control that pairs the halves, the training features of view 0 of half A
+    depend neither on half B's inputs nor on the other views (BatchNorm sees each view
+    of each half alone); without one they do."""
     tower = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
                               keras.layers.BatchNormalization()])
     task = TemporalContrastive(control=control)
     clips = np.random.default_rng(0).random((8, 2, 3)).astype("float32")
     changed = clips.copy()
-    changed[4:] += 5.0
-    a, b = (task.embed_clips(tower, tf.constant(x), training=True).numpy()[:4]
+    changed[4:] += 5.0  # half B
+    changed[:4, 1] -= 3.0  # view 1 of half A
+    a, b = (task.embed_clips(tower, tf.constant(x), training=True).numpy()[:4, 0]
             for x in (clips, changed))
     if control == "none":
         assert np.abs(a - b).max() > 0.1
     else:
         np.testing.assert_allclose(a, b, atol=1e-6)
+        # Each group is the tower on its own (training-mode statistics of 4 clips).
+        expected = tower(clips[4:, 1], training=True).numpy()
+        np.testing.assert_allclose(task.embed_clips(tower, tf.constant(clips), True)
+                                   .numpy()[4:, 1], expected, atol=1e-6)
     # Evaluation: the moving statistics, whatever the control.
     full = task.embed_clips(tower, tf.constant(clips), training=False).numpy()
     np.testing.assert_allclose(full, tower(clips.reshape(16, 3), training=False).numpy()

@@ -232,6 +232,30 @@ def test_order_classes_over_10k_draws(num_views):
     assert (out["start_frame"] >= 0).all() and (out["start_frame"] + frames <= 40).all()
 
 
+@pytest.mark.parametrize("num_views", [2, 3])
+def test_view_0_position_says_nothing_of_the_classes(num_views):
+    """In a record long enough (48 frames >= L0 + 2 max Lj, spans 4, 8 and 16 frames),
+    every class of every pair (0, j) is drawn 1/3 and view 0's start is independent of
+    them: with two views, uniform over [L1, 48 - L0 - L1] in every class."""
+    clips, record = make_clips(), make_record(48)
+    out = draws(clips, record, ViewSpec(num_views=num_views), 10_000)
+    start, span, speed = out["view_start"], out["view_span"], out["speed"]
+    first, frames = out["start_frame"][:, 0], 4 * np.array([1, 2, 4])[speed]
+    for j in range(1, num_views):
+        order = order_labels(start[:, 0], span[:, 0], start[:, j], span[:, j]).numpy()
+        np.testing.assert_allclose(np.bincount(order, minlength=3) / len(order), 1 / 3,
+                                   atol=0.03)
+        means = [first[order == c].mean() for c in range(3)]
+        assert np.ptp(means) <= 0.6, means  # standard error of each about 0.1 frame
+    if num_views == 2:
+        for s0, s1 in np.ndindex(3, 3):
+            stratum = (speed[:, 0] == s0) & (speed[:, 1] == s1)
+            low, high = frames[stratum, 1][0], 48 - frames[stratum, 0][0] - frames[stratum, 1][0]
+            for c in range(3):
+                chosen = first[stratum & (order == c)]
+                assert (chosen.min(), chosen.max()) == (low, high), (s0, s1, c)
+
+
 def test_place_views_gives_the_chosen_class():
     # Lengths and latest starts of three views in a 30-frame record.
     lengths = tf.constant([8, 4, 16], tf.int64)

@@ -5,8 +5,10 @@ Every example holds K views of one video (``views.cut_views``). The task trains:
 * **speed** and **direction** classifiers per modality on each view (single-clip heads,
   as the paper's patent describes them);
 * **temporal ordering** classifiers on pairs of views: video-video and audio-audio for
-  every pair ``i < j``, video-audio for every ``i != j`` (an aligned pair would always
-  be "overlap"), classes {overlap, i before j, j before i} from the views' intervals in
+  every pair ``i < j``, video-audio for video view 0 against audio view ``j >= 1`` (our
+  choice: view 0's position says nothing of its classes, ``views.place_views``, so the
+  cross-modal head cannot answer from one clip's place in its video, only by comparing
+  the two), classes {overlap, i before j, j before i} from the views' intervals in
   original time (``ordering.order_labels``);
 * a **contrastive** loss (``contrastive.info_nce_with_queue``) between the first two
   views' video projections (both directions) and between view 0's video and its
@@ -230,20 +232,26 @@ class TemporalContrastive(Task):
         """Features ``[B, K, D]`` float32 of ``[B, K, ...]`` views.
 
         In training under a control that pairs rows across the batch (they pair the two
-        halves), the tower sees each half alone, so BatchNorm's batch statistics carry
-        nothing from one half into the other.
+        halves), the tower sees each view of each half alone, so BatchNorm's batch
+        statistics carry nothing from one half into the other, nor from an example's
+        other views into its view 0 (whose position is all the cross-modal ordering head
+        has left under ``unrelated_audio``).
         """
         size, k = tf.shape(clips)[0], clips.shape[1]
-        flat = tf.reshape(clips, [-1, *clips.shape[2:]])
-        halves = 2 if training and self.control in MIXING_CONTROLS else 1
-        if halves == 2:
-            with tf.control_dependencies([tf.debugging.assert_equal(
-                    size % 2, 0,
-                    message=f"control {self.control!r} needs an even batch on each replica")]):
-                flat = tf.identity(flat)
-        out = tf.concat([tf.cast(tower(part, training=training), tf.float32)
-                         for part in tf.split(flat, halves)], axis=0)
-        return tf.reshape(out, [size, k, out.shape[-1]])
+        if not (training and self.control in MIXING_CONTROLS):
+            flat = tf.reshape(clips, [-1, *clips.shape[2:]])
+            out = tf.cast(tower(flat, training=training), tf.float32)
+            return tf.reshape(out, [size, k, out.shape[-1]])
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                size % 2, 0,
+                message=f"control {self.control!r} needs an even batch on each replica")]):
+            clips = tf.identity(clips)
+        halves = [
+            tf.stack([tf.cast(tower(half[:, view], training=True), tf.float32)
+                      for view in range(k)], axis=1)
+            for half in tf.split(clips, 2)
+        ]
+        return tf.concat(halves, axis=0)
 
     def compute(self, model, batch, training, step, global_batch=None):  # noqa: D102
         if global_batch is None:
@@ -269,18 +277,18 @@ class TemporalContrastive(Task):
             + per_view("direction_audio", audio, audio_labels["backward"]),
         }
         order_terms = []
-        for i, j in itertools.permutations(range(k), 2):
+        for i, j in itertools.combinations(range(k), 2):
             def order(view_labels, a=i, b=j):
                 start, span = view_labels["view_start"], view_labels["view_span"]
                 return order_labels(start[:, a], span[:, a], start[:, b], span[:, b])
 
-            order_terms.append(self._classify(
-                "order_cross", tf.concat([video[:, i], audio[:, j]], -1), order(labels)))
-            if i < j:
-                for name, x, view_labels in (("order_video", video, labels),
-                                             ("order_audio", audio, audio_labels)):
-                    order_terms.append(self._classify(
-                        name, tf.concat([x[:, i], x[:, j]], -1), order(view_labels)))
+            if i == 0:  # Across modalities: video view 0 against the audio of view j.
+                order_terms.append(self._classify(
+                    "order_cross", tf.concat([video[:, 0], audio[:, j]], -1), order(labels)))
+            for name, x, view_labels in (("order_video", video, labels),
+                                         ("order_audio", audio, audio_labels)):
+                order_terms.append(self._classify(
+                    name, tf.concat([x[:, i], x[:, j]], -1), order(view_labels)))
         per_example["order"] = tf.add_n(order_terms)
 
         zv = [self.heads["project_video"](video[:, i]) for i in range(2)]

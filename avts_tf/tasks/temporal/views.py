@@ -106,12 +106,16 @@ def place_views(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Start frames of K views so that each view ``j >= 1`` has a chosen order to view 0.
 
-    The class of pair ``(0, j)`` (``ordering.ORDER_CLASSES`` of view 0 against view
-    ``j``) is drawn uniformly among the classes still feasible given the classes drawn
-    for views ``1 .. j - 1`` (``targets``: taken when feasible, else "overlap"); then view
-    0's start is uniform over the starts that leave room for all of them, and each view
-    ``j``'s start uniform over the starts that give its class. Classes are therefore
-    balanced whenever the record holds two disjoint views of the drawn speeds.
+    Where the record is long enough (``L_0 + 2 max L_j`` frames), view 0's start is
+    uniform over the starts that leave room for every class of every pair, and the class
+    of each pair ``(0, j)`` (``ordering.ORDER_CLASSES`` of view 0 against view ``j``) is
+    uniform over all three: view 0's position then says nothing of any class, so no
+    ordering can be read from view 0 alone (its place in the video may show in its
+    content). In shorter records the class of pair ``(0, j)`` is drawn uniformly among
+    the classes still feasible given those drawn for views ``1 .. j - 1`` and view 0's
+    start is uniform over the starts that leave room for all of them. ``targets``
+    (evaluation) are taken where feasible, else "overlap". Each view ``j``'s start is
+    uniform over the starts that give its class.
 
     Args:
         lengths: ``[K]`` int64 frames spanned by each view.
@@ -125,6 +129,12 @@ def place_views(
     """
     k = lengths.shape[0]
     low, high = tf.constant(0, tf.int64), last[0]
+    if k > 1:  # The starts of view 0 that leave every class of every pair feasible.
+        balanced_low = tf.reduce_max(lengths[1:])
+        balanced_high = tf.reduce_min(last[1:] - lengths[0])
+        balanced = balanced_low <= balanced_high
+        low = tf.where(balanced, balanced_low, low)
+        high = tf.where(balanced, balanced_high, high)
     classes = [tf.constant(OVERLAP, tf.int32)]
     for j in range(1, k):
         # j after 0 (0 before j) needs f0 <= last_j - L0; j before 0 needs f0 >= L_j.

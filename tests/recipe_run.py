@@ -1,0 +1,36 @@
+"""Runs a gin recipe end to end through ``tools/train.py`` (a subprocess), as a user would."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_recipe(
+    gin_file: str, headline: str, model_dir: Path, cache_dir: Path, *params: str
+) -> dict:
+    """Trains ``gin_file`` into ``model_dir``; returns ``eval.json``.
+
+    Asserts exit code 0 and that the last line printed is ``headline: <value>``, equal to
+    its value in ``eval.json``.
+    """
+    env = dict(os.environ, AVTS_CACHE_DIR=str(cache_dir), TF_CPP_MIN_LOG_LEVEL="3")
+    command = [
+        sys.executable, "tools/train.py", f"--gin_file={gin_file}",
+        f"--model_dir={model_dir}", "--gin_param=train.Runtime.verbose=2",
+        *[f"--gin_param={p}" for p in params],
+    ]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((model_dir / "eval.json").read_text())
+    name, _, value = result.stdout.strip().splitlines()[-1].partition(": ")
+    assert name == headline, result.stdout[-2000:]
+    assert float(value) == pytest.approx(results[name], abs=5e-4)
+    return results

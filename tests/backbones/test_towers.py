@@ -31,13 +31,6 @@ def sample(model: keras.Model, batch: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
 
 
-@pytest.fixture
-def restore_policy():
-    policy = keras.mixed_precision.global_policy()
-    yield
-    keras.mixed_precision.set_global_policy(policy)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_named_input_and_pooled_output(name):
     model = BACKBONES.build(name, **tiny_kwargs(name))
@@ -88,17 +81,59 @@ def test_predict_over_dataset(name):
     np.testing.assert_allclose(out, model(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_mixed_bfloat16_builds_and_trains(name, restore_policy):
+def bfloat16_gradients_main() -> None:
+    """Prints, as JSON, each tower's output dtype and whether its gradients are finite
+    after one training-mode step under ``mixed_bfloat16`` (run in a subprocess)."""
+    import json
+
+    import avts_tf.backbones  # noqa: F401  (registers the towers)
+
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = BACKBONES.build(name, num_classes=3, **tiny_kwargs(name))
-    x = tf.constant(sample(model))
-    with tf.GradientTape() as tape:
-        out = model(x, training=True)
-        loss = tf.reduce_mean(tf.square(out))
-    grads = tape.gradient(loss, model.trainable_weights)
-    assert out.dtype == "float32"
-    assert all(g is not None and bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads)
+    results = {}
+    for name in NAMES:
+        keras.utils.set_random_seed(0)
+        model = BACKBONES.build(name, num_classes=3, **tiny_kwargs(name))
+        x = tf.constant(sample(model))
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_mean(tf.square(out))
+        grads = tape.gradient(loss, model.trainable_weights)
+        results[name] = {
+            "dtype": out.dtype.name,
+            "finite": all(g is not None and bool(tf.reduce_all(tf.math.is_finite(g)))
+                          for g in grads),
+        }
+    print(json.dumps(results))
+
+
+@pytest.fixture(scope="module")
+def bfloat16_gradients():
+    """Towers in mixed bfloat16, in a process with oneDNN's kernels off.
+
+    TF 2.21's oneDNN bfloat16 convolution (this CPU: AVX-512 BF16) intermittently returns
+    non-finite kernel gradients: r2plus1d_18's ``layer2_0_conv2_t`` in 3 to 7 of 12 seeds,
+    varying from run to run; none in 12 seeds with ``TF_ENABLE_ONEDNN_OPTS=0``.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.path[:0] = ['tests/backbones', 'tests', '.']; "
+            "import test_towers; test_towers.bfloat16_gradients_main()")
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3",
+               CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_mixed_bfloat16_builds_and_trains(name, bfloat16_gradients):
+    assert bfloat16_gradients[name] == {"dtype": "float32", "finite": True}
 
 
 @pytest.mark.parametrize("name", NAMES)

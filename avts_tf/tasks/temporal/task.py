@@ -27,9 +27,9 @@ batch (a random cyclic shift, so none keeps its own: every head should fall to c
 ``"shuffled_frames"`` plays each view's video and log-mel frames in a random order
 (direction heads), ``"unrelated_audio"`` pairs each example with the audio of the
 example half a batch away (cross-modal ordering and retrieval). The two controls that
-pair examples pair the batch's two halves and run the towers on each half alone:
-BatchNorm's batch statistics would otherwise leak each example's features into the
-others' (the label control's heads then learn that leak and fall below chance).
+pair examples pair the batch's two halves and run the towers on each view of each half
+alone: BatchNorm's batch statistics would otherwise leak each example's features into
+the others' (the label control's heads then learn that leak and fall below chance).
 
 Stated by the paper: the four pretexts, the contrastive pairs (video-video and
 video-audio) and the sample-dependent positives and negatives. **Our choices** (gin
@@ -82,7 +82,7 @@ def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
     Rows ``i < h = size // 2`` take ``h + (i + r) mod h`` and rows ``i >= h`` take
     ``(i - h + r) mod h``, ``r`` drawn per step. No row keeps its own labels (a plain
     permutation leaves ``1 / size`` of them in place, a signal the heads learn), and
-    with the towers run on each half separately (``compute``) no row's features hold,
+    with the towers run on each half separately (``embed_clips``) no row's features hold,
     through BatchNorm's batch statistics, anything of the row whose labels it takes.
     """
     seed = tf.stack([tf.cast(step, tf.int32), tf.constant(20230207, tf.int32)])
@@ -90,6 +90,7 @@ def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
     shift = tf.random.stateless_uniform([], seed, 0, tf.maximum(half, 1), dtype=tf.int32)
     rows = tf.range(half)
     return tf.concat([half + (rows + shift) % half, (rows + shift) % half], axis=0)
+
 
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:
     return keras.Sequential(

@@ -1,10 +1,18 @@
-"""Gin set-up shared by the command-line tools."""
+"""Gin set-up shared by the command-line tools: recipes by name, errors in one line."""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
+import tokenize
 from collections.abc import Sequence
 
 import gin
+from gin import config as gin_config
+
+from avts_tf import recipes
+from avts_tf.errors import UserError
 
 
 def import_registrations() -> None:
@@ -21,8 +29,81 @@ def import_registrations() -> None:
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool = True) -> None:
-    """Parses gin files and bindings strictly (unknown names are errors)."""
+    """Parses gin files and bindings strictly (unknown names are errors).
+
+    Args:
+        files: Recipe paths or built-in recipe names (``quickstart``), applied in order.
+        bindings: Extra bindings (``train.run.train_steps=100``), applied after the files.
+        finalize: Locks the configuration after parsing.
+
+    Raises:
+        UserError: A missing recipe, an unknown configurable or parameter (the message
+            lists the valid names, closest first) or a binding that does not parse.
+    """
+    paths = [recipes.resolve(f) for f in files]  # before TensorFlow loads: a clean error
     import_registrations()
-    gin.parse_config_files_and_bindings(
-        list(files), list(bindings), skip_unknown=False, finalize_config=finalize
-    )
+    recipes.register_search_path()
+    try:
+        gin.parse_config_files_and_bindings(
+            paths, list(bindings), skip_unknown=False, finalize_config=finalize
+        )
+    except OSError as err:  # a missing ``include``
+        missing = re.search(r"Unable to open file: (\S+?)\.? Searched", str(err))
+        name = missing.group(1) if missing else str(err)
+        raise UserError(
+            f"gin include {name} not found; give a path relative to the current folder or "
+            f"a built-in recipe as gin/<name>.gin ({', '.join(recipes.builtin_names())})"
+        ) from None
+    except (ValueError, SyntaxError, tokenize.TokenError) as err:
+        raise UserError(explain_gin_error(err)) from None
+
+
+def configurable_names() -> list[str]:
+    """Every registered gin configurable, as ``module.name``."""
+    return sorted(name for name, _ in gin_config._REGISTRY.items()  # noqa: SLF001
+                  if not name.startswith("gin."))
+
+
+def parameter_names(selector: str) -> list[str]:
+    """The parameters gin may bind on configurable ``selector``."""
+    configurable = gin_config._REGISTRY.get_match(selector)  # noqa: SLF001
+    if configurable is None:
+        return []
+    wrapped = configurable.wrapped
+    target = wrapped.__init__ if inspect.isclass(wrapped) else wrapped
+    try:
+        params = list(inspect.signature(target).parameters)
+    except (TypeError, ValueError):
+        return []
+    denied = set(configurable.denylist or ())
+    allowed = configurable.allowlist
+    return [p for p in params if p not in ("self", "args", "kwargs") and p not in denied
+            and (not allowed or p in allowed)]
+
+
+def _choices(wrong: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(wrong, valid, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"{hint}valid: {', '.join(valid)}"
+
+
+def explain_gin_error(err: Exception) -> str:
+    """One line for a gin parse error: what is wrong, where, and the valid names."""
+    text = str(err)
+    where_match = re.search(r"In (bindings string line \d+|file \"?[^\n]+?\"?, line \d+)", text)
+    where = f" ({where_match.group(1)})" if where_match else ""
+    unknown = re.match(r"No configurable matching (?:reference )?'@?([\w.]+)'", text)
+    if unknown:
+        name = unknown.group(1)
+        module = name.rpartition(".")[0]
+        names = configurable_names()
+        in_module = [n for n in names if module and n.startswith(module + ".")]
+        return f"unknown gin name {name}{where}; {_choices(name, in_module or names)}"
+    parameter = re.match(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'",
+                         text)
+    if parameter:
+        selector, param = parameter.groups()
+        return (f"{selector} has no parameter {param}{where}; "
+                f"{_choices(param, parameter_names(selector))}")
+    first = text.splitlines()[0] if text else type(err).__name__
+    return f"could not parse the gin configuration{where}: {first}; check the recipe's syntax"

@@ -1,11 +1,8 @@
-"""The error type of bad user input to the evaluation tools."""
+"""The error type of bad user input to the evaluation tools (kept for its old name)."""
 
 from __future__ import annotations
 
+from avts_tf.errors import UserError
 
-class BadInput(ValueError):
-    """A user-facing input problem (missing checkpoint, unknown layer, empty set, ...).
-
-    The tools report it as one line on stderr and exit with code 2
-    (``avts_tf.evaluation.cli.run_tool``).
-    """
+#: Same class as :class:`avts_tf.errors.UserError`.
+BadInput = UserError

@@ -1,0 +1,67 @@
+"""The shared start and error path of every command-line tool.
+
+A user's mistake — a bad flag value, a missing file, an unknown name in a recipe — ends
+with one line ``error: <problem>; <fix>`` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from absl import app, flags
+
+from avts_tf.errors import UserError
+
+USAGE_EXIT_CODE = 2
+
+
+def quiet_tensorflow() -> None:
+    """Keeps TensorFlow's C++ info lines off the console (before TensorFlow is imported)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # oneDNN kernels: 2x faster convs on AVX2 CPUs (benchmarks/towers.py).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())
+
+
+def fail(message: str) -> NoReturn:
+    """Prints ``error: <message>`` on one line to stderr and exits with code 2."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_EXIT_CODE)
+
+
+def _parse_flags(argv: Sequence[str]) -> list[str]:
+    """Parses the flags with absl; a bad flag reported as one ``error:`` line."""
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as err:
+        fail(f"{err}; see --helpshort for the flags and their valid values")
+
+
+def run(main: Callable[[list[str]], int | None]) -> NoReturn:
+    """Runs an absl ``main(argv)``; a :class:`UserError` exits 2 with one line.
+
+    ``FileNotFoundError`` and ``NotADirectoryError`` / ``PermissionError`` raised for a
+    path the user gave count as user mistakes too.
+    """
+
+    def guarded(argv: list[str]) -> int | None:
+        try:
+            return main(argv)
+        except UserError as err:
+            fail(str(err))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                PermissionError) as err:
+            where = f" {err.filename}" if getattr(err, "filename", None) else ""
+            fail(f"{err.strerror or err}:{where}; check the path and its permissions")
+        except app.UsageError as err:
+            fail(str(err))
+
+    app.run(guarded, flags_parser=_parse_flags)
+    raise AssertionError("unreachable: app.run exits")

@@ -42,11 +42,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from avts_tf import atomic
+from avts_tf import atomic, run_checks
 from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest
 from avts_tf.distribute import make_strategy, worker_role
+from avts_tf.errors import UserError
 from avts_tf.models import AVTSModel
 from avts_tf.run_description import RunDescription
 from avts_tf.tasks.base import Task
@@ -211,6 +212,7 @@ def run(
     evaluation: Evaluation | None = None,
     runtime: Runtime | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    overwrite: bool = False,
 ) -> Results:
     """Trains a task (resuming from ``model_dir`` if it holds checkpoints) and evaluates it.
 
@@ -245,11 +247,17 @@ def run(
         callbacks: Extra Keras callbacks (for example periodic evaluation). A resumed
             run, or one whose ``train_steps`` is not a multiple of ``steps_per_epoch``,
             calls ``fit`` more than once, so they may see several ``on_train_begin``.
+        overwrite: Replace a run of another configuration in ``model_dir`` (its outputs
+            only) instead of refusing to resume into it.
 
     Returns:
         Evaluation metrics (as in ``eval.json``); ``.headline`` names the task's main one.
 
     Raises:
+        avts_tf.errors.UserError: A setting is invalid (a count that is not positive, a
+            string where a factory belongs, a dataset without records in the train or
+            evaluation split, a model_dir that is a file or holds a run of another
+            configuration), checked before anything is built or written.
         FloatingPointError: The loss or the weights became non-finite.
         avts_tf.data.splits.OverlappingSplits: ``train_split`` and the evaluation split
             share an id or a source file (checked before anything is built).
@@ -257,16 +265,29 @@ def run(
     evaluation = evaluation or Evaluation()
     runtime = runtime or Runtime()
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        raise UserError(f"train.run.precision is {precision!r}; use one of "
+                        f"{', '.join(PRECISIONS)}")
     if runtime.deterministic and jit_compile:
-        raise ValueError("deterministic=True needs jit_compile=False (XLA ops are not all "
-                         "deterministic).")
+        raise UserError("train.Runtime.deterministic needs train.run.jit_compile=False (XLA "
+                        "ops are not all deterministic); turn one of them off")
+    run_checks.check_positive("batch_size", batch_size)
+    run_checks.check_positive("train_steps", train_steps, allow_zero=True)
+    run_checks.check_positive("steps_per_epoch", steps_per_epoch)
+    if checkpoint_every_steps is not None:
+        run_checks.check_positive("checkpoint_every_steps", checkpoint_every_steps)
+    run_checks.check_factory("video_tower", video_tower, "backbones")
+    run_checks.check_factory("audio_tower", audio_tower, "backbones")
+    run_checks.check_factory("objective", objective, "objectives")
+    run_checks.check_factory("optimizer", optimizer, "keras.optimizers")
+    run_checks.check_prepared(dataset)
     splits.check_manifest(dataset, train_split, evaluation.split)
+    run_checks.check_split_records(dataset, train_split, evaluation.split)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()
     role = worker_role(strategy)
     previous_policy = keras.mixed_precision.global_policy()
+    run_checks.prepare_model_dir(model_dir, overwrite, is_chief=role.is_chief)
     with tempfile.TemporaryDirectory(prefix="avts_worker_") as scratch:
         out_dir = Path(model_dir) if role.is_chief else Path(scratch)
         out_dir.mkdir(parents=True, exist_ok=True)

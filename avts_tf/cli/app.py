@@ -16,6 +16,7 @@ from absl import app, flags
 from avts_tf.errors import UserError
 
 USAGE_EXIT_CODE = 2
+_GIN_NOTE = "\n  In call to configurable"
 
 
 def quiet_tensorflow() -> None:
@@ -31,7 +32,11 @@ def one_line(text: str) -> str:
 
 
 def fail(message: str) -> NoReturn:
-    """Prints ``error: <message>`` on one line to stderr and exits with code 2."""
+    """Prints ``error: <message>`` on one line to stderr and exits with code 2.
+
+    Gin's note of where an error was raised (``In call to configurable ...``) is dropped.
+    """
+    message = str(message).split(_GIN_NOTE)[0]
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
     sys.exit(USAGE_EXIT_CODE)
 

@@ -1,0 +1,153 @@
+"""Checks of a training run's settings, done before anything is built or written.
+
+Each failure is a :class:`avts_tf.errors.UserError` whose message reads
+``<problem>; <fix>`` (the command-line tools print it as one line and exit 2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import gin
+
+from avts_tf import atomic
+from avts_tf.data import manifest as manifest_lib
+from avts_tf.errors import UserError
+
+#: The run's configuration as gin bindings, written by the chief before training.
+CONFIG_FILENAME = "config.gin"
+
+#: Bindings that may change between a run and its resumption: how long and how often,
+#: how it is evaluated and on how many devices, not what it learns.
+RESUMABLE_CHANGES = (
+    "run.train_steps", "run.checkpoint_every_steps", "run.callbacks", "Runtime.",
+    "Evaluation.", "make_strategy.",
+)
+
+#: What ``train.run`` writes into a model_dir (``--overwrite`` removes only these).
+RUN_OUTPUTS = (
+    "checkpoints", "tensorboard", "video_tower.keras", "audio_tower.keras", "run.json",
+    "eval.json", "operative_config.gin", CONFIG_FILENAME,
+)
+
+
+def check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    """Refuses a count that is not a positive integer (or zero, if allowed)."""
+    lowest = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+        kind = "a non-negative" if allow_zero else "a positive"
+        example = 16 if name == "batch_size" else 100
+        raise UserError(f"train.run.{name} is {value!r}; set it to {kind} integer, e.g. "
+                        f"--gin_param=train.run.{name}={example}")
+
+
+def check_factory(name: str, value: Any, registry: str) -> None:
+    """Refuses a binding that is not a factory (a string where ``@module.name`` belongs)."""
+    if callable(value):
+        return
+    example = f"@{registry}.{value}" if isinstance(value, str) else f"@{registry}.<name>"
+    raise UserError(
+        f"train.run.{name} is {value!r}, not a factory; bind a registered one with @, e.g. "
+        f"train.run.{name} = {example}"
+    )
+
+
+def check_prepared(dataset: Any) -> None:
+    """Refuses a dataset that is not a prepared dataset folder."""
+    if not isinstance(dataset, str | os.PathLike):
+        raise UserError(f"train.run.dataset is {dataset!r}; bind a prepared dataset folder, "
+                        "e.g. @data.prepared_dataset() or @data.synthetic_dataset()")
+    path = os.fspath(dataset)
+    if "://" not in path and not os.path.isdir(path):
+        raise UserError(f"dataset {path} does not exist; prepare it first with avts-prepare "
+                        "--input MEDIA --output DIR and bind that DIR")
+    if not manifest_lib.exists(path):
+        raise UserError(f"dataset {path} has no manifest.json; prepare it with avts-prepare "
+                        "--input MEDIA --output DIR and bind that DIR")
+
+
+def check_split_records(dataset: str | os.PathLike, train_split: str, eval_split: str) -> None:
+    """Refuses a prepared dataset without records in the train or the evaluation split."""
+    path = os.fspath(dataset)
+    found = manifest_lib.Manifest.read(path)
+    for role, split in (("train", train_split), ("evaluation", eval_split)):
+        if found.num_records(split) == 0:
+            held = ", ".join(f"{s} ({found.num_records(s)})" for s in found.split_names)
+            raise UserError(
+                f"dataset {path} has no records in the {role} split {split!r} (splits with "
+                f"records: {held or 'none'}); re-prepare with a held-out split "
+                f"(avts-prepare --test_fraction) or bind "
+                f"{'train.run.train_split' if role == 'train' else 'train.Evaluation.split'}"
+                " to one of those"
+            )
+
+
+def bindings(config_text: str) -> dict[str, str]:
+    """``selector.parameter -> value`` of a gin configuration text (``gin.config_str()``)."""
+    found: dict[str, str] = {}
+    key = None
+    for line in config_text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace() and " = " in line and not line.startswith((")", "]", "}")):
+            key, _, value = line.partition(" = ")
+            found[key.strip()] = value.strip()
+        elif key is not None:
+            found[key] += " " + line.strip()
+    return found
+
+
+def differing_bindings(saved: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
+    """``key: old -> new`` for each binding that differs, ignoring resumable changes."""
+    rows = []
+    for key in sorted(set(saved) | set(current)):
+        if key.startswith(RESUMABLE_CHANGES) or saved.get(key) == current.get(key):
+            continue
+        rows.append(f"{key}: {saved.get(key, '(unset)')} -> {current.get(key, '(unset)')}")
+    return rows
+
+
+def _holds_run(model_dir: Path) -> bool:
+    return any((model_dir / name).exists() for name in RUN_OUTPUTS)
+
+
+def prepare_model_dir(model_dir: str | os.PathLike, overwrite: bool, is_chief: bool = True,
+                      config_text: Callable[[], str] = gin.config_str) -> None:
+    """Checks ``model_dir`` against this run's configuration before training starts.
+
+    A folder holding a run of another configuration is refused (the message lists the
+    differing bindings) unless ``overwrite``, which removes that run's outputs (and only
+    them). Then this run's configuration is written to ``config.gin``. Only the chief
+    (``is_chief``) removes and writes; the other workers of a multi-worker run only check.
+
+    Raises:
+        UserError: ``model_dir`` is a file, or holds a run of another configuration.
+    """
+    path = Path(model_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"model_dir {path} is a file, not a folder; give another --model_dir")
+    current = config_text()
+    saved_file = path / CONFIG_FILENAME
+    if path.is_dir() and _holds_run(path):
+        saved = saved_file.read_text() if saved_file.is_file() else None
+        rows = differing_bindings(bindings(saved), bindings(current)) if saved else []
+        if overwrite and is_chief:
+            for name in RUN_OUTPUTS:
+                target = path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        elif rows and not overwrite:
+            shown = "; ".join(rows[:8]) + (f"; and {len(rows) - 8} more" if len(rows) > 8 else "")
+            raise UserError(
+                f"model_dir {path} holds a run of another configuration ({shown}); re-run "
+                "with --overwrite to replace it, or give a new --model_dir"
+            )
+    if is_chief:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(saved_file, current)

@@ -1,0 +1,222 @@
+"""A user's mistakes in a training run: refused up front, one line, nothing lost or written."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from tiny import REPO_ROOT, SPEC, SPEC_GIN, tiny_audio_tower, tiny_video_tower
+
+from avts_tf import config, run_checks, train
+from avts_tf.errors import UserError
+from avts_tf.tasks.sync.objectives import ContrastiveSync
+
+
+def _run(model_dir, data_dir, **kwargs):
+    params = dict(
+        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
+        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=2,
+        steps_per_epoch=2, objective=ContrastiveSync,
+        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
+        runtime=train.Runtime(verbose=0),
+    )
+    params.update(kwargs)
+    return train.run(model_dir, **params)
+
+
+@pytest.mark.parametrize(("binding", "expected"), [
+    ("train.run.video_tower = @backbones.mc3_19",
+     "unknown gin name backbones.mc3_19 (bindings string line 1); did you mean "
+     "backbones.mc3_18 or backbones.mc2_18 or backbones.r3d_18? valid: "
+     "backbones.audio_resnet18, backbones.avts_audio_vgg, backbones.i3d, backbones.mc2_18, "
+     "backbones.mc3_18, backbones.r2plus1d_18, backbones.r3d_18"),
+    ("train.run.bach_size = 4",
+     "train.run has no parameter bach_size (bindings string line 1); did you mean batch_size?"),
+    ("train.run.objective = @objectives.temporall",
+     "unknown gin name objectives.temporall (bindings string line 1); did you mean "
+     "objectives.temporal"),
+    ("samplers.hardd.max_shift_s = 1.0", "did you mean samplers.hard"),
+    ("curricula.linear_rampp.start = 1", "did you mean curricula.linear_ramp"),
+])
+def test_gin_mistakes_name_the_valid_choices(binding, expected):
+    with pytest.raises(UserError) as err:
+        config.parse_gin(["quickstart"], [binding])
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_recipe_lists_the_builtin_recipes():
+    with pytest.raises(UserError) as err:
+        config.parse_gin(["quickstrat"])
+    message = str(err.value)
+    assert message.startswith("gin file quickstrat not found; did you mean quickstart, ")
+    assert "mc3_curriculum, quickstart, r2plus1d_curriculum" in message
+
+
+def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no gin/ folder here: the packaged recipes are found
+    config.parse_gin(["tssl_quickstart"], finalize=False)  # includes gin/quickstart.gin
+    import gin
+
+    assert gin.query_parameter("data.synthetic_dataset.duration_s") == 12.0
+    assert gin.query_parameter("train.run.batch_size") == 8
+    gin.clear_config()
+    config.parse_gin(["gin/quickstart.gin"], finalize=False)
+    assert gin.query_parameter("train.run.batch_size") == 16
+    gin.clear_config()
+    own = tmp_path / "gin" / "quickstart.gin"  # a user's own file of that path wins
+    own.parent.mkdir()
+    own.write_text("include 'gin/mc3_curriculum.gin'\ntrain.run.batch_size = 3\n")
+    config.parse_gin(["gin/quickstart.gin"], finalize=False)
+    assert gin.query_parameter("train.run.batch_size") == 3
+    assert gin.query_parameter("train.run.video_tower").selector == "backbones.mc3_18"
+    gin.clear_config()
+    own.write_text("include 'gin/nothere.gin'\n")
+    with pytest.raises(UserError, match=r"^gin include gin/nothere.gin not found; give a path "
+                                        r"relative to the current folder or a built-in recipe"):
+        config.parse_gin(["gin/quickstart.gin"], finalize=False)
+
+
+@pytest.mark.parametrize(("kwargs", "expected"), [
+    (dict(batch_size=0), "train.run.batch_size is 0; set it to a positive integer"),
+    (dict(batch_size=-4), "train.run.batch_size is -4; set it to a positive integer"),
+    (dict(train_steps=-1), "train.run.train_steps is -1; set it to a non-negative integer"),
+    (dict(steps_per_epoch=0), "train.run.steps_per_epoch is 0; set it to a positive integer"),
+    (dict(video_tower="mc3_18"),
+     "train.run.video_tower is 'mc3_18', not a factory; bind a registered one with @, e.g. "
+     "train.run.video_tower = @backbones.mc3_18"),
+    (dict(precision="fp16"), "train.run.precision is 'fp16'; use one of float32, "
+     "mixed_float16, mixed_bfloat16"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(tmp_path, tiny_prepared, kwargs,
+                                                            expected):
+    with pytest.raises(UserError) as err:
+        _run(tmp_path / "run", tiny_prepared, **kwargs)
+    assert str(err.value).splitlines()[0].startswith(expected)
+    assert not (tmp_path / "run").exists()
+
+
+def _with_splits(tmp_path, tiny_prepared, keep):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["written"] = [e for e in manifest["written"] if e["split"] in keep]
+    manifest["splits"] = {k: v for k, v in manifest["splits"].items() if k in keep}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    return data
+
+
+def test_a_dataset_without_a_test_split_is_refused_before_training(tmp_path, tiny_prepared):
+    data = _with_splits(tmp_path, tiny_prepared, keep={"train"})
+    with pytest.raises(UserError) as err:
+        _run(tmp_path / "run", data)
+    assert str(err.value).splitlines()[0] == (
+        f"dataset {data} has no records in the evaluation split 'test' (splits with records: "
+        "train (6)); re-prepare with a held-out split (avts-prepare --test_fraction) or bind "
+        "train.Evaluation.split to one of those")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_dataset_is_refused(tmp_path, tiny_prepared):
+    data = _with_splits(tmp_path, tiny_prepared, keep=set())
+    with pytest.raises(UserError, match=r"no records in the train split 'train' \(splits with "
+                                        r"records: none\)"):
+        _run(tmp_path / "run", data)
+    with pytest.raises(UserError, match="dataset .*nowhere does not exist; prepare it first"):
+        _run(tmp_path / "run", tmp_path / "nowhere")
+
+
+def test_a_model_dir_that_is_a_file_is_refused_and_kept(tmp_path, tiny_prepared):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(UserError, match="model_dir .*notes.txt is a file, not a folder"):
+        _run(target, tiny_prepared)
+    assert target.read_text() == "mine"
+
+
+def test_a_run_of_another_configuration_is_refused_unless_overwrite(tmp_path):
+    run = tmp_path / "run"
+    old = "mc3_18.width = 16\nrun.batch_size = 16\nrun.train_steps = 100\n"
+    run_checks.prepare_model_dir(run, overwrite=False, config_text=lambda: old)
+    (run / "video_tower.keras").write_bytes(b"old towers")
+    (run / "my_notes.txt").write_text("mine")
+    # More steps, same model: a resumption, not a different run.
+    run_checks.prepare_model_dir(run, False, config_text=lambda: old.replace("100", "200"))
+    new = "mc3_18.width = 8\nrun.batch_size = 16\nrun.train_steps = 100\nrun.seed = 1\n"
+    with pytest.raises(UserError) as err:
+        run_checks.prepare_model_dir(run, overwrite=False, config_text=lambda: new)
+    assert str(err.value) == (
+        f"model_dir {run} holds a run of another configuration (mc3_18.width: 16 -> 8; "
+        "run.seed: (unset) -> 1); re-run with --overwrite to replace it, or give a new "
+        "--model_dir")
+    assert (run / "video_tower.keras").read_bytes() == b"old towers"
+    run_checks.prepare_model_dir(run, overwrite=True, config_text=lambda: new)
+    assert not (run / "video_tower.keras").exists()
+    assert (run / "my_notes.txt").read_text() == "mine"  # not ours: kept
+    assert (run / "config.gin").read_text() == new
+
+
+def test_train_steps_zero_exports_untrained_towers(tmp_path, tiny_prepared):
+    results = _run(tmp_path / "run", tiny_prepared, train_steps=0)
+    assert (tmp_path / "run" / "video_tower.keras").is_file()
+    assert "sync_accuracy" in results
+
+
+def _train_cli(*args, cwd=REPO_ROOT):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "train.py"), *args], cwd=cwd,
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+def test_train_tool_mistakes_end_in_one_line_exit_2(tmp_path):
+    line = _one_error_line(_train_cli("--gin_file=quickstrat", cwd=tmp_path))
+    assert line.startswith("error: gin file quickstrat not found; did you mean quickstart")
+    line = _one_error_line(_train_cli("--gin_file=quickstart", "--gin_param=train.run.bach_size=4",
+                                      cwd=tmp_path))
+    assert line.startswith("error: train.run has no parameter bach_size")
+    line = _one_error_line(_train_cli("--gin_file=quickstart", "--bogus", cwd=tmp_path))
+    assert line.startswith("error: Unknown command line flag 'bogus'")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_train_tool_refuses_to_resume_another_configuration(tmp_path, tiny_prepared):
+    recipe = tmp_path / "tiny.gin"
+    recipe.write_text(SPEC_GIN + f"""
+include 'gin/quickstart.gin'
+train.run.dataset = '{tiny_prepared}'
+train.run.batch_size = 4
+train.run.train_steps = 0
+train.Evaluation.clips_per_video = 1
+train.Runtime.verbose = 0
+""")
+    run = tmp_path / "run"
+    first = _train_cli(f"--gin_file={recipe}", f"--model_dir={run}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    towers = (run / "video_tower.keras").read_bytes()
+    width = "--gin_param=backbones.mc3_18.width=8"
+    line = _one_error_line(_train_cli(f"--gin_file={recipe}", width, f"--model_dir={run}",
+                                      cwd=tmp_path))
+    assert line == (f"error: model_dir {run} holds a run of another configuration "
+                    "(mc3_18.width: 16 -> 8); re-run with --overwrite to replace it, or give "
+                    "a new --model_dir")
+    assert (run / "video_tower.keras").read_bytes() == towers
+    again = _train_cli(f"--gin_file={recipe}", width, f"--model_dir={run}", "--overwrite",
+                       cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "mc3_18.width = 8" in (run / "config.gin").read_text()

@@ -189,6 +189,10 @@ class RunDescription:
         seed: The run's seed.
         batch_size: Global training batch size.
         train_steps: Training batches.
+        ingest: How the training media was decoded (``fps``, ``short_side``,
+            ``sample_rate``, ``jpeg_quality``, ...: the dataset's ingestion settings), so a
+            new file can be turned into the same inputs (``avts_tf.load_towers``); ``None``
+            in runs written before it was recorded.
         format_version: Version of this format; a reader refuses any other.
     """
 
@@ -207,6 +211,7 @@ class RunDescription:
     seed: int
     batch_size: int
     train_steps: int
+    ingest: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     @classmethod
@@ -288,6 +293,7 @@ class RunDescription:
                 f"{FORMAT_VERSION}"
             )
         names = {f.name for f in dataclasses.fields(cls)}
+        data = {"ingest": None, **data}  # runs written before it was recorded
         if set(data) != names:
             missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
             raise BadInput(f"{where} is not a run description (missing {missing}, unknown "

@@ -42,7 +42,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from avts_tf import atomic, run_checks
+from avts_tf import atomic, portable, run_checks
 from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest
@@ -346,7 +346,8 @@ def _train_input(
 
 def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     keras.utils.set_random_seed(job.seed)
-    fps = Manifest.read(job.dataset).fps
+    dataset_manifest = Manifest.read(job.dataset)
+    fps = dataset_manifest.fps
     model = _build_model(strategy, job, fps)
     task = model.objective
     if job.is_chief:  # before training, so that a run that crashes is described too
@@ -356,6 +357,7 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
             eval_split=job.evaluation.split, eval_batch_size=job.evaluation.batch_size,
             eval_clips_per_video=job.evaluation.clips_per_video, precision=job.precision,
             seed=job.seed, batch_size=job.batch_size, train_steps=job.train_steps,
+            ingest=dataclasses.asdict(dataset_manifest.config),
         ).write(job.out_dir)
     restored = avts_callbacks.restore_latest(model, job.model_dir / "checkpoints")
     start = restored.batches if restored else 0
@@ -394,9 +396,9 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
         if model.stop_training:  # a user callback (early stopping) ended training
             break
     logging.info("Weights digest: %s", avts_callbacks.weights_digest(model))
-    if job.is_chief:
-        model.video_tower.save(job.out_dir / "video_tower.keras")
-        model.audio_tower.save(job.out_dir / "audio_tower.keras")
+    if job.is_chief:  # stock Keras layers: loadable without avts_tf (avts_tf.portable)
+        portable.save_tower(model.video_tower, job.out_dir / "video_tower.keras")
+        portable.save_tower(model.audio_tower, job.out_dir / "audio_tower.keras")
     return _evaluate(model, job)
 
 

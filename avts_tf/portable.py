@@ -1,0 +1,158 @@
+"""Towers anyone can load, and the inputs they expect from a media file.
+
+Training builds towers from :mod:`avts_tf.backbones.layers`' fast layers. The saved
+``video_tower.keras`` / ``audio_tower.keras`` hold the same functional graph made of stock
+Keras layers (``Conv3D``, ``BatchNormalization``) with the same weights and outputs, so
+
+    keras.saving.load_model("runs/quickstart/video_tower.keras", safe_mode=True)
+
+works in a process that never imports avts_tf. :func:`load_towers` also returns a
+function that turns any FFmpeg-readable file into the towers' inputs, decoded and cut
+exactly as in training (the run's ``run.json`` records the clip spec and the ingestion
+settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
+from avts_tf.errors import UserError
+
+#: Fast training layer -> the stock Keras layer with the same weights and outputs.
+STOCK_LAYERS: dict[type, type] = {
+    VideoConv3D: keras.layers.Conv3D,
+    FusedBatchNormalization: keras.layers.BatchNormalization,
+}
+
+
+def portable_tower(tower: keras.Model) -> keras.Model:
+    """A copy of ``tower`` whose layers are all stock Keras layers, with its weights."""
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        stock = STOCK_LAYERS.get(type(layer), type(layer))
+        return stock.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(tower, clone_function=clone)
+    copy.set_weights(tower.get_weights())
+    return copy
+
+
+def save_tower(tower: keras.Model, path: str | os.PathLike) -> None:
+    """Saves :func:`portable_tower` of ``tower`` as ``.keras`` (atomically on local disks)."""
+    path = os.fspath(path)
+    model = portable_tower(tower)
+    if "://" in path:
+        model.save(path)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, partial = tempfile.mkstemp(prefix=".partial_", suffix=".keras", dir=folder)
+    os.close(handle)
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedTowers:
+    """A run's towers and how to feed them.
+
+    Attributes:
+        video: The video tower: ``[N, T, S, S, 3]`` floats in [0, 1] -> embeddings.
+        audio: The audio tower: ``[N, frames, mel_bins, 1]`` log-mels -> embeddings.
+        inputs: ``inputs(path, hop_s=None, num_clips=None)`` -> dict of ``video``,
+            ``audio`` (aligned clips of the file, as in training) and ``start_s`` (each
+            clip's start in seconds); clips every ``hop_s`` (default: one clip length)
+            or ``num_clips`` evenly spaced.
+        description: The run's ``run.json`` (:class:`avts_tf.run_description.RunDescription`).
+    """
+
+    video: keras.Model
+    audio: keras.Model
+    inputs: Callable[..., dict[str, np.ndarray]]
+    description: Any
+
+
+def load_towers(run_dir: str | os.PathLike) -> LoadedTowers:
+    """Loads a training run's towers and a media-file -> inputs function.
+
+    Args:
+        run_dir: A ``model_dir`` written by ``avts-train``.
+
+    Raises:
+        UserError: ``run_dir`` holds no towers or no ``run.json``.
+    """
+    from avts_tf.run_description import RunDescription
+
+    run_dir = Path(run_dir)
+    towers = []
+    for name in ("video_tower.keras", "audio_tower.keras"):
+        if not (run_dir / name).is_file():
+            raise UserError(f"{run_dir / name} does not exist; give the model_dir of a "
+                            "finished avts-train run")
+        towers.append(keras.saving.load_model(run_dir / name, compile=False))
+    description = RunDescription.read(run_dir)
+    return LoadedTowers(towers[0], towers[1], _inputs_fn(description), description)
+
+
+def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:
+    from avts_tf.data import manifest, records
+    from avts_tf.data.clips import Clips
+    from avts_tf.data.ingestion.media import MediaError, decode_media
+    from avts_tf.data.manifest import IngestConfig
+
+    if description.ingest is not None:
+        ingest = IngestConfig.from_dict(description.ingest)
+    elif manifest.exists(description.dataset):  # a run written before ingest was recorded
+        ingest = manifest.Manifest.read(description.dataset).config
+    else:
+        raise UserError("run.json records no ingestion settings and its dataset "
+                        f"{description.dataset} is gone; re-train with this avts_tf")
+    cutter = Clips(description.clip_spec, description.fps)
+
+    def inputs(path: str | os.PathLike, hop_s: float | None = None,
+               num_clips: int | None = None) -> dict[str, np.ndarray]:
+        try:
+            media = decode_media(
+                path, fps=description.fps, short_side=ingest.short_side,
+                sample_rate=ingest.sample_rate, jpeg_quality=ingest.jpeg_quality,
+            )
+        except MediaError as err:
+            raise UserError(f"{path}: {err.reason}") from None
+        record = records.parse(tf.constant(records.encode(records.MediaRecord(
+            id=os.fspath(path), jpeg_frames=media.jpeg_frames, fps=media.fps,
+            height=media.height, width=media.width, audio=media.audio,
+            sample_rate=media.sample_rate,
+        ))))
+        if not bool(cutter.long_enough(record)):
+            raise UserError(f"{path} is shorter than one clip "
+                            f"({description.clip_spec.window_seconds(description.fps):.2f} s); "
+                            "give a longer file")
+        last = int(cutter.windows(record).last_frame)
+        if num_clips:
+            starts = [int(cutter.evenly_spaced_start(record, k, num_clips))
+                      for k in range(num_clips)]
+        else:
+            step = max(1, round((hop_s or description.clip_spec.window_seconds(
+                description.fps)) * description.fps))
+            starts = list(range(0, last + 1, step))
+        seed = tf.zeros([2], tf.int32)
+        video = [cutter.video(record, tf.constant(s, tf.int64), False, seed) for s in starts]
+        audio = [cutter.audio(record, cutter.frame_to_sample(tf.constant(s, tf.int64)))
+                 for s in starts]
+        return {"video": np.stack(video), "audio": np.stack(audio),
+                "start_s": np.asarray(starts, np.float64) / description.fps}
+
+    return inputs

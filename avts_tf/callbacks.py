@@ -220,3 +220,51 @@ class WriteOperativeConfig(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
         atomic.write_text(self.path, gin.operative_config_str())
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Held-out evaluation during training, as TensorBoard validation curves.
+
+    Evaluates at the end of the first epoch at or after every ``every_batches`` training
+    batches (epochs are ``train.run.steps_per_epoch`` batches) and writes each metric as
+    ``epoch_<name>`` to ``<log_dir>/validation`` at the epoch's step, next to the training
+    curves of Keras' ``TensorBoard`` callback. Evaluation runs after the epoch's training
+    logs are taken, so it changes neither them nor the weights.
+
+    Args:
+        evaluate: Returns the held-out metrics (name -> value).
+        every_batches: Evaluation interval in training batches.
+        log_dir: The run's TensorBoard folder.
+        initial_batches: Batches trained before this ``fit`` (a resumed run).
+    """
+
+    def __init__(self, evaluate: Callable[[], dict[str, float]], every_batches: int,
+                 log_dir: str | os.PathLike, initial_batches: int = 0) -> None:
+        super().__init__()
+        self.evaluate = evaluate
+        self.every_batches = int(every_batches)
+        self.log_dir = os.path.join(os.fspath(log_dir), "validation")
+        self.batches = int(initial_batches)
+        self._next = (self.batches // self.every_batches + 1) * self.every_batches
+        self._writer = None
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
+        self.batches += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
+        if self.batches < self._next:
+            return
+        self._next = (self.batches // self.every_batches + 1) * self.every_batches
+        import tensorflow as tf
+
+        results = {k: float(v) for k, v in self.evaluate().items()}
+        self.history.append((self.batches, results))
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for name, value in results.items():
+                if math.isfinite(value):
+                    tf.summary.scalar(f"epoch_{name}", value, step=epoch)
+        self._writer.flush()
+        logging.info("Held-out evaluation after %d batches: %s", self.batches, results)

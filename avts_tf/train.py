@@ -167,6 +167,7 @@ class _Job:
     evaluation: Evaluation
     runtime: Runtime
     callbacks: tuple[keras.callbacks.Callback, ...]
+    eval_every: int | None = None
 
 
 class Results(dict):
@@ -213,6 +214,7 @@ def run(
     runtime: Runtime | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     overwrite: bool = False,
+    eval_every_steps: int | None = None,
 ) -> Results:
     """Trains a task (resuming from ``model_dir`` if it holds checkpoints) and evaluates it.
 
@@ -247,6 +249,10 @@ def run(
         callbacks: Extra Keras callbacks (for example periodic evaluation). A resumed
             run, or one whose ``train_steps`` is not a multiple of ``steps_per_epoch``,
             calls ``fit`` more than once, so they may see several ``on_train_begin``.
+        eval_every_steps: Also evaluate on the held-out split during training, at the
+            end of the first epoch at or after every this many batches, as TensorBoard
+            validation curves (``avts_tf.callbacks.PeriodicEvaluation``); ``None``: only
+            at the end.
         overwrite: Replace a run of another configuration in ``model_dir`` (its outputs
             only) instead of refusing to resume into it.
 
@@ -273,8 +279,10 @@ def run(
     run_checks.check_positive("batch_size", batch_size)
     run_checks.check_positive("train_steps", train_steps, allow_zero=True)
     run_checks.check_positive("steps_per_epoch", steps_per_epoch)
-    if checkpoint_every_steps is not None:
-        run_checks.check_positive("checkpoint_every_steps", checkpoint_every_steps)
+    for name, value in (("checkpoint_every_steps", checkpoint_every_steps),
+                        ("eval_every_steps", eval_every_steps)):
+        if value is not None:
+            run_checks.check_positive(name, value)
     run_checks.check_factory("video_tower", video_tower, "backbones")
     run_checks.check_factory("audio_tower", audio_tower, "backbones")
     run_checks.check_factory("objective", objective, "objectives")
@@ -301,7 +309,7 @@ def run(
             checkpoint_every=checkpoint_every_steps or steps_per_epoch,
             train_split=train_split, evaluation=evaluation,
             runtime=runtime if role.is_chief else dataclasses.replace(runtime, verbose=0),
-            callbacks=tuple(callbacks),
+            callbacks=tuple(callbacks), eval_every=eval_every_steps,
         )
         try:
             keras.mixed_precision.set_global_policy(precision)
@@ -376,6 +384,11 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
         avts_callbacks.WriteOperativeConfig(job.out_dir / "operative_config.gin"),
         *job.callbacks,
     ]
+    if job.eval_every:
+        callbacks.append(avts_callbacks.PeriodicEvaluation(
+            lambda: _held_out_metrics(model, job), job.eval_every,
+            job.out_dir / "tensorboard", initial_batches=start,
+        ))
     for segment in fit_plan(start, job.train_steps, job.steps_per_epoch):
         model.fit(
             _train_input(strategy, job, task, segment.start),
@@ -403,6 +416,17 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
 
 
 def _evaluate(model: AVTSModel, job: _Job) -> Results:
+    results = _held_out_metrics(model, job)
+    if job.is_chief:
+        atomic.write_json(job.out_dir / "eval.json", results)
+    logging.info("Evaluation on %r: %s", job.evaluation.split, results)
+    if not all(math.isfinite(v) for v in results.values()):
+        logging.warning("Some evaluation metrics are not finite: %s", results)
+    return Results(results, headline=model.objective.headline)
+
+
+def _held_out_metrics(model: AVTSModel, job: _Job) -> dict[str, float]:
+    """The task's metrics on the held-out split (undefined ones left out)."""
     evaluation = job.evaluation
     eval_data = pipeline.eval_dataset(
         job.dataset, evaluation.batch_size, task=model.objective, spec=job.clip_spec,
@@ -420,9 +444,4 @@ def _evaluate(model: AVTSModel, job: _Job) -> Results:
         logging.warning("No examples to score for %s on %r; left out.", ", ".join(undefined),
                         evaluation.split)
         results = {k: v for k, v in results.items() if k not in undefined}
-    if job.is_chief:
-        atomic.write_json(job.out_dir / "eval.json", results)
-    logging.info("Evaluation on %r: %s", evaluation.split, results)
-    if not all(math.isfinite(v) for v in results.values()):
-        logging.warning("Some evaluation metrics are not finite: %s", results)
-    return Results(results, headline=model.objective.headline)
+    return results

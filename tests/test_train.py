@@ -346,3 +346,31 @@ def test_chief_is_the_chief_task_or_worker_0(monkeypatch):
     )
     assert WorkerRole("chief", 0, 2).is_chief
     assert not WorkerRole("worker", 0, 2).is_chief
+
+
+def _event_scalars(log_dir):
+    found = {}
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                found[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    return found
+
+
+def test_periodic_evaluation_writes_validation_curves_and_changes_nothing(tmp_path,
+                                                                         tiny_prepared):
+    runtime = train.Runtime(verbose=0, deterministic=True)
+    plain = _run(tmp_path / "plain", tiny_prepared, runtime=runtime)
+    watched = _run(tmp_path / "watched", tiny_prepared, runtime=runtime, eval_every_steps=3)
+    assert watched == plain  # same final evaluation ...
+    for name in ("video_tower.keras", "audio_tower.keras"):  # ... from the same weights
+        for a, b in zip(keras.saving.load_model(tmp_path / "plain" / name).weights,
+                        keras.saving.load_model(tmp_path / "watched" / name).weights,
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+    scalars = _event_scalars(tmp_path / "watched" / "tensorboard" / "validation")
+    # Epochs 0 and 1 (3 batches each): after batch 6 the weights are the final ones.
+    assert {step for tag, step in scalars if tag == "epoch_sync_accuracy"} == {0, 1}
+    assert scalars[("epoch_sync_accuracy", 1)] == pytest.approx(plain["sync_accuracy"],
+                                                                abs=1e-6)
+    assert not (tmp_path / "plain" / "tensorboard" / "validation").exists()

@@ -41,14 +41,17 @@ objectives.contrastive.margin = 1.0
 """
 
 
-def describe_run(model_dir: Path, dataset: Path) -> None:
-    """Writes the ``run.json`` of a tiny run: ``SPEC``, the tiny towers, ``RUN_GIN``'s task."""
+def describe_run(model_dir: Path, dataset: Path, task=None) -> None:
+    """Writes the ``run.json`` of a tiny run: ``SPEC``, the tiny towers, ``RUN_GIN``'s task.
+
+    ``task`` replaces the task (default ``ContrastiveSync(margin=1.0)``).
+    """
     from avts_tf.run_description import RunDescription
     from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     RunDescription.of_run(
         video_factory=tiny_video_tower, audio_factory=tiny_audio_tower,
-        task=ContrastiveSync(margin=1.0), clip_spec=SPEC, fps=FPS, dataset=dataset,
+        task=task or ContrastiveSync(margin=1.0), clip_spec=SPEC, fps=FPS, dataset=dataset,
         train_split="train", eval_split="test", eval_batch_size=32, eval_clips_per_video=4,
         precision="float32", seed=0, batch_size=16, train_steps=1000,
     ).write(model_dir)

@@ -22,6 +22,7 @@ from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import checkpoint, features, records_io
 from avts_tf.evaluation.errors import BadInput
+from avts_tf.tasks.multi import MultiTask
 from avts_tf.tasks.sync.objectives import SyncObjective
 from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
 
@@ -40,18 +41,26 @@ def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> SyncObjective:
     """The run's sync task, scoring ``kinds`` and cutting their negatives.
 
     Kinds the run trained with keep its samplers; the others get ``negative_samplers()``.
+    A run of several tasks (``objectives.multi``, e.g. AVTS + temporal) gives its sync task.
 
     Raises:
-        BadInput: If the run has no ``run.json`` or its task is not a sync task.
+        BadInput: If the run has no ``run.json`` or no sync task.
     """
     description = checkpoint.run_description(model_dir)
-    task = description.build_task(eval_kinds=list(kinds))
+    task = description.build_task()
+    if isinstance(task, MultiTask):
+        found = [t for t in task.tasks.values() if isinstance(t, SyncObjective)]
+        task = found[0] if found else task
     if not isinstance(task, SyncObjective):
-        raise BadInput(f"the task of run {model_dir} ({type(task).__name__}) is not a "
-                       f"synchronization task")
+        names = (", ".join(type(t).__name__ for t in task.tasks.values())
+                 if isinstance(task, MultiTask) else type(task).__name__)
+        raise BadInput(f"the task of run {model_dir} ({names}) is not a synchronization "
+                       "task; give the model_dir of a run trained with objectives.contrastive "
+                       "or objectives.fusion")
     defaults = negative_samplers()
     negatives = {k: task.negatives.get(k, defaults[k]) for k in kinds if k != "easy"}
-    return description.build_task(eval_kinds=list(kinds), negatives=negatives)
+    return type(task).from_config({**task.get_config(), "eval_kinds": list(kinds),
+                                   "negatives": negatives})
 
 
 def sync_model(model_dir: str | Path, kinds: Sequence[str]):

@@ -105,3 +105,27 @@ def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
         sync.evaluate_sync(tiny_run, tiny_prepared, kinds=("medium",))
     with pytest.raises(BadInput, match="splits present"):
         sync.evaluate_sync(tiny_run, tiny_prepared, split="val")
+
+
+def test_clip_cutter_takes_the_sync_task_of_a_multi_task_run(tmp_path, tiny_prepared):
+    import tiny
+
+    from avts_tf.tasks.multi import MultiTask
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
+    from avts_tf.tasks.sync.samplers import HardNegativeSampler
+    from avts_tf.tasks.temporal.task import TemporalContrastive
+
+    hard = HardNegativeSampler(min_gap_s=0.25)
+    tiny.describe_run(tmp_path, tiny_prepared, task=MultiTask(
+        {"sync": ContrastiveSync(margin=0.7, negatives={"hard": hard}),
+         "temporal": TemporalContrastive()}))
+    cutter = sync.clip_cutter(tmp_path, ("easy", "hard", "super_hard"))
+    assert type(cutter) is ContrastiveSync
+    assert cutter.margin == 0.7 and cutter.eval_kinds == ("easy", "hard", "super_hard")
+    assert type(cutter.negatives["hard"]) is HardNegativeSampler
+    assert cutter.negatives["hard"].min_gap_s == 0.25
+    assert set(cutter.negatives) == {"hard", "super_hard"}
+    tiny.describe_run(tmp_path, tiny_prepared, task=TemporalContrastive())
+    with pytest.raises(BadInput, match=r"\(TemporalContrastive\) is not a synchronization "
+                                       r"task; give the model_dir of a run trained with"):
+        sync.clip_cutter(tmp_path, ("easy",))

@@ -42,7 +42,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from avts_tf import atomic, portable, run_checks
+from avts_tf import atomic, portable, preemption, run_checks
 from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest
@@ -175,11 +175,15 @@ class Results(dict):
 
     Attributes:
         headline: Key of the metric ``tools/train.py`` prints last (``Task.headline``).
+        preempted_at: The batch a SIGTERM / SIGINT stopped training at (a checkpoint is
+            there; no towers, no evaluation), else ``None``.
     """
 
-    def __init__(self, metrics: dict[str, float], headline: str) -> None:
+    def __init__(self, metrics: dict[str, float], headline: str,
+                 preempted_at: int | None = None) -> None:
         super().__init__(metrics)
         self.headline = headline
+        self.preempted_at = preempted_at
 
 
 @gin.configurable("epochs_to_steps", module="train")
@@ -377,8 +381,11 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
         curriculum_stage=task.stage,
         keep=job.runtime.keep_checkpoints,
     )
+    watcher = preemption.PreemptionWatcher()
+    stop_on_signal = preemption.StopOnPreemption(watcher, checkpoint, strategy)
     callbacks = [
         checkpoint,
+        stop_on_signal,
         avts_callbacks.ClipsPerSecond(job.batch_size),
         keras.callbacks.TensorBoard(str(job.out_dir / "tensorboard"), update_freq="epoch"),
         avts_callbacks.WriteOperativeConfig(job.out_dir / "operative_config.gin"),
@@ -389,6 +396,23 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
             lambda: _held_out_metrics(model, job), job.eval_every,
             job.out_dir / "tensorboard", initial_batches=start,
         ))
+    with watcher:
+        _fit(model, strategy, job, task, start, callbacks, checkpoint)
+    if stop_on_signal.preempted_batch is not None:
+        batch = stop_on_signal.preempted_batch
+        logging.info("preempted at batch %d; re-run the same command to resume", batch)
+        return Results({}, headline=task.headline, preempted_at=batch)
+    logging.info("Weights digest: %s", avts_callbacks.weights_digest(model))
+    if job.is_chief:  # stock Keras layers: loadable without avts_tf (avts_tf.portable)
+        portable.save_tower(model.video_tower, job.out_dir / "video_tower.keras")
+        portable.save_tower(model.audio_tower, job.out_dir / "audio_tower.keras")
+    return _evaluate(model, job)
+
+
+def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Task,
+         start: int, callbacks: list[keras.callbacks.Callback],
+         checkpoint: avts_callbacks.StepCheckpoint) -> None:
+    """Trains from batch ``start`` to the end, one ``fit`` per segment of ``fit_plan``."""
     for segment in fit_plan(start, job.train_steps, job.steps_per_epoch):
         model.fit(
             _train_input(strategy, job, task, segment.start),
@@ -406,13 +430,8 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
                 f"{job.model_dir / 'checkpoints'}; lower the learning rate or check the "
                 "input data, then re-run the same command to resume from it."
             )
-        if model.stop_training:  # a user callback (early stopping) ended training
+        if model.stop_training:  # a signal, or a user callback (early stopping)
             break
-    logging.info("Weights digest: %s", avts_callbacks.weights_digest(model))
-    if job.is_chief:  # stock Keras layers: loadable without avts_tf (avts_tf.portable)
-        portable.save_tower(model.video_tower, job.out_dir / "video_tower.keras")
-        portable.save_tower(model.audio_tower, job.out_dir / "audio_tower.keras")
-    return _evaluate(model, job)
 
 
 def _evaluate(model: AVTSModel, job: _Job) -> Results:

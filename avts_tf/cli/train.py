@@ -44,6 +44,10 @@ def _main(argv: list[str]) -> int:
     distribute.make_strategy()
     model_dir = FLAGS.model_dir or os.path.join("runs", recipes.stem(FLAGS.gin_file[0]))
     results = train.run(model_dir=model_dir, overwrite=FLAGS.overwrite)
+    if results.preempted_at is not None:
+        print(f"preempted at batch {results.preempted_at}; re-run the same command to resume",
+              flush=True)
+        return 0
     print(f"eval: {dict(results)}")
     headline = results.get(results.headline)
     print(f"{results.headline}: " + ("undefined" if headline is None else f"{headline:.3f}"))

@@ -1,0 +1,74 @@
+"""SIGTERM / SIGINT: a checkpoint at the batch reached, exit 0, and an exact resume."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+
+import keras
+import numpy as np
+import pytest
+from tiny import SPEC, tiny_audio_tower, tiny_video_tower
+
+from avts_tf import callbacks, train
+from avts_tf.preemption import PreemptionWatcher
+from avts_tf.tasks.sync.objectives import ContrastiveSync
+
+
+class _SignalAt(keras.callbacks.Callback):
+    """Sends ``signum`` to this process at the end of (0-based, this fit's) batch ``at``."""
+
+    def __init__(self, at: int, signum: int) -> None:
+        super().__init__()
+        self.at, self.signum, self.seen = at, signum, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.seen == self.at:
+            os.kill(os.getpid(), self.signum)
+        self.seen += 1
+
+
+def _run(model_dir, data_dir, **kwargs):
+    params = dict(
+        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
+        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=8,
+        steps_per_epoch=4, objective=ContrastiveSync,
+        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
+        runtime=train.Runtime(verbose=0, deterministic=True),
+    )
+    params.update(kwargs)
+    return train.run(model_dir, **params)
+
+
+def _weights(run):
+    return [np.asarray(w) for name in ("video_tower.keras", "audio_tower.keras")
+            for w in keras.saving.load_model(run / name).weights]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_signal_checkpoints_the_batch_reached_and_the_rerun_resumes_exactly(
+        tmp_path, tiny_prepared, signum):
+    whole = _run(tmp_path / "whole", tiny_prepared)
+    run = tmp_path / "run"
+    # Signalled at the end of batch 3 (1-based), after this batch's checks: stops after 4.
+    stopped = _run(run, tiny_prepared, callbacks=[_SignalAt(2, signum)])
+    assert stopped.preempted_at == 4 and dict(stopped) == {}
+    assert [c.batches for c in callbacks.read_index(run / "checkpoints")] == [4]
+    assert not (run / "video_tower.keras").exists() and not (run / "eval.json").exists()
+    assert signal.getsignal(signum) is not None and signal.getsignal(signum) == (
+        signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+    resumed = _run(run, tiny_prepared)
+    assert resumed.preempted_at is None and dict(resumed) == dict(whole)
+    for a, b in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_watcher_restores_the_handlers_and_a_second_signal_is_not_caught():
+    before = signal.getsignal(signal.SIGTERM)
+    with PreemptionWatcher() as watcher:
+        assert signal.getsignal(signal.SIGTERM) == watcher._handle
+        watcher._handle(signal.SIGTERM, None)
+        assert watcher.requested and watcher.received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == before  # a second SIGTERM: default
+    assert signal.getsignal(signal.SIGTERM) == before

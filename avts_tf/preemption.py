@@ -87,7 +87,7 @@ class StopOnPreemption(keras.callbacks.Callback):
             return self.watcher.requested
         flag = tf.constant(1.0 if self.watcher.requested else 0.0)
         total = self.strategy.reduce(
-            tf.distribute.ReduceOp.MAX, self.strategy.run(lambda: tf.identity(flag)), axis=None
+            tf.distribute.ReduceOp.SUM, self.strategy.run(lambda: tf.identity(flag)), axis=None
         )
         return bool(total > 0)
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import workers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8
@@ -259,19 +259,8 @@ def test_evaluation_with_a_one_example_last_batch_equals_one_device(replicas_res
         assert two[name] == pytest.approx(single[name], rel=1e-5, abs=1e-6), name
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepared):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     counting = tmp_path / "counting.gin"
     counting.write_text(
         "import decode_counter\n"
@@ -291,35 +280,14 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
         "train.Evaluation.clips_per_video = 2",
         "train.Runtime.verbose = 2",
     ]
-    processes = []
-    for index in range(2):
-        env = dict(
-            os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-            PYTHONPATH=str(REPO_ROOT / "tests"),
-            TF_CONFIG=json.dumps(
-                {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-            ),
-        )
-        command = [
-            sys.executable, "tools/train.py", "--gin_file=gin/quickstart.gin",
-            f"--gin_file={counting}", f"--model_dir={tmp_path / f'worker{index}'}",
-            *[f"--gin_param={p}" for p in [
-                *params, f"counter.WriteDecoded.path = '{tmp_path / f'decoded{index}.json'}'"
-            ]],
-        ]
-        processes.append(subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
-        ))
-    outputs = []
-    try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=400))
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+    processes = workers.start(2, lambda index: [
+        "--gin_file=gin/quickstart.gin", f"--gin_file={counting}",
+        f"--model_dir={tmp_path / f'worker{index}'}",
+        *[f"--gin_param={p}" for p in [
+            *params, f"counter.WriteDecoded.path = '{tmp_path / f'decoded{index}.json'}'"
+        ]],
+    ])
+    outputs = workers.finish(processes)
     # A worker that failed by itself names the cause; its peer only sees it vanish.
     for index in sorted(range(2), key=lambda i: "unhealthy" in outputs[i][1]):
         assert processes[index].returncode == 0, f"worker {index}:\n{outputs[index][1][-4000:]}"

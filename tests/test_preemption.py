@@ -72,3 +72,53 @@ def test_watcher_restores_the_handlers_and_a_second_signal_is_not_caught():
         assert watcher.requested and watcher.received == signal.SIGTERM
         assert signal.getsignal(signal.SIGTERM) == before  # a second SIGTERM: default
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def _wait_for_checkpoint(model_dir, batches, processes, timeout=300):
+    import time
+
+    import kill9
+
+    deadline = time.monotonic() + timeout
+    while kill9.checkpointed_batches(model_dir) < batches:
+        assert all(p.poll() is None for p in processes), "a worker ended before the signal"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_two_workers_stop_at_the_same_batch_when_one_is_signalled(tmp_path, tiny_prepared):
+    import re
+
+    import workers
+
+    params = [
+        "train.run.dataset = @data.prepared_dataset()",
+        f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
+        "backbones.mc3_18.width = 4", "backbones.avts_audio_vgg.width = 4",
+        "train.run.batch_size = 8", "train.run.train_steps = 400",
+        "train.run.steps_per_epoch = 100", "train.run.checkpoint_every_steps = 2",
+        "train.Evaluation.batch_size = 4", "train.Evaluation.clips_per_video = 2",
+        "train.Runtime.verbose = 2",
+    ]
+    run = tmp_path / "run"  # both workers see the chief's model_dir (a shared folder)
+
+    def args(index):
+        return ["--gin_file=gin/quickstart.gin", f"--model_dir={run}",
+                *[f"--gin_param={p}" for p in params]]
+
+    processes = workers.start(2, args)
+    try:
+        _wait_for_checkpoint(run, 2, processes)
+        processes[1].send_signal(signal.SIGTERM)  # only worker 1 is preempted
+    finally:
+        outputs = workers.finish(processes)
+    for index, process in enumerate(processes):
+        assert process.returncode == 0, f"worker {index}:\n{outputs[index][1][-4000:]}"
+    lines = [out.strip().splitlines()[-1] for out, _ in outputs]
+    batch = int(re.fullmatch(r"preempted at batch (\d+); re-run the same command to resume",
+                             lines[0]).group(1))
+    assert lines[1] == lines[0]  # the same batch on both workers
+    assert 2 <= batch < 400
+    assert max(c.batches for c in callbacks.read_index(run / "checkpoints")) == batch
+    assert not (run / "eval.json").exists()

@@ -54,21 +54,29 @@ def cluster_spec() -> dict[str, list[str]]:
 
 
 @gin.configurable(module="train")
-def make_strategy(cpu_replicas: int = 0) -> tf.distribute.Strategy:
+def make_strategy(cpu_replicas: int = 0,
+                  collective_timeout_s: float | None = 600.0) -> tf.distribute.Strategy:
     """The strategy of this process (see the module docstring).
 
     Args:
         cpu_replicas: Logical CPU replicas when no GPU and no ``TF_CONFIG`` is present
             (``0`` or ``1``: a single device).
+        collective_timeout_s: Under several workers, a collective (a gradient
+            all-reduce) that waits longer than this for a peer fails, so the surviving
+            workers of a hung one stop (a worker that exits is noticed at once). It must
+            exceed the longest pause of one worker alone (the chief's checkpoint write).
+            ``None``: wait for ever.
     """
     cluster = cluster_spec()
-    key = (json.dumps(cluster, sort_keys=True), cpu_replicas)
+    key = (json.dumps(cluster, sort_keys=True), cpu_replicas, collective_timeout_s)
     if key in _STRATEGIES:
         return _STRATEGIES[key]
     if cluster.get("worker") or cluster.get("chief"):
         tasks = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
         logging.info("MultiWorkerMirroredStrategy over %d worker(s).", tasks)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout_s)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     elif tf.config.list_physical_devices("GPU"):
         strategy = tf.distribute.MirroredStrategy()
         logging.info("MirroredStrategy over %d GPU(s).", strategy.num_replicas_in_sync)

@@ -79,17 +79,13 @@ class StopOnPreemption(keras.callbacks.Callback):
         self.watcher = watcher
         self.checkpoint = checkpoint
         multi_worker = strategy is not None and strategy.extended._in_multi_worker_mode()  # noqa: SLF001
-        self.strategy = strategy if multi_worker else None
+        self._sum = _summed_over_workers(strategy) if multi_worker else None
         self.preempted_batch: int | None = None
 
     def _agreed(self) -> bool:
-        if self.strategy is None:
+        if self._sum is None:
             return self.watcher.requested
-        flag = tf.constant(1.0 if self.watcher.requested else 0.0)
-        total = self.strategy.reduce(
-            tf.distribute.ReduceOp.SUM, self.strategy.run(lambda: tf.identity(flag)), axis=None
-        )
-        return bool(total > 0)
+        return bool(self._sum(tf.constant(1.0 if self.watcher.requested else 0.0)) > 0)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:  # noqa: D102
         if self.preempted_batch is not None or not self._agreed():
@@ -100,3 +96,14 @@ class StopOnPreemption(keras.callbacks.Callback):
                 self.checkpoint.save()
         self.preempted_batch = self.checkpoint.batches
         self.model.stop_training = True
+
+
+def _summed_over_workers(strategy: tf.distribute.Strategy) -> Any:
+    """A compiled ``flag -> sum of every replica's flag`` (one small all-reduce)."""
+
+    @tf.function
+    def summed(flag: tf.Tensor) -> tf.Tensor:
+        per_replica = strategy.run(tf.identity, args=(flag,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return summed

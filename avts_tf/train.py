@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -47,7 +48,7 @@ from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest
 from avts_tf.distribute import make_strategy, worker_role
-from avts_tf.errors import UserError
+from avts_tf.errors import RunInterrupted, UserError
 from avts_tf.models import AVTSModel
 from avts_tf.run_description import RunDescription
 from avts_tf.tasks.base import Task
@@ -396,8 +397,14 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
             lambda: _held_out_metrics(model, job), job.eval_every,
             job.out_dir / "tensorboard", initial_batches=start,
         ))
-    with watcher:
-        _fit(model, strategy, job, task, start, callbacks, checkpoint)
+    multi_worker = strategy.extended._in_multi_worker_mode()  # noqa: SLF001
+    try:
+        with watcher:
+            _fit(model, strategy, job, task, start, callbacks, checkpoint)
+    except _PEER_ERRORS as err:
+        if not multi_worker:
+            raise
+        raise _lost_worker(err, job.model_dir / "checkpoints") from None
     if stop_on_signal.preempted_batch is not None:
         batch = stop_on_signal.preempted_batch
         logging.info("preempted at batch %d; re-run the same command to resume", batch)
@@ -407,6 +414,35 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
         portable.save_tower(model.video_tower, job.out_dir / "video_tower.keras")
         portable.save_tower(model.audio_tower, job.out_dir / "audio_tower.keras")
     return _evaluate(model, job)
+
+
+# What a collective raises when a peer worker exits (connection reset: at once) or hangs
+# (train.make_strategy.collective_timeout_s).
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
+    """One line for a collective that failed because a peer worker is gone."""
+    text = str(err)
+    own = worker_role(make_strategy())
+    peers = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
+    others = [f"{kind} {index}" for kind, index in dict.fromkeys(peers)
+              if (kind, int(index)) != (own.task_type, own.task_id)]
+    remote = re.search(r"remote target /job:(\w+)/replica:\d+/task:(\d+)", text)
+    lost = " ".join(remote.groups()) if remote else (others[0] if others else "a peer")
+    cause = re.search(r"aborted by: ([^\n]+)", text)
+    if "stopped sending heartbeats" in text:
+        reason = "it stopped sending heartbeats"
+    else:
+        reason = (cause.group(1) if cause else text.splitlines()[0] if text else
+                  type(err).__name__).strip().rstrip(":")
+    saved = avts_callbacks.read_index(checkpoint_dir)
+    since = f"batch {saved[-1].batches}" if saved else "the start"
+    return RunInterrupted(
+        f"lost worker {lost} ({type(err).__name__}: {reason}); re-run the same command on "
+        f"every worker to resume from the last checkpoint ({since})"
+    )
 
 
 def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Task,

@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from absl import app, flags
 
-from avts_tf.errors import UserError
+from avts_tf.errors import RunInterrupted, UserError
 
 USAGE_EXIT_CODE = 2
 _GIN_NOTE = "\n  In call to configurable"
@@ -31,14 +31,14 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def fail(message: str) -> NoReturn:
-    """Prints ``error: <message>`` on one line to stderr and exits with code 2.
+def fail(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
+    """Prints ``error: <message>`` on one line to stderr and exits with ``code`` (2).
 
     Gin's note of where an error was raised (``In call to configurable ...``) is dropped.
     """
     message = str(message).split(_GIN_NOTE)[0]
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
-    sys.exit(USAGE_EXIT_CODE)
+    sys.exit(code)
 
 
 def _parse_flags(argv: Sequence[str]) -> list[str]:
@@ -52,6 +52,9 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:
     """Runs an absl ``main(argv)``; a :class:`UserError` exits 2 with one line.
 
+    A :class:`~avts_tf.errors.RunInterrupted` (a lost worker, a full disk) exits 3 with one
+    line.
+
     ``FileNotFoundError`` and ``NotADirectoryError`` / ``PermissionError`` raised for a
     path the user gave count as user mistakes too.
     """
@@ -61,6 +64,8 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
             return main(argv)
         except UserError as err:
             fail(str(err))
+        except RunInterrupted as err:  # a lost worker, a full disk: exit 3
+            fail(str(err), code=err.exit_code)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError,
                 PermissionError) as err:
             where = f" {err.filename}" if getattr(err, "filename", None) else ""

@@ -26,6 +26,7 @@ import numpy as np
 from absl import logging
 
 from avts_tf import atomic
+from avts_tf.errors import RunInterrupted
 
 INDEX = "checkpoint.json"
 
@@ -159,12 +160,24 @@ class StepCheckpoint(keras.callbacks.Callback):
             file=f"ckpt-{self.batches:09d}.weights.h5",
         )
         tmp = self.directory / f"tmp-{info.file}"
-        self.model.save_weights(tmp)
-        os.replace(tmp, self.directory / info.file)
-        kept = [c for c in read_index(self.directory) if c.batches != info.batches]
-        kept = (kept + [info])[-self.keep :]
-        index = {"checkpoints": [dataclasses.asdict(c) for c in kept]}
-        atomic.write_text(self.directory / INDEX, json.dumps(index, indent=2) + "\n")
+        previous = read_index(self.directory)
+        try:
+            self.model.save_weights(tmp)
+            os.replace(tmp, self.directory / info.file)
+            kept = [c for c in previous if c.batches != info.batches]
+            kept = (kept + [info])[-self.keep :]
+            index = {"checkpoints": [dataclasses.asdict(c) for c in kept]}
+            atomic.write_text(self.directory / INDEX, json.dumps(index, indent=2) + "\n")
+        except OSError as err:  # a full disk, a quota, a read-only folder
+            tmp.unlink(missing_ok=True)
+            if not any(c.file == info.file for c in previous):
+                (self.directory / info.file).unlink(missing_ok=True)
+            since = f"batch {previous[-1].batches}" if previous else "the start"
+            raise RunInterrupted(
+                f"could not write checkpoint {self.directory / info.file}: "
+                f"{err.strerror or err}; free space or fix the folder, then re-run the same "
+                f"command to resume from the last checkpoint ({since})"
+            ) from None
         names = {c.file for c in kept}
         for old in self.directory.glob("*ckpt-*.weights.h5"):
             if old.name not in names:

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
-from avts_tf.errors import UserError
+from avts_tf.errors import RunInterrupted, UserError
 
 #: Fast training layer -> the stock Keras layer with the same weights and outputs.
 STOCK_LAYERS: dict[type, type] = {
@@ -60,6 +60,11 @@ def save_tower(tower: keras.Model, path: str | os.PathLike) -> None:
     try:
         model.save(partial)
         os.replace(partial, path)
+    except OSError as err:  # a full disk, a quota, a read-only folder
+        raise RunInterrupted(
+            f"could not write {path}: {err.strerror or err}; free space or fix the folder, "
+            "then re-run the same command (training is done: it only saves and evaluates)"
+        ) from None
     finally:
         if os.path.exists(partial):
             os.unlink(partial)

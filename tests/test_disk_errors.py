@@ -1,0 +1,81 @@
+"""A full disk at a checkpoint or a tower write: the last good state stays, one line, resume."""
+
+from __future__ import annotations
+
+import errno
+import functools
+
+import keras
+import numpy as np
+import pytest
+from tiny import SPEC, tiny_audio_tower, tiny_video_tower
+
+from avts_tf import callbacks, train
+from avts_tf.errors import RunInterrupted
+from avts_tf.tasks.sync.objectives import ContrastiveSync
+
+
+def _run(model_dir, data_dir, **kwargs):
+    params = dict(
+        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
+        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=6,
+        steps_per_epoch=3, checkpoint_every_steps=2, objective=ContrastiveSync,
+        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
+        runtime=train.Runtime(verbose=0, deterministic=True),
+    )
+    params.update(kwargs)
+    return train.run(model_dir, **params)
+
+
+def _full_disk_on(monkeypatch, cls, method, calls_before):
+    """``cls.method`` writes half a file and raises ENOSPC after ``calls_before`` calls."""
+    original = getattr(cls, method)
+    count = {"n": 0}
+
+    def failing(self, path, *args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls_before:
+            with open(path, "wb") as f:
+                f.write(b"half a file")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, failing)
+
+
+def _weights(run):
+    return [np.asarray(w) for name in ("video_tower.keras", "audio_tower.keras")
+            for w in keras.saving.load_model(run / name).weights]
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(
+        tmp_path, tiny_prepared, monkeypatch):
+    whole = _run(tmp_path / "whole", tiny_prepared)
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _full_disk_on(patch, keras.Model, "save_weights", calls_before=1)  # batch 2 saves
+        with pytest.raises(RunInterrupted) as err:
+            _run(run, tiny_prepared)
+    assert str(err.value).splitlines()[0] == (
+        f"could not write checkpoint {run / 'checkpoints' / 'ckpt-000000004.weights.h5'}: No "
+        "space left on device; free space or fix the folder, then re-run the same command to "
+        "resume from the last checkpoint (batch 2)")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "checkpoint.json", "ckpt-000000002.weights.h5"]  # no partial file
+    assert [c.batches for c in callbacks.read_index(run / "checkpoints")] == [2]
+    assert dict(_run(run, tiny_prepared)) == dict(whole)  # space freed: the same call goes on
+    for a, b in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_full_disk_at_the_towers_leaves_no_partial_file(tmp_path, tiny_prepared, monkeypatch):
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _full_disk_on(patch, keras.Model, "save", calls_before=0)
+        with pytest.raises(RunInterrupted, match=r"could not write .*video_tower.keras: No space "
+                                                 r"left on device; free space"):
+            _run(run, tiny_prepared)
+    assert not [p.name for p in run.iterdir() if p.suffix == ".keras" or "partial" in p.name]
+    assert [c.batches for c in callbacks.read_index(run / "checkpoints")] == [4, 6]
+    results = _run(run, tiny_prepared)  # nothing left to train: saves and evaluates
+    assert (run / "video_tower.keras").is_file() and "sync_accuracy" in results

@@ -405,6 +405,8 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
         if not multi_worker:
             raise
         raise _lost_worker(err, job.model_dir / "checkpoints") from None
+    except tf.errors.DataLossError:
+        raise _corrupted(job, job.train_split) from None
     if stop_on_signal.preempted_batch is not None:
         batch = stop_on_signal.preempted_batch
         logging.info("preempted at batch %d; re-run the same command to resume", batch)
@@ -442,6 +444,21 @@ def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
     return RunInterrupted(
         f"lost worker {lost} ({type(err).__name__}: {reason}); re-run the same command on "
         f"every worker to resume from the last checkpoint ({since})"
+    )
+
+
+def _corrupted(job: _Job, split: str) -> RunInterrupted:
+    """One line for a corrupted record of ``split``: its shard, offset and the fix."""
+    from avts_tf.data import integrity
+
+    problem = integrity.first_corrupt(job.dataset, split)
+    where = f"{problem.file}: {problem.problem}" if problem else f"a shard of split {split!r}"
+    saved = avts_callbacks.read_index(job.model_dir / "checkpoints")
+    since = f"batch {saved[-1].batches}" if saved else "the start"
+    return RunInterrupted(
+        f"corrupted record in {where}; rebuild the bad shards with avts-prepare --verify "
+        f"--output {job.dataset}, then re-run the same command to resume from the last "
+        f"checkpoint ({since})"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 
 import keras
 import numpy as np
@@ -79,3 +80,29 @@ def test_full_disk_at_the_towers_leaves_no_partial_file(tmp_path, tiny_prepared,
     assert [c.batches for c in callbacks.read_index(run / "checkpoints")] == [4, 6]
     results = _run(run, tiny_prepared)  # nothing left to train: saves and evaluates
     assert (run / "video_tower.keras").is_file() and "sync_accuracy" in results
+
+
+def test_a_corrupted_record_names_its_shard_offset_and_the_fix(tmp_path, tiny_prepared):
+    import shutil
+
+    from avts_tf.data import integrity
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data)
+    (shard,) = data.glob("train-*.tfrecord")
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one byte flipped inside a record's data
+    shard.write_bytes(bytes(raw))
+    problems = integrity.check_shards(data)
+    assert len(problems) == 1 and problems[0].file == str(shard)
+    offset = problems[0].offset
+    assert 0 < offset < len(raw) // 2  # the record holding the flipped byte starts before it
+    with pytest.raises(RunInterrupted) as err:
+        _run(tmp_path / "run", data, checkpoint_every_steps=1)
+    message = str(err.value).splitlines()[0]
+    assert message.startswith(f"corrupted record in {shard}: corrupted record at byte {offset} "
+                              "after ")
+    assert re.search(rf"; rebuild the bad shards with avts-prepare --verify --output {data}, "
+                     r"then re-run the same command to resume from the last checkpoint "
+                     r"\((the start|batch \d+)\)$", message), message
+    assert integrity.check_shards(tiny_prepared) == []

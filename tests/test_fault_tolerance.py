@@ -105,5 +105,51 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared):
         np.testing.assert_array_equal(resumed_w, reference_w)
 
 
+@pytest.mark.slow
+def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
+        tmp_path, tiny_prepared):
+    import random
+    import signal
+    import time
+
+    reference_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
+    rng = random.Random(20261204)
+    # Five kill points among the 40 batches; a random delay after the checkpoint that
+    # reaches each one lands some kills mid-batch, some mid-write.
+    points = sorted(rng.sample(range(2, 31, 2), 5))
+    every_2 = "train.run.checkpoint_every_steps = 2"
+    reference = subprocess.Popen(_command(reference_dir, tiny_prepared), cwd=REPO_ROOT,
+                                 env=_env(), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+    killed_at = []
+    try:
+        for point in points:
+            victim = subprocess.Popen(_command(chaos_dir, tiny_prepared, every_2), cwd=REPO_ROOT,
+                                      env=_env(), stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 240
+            while kill9.checkpointed_batches(chaos_dir) < point and victim.poll() is None:
+                assert time.monotonic() < deadline, "no progress"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.05))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+            killed_at.append(kill9.checkpointed_batches(chaos_dir))
+        assert reference.wait(timeout=300) == 0
+    finally:
+        if reference.poll() is None:
+            reference.kill()
+            reference.wait()
+    assert len(killed_at) == 5 and killed_at[-1] < 40, killed_at
+    assert not (chaos_dir / "eval.json").exists()
+    _run(_command(chaos_dir, tiny_prepared, every_2))
+    assert json.loads((chaos_dir / "eval.json").read_text()) == json.loads(
+        (reference_dir / "eval.json").read_text())
+    for chaos_w, reference_w in zip(
+        _tower_weights(chaos_dir), _tower_weights(reference_dir), strict=True
+    ):
+        np.testing.assert_array_equal(chaos_w, reference_w)
+
+
 if __name__ == "__main__":
     main(sys.argv)

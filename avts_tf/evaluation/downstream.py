@@ -131,8 +131,7 @@ def audio_feature_sets(
     towers.update({name: checkpoint.load_tower(path, "audio") for name, path in runs.items()})
     sets = {name: features.tower_features(model, "audio", data_dir, spec, progress=progress)
             for name, model in towers.items()}
-    window = int(sets[SCRATCH].info["window_samples"])
-    return {MFCC: mfcc.mfcc_features(data_dir, window, progress=progress), **sets}
+    return {MFCC: mfcc.mfcc_features(data_dir, progress=progress), **sets}
 
 
 def video_feature_sets(

@@ -1,0 +1,87 @@
+"""Retrieval with a run's frozen towers (``avts-eval-retrieval``, ``tools/eval_retrieval.py``).
+
+    avts-eval-retrieval --checkpoint runs/quickstart [--data PREPARED] [--random_init]
+        [--train_split train --test_split test --num_clips 10] [--output_json r.json]
+
+Video -> video by class (test videos query training videos; R@1/5/10/20, each video the
+mean of ``--num_clips`` evenly spaced clips) and audio <-> video of the same video within
+the test split (see ``avts_tf.evaluation.retrieval``). ``--data`` defaults to the run's
+dataset. ``--random_init`` adds the same towers freshly initialised. Prints a table, then
+``retrieval: R@1=0.xxx R@5=0.xxx R@10=0.xxx R@20=0.xxx`` (the run's video -> video) last.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from avts_tf.cli import app
+
+flags.DEFINE_string("checkpoint", None, "A training run's model_dir.", required=True)
+flags.DEFINE_string("data", None, "A prepared, labelled dataset (default: the run's).")
+flags.DEFINE_string("train_split", "train", "Split of the retrieved (database) videos.")
+flags.DEFINE_string("test_split", "test", "Split of the query videos.")
+flags.DEFINE_integer("num_clips", 10, "Evenly spaced clips averaged per video.", lower_bound=1)
+flags.DEFINE_bool("random_init", False, "Also score the towers freshly initialised.")
+flags.DEFINE_integer("batch_size", 32, "Clips per forward pass.", lower_bound=1)
+flags.DEFINE_string("output_json", None, "Write the results here.")
+FLAGS = flags.FLAGS
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        app.fail(f"unexpected arguments {' '.join(argv[1:])}; give options as --name=value")
+    import keras
+
+    from avts_tf.evaluation import checkpoint, features, report, retrieval
+    from avts_tf.evaluation.errors import BadInput
+
+    data = FLAGS.data or checkpoint.run_dataset(FLAGS.checkpoint)
+    from avts_tf.data import manifest
+
+    if not manifest.exists(data):
+        raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
+    video = checkpoint.load_tower(FLAGS.checkpoint, "video")
+    audio = checkpoint.load_tower(FLAGS.checkpoint, "audio")
+    spec = checkpoint.clip_spec_for(FLAGS.checkpoint, video_tower=video, audio_tower=audio)
+    towers = {"pretrained": (video, audio)}
+    if FLAGS.random_init:
+        keras.utils.set_random_seed(0)
+        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio))
+    results, rows = {}, []
+    splits = [FLAGS.train_split, FLAGS.test_split]
+    window_s = spec.window_seconds(manifest.Manifest.read(data).fps)
+    for name, (v, a) in towers.items():
+        pooled = features.tower_features(v, "video", data, spec, splits=splits,
+                                         num_clips=FLAGS.num_clips, progress=False,
+                                         batch_size=FLAGS.batch_size)
+        by_class = retrieval.video_retrieval(pooled, FLAGS.train_split, FLAGS.test_split)
+        v_out = features.tower_features(v, "video", data, spec, layer="output",
+                                        splits=[FLAGS.test_split], num_clips=FLAGS.num_clips,
+                                        progress=False, batch_size=FLAGS.batch_size)
+        a_out = features.tower_features(a, "audio", data, spec, layer="output",
+                                        splits=[FLAGS.test_split], window_s=window_s,
+                                        progress=False, batch_size=FLAGS.batch_size)
+        cross = retrieval.cross_modal_retrieval(v_out, a_out, FLAGS.test_split)
+        results[name] = {"video_to_video": by_class, "cross_modal": cross}
+        for kind, values, prefix in (("video -> video (class)", by_class, ""),
+                                     ("video -> audio (same video)", cross, "v2a_"),
+                                     ("audio -> video (same video)", cross, "a2v_")):
+            rows.append([name, kind, *[f"{values[f'{prefix}R@{k}']:.3f}"
+                                       for k in retrieval.KS]])
+    print(report.table(["towers", "retrieval", *[f"R@{k}" for k in retrieval.KS]], rows))
+    if FLAGS.output_json:
+        report.write_json(FLAGS.output_json, results)
+        print(f"wrote {FLAGS.output_json}")
+    headline = results["pretrained"]["video_to_video"]
+    print("retrieval: " + " ".join(f"R@{k}={headline[f'R@{k}']:.3f}" for k in retrieval.KS))
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app.quiet_tensorflow()
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()

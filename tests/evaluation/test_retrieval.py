@@ -1,0 +1,76 @@
+"""Retrieval: recall by class and by instance against hand-made tables, and the tool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tiny import REPO_ROOT
+
+from avts_tf.evaluation import retrieval
+from avts_tf.evaluation.errors import BadInput
+from avts_tf.evaluation.features import Features
+
+
+def test_class_recall_by_hand():
+    # Database on the unit circle at 0, 90, 180, 270 degrees with classes 0, 1, 0, 2.
+    db = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], float)
+    db_labels = np.array([0, 1, 0, 2])
+    # Query near 80 degrees (class 0): nearest 90 (1), then 0 (0) -> miss at 1, hit at 2.
+    # Query near 260 degrees (class 2): nearest 270 (2) -> hit at 1.
+    # Query at 135 degrees exactly between 90 and 180 (class 1): ties go to the lower index
+    # (90 degrees, class 1) -> hit at 1.
+    queries = np.array([[np.cos(1.40), np.sin(1.40)], [np.cos(4.54), np.sin(4.54)],
+                        [-1, 1]], float)
+    got = retrieval.class_recall(queries, np.array([0, 2, 1]), db, db_labels, ks=(1, 2, 4))
+    assert got == {"R@1": pytest.approx(2 / 3), "R@2": 1.0, "R@4": 1.0}
+
+
+def test_instance_recall_by_hand():
+    video = np.array([[1, 0], [0, 1], [1, 1]], float)
+    audio = np.array([[0.9, 0.1], [1, 0], [1, 1.1]], float)
+    # v0 -> a1 (exact), a0, a2: own (a0) at rank 2; v1 -> a2 first? cos(v1,a2)=0.74,
+    # cos(v1,a0)=0.11, cos(v1,a1)=0: own (a1) last; v2 -> a2 first (0.998): hit at 1.
+    got = retrieval.instance_recall(video, audio, ks=(1, 2, 3))
+    assert got == {"R@1": pytest.approx(1 / 3), "R@2": pytest.approx(2 / 3), "R@3": 1.0}
+
+
+def test_per_file_averages_windows_then_normalises():
+    feats = Features(features=np.array([[1, 0], [0, 2], [3, 4]], np.float32),
+                     file_index=np.array([0, 0, 1]), ids=np.array(["a", "b"]),
+                     labels=np.array([0, 1]), splits=np.array(["test", "train"]),
+                     label_names=["x", "y"])
+    np.testing.assert_allclose(retrieval.per_file(feats),
+                               [[1 / np.sqrt(5), 2 / np.sqrt(5)], [0.6, 0.8]], rtol=1e-6)
+    with pytest.raises(BadInput, match="no videos in split 'val'; splits present: test, train"):
+        retrieval.video_retrieval(feats, "val", "test")
+
+
+def test_eval_retrieval_tool(tiny_run, tiny_prepared, tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "tools/eval_retrieval.py", f"--checkpoint={tiny_run}",
+         f"--data={tiny_prepared}", "--num_clips=3", "--random_init", f"--output_json={out}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    v2v = results["pretrained"]["video_to_video"]
+    assert proc.stdout.strip().splitlines()[-1] == "retrieval: " + " ".join(
+        f"R@{k}={v2v[f'R@{k}']:.3f}" for k in (1, 5, 10, 20))
+    # 2 test queries against 6 training videos of 2 classes: top 5 always holds both.
+    assert v2v["R@5"] == 1.0 and v2v["R@1"] in (0.0, 0.5, 1.0)
+    assert set(results) == {"pretrained", "random init"}
+    assert results["pretrained"]["cross_modal"]["v2a_R@20"] == 1.0  # 2 test videos
+    bad = subprocess.run(
+        [sys.executable, "tools/eval_retrieval.py", f"--checkpoint={tmp_path / 'none'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -112,9 +112,18 @@ def load_towers(run_dir: str | os.PathLike) -> LoadedTowers:
     return LoadedTowers(towers[0], towers[1], _inputs_fn(description), description)
 
 
-def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:
+def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tensor]:
+    """A media file decoded as the run's training data was, as a parsed record.
+
+    Args:
+        path: Any FFmpeg-readable file.
+        description: The run's :class:`~avts_tf.run_description.RunDescription`.
+
+    Raises:
+        UserError: The file cannot be decoded (the reason in one line), or the run records
+            no ingestion settings and its dataset is gone.
+    """
     from avts_tf.data import manifest, records
-    from avts_tf.data.clips import Clips
     from avts_tf.data.ingestion.media import MediaError, decode_media
     from avts_tf.data.manifest import IngestConfig
 
@@ -125,22 +134,28 @@ def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:
     else:
         raise UserError("run.json records no ingestion settings and its dataset "
                         f"{description.dataset} is gone; re-train with this avts_tf")
+    try:
+        media = decode_media(
+            path, fps=description.fps, short_side=ingest.short_side,
+            sample_rate=ingest.sample_rate, jpeg_quality=ingest.jpeg_quality,
+        )
+    except MediaError as err:
+        raise UserError(f"{path}: {err.reason}") from None
+    return records.parse(tf.constant(records.encode(records.MediaRecord(
+        id=os.fspath(path), jpeg_frames=media.jpeg_frames, fps=media.fps,
+        height=media.height, width=media.width, audio=media.audio,
+        sample_rate=media.sample_rate,
+    ))))
+
+
+def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:
+    from avts_tf.data.clips import Clips
+
     cutter = Clips(description.clip_spec, description.fps)
 
     def inputs(path: str | os.PathLike, hop_s: float | None = None,
                num_clips: int | None = None) -> dict[str, np.ndarray]:
-        try:
-            media = decode_media(
-                path, fps=description.fps, short_side=ingest.short_side,
-                sample_rate=ingest.sample_rate, jpeg_quality=ingest.jpeg_quality,
-            )
-        except MediaError as err:
-            raise UserError(f"{path}: {err.reason}") from None
-        record = records.parse(tf.constant(records.encode(records.MediaRecord(
-            id=os.fspath(path), jpeg_frames=media.jpeg_frames, fps=media.fps,
-            height=media.height, width=media.width, audio=media.audio,
-            sample_rate=media.sample_rate,
-        ))))
+        record = media_record(path, description)
         if not bool(cutter.long_enough(record)):
             raise UserError(f"{path} is shorter than one clip "
                             f"({description.clip_spec.window_seconds(description.fps):.2f} s); "

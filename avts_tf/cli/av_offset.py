@@ -1,0 +1,80 @@
+"""Audio-video offset of media files (``avts-av-offset``, ``python tools/av_offset.py``).
+
+    avts-av-offset VIDEO [VIDEO ...] --checkpoint runs/offset_quickstart
+        [--max_offset_s 1.0] [--plot offsets.png] [--output_json offsets.json]
+
+Slides each file's audio against its video clips with a run's sync towers and averages
+over the file (``avts_tf.evaluation.offset``). Prints ``offset_s: +0.xxx (confidence c)``
+last for one file (positive: the audio lags the video), a table for several. Train sync
+towers for it with ``avts-train --gin_file=offset_quickstart``.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from avts_tf.cli import app
+
+flags.DEFINE_string("checkpoint", None, "A sync training run's model_dir.", required=True)
+flags.DEFINE_float("max_offset_s", 1.0, "Largest offset tried either way, in seconds.",
+                   lower_bound=0.0)
+flags.DEFINE_float("step_s", None, "Offset grid step (default: the run's log-mel hop).",
+                   lower_bound=0.001)
+flags.DEFINE_integer("num_clips", 16, "Video clips averaged per file.", lower_bound=1)
+flags.DEFINE_string("plot", None, "Draw cost against offset into this PNG.")
+flags.DEFINE_string("output_json", None, "Write the estimates here.")
+FLAGS = flags.FLAGS
+
+
+def _main(argv: list[str]) -> int:
+    paths = argv[1:]
+    if not paths:
+        app.fail("no media file given; name one or more files: avts-av-offset VIDEO "
+                 "--checkpoint RUN")
+    from pathlib import Path
+
+    from avts_tf.evaluation import checkpoint, offset, report, sync
+    from avts_tf.evaluation.errors import BadInput
+
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise BadInput(f"no such file: {', '.join(missing)}; give existing media files")
+    model, _ = sync.sync_model(FLAGS.checkpoint, ("easy",))
+    description = checkpoint.run_description(FLAGS.checkpoint)
+    estimates, failed = [], []
+    for path in paths:
+        try:
+            estimates.append(offset.estimate_offset(
+                model, description, path, max_offset_s=FLAGS.max_offset_s,
+                step_s=FLAGS.step_s, num_clips=FLAGS.num_clips))
+        except BadInput as err:
+            if len(paths) == 1:
+                raise
+            failed.append((path, str(err)))
+    if FLAGS.plot and estimates:
+        offset.plot(estimates, FLAGS.plot)
+    if FLAGS.output_json:
+        report.write_json(FLAGS.output_json, {
+            "estimates": [{"path": e.path, "offset_s": e.offset_s, "confidence": e.confidence,
+                           "clips": e.clips} for e in estimates],
+            "failed": [{"path": p, "error": m} for p, m in failed],
+        })
+    if len(paths) > 1:
+        rows = [[e.path, f"{e.offset_s:+.3f}", f"{e.confidence:.1f}", e.clips]
+                for e in estimates]
+        rows += [[p, "error", m, 0] for p, m in failed]
+        print(report.table(["file", "offset_s", "confidence", "clips"], rows))
+        return 1 if failed else 0
+    (estimate,) = estimates
+    print(f"offset_s: {estimate.offset_s:+.3f} (confidence {estimate.confidence:.1f})")
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app.quiet_tensorflow()
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,10 +22,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import av
 import numpy as np
 import tensorflow as tf
 
+from avts_tf.evaluation import media_edit
 from avts_tf.evaluation.errors import BadInput
 
 
@@ -169,39 +169,11 @@ def write_shifted(source: str | os.PathLike, target: str | os.PathLike,
     or padded to its original length; the video frames are re-encoded unchanged in timing
     (H.264, AAC, with PyAV). For making test material with a known offset.
     """
-    with av.open(os.fspath(source)) as container:
-        vstream = container.streams.video[0]
-        rate_v = vstream.average_rate
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    with av.open(os.fspath(source)) as container:
-        astream = container.streams.audio[0]
-        sample_rate = astream.rate
-        chunks = [f.to_ndarray() for f in container.decode(audio=0)]
-    audio = np.concatenate([c if c.ndim == 2 else c[None] for c in chunks], axis=1)
-    audio = audio.mean(axis=0).astype(np.float32)  # mono
-    shift = int(round(offset_s * sample_rate))
+    clip = media_edit.read(source)
+    audio = clip.audio
+    shift = int(round(offset_s * clip.sample_rate))
     if shift >= 0:
-        shifted = np.concatenate([np.zeros(shift, np.float32), audio])[: len(audio)]
+        moved = np.concatenate([np.zeros(shift, np.float32), audio])[: len(audio)]
     else:
-        shifted = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
-    with av.open(os.fspath(target), "w") as out:
-        video_out = out.add_stream("h264", rate=rate_v)
-        video_out.width, video_out.height = frames[0].shape[1], frames[0].shape[0]
-        video_out.pix_fmt = "yuv420p"
-        video_out.options = {"crf": "18"}
-        audio_out = out.add_stream("aac", rate=sample_rate, layout="mono")
-        for frame in frames:
-            for packet in video_out.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in video_out.encode():
-            out.mux(packet)
-        block = 1024
-        for begin in range(0, len(shifted), block):
-            piece = shifted[begin : begin + block][None]
-            frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
-            frame.sample_rate = sample_rate
-            frame.pts = begin
-            for packet in audio_out.encode(frame):
-                out.mux(packet)
-        for packet in audio_out.encode():
-            out.mux(packet)
+        moved = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
+    media_edit.write(target, dataclasses.replace(clip, audio=moved))

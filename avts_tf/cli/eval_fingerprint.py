@@ -73,11 +73,13 @@ def _main(argv: list[str]) -> int:
         work = Path(FLAGS.work_dir or scratch)
         results = fingerprint.evaluate(towers, description, originals, distractors, work,
                                        distortions, FLAGS.num_clips, FLAGS.seed)
-    rows = [[name, d, f"{v['top1']:.3f}", f"{v['mAP']:.3f}"]
+    rows = [[name, d, f"{v['top1']:.3f}", f"{v['mAP']:.3f}", f"{v['video_top1']:.3f}",
+             f"{v['audio_top1']:.3f}"]
             for name, per in results.items() for d, v in per.items()]
     print(f"{len(originals)} queries per distortion, database of {len(originals)} originals + "
           f"{len(distractors)} distractors")
-    print(report.table(["towers", "distortion", "top-1", "mAP"], rows))
+    print(report.table(["towers", "distortion", "top-1", "mAP", "top-1 video only",
+                        "top-1 audio only"], rows))
     if FLAGS.output_json:
         report.write_json(FLAGS.output_json, results)
         print(f"wrote {FLAGS.output_json}")

@@ -89,8 +89,12 @@ def distort(source: str | os.PathLike, target: str | os.PathLike, name: str,
 
 def file_fingerprints(
     towers: tuple, description, paths: Sequence[str | os.PathLike], num_clips: int = 10,
-) -> np.ndarray:
-    """``[len(paths), dim]`` fingerprints (see the module docstring)."""
+) -> dict[str, np.ndarray]:
+    """Fingerprints of ``paths``: ``video``, ``audio`` and ``both`` (``[len(paths), dim]``).
+
+    ``video`` and ``audio`` are each modality's L2-normalised feature, ``both`` their
+    concatenation normalised again (see the module docstring).
+    """
     from avts_tf.data.audio_features import log_mel_spectrogram
     from avts_tf.data.clips import Clips
     from avts_tf.evaluation.features import feature_model
@@ -101,7 +105,7 @@ def file_fingerprints(
     spec, fps = description.clip_spec, description.fps
     cutter = Clips(spec, fps)
     seed = tf.zeros([2], tf.int32)
-    rows = []
+    rows: dict[str, list[np.ndarray]] = {"video": [], "audio": [], "both": []}
     for path in paths:
         record = media_record(path, description)
         if not bool(cutter.long_enough(record)):
@@ -114,9 +118,11 @@ def file_fingerprints(
         video = tf.reduce_mean(video_features(clips), axis=0)
         audio = tf.reduce_mean(audio_features(log_mel_spectrogram(frames, spec.log_mel)),
                                axis=0)
-        both = tf.concat([tf.math.l2_normalize(video, -1), tf.math.l2_normalize(audio, -1)], 0)
-        rows.append(tf.math.l2_normalize(both, -1).numpy())
-    return np.stack(rows)
+        video, audio = tf.math.l2_normalize(video, -1), tf.math.l2_normalize(audio, -1)
+        rows["video"].append(video.numpy())
+        rows["audio"].append(audio.numpy())
+        rows["both"].append(tf.math.l2_normalize(tf.concat([video, audio], 0), -1).numpy())
+    return {name: np.stack(values) for name, values in rows.items()}
 
 
 def identification(queries: np.ndarray, database: np.ndarray,
@@ -132,7 +138,11 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
              distractors: Sequence[Path], work_dir: Path,
              distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
              seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """``{towers: {distortion: {top1, mAP}}}`` for every distortion of every original."""
+    """``{towers: {distortion: {top1, mAP, video_top1, audio_top1}}}``.
+
+    ``top1`` and ``mAP`` use both modalities' fingerprint; ``video_top1`` and
+    ``audio_top1`` one modality's alone.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     queries = {}
     for name in distortions:
@@ -147,9 +157,12 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     for label, towers in towers_by_name.items():
         database = file_fingerprints(towers, description, [*originals, *distractors],
                                      num_clips)
-        results[label] = {
-            name: identification(file_fingerprints(towers, description, paths, num_clips),
-                                 database, truth)
-            for name, paths in queries.items()
-        }
+        results[label] = {}
+        for name, paths in queries.items():
+            found = file_fingerprints(towers, description, paths, num_clips)
+            scores = identification(found["both"], database["both"], truth)
+            for modality in ("video", "audio"):
+                alone = identification(found[modality], database[modality], truth)
+                scores[f"{modality}_top1"] = alone["top1"]
+            results[label][name] = scores
     return results

@@ -81,8 +81,14 @@ def _main(argv: list[str]) -> int:
     print(report.table(["towers", "distortion", "top-1", "mAP", "top-1 video only",
                         "top-1 audio only"], rows))
     if FLAGS.output_json:
+        from avts_tf.evaluation import plots
+
         report.write_json(FLAGS.output_json, results)
-        print(f"wrote {FLAGS.output_json}")
+        png = plots.save_next_to(FLAGS.output_json, "fingerprinting: top-1 per distortion",
+                                 lambda ax: plots.grouped_bars(ax, {
+                                     name: {d: v["top1"] for d, v in per.items()}
+                                     for name, per in results.items()}, "top-1 accuracy"))
+        print(f"wrote {FLAGS.output_json}" + (f" and {png}" if png else ""))
     mine = results["pretrained"].values()
     print(f"fingerprint: top1={np.mean([v['top1'] for v in mine]):.3f} "
           f"mAP={np.mean([v['mAP'] for v in mine]):.3f}")

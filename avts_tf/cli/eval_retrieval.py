@@ -70,8 +70,15 @@ def _main(argv: list[str]) -> int:
                                        for k in retrieval.KS]])
     print(report.table(["towers", "retrieval", *[f"R@{k}" for k in retrieval.KS]], rows))
     if FLAGS.output_json:
+        from avts_tf.evaluation import plots
+
         report.write_json(FLAGS.output_json, results)
-        print(f"wrote {FLAGS.output_json}")
+        png = plots.save_next_to(FLAGS.output_json, "retrieval", lambda ax: plots.grouped_bars(
+            ax, {name: {**{f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5)},
+                        **{f"v->a R@{k}": r["cross_modal"][f"v2a_R@{k}"] for k in (1, 5)},
+                        **{f"a->v R@{k}": r["cross_modal"][f"a2v_R@{k}"] for k in (1, 5)}}
+                 for name, r in results.items()}, "recall"))
+        print(f"wrote {FLAGS.output_json}" + (f" and {png}" if png else ""))
     headline = results["pretrained"]["video_to_video"]
     print("retrieval: " + " ".join(f"R@{k}={headline[f'R@{k}']:.3f}" for k in retrieval.KS))
     return 0

@@ -67,6 +67,7 @@ def test_eval_retrieval_tool(tiny_run, tiny_prepared, tmp_path):
     assert v2v["R@5"] == 1.0 and v2v["R@1"] in (0.0, 0.5, 1.0)
     assert set(results) == {"pretrained", "random init"}
     assert results["pretrained"]["cross_modal"]["v2a_R@20"] == 1.0  # 2 test videos
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
         [sys.executable, "tools/eval_retrieval.py", f"--checkpoint={tmp_path / 'none'}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,

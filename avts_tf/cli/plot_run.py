@@ -1,0 +1,42 @@
+"""Training curves of a run as a PNG (``avts-plot-run``, ``python tools/plot_run.py``).
+
+    avts-plot-run --model_dir runs/quickstart [--output runs/quickstart/curves.png]
+        [--tags epoch_loss,epoch_sync_accuracy]
+
+One panel per epoch metric of the run's TensorBoard logs, training and held-out
+(``train.run.eval_every_steps``) curves together. Needs matplotlib (``[plots]`` extra).
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from avts_tf.cli import app
+
+flags.DEFINE_string("model_dir", None, "An avts-train run.", required=True)
+flags.DEFINE_string("output", None, "PNG to write (default: <model_dir>/curves.png).")
+flags.DEFINE_list("tags", None, "Tags to draw (default: every epoch metric).")
+FLAGS = flags.FLAGS
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        app.fail(f"unexpected arguments {' '.join(argv[1:])}; give options as --name=value")
+    from pathlib import Path
+
+    from avts_tf.evaluation import run_curves
+
+    output = FLAGS.output or str(Path(FLAGS.model_dir) / "curves.png")
+    drawn = run_curves.plot_run(FLAGS.model_dir, output, FLAGS.tags)
+    print(f"wrote {output} ({len(drawn)} curves)")
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app.quiet_tensorflow()
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    main()

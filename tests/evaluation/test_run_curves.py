@@ -1,0 +1,30 @@
+"""A run's curves read back from TensorBoard logs and drawn."""
+
+from __future__ import annotations
+
+import pytest
+import tensorflow as tf
+
+from avts_tf.evaluation import run_curves
+from avts_tf.evaluation.errors import BadInput
+
+
+def test_curves_of_train_and_validation_logs(tmp_path):
+    logs = tmp_path / "tensorboard"
+    for stage, values in (("train", [0.9, 0.5, 0.25]), ("validation", [0.8, 0.6])):
+        writer = tf.summary.create_file_writer(str(logs / stage))
+        with writer.as_default():
+            for step, value in enumerate(values):
+                tf.summary.scalar("epoch_loss", value, step=step)
+                tf.summary.scalar("epoch_sync_accuracy", 1 - value, step=step)
+                tf.summary.scalar("epoch_learning_rate", 0.1, step=step)
+        writer.close()
+    scalars = run_curves.read_scalars(logs)
+    assert scalars["train"]["epoch_loss"] == [(0, 0.9), (1, 0.5), (2, 0.25)]
+    assert [v for _, v in scalars["validation"]["epoch_sync_accuracy"]] == pytest.approx(
+        [0.2, 0.4])
+    drawn = run_curves.plot_run(tmp_path, tmp_path / "curves.png")
+    assert drawn == ["epoch_loss", "epoch_sync_accuracy"]
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(BadInput, match="no TensorBoard logs under"):
+        run_curves.read_scalars(tmp_path / "empty")

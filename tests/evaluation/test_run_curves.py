@@ -20,7 +20,8 @@ def test_curves_of_train_and_validation_logs(tmp_path):
                 tf.summary.scalar("epoch_learning_rate", 0.1, step=step)
         writer.close()
     scalars = run_curves.read_scalars(logs)
-    assert scalars["train"]["epoch_loss"] == [(0, 0.9), (1, 0.5), (2, 0.25)]
+    steps, values = zip(*scalars["train"]["epoch_loss"], strict=True)
+    assert steps == (0, 1, 2) and values == pytest.approx([0.9, 0.5, 0.25])
     assert [v for _, v in scalars["validation"]["epoch_sync_accuracy"]] == pytest.approx(
         [0.2, 0.4])
     drawn = run_curves.plot_run(tmp_path, tmp_path / "curves.png")

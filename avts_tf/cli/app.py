@@ -75,3 +75,20 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
 
     app.run(guarded, flags_parser=_parse_flags)
     raise AssertionError("unreachable: app.run exits")
+
+
+def no_positional(argv: Sequence[str]) -> None:
+    """Refuses positional arguments (a tool whose options are all ``--name=value``)."""
+    if len(argv) > 1:
+        fail(f"unexpected arguments {' '.join(argv[1:])}; give options as --name=value")
+
+
+def entry_point(main: Callable[[list[str]], int | None]) -> Callable[[], None]:
+    """The console-script function of a tool whose absl main is ``main``."""
+
+    def console_script() -> None:
+        quiet_tensorflow()
+        run(main)
+
+    console_script.__doc__ = "Console-script entry point."
+    return console_script

@@ -70,10 +70,7 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        app.fail(f"unexpected arguments {' '.join(argv[1:])}; give options as --name=value")
+    app.no_positional(argv)
     import tempfile
     from pathlib import Path
 
@@ -95,10 +94,7 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ FLAGS = flags.FLAGS
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        app.fail(f"unexpected arguments {' '.join(argv[1:])}; give options as --name=value")
+    app.no_positional(argv)
     import keras
 
     from avts_tf.evaluation import checkpoint, features, report, retrieval
@@ -84,10 +83,7 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def _main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        app.fail(f"unexpected arguments {' '.join(argv[1:])}; give options as --name=value")
+    app.no_positional(argv)
     if not FLAGS.gin_file:
         app.fail("no recipe given; add --gin_file=quickstart (or a path to a .gin file)")
     from avts_tf import config, distribute, recipes, train
@@ -54,10 +53,7 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import errno
-import functools
 import re
 
 import keras
 import numpy as np
 import pytest
-from tiny import SPEC, tiny_audio_tower, tiny_video_tower
+from tiny import tower_weights, train_tiny
 
-from avts_tf import callbacks, train
+from avts_tf import callbacks
 from avts_tf.errors import RunInterrupted
-from avts_tf.tasks.sync.objectives import ContrastiveSync
 
 
 def _run(model_dir, data_dir, **kwargs):
-    params = dict(
-        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
-        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=6,
-        steps_per_epoch=3, checkpoint_every_steps=2, objective=ContrastiveSync,
-        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
-        runtime=train.Runtime(verbose=0, deterministic=True),
-    )
-    params.update(kwargs)
-    return train.run(model_dir, **params)
+    return train_tiny(model_dir, data_dir, **{"checkpoint_every_steps": 2, **kwargs})
 
 
 def _full_disk_on(monkeypatch, cls, method, calls_before):
@@ -44,11 +34,6 @@ def _full_disk_on(monkeypatch, cls, method, calls_before):
     monkeypatch.setattr(cls, method, failing)
 
 
-def _weights(run):
-    return [np.asarray(w) for name in ("video_tower.keras", "audio_tower.keras")
-            for w in keras.saving.load_model(run / name).weights]
-
-
 def test_full_disk_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(
         tmp_path, tiny_prepared, monkeypatch):
     whole = _run(tmp_path / "whole", tiny_prepared)
@@ -65,7 +50,7 @@ def test_full_disk_at_a_checkpoint_keeps_the_last_one_and_the_rerun_resumes(
         "checkpoint.json", "ckpt-000000002.weights.h5"]  # no partial file
     assert [c.batches for c in callbacks.read_index(run / "checkpoints")] == [2]
     assert dict(_run(run, tiny_prepared)) == dict(whole)  # space freed: the same call goes on
-    for a, b in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
+    for a, b in zip(tower_weights(run), tower_weights(tmp_path / "whole"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -1,4 +1,4 @@
-"""A worker lost under MultiWorkerMirroredStrategy: the survivor stops with one line; a re-run resumes."""
+"""A lost worker: the survivor stops with one line; the re-run on every worker resumes."""
 
 from __future__ import annotations
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 
 import keras
 import numpy as np
 import pytest
-from tiny import SPEC, tiny_audio_tower, tiny_video_tower
+from tiny import tower_weights, train_tiny
 
-from avts_tf import callbacks, train
+from avts_tf import callbacks
 from avts_tf.preemption import PreemptionWatcher
-from avts_tf.tasks.sync.objectives import ContrastiveSync
 
 
 class _SignalAt(keras.callbacks.Callback):
@@ -30,20 +28,7 @@ class _SignalAt(keras.callbacks.Callback):
 
 
 def _run(model_dir, data_dir, **kwargs):
-    params = dict(
-        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
-        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=8,
-        steps_per_epoch=4, objective=ContrastiveSync,
-        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
-        runtime=train.Runtime(verbose=0, deterministic=True),
-    )
-    params.update(kwargs)
-    return train.run(model_dir, **params)
-
-
-def _weights(run):
-    return [np.asarray(w) for name in ("video_tower.keras", "audio_tower.keras")
-            for w in keras.saving.load_model(run / name).weights]
+    return train_tiny(model_dir, data_dir, **{"train_steps": 8, "steps_per_epoch": 4, **kwargs})
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
@@ -60,7 +45,7 @@ def test_a_signal_checkpoints_the_batch_reached_and_the_rerun_resumes_exactly(
         signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
     resumed = _run(run, tiny_prepared)
     assert resumed.preempted_at is None and dict(resumed) == dict(whole)
-    for a, b in zip(_weights(run), _weights(tmp_path / "whole"), strict=True):
+    for a, b in zip(tower_weights(run), tower_weights(tmp_path / "whole"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

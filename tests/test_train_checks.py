@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -10,23 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from tiny import REPO_ROOT, SPEC, SPEC_GIN, tiny_audio_tower, tiny_video_tower
+from tiny import REPO_ROOT, SPEC_GIN, train_tiny
 
 from avts_tf import config, run_checks, train
 from avts_tf.errors import UserError
-from avts_tf.tasks.sync.objectives import ContrastiveSync
 
 
 def _run(model_dir, data_dir, **kwargs):
-    params = dict(
-        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
-        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=2,
-        steps_per_epoch=2, objective=ContrastiveSync,
-        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
-        runtime=train.Runtime(verbose=0),
-    )
-    params.update(kwargs)
-    return train.run(model_dir, **params)
+    return train_tiny(model_dir, data_dir, **{
+        "train_steps": 2, "steps_per_epoch": 2, "runtime": train.Runtime(verbose=0), **kwargs})
 
 
 @pytest.mark.parametrize(("binding", "expected"), [
@@ -55,7 +46,7 @@ def test_missing_recipe_lists_the_builtin_recipes():
         config.parse_gin(["quickstrat"])
     message = str(err.value)
     assert message.startswith("gin file quickstrat not found; did you mean quickstart, ")
-    assert "mc3_curriculum, quickstart, r2plus1d_curriculum" in message
+    assert "mc3_curriculum, offset_quickstart, quickstart, r2plus1d_curriculum" in message
 
 
 def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch):

@@ -92,3 +92,33 @@ def distributed_towers(kind: str) -> tuple[keras.Model, keras.Model]:
 
     return (BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, embedding_dim=8),
             BACKBONES.build("avts_audio_vgg", input_shape=(24, 16, 1), width=4, embedding_dim=8))
+
+
+def train_tiny(model_dir, data_dir, **overrides):
+    """``train.run`` of the tiny towers (BatchNorm in the video one) on ``data_dir``.
+
+    Defaults: contrastive sync task, batch 4, 6 batches in epochs of 3, evaluation of one
+    clip per video, quiet, deterministic ops; ``overrides`` replace any argument.
+    """
+    import functools
+
+    from avts_tf import train
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
+
+    params = dict(
+        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
+        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=6,
+        steps_per_epoch=3, objective=ContrastiveSync,
+        evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
+        runtime=train.Runtime(verbose=0, deterministic=True),
+    )
+    params.update(overrides)
+    return train.run(model_dir, **params)
+
+
+def tower_weights(model_dir: Path) -> list:
+    """The saved towers' weights of a run, video then audio, as NumPy arrays."""
+    import numpy as np
+
+    return [np.asarray(w) for name in ("video_tower.keras", "audio_tower.keras")
+            for w in keras.saving.load_model(Path(model_dir) / name).weights]

@@ -458,7 +458,7 @@ def _corrupted(job: _Job, split: str) -> RunInterrupted:
     return RunInterrupted(
         f"corrupted record in {where}; rebuild the bad shards with avts-prepare --verify "
         f"--output {job.dataset}, then re-run the same command to resume from the last "
-        f"checkpoint ({since})"
+        f"checkpoint ({since}) (or train past it: data.train_dataset.skip_corrupted=True)"
     )
 
 

@@ -89,5 +89,11 @@ def test_a_corrupted_record_names_its_shard_offset_and_the_fix(tmp_path, tiny_pr
                               "after ")
     assert re.search(rf"; rebuild the bad shards with avts-prepare --verify --output {data}, "
                      r"then re-run the same command to resume from the last checkpoint "
-                     r"\((the start|batch \d+)\)$", message), message
+                     r"\((the start|batch \d+)\) \(or train past it: "
+                     r"data.train_dataset.skip_corrupted=True\)$", message), message
     assert integrity.check_shards(tiny_prepared) == []
+    import gin
+
+    gin.bind_parameter("data.train_dataset.skip_corrupted", True)
+    results = _run(tmp_path / "skipping", data)  # trains on the readable records
+    assert (tmp_path / "skipping" / "video_tower.keras").is_file() and "sync_accuracy" in results

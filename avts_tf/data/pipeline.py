@@ -74,14 +74,27 @@ def count_too_short(data_dir: str | os.PathLike, split: str, spec: ClipSpec) -> 
     return prepared.count_shorter_than(split, spec.window_seconds(prepared.fps))
 
 
+def _read_shard(skip_corrupted: bool) -> Callable[[tf.Tensor], tf.data.Dataset]:
+    """A shard's records; with ``skip_corrupted``, a corrupted record ends that shard.
+
+    TFRecord files cannot be resynchronised after a bad record (its length may be the
+    corrupted part), so what follows it in the shard is skipped too; each skip is logged
+    (``Ignoring error``) with the file's error.
+    """
+    if not skip_corrupted:
+        return tf.data.TFRecordDataset
+    return lambda path: tf.data.TFRecordDataset(path).ignore_errors(log_warning=True)
+
+
 def _records(
-    files: list[str], shuffle_files: bool, seed: int | None, cycle_length: int = 4
+    files: list[str], shuffle_files: bool, seed: int | None, cycle_length: int = 4,
+    skip_corrupted: bool = False,
 ) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
-        tf.data.TFRecordDataset,
+        _read_shard(skip_corrupted),
         cycle_length=min(len(files), cycle_length),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
@@ -137,6 +150,7 @@ def train_dataset(
     seed: int = 0,
     skip_batches: int = 0,
     input_context: tf.distribute.InputContext | None = None,
+    skip_corrupted: bool = False,
 ) -> tf.data.Dataset:
     """Endless batches of the task's training examples.
 
@@ -155,6 +169,9 @@ def train_dataset(
             Skipped records are read and parsed but not decoded.
         input_context: This worker's place among the input pipelines (see module
             docstring); batches then hold this worker's share.
+        skip_corrupted: Train on past a corrupted record instead of stopping (gin:
+            ``data.train_dataset.skip_corrupted = True``); the rest of its shard is skipped
+            and the skip logged. Off by default: a corrupted shard should be rebuilt.
 
     Returns:
         A dataset of dict batches, ``drop_remainder=True``, after ``task.batch_examples``.
@@ -168,7 +185,8 @@ def train_dataset(
             too_short, split, spec.window_seconds(clips.fps),
         )
     files, share, keep_mine = _worker_share(files, batch_size, input_context)
-    records_ds = _records(files, shuffle_files=True, seed=seed, cycle_length=cycle_length)
+    records_ds = _records(files, shuffle_files=True, seed=seed, cycle_length=cycle_length,
+                          skip_corrupted=skip_corrupted)
     records_ds = records_ds.filter(clips.long_enough)
     if cache_records:
         records_ds = records_ds.cache()

@@ -1,0 +1,131 @@
+"""Ingestion speed against a plain PyAV decode of the same files, same number of workers.
+
+    python benchmarks/ingest.py [--input DIR] [--workers 2] [--rounds 3]
+        [--fps 25 --short_side 128] [--num_files 24 --duration_s 10]
+
+Without ``--input``, ``--num_files`` clips of the synthetic world are generated once
+(``--duration_s`` s at 25 fps, 128 px, 16 kHz: like the real 10-second clips of the issue).
+Each round times, interleaved:
+
+* ``records``: ``prepare.process_item`` (decode, frame-rate resampling, resize, JPEG,
+  audio resampling, serialization, the record bytes handed back to the parent) for every
+  file in a warm process pool of ``--workers``: ingestion without start-up and shard I/O;
+* ``pyav``: every video frame and audio frame of each file decoded with PyAV in the same
+  pool (``frame.to_ndarray()`` on each);
+* ``ingest``: the whole ``prepare.prepare_dataset`` into a fresh folder (its own pool's
+  start-up, shards and manifest included).
+
+Prints files/s per round and the ratios records / pyav and ingest / pyav with their
+min-max spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _decode(path: str) -> int:
+    import av
+
+    frames = 0
+    with av.open(path) as container:
+        for frame in container.decode(*container.streams):
+            frame.to_ndarray()
+            frames += 1
+    return frames
+
+
+def _record(path: str) -> int:
+    from avts_tf.data.ingestion import prepare, sources
+    from avts_tf.data.manifest import IngestConfig
+
+    entry, record = prepare.process_item(sources.SourceItem(path, Path(path).name, "x"), 0,
+                                         IngestConfig(**_CONFIG))
+    return len(record or b"")
+
+
+_CONFIG: dict = {}
+
+
+def _set_config(config: dict) -> None:
+    _CONFIG.update(config)
+
+
+def _records_pass(pool, files: list[str]) -> float:
+    start = time.perf_counter()
+    list(pool.imap_unordered(_record, files, chunksize=1))
+    return time.perf_counter() - start
+
+
+def _pyav_pass(pool, files: list[str]) -> float:
+    start = time.perf_counter()
+    list(pool.imap_unordered(_decode, files, chunksize=1))
+    return time.perf_counter() - start
+
+
+def _ingest_pass(source: Path, work: Path, args: argparse.Namespace) -> float:
+    from avts_tf.data.ingestion import prepare
+
+    out = work / f"prepared_{time.perf_counter_ns()}"
+    start = time.perf_counter()
+    prepare.prepare_dataset(source, out, fps=args.fps, short_side=args.short_side,
+                            workers=args.workers, progress=False)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--short_side", type=int, default=128)
+    parser.add_argument("--num_files", type=int, default=24)
+    parser.add_argument("--duration_s", type=float, default=10.0)
+    args = parser.parse_args()
+    from avts_tf.data.ingestion import sources, synthetic
+
+    with tempfile.TemporaryDirectory(prefix="avts_ingest_bench_") as scratch:
+        work = Path(scratch)
+        if args.input:
+            source = Path(args.input)
+        else:
+            source = work / "clips"
+            synthetic.generate_synthetic_dataset(
+                source, num_videos=args.num_files, seed=1, duration_s=args.duration_s,
+                fps=25.0, size=128, num_classes=4, test_fraction=0.0)
+            source = source / "videos"
+        files = [str(p) for p in sources.walk_media(source)]
+        context = multiprocessing.get_context("spawn")
+        config = {"fps": args.fps, "short_side": args.short_side}
+        with context.Pool(args.workers, initializer=_set_config, initargs=(config,)) as pool:
+            list(pool.imap_unordered(_record, files[: args.workers]))  # warm the pool
+            list(pool.imap_unordered(_decode, files[: args.workers]))
+            rates = {"records": [], "pyav": [], "ingest": []}
+            for _ in range(args.rounds):
+                rates["records"].append(len(files) / _records_pass(pool, files))
+                rates["pyav"].append(len(files) / _pyav_pass(pool, files))
+                rates["ingest"].append(len(files) / _ingest_pass(source, work, args))
+    print(f"{len(files)} files, {args.workers} workers, {args.rounds} interleaved rounds")
+    for name, values in rates.items():
+        print(f"{name:7s} files/s: " + " ".join(f"{v:.2f}" for v in values)
+              + f"  (median {statistics.median(values):.2f})")
+    for name in ("records", "ingest"):
+        ratios = [a / p for a, p in zip(rates[name], rates["pyav"], strict=True)]
+        print(f"ratio {name}/pyav: median {statistics.median(ratios):.2f} "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()

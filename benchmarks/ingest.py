@@ -38,7 +38,9 @@ def _decode(path: str) -> int:
 
     frames = 0
     with av.open(path) as container:
-        for frame in container.decode(*container.streams):
+        chosen = [s for kind in (container.streams.video, container.streams.audio)
+                  for s in kind[:1]]  # the streams ingestion reads
+        for frame in container.decode(*chosen):
             frame.to_ndarray()
             frames += 1
     return frames

@@ -6,23 +6,32 @@ import argparse
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from avts_tf.data.manifest import DEFAULTS
 from avts_tf.evaluation.errors import BadInput
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one ``error: ...`` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        from avts_tf.cli import app
+
+        app.fail(f"{message}; see --help for the options")
+
+
 def run_tool(main: Callable[[], object]) -> None:
     """Runs a tool's ``main``; bad input exits 2 with one ``error: ...`` line on stderr."""
+    from avts_tf.cli import app
+
     try:
         main()
     except (BadInput, FileNotFoundError) as err:
-        message = " ".join(str(err).split())
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        app.fail(str(err))
 
 
 def quiet_logs() -> None:

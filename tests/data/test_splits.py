@@ -89,7 +89,7 @@ def test_prepare_data_tool_reports_one_line(tmp_path):
          "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=170)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("prepare_data: error: ") and "'a.mp4' in test, train" in last
+    assert last.startswith("error: ") and "'a.mp4' in test, train" in last
     assert "Traceback" not in proc.stderr
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
-import runpy
 import subprocess
 import sys
 
@@ -23,14 +23,14 @@ def run_subprocess(tool: str, *args: str, timeout: int = 600) -> subprocess.Comp
 
 def run_in_process(tool: str, *args: str) -> tuple[int, str, str]:
     """Runs a tool's ``main`` in this process: ``(exit code, stdout, stderr)``."""
-    module = runpy.run_path(str(REPO_ROOT / "tools" / f"{tool}.py"), run_name="tool")
+    module = importlib.import_module(f"avts_tf.cli.{tool}")
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
     sys.argv = [f"{tool}.py", *args]
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            module["cli"].run_tool(module["main"])
+            module.main()
     except SystemExit as exit_:
         code = int(exit_.code or 0)
     finally:

@@ -1,0 +1,197 @@
+"""Fine-tune the video tower for action recognition; video-level test accuracy.
+
+``avts-finetune`` (or ``python tools/finetune_video.py`` from a checkout):
+
+    python tools/finetune_video.py --init runs/quickstart --data UCF101_ROOT --layout ucf101 \
+        --folds 1,2,3 [--fusion] [--steps 2000] [--output_json ft.json]
+    python tools/finetune_video.py --init scratch --arch runs/quickstart --data PREPARED
+    python tools/finetune_video.py --init scratch --gin_file gin/quickstart.gin --data PREPARED
+    python tools/finetune_video.py --init torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth \
+        --data PREPARED [--gin_param "data.ClipSpec.crop_size = 112"]
+
+``--init`` is an AVTS checkpoint (a model_dir or a ``video_tower.keras``; with
+``--fusion`` the run's ``audio_tower.keras`` too), ``scratch``: the same architecture
+with fresh weights, taken from ``--arch CHECKPOINT`` or built by a training recipe
+(``--gin_file``), or ``torchvision:ARCH:FILE.pth`` (below). Training uses random clips of
+the training split; the test accuracy averages the softmax of ``--clips_per_video``
+evenly spaced clips per video. With raw UCF101/HMDB51 folders, ``--folds 1,2,3`` runs
+the three official splits and reports mean ± std.
+
+``--init torchvision:ARCH:FILE.pth`` starts from a torchvision ``r3d_18``, ``mc3_18`` or
+``r2plus1d_18`` state_dict (e.g. its Kinetics-400 weights; needs
+``pip install "avts_tf[torch]"``), converted to the avts_tf tower of that name without
+its ``fc`` head (the classifier here replaces it). torchvision's models take frames
+normalised with Kinetics' mean (0.43216, 0.394666, 0.37645) and std (0.22803, 0.22145,
+0.216989), while the pipeline yields frames in [0, 1], so the converted tower starts
+with that normalisation. Clips follow ``--gin_file`` / ``--gin_param``
+(``data.ClipSpec.*``) or the ``ClipSpec`` defaults (8 frames, 32 x 32 crops);
+torchvision's weights were trained on 16 x 112 x 112 clips of frames resized to
+128 x 171, so for them prepare the data with ``--short_side 128`` and bind
+``data.ClipSpec.num_frames = 16`` and ``data.ClipSpec.crop_size = 112``.
+"""
+
+import argparse
+import contextlib
+import tempfile
+from pathlib import Path
+
+from avts_tf.evaluation import cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--init", required=True,
+                        help="'scratch', an AVTS model_dir / video_tower.keras, or "
+                             "torchvision:ARCH:FILE.pth")
+    parser.add_argument("--arch", default=None,
+                        help="scratch: checkpoint whose architecture is re-initialized")
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="scratch: training recipe that builds the towers; torchvision: "
+                             "recipe whose clip settings to use")
+    parser.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
+    parser.add_argument("--fusion", action="store_true",
+                        help="add the audio tower (concatenated features)")
+    parser.add_argument("--folds", default=None,
+                        help="official splits of raw UCF101/HMDB51 to run, e.g. 1,2,3")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--test_split", default="test")
+    parser.add_argument("--few_shot", type=int, default=None,
+                        help="use only this many labelled training videos per class")
+    parser.add_argument("--layer", default="auto", help="tower layer fed to the classifier")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--head_steps", type=int, default=0,
+                        help="first train only the classifier on frozen towers (LP-FT)")
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--clips_per_video", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", default=None, help="write the fine-tuned model (.keras)")
+    parser.add_argument("--output_json", default=None)
+    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0-2)")
+    cli.add_data_flags(parser)
+    return parser.parse_args(argv)
+
+
+TORCHVISION = "torchvision:"
+
+
+def _torchvision_towers(args):
+    """``(video, None, spec)`` for ``--init torchvision:ARCH:FILE.pth``."""
+    from avts_tf.evaluation import checkpoint
+    from avts_tf.evaluation.errors import BadInput
+
+    arch, _, path = args.init[len(TORCHVISION):].partition(":")
+    if not arch or not path:
+        raise BadInput(f"--init {args.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
+                       f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
+    if args.fusion or args.arch:
+        raise BadInput("--init torchvision:... has no audio tower and no --arch: drop "
+                       "--fusion / --arch")
+    spec = checkpoint.recipe_clip_spec(args.gin_file, args.gin_param)
+    return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
+
+
+def _towers(args, fps):
+    """``(video, audio or None, spec)`` for this run's initialization."""
+    from avts_tf.evaluation import checkpoint
+    from avts_tf.evaluation.errors import BadInput
+
+    if args.init.startswith(TORCHVISION):
+        return _torchvision_towers(args)
+    if args.init != "scratch" or args.arch:
+        source = args.init if args.init != "scratch" else args.arch
+        video = checkpoint.load_tower(source, "video")
+        audio = checkpoint.load_tower(source, "audio") if args.fusion else None
+        spec = checkpoint.clip_spec_for(source, video, audio)
+        if args.init == "scratch":
+            video = checkpoint.fresh_copy(video)
+            audio = checkpoint.fresh_copy(audio) if audio is not None else None
+        return video, audio, spec
+    if not args.gin_file:
+        raise BadInput("--init scratch needs --arch CHECKPOINT or --gin_file RECIPE")
+    video, audio, spec = checkpoint.towers_from_recipe(args.gin_file, args.gin_param, fps)
+    return video, (audio if args.fusion else None), spec
+
+
+def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
+    import keras
+
+    from avts_tf.data.manifest import Manifest
+    from avts_tf.evaluation import features, finetune, records_io
+
+    keras.utils.set_random_seed(args.seed)
+    fps = Manifest.read(data).fps
+    video, audio, spec = _towers(args, fps)
+    features.check_sample_rate(data, spec.log_mel)
+    if audio is not None:
+        finetune.check_audio_shape(audio, spec, fps)
+    num_classes = finetune.num_classes_of(data, [args.train_split, args.test_split])
+    train_data = data
+    if args.few_shot:
+        subset = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_few_shot_"))
+        train_data = records_io.few_shot_subset(
+            data, subset, args.few_shot, args.train_split, args.seed
+        )
+    model = finetune.classifier(video, num_classes, audio, args.layer, args.dropout)
+    clips = finetune.train_clips(
+        train_data, spec, args.batch_size, args.train_split, args.fusion, args.seed
+    )
+    finetune.fit(model, clips, args.steps, args.lr, args.head_steps, steps_per_epoch=100,
+                 verbose=args.verbose)
+    result = finetune.video_accuracy(
+        model, data, spec, args.test_split, args.clips_per_video, fusion=args.fusion
+    )
+    if args.save:
+        model.save(args.save)
+    return result
+
+
+def _main() -> None:
+    args = parse_args()
+    cli.quiet_logs()
+    import numpy as np
+
+    from avts_tf.evaluation import records_io, report
+    from avts_tf.evaluation.errors import BadInput
+
+    try:
+        folds = [int(f) for f in cli.split_list(args.folds) or [args.fold]]
+    except ValueError:
+        raise BadInput(f"--folds must be numbers separated by commas, got {args.folds!r}") from None
+    if len(folds) > 1 and records_io.is_prepared(args.data):
+        raise BadInput("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
+    results = []
+    for fold in folds:
+        args.fold = fold
+        with contextlib.ExitStack() as stack:
+            prepared_dir = args.prepared_dir
+            if prepared_dir and len(folds) > 1:
+                args.prepared_dir = f"{prepared_dir}/fold{fold}"
+            data = cli.prepared_data(args, stack)
+            args.prepared_dir = prepared_dir
+            result = run_fold(args, data, stack)
+        results.append({"fold": fold, **result})
+        print(f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "
+              f"(clip {100 * result['clip_accuracy']:.1f}%, {result['videos']} videos)")
+    accuracies = np.asarray([r["accuracy"] for r in results])
+    name = args.init + (" + audio" if args.fusion else "")
+    print(report.table(
+        ["init", "folds", "video accuracy % (mean ± std)"],
+        [[name, len(results), report.mean_std(accuracies.mean(), accuracies.std())]],
+    ))
+    if args.output_json:
+        report.write_json(args.output_json, {
+            "init": args.init, "fusion": args.fusion, "mean": float(accuracies.mean()),
+            "std": float(accuracies.std()), "folds": results,
+        })
+        print(f"wrote {args.output_json}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.run_tool(_main)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Generates the built-in synthetic audio-visual dataset (real .mp4 files).
+
+Example:
+    avts-make-synthetic --output /tmp/synth --num_videos 64 --seed 0
+    (or python tools/make_synthetic.py from a checkout)
+"""
+
+from absl import flags
+
+from avts_tf.cli import app
+
+OUTPUT = flags.DEFINE_string("output", None, "Output folder.", required=True)
+NUM_VIDEOS = flags.DEFINE_integer("num_videos", 64, "Number of videos.", lower_bound=1)
+SEED = flags.DEFINE_integer("seed", 0, "Base random seed.")
+DURATION = flags.DEFINE_float("duration_s", 4.0, "Duration of each video in seconds.",
+                              lower_bound=0.1)
+FPS = flags.DEFINE_float("fps", 16.0, "Frame rate.", lower_bound=1.0)
+SIZE = flags.DEFINE_integer("size", 64, "Frame height and width in pixels (even).",
+                            lower_bound=8)
+SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.",
+                                   lower_bound=8000)
+NUM_CLASSES = flags.DEFINE_integer("num_classes", 4, "Number of classes.", lower_bound=1)
+TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.25, "Fraction of videos in split 'test'.")
+
+
+def _main(argv):
+    app.no_positional(argv)
+    from avts_tf.data.ingestion.synthetic import generate_synthetic_dataset
+
+    csv_path = generate_synthetic_dataset(
+        OUTPUT.value,
+        num_videos=NUM_VIDEOS.value,
+        seed=SEED.value,
+        duration_s=DURATION.value,
+        fps=FPS.value,
+        size=SIZE.value,
+        sample_rate=SAMPLE_RATE.value,
+        num_classes=NUM_CLASSES.value,
+        test_fraction=TEST_FRACTION.value,
+    )
+    print(csv_path)
+
+
+main = app.entry_point(_main)
+
+
+if __name__ == "__main__":
+    main()

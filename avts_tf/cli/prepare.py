@@ -1,0 +1,83 @@
+"""Ingest media files into TFRecord shards and a manifest (``avts-prepare``).
+
+    avts-prepare --input DIR_OR_CSV --output OUT \
+        [--fps 8 --short_side 40 --sample_rate 16000 --workers 2 --num_shards N]
+
+(or ``python tools/prepare_data.py`` from a checkout).
+
+Re-run the same command to resume an interrupted run.
+"""
+
+from __future__ import annotations
+
+from absl import flags, logging
+
+from avts_tf.cli import app
+from avts_tf.data.ingestion import prepare, sources
+from avts_tf.data.manifest import DEFAULTS
+from avts_tf.errors import UserError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names), CSV with "
+                    "header path,label[,split], or a dataset root / list in a --layout.")
+flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
+flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layout; auto guesses "
+                  "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")
+flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split for ucf101/hmdb51/dcase2014.",
+                     lower_bound=1)
+flags.DEFINE_string("media_dir", None, "youtube layout: folder searched for local files "
+                    "(default: the list's folder).")
+flags.DEFINE_float("fps", DEFAULTS.fps, "Frame rate of the stored frames.", lower_bound=0.1)
+flags.DEFINE_integer("short_side", DEFAULTS.short_side,
+                     "Short side of the stored frames, in pixels.", lower_bound=8)
+flags.DEFINE_integer("sample_rate", DEFAULTS.sample_rate, "Audio rate in Hz (mono, 16-bit).",
+                     lower_bound=1000, upper_bound=384000)
+flags.DEFINE_integer("jpeg_quality", DEFAULTS.jpeg_quality, "JPEG quality of the frames.",
+                     lower_bound=1, upper_bound=100)
+flags.DEFINE_integer("num_shards", DEFAULTS.num_shards,
+                     f"Shards per split (default: one per {prepare.FILES_PER_SHARD} files).",
+                     lower_bound=1)
+flags.DEFINE_integer("workers", 1, "Decoding processes.", lower_bound=1)
+flags.DEFINE_integer("video_stream", None, "Index among each file's video streams "
+                     "(default: the best one).", lower_bound=0)
+flags.DEFINE_integer("audio_stream", None, "Index among each file's audio streams "
+                     "(default: the best one).", lower_bound=0)
+flags.DEFINE_bool("allow_missing_audio", False, "Keep files without audio (video only).")
+flags.DEFINE_bool("allow_missing_video", None, "Keep files without video (audio only); "
+                  "default: yes for audio datasets (esc50, dcase2014, fsdd), else no.")
+flags.mark_flags_as_required(["input", "output"])
+
+
+def _main(argv: list[str]) -> int:
+    app.no_positional(argv)
+    logging.use_absl_handler()
+    try:
+        manifest = prepare.prepare_dataset(
+            FLAGS.input, FLAGS.output, layout=FLAGS.layout, fps=FLAGS.fps,
+            short_side=FLAGS.short_side, sample_rate=FLAGS.sample_rate,
+            jpeg_quality=FLAGS.jpeg_quality, num_shards=FLAGS.num_shards,
+            workers=FLAGS.workers, video_stream=FLAGS.video_stream,
+            audio_stream=FLAGS.audio_stream, require_audio=not FLAGS.allow_missing_audio,
+            require_video=None if FLAGS.allow_missing_video is None
+            else not FLAGS.allow_missing_video,
+            fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
+        )
+    except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
+        raise UserError(str(err)) from None
+    print(f"prepare_data: wrote {len(manifest.written)} records, skipped "
+          f"{len(manifest.skipped)} files; manifest at {FLAGS.output}/manifest.json")
+    if not manifest.written:
+        kinds = manifest.summary["skipped_by_kind"]
+        reasons = ", ".join(f"{count} {kind}" for kind, count in kinds.items()) or "no input"
+        hint = ("; audio-only inputs need --allow_missing_video" if "no_video" in kinds
+                else "; video-only inputs need --allow_missing_audio" if "no_audio" in kinds
+                else "; see the reasons in manifest.json")
+        raise UserError(f"nothing was written ({reasons}){hint}")
+    return 0
+
+
+main = app.entry_point(_main)
+
+
+if __name__ == "__main__":
+    main()

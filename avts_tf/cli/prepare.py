@@ -18,11 +18,17 @@ from avts_tf.data.manifest import DEFAULTS
 from avts_tf.errors import UserError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names), CSV with "
-                    "header path,label[,split], or a dataset root / list in a --layout.")
+flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names; "
+                    "--test_fraction held out), one media file, CSV with header "
+                    "path,label[,split], or a dataset root / list in a --layout.")
 flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
 flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layout; auto guesses "
                   "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")
+flags.DEFINE_bool("overwrite", False, "Write into a non-empty --output that is not a dataset "
+                  "of avts_tf (same-named files in it are replaced).")
+flags.DEFINE_float("test_fraction", 0.1, "Folder input: share of each label's files held out "
+                   "as split 'test' (decided by a hash of the file's path; 0: none).",
+                   lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split for ucf101/hmdb51/dcase2014.",
                      lower_bound=1)
 flags.DEFINE_string("media_dir", None, "youtube layout: folder searched for local files "
@@ -61,6 +67,7 @@ def _main(argv: list[str]) -> int:
             require_video=None if FLAGS.allow_missing_video is None
             else not FLAGS.allow_missing_video,
             fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
+            test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
         )
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
         raise UserError(str(err)) from None

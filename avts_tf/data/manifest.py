@@ -58,6 +58,8 @@ class IngestConfig:
         layout: Input layout (``avts_tf.data.ingestion.sources.LAYOUTS``; ``"auto"`` guesses).
         fold: Official split number for UCF101/HMDB51/DCASE (1-3).
         media_dir: Where the ``youtube`` layout looks for local files.
+        test_fraction: Share of each label's files held out as split ``test`` when a
+            folder is ingested (``sources.held_out_split``); ``None``: no held-out split.
     """
 
     fps: float = 8.0
@@ -72,10 +74,14 @@ class IngestConfig:
     layout: str = "auto"
     fold: int = 1
     media_dir: str | None = None
+    test_fraction: float | None = None
 
     def key(self) -> str:
         """A short hash identifying the config."""
-        text = json.dumps(asdict(self), sort_keys=True)
+        fields = asdict(self)
+        if fields["test_fraction"] is None:  # configs from before it existed keep their key
+            del fields["test_fraction"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     @classmethod

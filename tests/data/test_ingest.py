@@ -316,7 +316,8 @@ def test_cli(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(repo / "tools" / "prepare_data.py"), "--input",
          str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--fps", "4",
-         "--num_shards", "1"], capture_output=True, text=True, timeout=170)
+         "--num_shards", "1", "--test_fraction", "0"], capture_output=True, text=True,
+        timeout=170)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "wrote 1 records, skipped 1 files" in proc.stdout
     assert "empty.mp4: zero-byte file" in proc.stderr  # The skip, named, one line.

@@ -339,6 +339,22 @@ def _remove_stale(out: Path, plans: list[ShardPlan]) -> None:
             sidecar.unlink()
 
 
+def _check_foreign(out: Path, overwrite: bool) -> None:
+    """Refuses a non-empty output folder that is not a dataset of ours (unless asked)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} is a file, not a folder; give a folder for --output")
+    if not out.is_dir() or overwrite:
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    ours = (out / STATE_DIR / "config.json").is_file() or (out / "manifest.json").is_file() and (
+        out / STATE_DIR).is_dir()
+    if entries and not ours:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise ValueError(f"output {out} already holds files that are not a dataset of avts_tf "
+                         f"({shown}); give an empty or new --output, or --overwrite to write "
+                         "into it anyway")
+
+
 def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
     """Refuses to mix two configs in one output folder; records the config."""
     state = {"config": asdict(config), "input": input_path}
@@ -428,6 +444,8 @@ def prepare_dataset(
     fold: int = DEFAULTS.fold,
     media_dir: str | os.PathLike | None = DEFAULTS.media_dir,
     progress: bool = True,
+    test_fraction: float | None = None,
+    overwrite: bool = False,
 ) -> Manifest:
     """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
 
@@ -453,6 +471,10 @@ def prepare_dataset(
         fold: Official split number for UCF101/HMDB51/DCASE (1-3).
         media_dir: Where the ``youtube`` layout looks for local files.
         progress: Print a progress line and the summary table to stderr.
+        test_fraction: For a folder input, the share of each label's files held out as
+            split ``test`` (``sources.held_out_split``); ``None``: all in ``train``.
+        overwrite: Write into a non-empty ``output_dir`` that is not a dataset of ours
+            (same-named files in it are replaced); by default it is refused.
 
     The settings' defaults are ``avts_tf.data.manifest.DEFAULTS``.
 
@@ -465,7 +487,8 @@ def prepare_dataset(
     """
     input_path = str(Path(input).resolve())
     media_dir = str(Path(media_dir).resolve()) if media_dir else None
-    used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir)
+    used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
+                                          test_fraction=test_fraction)
     if not items:
         raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
     splits.check_disjoint(items, source=input_path)
@@ -476,11 +499,13 @@ def prepare_dataset(
                           video_stream=video_stream, audio_stream=audio_stream,
                           require_audio=bool(require_audio), require_video=bool(require_video),
                           num_shards=num_shards, layout=used_layout, fold=int(fold),
-                          media_dir=media_dir)
+                          media_dir=media_dir,
+                          test_fraction=test_fraction if used_layout == "folder" else None)
     labels = sorted({it.label for it in items} - {""})
     plans = plan_shards(items, labels, num_shards)
 
     out = Path(output_dir)
+    _check_foreign(out, overwrite)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     with _lock(out):
         _clean_temporaries(out)

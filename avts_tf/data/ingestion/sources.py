@@ -7,6 +7,8 @@ shard plan built from it is the same on every run.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -89,6 +91,36 @@ def list_folder(root: str | os.PathLike, split: str = "train") -> list[SourceIte
         label = rel.parts[0] if len(rel.parts) > 1 else ""
         items.append(SourceItem(str(path), rel.as_posix(), label, split))
     return sort_items(items)
+
+
+def held_out_split(items: list[SourceItem], test_fraction: float) -> list[SourceItem]:
+    """Puts ``test_fraction`` of each label's files in split ``test``, deterministically.
+
+    Within each label (unlabelled files are one group) files are ranked by the SHA-1 of
+    their id (the path relative to the input folder), and the first
+    ``max(1, round(test_fraction * n))`` of a group of ``n >= 2`` files go to ``test``;
+    a group of one file stays in ``train``. The same folder always gives the same split.
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    groups: dict[str, list[SourceItem]] = {}
+    for item in items:
+        groups.setdefault(item.label, []).append(item)
+    held = set()
+    for group in groups.values():
+        if test_fraction == 0.0 or len(group) < 2:
+            continue
+        count = max(1, round(test_fraction * len(group)))
+        ranked = sorted(group, key=lambda it: hashlib.sha1(it.id.encode()).hexdigest())
+        held.update(it.id for it in ranked[:count])
+    return sort_items([dataclasses.replace(it, split="test" if it.id in held else it.split)
+                       for it in items])
+
+
+def list_file(path: str | os.PathLike) -> list[SourceItem]:
+    """One media file as the whole input (unlabelled, split ``train``)."""
+    path = Path(path).resolve()
+    return [SourceItem(str(path), path.name, "", "train")]
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -329,13 +361,16 @@ def list_youtube_csv(csv_path: str | os.PathLike,
                                   it.start, it.end) for it in items])
 
 
-LAYOUTS = ("auto", "folder", "csv", "esc50", "dcase2014", "ucf101", "hmdb51", "fsdd", "youtube")
+LAYOUTS = ("auto", "folder", "file", "csv", "esc50", "dcase2014", "ucf101", "hmdb51", "fsdd",
+           "youtube")
 AUDIO_LAYOUTS = frozenset({"esc50", "dcase2014", "fsdd"})
 
 
 def detect_layout(input_path: str | os.PathLike) -> str:
     """Guesses the layout of a folder or list file (``dcase2014`` must be asked for)."""
     path = Path(input_path)
+    if path.is_file() and path.suffix.lower() not in (".csv", ".txt", ".tsv"):
+        return "file"  # one media file (any container FFmpeg reads)
     if path.is_file():
         with open(path, encoding="utf-8", errors="replace") as f:
             head = [line for line in (f.readline() for _ in range(5)) if line.strip()]
@@ -363,7 +398,8 @@ def detect_layout(input_path: str | os.PathLike) -> str:
 
 
 def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int = 1,
-             media_dir: str | os.PathLike | None = None) -> tuple[str, list[SourceItem]]:
+             media_dir: str | os.PathLike | None = None,
+             test_fraction: float | None = None) -> tuple[str, list[SourceItem]]:
     """Lists the inputs of a dataset.
 
     Args:
@@ -371,6 +407,8 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
         layout: One of :data:`LAYOUTS`; ``"auto"`` guesses with :func:`detect_layout`.
         fold: Which official split to use (UCF101/HMDB51 1-3, DCASE fold).
         media_dir: Where the ``youtube`` layout looks for local files.
+        test_fraction: For a folder, the share of each label held out as ``test``
+            (:func:`held_out_split`); ``None``: every file in ``train``.
 
     Returns:
         The layout used and the sorted items.
@@ -380,12 +418,14 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
         raise FileNotFoundError(f"input {str(path)!r} does not exist")
     if layout == "auto":
         layout = detect_layout(path)
-    needs_file = layout in ("csv", "youtube")
+    needs_file = layout in ("csv", "youtube", "file")
     if needs_file != path.is_file():
         kind = "a list file" if needs_file else "a folder"
         raise ValueError(f"layout {layout!r} needs {kind}, got {str(path)!r}")
     readers = {
-        "folder": lambda: list_folder(path),
+        "folder": lambda: (held_out_split(list_folder(path), test_fraction)
+                           if test_fraction else list_folder(path)),
+        "file": lambda: list_file(path),
         "csv": lambda: list_csv(path),
         "esc50": lambda: list_esc50(path),
         "dcase2014": lambda: list_dcase2014(path, fold),

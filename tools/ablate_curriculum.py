@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-ablate`` (:mod:`avts_tf.cli.ablate_curriculum`), for a checkout.
+"""The curriculum ablation on the synthetic dataset (``avts-ablate``).
 
-See that module for the options.
+``python tools/ablate_curriculum.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.ablate_curriculum` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

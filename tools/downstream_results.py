@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-downstream`` (:mod:`avts_tf.cli.downstream_results`), for a checkout.
+"""Pretrained towers vs random init vs MFCC (``avts-downstream``).
 
-See that module for the options.
+``python tools/downstream_results.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.downstream_results` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

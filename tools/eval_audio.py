@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-eval-audio`` (:mod:`avts_tf.cli.eval_audio`), for a checkout.
+"""Linear SVM on frozen audio features (and an MFCC baseline) (``avts-eval-audio``).
 
-See that module for the options.
+``python tools/eval_audio.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.eval_audio` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

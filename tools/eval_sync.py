@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-eval-sync`` (:mod:`avts_tf.cli.eval_sync`), for a checkout.
+"""Synchronization accuracy of a run on held-out videos (``avts-eval-sync``).
 
-See that module for the options.
+``python tools/eval_sync.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.eval_sync` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

@@ -1,6 +1,8 @@
-"""Wrapper of ``.npz`` (:mod:`avts_tf.cli.extract_features`), for a checkout.
+"""Frozen features of a tower to .npz files (``avts-extract``).
 
-See that module for the options.
+``python tools/extract_features.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.extract_features` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-finetune`` (:mod:`avts_tf.cli.finetune_video`), for a checkout.
+"""Fine-tune the video tower for action recognition (``avts-finetune``).
 
-See that module for the options.
+``python tools/finetune_video.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.finetune_video` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

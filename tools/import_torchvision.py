@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-import-torchvision`` (:mod:`avts_tf.cli.import_torchvision`), for a checkout.
+"""A torchvision checkpoint as a .keras tower (``avts-import-torchvision``).
 
-See that module for the options.
+``python tools/import_torchvision.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.import_torchvision` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

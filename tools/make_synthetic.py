@@ -1,6 +1,8 @@
-"""Wrapper of ``avts-make-synthetic`` (:mod:`avts_tf.cli.make_synthetic`), for a checkout.
+"""Generate the synthetic audio-visual dataset (``avts-make-synthetic``).
 
-See that module for the options.
+``python tools/make_synthetic.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.make_synthetic` (same flags), kept so the command works from a
+checkout without installing.
 """
 
 import sys

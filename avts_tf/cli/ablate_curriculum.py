@@ -8,7 +8,8 @@ final sync accuracy on easy-negative and hard-negative test pairs and writes a P
 accuracy against step (needs matplotlib: ``pip install -e ".[bench]"``).
 
     avts-ablate --steps=500 --eval_every=50 --output_dir=runs/ablation
-    (or python tools/ablate_curriculum.py from a checkout)
+
+(``python tools/ablate_curriculum.py`` takes the same flags, from a checkout.)
 
 Finished runs are reused (``<output_dir>/<variant>/results.json``); an interrupted run
 resumes from its last backup when the same command is run again. ``--fresh`` starts over.
@@ -22,11 +23,19 @@ from absl import flags
 
 from avts_tf.cli import app
 from avts_tf.errors import UserError
+from avts_tf.evaluation import cli
 
-flags.DEFINE_integer("steps", 500, "Optimizer steps of every run (equal budgets).")
-flags.DEFINE_integer("eval_every", 50, "Steps between evaluations on the held-out videos.")
+VARIANTS = ("easy", "hard", "curriculum")  # avts_tf.ablation.VARIANTS (imports TensorFlow)
+
+flags.DEFINE_integer("steps", 500, "Optimizer steps of every run (equal budgets).",
+                     lower_bound=1)
+flags.DEFINE_integer("eval_every", 50, "Steps between evaluations on the held-out videos.",
+                     lower_bound=1)
 flags.DEFINE_string("output_dir", "runs/ablation", "Where runs, table and plot go.")
-flags.DEFINE_list("variants", ["easy", "hard", "curriculum"], "Runs to train.")
+flags.DEFINE_list("variants", list(VARIANTS), "Runs to train (comma list of "
+                  f"{', '.join(VARIANTS)}).")
+flags.register_validator("variants", lambda v: bool(v) and set(v) <= set(VARIANTS),
+                         f"unknown or no variant; choose among {', '.join(VARIANTS)}")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings for every run.")
 flags.DEFINE_string("plot", None, "PNG path (default: <output_dir>/ablation.png).")
 flags.DEFINE_bool("fresh", False, "Delete earlier runs in output_dir first.")
@@ -80,7 +89,11 @@ def _main(argv):
     print(table)
 
 
-main = app.entry_point(_main)
+def main() -> None:
+    """Console-script entry point (``avts-ablate``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""Downstream comparison on the synthetic world: pretrained towers vs random init vs MFCC.
+r"""Downstream comparison on the synthetic world: pretrained towers vs random init vs MFCC.
 
-``avts-downstream`` (or ``python tools/downstream_results.py`` from a checkout):
+    avts-downstream --model_dir=runs/downstream \
+        [--methods=avts,tssl,avts_tssl] [--gin_param=data.synthetic_dataset.duration_s=12.0] \
+        [--fsdd=../shared/data/fsdd/recordings] [--shots=1] [--repeats=3] \
+        [--finetune_steps=40] [--head_steps=0,20] [--fusion] [--output_json=r.json]
 
-    python tools/downstream_results.py --model_dir runs/downstream \
-        [--methods avts tssl avts_tssl] [--gin_param data.synthetic_dataset.duration_s=12.0] \
-        [--fsdd ../shared/data/fsdd/recordings] [--shots 1] [--repeats 3] \
-        [--finetune_steps 40] [--head_steps 0,20] [--fusion] [--output_json r.json]
+(``python tools/downstream_results.py`` takes the same flags, from a checkout.)
 
 Without ``--methods``, ``--model_dir`` is one pretrained run (AVTS, trained there first
-with ``--gin_file``, default ``gin/quickstart.gin``, if it holds no towers). With
-``--methods``, each method has its run in ``<model_dir>/<method>`` (``avts``:
-``gin/quickstart.gin``, ``tssl``: ``gin/tssl_quickstart.gin``, ``avts_tssl``:
-``gin/avts_tssl_quickstart.gin``), trained first where missing, every one with the same
+with ``--gin_file``, default the built-in ``quickstart`` recipe, if it holds no towers).
+With ``--methods``, each method has its run in ``<model_dir>/<method>`` (``avts``:
+``quickstart``, ``tssl``: ``tssl_quickstart``, ``avts_tssl``: ``avts_tssl_quickstart``,
+built-in recipes), trained first where missing, every one with the same
 ``--gin_param`` bindings (bind the same dataset to compare methods on the same videos).
 The labelled set is the first run's dataset (``--data`` to use another); its labels are
 never used in pretraining. Rows: audio and video linear probes (linear SVM on frozen
@@ -23,53 +23,57 @@ Free Spoken Digit Dataset with one fold per held-out speaker.
 Columns: MFCC, random init (same architecture, fresh weights), each pretrained run.
 """
 
-import argparse
 import contextlib
 from pathlib import Path
 
+from absl import flags
+
+from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
 # Method -> (column name, pretraining recipe).
 METHODS = {
-    "avts": ("AVTS pretrained", "gin/quickstart.gin"),
-    "tssl": ("TSSL pretrained", "gin/tssl_quickstart.gin"),
-    "avts_tssl": ("AVTS+TSSL pretrained", "gin/avts_tssl_quickstart.gin"),
+    "avts": ("AVTS pretrained", "quickstart"),
+    "tssl": ("TSSL pretrained", "tssl_quickstart"),
+    "avts_tssl": ("AVTS+TSSL pretrained", "avts_tssl_quickstart"),
 }
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model_dir", required=True,
-                        help="a trained run (or where to train one); with --methods, the "
-                             "folder of one run per method")
-    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
-                        help="pretraining methods compared, one run each")
-    parser.add_argument("--gin_file", action="append", default=None,
-                        help="recipe of the single run (default gin/quickstart.gin)")
-    parser.add_argument("--gin_param", action="append", default=[],
-                        help="extra gin bindings of every pretraining")
-    parser.add_argument("--data", default=None,
-                        help="labelled prepared dataset (default: the first run's dataset)")
-    parser.add_argument("--fsdd", default=None,
-                        help="FSDD recordings (or their prepared set): speaker-held-out "
-                             "audio probe")
-    parser.add_argument("--fsdd_prepared", default=None,
-                        help="where FSDD is prepared (kept and re-used; default: temporary)")
-    parser.add_argument("--shots", type=int, default=1, help="labelled files per class")
-    parser.add_argument("--repeats", type=int, default=3, help="few-shot draws")
-    parser.add_argument("--finetune_steps", type=int, default=40,
-                        help="fine-tuning steps training every layer")
-    parser.add_argument("--head_steps", default="0,20",
-                        help="comma list: classifier-only steps on frozen towers before "
-                             "fine-tuning (LP-FT); one table row each")
-    parser.add_argument("--finetune_batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate")
-    parser.add_argument("--clips_per_video", type=int, default=10)
-    parser.add_argument("--C", type=float, default=1.0, help="SVM C")
-    parser.add_argument("--fusion", action="store_true", help="add audio+video fine-tuning")
-    parser.add_argument("--skip_finetune", action="store_true", help="linear probe only")
-    parser.add_argument("--output_json", default=None)
-    return parser.parse_args(argv)
+flags.DEFINE_string("model_dir", None, "A trained run (or where to train one); with "
+                    "--methods, the folder of one run per method.", required=True)
+flags.DEFINE_list("methods", None, f"Pretraining methods compared, one run each "
+                  f"(comma list of {', '.join(METHODS)}).")
+flags.register_validator("methods", lambda v: set(v or []) <= set(METHODS),
+                         f"unknown method; choose among {', '.join(METHODS)}")
+flags.DEFINE_multi_string("gin_file", None, "Recipe of the single run (default quickstart).")
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings of every pretraining.")
+flags.DEFINE_string("data", None, "Labelled prepared dataset (default: the first run's "
+                    "dataset).")
+flags.register_validator("data", cli.exists_or_none, "does not exist; give a prepared "
+                         "dataset folder (avts-prepare)")
+flags.DEFINE_string("fsdd", None, "FSDD recordings (or their prepared set): speaker-held-out "
+                    "audio probe.")
+flags.register_validator("fsdd", cli.exists_or_none, "does not exist; give the FSDD "
+                         "recordings folder")
+flags.DEFINE_string("fsdd_prepared", None, "Where FSDD is prepared (kept and re-used; "
+                    "default: temporary).")
+flags.DEFINE_integer("shots", 1, "Labelled files per class.", lower_bound=1)
+flags.DEFINE_integer("repeats", 3, "Few-shot draws.", lower_bound=1)
+flags.DEFINE_integer("finetune_steps", 40, "Fine-tuning steps training every layer.",
+                     lower_bound=1)
+flags.DEFINE_list("head_steps", ["0", "20"], "Comma list: classifier-only steps on frozen "
+                  "towers before fine-tuning (LP-FT); one table row each.")
+flags.register_validator("head_steps", cli.integer_list,
+                         "must be integers >= 0 separated by commas, e.g. 0,20")
+flags.DEFINE_integer("finetune_batch", 8, "Fine-tuning batch size.", lower_bound=1)
+flags.DEFINE_float("lr", 1e-3, "Fine-tuning learning rate.")
+flags.register_validator("lr", lambda v: v > 0, "must be > 0")
+flags.DEFINE_integer("clips_per_video", 10, "Clips per video.", lower_bound=1)
+flags.DEFINE_float("C", 1.0, "SVM C.")
+flags.register_validator("C", lambda v: v > 0, "must be > 0")
+flags.DEFINE_bool("fusion", False, "Add audio+video fine-tuning.")
+flags.DEFINE_bool("skip_finetune", False, "Linear probe only.")
+flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
+FLAGS = flags.FLAGS
 
 
 def runs_of(args) -> dict[str, tuple[Path, list[str]]]:
@@ -99,18 +103,16 @@ def pretrain(name: str, model_dir: Path, files: list[str], params: list[str]) ->
     print(f"{name}: held-out {results.headline} {results[results.headline]:.3f}")
 
 
-def _main() -> None:
-    args = parse_args()
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
     cli.quiet_logs()
+    args = FLAGS
     from avts_tf.evaluation import checkpoint, downstream, records_io, report
     from avts_tf.evaluation.errors import BadInput
 
     if args.data and not records_io.is_prepared(args.data):
         raise BadInput(f"--data {args.data} is not a prepared dataset")
-    try:
-        head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
-    except ValueError:
-        raise BadInput(f"--head_steps must be integers, got {args.head_steps!r}") from None
+    head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
     runs = runs_of(args)
     for name, (model_dir, files) in runs.items():
         pretrain(name, model_dir, files, args.gin_param)
@@ -193,8 +195,10 @@ def _cell(results: dict, column: str) -> str:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.run_tool(_main)
+    """Console-script entry point (``avts-downstream``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

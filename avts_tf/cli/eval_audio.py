@@ -1,60 +1,72 @@
-"""Linear SVM on frozen audio features (and an MFCC baseline), per-file accuracy over folds.
+r"""Linear SVM on frozen audio features (and an MFCC baseline), per-file accuracy over folds.
 
-``avts-eval-audio`` (or ``python tools/eval_audio.py`` from a checkout):
+    avts-eval-audio --checkpoint=runs/quickstart --data=ESC50_OR_PREPARED \
+        [--baseline=mfcc] [--protocol=auto|esc50|dcase2014|split|kfold|group|fsdd_speakers] \
+        [--output_json=results.json]
+    avts-eval-audio --baseline=mfcc --data=/path/fsdd/recordings --layout=fsdd \
+        --protocol=fsdd_speakers
 
-    python tools/eval_audio.py --checkpoint runs/quickstart --data ESC50_OR_PREPARED \
-        [--baseline mfcc] [--protocol auto|esc50|dcase2014|split|kfold|group|fsdd_speakers] \
-        [--output_json results.json]
-    python tools/eval_audio.py --baseline mfcc --data /path/fsdd/recordings --layout fsdd \
-        --protocol fsdd_speakers
+(``python tools/eval_audio.py`` takes the same flags, from a checkout.)
 
 Each file's audio is cut into windows of the audio tower's input length; a linear SVM
 (``StandardScaler`` + ``LinearSVC``) is trained on the windows of the training files and
 a test file's class is the argmax of its windows' averaged decision scores.
 ``--baseline mfcc`` scores MFCC mean+std features on the same windows and folds.
-``--features`` evaluates an ``.npz`` from ``tools/extract_features.py`` instead.
+``--features`` evaluates an ``.npz`` from ``avts-extract`` instead.
 Prints one row per feature set (mean ± std of accuracy over folds).
 """
 
-import argparse
 import contextlib
 from pathlib import Path
 
+from absl import flags
+
+from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
+flags.DEFINE_string("checkpoint", None, "Audio tower: a .keras file or a training run's "
+                    "model_dir.")
+flags.register_validator("checkpoint", cli.exists_or_none,
+                         "does not exist; give a .keras tower or a training run's model_dir")
+flags.DEFINE_multi_string("features", [], ".npz from avts-extract (repeatable).")
+flags.register_validator("features", lambda paths: all(Path(p).is_file() for p in paths),
+                         "a features file does not exist; give .npz files from avts-extract")
+flags.DEFINE_multi_enum("baseline", [], ["mfcc"], "Add the MFCC + linear SVM baseline.")
+flags.DEFINE_enum("protocol", "auto",
+                  ["auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers"],
+                  "Folds: auto, esc50, dcase2014, split, kfold, group or fsdd_speakers.")
+flags.DEFINE_string("train_split", "train", "Training split (protocol split).")
+flags.DEFINE_string("test_split", "test", "Test split (protocol split).")
+flags.DEFINE_integer("num_folds", None, "Folds of kfold (default 5) or group (default: one "
+                     "per group).", lower_bound=2)
+flags.DEFINE_string("group_regex", None, "Protocol group: regex on file ids, first group = "
+                    "group name.")
+flags.DEFINE_list("C", ["1.0"], "SVM C; a comma list picks C by 3-fold CV on training files.")
+flags.register_validator("C", lambda cs: bool(cs) and all(_positive_number(c) for c in cs),
+                         "must be positive numbers separated by commas, e.g. 0.1,1,10")
+flags.DEFINE_string("layer", "auto", "Audio tower layer (default: avgpool).")
+flags.DEFINE_enum("pool", "avg", ["avg", "max"], "Pooling over time and frequency.")
+flags.DEFINE_float("window_s", 1.0, "Window when no tower fixes it (MFCC only, or an "
+                   "any-length tower).")
+flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
+flags.DEFINE_integer("max_windows", None, "At most this many windows per file.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed of the folds.")
+flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
+flags.DEFINE_bool("quiet", False, "No progress bars.")
+cli.define_data_flags(required=False)
+FLAGS = flags.FLAGS
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", help="audio tower: .keras file or model_dir")
-    parser.add_argument("--features", action="append", default=[],
-                        help=".npz from extract_features.py (repeatable)")
-    parser.add_argument("--baseline", choices=("mfcc",), action="append", default=[],
-                        help="add the MFCC + linear SVM baseline")
-    parser.add_argument("--protocol", default="auto",
-                        help="auto, esc50, dcase2014, split, kfold, group or fsdd_speakers")
-    parser.add_argument("--train_split", default="train")
-    parser.add_argument("--test_split", default="test")
-    parser.add_argument("--num_folds", type=int, default=None,
-                        help="folds of kfold (default 5) or group (default: one per group)")
-    parser.add_argument("--group_regex", default=None,
-                        help="protocol group: regex on file ids, first group = group name")
-    parser.add_argument("--C", default="1.0",
-                        help="SVM C; a comma list picks C by 3-fold CV on training files")
-    parser.add_argument("--layer", default="auto", help="audio tower layer (default: avgpool)")
-    parser.add_argument("--pool", choices=("avg", "max"), default="avg")
-    parser.add_argument("--window_s", type=float, default=1.0,
-                        help="window when no tower fixes it (MFCC only, or any-length tower)")
-    parser.add_argument("--max_windows", type=int, default=None,
-                        help="at most this many windows per file")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_json", default=None)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    cli.add_data_flags(parser, required=False)
-    return parser.parse_args(argv)
+
+def _positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
-def _feature_sets(args, stack):
+def _feature_sets(args, stack):  # args: FLAGS
     """Yields ``(name, Features)`` for every feature set asked for."""
     from avts_tf.evaluation import checkpoint, features, mfcc
     from avts_tf.evaluation.errors import BadInput
@@ -75,7 +87,8 @@ def _feature_sets(args, stack):
         features.resolve_layer(tower, args.layer)
         spec = checkpoint.clip_spec_for(args.checkpoint, audio_tower=tower)
         sample_rate = spec.log_mel.sample_rate
-    data = cli.prepared_data(args, stack, sample_rate=sample_rate, audio_only=True)
+    data = cli.prepared_data(cli.DataSource.from_flags(), stack, sample_rate=sample_rate,
+                             audio_only=True)
     if args.checkpoint:
         feats = features.tower_features(
             tower, "audio", data, spec, layer=args.layer, pool=args.pool,
@@ -92,41 +105,41 @@ def _feature_sets(args, stack):
         yield f"MFCC baseline ({feats.features.shape[1]}-d)", feats
 
 
-def _main() -> None:
-    args = parse_args()
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
     cli.quiet_logs()
     from avts_tf.evaluation import audio_probe, report
     from avts_tf.evaluation.errors import BadInput
 
-    if not (args.checkpoint or args.features or args.baseline):
+    if not (FLAGS.checkpoint or FLAGS.features or FLAGS.baseline):
         raise BadInput("nothing to evaluate: give --checkpoint, --features or --baseline mfcc")
-    try:
-        cs = [float(c) for c in args.C.split(",") if c.strip()]
-    except ValueError:
-        raise BadInput(f"--C must be numbers separated by commas, got {args.C!r}") from None
+    cs = [float(c) for c in FLAGS.C]
     rows, results = [], {}
     with contextlib.ExitStack() as stack:
-        for name, feats in _feature_sets(args, stack):
+        for name, feats in _feature_sets(FLAGS, stack):
             folds = audio_probe.make_folds(
-                feats, args.protocol, train_split=args.train_split, test_split=args.test_split,
-                num_folds=args.num_folds, group_regex=args.group_regex, seed=args.seed,
+                feats, FLAGS.protocol, train_split=FLAGS.train_split,
+                test_split=FLAGS.test_split, num_folds=FLAGS.num_folds,
+                group_regex=FLAGS.group_regex, seed=FLAGS.seed,
             )
             result = audio_probe.probe(feats, folds, cs)
-            result.update(protocol=args.protocol, info=feats.info, files=len(feats.ids),
+            result.update(protocol=FLAGS.protocol, info=feats.info, files=len(feats.ids),
                           windows=int(len(feats.features)))
             results[name] = result
             per_fold = " ".join(f"{100 * f['accuracy']:.1f}" for f in result["folds"])
             rows.append([name, len(folds), report.mean_std(result["mean"], result["std"]),
                          per_fold])
     print(report.table(["features", "folds", "accuracy % (mean ± std)", "per fold"], rows))
-    if args.output_json:
-        report.write_json(args.output_json, results)
-        print(f"wrote {args.output_json}")
+    if FLAGS.output_json:
+        report.write_json(FLAGS.output_json, results)
+        print(f"wrote {FLAGS.output_json}")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.run_tool(_main)
+    """Console-script entry point (``avts-eval-audio``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

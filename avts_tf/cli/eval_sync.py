@@ -1,9 +1,9 @@
-"""Synchronization accuracy of a training run on held-out videos, per negative kind.
+r"""Synchronization accuracy of a training run on held-out videos, per negative kind.
 
-``avts-eval-sync`` (or ``python tools/eval_sync.py`` from a checkout):
+    avts-eval-sync --model_dir=runs/quickstart --data=PREPARED_OR_MEDIA \
+        [--split=test] [--kinds=easy,hard,super_hard] [--output_json=sync.json]
 
-    python tools/eval_sync.py --model_dir runs/quickstart --data PREPARED_OR_MEDIA \
-        [--split test] [--kinds easy,hard,super_hard] [--output_json sync.json]
+(``python tools/eval_sync.py`` takes the same flags, from a checkout.)
 
 ``sync_accuracy`` (easy negatives: audio of another video) is the paper's protocol;
 ``hard`` (same video, no overlap) and ``super_hard`` (same video, shifted but
@@ -11,42 +11,40 @@ overlapping) use the run's sampler settings. The model is rebuilt from the run's
 and ``run.json`` (task margin and threshold, clip and log-mel settings).
 """
 
-import argparse
 import contextlib
 from pathlib import Path
 
+from absl import flags
+
+from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
+flags.DEFINE_string("model_dir", None, "A training run's model_dir.", required=True)
+flags.register_validator("model_dir", lambda p: p is None or Path(p).is_dir(),
+                         "does not exist (or is not a folder); give a training run's model_dir")
+flags.DEFINE_string("split", "test", "Held-out split.")
+flags.DEFINE_list("kinds", ["easy", "hard", "super_hard"],
+                  "Negative kinds to score (easy is always scored).")
+flags.DEFINE_integer("clips_per_video", 4, "Clips per video.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 32, "Pairs per forward pass.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed of the negative pairs.")
+flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
+cli.define_data_flags()
+FLAGS = flags.FLAGS
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model_dir", required=True, help="a training run's model_dir")
-    parser.add_argument("--split", default="test", help="held-out split")
-    parser.add_argument("--kinds", default="easy,hard,super_hard",
-                        help="negative kinds to score (easy is always scored)")
-    parser.add_argument("--clips_per_video", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output_json", default=None)
-    cli.add_data_flags(parser)
-    return parser.parse_args(argv)
 
-
-def _main() -> None:
-    args = parse_args()
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
     cli.quiet_logs()
     from avts_tf.evaluation import checkpoint, report, sync
-    from avts_tf.evaluation.errors import BadInput
 
-    if not Path(args.model_dir).is_dir():
-        raise BadInput(f"model_dir {args.model_dir} does not exist")
-    kinds = sync.check_kinds(cli.split_list(args.kinds) or ["easy"])
-    spec_rate = checkpoint.run_clip_spec(args.model_dir).log_mel.sample_rate
+    kinds = sync.check_kinds(cli.split_list(FLAGS.kinds) or ["easy"])
+    spec_rate = checkpoint.run_clip_spec(FLAGS.model_dir).log_mel.sample_rate
     with contextlib.ExitStack() as stack:
-        data = cli.prepared_data(args, stack, sample_rate=spec_rate)
+        data = cli.prepared_data(cli.DataSource.from_flags(), stack, sample_rate=spec_rate)
         results = sync.evaluate_sync(
-            args.model_dir, data, args.split, kinds, args.clips_per_video, args.batch_size,
-            args.seed,
+            FLAGS.model_dir, data, FLAGS.split, kinds, FLAGS.clips_per_video, FLAGS.batch_size,
+            FLAGS.seed,
         )
     rows = []
     for kind in kinds:
@@ -56,14 +54,16 @@ def _main() -> None:
         accuracy = report.mean_std(results[key]) if pairs else "n/a (videos too short)"
         rows.append([label, accuracy, pairs])
     print(report.table(["negatives", "sync accuracy %", "negative pairs"], rows))
-    if args.output_json:
-        report.write_json(args.output_json, results)
-        print(f"wrote {args.output_json}")
+    if FLAGS.output_json:
+        report.write_json(FLAGS.output_json, results)
+        print(f"wrote {FLAGS.output_json}")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.run_tool(_main)
+    """Console-script entry point (``avts-eval-sync``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

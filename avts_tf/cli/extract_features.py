@@ -1,10 +1,12 @@
-"""Extract frozen features of a video or audio tower to an ``.npz``.
+r"""Extract frozen features of a video or audio tower to ``.npz`` files.
 
-``avts-extract`` (or ``python tools/extract_features.py`` from a checkout):
+    avts-extract --checkpoint=runs/quickstart --tower=audio \
+        --data=DATA_DIR_OR_MEDIA --output=features.npz [--layer=avgpool] [--pool=avg]
+    avts-extract --checkpoint=runs/quickstart --tower=audio --data=MEDIA \
+        --output_dir=embeddings [--hop_s=0.1]
+    avts-extract --checkpoint=runs/quickstart/video_tower.keras --list_layers
 
-    python tools/extract_features.py --checkpoint runs/quickstart --tower audio \
-        --data DATA_DIR_OR_MEDIA --output features.npz [--layer avgpool] [--pool avg]
-    python tools/extract_features.py --checkpoint runs/quickstart/video_tower.keras --list_layers
+(``python tools/extract_features.py`` takes the same flags, from a checkout.)
 
 ``--checkpoint`` is a ``.keras`` tower or a training run's model_dir. ``--data`` is a
 prepared dataset, or media (a folder, a CSV, a known layout) prepared into a temporary
@@ -15,37 +17,47 @@ averaged (or maxed) over time and space.
 The ``.npz`` holds ``features`` [windows, dim], ``file_index`` [windows] (row of the
 window's file), and per file ``ids``, ``labels`` (-1: unlabelled), ``splits``, plus
 ``label_names`` and ``info_*`` strings (tower, layer, pool, window).
+
+``--output_dir`` writes one ``<file id>.npz`` per input file instead (or as well), as
+OpenL3 does: ``embedding`` [clips, dim] and ``timestamps`` [clips], each window's start in
+seconds; windows start every ``--hop_s`` seconds (default: one window length, no overlap;
+video: one clip length, rounded to whole frames).
 """
 
-import argparse
 import contextlib
 from pathlib import Path
 
+from absl import flags
+
+from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, help=".keras tower or model_dir")
-    parser.add_argument("--tower", choices=("auto", "video", "audio"), default="auto",
-                        help="which tower (auto: from a .keras file's input)")
-    parser.add_argument("--list_layers", action="store_true",
-                        help="print the tower's layer names and exit")
-    parser.add_argument("--layer", default="auto",
-                        help="layer to read (auto: 'avgpool' if present, else the output)")
-    parser.add_argument("--pool", choices=("avg", "max"), default="avg",
-                        help="pooling over time and space")
-    parser.add_argument("--output", help="the .npz to write")
-    parser.add_argument("--splits", default=None, help="comma-separated splits (default: all)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_clips", type=int, default=10, help="video clips per video")
-    parser.add_argument("--max_windows", type=int, default=None,
-                        help="at most this many audio windows per file")
-    parser.add_argument("--window_s", type=float, default=1.0,
-                        help="audio window when the tower accepts any length")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    cli.add_data_flags(parser, required=False)  # Not needed with --list_layers.
-    return parser.parse_args(argv)
+flags.DEFINE_string("checkpoint", None, "A .keras tower or a training run's model_dir.",
+                    required=True)
+flags.register_validator("checkpoint", cli.exists_or_none,
+                         "does not exist; give a .keras tower or a training run's model_dir")
+flags.DEFINE_enum("tower", "auto", ["auto", "video", "audio"],
+                  "Which tower (auto: from a .keras file's input).")
+flags.DEFINE_bool("list_layers", False, "Print the tower's layer names and exit.")
+flags.DEFINE_string("layer", "auto", "Layer to read (auto: 'avgpool' if present, else the "
+                    "output).")
+flags.DEFINE_enum("pool", "avg", ["avg", "max"], "Pooling over time and space.")
+flags.DEFINE_string("output", None, "The combined .npz to write.")
+flags.DEFINE_string("output_dir", None, "Folder of one <file id>.npz per input file: "
+                    "'embedding' [clips, dim] and 'timestamps' [clips] (start, seconds).")
+flags.DEFINE_float("hop_s", None, "With --output_dir: seconds between window starts "
+                   "(default: the window length, no overlap).")
+flags.register_validator("hop_s", lambda v: v is None or v > 0, "must be > 0 seconds")
+flags.DEFINE_list("splits", None, "Comma-separated splits (default: all).")
+flags.DEFINE_integer("batch_size", 32, "Windows per forward pass.", lower_bound=1)
+flags.DEFINE_integer("num_clips", 10, "Video clips per video.", lower_bound=1)
+flags.DEFINE_integer("max_windows", None, "At most this many audio windows per file.",
+                     lower_bound=1)
+flags.DEFINE_float("window_s", 1.0, "Audio window when the tower accepts any length.")
+flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
+flags.DEFINE_bool("quiet", False, "No progress bar.")
+cli.define_data_flags(required=False)  # Not needed with --list_layers.
+FLAGS = flags.FLAGS
 
 
 def _which(checkpoint: str, tower: str) -> str:
@@ -72,45 +84,63 @@ def _which(checkpoint: str, tower: str) -> str:
     raise BadInput("--checkpoint is a model_dir: give --tower video or --tower audio")
 
 
-def _main() -> None:
-    args = parse_args()
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
     cli.quiet_logs()
     from avts_tf.evaluation import checkpoint, features
     from avts_tf.evaluation.errors import BadInput
 
-    which = _which(args.checkpoint, args.tower)
-    tower = checkpoint.load_tower(args.checkpoint, which)
-    if args.list_layers:
+    which = _which(FLAGS.checkpoint, FLAGS.tower)
+    tower = checkpoint.load_tower(FLAGS.checkpoint, which)
+    if FLAGS.list_layers:
         print("\n".join(features.layer_names(tower)))
         return
-    if not args.data or not args.output:
-        raise BadInput("give --data and --output (or --list_layers)")
-    features.resolve_layer(tower, args.layer)  # Fail early on a bad layer name.
+    if not FLAGS.data or not (FLAGS.output or FLAGS.output_dir):
+        raise BadInput("give --data and --output or --output_dir (or --list_layers)")
+    if FLAGS.output_dir and FLAGS.max_windows:
+        raise BadInput("--max_windows drops windows, so --output_dir would hold gaps; use "
+                       "--hop_s to write fewer windows per file")
+    features.resolve_layer(tower, FLAGS.layer)  # Fail early on a bad layer name.
     spec = checkpoint.clip_spec_for(
-        args.checkpoint, tower if which == "video" else None, tower if which == "audio" else None
+        FLAGS.checkpoint, tower if which == "video" else None, tower if which == "audio" else None
     )
+    splits = cli.split_list(FLAGS.splits)
     with contextlib.ExitStack() as stack:
-        data = cli.prepared_data(
-            args, stack, sample_rate=spec.log_mel.sample_rate, audio_only=which == "audio"
-        )
-        feats = features.tower_features(
-            tower, which, data, spec, layer=args.layer, pool=args.pool,
-            splits=cli.split_list(args.splits), batch_size=args.batch_size,
-            num_clips=args.num_clips, window_s=args.window_s, max_windows=args.max_windows,
-            progress=not args.quiet,
-        )
-    feats.info["checkpoint"] = str(args.checkpoint)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    feats.save(args.output)
-    print(
-        f"wrote {args.output}: {feats.features.shape[0]} windows x {feats.features.shape[1]} "
-        f"features from {len(feats.ids)} files (layer {feats.info['layer']}, pool {args.pool})"
-    )
+        data = cli.prepared_data(cli.DataSource.from_flags(), stack,
+                                 sample_rate=spec.log_mel.sample_rate,
+                                 audio_only=which == "audio")
+        if FLAGS.output:
+            feats = features.tower_features(
+                tower, which, data, spec, layer=FLAGS.layer, pool=FLAGS.pool, splits=splits,
+                batch_size=FLAGS.batch_size, num_clips=FLAGS.num_clips,
+                window_s=FLAGS.window_s, max_windows=FLAGS.max_windows,
+                progress=not FLAGS.quiet,
+            )
+            feats.info["checkpoint"] = str(FLAGS.checkpoint)
+            Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
+            feats.save(FLAGS.output)
+            print(f"wrote {FLAGS.output}: {feats.features.shape[0]} windows x "
+                  f"{feats.features.shape[1]} features from {len(feats.ids)} files "
+                  f"(layer {feats.info['layer']}, pool {FLAGS.pool})")
+        if FLAGS.output_dir:
+            from avts_tf.evaluation import embeddings
+
+            feats, timestamps = embeddings.per_file_features(
+                tower, which, data, spec, hop_s=FLAGS.hop_s, layer=FLAGS.layer,
+                pool=FLAGS.pool, splits=splits, batch_size=FLAGS.batch_size,
+                window_s=FLAGS.window_s, progress=not FLAGS.quiet,
+            )
+            written = embeddings.write_per_file(feats, timestamps, FLAGS.output_dir)
+            print(f"wrote {len(written)} files to {FLAGS.output_dir}: "
+                  f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
+                  f"(layer {feats.info['layer']}, pool {FLAGS.pool})")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.run_tool(_main)
+    """Console-script entry point (``avts-extract``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

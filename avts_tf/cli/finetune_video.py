@@ -1,13 +1,13 @@
-"""Fine-tune the video tower for action recognition; video-level test accuracy.
+r"""Fine-tune the video tower for action recognition; video-level test accuracy.
 
-``avts-finetune`` (or ``python tools/finetune_video.py`` from a checkout):
+    avts-finetune --init=runs/quickstart --data=UCF101_ROOT --layout=ucf101 \
+        --folds=1,2,3 [--fusion] [--steps=2000] [--output_json=ft.json]
+    avts-finetune --init=scratch --arch=runs/quickstart --data=PREPARED
+    avts-finetune --init=scratch --gin_file=quickstart --data=PREPARED
+    avts-finetune --init=torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth \
+        --data=PREPARED [--gin_param="data.ClipSpec.crop_size = 112"]
 
-    python tools/finetune_video.py --init runs/quickstart --data UCF101_ROOT --layout ucf101 \
-        --folds 1,2,3 [--fusion] [--steps 2000] [--output_json ft.json]
-    python tools/finetune_video.py --init scratch --arch runs/quickstart --data PREPARED
-    python tools/finetune_video.py --init scratch --gin_file gin/quickstart.gin --data PREPARED
-    python tools/finetune_video.py --init torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth \
-        --data PREPARED [--gin_param "data.ClipSpec.crop_size = 112"]
+(``python tools/finetune_video.py`` takes the same flags, from a checkout.)
 
 ``--init`` is an AVTS checkpoint (a model_dir or a ``video_tower.keras``; with
 ``--fusion`` the run's ``audio_tower.keras`` too), ``scratch``: the same architecture
@@ -30,50 +30,61 @@ torchvision's weights were trained on 16 x 112 x 112 clips of frames resized to
 ``data.ClipSpec.num_frames = 16`` and ``data.ClipSpec.crop_size = 112``.
 """
 
-import argparse
 import contextlib
+import dataclasses
 import tempfile
 from pathlib import Path
 
+from absl import flags
+
+from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--init", required=True,
-                        help="'scratch', an AVTS model_dir / video_tower.keras, or "
-                             "torchvision:ARCH:FILE.pth")
-    parser.add_argument("--arch", default=None,
-                        help="scratch: checkpoint whose architecture is re-initialized")
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="scratch: training recipe that builds the towers; torchvision: "
-                             "recipe whose clip settings to use")
-    parser.add_argument("--gin_param", action="append", default=[], help="extra gin bindings")
-    parser.add_argument("--fusion", action="store_true",
-                        help="add the audio tower (concatenated features)")
-    parser.add_argument("--folds", default=None,
-                        help="official splits of raw UCF101/HMDB51 to run, e.g. 1,2,3")
-    parser.add_argument("--train_split", default="train")
-    parser.add_argument("--test_split", default="test")
-    parser.add_argument("--few_shot", type=int, default=None,
-                        help="use only this many labelled training videos per class")
-    parser.add_argument("--layer", default="auto", help="tower layer fed to the classifier")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--head_steps", type=int, default=0,
-                        help="first train only the classifier on frozen towers (LP-FT)")
-    parser.add_argument("--dropout", type=float, default=0.5)
-    parser.add_argument("--clips_per_video", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save", default=None, help="write the fine-tuned model (.keras)")
-    parser.add_argument("--output_json", default=None)
-    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0-2)")
-    cli.add_data_flags(parser)
-    return parser.parse_args(argv)
-
-
 TORCHVISION = "torchvision:"
+
+
+def _valid_init(init: str | None) -> bool:
+    return init is None or init == "scratch" or init.startswith(TORCHVISION) or Path(
+        init).exists()
+
+
+flags.DEFINE_string("init", None, "'scratch', an AVTS model_dir / video_tower.keras, or "
+                    "torchvision:ARCH:FILE.pth.", required=True)
+flags.register_validator("init", _valid_init, "does not exist; give 'scratch', a training "
+                         "run's model_dir, a video_tower.keras or torchvision:ARCH:FILE.pth")
+flags.DEFINE_string("arch", None, "scratch: checkpoint whose architecture is re-initialized.")
+flags.register_validator("arch", cli.exists_or_none, "does not exist; give a training run's "
+                         "model_dir or a video_tower.keras")
+flags.DEFINE_multi_string("gin_file", [], "scratch: training recipe that builds the towers "
+                          "(a path or a built-in name); torchvision: recipe whose clip "
+                          "settings to use.")
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
+flags.DEFINE_bool("fusion", False, "Add the audio tower (concatenated features).")
+flags.DEFINE_list("folds", None, "Official splits of raw UCF101/HMDB51 to run, e.g. 1,2,3.")
+flags.register_validator("folds", lambda v: cli.integer_list(v) and "0" not in (v or []),
+                         "must be positive integers separated by commas, e.g. 1,2,3")
+flags.DEFINE_string("train_split", "train", "Training split.")
+flags.DEFINE_string("test_split", "test", "Test split.")
+flags.DEFINE_integer("few_shot", None, "Use only this many labelled training videos per "
+                     "class.", lower_bound=1)
+flags.DEFINE_string("layer", "auto", "Tower layer fed to the classifier.")
+flags.DEFINE_integer("steps", 1000, "Training steps.", lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Clips per training batch.", lower_bound=1)
+flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
+flags.register_validator("lr", lambda v: v > 0, "must be > 0")
+flags.DEFINE_integer("head_steps", 0, "First train only the classifier on frozen towers "
+                     "(LP-FT).", lower_bound=0)
+flags.DEFINE_float("dropout", 0.5, "Dropout before the classifier.", lower_bound=0.0,
+                   upper_bound=0.99)
+flags.DEFINE_integer("clips_per_video", 10, "Test clips per video.", lower_bound=1)
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("save", None, "Write the fine-tuned model (.keras).")
+flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
+flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0-2).", lower_bound=0,
+                     upper_bound=2)
+cli.define_data_flags()
+FLAGS = flags.FLAGS
+
 
 
 def _torchvision_towers(args):
@@ -147,29 +158,27 @@ def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
     return result
 
 
-def _main() -> None:
-    args = parse_args()
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
     cli.quiet_logs()
     import numpy as np
 
     from avts_tf.evaluation import records_io, report
     from avts_tf.evaluation.errors import BadInput
 
-    try:
-        folds = [int(f) for f in cli.split_list(args.folds) or [args.fold]]
-    except ValueError:
-        raise BadInput(f"--folds must be numbers separated by commas, got {args.folds!r}") from None
+    args = FLAGS
+    folds = [int(f) for f in cli.split_list(args.folds) or [args.fold]]
     if len(folds) > 1 and records_io.is_prepared(args.data):
         raise BadInput("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
     results = []
+    source = cli.DataSource.from_flags()
     for fold in folds:
-        args.fold = fold
         with contextlib.ExitStack() as stack:
-            prepared_dir = args.prepared_dir
+            prepared_dir = source.prepared_dir
             if prepared_dir and len(folds) > 1:
-                args.prepared_dir = f"{prepared_dir}/fold{fold}"
-            data = cli.prepared_data(args, stack)
-            args.prepared_dir = prepared_dir
+                prepared_dir = f"{prepared_dir}/fold{fold}"
+            data = cli.prepared_data(
+                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack)
             result = run_fold(args, data, stack)
         results.append({"fold": fold, **result})
         print(f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "
@@ -189,8 +198,10 @@ def _main() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.run_tool(_main)
+    """Console-script entry point (``avts-finetune``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Convert a torchvision video ResNet checkpoint (.pth) to an avts_tf tower (.keras).
+r"""Convert a torchvision video ResNet checkpoint (.pth) to an avts_tf tower (.keras).
 
-``avts-import-torchvision`` (or ``python tools/import_torchvision.py`` from a checkout):
+    avts-import-torchvision --arch=r2plus1d_18 \
+        --checkpoint=r2plus1d_18-91a641e6.pth --output=r2plus1d_18.keras \
+        [--input_shape=16,112,112] [--no_head] [--normalize]
 
-    python tools/import_torchvision.py --arch r2plus1d_18 \
-        --checkpoint r2plus1d_18-91a641e6.pth --output r2plus1d_18.keras \
-        [--input_shape 16,112,112] [--no_head] [--normalize]
+(``python tools/import_torchvision.py`` takes the same flags, from a checkout.)
 
 ``--arch`` is ``r3d_18``, ``mc3_18`` or ``r2plus1d_18`` (``torchvision.models.video``).
 ``--checkpoint`` is a file written by ``torch.save(model.state_dict(), path)`` (or a dict
@@ -25,25 +25,28 @@ without it, inputs must be normalised as for torchvision's model.
 Unknown or missing keys and shape mismatches exit 2 with one ``error:`` line naming them.
 """
 
-import argparse
 from pathlib import Path
 
+from absl import flags
+
+from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
 ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = cli.OneLineParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", required=True, choices=ARCHS, help="torchvision architecture")
-    parser.add_argument("--checkpoint", required=True, help="the .pth state_dict")
-    parser.add_argument("--output", required=True, help="the .keras file to write")
-    parser.add_argument("--input_shape", default="16,112,112",
-                        help="T,H,W of the tower's input ('none' for a dynamic dimension)")
-    parser.add_argument("--no_head", action="store_true", help="drop the fc classifier")
-    parser.add_argument("--normalize", action="store_true",
-                        help="add torchvision's Kinetics normalisation: input frames in [0, 1]")
-    return parser.parse_args(argv)
+flags.DEFINE_enum("arch", None, list(ARCHS), "torchvision architecture.", required=True)
+flags.DEFINE_string("checkpoint", None, "The .pth state_dict.", required=True)
+flags.register_validator("checkpoint", lambda p: p is None or Path(p).is_file(),
+                         "does not exist; give the .pth file torch.save wrote")
+flags.DEFINE_string("output", None, "The .keras file to write.", required=True)
+flags.register_validator("output", lambda p: p is None or Path(p).suffix == ".keras",
+                         "must end in .keras")
+flags.DEFINE_string("input_shape", "16,112,112", "T,H,W of the tower's input ('none' for a "
+                    "dynamic dimension).")
+flags.DEFINE_bool("no_head", False, "Drop the fc classifier.")
+flags.DEFINE_bool("normalize", False, "Add torchvision's Kinetics normalisation: input "
+                  "frames in [0, 1].")
+FLAGS = flags.FLAGS
 
 
 def parse_shape(text: str) -> tuple:
@@ -59,34 +62,34 @@ def parse_shape(text: str) -> tuple:
     return shape
 
 
-def _main() -> None:
-    args = parse_args()
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
     cli.quiet_logs()
     from avts_tf.evaluation.errors import BadInput
 
-    shape = parse_shape(args.input_shape)
-    if Path(args.output).suffix != ".keras":
-        raise BadInput(f"--output must end in .keras, got {args.output}")
+    shape = parse_shape(FLAGS.input_shape)
     from avts_tf.backbones import torchvision_import
 
     try:
         model = torchvision_import.load_torchvision(
-            args.arch, args.checkpoint, shape, include_head=not args.no_head,
-            normalize=args.normalize,
+            FLAGS.arch, FLAGS.checkpoint, shape, include_head=not FLAGS.no_head,
+            normalize=FLAGS.normalize,
         )
     except torchvision_import.TorchvisionImportError as err:
         raise BadInput(str(err)) from None
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    model.save(args.output)
+    Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
+    model.save(FLAGS.output)
     head = "fc" in [layer.name for layer in model.layers]
-    print(f"wrote {args.output}: {args.arch}, input {tuple(model.inputs[0].shape[1:])}, "
+    print(f"wrote {FLAGS.output}: {FLAGS.arch}, input {tuple(model.inputs[0].shape[1:])}, "
           f"output {tuple(model.outputs[0].shape[1:])} ({'logits' if head else 'features'})"
-          f"{', Kinetics normalisation' if args.normalize else ''}")
+          f"{', Kinetics normalisation' if FLAGS.normalize else ''}")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.run_tool(_main)
+    """Console-script entry point (``avts-import-torchvision``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

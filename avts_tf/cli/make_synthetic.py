@@ -1,13 +1,14 @@
 """Generates the built-in synthetic audio-visual dataset (real .mp4 files).
 
-Example:
-    avts-make-synthetic --output /tmp/synth --num_videos 64 --seed 0
-    (or python tools/make_synthetic.py from a checkout)
+    avts-make-synthetic --output=/tmp/synth --num_videos=64 --seed=0
+
+(``python tools/make_synthetic.py`` takes the same flags, from a checkout.)
 """
 
 from absl import flags
 
 from avts_tf.cli import app
+from avts_tf.evaluation import cli
 
 OUTPUT = flags.DEFINE_string("output", None, "Output folder.", required=True)
 NUM_VIDEOS = flags.DEFINE_integer("num_videos", 64, "Number of videos.", lower_bound=1)
@@ -20,7 +21,8 @@ SIZE = flags.DEFINE_integer("size", 64, "Frame height and width in pixels (even)
 SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.",
                                    lower_bound=8000)
 NUM_CLASSES = flags.DEFINE_integer("num_classes", 4, "Number of classes.", lower_bound=1)
-TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.25, "Fraction of videos in split 'test'.")
+TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.25, "Fraction of videos in split 'test'.",
+                                   lower_bound=0.0, upper_bound=1.0)
 
 
 def _main(argv):
@@ -41,7 +43,11 @@ def _main(argv):
     print(csv_path)
 
 
-main = app.entry_point(_main)
+def main() -> None:
+    """Console-script entry point (``avts-make-synthetic``)."""
+    cli.show_help_of(__name__, __doc__)
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

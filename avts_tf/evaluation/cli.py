@@ -1,37 +1,26 @@
-"""Shared pieces of the evaluation tools: error exit, data flags, quiet logging."""
+"""Shared pieces of the evaluation tools: the data flags (absl), quiet logging, help text.
+
+Each tool in :mod:`avts_tf.cli` defines its flags at import, so two tools never share one
+process; :func:`define_data_flags` adds the flags naming the data a tool reads.
+"""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import logging
 import os
+import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
+from absl import flags
+
+from avts_tf.data.ingestion.sources import LAYOUTS
 from avts_tf.data.manifest import DEFAULTS
 from avts_tf.evaluation.errors import BadInput
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """``argparse`` whose usage errors are one ``error: ...`` line and exit code 2."""
-
-    def error(self, message: str) -> NoReturn:  # noqa: D102
-        from avts_tf.cli import app
-
-        app.fail(f"{message}; see --help for the options")
-
-
-def run_tool(main: Callable[[], object]) -> None:
-    """Runs a tool's ``main``; bad input exits 2 with one ``error: ...`` line on stderr."""
-    from avts_tf.cli import app
-
-    try:
-        main()
-    except (BadInput, FileNotFoundError) as err:
-        app.fail(str(err))
+FLAGS = flags.FLAGS
 
 
 def quiet_logs() -> None:
@@ -43,31 +32,50 @@ def quiet_logs() -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
-def add_data_flags(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """``--data`` (prepared folder or raw media) and how to prepare raw media."""
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data", required=required,
-        help="a prepared dataset folder, or media (folder, CSV, or a known layout) that is "
-             "prepared first",
-    )
-    group.add_argument("--layout", default=DEFAULTS.layout,
-                       help="layout of raw media (see prepare_data)")
-    group.add_argument("--fold", type=int, default=DEFAULTS.fold,
-                       help="official split of raw media (1-3)")
-    group.add_argument(
-        "--prepared_dir", default=None,
-        help="where raw media is prepared (kept and re-used); default: a temporary folder",
-    )
-    group.add_argument("--fps", type=float, default=DEFAULTS.fps,
-                       help="frame rate when preparing")
-    group.add_argument("--short_side", type=int, default=DEFAULTS.short_side,
-                       help="frame size when preparing")
-    group.add_argument("--workers", type=int, default=1, help="decoding processes when preparing")
+def exists_or_none(path: str | None) -> bool:
+    """Validator: no value, or a path that exists."""
+    return path is None or Path(path).exists()
+
+
+def define_data_flags(required: bool = True) -> None:
+    """``--data`` (prepared folder or raw media) and how raw media is prepared."""
+    flags.DEFINE_string(
+        "data", None, "A prepared dataset folder, or media (folder, CSV, or a known layout) "
+        "that is prepared first.", required=required)
+    flags.register_validator("data", exists_or_none, "does not exist; give a prepared "
+                             "dataset folder or media (folder, CSV, dataset root)")
+    flags.DEFINE_enum("layout", DEFAULTS.layout, list(LAYOUTS), "Layout of raw media (see "
+                      "avts-prepare).")
+    flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split of raw media (1-3).",
+                         lower_bound=1)
+    flags.DEFINE_string("prepared_dir", None, "Where raw media is prepared (kept and re-used); "
+                        "default: a temporary folder.")
+    flags.DEFINE_float("fps", DEFAULTS.fps, "Frame rate when preparing.", lower_bound=0.1)
+    flags.DEFINE_integer("short_side", DEFAULTS.short_side, "Frame size when preparing.",
+                         lower_bound=8)
+    flags.DEFINE_integer("workers", 1, "Decoding processes when preparing.", lower_bound=1)
+
+
+@dataclasses.dataclass
+class DataSource:
+    """The values of the data flags (:func:`define_data_flags`)."""
+
+    data: str | None
+    layout: str = DEFAULTS.layout
+    fold: int = DEFAULTS.fold
+    prepared_dir: str | None = None
+    fps: float = DEFAULTS.fps
+    short_side: int = DEFAULTS.short_side
+    workers: int = 1
+
+    @classmethod
+    def from_flags(cls) -> DataSource:
+        """The data flags' parsed values."""
+        return cls(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(cls)})
 
 
 def prepared_data(
-    args: argparse.Namespace,
+    source: DataSource,
     stack: contextlib.ExitStack,
     sample_rate: int = DEFAULTS.sample_rate,
     audio_only: bool = False,
@@ -75,18 +83,42 @@ def prepared_data(
     """The prepared dataset named by the data flags (raw media is prepared first)."""
     from avts_tf.evaluation import records_io
 
-    if records_io.is_prepared(args.data):
-        return Path(args.data)
-    if not Path(args.data).exists():
-        raise BadInput(f"dataset {args.data} does not exist")
-    work = args.prepared_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_"))
+    if records_io.is_prepared(source.data):
+        return Path(source.data)
+    if not Path(source.data).exists():
+        raise BadInput(f"dataset {source.data} does not exist")
+    work = source.prepared_dir or stack.enter_context(
+        tempfile.TemporaryDirectory(prefix="avts_"))
     return records_io.ensure_prepared(
-        args.data, work, layout=args.layout, fold=args.fold, sample_rate=sample_rate,
-        fps=args.fps, short_side=args.short_side, audio_only=audio_only, workers=args.workers,
+        source.data, work, layout=source.layout, fold=source.fold, sample_rate=sample_rate,
+        fps=source.fps, short_side=source.short_side, audio_only=audio_only,
+        workers=source.workers,
     )
 
 
-def split_list(text: str | None) -> list[str] | None:
-    """``"a,b"`` -> ``["a", "b"]``; empty -> ``None``."""
+def split_list(text: str | list[str] | None) -> list[str] | None:
+    """``"a,b"`` (or ``["a", "b"]``) -> ``["a", "b"]``; empty -> ``None``."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(text)
     items = [s.strip() for s in (text or "").split(",") if s.strip()]
     return items or None
+
+
+def integer_list(values: list[str] | None) -> bool:
+    """Validator of a list flag of non-negative integers (``0,20``)."""
+    return all(v.strip().isdigit() for v in values or [])
+
+
+def show_help_of(module_name: str, doc: str | None) -> None:
+    """Makes ``--help``/``--helpshort`` show this tool's docstring and flags.
+
+    absl prints the ``__main__`` module's docstring and key flags; for a console script or
+    a ``tools/*.py`` wrapper those are the wrapper's, so the tool's are adopted here.
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and doc:
+        with contextlib.suppress(AttributeError, TypeError):
+            main.__doc__ = doc
+    for name in (module_name, __name__):
+        for flag in FLAGS.get_key_flags_for_module(name):
+            FLAGS.register_key_flag_for_module(sys.argv[0], flag)

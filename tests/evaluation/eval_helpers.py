@@ -22,8 +22,18 @@ def run_subprocess(tool: str, *args: str, timeout: int = 600) -> subprocess.Comp
 
 
 def run_in_process(tool: str, *args: str) -> tuple[int, str, str]:
-    """Runs a tool's ``main`` in this process: ``(exit code, stdout, stderr)``."""
-    module = importlib.import_module(f"avts_tf.cli.{tool}")
+    """Runs a tool's ``main`` in this process: ``(exit code, stdout, stderr)``.
+
+    The tool's module is imported afresh and its absl flags removed afterwards, so tools
+    defining the same flag names (``--checkpoint``, ``--data``) run one after another.
+    """
+    from absl import app, flags
+
+    app.define_help_flags()  # Once per process; kept across tools.
+    before = set(flags.FLAGS)
+    name = f"avts_tf.cli.{tool}"
+    sys.modules.pop(name, None)
+    module = importlib.import_module(name)
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
     sys.argv = [f"{tool}.py", *args]
@@ -35,6 +45,9 @@ def run_in_process(tool: str, *args: str) -> tuple[int, str, str]:
         code = int(exit_.code or 0)
     finally:
         sys.argv = argv
+        for flag in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, flag)
+        sys.modules.pop(name, None)
     return code, out.getvalue(), err.getvalue()
 
 

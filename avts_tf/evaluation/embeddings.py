@@ -1,0 +1,129 @@
+"""Per-file embeddings with timestamps, one ``.npz`` per input file (as OpenL3 writes them).
+
+Each file's audio is cut into windows of the audio tower's input length every ``hop_s``
+seconds (default: the window length, no overlap); its video into clips starting every
+``hop_s`` seconds (rounded to whole frames; default: the clip's length). Every window's
+features are its layer's output pooled over time and space (:mod:`features`). A file's
+``.npz`` holds ``embedding`` ``[clips, dim]`` and ``timestamps`` ``[clips]``, the
+windows' start times in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from avts_tf.data import pipeline
+from avts_tf.data.clips import Clips
+from avts_tf.data.manifest import Manifest
+from avts_tf.evaluation import features, records_io
+from avts_tf.evaluation.errors import BadInput
+
+
+def video_hop_clips_fn(
+    spec: pipeline.ClipSpec, fps: float, hop_frames: int
+) -> Callable[[dict], tf.Tensor]:
+    """``record -> [W, T, S, S, 3]`` centre-cropped clips starting every ``hop_frames``."""
+    cutter = Clips(spec, fps)
+    signature = tf.TensorSpec(spec.video_shape(), tf.float32)
+
+    def clips(record: dict) -> tf.Tensor:
+        seed = tf.zeros([2], tf.int32)
+        last = cutter.windows(record).last_frame
+        starts = tf.range(0, last + 1, hop_frames, dtype=tf.int64)
+        return tf.map_fn(lambda s: cutter.video(record, s, False, seed), starts,
+                         fn_output_signature=signature)
+
+    return clips
+
+
+def per_file_features(
+    tower: keras.Model,
+    which: str,
+    data_dir: str | Path,
+    spec: pipeline.ClipSpec,
+    *,
+    hop_s: float | None = None,
+    layer: str = "auto",
+    pool: str = "avg",
+    splits: Sequence[str] | None = None,
+    batch_size: int = 32,
+    window_s: float = 1.0,
+    progress: bool = True,
+) -> tuple[features.Features, np.ndarray]:
+    """Features of every window of every file, and each window's start in seconds.
+
+    Args:
+        tower: The tower.
+        which: ``"audio"`` or ``"video"``.
+        data_dir: A prepared dataset.
+        spec: Clip and log-mel settings of the tower.
+        hop_s: Seconds between window starts (default: the window length).
+        layer: Layer to read (``"auto"``: ``avgpool`` or the output).
+        pool: ``"avg"`` or ``"max"`` over time and space.
+        splits: Splits to read (default: all).
+        batch_size: Windows per forward pass.
+        window_s: Audio window when the tower takes any length.
+        progress: Show a progress bar.
+
+    Returns:
+        The features (``file_index`` names each window's file) and the timestamps.
+    """
+    embed = features.feature_model(tower, layer, pool)
+    info = {"tower": which, "layer": features.resolve_layer(tower, layer) or "output",
+            "pool": pool}
+    if which == "audio":
+        features.check_sample_rate(data_dir, spec.log_mel)
+        rate = spec.log_mel.sample_rate
+        frames = tower.inputs[0].shape[1]
+        window = (features.window_samples(spec.log_mel, frames) if frames
+                  else int(round(window_s * rate)))
+        hop = max(1, int(round(hop_s * rate))) if hop_s else window
+        info.update(window_samples=str(window), hop_samples=str(hop))
+        feats = features.extract(
+            data_dir, features.audio_windows_fn(spec.log_mel, window, hop=hop), embed, splits,
+            batch_size, progress=progress, info=info)
+        step = hop / rate
+    else:
+        fps = Manifest.read(data_dir).fps
+        if fps <= 0:
+            raise BadInput(f"{data_dir} holds no video frames (audio-only records)")
+        rate = records_io.sample_rate_of(data_dir)
+        spec = dataclasses.replace(
+            spec, log_mel=dataclasses.replace(spec.log_mel, sample_rate=rate))
+        hop = max(1, int(round(hop_s * fps))) if hop_s else spec.num_frames * spec.frame_stride
+        info["hop_frames"] = str(hop)
+        feats = features.extract(
+            data_dir, video_hop_clips_fn(spec, fps, hop), embed, splits, batch_size,
+            keep_fn=features.long_enough_fn(spec, fps), progress=progress, info=info)
+        step = hop / fps
+    return feats, window_starts(feats.file_index) * step
+
+
+def window_starts(file_index: np.ndarray) -> np.ndarray:
+    """Index of each window among its file's windows (``[0, 0, 1]`` -> ``[0, 0, 1]``)."""
+    starts = np.zeros(len(file_index), np.int64)
+    for owner in np.unique(file_index):
+        rows = np.flatnonzero(file_index == owner)
+        starts[rows] = np.arange(len(rows))
+    return starts
+
+
+def write_per_file(feats: features.Features, timestamps: np.ndarray,
+                   output_dir: str | Path) -> list[Path]:
+    """Writes ``<output_dir>/<file id>.npz`` (``embedding``, ``timestamps``) per file."""
+    root = Path(output_dir)
+    written = []
+    for index, file_id in enumerate(feats.ids):
+        rows = feats.file_index == index
+        path = root / f"{file_id}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, embedding=feats.features[rows],
+                 timestamps=timestamps[rows].astype(np.float64))
+        written.append(path)
+    return written

@@ -2,6 +2,11 @@
 
 import dataclasses
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,111 @@ def empty_prepared(tiny_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("empty")
     dataclasses.replace(Manifest.read(tiny_prepared), splits={}, written=()).write(out)
     return out
+
+
+# -- user mistakes on the command line: one line on stderr, exit code 2 (subprocesses) ---
+
+SCRIPTS = {
+    "eval_audio": "avts-eval-audio", "eval_sync": "avts-eval-sync",
+    "extract_features": "avts-extract", "finetune_video": "avts-finetune",
+    "import_torchvision": "avts-import-torchvision", "make_synthetic": "avts-make-synthetic",
+    "ablate_curriculum": "avts-ablate", "downstream_results": "avts-downstream",
+}
+NOPE = "/nonexistent/avts"
+# Per tool: (arguments, words of the error line). Flags are checked before TensorFlow loads.
+MISTAKES = {
+    "eval_audio": [
+        ([f"--checkpoint={NOPE}"], ["--checkpoint", "does not exist"]),
+        ([f"--features={NOPE}.npz"], ["--features", "does not exist"]),
+        (["--baseline=mfcc", f"--data={NOPE}"], ["--data", "does not exist"]),
+        (["--baseline=mfcc", "--protocol=esc5"], ["--protocol", "esc50"]),
+        (["--baseline=mfcc", "--C=a,1"], ["--C", "positive numbers"]),
+        (["--baseline=mfcc", "--num_folds=1"], ["--num_folds", ">= 2"]),
+    ],
+    "eval_sync": [
+        ([], ["--model_dir", "must have a value"]),
+        ([f"--model_dir={NOPE}", "--data=."], ["--model_dir", "does not exist"]),
+        (["--model_dir=.", f"--data={NOPE}"], ["--data", "does not exist"]),
+        (["--model_dir=.", "--data=.", "--clips_per_video=0"], ["--clips_per_video"]),
+    ],
+    "extract_features": [
+        ([], ["--checkpoint", "must have a value"]),
+        ([f"--checkpoint={NOPE}"], ["--checkpoint", "does not exist"]),
+        (["--checkpoint=.", "--tower=both"], ["--tower", "audio"]),
+        (["--checkpoint=.", "--batch_size=0"], ["--batch_size"]),
+        (["--checkpoint=.", "--hop_s=-1"], ["--hop_s", "must be > 0"]),
+    ],
+    "finetune_video": [
+        (["--data=."], ["--init", "must have a value"]),
+        ([f"--init={NOPE}", "--data=."], ["--init", "does not exist", "scratch"]),
+        (["--init=scratch", f"--data={NOPE}"], ["--data", "does not exist"]),
+        (["--init=scratch", "--data=.", "--folds=1,x"], ["--folds", "positive integers"]),
+        (["--init=scratch", "--data=.", "--verbose=3"], ["--verbose"]),
+    ],
+    "import_torchvision": [
+        (["--arch=r50", "--checkpoint=.", "--output=a.keras"], ["--arch", "r2plus1d_18"]),
+        (["--arch=r3d_18", f"--checkpoint={NOPE}.pth", "--output=a.keras"],
+         ["--checkpoint", "does not exist"]),
+        (["--arch=r3d_18", f"--checkpoint={__file__}", "--output=a.h5"],
+         ["--output", ".keras"]),
+    ],
+    "make_synthetic": [
+        ([], ["--output", "must have a value"]),
+        (["--output=x", "--num_videos=0"], ["--num_videos"]),
+    ],
+    "ablate_curriculum": [
+        (["--variants=easy,medium"], ["--variants", "curriculum"]),
+        (["--steps=0"], ["--steps"]),
+        (["extra"], ["unexpected arguments extra"]),
+    ],
+    "downstream_results": [
+        ([], ["--model_dir", "must have a value"]),
+        (["--model_dir=.", "--methods=avts,byol"], ["--methods", "avts_tssl"]),
+        (["--model_dir=.", f"--data={NOPE}"], ["--data", "does not exist"]),
+        (["--model_dir=.", "--shots=0"], ["--shots"]),
+        (["--model_dir=.", "--head_steps=1,x"], ["--head_steps", "integers"]),
+    ],
+}
+
+
+def _script(tool: str) -> str | None:
+    """The tool's console script, on PATH or next to this interpreter."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return shutil.which(SCRIPTS[tool], path=path)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit 2, no traceback, one ``error: `` line on stderr and it is the last."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if "error" in line.lower()] == lines[-1:], result.stderr
+    assert lines[-1].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[-1], lines[-1]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("tool", sorted(MISTAKES))
+def test_user_mistakes_end_in_one_error_line(tool, tmp_path):
+    for args, words in MISTAKES[tool]:
+        result = run_subprocess(tool, *args, timeout=120)
+        assert_one_error_line(result, *words)
+        assert result.stdout == ""
+    # The console script is installed and takes the same path.
+    script = _script(tool)
+    assert script, f"console script {SCRIPTS[tool]} not found; pip install -e ."
+    result = subprocess.run([script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert_one_error_line(result, "Unknown command line flag 'no_such_flag'")
+
+
+def test_help_shows_the_tools_usage_and_flags():
+    result = run_subprocess("extract_features", "--helpshort", timeout=120)
+    # absl's help flags exit with status 1 after printing.
+    assert "avts-extract --checkpoint=runs/quickstart" in result.stdout
+    for flag in ("--checkpoint", "--output_dir", "--hop_s", "--data", "--layout"):
+        assert f"  {flag}:" in result.stdout, flag
 
 
 # -- bad input: one line on stderr, exit code 2 (in process, fast) ----------------------
@@ -95,6 +205,68 @@ def test_list_layers(tiny_run):
     code, out, _ = run_in_process("extract_features", "--checkpoint",
                                   str(tiny_run / "audio_tower.keras"), "--list_layers")
     assert code == 0 and out.split()[0] == "audio" and len(out.split()) == 4
+
+
+def _waveform_lengths(data) -> dict[str, int]:
+    """Samples of audio per record id of a prepared dataset."""
+    from avts_tf.evaluation import records_io
+
+    splits = records_io.check_splits(data, None)
+    return {r["id"].decode(): len(r["waveform"])
+            for r in records_io.parsed_records(data, splits).as_numpy_iterator()}
+
+
+def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_path):
+    """One .npz per file: the combined file's rows, and windows every --hop_s seconds."""
+    from tiny import SPEC
+
+    from avts_tf.evaluation.features import window_samples
+
+    combined, per_file = tmp_path / "all.npz", tmp_path / "per_file"
+    code, out, err = run_in_process(
+        "extract_features", f"--checkpoint={tiny_run}", "--tower=audio",
+        f"--data={tiny_prepared}", f"--output={combined}", f"--output_dir={per_file}",
+        "--quiet")
+    assert code == 0, err
+    assert f"wrote 8 files to {per_file}" in out
+    feats = Features.load(combined)
+    rate = SPEC.log_mel.sample_rate
+    window = window_samples(SPEC.log_mel, 24)  # The tiny audio tower's 24 log-mel frames.
+    lengths = _waveform_lengths(tiny_prepared)
+    for index, file_id in enumerate(feats.ids):
+        saved = np.load(per_file / f"{file_id}.npz")
+        assert sorted(saved.files) == ["embedding", "timestamps"]
+        np.testing.assert_array_equal(saved["embedding"],
+                                      feats.features[feats.file_index == index])
+        count = 1 + (lengths[file_id] - window) // window
+        assert saved["timestamps"].tolist() == [k * window / rate for k in range(count)]
+
+    hop = tmp_path / "hop"
+    code, out, err = run_in_process(
+        "extract_features", f"--checkpoint={tiny_run}", "--tower=audio",
+        f"--data={tiny_prepared}", f"--output_dir={hop}", "--hop_s=0.25", "--quiet")
+    assert code == 0, err
+    for file_id, length in lengths.items():
+        saved = np.load(hop / f"{file_id}.npz")
+        count = 1 + (length - window) // 4000  # 0.25 s at 16 kHz.
+        assert (length, window, count) == (48000, 8000, 11)  # 3 s: windows at 0 .. 2.5 s.
+        assert saved["timestamps"].tolist() == [0.25 * k for k in range(count)]
+        assert saved["embedding"].shape == (count, 8)
+    # The first window of every file is the same with either hop.
+    first = np.load(per_file / f"{feats.ids[0]}.npz")["embedding"][0]
+    np.testing.assert_allclose(np.load(hop / f"{feats.ids[0]}.npz")["embedding"][0], first,
+                               rtol=1e-5, atol=1e-6)
+
+    video = tmp_path / "video"
+    code, out, err = run_in_process(
+        "extract_features", f"--checkpoint={tiny_run}", "--tower=video",
+        f"--data={tiny_prepared}", f"--output_dir={video}", "--hop_s=0.5", "--quiet")
+    assert code == 0, err
+    for file_id in lengths:
+        saved = np.load(video / f"{file_id}.npz")
+        # 3 s at 8 fps = 24 frames, clips of 4 frames start at frames 0, 4, ..., 20.
+        assert saved["timestamps"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+        assert saved["embedding"].shape[0] == 6
 
 
 # -- happy paths in subprocesses --------------------------------------------------------
@@ -234,7 +406,8 @@ def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_pr
             (fsdd / path.name).symlink_to(path)
     report = tmp_path / "downstream.json"
     result = run_subprocess("downstream_results", "--model_dir", str(root),
-                            "--methods=avts,tssl", "--data", str(tiny_prepared), "--fsdd", str(fsdd),
+                            "--methods=avts,tssl", "--data", str(tiny_prepared),
+                            "--fsdd", str(fsdd),
                             "--repeats", "1", "--clips_per_video", "2", "--skip_finetune",
                             "--output_json", str(report))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -48,6 +48,9 @@ flags.DEFINE_integer("video_stream", None, "Index among each file's video stream
                      "(default: the best one).", lower_bound=0)
 flags.DEFINE_integer("audio_stream", None, "Index among each file's audio streams "
                      "(default: the best one).", lower_bound=0)
+flags.DEFINE_float("decode_timeout", 600.0, "Seconds one file may take to decode; a file "
+                   "taking longer (a hung decoder) is skipped with its reason.",
+                   lower_bound=1.0)
 flags.DEFINE_bool("allow_missing_audio", False, "Keep files without audio (video only).")
 flags.DEFINE_bool("allow_missing_video", None, "Keep files without video (audio only); "
                   "default: yes for audio datasets (esc50, dcase2014, fsdd), else no.")
@@ -68,6 +71,7 @@ def _main(argv: list[str]) -> int:
             else not FLAGS.allow_missing_video,
             fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
             test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
+            decode_timeout=FLAGS.decode_timeout,
         )
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
         raise UserError(str(err)) from None

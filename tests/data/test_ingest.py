@@ -52,7 +52,7 @@ def dataset(tmp_path) -> Path:
     write_clip(root / "dog" / "silent.mkv", audio=False)
     (root / "dog" / "empty.mp4").write_bytes(b"")
     (root / "cat" / "readme.mp4").write_text("not a video")
-    (root / "cat" / "notes.txt").write_text("ignored: not a media extension")
+    (root / "cat" / "notes.txt").write_text("probed, found not media, listed as skipped")
     return root
 
 
@@ -65,7 +65,8 @@ def test_list_folder(dataset):
     items = sources.list_folder(dataset)
     assert [(it.id, it.label) for it in items] == [
         ("cat/c0.mkv", "cat"), ("cat/c1.mkv", "cat"), ("cat/c2.mkv", "cat"),
-        ("cat/readme.mp4", "cat"), ("dog/empty.mp4", "dog"), ("dog/silent.mkv", "dog"),
+        ("cat/notes.txt", "cat"), ("cat/readme.mp4", "cat"), ("dog/empty.mp4", "dog"),
+        ("dog/silent.mkv", "dog"),
         ("dog/sub/d0.avi", "dog"), ("dog/sub/d1.avi", "dog")]
     assert all(it.split == "train" and Path(it.path).is_absolute() for it in items)
 
@@ -106,8 +107,8 @@ def test_prepare_dataset(dataset, tmp_path):
     assert manifest.labels == ("cat", "dog")
     assert manifest.fps == 5.0
     assert {e.id: e.kind for e in manifest.skipped} == {
-        "cat/readme.mp4": "not_media", "dog/empty.mp4": "zero_byte",
-        "dog/silent.mkv": "no_audio"}
+        "cat/notes.txt": "not_media", "cat/readme.mp4": "not_media",
+        "dog/empty.mp4": "zero_byte", "dog/silent.mkv": "no_audio"}
     assert all("\n" not in e.reason for e in manifest.skipped)
     written = {e.id: e for e in manifest.written}
     assert sorted(written) == ["cat/c0.mkv", "cat/c1.mkv", "cat/c2.mkv", "dog/sub/d0.avi",

@@ -92,3 +92,142 @@ def test_bad_settings_and_empty_results_end_in_one_line(tmp_path):
                                         str(tmp_path / "out")))
     assert line == ("error: nothing was written (1 no_audio); video-only inputs need "
                     "--allow_missing_audio")
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_wav(path, seconds=0.5):
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("pcm_s16le", rate=16000, layout="mono")
+        pcm = (np.sin(np.arange(round(seconds * 16000)) * 0.05) * 1000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode())
+    return path
+
+
+def test_symlink_loops_end_and_a_file_is_ingested_once(tmp_path):
+    root = tmp_path / "in"
+    write_clip(root / "a" / "x.mkv")
+    write_clip(root / "b" / "y.mkv", level=200)
+    (root / "a" / "loop").symlink_to(root / "a")         # a loop
+    (root / "b" / "up").symlink_to(root)                 # a link to a parent folder
+    (root / "b" / "again.mkv").symlink_to(root / "a" / "x.mkv")  # one file, two paths
+    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
+                        "--test_fraction", "0", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = Manifest.read(tmp_path / "out")
+    assert [e.id for e in manifest.written] == ["a/x.mkv", "b/y.mkv"]
+    assert [(e.id, e.kind) for e in manifest.skipped] == [("b/again.mkv", "duplicate")]
+    assert "the same file as a/x.mkv" in manifest.skipped[0].reason
+
+
+def test_media_is_probed_not_judged_by_extension(tmp_path):
+    root = tmp_path / "in"
+    for name in ("x.m2ts", "y.mxf", "z.divx"):  # real clips under unusual names
+        write_clip(root / "a" / "clip.mkv").rename(root / "a" / name)
+    (root / "a" / "notes.txt").write_text("shot on a phone\n")
+    (root / "a" / "blob.bin").write_bytes(bytes(range(256)) * 8)
+    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
+                        "--test_fraction", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = Manifest.read(tmp_path / "out")
+    assert [e.id for e in manifest.written] == ["a/x.m2ts", "a/y.mxf", "a/z.divx"]
+    assert [(e.id, e.kind) for e in manifest.skipped] == [("a/blob.bin", "not_media"),
+                                                          ("a/notes.txt", "not_media")]
+    assert manifest.summary["files"] == 5
+
+
+def test_audio_only_folder_is_refused_or_kept_with_the_flag(tmp_path):
+    for i in range(2):
+        _write_wav(tmp_path / "in" / "rain" / f"{i}.wav")
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+                                        str(tmp_path / "out"), "--test_fraction", "0"))
+    assert line == ("error: nothing was written (2 no_video); audio-only inputs need "
+                    "--allow_missing_video")
+    proc = _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "kept"),
+                        "--test_fraction", "0", "--allow_missing_video")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = Manifest.read(tmp_path / "kept")
+    assert [e.id for e in manifest.written] == ["rain/0.wav", "rain/1.wav"]
+    assert manifest.written[0].num_frames == 0 and manifest.written[0].num_samples == 8000
+
+
+def test_rerun_with_other_settings_names_the_differing_keys(tmp_path):
+    write_clip(tmp_path / "in" / "a" / "x.mkv")
+    args = ("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+            "--test_fraction", "0")
+    assert _prepare_cli(*args, "--fps", "4").returncode == 0
+    before = _snapshot(tmp_path / "out")
+    line = _one_error_line(_prepare_cli(*args, "--fps", "2", "--short_side", "16"))
+    assert "fps: 4.0 there, 2.0 now" in line and "short_side: 40 there, 16 now" in line
+    assert "jpeg_quality" not in line
+    assert _snapshot(tmp_path / "out") == before
+
+
+def test_output_that_cannot_be_a_folder_is_one_line(tmp_path):
+    write_clip(tmp_path / "in" / "a" / "x.mkv")
+    (tmp_path / "file").write_text("x")
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+                                        str(tmp_path / "file" / "out")))
+    assert "Not a directory" in line and str(tmp_path / "file") in line
+    assert (tmp_path / "file").read_text() == "x"
+
+
+@pytest.mark.skipif(sys.platform != "linux" or __import__("os").geteuid() == 0,
+                    reason="root writes anywhere")
+def test_unwritable_output_is_one_line(tmp_path):
+    write_clip(tmp_path / "in" / "a" / "x.mkv")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+                                        str(locked / "out")))
+    assert "Permission denied" in line
+
+
+def test_csv_layouts_are_told_apart_by_their_header(tmp_path):
+    write_clip(tmp_path / "x.mkv")
+    (tmp_path / "list.csv").write_text("file,label\nx.mkv,cat\n")
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
+                                        str(tmp_path / "out")))
+    assert "first line 'file,label'" in line and "path,label[,split][,start,end]" in line
+    assert "youtube_id" in line and not (tmp_path / "out").exists()
+
+
+def test_the_same_path_twice_in_a_csv_is_refused(tmp_path):
+    write_clip(tmp_path / "x.mkv")
+    (tmp_path / "list.csv").write_text("path,label\nx.mkv,cat\n./x.mkv,dog\n")
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
+                                        str(tmp_path / "out")))
+    assert "lines 2 and 3 list the same file" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hung_decoder_becomes_a_timeout_skip(tmp_path, monkeypatch):
+    import time
+
+    for i in range(2):
+        write_clip(tmp_path / "in" / f"c{i}.mkv")
+    original = prepare.process_item
+
+    def hangs_on_c0(item, label_index, config):
+        if item.id == "c0.mkv":
+            time.sleep(60)
+        return original(item, label_index, config)
+
+    monkeypatch.setattr(prepare, "process_item", hangs_on_c0)
+    start = time.monotonic()
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", decode_timeout=1.0,
+                                      progress=False)
+    assert time.monotonic() - start < 30
+    assert [(e.id, e.kind) for e in manifest.skipped] == [("c0.mkv", "timeout")]
+    assert "longer than 1 s" in manifest.skipped[0].reason
+    assert [e.id for e in manifest.written] == ["c1.mkv"]

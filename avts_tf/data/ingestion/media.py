@@ -425,8 +425,22 @@ def decode_media(
         container.close()
 
 
+# Demuxers FFmpeg picks for stills and text (by extension): not audio or video.
+_NOT_MEDIA_FORMATS = frozenset({"tty", "image2", "apng", "gif", "webp", "ico", "txt"})
+
+
+def _check_is_media(container) -> None:
+    """Refuses files FFmpeg opens but which are stills or text (a README, a JPEG)."""
+    names = set((getattr(container.format, "name", "") or "").split(","))
+    if names & _NOT_MEDIA_FORMATS or any(n.endswith("_pipe") for n in names):
+        raise MediaError("not_media", f"not a media file: FFmpeg reads it as "
+                                      f"{container.format.name!r} (a still image or text), not "
+                                      "audio or video (remove it from the input)")
+
+
 def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
             audio_stream, require_audio, require_video, start, end) -> DecodedMedia:
+    _check_is_media(container)
     if not container.streams:
         raise MediaError("zero_length", "zero-length clip: the file holds no stream with data "
                                         "(remove the file)")

@@ -33,6 +33,7 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -143,6 +144,48 @@ def process_item(item: sources.SourceItem, label_index: int,
     return entry, records.encode(record)
 
 
+class DecodeTimeout(BaseException):
+    """A file took longer than the decode timeout (not an ``Exception``: never caught as one)."""
+
+
+def _on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature.
+    raise DecodeTimeout
+
+
+def _timed(process, item: sources.SourceItem, label_index: int, config: IngestConfig,
+           timeout: float | None) -> tuple[dict, bytes | None]:
+    """``process(item, label_index, config)`` stopped after ``timeout`` seconds.
+
+    A file whose decoding hangs becomes a skip of kind ``timeout``. The alarm needs the
+    main thread (the case in a worker process and in the CLI); elsewhere it is not set.
+    """
+    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
+    if use_alarm:
+        previous = signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, float(timeout))
+    try:
+        return process(item, label_index, config)
+    except DecodeTimeout:
+        return _timeout_entry(item, timeout), None
+    finally:
+        if use_alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def _base_entry(item: sources.SourceItem) -> dict:
+    entry = {"path": item.path, "id": item.id, "label": item.label, "split": item.split}
+    if item.start is not None or item.end is not None:
+        entry.update(start=item.start, end=item.end)
+    return entry
+
+
+def _timeout_entry(item: sources.SourceItem, timeout: float | None) -> dict:
+    return {**_base_entry(item), "kind": "timeout",
+            "reason": f"decoding took longer than {timeout:g} s (a hung decoder; re-encode the "
+                      "file, or raise --decode_timeout)"}
+
+
 class _Progress:
     """A throttled one-line progress report on stderr."""
 
@@ -240,42 +283,63 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _crash_entry(item: sources.SourceItem) -> dict:
-    entry = {"path": item.path, "id": item.id, "label": item.label, "split": item.split}
-    if item.start is not None or item.end is not None:
-        entry.update(start=item.start, end=item.end)
-    return {**entry, "kind": "crash", "reason": "the decoder crashed on this file (remove or "
-                                                "re-encode it)"}
+    return {**_base_entry(item), "kind": "crash",
+            "reason": "the decoder crashed on this file, also when decoded alone (remove "
+                      "or re-encode it)"}
+
+
+def _hard_limit(timeout: float | None) -> float | None:
+    """How long the parent waits for a worker's result (the alarm inside comes first)."""
+    return None if not timeout else 2 * timeout + 30.0
+
+
+def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Stops a pool whose worker hangs in native code (the alarm could not stop it)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-              new_pool) -> Iterator[tuple[dict, bytes | None]]:
-    """Runs tasks one at a time in a single worker; a task that kills it is skipped."""
+              new_pool, timeout: float | None = None
+              ) -> Iterator[tuple[dict, bytes | None]]:
+    """Runs tasks one at a time in a single worker; a task that kills it is skipped.
+
+    Only a file that crashes (or hangs) alone is blamed; the others are decoded normally.
+    """
     alone = None
     try:
         for item, label_index in tasks:
             alone = alone or new_pool(1)
+            future = alone.submit(_timed, process_item, item, label_index, config, timeout)
             try:
-                yield alone.submit(process_item, item, label_index, config).result()
+                yield future.result(timeout=_hard_limit(timeout))
             except BrokenProcessPool:
                 alone.shutdown(wait=True, cancel_futures=True)
                 alone = None
                 yield _crash_entry(item), None
+            except concurrent.futures.TimeoutError:
+                _kill(alone)
+                alone = None
+                yield _timeout_entry(item, timeout), None
     finally:
         if alone is not None:
             alone.shutdown(wait=True, cancel_futures=True)
 
 
 def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-             workers: int) -> Iterator[tuple[dict, bytes | None]]:
+             workers: int, timeout: float | None = None
+             ) -> Iterator[tuple[dict, bytes | None]]:
     """Processes tasks, yielding results in task order with few in flight.
 
     With ``workers > 1`` a file that kills its worker process (a decoder crash) is
-    found by retrying the files in flight one at a time in a fresh process; it is
-    reported as skipped and the others are kept.
+    found by retrying the files in flight one at a time in a fresh process; only a file
+    that crashes alone is reported as skipped (kind ``crash``), the others are kept.
+    A file taking longer than ``timeout`` seconds is skipped (kind ``timeout``).
     """
     if workers <= 1:
         for item, label_index in tasks:
-            yield process_item(item, label_index, config)
+            yield _timed(process_item, item, label_index, config, timeout)
         return
     context = multiprocessing.get_context("spawn")
 
@@ -290,18 +354,20 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
         while todo or window:
             while todo and len(window) < 2 * workers:
                 task = todo.popleft()
-                window.append((task, pool.submit(process_item, *task, config)))
+                window.append((task, pool.submit(_timed, process_item, *task, config,
+                                                 timeout)))
             task, future = window.popleft()
             try:
-                yield future.result()
+                yield future.result(timeout=_hard_limit(timeout))
                 continue
             except BrokenProcessPool:
-                pass
-            # A worker died; any file in flight may be the cause: retry each alone.
-            pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=True, cancel_futures=True)
+            except concurrent.futures.TimeoutError:
+                _kill(pool)
+            # A worker died or hung; any file in flight may be the cause: retry each alone.
             suspects = [task] + [t for t, _ in window]
             window.clear()
-            yield from _isolated(suspects, config, new_pool)
+            yield from _isolated(suspects, config, new_pool, timeout)
             pool = new_pool(workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -360,9 +426,13 @@ def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
     state = {"config": asdict(config), "input": input_path}
     previous = _read_json(out / STATE_DIR / "config.json")
     if previous is not None and previous != state:
+        old = {"input": previous.get("input"), **(previous.get("config") or {})}
+        new = {"input": input_path, **state["config"]}
+        diff = ", ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now"
+                         for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key))
         raise ValueError(
-            f"{out} holds a run with another input or config ({previous}); re-run with the "
-            "same flags to resume, or choose an empty --output"
+            f"{out} holds a run with another input or config ({diff}); re-run with the "
+            "same flags to resume, or choose another --output (or delete that folder)"
         )
     if previous is None:
         _write_json(out / STATE_DIR / "config.json", state)
@@ -373,13 +443,17 @@ def _entry_order(entry: dict) -> tuple:
 
 
 def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
-                   plans: list[ShardPlan], out: Path) -> Manifest:
+                   plans: list[ShardPlan], out: Path,
+                   extra_skipped: list[dict] | None = None) -> Manifest:
     """Assembles the manifest from the sidecars of all (finished) shards in ``out``.
+
+    ``extra_skipped`` are entries skipped before decoding (paths reaching a listed file
+    through links).
 
     Entries are read one shard at a time, so the records themselves are never loaded.
     """
     shards: dict[str, list[Shard]] = collections.defaultdict(list)
-    written, skipped = [], []
+    written, skipped = [], list(extra_skipped or [])
     for plan in plans:
         side = _finished(out, plan, config)
         if side is None:
@@ -446,6 +520,7 @@ def prepare_dataset(
     progress: bool = True,
     test_fraction: float | None = None,
     overwrite: bool = False,
+    decode_timeout: float | None = 600.0,
 ) -> Manifest:
     """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
 
@@ -475,6 +550,8 @@ def prepare_dataset(
             split ``test`` (``sources.held_out_split``); ``None``: all in ``train``.
         overwrite: Write into a non-empty ``output_dir`` that is not a dataset of ours
             (same-named files in it are replaced); by default it is refused.
+        decode_timeout: Seconds one file may take to decode; a file taking longer is
+            skipped (kind ``timeout``). ``None``: no limit.
 
     The settings' defaults are ``avts_tf.data.manifest.DEFAULTS``.
 
@@ -487,8 +564,9 @@ def prepare_dataset(
     """
     input_path = str(Path(input).resolve())
     media_dir = str(Path(media_dir).resolve()) if media_dir else None
+    duplicates: list[tuple[sources.SourceItem, str]] = []
     used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
-                                          test_fraction=test_fraction)
+                                          test_fraction=test_fraction, duplicates=duplicates)
     if not items:
         raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
     splits.check_disjoint(items, source=input_path)
@@ -518,9 +596,14 @@ def prepare_dataset(
                   "complete", file=sys.stderr)
         report = _Progress(len(items), done_files, progress)
         tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
-        with contextlib.closing(_results(tasks, config, workers)) as results:
+        with contextlib.closing(_results(tasks, config, workers, decode_timeout)) as results:
             _write_shards(out, todo, config, results, report)
-        manifest = build_manifest(config, input_path, labels, plans, out)
+        extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
+                  "kind": "duplicate", "reason": f"the same file as {kept} (reached through a "
+                  "link); ingested once, as that id"} for it, kept in duplicates]
+        for entry in extra:
+            logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+        manifest = build_manifest(config, input_path, labels, plans, out, extra_skipped=extra)
         manifest.write(out)
     if progress:
         print(format_summary(manifest), file=sys.stderr)

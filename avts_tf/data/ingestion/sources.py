@@ -70,27 +70,73 @@ def is_media(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in MEDIA_EXTENSIONS
 
 
-def walk_media(root: str | os.PathLike) -> list[Path]:
-    """Media files under ``root`` (recursive, hidden entries skipped), sorted."""
+def walk_files(root: str | os.PathLike, media_only: bool = False) -> list[Path]:
+    """Files under ``root`` (recursive, links followed, hidden entries skipped), sorted.
+
+    A folder reached twice (a symlink loop, a link to a parent or sibling folder) is
+    walked once, so the walk always ends. With ``media_only`` only files with a known
+    media extension are listed.
+    """
+    root = Path(root)
+    seen_dirs: set[str] = set()
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if not f.startswith(".") and is_media(f))
-    return sorted(found)
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs)
+        found.extend(Path(dirpath) / f for f in filenames if not f.startswith(".")
+                     and (not media_only or is_media(f)))
+    return sorted(p for p in found if p.is_file())
 
 
-def list_folder(root: str | os.PathLike, split: str = "train") -> list[SourceItem]:
-    """Media files under ``root``; the label is the first sub-folder's name.
+def walk_media(root: str | os.PathLike) -> list[Path]:
+    """Files under ``root`` with a known media extension (see :func:`walk_files`)."""
+    return walk_files(root, media_only=True)
+
+
+def unique_files(paths: list[Path], root: Path) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """Keeps one path per real file: the one not through a link, else the first sorted.
+
+    Returns:
+        The kept paths (sorted) and ``(dropped, kept)`` pairs for the other paths.
+    """
+    by_real: dict[str, list[Path]] = {}
+    for path in sorted(paths):
+        by_real.setdefault(os.path.realpath(path), []).append(path)
+    kept, dropped = [], []
+    for real, group in by_real.items():
+        direct = [p for p in group if str(p) == real]  # no link on the way
+        first = (direct or group)[0]
+        kept.append(first)
+        dropped.extend((p, first) for p in group if p != first)
+    return sorted(kept), sorted(dropped)
+
+
+def list_folder(root: str | os.PathLike, split: str = "train",
+                duplicates: list[tuple[SourceItem, str]] | None = None) -> list[SourceItem]:
+    """Every file under ``root``; the label is the first sub-folder's name.
 
     ``root/dog/a.mp4`` gets label ``"dog"``; files directly in ``root`` are unlabelled.
+    Whether a file is media is decided when it is decoded (by probing its content, not
+    its extension; others are skipped as ``not_media``). A file reached by several paths
+    (links) is listed once; the other paths are appended to ``duplicates`` with the id
+    of the path kept.
     """
     root = Path(root).resolve()
-    items = []
-    for path in walk_media(root):
+    kept, dropped = unique_files(walk_files(root), root)
+
+    def item(path: Path) -> SourceItem:
         rel = path.relative_to(root)
         label = rel.parts[0] if len(rel.parts) > 1 else ""
-        items.append(SourceItem(str(path), rel.as_posix(), label, split))
-    return sort_items(items)
+        return SourceItem(str(path), rel.as_posix(), label, split)
+
+    if duplicates is not None:
+        duplicates.extend((item(path), item(first).id) for path, first in dropped)
+    return sort_items([item(path) for path in kept])
 
 
 def held_out_split(items: list[SourceItem], test_fraction: float) -> list[SourceItem]:
@@ -144,12 +190,19 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
             raise ValueError(f"{csv_path}: the header must start with path,label[,split]; "
                              f"found {fields}")
         reader.fieldnames = fields
+        lines: dict[tuple, int] = {}
         for line, row in enumerate(reader, start=2):
             raw = (row.get("path") or "").strip()
             if not raw:
                 continue
             path = (root / raw).resolve() if not os.path.isabs(raw) else Path(raw)
             split = (row.get("split") or "").strip() or "train"
+            key = (os.path.realpath(path), _float_or_none(row.get("start")),
+                   _float_or_none(row.get("end")))
+            if key in lines:
+                raise ValueError(f"{csv_path}: lines {lines[key]} and {line} list the same file "
+                                 f"{raw!r}; keep one line per file (one label each)")
+            lines[key] = line
             items.append(SourceItem(
                 str(path), _relative_id(path, root), (row.get("label") or "").strip(),
                 _check_split(split, f"{csv_path}:{line}"),
@@ -366,6 +419,14 @@ LAYOUTS = ("auto", "folder", "file", "csv", "esc50", "dcase2014", "ucf101", "hmd
 AUDIO_LAYOUTS = frozenset({"esc50", "dcase2014", "fsdd"})
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def detect_layout(input_path: str | os.PathLike) -> str:
     """Guesses the layout of a folder or list file (``dcase2014`` must be asked for)."""
     path = Path(input_path)
@@ -375,14 +436,21 @@ def detect_layout(input_path: str | os.PathLike) -> str:
         with open(path, encoding="utf-8", errors="replace") as f:
             head = [line for line in (f.readline() for _ in range(5)) if line.strip()]
         first = head[0].lstrip("#").lower() if head else ""
-        fields = [x.strip() for x in first.split(",")]
+        fields = [x.strip().strip('"') for x in first.split(",")]
         if "path" in fields:
             return "csv"
         if any(x in fields for x in _ID_COLUMNS) or any(line.startswith("#") for line in head):
             return "youtube"
-        if len(fields) >= 2 and not is_media(fields[0]):
-            return "youtube"  # VGGSound: no header.
-        return "csv"
+        if len(fields) >= 3 and _is_number(fields[1]) and not is_media(fields[0]):
+            return "youtube"  # VGGSound: youtube_id,start,label,split without a header.
+        if not head:
+            raise ValueError(f"{path}: the list is empty; give a CSV with header "
+                             "path,label[,split][,start,end]")
+        raise ValueError(
+            f"{path}: unknown list layout, first line {head[0].strip()[:80]!r}; expected the "
+            "header path,label[,split][,start,end] (a CSV of media files) or "
+            "youtube_id,time_start,time_end,label (Kinetics; AudioSet and VGGSound lists are "
+            "recognised too); rename the columns or pass --layout")
     if (path / "meta" / "esc50.csv").is_file():
         return "esc50"
     if (path / "ucfTrainTestlist").is_dir() or (path / "trainlist01.txt").is_file():
@@ -399,7 +467,9 @@ def detect_layout(input_path: str | os.PathLike) -> str:
 
 def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int = 1,
              media_dir: str | os.PathLike | None = None,
-             test_fraction: float | None = None) -> tuple[str, list[SourceItem]]:
+             test_fraction: float | None = None,
+             duplicates: list[tuple[SourceItem, str]] | None = None,
+             ) -> tuple[str, list[SourceItem]]:
     """Lists the inputs of a dataset.
 
     Args:
@@ -409,6 +479,8 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
         media_dir: Where the ``youtube`` layout looks for local files.
         test_fraction: For a folder, the share of each label held out as ``test``
             (:func:`held_out_split`); ``None``: every file in ``train``.
+        duplicates: Receives the paths of a folder that reach an already listed file
+            through links, with the id kept (:func:`list_folder`).
 
     Returns:
         The layout used and the sorted items.
@@ -423,8 +495,9 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
         kind = "a list file" if needs_file else "a folder"
         raise ValueError(f"layout {layout!r} needs {kind}, got {str(path)!r}")
     readers = {
-        "folder": lambda: (held_out_split(list_folder(path), test_fraction)
-                           if test_fraction else list_folder(path)),
+        "folder": lambda: (held_out_split(list_folder(path, duplicates=duplicates),
+                                          test_fraction)
+                           if test_fraction else list_folder(path, duplicates=duplicates)),
         "file": lambda: list_file(path),
         "csv": lambda: list_csv(path),
         "esc50": lambda: list_esc50(path),

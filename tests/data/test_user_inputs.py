@@ -231,3 +231,36 @@ def test_a_hung_decoder_becomes_a_timeout_skip(tmp_path, monkeypatch):
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c0.mkv", "timeout")]
     assert "longer than 1 s" in manifest.skipped[0].reason
     assert [e.id for e in manifest.written] == ["c1.mkv"]
+
+
+class _Terminal:
+    """A stderr stand-in that says it is a terminal."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_tqdm_bar_on_a_terminal_and_log_lines_elsewhere(monkeypatch, capsys):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    report = prepare._Progress(3, 1, enabled=True)
+    report.step(False)
+    report.step(True)
+    assert "ingest" in terminal.text and "3/3" in terminal.text and "file/s" in terminal.text
+    assert "skipped=1" in terminal.text and report.bar is None  # closed at the end
+    monkeypatch.undo()
+    report = prepare._Progress(2, 0, enabled=True)
+    report.step(True)
+    report.step(False)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ingest: 2/2 files (1 skipped) ")
+    assert "files/s ETA 00:00:00" in lines[0]

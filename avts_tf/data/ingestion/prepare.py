@@ -187,29 +187,46 @@ def _timeout_entry(item: sources.SourceItem, timeout: float | None) -> dict:
 
 
 class _Progress:
-    """A throttled one-line progress report on stderr."""
+    """Progress on stderr: a tqdm bar (files, rate, ETA) on a terminal.
+
+    Elsewhere (a log file, a pipe) a plain line every 10 s and at the end.
+    """
 
     def __init__(self, total: int, done: int, enabled: bool):
         self.total, self.done, self.skipped = total, done, 0
         self.start_done = done
         self.enabled = enabled
         self.t0 = time.monotonic()
-        self.last = 0.0
-        self.tty = enabled and sys.stderr.isatty()
+        self.last = self.t0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="file", desc="ingest",
+                            file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
     def step(self, skipped: bool) -> None:
         self.done += 1
         self.skipped += int(skipped)
+        if self.bar is not None:
+            self.bar.set_postfix(skipped=self.skipped, refresh=False)
+            self.bar.update(1)
+            if self.done >= self.total:
+                self.close()
+            return
         now = time.monotonic()
-        if self.enabled and (now - self.last > (0.5 if self.tty else 10.0)
-                             or self.done == self.total):
+        if self.enabled and (now - self.last > 10.0 or self.done == self.total):
             self.last = now
             rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            line = (f"ingest: {self.done}/{self.total} files ({self.skipped} skipped) "
-                    f"{rate:.1f} files/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
-            end = "\r" if self.tty and self.done < self.total else "\n"
-            print(line, end=end, file=sys.stderr, flush=True)
+            print(f"ingest: {self.done}/{self.total} files ({self.skipped} skipped) "
+                  f"{rate:.1f} files/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -597,7 +614,10 @@ def prepare_dataset(
         report = _Progress(len(items), done_files, progress)
         tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
         with contextlib.closing(_results(tasks, config, workers, decode_timeout)) as results:
-            _write_shards(out, todo, config, results, report)
+            try:
+                _write_shards(out, todo, config, results, report)
+            finally:
+                report.close()
         extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
                   "kind": "duplicate", "reason": f"the same file as {kept} (reached through a "
                   "link); ingested once, as that id"} for it, kept in duplicates]

@@ -153,10 +153,12 @@ def test_audio_only_folder_is_refused_or_kept_with_the_flag(tmp_path):
                                         str(tmp_path / "out"), "--test_fraction", "0"))
     assert line == ("error: nothing was written (2 no_video); audio-only inputs need "
                     "--allow_missing_video")
-    proc = _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "kept"),
+    # The corrected command, same --output: the run that wrote nothing is replaced.
+    proc = _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                         "--test_fraction", "0", "--allow_missing_video")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    manifest = Manifest.read(tmp_path / "kept")
+    manifest = Manifest.read(tmp_path / "out")
+    assert not manifest.skipped
     assert [e.id for e in manifest.written] == ["rain/0.wav", "rain/1.wav"]
     assert manifest.written[0].num_frames == 0 and manifest.written[0].num_samples == 8000
 

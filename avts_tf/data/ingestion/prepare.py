@@ -438,10 +438,33 @@ def _check_foreign(out: Path, overwrite: bool) -> None:
                          "into it anyway")
 
 
+def _wrote_nothing(out: Path) -> bool:
+    """Whether ``out`` holds a finished run that wrote no record (all files skipped)."""
+    manifest = _read_json(out / "manifest.json")
+    return manifest is not None and not manifest.get("written")
+
+
+def _start_afresh(out: Path) -> None:
+    """Removes our shards, sidecars, config and manifest from ``out`` (nothing else)."""
+    for sidecar in sorted((out / STATE_DIR).glob("*.tfrecord.json")):
+        (out / sidecar.name[:-len(".json")]).unlink(missing_ok=True)
+        sidecar.unlink()
+    for path in (out / "manifest.json", out / STATE_DIR / "config.json"):
+        path.unlink(missing_ok=True)
+
+
 def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
-    """Refuses to mix two configs in one output folder; records the config."""
+    """Refuses to mix two configs in one output folder; records the config.
+
+    A run that wrote nothing (every file skipped, e.g. audio-only inputs without
+    ``--allow_missing_video``) holds nothing to keep: a corrected re-run replaces it.
+    """
     state = {"config": asdict(config), "input": input_path}
     previous = _read_json(out / STATE_DIR / "config.json")
+    if previous is not None and previous != state and _wrote_nothing(out):
+        logger.warning("replacing the run in %s: it wrote no record", out)
+        _start_afresh(out)
+        previous = None
     if previous is not None and previous != state:
         old = {"input": previous.get("input"), **(previous.get("config") or {})}
         new = {"input": input_path, **state["config"]}

@@ -422,10 +422,33 @@ def _remove_stale(out: Path, plans: list[ShardPlan]) -> None:
             sidecar.unlink()
 
 
-def _check_foreign(out: Path, overwrite: bool) -> None:
-    """Refuses a non-empty output folder that is not a dataset of ours (unless asked)."""
+def _check_writable(out: Path) -> None:
+    """Refuses an output that is a file, lies under a file, or cannot be written."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {out} is a file, not a folder; give a folder for --output")
+    existing = out.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output {out}: {existing} is a file, not a folder; give a folder "
+                         "for --output")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {out}: permission denied, {existing} is not writable; "
+                         "choose a folder you can write to or fix its permissions")
+
+
+def _make_output(out: Path) -> None:
+    try:
+        (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    except PermissionError as err:  # e.g. root on a read-only file system
+        raise ValueError(f"output {out}: permission denied, cannot create "
+                         f"{err.filename or out} ({err.strerror}); choose a folder you can "
+                         "write to or fix its permissions") from None
+
+
+def _check_foreign(out: Path, overwrite: bool) -> None:
+    """Refuses a non-empty output folder that is not a dataset of ours (unless asked)."""
+    _check_writable(out)
     if not out.is_dir() or overwrite:
         return
     entries = sorted(p.name for p in out.iterdir())
@@ -624,7 +647,7 @@ def prepare_dataset(
 
     out = Path(output_dir)
     _check_foreign(out, overwrite)
-    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    _make_output(out)
     with _lock(out):
         _clean_temporaries(out)
         _check_owner(out, config, input_path)

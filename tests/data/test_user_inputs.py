@@ -274,3 +274,34 @@ def test_progress_is_a_tqdm_bar_on_a_terminal_and_log_lines_elsewhere(monkeypatc
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("ingest: 2/2 files (1 skipped) ")
     assert "files/s ETA 00:00:00" in lines[0]
+
+
+REAL_AV = REPO_ROOT.parent / "shared" / "data" / "real_av"
+
+
+def test_real_files_under_awkward_names_links_and_two_workers(tmp_path):
+    """The user trial's folder, by links to the shared real files (never copied)."""
+    if not REAL_AV.is_dir():
+        pytest.skip(f"real media not found at {REAL_AV}")
+    root = tmp_path / "in"
+    (root / "talk").mkdir(parents=True)
+    (root / "silent").mkdir()
+    (root / "talk" / "bento.m2ts").symlink_to(REAL_AV / "bento.mp4")
+    (root / "talk" / "nasa.mxf").symlink_to(REAL_AV / "nasa_13013.mp4")
+    (root / "talk" / "test.divx").symlink_to(REAL_AV / "mmaction2_test.avi")
+    (root / "talk" / "nasa_again.mp4").symlink_to(REAL_AV / "nasa_13013.mp4")
+    for name in ("av1_video.mkv", "h265_video.mp4", "h264_10bits.mp4"):
+        (root / "silent" / name).symlink_to(REAL_AV / name)
+    (root / "silent" / "loop").symlink_to(root)
+    (root / "talk" / "README.txt").write_text("clips from the trial\n")
+    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--workers",
+                        "2", "--allow_missing_audio", "--fps", "2", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = Manifest.read(tmp_path / "out")
+    assert sorted(e.id for e in manifest.written) == [
+        "silent/av1_video.mkv", "silent/h264_10bits.mp4", "silent/h265_video.mp4",
+        "talk/bento.m2ts", "talk/nasa.mxf", "talk/test.divx"]
+    assert {e.id: e.kind for e in manifest.skipped} == {
+        "talk/README.txt": "not_media", "talk/nasa_again.mp4": "duplicate"}
+    assert set(manifest.splits) == {"train", "test"}
+    assert "crash" not in proc.stderr

@@ -1,20 +1,36 @@
 """Ingest media files into TFRecord shards and a manifest (``avts-prepare``).
 
-    avts-prepare --input DIR_OR_CSV --output OUT \
+    avts-prepare --input DIR_OR_CSV --output OUT
         [--fps 8 --short_side 40 --sample_rate 16000 --workers 2 --num_shards N]
 
 (or ``python tools/prepare_data.py`` from a checkout).
+
+Every file under a folder is probed with PyAV (the extension does not matter): each one is
+either written or listed in ``manifest.json`` as skipped with its reason (``not_media``,
+``no_audio``, ``duplicate`` for a file reached again through a link, ``timeout`` past
+``--decode_timeout``, ``crash`` for a file that kills the decoder even when decoded
+alone). Links are followed, each folder and file once. A folder input gets a held-out
+split ``test`` (``--test_fraction`` of each label, chosen by a hash of the path).
+
+Mistakes end in one line ``error: <problem>; <fix>`` and exit code 2: bad settings (checked
+before anything is written), an output that is a file, unwritable, or a non-empty folder
+that is not a dataset of ours (``--overwrite``), a re-run with other settings (the
+differing keys named), a list whose header is unknown or that names a file twice, and a
+run that wrote nothing (naming ``--allow_missing_video`` / ``--allow_missing_audio``).
 
 Re-run the same command to resume an interrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 from absl import flags, logging
 
 from avts_tf.cli import app
-from avts_tf.data.ingestion import prepare, sources
-from avts_tf.data.manifest import DEFAULTS
+from avts_tf.data.ingestion import sources  # prepare loads TensorFlow: imported in _main
+from avts_tf.data.manifest import DEFAULTS, FILES_PER_SHARD
 from avts_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -41,7 +57,7 @@ flags.DEFINE_integer("sample_rate", DEFAULTS.sample_rate, "Audio rate in Hz (mon
 flags.DEFINE_integer("jpeg_quality", DEFAULTS.jpeg_quality, "JPEG quality of the frames.",
                      lower_bound=1, upper_bound=100)
 flags.DEFINE_integer("num_shards", DEFAULTS.num_shards,
-                     f"Shards per split (default: one per {prepare.FILES_PER_SHARD} files).",
+                     f"Shards per split (default: one per {FILES_PER_SHARD} files).",
                      lower_bound=1)
 flags.DEFINE_integer("workers", 1, "Decoding processes.", lower_bound=1)
 flags.DEFINE_integer("video_stream", None, "Index among each file's video streams "
@@ -60,6 +76,8 @@ flags.mark_flags_as_required(["input", "output"])
 def _main(argv: list[str]) -> int:
     app.no_positional(argv)
     logging.use_absl_handler()
+    from avts_tf.data.ingestion import prepare
+
     try:
         manifest = prepare.prepare_dataset(
             FLAGS.input, FLAGS.output, layout=FLAGS.layout, fps=FLAGS.fps,
@@ -87,7 +105,21 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-main = app.entry_point(_main)
+def _show_help_of_this_tool() -> None:
+    """``--help`` shows this module's docstring and flags (not the wrapper's)."""
+    main_module = sys.modules.get("__main__")
+    if main_module is not None:
+        with contextlib.suppress(AttributeError, TypeError):
+            main_module.__doc__ = __doc__
+    for flag in FLAGS.get_key_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def main() -> None:
+    """Console-script entry point (``avts-prepare``)."""
+    _show_help_of_this_tool()
+    app.quiet_tensorflow()
+    app.run(_main)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from typing import Any
 from avts_tf import atomic
 from avts_tf.evaluation.errors import BadInput
 
+FILES_PER_SHARD = 128  # Default shard size of ingestion (``IngestConfig.num_shards = None``).
+
 FILENAME = "manifest.json"
 FORMAT_VERSION = 1  # Bump when old readers would misread a new manifest.
 RECORDS_FORMAT = "avts_tf.records/1"  # The SequenceExample layout (``records.py``).

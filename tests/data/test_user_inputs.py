@@ -305,3 +305,16 @@ def test_real_files_under_awkward_names_links_and_two_workers(tmp_path):
         "talk/README.txt": "not_media", "talk/nasa_again.mp4": "duplicate"}
     assert set(manifest.splits) == {"train", "test"}
     assert "crash" not in proc.stderr
+
+
+def test_help_shows_the_tool_and_a_missing_input_is_one_line(tmp_path):
+    proc = _prepare_cli("--helpshort")
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # absl's help exits 1
+    assert proc.stdout.startswith("Ingest media files into TFRecord shards")
+    for flag in ("--input", "--decode_timeout", "--test_fraction", "--allow_missing_video"):
+        assert flag in proc.stdout
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "nothing"), "--output",
+                                        str(tmp_path / "out")))
+    assert line == (f"error: input does not exist: {tmp_path / 'nothing'}; check the path "
+                    "and its permissions")
+    assert not (tmp_path / "out").exists()

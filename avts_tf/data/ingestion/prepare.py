@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from avts_tf import atomic
+from avts_tf.data import manifest as manifest_module
 from avts_tf.data import records, splits
 from avts_tf.data.ingestion import sources
 from avts_tf.data.ingestion.media import MediaError, decode_media
@@ -59,7 +60,7 @@ from avts_tf.data.manifest import (
 logger = logging.getLogger(__name__)
 
 STATE_DIR = ".ingest"
-FILES_PER_SHARD = 128  # Default shard size (``IngestConfig.num_shards = None``).
+FILES_PER_SHARD = manifest_module.FILES_PER_SHARD  # Default shard size (``num_shards=None``).
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import os
 import re
@@ -487,7 +488,7 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
     """
     path = Path(input_path)
     if not path.exists():
-        raise FileNotFoundError(f"input {str(path)!r} does not exist")
+        raise FileNotFoundError(errno.ENOENT, "input does not exist", str(path))
     if layout == "auto":
         layout = detect_layout(path)
     needs_file = layout in ("csv", "youtube", "file")

@@ -123,13 +123,17 @@ def test_symlink_loops_end_and_a_file_is_ingested_once(tmp_path):
     (root / "a" / "loop").symlink_to(root / "a")         # a loop
     (root / "b" / "up").symlink_to(root)                 # a link to a parent folder
     (root / "b" / "again.mkv").symlink_to(root / "a" / "x.mkv")  # one file, two paths
-    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
-                        "--test_fraction", "0", timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    manifest = Manifest.read(tmp_path / "out")
-    assert [e.id for e in manifest.written] == ["a/x.mkv", "b/y.mkv"]
-    assert [(e.id, e.kind) for e in manifest.skipped] == [("b/again.mkv", "duplicate")]
-    assert "the same file as a/x.mkv" in manifest.skipped[0].reason
+    (root / "b" / "gone.mkv").symlink_to(root / "nowhere.mkv")    # a broken link
+    out = root / "out"  # an output inside the input folder is not ingested on a re-run
+    for _ in range(2):
+        proc = _prepare_cli("--input", str(root), "--output", str(out), "--fps", "4",
+                            "--test_fraction", "0", timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        manifest = Manifest.read(out)
+        assert [e.id for e in manifest.written] == ["a/x.mkv", "b/y.mkv"]
+        assert [(e.id, e.kind) for e in manifest.skipped] == [("b/again.mkv", "duplicate"),
+                                                              ("b/gone.mkv", "missing")]
+        assert "the same file as a/x.mkv" in manifest.skipped[0].reason
 
 
 def test_media_is_probed_not_judged_by_extension(tmp_path):

@@ -631,6 +631,9 @@ def prepare_dataset(
     duplicates: list[tuple[sources.SourceItem, str]] = []
     used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
                                           test_fraction=test_fraction, duplicates=duplicates)
+    inside = os.path.realpath(output_dir) + os.sep  # an --output inside the input folder
+    items = [it for it in items if not os.path.realpath(it.path).startswith(inside)]
+    duplicates = [d for d in duplicates if not os.path.realpath(d[0].path).startswith(inside)]
     if not items:
         raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
     splits.check_disjoint(items, source=input_path)

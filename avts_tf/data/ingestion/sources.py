@@ -76,7 +76,7 @@ def walk_files(root: str | os.PathLike, media_only: bool = False) -> list[Path]:
 
     A folder reached twice (a symlink loop, a link to a parent or sibling folder) is
     walked once, so the walk always ends. With ``media_only`` only files with a known
-    media extension are listed.
+    media extension are listed. A broken link is listed (ingestion reports it missing).
     """
     root = Path(root)
     seen_dirs: set[str] = set()
@@ -91,7 +91,7 @@ def walk_files(root: str | os.PathLike, media_only: bool = False) -> list[Path]:
                              and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs)
         found.extend(Path(dirpath) / f for f in filenames if not f.startswith(".")
                      and (not media_only or is_media(f)))
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in found if p.is_file() or p.is_symlink())  # broken links: listed
 
 
 def walk_media(root: str | os.PathLike) -> list[Path]:

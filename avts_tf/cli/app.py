@@ -6,7 +6,9 @@ with one line ``error: <problem>; <fix>`` on stderr and exit code 2, never a tra
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -46,7 +48,23 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
     try:
         return flags.FLAGS(list(argv))
     except flags.Error as err:
-        fail(f"{err}; see --helpshort for the flags and their valid values")
+        text = str(err)
+        missing = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None",
+                           text)
+        if missing:
+            text = f"--{missing.group(1)} is required"
+        fail(f"{text}; see --helpshort for the flags and their valid values")
+
+
+def _adopt_help(module_name: str) -> None:
+    """Makes ``--help``/``--helpshort`` of a console script show the tool's doc and flags."""
+    module = sys.modules.get(module_name)
+    main = sys.modules.get("__main__")
+    if module is not None and main is not None and module is not main and module.__doc__:
+        with contextlib.suppress(AttributeError, TypeError):
+            main.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:
@@ -88,6 +106,7 @@ def entry_point(main: Callable[[list[str]], int | None]) -> Callable[[], None]:
 
     def console_script() -> None:
         quiet_tensorflow()
+        _adopt_help(main.__module__)
         run(main)
 
     console_script.__doc__ = "Console-script entry point."

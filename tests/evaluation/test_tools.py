@@ -45,20 +45,20 @@ MISTAKES = {
         (["--baseline=mfcc", "--num_folds=1"], ["--num_folds", ">= 2"]),
     ],
     "eval_sync": [
-        ([], ["--model_dir", "must have a value"]),
+        ([], ["--model_dir", "is required"]),
         ([f"--model_dir={NOPE}", "--data=."], ["--model_dir", "does not exist"]),
         ([f"--model_dir={NOPE}", f"--data={NOPE}"], ["--data", "does not exist"]),
         (["--model_dir=.", "--data=.", "--clips_per_video=0"], ["--clips_per_video"]),
     ],
     "extract_features": [
-        ([], ["--checkpoint", "must have a value"]),
+        ([], ["--checkpoint", "is required"]),
         ([f"--checkpoint={NOPE}"], ["--checkpoint", "does not exist"]),
         (["--checkpoint=.", "--tower=both"], ["--tower", "audio"]),
         (["--checkpoint=.", "--batch_size=0"], ["--batch_size"]),
         (["--checkpoint=.", "--hop_s=-1"], ["--hop_s", "must be > 0"]),
     ],
     "finetune_video": [
-        (["--data=."], ["--init", "must have a value"]),
+        (["--data=."], ["--init", "is required"]),
         ([f"--init={NOPE}", "--data=."], ["--init", "does not exist", "scratch"]),
         (["--init=scratch", f"--data={NOPE}"], ["--data", "does not exist"]),
         (["--init=scratch", "--data=.", "--folds=1,x"], ["--folds", "positive integers"]),
@@ -72,7 +72,7 @@ MISTAKES = {
          ["--output", ".keras"]),
     ],
     "make_synthetic": [
-        ([], ["--output", "must have a value"]),
+        ([], ["--output", "is required"]),
         (["--output=x", "--num_videos=0"], ["--num_videos"]),
     ],
     "ablate_curriculum": [
@@ -81,7 +81,7 @@ MISTAKES = {
         (["extra"], ["unexpected arguments extra"]),
     ],
     "downstream_results": [
-        ([], ["--model_dir", "must have a value"]),
+        ([], ["--model_dir", "is required"]),
         ([f"--model_dir={NOPE}", "--methods=avts,byol"], ["--methods", "avts_tssl"]),
         ([f"--model_dir={NOPE}", f"--data={NOPE}"], ["--data", "does not exist"]),
         ([f"--model_dir={NOPE}", "--shots=0"], ["--shots"]),

@@ -198,11 +198,13 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
                 continue
             path = (root / raw).resolve() if not os.path.isabs(raw) else Path(raw)
             split = (row.get("split") or "").strip() or "train"
-            key = (os.path.realpath(path), _float_or_none(row.get("start")),
+            # The same file twice in one split (across splits: splits.check_disjoint).
+            key = (os.path.realpath(path), split, _float_or_none(row.get("start")),
                    _float_or_none(row.get("end")))
             if key in lines:
                 raise ValueError(f"{csv_path}: lines {lines[key]} and {line} list the same file "
-                                 f"{raw!r}; keep one line per file (one label each)")
+                                 f"{raw!r} in split {split!r}; keep one line per file (one "
+                                 "label each)")
             lines[key] = line
             items.append(SourceItem(
                 str(path), _relative_id(path, root), (row.get("label") or "").strip(),

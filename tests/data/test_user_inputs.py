@@ -322,3 +322,28 @@ def test_help_shows_the_tool_and_a_missing_input_is_one_line(tmp_path):
     assert line == (f"error: input does not exist: {tmp_path / 'nothing'}; check the path "
                     "and its permissions")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_hung_decoder_in_a_worker_becomes_a_timeout_skip(tmp_path, monkeypatch):
+    """With --workers 2 the alarm fires in the worker; the other files are kept."""
+    for i in range(3):
+        write_clip(tmp_path / "in" / f"c{i}.mkv")
+    helper = tmp_path / "helper"
+    helper.mkdir()
+    (helper / "hanging_worker.py").write_text(
+        "import time\n"
+        "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
+        "def process_item(item, label_index, config):\n"
+        "    if item.id == 'c1.mkv':\n"
+        "        time.sleep(120)\n"
+        "    return original(item, label_index, config)\n")
+    monkeypatch.syspath_prepend(str(helper))
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    import hanging_worker
+
+    monkeypatch.setattr(prepare, "process_item", hanging_worker.process_item)
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
+                                      decode_timeout=2.0, progress=False)
+    assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
+    assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]

@@ -306,9 +306,17 @@ def _crash_entry(item: sources.SourceItem) -> dict:
                       "or re-encode it)"}
 
 
+HARD_LIMIT_MARGIN_S = 30.0  # Beyond 2x the timeout, a worker hung in native code is killed.
+
+
 def _hard_limit(timeout: float | None) -> float | None:
     """How long the parent waits for a worker's result (the alarm inside comes first)."""
-    return None if not timeout else 2 * timeout + 30.0
+    return None if not timeout else 2 * timeout + HARD_LIMIT_MARGIN_S
+
+
+def _ready() -> int:
+    """A worker's first task: it has started and imported this module."""
+    return os.getpid()
 
 
 def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -328,7 +336,9 @@ def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
     alone = None
     try:
         for item, label_index in tasks:
-            alone = alone or new_pool(1)
+            if alone is None:
+                alone = new_pool(1)
+                alone.submit(_ready).result()  # start-up is not counted in the time limit
             future = alone.submit(_timed, process_item, item, label_index, config, timeout)
             try:
                 yield future.result(timeout=_hard_limit(timeout))

@@ -23,9 +23,6 @@ Re-run the same command to resume an interrupted run.
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
 from absl import flags, logging
 
 from avts_tf.cli import app
@@ -105,21 +102,7 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def _show_help_of_this_tool() -> None:
-    """``--help`` shows this module's docstring and flags (not the wrapper's)."""
-    main_module = sys.modules.get("__main__")
-    if main_module is not None:
-        with contextlib.suppress(AttributeError, TypeError):
-            main_module.__doc__ = __doc__
-    for flag in FLAGS.get_key_flags_for_module(__name__):
-        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
-def main() -> None:
-    """Console-script entry point (``avts-prepare``)."""
-    _show_help_of_this_tool()
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from absl import flags
 
 from avts_tf.cli import app
 from avts_tf.errors import UserError
-from avts_tf.evaluation import cli
 
 VARIANTS = ("easy", "hard", "curriculum")  # avts_tf.ablation.VARIANTS (imports TensorFlow)
 
@@ -89,11 +88,7 @@ def _main(argv):
     print(table)
 
 
-def main() -> None:
-    """Console-script entry point (``avts-ablate``)."""
-    cli.show_help_of(__name__, __doc__)
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

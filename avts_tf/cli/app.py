@@ -63,8 +63,10 @@ def _adopt_help(module_name: str) -> None:
     if module is not None and main is not None and module is not main and module.__doc__:
         with contextlib.suppress(AttributeError, TypeError):
             main.__doc__ = module.__doc__
-    for flag in flags.FLAGS.get_key_flags_for_module(module_name):
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    # The tool's own flags and the shared data flags some tools define there.
+    for name in (module_name, "avts_tf.evaluation.cli"):
+        for flag in flags.FLAGS.get_key_flags_for_module(name):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:

@@ -194,11 +194,7 @@ def _cell(results: dict, column: str) -> str:
     return report.mean_std(entry["mean"], entry["std"] if len(entry["runs"]) > 1 else None)
 
 
-def main() -> None:
-    """Console-script entry point (``avts-downstream``)."""
-    cli.show_help_of(__name__, __doc__)
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -59,11 +59,7 @@ def _main(argv: list[str]) -> None:
         print(f"wrote {FLAGS.output_json}")
 
 
-def main() -> None:
-    """Console-script entry point (``avts-eval-sync``)."""
-    cli.show_help_of(__name__, __doc__)
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -136,11 +136,7 @@ def _main(argv: list[str]) -> None:
                   f"(layer {feats.info['layer']}, pool {FLAGS.pool})")
 
 
-def main() -> None:
-    """Console-script entry point (``avts-extract``)."""
-    cli.show_help_of(__name__, __doc__)
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

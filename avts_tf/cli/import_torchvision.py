@@ -85,11 +85,7 @@ def _main(argv: list[str]) -> None:
           f"{', Kinetics normalisation' if FLAGS.normalize else ''}")
 
 
-def main() -> None:
-    """Console-script entry point (``avts-import-torchvision``)."""
-    cli.show_help_of(__name__, __doc__)
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
 
 OUTPUT = flags.DEFINE_string("output", None, "Output folder.", required=True)
 NUM_VIDEOS = flags.DEFINE_integer("num_videos", 64, "Number of videos.", lower_bound=1)
@@ -43,11 +42,7 @@ def _main(argv):
     print(csv_path)
 
 
-def main() -> None:
-    """Console-script entry point (``avts-make-synthetic``)."""
-    cli.show_help_of(__name__, __doc__)
-    app.quiet_tensorflow()
-    app.run(_main)
+main = app.entry_point(_main)
 
 
 if __name__ == "__main__":

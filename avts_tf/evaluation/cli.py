@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -107,18 +106,3 @@ def split_list(text: str | list[str] | None) -> list[str] | None:
 def integer_list(values: list[str] | None) -> bool:
     """Validator of a list flag of non-negative integers (``0,20``)."""
     return all(v.strip().isdigit() for v in values or [])
-
-
-def show_help_of(module_name: str, doc: str | None) -> None:
-    """Makes ``--help``/``--helpshort`` show this tool's docstring and flags.
-
-    absl prints the ``__main__`` module's docstring and key flags; for a console script or
-    a ``tools/*.py`` wrapper those are the wrapper's, so the tool's are adopted here.
-    """
-    main = sys.modules.get("__main__")
-    if main is not None and doc:
-        with contextlib.suppress(AttributeError, TypeError):
-            main.__doc__ = doc
-    for name in (module_name, __name__):
-        for flag in FLAGS.get_key_flags_for_module(name):
-            FLAGS.register_key_flag_for_module(sys.argv[0], flag)

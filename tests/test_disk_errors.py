@@ -92,6 +92,23 @@ def test_a_corrupted_record_names_its_shard_offset_and_the_fix(tmp_path, tiny_pr
                      r"\((the start|batch \d+)\) \(or train past it: "
                      r"data.train_dataset.skip_corrupted=True\)$", message), message
     assert integrity.check_shards(tiny_prepared) == []
+    # avts-prepare --verify finds the shard and rebuilds it from its source files.
+    import subprocess
+    import sys
+
+    from tiny import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"),
+                           "--verify", f"--output={data}"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[:1] == [
+        f"bad shard {shard}: corrupted record at byte {offset} after 2 good record(s)"]
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"verify: 1 bad shard(s) rebuilt; every shard of {data} reads back as its manifest says")
+    assert integrity.check_shards(data) == []
+    assert shard.read_bytes() == (tiny_prepared / shard.name).read_bytes()
+    shard.write_bytes(bytes(raw))  # corrupted again, for the skipping run
     import gin
 
     gin.bind_parameter("data.train_dataset.skip_corrupted", True)

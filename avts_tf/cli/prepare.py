@@ -67,7 +67,28 @@ flags.DEFINE_float("decode_timeout", 600.0, "Seconds one file may take to decode
 flags.DEFINE_bool("allow_missing_audio", False, "Keep files without audio (video only).")
 flags.DEFINE_bool("allow_missing_video", None, "Keep files without video (audio only); "
                   "default: yes for audio datasets (esc50, dcase2014, fsdd), else no.")
-flags.mark_flags_as_required(["input", "output"])
+flags.DEFINE_bool("verify", False, "Check every shard of --output (CRCs, record counts, ids "
+                  "against manifest.json) and rebuild the bad ones from their source files "
+                  "with the dataset's own settings; --input is not needed.")
+flags.mark_flags_as_required(["output"])
+
+
+def _verify(prepare) -> int:
+    from avts_tf.data import manifest as manifest_lib
+
+    if not manifest_lib.exists(FLAGS.output):
+        raise UserError(f"{FLAGS.output} is not a prepared dataset (no manifest.json); give "
+                        "the --output of an avts-prepare run")
+    found, left = prepare.verify_dataset(FLAGS.output, workers=FLAGS.workers)
+    for problem in found:
+        print(f"bad shard {problem.file}: {problem.problem}")
+    if left:
+        raise UserError(f"{len(left)} shard(s) still bad after rebuilding (e.g. {left[0].file}: "
+                        f"{left[0].problem}); check that the source files are unchanged")
+    print(f"verify: {len(found)} bad shard(s) rebuilt; every shard of {FLAGS.output} reads back "
+          "as its manifest says" if found else
+          f"verify: every shard of {FLAGS.output} reads back as its manifest says")
+    return 0
 
 
 def _main(argv: list[str]) -> int:
@@ -75,6 +96,11 @@ def _main(argv: list[str]) -> int:
     logging.use_absl_handler()
     from avts_tf.data.ingestion import prepare
 
+    if FLAGS.verify:
+        return _verify(prepare)
+    if FLAGS.input is None:
+        raise UserError("--input is required; give a folder, a media file or a CSV (or "
+                        "--verify to check an existing --output)")
     try:
         manifest = prepare.prepare_dataset(
             FLAGS.input, FLAGS.output, layout=FLAGS.layout, fps=FLAGS.fps,

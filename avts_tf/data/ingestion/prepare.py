@@ -688,3 +688,39 @@ def prepare_dataset(
     if progress:
         print(format_summary(manifest), file=sys.stderr)
     return manifest
+
+
+def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, workers: int = 1,
+                   progress: bool = True) -> tuple[list, list]:
+    """Checks every shard of a prepared dataset and rebuilds the bad ones from their sources.
+
+    A shard is bad when a record does not read back (CRC), its record count or its ids
+    differ from ``manifest.json`` (``avts_tf.data.integrity.check_shards``). With
+    ``rebuild``, each bad shard and its sidecar are removed and the dataset's own settings
+    and input (recorded in the manifest) are ingested again: the resumable path writes
+    exactly the missing shards and leaves the good ones as they are.
+
+    Returns:
+        The problems found, and those left after rebuilding (empty when all is well).
+    """
+    from avts_tf.data import integrity
+
+    out = Path(output_dir)
+    found = integrity.check_shards(out)
+    if not found or not rebuild:
+        return found, found
+    manifest = Manifest.read(out)
+    for problem in found:
+        shard = Path(problem.file)
+        shard.unlink(missing_ok=True)
+        (out / STATE_DIR / f"{shard.name}.json").unlink(missing_ok=True)
+    config = manifest.config
+    prepare_dataset(
+        manifest.input, out, fps=config.fps, short_side=config.short_side,
+        sample_rate=config.sample_rate, jpeg_quality=config.jpeg_quality,
+        num_shards=config.num_shards, workers=workers, require_audio=config.require_audio,
+        require_video=config.require_video, video_stream=config.video_stream,
+        audio_stream=config.audio_stream, layout=config.layout, fold=config.fold,
+        media_dir=config.media_dir, progress=progress, test_fraction=config.test_fraction,
+    )
+    return found, integrity.check_shards(out)

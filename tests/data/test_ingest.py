@@ -342,25 +342,34 @@ def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
     assert manifest.summary["written"] == 6 == len(Manifest.read(out).written)
 
 
-@pytest.mark.slow
-def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
-    """A file that kills its worker (like a decoder segfault) is skipped; the rest go on."""
+def misbehaving_worker(tmp_path, monkeypatch, name: str, imports: str, action: str) -> None:
+    """Three clips in ``tmp_path/in``; ``prepare.process_item`` does ``action`` on ``c1.mkv``.
+
+    The replacement lives in an importable module (``name``) so that spawned worker
+    processes find it.
+    """
     for i in range(3):
         write_clip(tmp_path / "in" / f"c{i}.mkv")
     helper = tmp_path / "helper"
     helper.mkdir()
-    (helper / "crashing_worker.py").write_text(
-        "import os\n"
+    (helper / f"{name}.py").write_text(
+        f"{imports}\n"
         "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
         "def process_item(item, label_index, config):\n"
         "    if item.id == 'c1.mkv':\n"
-        "        os._exit(11)\n"
+        f"{action}\n"
         "    return original(item, label_index, config)\n")
     monkeypatch.syspath_prepend(str(helper))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
-    import crashing_worker
+    module = __import__(name)
+    monkeypatch.setattr(prepare, "process_item", module.process_item)
 
-    monkeypatch.setattr(prepare, "process_item", crashing_worker.process_item)
+
+@pytest.mark.slow
+def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
+    """A file that kills its worker (like a decoder segfault) is skipped; the rest go on."""
+    misbehaving_worker(tmp_path, monkeypatch, "crashing_worker", "import os",
+                       "        os._exit(11)")
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
                                       progress=False)
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "crash")]

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_ingest import write_clip
+from test_ingest import misbehaving_worker, write_clip
 from tiny import REPO_ROOT
 
 from avts_tf.data.ingestion import prepare, sources
@@ -327,22 +327,8 @@ def test_help_shows_the_tool_and_a_missing_input_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_a_hung_decoder_in_a_worker_becomes_a_timeout_skip(tmp_path, monkeypatch):
     """With --workers 2 the alarm fires in the worker; the other files are kept."""
-    for i in range(3):
-        write_clip(tmp_path / "in" / f"c{i}.mkv")
-    helper = tmp_path / "helper"
-    helper.mkdir()
-    (helper / "hanging_worker.py").write_text(
-        "import time\n"
-        "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
-        "def process_item(item, label_index, config):\n"
-        "    if item.id == 'c1.mkv':\n"
-        "        time.sleep(120)\n"
-        "    return original(item, label_index, config)\n")
-    monkeypatch.syspath_prepend(str(helper))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
-    import hanging_worker
-
-    monkeypatch.setattr(prepare, "process_item", hanging_worker.process_item)
+    misbehaving_worker(tmp_path, monkeypatch, "hanging_worker", "import time",
+                       "        time.sleep(120)")
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
                                       decode_timeout=2.0, progress=False)
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
@@ -352,24 +338,9 @@ def test_a_hung_decoder_in_a_worker_becomes_a_timeout_skip(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_a_worker_hung_past_its_alarm_is_killed_and_the_file_skipped(tmp_path, monkeypatch):
     """A hang the alarm cannot stop (native code): the parent kills the worker."""
-    for i in range(3):
-        write_clip(tmp_path / "in" / f"c{i}.mkv")
-    helper = tmp_path / "helper"
-    helper.mkdir()
-    (helper / "deaf_worker.py").write_text(
-        "import signal\n"
-        "import time\n"
-        "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
-        "def process_item(item, label_index, config):\n"
-        "    if item.id == 'c1.mkv':\n"
-        "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
-        "        time.sleep(120)\n"
-        "    return original(item, label_index, config)\n")
-    monkeypatch.syspath_prepend(str(helper))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
-    import deaf_worker
-
-    monkeypatch.setattr(prepare, "process_item", deaf_worker.process_item)
+    misbehaving_worker(tmp_path, monkeypatch, "deaf_worker", "import signal\nimport time",
+                       "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+                       "        time.sleep(120)")
     monkeypatch.setattr(prepare, "HARD_LIMIT_MARGIN_S", 2.0)
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
                                       decode_timeout=1.0, progress=False)

@@ -58,6 +58,11 @@ def read_index(directory: str | os.PathLike) -> list[CheckpointInfo]:
     return [CheckpointInfo(**entry) for entry in entries]
 
 
+def resume_point(checkpoints: list[CheckpointInfo]) -> str:
+    """Where a re-run resumes, for messages: ``batch N`` of the newest, or ``the start``."""
+    return f"batch {checkpoints[-1].batches}" if checkpoints else "the start"
+
+
 def restore_latest(model: keras.Model, directory: str | os.PathLike) -> CheckpointInfo | None:
     """Loads the newest readable checkpoint of ``directory`` into ``model``.
 
@@ -172,7 +177,7 @@ class StepCheckpoint(keras.callbacks.Callback):
             tmp.unlink(missing_ok=True)
             if not any(c.file == info.file for c in previous):
                 (self.directory / info.file).unlink(missing_ok=True)
-            since = f"batch {previous[-1].batches}" if previous else "the start"
+            since = resume_point(previous)
             raise RunInterrupted(
                 f"could not write checkpoint {self.directory / info.file}: "
                 f"{err.strerror or err}; free space or fix the folder, then re-run the same "

@@ -439,8 +439,7 @@ def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
     else:
         reason = (cause.group(1) if cause else text.splitlines()[0] if text else
                   type(err).__name__).strip().rstrip(":")
-    saved = avts_callbacks.read_index(checkpoint_dir)
-    since = f"batch {saved[-1].batches}" if saved else "the start"
+    since = avts_callbacks.resume_point(avts_callbacks.read_index(checkpoint_dir))
     return RunInterrupted(
         f"lost worker {lost} ({type(err).__name__}: {reason}); re-run the same command on "
         f"every worker to resume from the last checkpoint ({since})"
@@ -453,8 +452,7 @@ def _corrupted(job: _Job, split: str) -> RunInterrupted:
 
     problem = integrity.first_corrupt(job.dataset, split)
     where = f"{problem.file}: {problem.problem}" if problem else f"a shard of split {split!r}"
-    saved = avts_callbacks.read_index(job.model_dir / "checkpoints")
-    since = f"batch {saved[-1].batches}" if saved else "the start"
+    since = avts_callbacks.resume_point(avts_callbacks.read_index(job.model_dir / "checkpoints"))
     return RunInterrupted(
         f"corrupted record in {where}; rebuild the bad shards with avts-prepare --verify "
         f"--output {job.dataset}, then re-run the same command to resume from the last "

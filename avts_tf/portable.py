@@ -124,7 +124,7 @@ def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tens
             no ingestion settings and its dataset is gone.
     """
     from avts_tf.data import manifest, records
-    from avts_tf.data.ingestion.media import MediaError, decode_media
+    from avts_tf.data.ingestion import prepare, sources
     from avts_tf.data.manifest import IngestConfig
 
     if description.ingest is not None:
@@ -134,18 +134,12 @@ def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tens
     else:
         raise UserError("run.json records no ingestion settings and its dataset "
                         f"{description.dataset} is gone; re-train with this avts_tf")
-    try:
-        media = decode_media(
-            path, fps=description.fps, short_side=ingest.short_side,
-            sample_rate=ingest.sample_rate, jpeg_quality=ingest.jpeg_quality,
-        )
-    except MediaError as err:
-        raise UserError(f"{path}: {err.reason}") from None
-    return records.parse(tf.constant(records.encode(records.MediaRecord(
-        id=os.fspath(path), jpeg_frames=media.jpeg_frames, fps=media.fps,
-        height=media.height, width=media.width, audio=media.audio,
-        sample_rate=media.sample_rate,
-    ))))
+    config = dataclasses.replace(ingest, fps=float(description.fps))
+    item = sources.SourceItem(os.fspath(path), os.fspath(path), "", "")
+    entry, serialized = prepare.process_item(item, -1, config)  # ingestion's own path
+    if serialized is None:
+        raise UserError(f"{path}: {entry['reason']}")
+    return records.parse(tf.constant(serialized))
 
 
 def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:

@@ -88,20 +88,21 @@ def distort(source: str | os.PathLike, target: str | os.PathLike, name: str,
 
 
 def file_fingerprints(
-    towers: tuple, description, paths: Sequence[str | os.PathLike], num_clips: int = 10,
+    feature_fns: tuple[Callable, Callable], description, paths: Sequence[str | os.PathLike],
+    num_clips: int = 10,
 ) -> dict[str, np.ndarray]:
     """Fingerprints of ``paths``: ``video``, ``audio`` and ``both`` (``[len(paths), dim]``).
 
-    ``video`` and ``audio`` are each modality's L2-normalised feature, ``both`` their
-    concatenation normalised again (see the module docstring).
+    ``feature_fns`` are the video and audio towers' ``features.feature_model`` (built once
+    by the caller: each is a traced function). ``video`` and ``audio`` are each modality's
+    L2-normalised feature, ``both`` their concatenation normalised again (see the module
+    docstring).
     """
     from avts_tf.data.audio_features import log_mel_spectrogram
     from avts_tf.data.clips import Clips
-    from avts_tf.evaluation.features import feature_model
     from avts_tf.portable import media_record
 
-    video_features = feature_model(towers[0])
-    audio_features = feature_model(towers[1])
+    video_features, audio_features = feature_fns
     spec, fps = description.clip_spec, description.fps
     cutter = Clips(spec, fps)
     seed = tf.zeros([2], tf.int32)
@@ -152,14 +153,17 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
             if not target.is_file():
                 distort(path, target, name, seed=seed + i)
             queries[name].append(target)
+    from avts_tf.evaluation.features import feature_model
+
     truth = np.arange(len(originals))
     results = {}
     for label, towers in towers_by_name.items():
-        database = file_fingerprints(towers, description, [*originals, *distractors],
+        fns = (feature_model(towers[0]), feature_model(towers[1]))
+        database = file_fingerprints(fns, description, [*originals, *distractors],
                                      num_clips)
         results[label] = {}
         for name, paths in queries.items():
-            found = file_fingerprints(towers, description, paths, num_clips)
+            found = file_fingerprints(fns, description, paths, num_clips)
             scores = identification(found["both"], database["both"], truth)
             for modality in ("video", "audio"):
                 alone = identification(found[modality], database[modality], truth)

@@ -74,27 +74,56 @@ def count_too_short(data_dir: str | os.PathLike, split: str, spec: ClipSpec) -> 
     return prepared.count_shorter_than(split, spec.window_seconds(prepared.fps))
 
 
-def _read_shard(skip_corrupted: bool) -> Callable[[tf.Tensor], tf.data.Dataset]:
-    """A shard's records; with ``skip_corrupted``, a corrupted record ends that shard.
+def _log_skipped(lost: tf.Tensor, expected: tf.Tensor, path: tf.Tensor) -> bool:
+    logging.warning(
+        "skipped %d of %d records of corrupted shard %s (a corrupted record and everything "
+        "after it, on every pass over the data); rebuild it with avts-prepare --verify",
+        int(lost), int(expected), path.numpy().decode())
+    return False
+
+
+def _read_shard_skipping_corrupted(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
+    """A shard's records up to its first corrupted one; logs how many were lost.
 
     TFRecord files cannot be resynchronised after a bad record (its length may be the
-    corrupted part), so what follows it in the shard is skipped too; each skip is logged
-    (``Ignoring error``) with the file's error.
+    corrupted part), so what follows it in the shard is skipped too. At the end of each
+    pass over the shard, the records read are compared with the manifest's count
+    ``expected`` and a shortfall is logged as one warning with the count.
     """
-    if not skip_corrupted:
-        return tf.data.TFRecordDataset
-    return lambda path: tf.data.TFRecordDataset(path).ignore_errors(log_warning=True)
+    records_read = tf.data.TFRecordDataset(path).ignore_errors().map(lambda r: (r, False))
+    end_marker = tf.data.Dataset.from_tensors((tf.constant(b""), True))
+    counted = records_read.concatenate(end_marker).scan(
+        tf.constant(0, tf.int64), lambda n, item: (n + 1, (n, item[0], item[1])))
+
+    def keep(position: tf.Tensor, record: tf.Tensor, at_end: tf.Tensor) -> tf.Tensor:
+        del record
+        lost = expected - position
+
+        def warn() -> tf.Tensor:
+            return tf.py_function(_log_skipped, [lost, expected, path], tf.bool)
+
+        return tf.cond(at_end & (lost > 0), warn, lambda: tf.logical_not(at_end))
+
+    return counted.filter(keep).map(lambda position, record, at_end: record)
 
 
 def _records(
     files: list[str], shuffle_files: bool, seed: int | None, cycle_length: int = 4,
-    skip_corrupted: bool = False,
+    expected_counts: dict[str, int] | None = None,
 ) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices(files)
+    """Parsed records of ``files``; with ``expected_counts`` (records per shard file name),
+    a corrupted record ends its shard and the loss is logged instead of stopping."""
+    if expected_counts is None:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        read_shard = tf.data.TFRecordDataset
+    else:
+        counts = [expected_counts[os.path.basename(f)] for f in files]
+        dataset = tf.data.Dataset.from_tensor_slices((files, tf.constant(counts, tf.int64)))
+        read_shard = _read_shard_skipping_corrupted
     if shuffle_files:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
-        _read_shard(skip_corrupted),
+        read_shard,
         cycle_length=min(len(files), cycle_length),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
@@ -171,7 +200,8 @@ def train_dataset(
             docstring); batches then hold this worker's share.
         skip_corrupted: Train on past a corrupted record instead of stopping (gin:
             ``data.train_dataset.skip_corrupted = True``); the rest of its shard is skipped
-            and the skip logged. Off by default: a corrupted shard should be rebuilt.
+            and the number of records lost is logged at each pass over that shard. Off by
+            default: a corrupted shard should be rebuilt.
 
     Returns:
         A dataset of dict batches, ``drop_remainder=True``, after ``task.batch_examples``.
@@ -185,8 +215,12 @@ def train_dataset(
             too_short, split, spec.window_seconds(clips.fps),
         )
     files, share, keep_mine = _worker_share(files, batch_size, input_context)
+    expected_counts = None
+    if skip_corrupted:
+        expected_counts = {os.path.basename(shard.file): shard.records
+                           for shard in prepared.splits[split].shards}
     records_ds = _records(files, shuffle_files=True, seed=seed, cycle_length=cycle_length,
-                          skip_corrupted=skip_corrupted)
+                          expected_counts=expected_counts)
     records_ds = records_ds.filter(clips.long_enough)
     if cache_records:
         records_ds = records_ds.cache()

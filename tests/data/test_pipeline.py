@@ -174,3 +174,31 @@ def test_records_are_streamed_not_cached_by_default(tiny_prepared):
     cached_ops = {node.op for node in tf.compat.v1.GraphDef.FromString(
         cached._as_serialized_graph().numpy()).node}
     assert cached_ops & {"CacheDatasetV2", "CacheDataset"}
+
+
+def test_skipping_a_corrupted_record_keeps_the_records_before_it_and_logs_the_count(
+        tmp_path, caplog):
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(5):
+            writer.write(bytes([i]) * 100)
+    raw = bytearray(open(path, "rb").read())
+    # Each record: 8-byte length, 4-byte CRC, 100 data bytes, 4-byte CRC; flip record 2's data.
+    raw[2 * 116 + 12 + 50] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+    shard = pipeline._read_shard_skipping_corrupted(tf.constant(path), tf.constant(5, tf.int64))
+    assert [r for r in shard.repeat(2).as_numpy_iterator()] == [b"\0" * 100, b"\1" * 100] * 2
+    # Once per pass over the shard:
+    assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [
+        f"skipped 3 of 5 records of corrupted shard {path} (a corrupted record and everything "
+        "after it, on every pass over the data); rebuild it with avts-prepare --verify"] * 2
+
+
+def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for i in range(3):
+            writer.write(bytes([i]))
+    shard = pipeline._read_shard_skipping_corrupted(tf.constant(path), tf.constant(3, tf.int64))
+    assert list(shard.as_numpy_iterator()) == [b"\0", b"\1", b"\2"]
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]

@@ -111,8 +111,11 @@ def _records(
     files: list[str], shuffle_files: bool, seed: int | None, cycle_length: int = 4,
     expected_counts: dict[str, int] | None = None,
 ) -> tf.data.Dataset:
-    """Parsed records of ``files``; with ``expected_counts`` (records per shard file name),
-    a corrupted record ends its shard and the loss is logged instead of stopping."""
+    """Parsed records of ``files``.
+
+    With ``expected_counts`` (records per shard file name), a corrupted record ends its
+    shard and the loss is logged instead of stopping.
+    """
     if expected_counts is None:
         dataset = tf.data.Dataset.from_tensor_slices(files)
         read_shard = tf.data.TFRecordDataset

@@ -232,11 +232,9 @@ def hum_frequency(u: np.ndarray | float) -> np.ndarray:
     return HUM_LOW_HZ * 2.0 ** (HUM_OCTAVES * v)
 
 
-def _hum(rng: np.random.Generator, u: np.ndarray, sr: int) -> np.ndarray:
-    """The ambient hum at world times ``u`` (one per sample), phase-continuous."""
-    f0 = hum_frequency(u)
-    phase = 2.0 * np.pi * np.cumsum(f0) / sr + rng.uniform(0.0, 2.0 * np.pi)
-    hum = np.zeros(len(u))
+def _hum(f0: np.ndarray, phase: np.ndarray, sr: int) -> np.ndarray:
+    """The ambient hum with fundamental ``f0`` (Hz) and running phase ``phase``, per sample."""
+    hum = np.zeros(len(f0))
     for k, amp in enumerate(HUM_AMPLITUDES, start=1):
         # Partials near Nyquist fade out (only matters at low sample rates).
         room = (_HUM_MAX_FRACTION * sr - k * f0) / (0.05 * sr)

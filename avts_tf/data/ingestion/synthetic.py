@@ -56,10 +56,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
@@ -294,14 +295,16 @@ def _trajectory(obj: _Object, times: np.ndarray, size: int) -> np.ndarray:
     return rest - obj.heights[k] * 4.0 * u * (1.0 - u)
 
 
-def _flash(strikes: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
-    """Per-frame flash intensity: 1 at each contact frame, ``_AFTERGLOW`` on the next."""
-    flash = np.zeros(num_frames, dtype=np.float32)
+def _flash(strikes: np.ndarray, num_frames: int, fps: float, start: int, stop: int) -> np.ndarray:
+    """Flash intensity of frames ``[start, stop)``: 1 at each contact frame, ``_AFTERGLOW`` next."""
+    flash = np.zeros(stop - start, dtype=np.float32)
     contact = np.round(strikes * fps).astype(np.int64)
     contact = contact[(contact >= 0) & (contact < num_frames)]
     after = contact[contact + 1 < num_frames] + 1
-    np.maximum.at(flash, after, _AFTERGLOW)
-    flash[contact] = 1.0
+    after = after[(after >= start) & (after < stop)]
+    contact = contact[(contact >= start) & (contact < stop)]
+    np.maximum.at(flash, after - start, _AFTERGLOW)
+    flash[contact - start] = 1.0
     return flash
 
 
@@ -335,21 +338,15 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return tint.astype(np.float32)
 
 
-def _render_frames(
-    rng: np.random.Generator,
-    spec: ClassSpec,
-    objects: list[_Object],
-    num_frames: int,
-    fps: float,
-    size: int,
-) -> np.ndarray:
-    """Float ``[T, H, W, 3]`` frames before the daylight gain and rounding."""
-    canvas = np.broadcast_to(_background(rng, size), (num_frames, size, size, 3)).copy()
-    times = np.arange(num_frames) / fps
+def _render_canvas(scene: Scene, start: int, stop: int) -> np.ndarray:
+    """Float ``[stop - start, H, W, 3]`` frames before the daylight gain and rounding."""
+    size, fps, num_frames = scene.size, scene.fps, scene.num_frames
+    canvas = np.broadcast_to(scene.background, (stop - start, size, size, 3)).copy()
+    times = np.arange(start, stop) / fps
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     radius = _RADIUS_FRACTION * size
-    for obj in objects:
-        flash = _flash(_audible_strikes(obj, num_frames, fps), num_frames, fps)
+    for obj in scene.objects:
+        flash = _flash(_audible_strikes(obj, num_frames, fps), num_frames, fps, start, stop)
         cy = _trajectory(obj, times, size)
         contact = flash == 1.0
         cy[contact] = _FLOOR_FRACTION * size - _RADIUS_FRACTION * size
@@ -359,7 +356,7 @@ def _render_frames(
         cy = cy + radius * (1.0 - sy)
         dx = (xx[None] - obj.x) / (radius * sx[:, None, None])
         dy = (yy[None] - cy[:, None, None]) / (radius * sy[:, None, None])
-        dist = _shape_distance(spec.shape, dx, dy)
+        dist = _shape_distance(scene.spec.shape, dx, dy)
         alpha = np.clip((1.0 - dist) * radius + 0.5, 0.0, 1.0)[..., None]
         color = obj.color + (255.0 - obj.color) * 0.6 * flash[:, None]
         canvas = canvas * (1.0 - alpha) + color[:, None, None, :] * alpha
@@ -400,27 +397,175 @@ def _strike_sound(rng: np.random.Generator, spec: ClassSpec, pitch: float, sr: i
     return sound / (np.abs(sound).max() + 1e-9)
 
 
-def _render_audio(
-    rng: np.random.Generator,
-    spec: ClassSpec,
-    objects: list[_Object],
-    num_frames: int,
-    fps: float,
-    num_samples: int,
-    sr: int,
-) -> np.ndarray:
-    """Float64 noise floor and strikes, before the hum and clipping."""
-    audio = rng.normal(0.0, rng.uniform(0.002, 0.005), num_samples)
-    for obj in objects:
-        sound = _strike_sound(rng, spec, obj.pitch, sr)
-        max_height = obj.heights.max()
-        for t in _audible_strikes(obj, num_frames, fps):
-            k = int(np.searchsorted(obj.strikes, t))
-            gain = 0.45 * (0.55 + 0.45 * obj.heights[k] / max_height)  # louder after higher drops
-            start = int(round(t * sr))
-            stop = min(start + len(sound), num_samples)
-            audio[start:stop] += gain * sound[: stop - start]
-    return audio
+class Scene(NamedTuple):
+    """All random draws of one video; its frames and samples are functions of these.
+
+    Made by :func:`draw_scene`. Frames of any range come from :func:`render_frames`,
+    the audio in consecutive chunks from :func:`iter_audio`, so a video of any duration
+    is rendered in bounded memory.
+
+    Attributes:
+        spec: The class's look and sound.
+        objects: The bouncing objects (position, strike times, hop heights, colour, pitch).
+        background: ``float32 [H, W, 3]`` static backdrop.
+        num_frames: Number of frames, frame ``i`` at ``i / fps``.
+        num_samples: Number of audio samples, sample ``j`` at ``j / sample_rate``.
+        fps: Frame rate.
+        size: Frame height and width in pixels.
+        sample_rate: Audio sample rate in Hz.
+        noise_level: Standard deviation of the per-sample noise floor.
+        noise_state: Bit-generator state the noise floor is drawn from, sample 0 first.
+        sounds: One ``float64`` strike sound per object.
+        drift_phase_s: Drift phase ``phi`` in seconds (see :func:`world_time`).
+        hum_phase: Initial phase of the hum's fundamental, radians.
+        strike_times: Sorted ``float64`` strike times in seconds (all objects).
+    """
+
+    spec: ClassSpec
+    objects: tuple[_Object, ...]
+    background: np.ndarray
+    num_frames: int
+    num_samples: int
+    fps: float
+    size: int
+    sample_rate: int
+    noise_level: float
+    noise_state: dict
+    sounds: tuple[np.ndarray, ...]
+    drift_phase_s: float
+    hum_phase: float
+    strike_times: np.ndarray
+
+
+_SKIP_CHUNK = 1 << 16  # samples per draw when stepping the generator past the noise floor
+
+
+def draw_scene(
+    label: int,
+    seed: int | Sequence[int],
+    duration_s: float = 4.0,
+    fps: float = 16.0,
+    size: int = 64,
+    sample_rate: int = 16000,
+    num_classes: int = 4,
+) -> Scene:
+    """Makes all random draws of one video, in the order :func:`render_video` always has.
+
+    The per-sample noise floor is not kept: the generator's state at its start is, and
+    the generator is stepped past it (in bounded chunks) before the later draws, so the
+    scene's memory does not grow with the duration beyond its strike times.
+
+    Args:
+        label: Class index in ``[0, num_classes)``.
+        seed: Seed (or seed sequence) of this video; same seed, same scene.
+        duration_s: Duration in seconds.
+        fps: Frame rate.
+        size: Frame height and width in pixels.
+        sample_rate: Audio sample rate in Hz.
+        num_classes: Number of classes (selects the class table).
+
+    Returns:
+        The scene, with ``round(duration_s * fps)`` frames and
+        ``round(duration_s * sample_rate)`` samples.
+    """
+    spec = class_specs(num_classes)[label]
+    num_frames = int(round(duration_s * fps))
+    num_samples = int(round(duration_s * sample_rate))
+    rng = np.random.default_rng(seed)
+    objects = tuple(_sample_objects(rng, spec, duration_s, size))
+    background = _background(rng, size)
+    noise_level = float(rng.uniform(0.002, 0.005))
+    noise_state = rng.bit_generator.state
+    for start in range(0, num_samples, _SKIP_CHUNK):
+        rng.normal(0.0, noise_level, min(_SKIP_CHUNK, num_samples - start))
+    sounds = tuple(_strike_sound(rng, spec, obj.pitch, sample_rate) for obj in objects)
+    # Drawn after the scene, so the drift leaves every other draw as it was.
+    phase = float(rng.uniform(0.0, max(DRIFT_PERIOD_S - duration_s, 0.0)))
+    hum_phase = float(rng.uniform(0.0, 2.0 * np.pi))
+    strikes = np.sort(np.concatenate([_audible_strikes(o, num_frames, fps) for o in objects]))
+    return Scene(
+        spec, objects, background, num_frames, num_samples, float(fps), size, sample_rate,
+        noise_level, noise_state, sounds, phase, hum_phase, strikes,
+    )
+
+
+def default_chunk_frames(size: int) -> int:
+    """Frames per chunk when streaming: about a million pixels (8 MB of float64 canvas)."""
+    return max(1, (1 << 20) // (size * size))
+
+
+def render_frames(scene: Scene, start: int, stop: int) -> np.ndarray:
+    """Renders frames ``[start, stop)`` of a scene.
+
+    Args:
+        scene: From :func:`draw_scene`.
+        start: First frame index, ``0 <= start <= stop``.
+        stop: One past the last frame index, at most ``scene.num_frames``.
+
+    Returns:
+        ``uint8 [stop - start, H, W, 3]`` RGB frames, equal to the same rows of
+        :func:`render_video`'s frames.
+    """
+    if not 0 <= start <= stop <= scene.num_frames:
+        raise ValueError(f"frame range [{start}, {stop}) not in [0, {scene.num_frames}]")
+    canvas = _render_canvas(scene, start, stop)
+    light = daylight(world_time(np.arange(start, stop) / scene.fps, scene.drift_phase_s))
+    return np.clip(np.round(canvas * light[:, None, None, :]), 0, 255).astype(np.uint8)
+
+
+def iter_frames(scene: Scene, chunk_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Yields a scene's frames in consecutive ``uint8 [t, H, W, 3]`` chunks.
+
+    Args:
+        scene: From :func:`draw_scene`.
+        chunk_frames: Frames per chunk (the last may be shorter); by default
+            :func:`default_chunk_frames`.
+    """
+    chunk = chunk_frames or default_chunk_frames(scene.size)
+    for start in range(0, scene.num_frames, chunk):
+        yield render_frames(scene, start, min(start + chunk, scene.num_frames))
+
+
+def iter_audio(scene: Scene, chunk_samples: int = 1 << 16) -> Iterator[np.ndarray]:
+    """Yields a scene's audio in consecutive ``float32 [n]`` chunks in ``[-1, 1]``.
+
+    Every sample gets the same operations in the same order as in one whole array (the
+    noise floor continues one generator, the hum's phase sum carries over), so the
+    chunks concatenate to :func:`render_video`'s audio exactly, whatever their size.
+
+    Args:
+        scene: From :func:`draw_scene`.
+        chunk_samples: Samples per chunk (the last may be shorter).
+    """
+    if chunk_samples < 1:
+        raise ValueError(f"chunk_samples must be >= 1, got {chunk_samples}")
+    sr, n = scene.sample_rate, scene.num_samples
+    bit_generator = np.random.PCG64()
+    bit_generator.state = scene.noise_state
+    noise = np.random.Generator(bit_generator)
+    # Per object: strike sample offsets and gains, in time order (louder after higher drops).
+    strikes = []
+    for obj in scene.objects:
+        times = _audible_strikes(obj, scene.num_frames, scene.fps)
+        heights = obj.heights[np.searchsorted(obj.strikes, times)]
+        gains = 0.45 * (0.55 + 0.45 * heights / obj.heights.max())
+        strikes.append((np.round(times * sr).astype(np.int64), gains))
+    phase_sum = 0.0  # running sum of the hum's fundamental (Hz) over earlier samples
+    for start in range(0, n, chunk_samples):
+        stop = min(start + chunk_samples, n)
+        audio = noise.normal(0.0, scene.noise_level, stop - start)
+        for sound, (onsets, gains) in zip(scene.sounds, strikes, strict=True):
+            first = np.searchsorted(onsets, start - len(sound), side="right")
+            last = np.searchsorted(onsets, stop, side="left")
+            for onset, gain in zip(onsets[first:last], gains[first:last], strict=True):
+                lo, hi = max(onset, start), min(onset + len(sound), stop)
+                audio[lo - start : hi - start] += gain * sound[lo - onset : hi - onset]
+        f0 = hum_frequency(world_time(np.arange(start, stop) / sr, scene.drift_phase_s))
+        sums = np.cumsum(np.concatenate([[phase_sum], f0]))[1:]
+        phase_sum = sums[-1]
+        phase = 2.0 * np.pi * sums / sr + scene.hum_phase
+        audio = audio + _hum(f0, phase, sr)
+        yield np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
 def render_video(
@@ -433,6 +578,9 @@ def render_video(
     num_classes: int = 4,
 ) -> RenderedVideo:
     """Renders one video's frames, audio, strike times and drift phase, without encoding.
+
+    Holds the whole video in memory; :func:`draw_scene` with :func:`iter_frames` and
+    :func:`iter_audio` render the same arrays in bounded chunks.
 
     Args:
         label: Class index in ``[0, num_classes)``.
@@ -447,27 +595,18 @@ def render_video(
         The rendered arrays, ``round(duration_s * fps)`` frames and
         ``round(duration_s * sample_rate)`` samples.
     """
-    spec = class_specs(num_classes)[label]
-    num_frames = int(round(duration_s * fps))
-    num_samples = int(round(duration_s * sample_rate))
-    rng = np.random.default_rng(seed)
-    objects = _sample_objects(rng, spec, duration_s, size)
-    canvas = _render_frames(rng, spec, objects, num_frames, fps, size)
-    audio = _render_audio(rng, spec, objects, num_frames, fps, num_samples, sample_rate)
-    # Drawn after the scene, so the drift leaves every other draw as it was.
-    phase = float(rng.uniform(0.0, max(DRIFT_PERIOD_S - duration_s, 0.0)))
-    light = daylight(world_time(np.arange(num_frames) / fps, phase))  # [T, 3]
-    frames = np.clip(np.round(canvas * light[:, None, None, :]), 0, 255).astype(np.uint8)
-    audio = audio + _hum(rng, world_time(np.arange(num_samples) / sample_rate, phase), sample_rate)
-    audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-    strikes = np.sort(np.concatenate([_audible_strikes(o, num_frames, fps) for o in objects]))
-    return RenderedVideo(frames, audio, strikes, phase)
+    scene = draw_scene(label, seed, duration_s, fps, size, sample_rate, num_classes)
+    frames = render_frames(scene, 0, scene.num_frames)
+    audio = np.concatenate(
+        [np.zeros(0, np.float32), *iter_audio(scene, max(scene.num_samples, 1))]
+    )
+    return RenderedVideo(frames, audio, scene.strike_times, scene.drift_phase_s)
 
 
 def write_video(
     path: str | os.PathLike,
-    frames: np.ndarray,
-    audio: np.ndarray,
+    frames: np.ndarray | Iterable[np.ndarray],
+    audio: np.ndarray | Iterable[np.ndarray],
     fps: float,
     sample_rate: int,
     crf: int = 18,
@@ -475,16 +614,25 @@ def write_video(
     """Encodes frames and mono audio into an ``.mp4`` (H.264 yuv420p + AAC), atomically.
 
     Audio sample 0 and video frame 0 both start at t = 0 (the AAC priming delay is
-    recorded in the container's edit list, which PyAV/FFmpeg apply on decode).
+    recorded in the container's edit list, which PyAV/FFmpeg apply on decode). Frames
+    and audio may come as consecutive chunks (all frames are encoded, then all audio),
+    so a long video never needs to be in memory; the file is the same however the
+    arrays are cut into chunks.
 
     Args:
         path: Output path; written to a temporary name first, then renamed.
-        frames: ``uint8 [T, H, W, 3]`` RGB frames (even height and width).
-        audio: ``float32 [N]`` mono samples in ``[-1, 1]``.
+        frames: ``uint8 [T, H, W, 3]`` RGB frames (even height and width), or an
+            iterable of such chunks, at least one.
+        audio: ``float32 [N]`` mono samples in ``[-1, 1]``, or an iterable of such chunks.
         fps: Frame rate.
         sample_rate: Audio sample rate in Hz.
         crf: x264 constant rate factor.
     """
+    frame_chunks = iter([frames] if isinstance(frames, np.ndarray) else frames)
+    audio_chunks = [audio] if isinstance(audio, np.ndarray) else audio
+    first = next(frame_chunks, None)
+    if first is None:
+        raise ValueError("write_video needs at least one chunk of frames")
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
@@ -497,21 +645,29 @@ def write_video(
                 # output is byte-for-byte reproducible.
                 options={"crf": str(crf), "preset": "veryfast", "x264-params": "mbtree=0"},
             )
-            video.width, video.height = frames.shape[2], frames.shape[1]
+            video.width, video.height = first.shape[2], first.shape[1]
             video.pix_fmt = "yuv420p"
             video.codec_context.thread_count = 1  # deterministic and polite on shared CPUs
             sound = container.add_stream("aac", rate=sample_rate, layout="mono")
             sound.bit_rate = 64000
-            for i, image in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-                frame.pts = i
-                container.mux(video.encode(frame))
+            index = 0
+            for chunk in itertools.chain([first], frame_chunks):
+                for image in chunk:
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                    frame.pts = index
+                    index += 1
+                    container.mux(video.encode(frame))
             container.mux(video.encode(None))
-            samples = np.ascontiguousarray(audio, dtype=np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate = sample_rate
-            frame.pts = 0
-            container.mux(sound.encode(frame))
+            offset = 0
+            for chunk in audio_chunks:
+                samples = np.ascontiguousarray(chunk, dtype=np.float32)[None, :]
+                if not samples.size:
+                    continue
+                frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts = offset
+                offset += samples.shape[1]
+                container.mux(sound.encode(frame))
             container.mux(sound.encode(None))
         os.replace(tmp, path)
     finally:
@@ -593,10 +749,9 @@ def generate_synthetic_dataset(
     for i, (label, split) in enumerate(zip(labels, splits, strict=True)):
         rel = f"videos/{split}/{names[label]}_{i:04d}.mp4"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        video = render_video(
-            int(label), (seed, i), duration_s, fps, size, sample_rate, num_classes
-        )
-        write_video(out / rel, video.frames, video.audio, fps, sample_rate)
+        # Streamed: frames and audio rendered and encoded chunk by chunk (flat memory).
+        video = draw_scene(int(label), (seed, i), duration_s, fps, size, sample_rate, num_classes)
+        write_video(out / rel, iter_frames(video), iter_audio(video), fps, sample_rate)
         rows.append((rel, names[label], split))
         events[rel] = {
             "label": names[label],

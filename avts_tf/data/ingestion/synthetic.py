@@ -490,8 +490,8 @@ def draw_scene(
 
 
 def default_chunk_frames(size: int) -> int:
-    """Frames per chunk when streaming: about a million pixels (8 MB of float64 canvas)."""
-    return max(1, (1 << 20) // (size * size))
+    """Frames per chunk when streaming: about half a million pixels (12 MB of float64 canvas)."""
+    return max(1, (1 << 19) // (size * size))
 
 
 def render_frames(scene: Scene, start: int, stop: int) -> np.ndarray:

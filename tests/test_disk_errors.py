@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -114,3 +117,60 @@ def test_a_corrupted_record_names_its_shard_offset_and_the_fix(tmp_path, tiny_pr
     gin.bind_parameter("data.train_dataset.skip_corrupted", True)
     results = _run(tmp_path / "skipping", data)  # trains on the readable records
     assert (tmp_path / "skipping" / "video_tower.keras").is_file() and "sync_accuracy" in results
+
+
+_FULL_DISK_PREPARE = """
+import os, sys
+from avts_tf.data.ingestion import prepare
+original = prepare._ShardWriter.__init__
+full_shard = sys.argv.pop(1)
+def full_disk_at_shard(self, out, plan, config):
+    # Shard 1 of train is written to /dev/full: the OS answers ENOSPC.
+    original(self, out, plan, config)
+    if plan.name.startswith(full_shard):
+        self.writer.close()
+        os.unlink(self.tmp)
+        os.symlink("/dev/full", self.tmp)
+        import tensorflow as tf
+        self.writer = tf.io.TFRecordWriter(str(self.tmp))
+prepare._ShardWriter.__init__ = full_disk_at_shard
+from avts_tf.cli.prepare import main
+main()
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full for a real ENOSPC")
+def test_full_disk_at_a_shard_keeps_the_complete_shards_and_the_rerun_finishes(
+        tmp_path, tiny_prepared):
+    (videos,) = (tiny_prepared.parent / "videos").glob("*.csv")
+    args = [f"--input={videos}", "--num_shards=2", "--fps=8", "--short_side=32"]
+    whole = tmp_path / "whole"
+    subprocess.run([sys.executable, "-m", "avts_tf.cli.prepare", *args, f"--output={whole}"],
+                   check=True, capture_output=True, timeout=300)
+    out = tmp_path / "out"
+    failed = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_PREPARE, "train-00001", *args, f"--output={out}"],
+        capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 3, failed.stderr[-2000:]
+    assert failed.stderr.strip().splitlines()[-1] == (
+        f"error: could not write shard {out / 'train-00001-of-00002.tfrecord'}: No space left "
+        "on device; free space or fix the folder, then re-run the same command: the shards "
+        "already complete are kept")
+    assert "Traceback" not in failed.stderr
+    # The shards before it are complete and equal to the uninterrupted run's; nothing partial.
+    kept = sorted(p.name for p in out.glob("*.tfrecord"))
+    assert kept == ["test-00000-of-00002.tfrecord", "test-00001-of-00002.tfrecord",
+                    "train-00000-of-00002.tfrecord"]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".") or "tmp" in p.name
+                  ) == [".ingest"]
+    assert sorted(p.name for p in (out / ".ingest").iterdir()) == sorted(
+        ["config.json", "lock"] + [f"{name}.json" for name in kept])
+    for name in kept:
+        assert (out / name).read_bytes() == (whole / name).read_bytes()
+    # Space freed: the same command writes the rest and ends equal to the uninterrupted run.
+    rerun = subprocess.run([sys.executable, "-m", "avts_tf.cli.prepare", *args, f"--output={out}"],
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "resuming, 3/4 shards already complete" in rerun.stderr
+    for path in sorted(whole.glob("*.tfrecord")) + [whole / "manifest.json"]:
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name

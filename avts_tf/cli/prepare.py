@@ -28,7 +28,7 @@ from absl import flags, logging
 from avts_tf.cli import app
 from avts_tf.data.ingestion import sources  # prepare loads TensorFlow: imported in _main
 from avts_tf.data.manifest import DEFAULTS, FILES_PER_SHARD
-from avts_tf.errors import UserError
+from avts_tf.errors import RunInterrupted, UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names; "
@@ -114,6 +114,8 @@ def _main(argv: list[str]) -> int:
             test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
             decode_timeout=FLAGS.decode_timeout,
         )
+    except RunInterrupted:  # a full disk: exit 3, the complete shards are kept
+        raise
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
         raise UserError(str(err)) from None
     print(f"prepare_data: wrote {len(manifest.written)} records, skipped "

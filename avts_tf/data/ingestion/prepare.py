@@ -56,6 +56,7 @@ from avts_tf.data.manifest import (
     SplitInfo,
     WrittenEntry,
 )
+from avts_tf.errors import RunInterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,12 @@ class _ShardWriter:
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.out / self.plan.name)
+
+    def discard(self) -> None:
+        """Closes and removes the temporary shard (after a failed write)."""
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -560,18 +567,37 @@ def format_summary(manifest: Manifest) -> str:
     return "\n".join(lines)
 
 
+def _write_failed(out: Path, plan: ShardPlan, err: Exception) -> RunInterrupted:
+    """The one-line error of a shard that could not be written (full disk, I/O error)."""
+    reason = getattr(err, "strerror", None) or str(err).split("; ")[-1] or type(err).__name__
+    return RunInterrupted(
+        f"could not write shard {out / plan.name}: {reason}; free space or fix the folder, "
+        "then re-run the same command: the shards already complete are kept")
+
+
 def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
                   results: Iterator[tuple[dict, bytes | None]], report: _Progress) -> None:
-    """Writes each shard from the results, in plan order (the sidecars record each)."""
+    """Writes each shard from the results, in plan order (the sidecars record each).
+
+    Raises:
+        RunInterrupted: A shard or its sidecar could not be written (e.g. a full disk);
+            its temporary files are removed, the shards committed before it stay.
+    """
+    import tensorflow as tf
+
     for plan in plans:
         writer = _ShardWriter(out, plan, config)
-        for _ in plan.items:
-            entry, data = next(results)
-            if data is None:
-                logger.warning("skipped %s: %s", entry["path"], entry["reason"])
-            writer.add(entry, data)
-            report.step(data is None)
-        writer.commit()
+        try:
+            for _ in plan.items:
+                entry, data = next(results)
+                if data is None:
+                    logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+                writer.add(entry, data)
+                report.step(data is None)
+            writer.commit()
+        except (OSError, tf.errors.OpError) as err:
+            writer.discard()
+            raise _write_failed(out, plan, err) from err
 
 
 def prepare_dataset(

@@ -231,12 +231,33 @@ class _Progress:
             self.bar = None
 
 
-def _write_json(path: Path, data: dict) -> None:
+def _write_json(path: str | os.PathLike, data: dict) -> None:
     """Writes JSON atomically (temporary file, fsync, rename)."""
     atomic.write_json(path, data, indent=1, ensure_ascii=False)
 
 
-def _read_json(path: Path) -> dict | None:
+def _is_remote(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URL (``gs://``...), read and written through ``tf.io.gfile``."""
+    return "://" in os.fspath(path)
+
+
+def _is_file(path: str | os.PathLike) -> bool:
+    if not _is_remote(path):
+        return os.path.isfile(path)
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(os.fspath(path)) and not tf.io.gfile.isdir(os.fspath(path))
+
+
+def _read_json(path: str | os.PathLike) -> dict | None:
+    if _is_remote(path):
+        import tensorflow as tf
+
+        try:
+            with tf.io.gfile.GFile(os.fspath(path), "r") as f:
+                return json.loads(f.read())
+        except (tf.errors.OpError, ValueError):
+            return None
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -244,13 +265,16 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _sidecar_path(out: Path, plan: ShardPlan) -> Path:
-    return out / STATE_DIR / f"{plan.name}.json"
+def _sidecar_path(out: str | os.PathLike, plan: ShardPlan) -> str:
+    return os.path.join(os.fspath(out), STATE_DIR, f"{plan.name}.json")
 
 
-def _finished(out: Path, plan: ShardPlan, config: IngestConfig) -> dict | None:
-    """The sidecar of a shard that an earlier run completed, else ``None``."""
-    if not (out / plan.name).is_file():
+def _finished(out: str | os.PathLike, plan: ShardPlan, config: IngestConfig) -> dict | None:
+    """The sidecar of a shard that an earlier run completed, else ``None``.
+
+    ``out`` is a local folder or a URL (``gs://``...).
+    """
+    if not _is_file(os.path.join(os.fspath(out), plan.name)):
         return None
     side = _read_json(_sidecar_path(out, plan))
     if not side or side.get("config") != config.key():
@@ -277,14 +301,17 @@ class _ShardWriter:
             entry = {**entry, "shard": self.plan.name}
         self.entries.append(entry)
 
-    def commit(self) -> None:
-        self.writer.close()
-        side = {
+    def sidecar(self) -> dict:
+        """What ``_finished`` checks: the config, the planned ids and the entries."""
+        return {
             "config": self.config.key(),
             "ids": [[it.id, it.path, it.start, it.end] for it in self.plan.items],
             "entries": self.entries,
         }
-        _write_json(_sidecar_path(self.out, self.plan), side)
+
+    def commit(self) -> None:
+        self.writer.close()
+        _write_json(_sidecar_path(self.out, self.plan), self.sidecar())
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.out / self.plan.name)
@@ -524,7 +551,7 @@ def _entry_order(entry: dict) -> tuple:
 
 
 def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
-                   plans: list[ShardPlan], out: Path,
+                   plans: list[ShardPlan], out: str | os.PathLike,
                    extra_skipped: list[dict] | None = None) -> Manifest:
     """Assembles the manifest from the sidecars of all (finished) shards in ``out``.
 
@@ -662,6 +689,54 @@ def prepare_dataset(
         avts_tf.data.splits.OverlappingSplits: If a file or an id is listed in two
             splits (nothing is written).
     """
+    input_path, config, labels, plans, duplicates = _plan_run(
+        input, output_dir, fps=fps, short_side=short_side, sample_rate=sample_rate,
+        jpeg_quality=jpeg_quality, num_shards=num_shards, require_audio=require_audio,
+        require_video=require_video, video_stream=video_stream, audio_stream=audio_stream,
+        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction)
+
+    out = Path(output_dir)
+    _check_foreign(out, overwrite)
+    _make_output(out)
+    with _lock(out):
+        _clean_temporaries(out)
+        _check_owner(out, config, input_path)
+        _remove_stale(out, plans)
+        todo = [p for p in plans if _finished(out, p, config) is None]
+        done_files = sum(len(p.items) for p in plans) - sum(len(p.items) for p in todo)
+        if len(todo) < len(plans) and progress:
+            print(f"ingest: resuming, {len(plans) - len(todo)}/{len(plans)} shards already "
+                  "complete", file=sys.stderr)
+        report = _Progress(sum(len(p.items) for p in plans), done_files, progress)
+        tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
+        with contextlib.closing(_results(tasks, config, workers, decode_timeout)) as results:
+            try:
+                _write_shards(out, todo, config, results, report)
+            finally:
+                report.close()
+        extra = _duplicate_entries(duplicates)
+        manifest = build_manifest(config, input_path, labels, plans, out, extra_skipped=extra)
+        manifest.write(out)
+    if progress:
+        print(format_summary(manifest), file=sys.stderr)
+    return manifest
+
+
+def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noqa: A002
+              fps: float, short_side: int, sample_rate: int, jpeg_quality: int,
+              num_shards: int | None, require_audio: bool, require_video: bool | None,
+              video_stream: int | None, audio_stream: int | None, layout: str, fold: int,
+              media_dir: str | os.PathLike | None, test_fraction: float | None,
+              ) -> tuple[str, IngestConfig, list[str], list[ShardPlan],
+                         list[tuple[sources.SourceItem, str]]]:
+    """Finds the inputs and plans the shards (nothing is written).
+
+    Shared by the local pool and the Beam runner (``beam_runner``), so both plan alike.
+
+    Returns:
+        The resolved input path, the config, the labels, the shard plans, and the paths
+        that reach an already listed file through links (with the kept path).
+    """
     input_path = str(Path(input).resolve())
     media_dir = str(Path(media_dir).resolve()) if media_dir else None
     duplicates: list[tuple[sources.SourceItem, str]] = []
@@ -683,37 +758,17 @@ def prepare_dataset(
                           media_dir=media_dir,
                           test_fraction=test_fraction if used_layout == "folder" else None)
     labels = sorted({it.label for it in items} - {""})
-    plans = plan_shards(items, labels, num_shards)
+    return input_path, config, labels, plan_shards(items, labels, num_shards), duplicates
 
-    out = Path(output_dir)
-    _check_foreign(out, overwrite)
-    _make_output(out)
-    with _lock(out):
-        _clean_temporaries(out)
-        _check_owner(out, config, input_path)
-        _remove_stale(out, plans)
-        todo = [p for p in plans if _finished(out, p, config) is None]
-        done_files = sum(len(p.items) for p in plans) - sum(len(p.items) for p in todo)
-        if len(todo) < len(plans) and progress:
-            print(f"ingest: resuming, {len(plans) - len(todo)}/{len(plans)} shards already "
-                  "complete", file=sys.stderr)
-        report = _Progress(len(items), done_files, progress)
-        tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
-        with contextlib.closing(_results(tasks, config, workers, decode_timeout)) as results:
-            try:
-                _write_shards(out, todo, config, results, report)
-            finally:
-                report.close()
-        extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
-                  "kind": "duplicate", "reason": f"the same file as {kept} (reached through a "
-                  "link); ingested once, as that id"} for it, kept in duplicates]
-        for entry in extra:
-            logger.warning("skipped %s: %s", entry["path"], entry["reason"])
-        manifest = build_manifest(config, input_path, labels, plans, out, extra_skipped=extra)
-        manifest.write(out)
-    if progress:
-        print(format_summary(manifest), file=sys.stderr)
-    return manifest
+
+def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str]]) -> list[dict]:
+    """Skip entries (logged) for paths that reach an already listed file through links."""
+    extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
+              "kind": "duplicate", "reason": f"the same file as {kept} (reached through a "
+              "link); ingested once, as that id"} for it, kept in duplicates]
+    for entry in extra:
+        logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+    return extra
 
 
 def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, workers: int = 1,

@@ -1,0 +1,372 @@
+"""``prepare_data`` as an Apache Beam pipeline (``avts-prepare --runner DirectRunner`` ...).
+
+The same ingestion as the local pool of :mod:`avts_tf.data.ingestion.prepare`, run by a
+Beam runner (Direct, Flink, Spark, Dataflow) so that decoding spreads past one machine:
+
+1. The launching process finds the inputs and plans the shards exactly as the local pool
+   does (``prepare._plan_run`` → ``prepare.plan_shards``); shards already committed by an
+   earlier run (``prepare._finished``) are left out, so a killed run, re-run with the same
+   command, writes only the missing shards. The planned files of the missing shards go to
+   ``OUT/.ingest/beam-inputs.jsonl`` (one line per file), which the pipeline reads (a large
+   list is not embedded in the pipeline graph).
+2. ``Decode``: each file through ``prepare.process_item`` — the same decode-and-encode
+   function — in a child process of the worker, under the pool's time limit
+   (``--decode_timeout``; kind ``timeout``) and crash isolation (a file that kills the
+   decoder is skipped as kind ``crash``): a bad file becomes a skipped entry, never a
+   pipeline failure.
+3. ``ByShard``: results grouped by their planned shard; ``Write``: each shard written in
+   plan order under a temporary name, its sidecar ``OUT/.ingest/{shard}.json``, then the
+   rename — the same record bytes, shard names and sidecars as the local pool, through
+   ``tf.io.gfile`` (a ``gs://`` output works).
+4. The launching process assembles ``manifest.json`` from the sidecars
+   (``prepare.build_manifest``).
+
+Pipeline options (``--runner`` and everything after it: ``--direct_num_workers``,
+``--flink_master``, ``--project`` ...) pass through to Beam's ``PipelineOptions``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from avts_tf.data.ingestion import prepare, sources
+from avts_tf.data.manifest import DEFAULTS, IngestConfig, Manifest
+
+logger = logging.getLogger(__name__)
+
+BEAM_RUNNERS = ("DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
+INPUTS_FILE = "beam-inputs.jsonl"  # In OUT/.ingest/ while a pipeline runs.
+
+
+def parse_beam_options(runner: str, beam_options: str | Sequence[str] = ()) -> list[str]:
+    """Checks a Beam runner and its pipeline options; returns the options as a list.
+
+    Args:
+        runner: One of ``BEAM_RUNNERS``.
+        beam_options: Pipeline options, a shell-quoted string or a list
+            (``"--direct_num_workers=2 --direct_running_mode=multi_processing"``).
+
+    Raises:
+        ValueError: ``<problem>; <fix>`` for an unknown runner, options that cannot be
+            split, name a runner of their own, or that Beam does not know (it would
+            silently drop them).
+    """
+    if runner not in BEAM_RUNNERS:
+        raise ValueError(f"unknown Beam runner {runner!r}; choose one of "
+                         f"{', '.join(BEAM_RUNNERS)}")
+    if isinstance(beam_options, str):
+        try:
+            args = shlex.split(beam_options)
+        except ValueError as err:
+            raise ValueError(f"--beam_options {beam_options!r}: {err}; quote it as one "
+                             "shell word, e.g. --beam_options='--direct_num_workers=2'") from None
+    else:
+        args = list(beam_options)
+    if any(a == "--runner" or a.startswith("--runner=") for a in args):
+        raise ValueError("--beam_options must not name a runner; give it as --runner "
+                         f"({', '.join(BEAM_RUNNERS)})")
+    options = PipelineOptions(args)
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                     - set(options.get_all_options()))
+    if unknown:
+        names = ", ".join(f"--{name}" for name in unknown)
+        raise ValueError(f"--beam_options: Beam does not know {names}; check the spelling "
+                         "against Beam's pipeline options (https://beam.apache.org/releases/"
+                         "pydoc/current/apache_beam.options.pipeline_options.html)")
+    return args
+
+
+class _Decoder:
+    """Decodes files one at a time in a child process, with the local pool's safeguards.
+
+    The child runs ``prepare._timed(prepare.process_item, ...)`` in its main thread, so
+    the decode timeout's alarm works there (Beam calls a DoFn from a worker thread, where
+    it cannot be set); a child that dies (a decoder crash) or hangs in native code past
+    ``prepare._hard_limit`` is replaced and its file reported as skipped.
+    """
+
+    def __init__(self, config: IngestConfig, timeout: float | None):
+        self.config, self.timeout = config, timeout
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=prepare._exit_with_parent, initargs=(os.getpid(),))
+        pool.submit(prepare._ready).result()  # start-up is not counted in the time limit
+        return pool
+
+    def __call__(self, item: sources.SourceItem, label_index: int) -> tuple[dict, bytes | None]:
+        if self.pool is None:
+            self.pool = self._start()
+        future = self.pool.submit(prepare._timed, prepare.process_item, item, label_index,
+                                  self.config, self.timeout)
+        try:
+            return future.result(timeout=prepare._hard_limit(self.timeout))
+        except BrokenProcessPool:
+            self.close()
+            return prepare._crash_entry(item), None
+        except concurrent.futures.TimeoutError:
+            prepare._kill(self.pool)
+            self.pool = None
+            return prepare._timeout_entry(item, self.timeout), None
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+class _DecodeFn(beam.DoFn):
+    """``(shard, count, position, item, label_index)`` → ``(shard, (..., entry, record))``."""
+
+    def __init__(self, config: IngestConfig, timeout: float | None):
+        self.config, self.timeout = config, timeout
+        self.decoder: _Decoder | None = None
+
+    def setup(self) -> None:
+        self.decoder = _Decoder(self.config, self.timeout)
+
+    def process(self, element: str) -> Iterator[tuple[str, tuple]]:
+        shard, count, position, item, label_index = _parse_input(element)
+        entry, data = self.decoder(item, label_index)
+        yield shard, (count, position, item, label_index, entry, data)
+
+    def teardown(self) -> None:
+        if self.decoder is not None:
+            self.decoder.close()
+
+
+class _GfileShardWriter(prepare._ShardWriter):
+    """``prepare._ShardWriter`` through ``tf.io.gfile``: local folders and ``gs://`` alike."""
+
+    def __init__(self, out: str, plan: prepare.ShardPlan, config: IngestConfig):
+        import tensorflow as tf
+
+        self.out, self.plan, self.config = out, plan, config
+        # Unique per attempt: a runner may run a bundle twice (retries, speculation).
+        self.tmp = os.path.join(out, f".{plan.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.writer = tf.io.TFRecordWriter(self.tmp)
+        self.entries = []
+
+    def commit(self) -> None:
+        import tensorflow as tf
+
+        self.writer.close()
+        prepare._write_json(prepare._sidecar_path(self.out, self.plan), self.sidecar())
+        if not prepare._is_remote(self.out):
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+        tf.io.gfile.rename(self.tmp, os.path.join(self.out, self.plan.name), overwrite=True)
+
+    def discard(self) -> None:
+        """Closes and removes the temporary shard (after a failed write)."""
+        import tensorflow as tf
+
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        with contextlib.suppress(tf.errors.OpError):
+            tf.io.gfile.remove(self.tmp)
+
+
+class _WriteShardFn(beam.DoFn):
+    """``(shard, results)`` → the shard written in plan order, then its name."""
+
+    def __init__(self, out: str, config: IngestConfig):
+        self.out, self.config = out, config
+
+    def process(self, element: tuple[str, Iterable[tuple]]) -> Iterator[str]:
+        name, results = element
+        ordered = sorted(results, key=lambda r: r[1])
+        count = ordered[0][0]
+        if [r[1] for r in ordered] != list(range(count)):  # a runner bug, not a bad file
+            raise RuntimeError(f"shard {name}: got positions {[r[1] for r in ordered]} of "
+                               f"{count} planned files")
+        plan = prepare.ShardPlan(name, ordered[0][2].split, tuple(r[2] for r in ordered),
+                                 tuple(r[3] for r in ordered))
+        if prepare._finished(self.out, plan, self.config) is None:  # else a retried bundle
+            writer = _GfileShardWriter(self.out, plan, self.config)
+            try:
+                for _, _, _, _, entry, data in ordered:
+                    if data is None:
+                        logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+                    writer.add(entry, data)
+                writer.commit()
+            except BaseException:  # the runner retries the bundle; leave no temporary
+                writer.discard()
+                raise
+        yield name
+
+
+def _input_line(plan: prepare.ShardPlan, position: int) -> str:
+    return json.dumps({"shard": plan.name, "count": len(plan.items), "position": position,
+                       "item": asdict(plan.items[position]),
+                       "label_index": plan.label_indices[position]}, sort_keys=True)
+
+
+def _parse_input(line: str) -> tuple[str, int, int, sources.SourceItem, int]:
+    data = json.loads(line)
+    return (data["shard"], data["count"], data["position"], sources.SourceItem(**data["item"]),
+            data["label_index"])
+
+
+def _write_inputs(path: str, plans: list[prepare.ShardPlan]) -> None:
+    """Writes the planned files of ``plans``, one JSON line each (streamed)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        for plan in plans:
+            for position in range(len(plan.items)):
+                f.write(_input_line(plan, position) + "\n")
+
+
+def _claim_remote(out: str, config: IngestConfig, input_path: str) -> None:
+    """The owner check of a ``gs://`` output (no lock there: run one pipeline per output)."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.join(out, prepare.STATE_DIR))
+    state = {"config": asdict(config), "input": input_path}
+    config_path = os.path.join(out, prepare.STATE_DIR, "config.json")
+    previous = prepare._read_json(config_path)
+    if previous is None:
+        prepare._write_json(config_path, state)
+    elif previous != state:
+        raise ValueError(f"{out} holds a run with another input or config; re-run with the "
+                         "same flags to resume, or choose another --output")
+
+
+def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
+                 runner: str, beam_args: Sequence[str], decode_timeout: float | None) -> None:
+    """Runs the Beam pipeline that writes ``plans`` (shards not yet finished) into ``out``.
+
+    Args:
+        out: Output folder, local or ``gs://`` (it must hold ``.ingest/``).
+        plans: The shards to write.
+        config: The run's settings.
+        runner: A Beam runner name (``BEAM_RUNNERS``).
+        beam_args: Further pipeline options, passed to ``PipelineOptions``.
+        decode_timeout: Seconds one file may take to decode (``None``: no limit).
+    """
+    inputs = os.path.join(out, prepare.STATE_DIR, INPUTS_FILE)
+    _write_inputs(inputs, plans)
+    options = PipelineOptions([f"--runner={runner}", *beam_args])
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (pipeline
+             | "Inputs" >> beam.io.ReadFromText(inputs)
+             | "Spread" >> beam.Reshuffle()
+             | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout))
+             | "ByShard" >> beam.GroupByKey()
+             | "Write" >> beam.ParDo(_WriteShardFn(out, config)))
+    import tensorflow as tf
+
+    tf.io.gfile.remove(inputs)
+
+
+def prepare_dataset_beam(
+    input: str | os.PathLike,  # noqa: A002 - the CLI flag's name.
+    output_dir: str | os.PathLike,
+    *,
+    runner: str = "DirectRunner",
+    beam_args: Sequence[str] = (),
+    fps: float = DEFAULTS.fps,
+    short_side: int = DEFAULTS.short_side,
+    sample_rate: int = DEFAULTS.sample_rate,
+    jpeg_quality: int = DEFAULTS.jpeg_quality,
+    num_shards: int | None = DEFAULTS.num_shards,
+    require_audio: bool = DEFAULTS.require_audio,
+    require_video: bool | None = None,
+    video_stream: int | None = DEFAULTS.video_stream,
+    audio_stream: int | None = DEFAULTS.audio_stream,
+    layout: str = DEFAULTS.layout,
+    fold: int = DEFAULTS.fold,
+    media_dir: str | os.PathLike | None = DEFAULTS.media_dir,
+    progress: bool = True,
+    test_fraction: float | None = None,
+    overwrite: bool = False,
+    decode_timeout: float | None = 600.0,
+) -> Manifest:
+    """``prepare.prepare_dataset`` run as an Apache Beam pipeline.
+
+    Same inputs, settings, shard names, record bytes, sidecars and manifest as the local
+    pool; a re-run resumes (finished shards are kept). Settings as in
+    ``prepare.prepare_dataset``; the parallelism is the runner's (e.g.
+    ``--direct_num_workers``), not ``workers``.
+
+    Args:
+        input: A folder, media file, CSV or dataset root (``prepare.prepare_dataset``).
+        output_dir: Output folder, local or a URL such as ``gs://bucket/dataset``.
+        runner: Beam runner name (``BEAM_RUNNERS``).
+        beam_args: Further pipeline options, e.g. ``["--direct_num_workers=2"]``.
+        fps: Frame rate of the stored frames.
+        short_side: Short side of the stored frames in pixels.
+        sample_rate: Audio rate in Hz.
+        jpeg_quality: JPEG quality of the frames.
+        num_shards: Shards per split (``None``: one per ``FILES_PER_SHARD`` files).
+        require_audio: Skip files without audio.
+        require_video: Skip files without video (``None``: by layout).
+        video_stream: Video stream index (``None``: the best one).
+        audio_stream: Audio stream index (``None``: the best one).
+        layout: Input layout (``"auto"`` guesses).
+        fold: Official split number of UCF101/HMDB51/DCASE.
+        media_dir: Where the ``youtube`` layout looks for local files.
+        progress: Print a start line and the summary table to stderr.
+        test_fraction: Folder input: share of each label held out as ``test``.
+        overwrite: Write into a non-empty local folder that is not a dataset of ours.
+        decode_timeout: Seconds one file may take to decode (``None``: no limit).
+
+    Returns:
+        The manifest (also written to ``output_dir/manifest.json``).
+    """
+    beam_args = parse_beam_options(runner, beam_args)
+    remote = prepare._is_remote(output_dir)
+    if runner == "DataflowRunner" and not remote:
+        raise ValueError(f"--runner DataflowRunner writes from cloud workers, which cannot "
+                         f"reach {output_dir}; give a gs:// --output")
+    input_path, config, labels, plans, duplicates = prepare._plan_run(
+        input, output_dir, fps=fps, short_side=short_side, sample_rate=sample_rate,
+        jpeg_quality=jpeg_quality, num_shards=num_shards, require_audio=require_audio,
+        require_video=require_video, video_stream=video_stream, audio_stream=audio_stream,
+        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction)
+    out = os.fspath(output_dir) if remote else str(Path(output_dir).absolute())
+    if remote:
+        _claim_remote(out, config, input_path)
+        guard = contextlib.nullcontext()
+    else:
+        prepare._check_foreign(Path(out), overwrite)
+        prepare._make_output(Path(out))
+        guard = prepare._lock(Path(out))
+    with guard:
+        if not remote:
+            prepare._clean_temporaries(Path(out))
+            prepare._check_owner(Path(out), config, input_path)
+            prepare._remove_stale(Path(out), plans)
+        todo = [p for p in plans if prepare._finished(out, p, config) is None]
+        if progress:
+            files = sum(len(p.items) for p in todo)
+            print(f"ingest: {files} files in {len(todo)}/{len(plans)} shards on {runner}"
+                  + (f" ({len(plans) - len(todo)} shards already complete)"
+                     if len(todo) < len(plans) else ""), file=sys.stderr, flush=True)
+        if todo:
+            run_pipeline(out, todo, config, runner, beam_args, decode_timeout)
+        extra = prepare._duplicate_entries(duplicates)
+        manifest = prepare.build_manifest(config, input_path, labels, plans, out,
+                                          extra_skipped=extra)
+        manifest.write(out)
+    if progress:
+        print(prepare.format_summary(manifest), file=sys.stderr)
+    return manifest

@@ -3,6 +3,9 @@
     avts-make-synthetic --output=/tmp/synth --num_videos=64 --seed=0
 
 (``python tools/make_synthetic.py`` takes the same flags, from a checkout.)
+
+Each video is rendered and encoded in chunks of frames and audio, so memory does not
+grow with ``--duration_s`` (about 150 MB at 128 px, for 1 minute or 20).
 """
 
 from absl import flags

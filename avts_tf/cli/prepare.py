@@ -19,6 +19,14 @@ differing keys named), a list whose header is unknown or that names a file twice
 run that wrote nothing (naming ``--allow_missing_video`` / ``--allow_missing_audio``).
 
 Re-run the same command to resume an interrupted run.
+
+``--runner DirectRunner|FlinkRunner|SparkRunner|DataflowRunner`` runs the same ingestion
+as an Apache Beam pipeline (``pip install 'avts_tf[beam]'``), with pipeline options in
+``--beam_options``; the shards and manifest are the same as the local pool's
+(docs/ingestion.md)::
+
+    avts-prepare --input DIR --output OUT --runner DirectRunner \
+        --beam_options="--direct_num_workers=2 --direct_running_mode=multi_processing"
 """
 
 from __future__ import annotations
@@ -67,6 +75,12 @@ flags.DEFINE_float("decode_timeout", 600.0, "Seconds one file may take to decode
 flags.DEFINE_bool("allow_missing_audio", False, "Keep files without audio (video only).")
 flags.DEFINE_bool("allow_missing_video", None, "Keep files without video (audio only); "
                   "default: yes for audio datasets (esc50, dcase2014, fsdd), else no.")
+flags.DEFINE_string("runner", "local", "Where to decode: local (a process pool of --workers) "
+                    "or an Apache Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
+                    "DataflowRunner (docs/ingestion.md).")
+flags.DEFINE_string("beam_options", "", "Beam pipeline options for --runner, as one quoted "
+                    "string, e.g. \"--direct_num_workers=2 --direct_running_mode=multi_processing"
+                    "\" or \"--flink_master=host:8081 --environment_type=LOOPBACK\".")
 flags.DEFINE_bool("verify", False, "Check every shard of --output (CRCs, record counts, ids "
                   "against manifest.json) and rebuild the bad ones from their source files "
                   "with the dataset's own settings; --input is not needed.")
@@ -91,9 +105,47 @@ def _verify(prepare) -> int:
     return 0
 
 
+RUNNERS = ("local", "DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
+
+
+def _beam_runner():
+    """The Beam runner module after checking the flags that go with ``--runner``.
+
+    Returns:
+        ``avts_tf.data.ingestion.beam_runner``, or ``None`` for the local pool.
+    """
+    runner = FLAGS.runner
+    if runner not in RUNNERS:
+        raise UserError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
+    if runner == "local":
+        if FLAGS.beam_options:
+            raise UserError(f"--beam_options ({FLAGS.beam_options}) apply to a Beam runner, not "
+                            "the local pool; add --runner DirectRunner (or FlinkRunner, "
+                            "SparkRunner, DataflowRunner), or drop --beam_options")
+        return None
+    if FLAGS.verify:
+        raise UserError(f"--verify rebuilds bad shards with the local pool; drop --runner "
+                        f"{runner} (or re-run the ingestion itself with --runner)")
+    if FLAGS.workers != 1:
+        raise UserError(f"--workers sets the local pool's processes, not {runner}'s; drop it "
+                        "and give the runner's parallelism in --beam_options (e.g. "
+                        "--direct_num_workers=2 for DirectRunner)")
+    try:
+        from avts_tf.data.ingestion import beam_runner
+    except ImportError as err:
+        raise UserError(f"--runner {runner} needs Apache Beam ({err}); pip install "
+                        "'avts_tf[beam]', or use --runner local") from None
+    try:
+        beam_runner.parse_beam_options(runner, FLAGS.beam_options)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return beam_runner
+
+
 def _main(argv: list[str]) -> int:
     app.no_positional(argv)
     logging.use_absl_handler()
+    beam_runner = _beam_runner()
     from avts_tf.data.ingestion import prepare
 
     if FLAGS.verify:
@@ -101,19 +153,27 @@ def _main(argv: list[str]) -> int:
     if FLAGS.input is None:
         raise UserError("--input is required; give a folder, a media file or a CSV (or "
                         "--verify to check an existing --output)")
+    settings = dict(
+        layout=FLAGS.layout, fps=FLAGS.fps,
+        short_side=FLAGS.short_side, sample_rate=FLAGS.sample_rate,
+        jpeg_quality=FLAGS.jpeg_quality, num_shards=FLAGS.num_shards,
+        video_stream=FLAGS.video_stream,
+        audio_stream=FLAGS.audio_stream, require_audio=not FLAGS.allow_missing_audio,
+        require_video=None if FLAGS.allow_missing_video is None
+        else not FLAGS.allow_missing_video,
+        fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
+        test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
+        decode_timeout=FLAGS.decode_timeout,
+    )
     try:
-        manifest = prepare.prepare_dataset(
-            FLAGS.input, FLAGS.output, layout=FLAGS.layout, fps=FLAGS.fps,
-            short_side=FLAGS.short_side, sample_rate=FLAGS.sample_rate,
-            jpeg_quality=FLAGS.jpeg_quality, num_shards=FLAGS.num_shards,
-            workers=FLAGS.workers, video_stream=FLAGS.video_stream,
-            audio_stream=FLAGS.audio_stream, require_audio=not FLAGS.allow_missing_audio,
-            require_video=None if FLAGS.allow_missing_video is None
-            else not FLAGS.allow_missing_video,
-            fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
-            test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
-            decode_timeout=FLAGS.decode_timeout,
-        )
+        if beam_runner is None:
+            manifest = prepare.prepare_dataset(FLAGS.input, FLAGS.output,
+                                               workers=FLAGS.workers, **settings)
+        else:
+            manifest = beam_runner.prepare_dataset_beam(
+                FLAGS.input, FLAGS.output, runner=FLAGS.runner,
+                beam_args=beam_runner.parse_beam_options(FLAGS.runner, FLAGS.beam_options),
+                **settings)
     except RunInterrupted:  # a full disk: exit 3, the complete shards are kept
         raise
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings

@@ -1,6 +1,7 @@
 """Robust video fingerprinting with a run's towers (``avts-eval-fingerprint``).
 
     avts-eval-fingerprint --checkpoint runs/quickstart [--data PREPARED] [--random_init]
+        [--fusion zmax|concat]
         [--query_split test --distractor_split train] [--distortions low_bitrate,...]
         [--work_dir DIR] [--output_json f.json]
 
@@ -24,6 +25,9 @@ flags.DEFINE_string("query_split", "test", "Split whose videos are distorted int
 flags.DEFINE_string("distractor_split", "train", "Split added to the database.")
 flags.DEFINE_list("distortions", None, "Distortions (default: all).")
 flags.DEFINE_integer("num_clips", 10, "Clips averaged per file.", lower_bound=1)
+flags.DEFINE_enum("fusion", "zmax", ["zmax", "concat"], "How the video and audio "
+                  "fingerprints are combined: zmax (z-normalised similarities, the larger "
+                  "of the two) or concat (one concatenated feature).")
 flags.DEFINE_bool("random_init", False, "Also score the towers freshly initialised.")
 flags.DEFINE_string("work_dir", None, "Where the distorted copies go (default: temporary).")
 flags.DEFINE_integer("seed", 0, "Seed of the random distortions.")
@@ -71,14 +75,16 @@ def _main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="avts_fingerprint_") as scratch:
         work = Path(FLAGS.work_dir or scratch)
         results = fingerprint.evaluate(towers, description, originals, distractors, work,
-                                       distortions, FLAGS.num_clips, FLAGS.seed)
+                                       distortions, FLAGS.num_clips, FLAGS.seed,
+                                       fusion=FLAGS.fusion)
+    other = "concat" if FLAGS.fusion == "zmax" else "zmax"
     rows = [[name, d, f"{v['top1']:.3f}", f"{v['mAP']:.3f}", f"{v['video_top1']:.3f}",
-             f"{v['audio_top1']:.3f}"]
+             f"{v['audio_top1']:.3f}", f"{v[other + '_top1']:.3f}"]
             for name, per in results.items() for d, v in per.items()]
     print(f"{len(originals)} queries per distortion, database of {len(originals)} originals + "
           f"{len(distractors)} distractors")
     print(report.table(["towers", "distortion", "top-1", "mAP", "top-1 video only",
-                        "top-1 audio only"], rows))
+                        "top-1 audio only", f"top-1 {other}"], rows))
     if FLAGS.output_json:
         from avts_tf.evaluation import plots
 

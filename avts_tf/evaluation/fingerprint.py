@@ -5,10 +5,14 @@ known to us, so this one is ours. Each query is a distorted copy of a test video
 (:data:`DISTORTIONS`, all made with PyAV); the database holds the original test videos
 plus distractors (the videos of another split). A file's fingerprint is its video
 feature and its audio feature (each the mean over evenly spaced clips or clip-length
-windows of the tower's pooled features, L2-normalised), concatenated and normalised
-again; queries rank the database by cosine similarity. Per distortion: top-1
-identification accuracy (the nearest database file is the query's original) and mAP
-(one relevant file per query, so the mean of ``1 / rank``).
+windows of the tower's pooled features, L2-normalised). Queries rank the database by a
+score fused from the two modalities (:data:`FUSIONS`): by default each modality's cosine
+similarities to the database are z-normalised over the database and the larger of the
+two is kept (score normalisation with the max rule, as in multimodal biometrics: Jain,
+Nandakumar & Ross, 2005), so the modality a distortion left intact decides; ``concat``
+ranks by the cosine similarity of the concatenated, re-normalised features. Per
+distortion: top-1 identification accuracy (the best-scored database file is the query's
+original) and mAP (one relevant file per query, so the mean of ``1 / rank``).
 """
 
 from __future__ import annotations
@@ -126,11 +130,43 @@ def file_fingerprints(
     return {name: np.stack(values) for name, values in rows.items()}
 
 
+FUSIONS = ("zmax", "concat")
+
+
+def fused_scores(queries: Mapping[str, np.ndarray], database: Mapping[str, np.ndarray],
+                 fusion: str = "zmax") -> np.ndarray:
+    """Scores ``[queries, database]`` of fingerprints from :func:`file_fingerprints`.
+
+    Args:
+        queries: ``video``, ``audio`` and ``both`` fingerprints of the queries.
+        database: The same for the database files.
+        fusion: ``zmax``: per modality, each query's cosine similarities to the database
+            minus their mean over the database, divided by their standard deviation; the
+            larger of the two modalities' values. ``concat``: cosine similarity of the
+            concatenated fingerprints (``both``).
+    """
+    if fusion == "concat":
+        return queries["both"] @ database["both"].T
+    if fusion != "zmax":
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    normalised = []
+    for modality in ("video", "audio"):
+        similarity = queries[modality] @ database[modality].T
+        spread = similarity.std(axis=1, keepdims=True)
+        normalised.append((similarity - similarity.mean(axis=1, keepdims=True))
+                          / np.maximum(spread, 1e-12))
+    return np.maximum(*normalised)
+
+
 def identification(queries: np.ndarray, database: np.ndarray,
                    truth: np.ndarray) -> dict[str, float]:
     """Top-1 accuracy and mAP of queries whose original is ``database[truth[i]]``."""
-    similarity = queries @ database.T
-    order = np.argsort(-similarity, axis=1, kind="stable")
+    return identification_from_scores(queries @ database.T, truth)
+
+
+def identification_from_scores(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Top-1 accuracy and mAP of ranking each query's database files by ``scores``."""
+    order = np.argsort(-scores, axis=1, kind="stable")
     rank = np.argmax(order == truth[:, None], axis=1) + 1
     return {"top1": float(np.mean(rank == 1)), "mAP": float(np.mean(1.0 / rank))}
 
@@ -138,12 +174,15 @@ def identification(queries: np.ndarray, database: np.ndarray,
 def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequence[Path],
              distractors: Sequence[Path], work_dir: Path,
              distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
-             seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """``{towers: {distortion: {top1, mAP, video_top1, audio_top1}}}``.
+             seed: int = 0, fusion: str = "zmax") -> dict[str, dict[str, dict[str, float]]]:
+    """``{towers: {distortion: {top1, mAP, <fusion>_top1..., video_top1, audio_top1}}}``.
 
-    ``top1`` and ``mAP`` use both modalities' fingerprint; ``video_top1`` and
-    ``audio_top1`` one modality's alone.
+    ``top1`` and ``mAP`` rank by ``fusion`` of both modalities (:func:`fused_scores`);
+    ``zmax_top1`` and ``concat_top1`` by each fusion; ``video_top1`` and ``audio_top1``
+    by one modality's fingerprint alone.
     """
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
     work_dir.mkdir(parents=True, exist_ok=True)
     queries = {}
     for name in distortions:
@@ -164,7 +203,10 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
         results[label] = {}
         for name, paths in queries.items():
             found = file_fingerprints(fns, description, paths, num_clips)
-            scores = identification(found["both"], database["both"], truth)
+            scores = identification_from_scores(fused_scores(found, database, fusion), truth)
+            for other in FUSIONS:
+                scores[f"{other}_top1"] = identification_from_scores(
+                    fused_scores(found, database, other), truth)["top1"]
             for modality in ("video", "audio"):
                 alone = identification(found[modality], database[modality], truth)
                 scores[f"{modality}_top1"] = alone["top1"]

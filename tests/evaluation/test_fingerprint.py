@@ -27,6 +27,24 @@ def test_identification_by_hand():
     assert got == {"top1": pytest.approx(2 / 3), "mAP": pytest.approx((1 + 0.5 + 1) / 3)}
 
 
+def test_zmax_fusion_by_hand():
+    database = {"video": np.eye(3), "audio": np.eye(3)}
+    # Video similarities [0.2, 0.4, 0.3]: mean 0.3, std sqrt(0.02 / 3) -> z [-sqrt(1.5),
+    # sqrt(1.5), 0]; audio [0.9, 0, 0]: mean 0.3, std sqrt(0.18) -> z [sqrt(2), -sqrt(0.5),
+    # -sqrt(0.5)]. The max rule keeps [sqrt(2), sqrt(1.5), 0]: the confident audio match wins.
+    queries = {"video": np.array([[0.2, 0.4, 0.3]]), "audio": np.array([[0.9, 0.0, 0.0]])}
+    np.testing.assert_allclose(fingerprint.fused_scores(queries, database),
+                               [[np.sqrt(2), np.sqrt(1.5), 0.0]], rtol=1e-12, atol=1e-12)
+    # A modality whose similarities are all equal says nothing (z = 0, not NaN).
+    flat = {"video": np.array([[0.5, 0.5, 0.5]]), "audio": np.array([[0.1, 0.2, 0.3]])}
+    np.testing.assert_allclose(fingerprint.fused_scores(flat, database),
+                               [[0.0, 0.0, np.sqrt(1.5)]], rtol=1e-12, atol=1e-12)
+    both = {"both": np.array([[0.6, 0.8]])}
+    assert fingerprint.fused_scores(both, {"both": np.eye(2)}, "concat").tolist() == [[0.6, 0.8]]
+    with pytest.raises(ValueError, match="unknown fusion 'sum'; choose one of zmax, concat"):
+        fingerprint.fused_scores(queries, database, "sum")
+
+
 def test_distortions_change_what_they_name(source, tmp_path):
     original = media_edit.read(source)
     out = {}
@@ -50,3 +68,43 @@ def test_distortions_change_what_they_name(source, tmp_path):
     assert (tmp_path / "low_bitrate.mp4").stat().st_size < reencoded.stat().st_size
     with pytest.raises(BadInput, match="unknown distortion 'blur'; valid: low_bitrate, "):
         fingerprint.distort(source, tmp_path / "x.mp4", "blur")
+
+
+def test_eval_fingerprint_tool(tiny_run, tiny_prepared, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tiny import REPO_ROOT
+
+    out = tmp_path / "f.json"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "tools/eval_fingerprint.py", f"--checkpoint={tiny_run}",
+         f"--data={tiny_prepared}", "--distortions=brightness,audio_noise", "--num_clips=2",
+         "--random_init", f"--output_json={out}", f"--work_dir={tmp_path / 'work'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert set(results) == {"pretrained", "random init"}
+    mine = results["pretrained"]
+    assert set(mine) == {"brightness", "audio_noise"}
+    for scores in mine.values():
+        assert set(scores) == {"top1", "mAP", "zmax_top1", "concat_top1", "video_top1",
+                               "audio_top1"}
+        assert scores["top1"] == scores["zmax_top1"]  # the default fusion
+        assert scores["top1"] in (0.0, 0.5, 1.0)  # 2 test videos query 2 + 6 files
+    # The modality a distortion leaves alone still identifies every file.
+    assert mine["brightness"]["audio_top1"] == 1.0 and mine["audio_noise"]["video_top1"] == 1.0
+    assert proc.stdout.strip().splitlines()[-1] == (
+        f"fingerprint: top1={np.mean([v['top1'] for v in mine.values()]):.3f} "
+        f"mAP={np.mean([v['mAP'] for v in mine.values()]):.3f}")
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == [
+        "audio_noise_0000.mp4", "audio_noise_0001.mp4", "brightness_0000.mp4",
+        "brightness_0001.mp4"]
+    bad = subprocess.run(
+        [sys.executable, "tools/eval_fingerprint.py", f"--checkpoint={tmp_path / 'none'}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -1,0 +1,99 @@
+"""The Apache Beam runner of prepare_data: the same shards and manifest as the local pool."""
+
+from __future__ import annotations
+
+import collections
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("apache_beam")
+
+import tensorflow as tf  # noqa: E402
+
+from avts_tf.data.ingestion import beam_runner, prepare  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+REAL_AV = DATA / "real_av"
+SILENT = {"av1_video.mkv", "h265_video.mp4", "h264_10bits.mp4"}
+DIRECT_2 = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+SHARDS = [f"train-{i:05d}-of-00003.tfrecord" for i in range(3)]
+
+
+def _records(out: Path) -> collections.Counter:
+    return collections.Counter(bytes(r.numpy()) for name in SHARDS
+                               for r in tf.data.TFRecordDataset(str(out / name)))
+
+
+def _state(out: Path) -> dict[str, bytes]:
+    """Every file of a prepared folder but the lock, by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "lock"}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> Path:
+    """The real clips plus a truncated mp4 and a text file named .mp4."""
+    if not REAL_AV.is_dir():
+        pytest.skip(f"real media not found at {REAL_AV} (the shared data folder is absent)")
+    folder = tmp_path_factory.mktemp("media")
+    for path in REAL_AV.iterdir():
+        shutil.copyfile(path, folder / path.name)
+    (folder / "truncated.mp4").write_bytes((REAL_AV / "bento.mp4").read_bytes()[:20000])
+    (folder / "notes.mp4").write_text("not a video\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_direct_runner_matches_local_pool_and_resumes(media, tmp_path):
+    local, beam = tmp_path / "local", tmp_path / "beam"
+    expected = prepare.prepare_dataset(media, local, num_shards=3, workers=1, progress=False)
+    manifest = beam_runner.prepare_dataset_beam(media, beam, num_shards=3, beam_args=DIRECT_2,
+                                                progress=False)
+    # Every input accounted for: 3 clips with audio written, 3 silent ones and 2 broken
+    # files skipped.
+    assert sorted(Path(e.path).name for e in manifest.written) == [
+        "bento.mp4", "mmaction2_test.avi", "nasa_13013.mp4"]
+    assert sorted((Path(e.path).name, e.kind) for e in manifest.skipped) == sorted(
+        [(name, "no_audio") for name in SILENT]
+        + [("notes.mp4", "not_media"), ("truncated.mp4", "truncated")])
+    assert manifest.to_dict() == expected.to_dict()
+    assert sorted(p.name for p in beam.glob("*.tfrecord")) == SHARDS
+    records = _records(beam)
+    assert records == _records(local) and sum(records.values()) == 3
+    assert max(records.values()) == 1
+    # Shards, sidecars, config and manifest are byte-identical to the local pool's.
+    reference = _state(local)
+    assert _state(beam) == reference
+    assert not (beam / ".ingest" / beam_runner.INPUTS_FILE).exists()
+
+    # A killed run: one shard lost, a half-written temporary left behind.
+    lost = beam / SHARDS[1]
+    lost.unlink()
+    (beam / f".{SHARDS[1]}.tmp-99999-deadbeef").write_bytes(b"half a shard")
+    kept = {name: (beam / name).stat().st_mtime_ns for name in (SHARDS[0], SHARDS[2])}
+    again = beam_runner.prepare_dataset_beam(media, beam, num_shards=3, beam_args=DIRECT_2,
+                                             progress=False)
+    assert {name: (beam / name).stat().st_mtime_ns for name in kept} == kept  # not rewritten
+    assert again.to_dict() == expected.to_dict()
+    assert _records(beam) == records
+    assert _state(beam) == reference
+
+
+def test_runner_and_option_errors(tmp_path):
+    with pytest.raises(ValueError, match="choose one of DirectRunner, FlinkRunner, SparkRunner,"
+                                         " DataflowRunner"):
+        beam_runner.parse_beam_options("Direct")
+    with pytest.raises(ValueError, match="must not name a runner"):
+        beam_runner.parse_beam_options("DirectRunner", "--runner=FlinkRunner")
+    with pytest.raises(ValueError, match="Beam does not know --direct_num_worker;"):
+        beam_runner.parse_beam_options("DirectRunner", "--direct_num_worker=2")
+    with pytest.raises(ValueError, match="No closing quotation"):
+        beam_runner.parse_beam_options("DirectRunner", "--job_name='x")
+    assert beam_runner.parse_beam_options(
+        "FlinkRunner", "--flink_master=localhost:8081 --environment_type=LOOPBACK") == [
+        "--flink_master=localhost:8081", "--environment_type=LOOPBACK"]
+    with pytest.raises(ValueError, match="give a gs:// --output"):
+        beam_runner.prepare_dataset_beam(tmp_path, tmp_path / "out", runner="DataflowRunner")
+    assert not (tmp_path / "out").exists()

@@ -97,3 +97,33 @@ def test_runner_and_option_errors(tmp_path):
     with pytest.raises(ValueError, match="give a gs:// --output"):
         beam_runner.prepare_dataset_beam(tmp_path, tmp_path / "out", runner="DataflowRunner")
     assert not (tmp_path / "out").exists()
+
+
+def test_url_output_goes_through_gfile(tmp_path):
+    """A URL output (TensorFlow's ``ram://`` standing in for ``gs://``) is written through
+    ``tf.io.gfile``: the same bytes as the local pool's, and a re-run resumes."""
+    if not REAL_AV.is_dir():
+        pytest.skip(f"real media not found at {REAL_AV} (the shared data folder is absent)")
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("bento.mp4", "h265_video.mp4"):
+        shutil.copyfile(REAL_AV / name, media / name)
+    (media / "notes.mp4").write_text("not a video\n")
+    expected = prepare.prepare_dataset(media, tmp_path / "local", num_shards=2, progress=False)
+    url = f"ram://avts-test-{tmp_path.name}/ds"
+    in_memory = ["--direct_running_mode=in_memory"]  # ram:// lives in this process only
+    manifest = beam_runner.prepare_dataset_beam(media, url, num_shards=2, beam_args=in_memory,
+                                                progress=False)
+    assert manifest.to_dict() == expected.to_dict()
+    assert [Path(e.path).name for e in manifest.written] == ["bento.mp4"]
+    names = ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    state = {f"{folder}{name}": tf.io.gfile.GFile(f"{url}/{folder}{name}", "rb").read()
+             for folder, name in [("", n) for n in names]
+             + [(".ingest/", f"{n}.json") for n in names]}
+    assert state == {key: (tmp_path / "local" / key).read_bytes() for key in state}
+    tf.io.gfile.remove(f"{url}/{names[0]}")
+    again = beam_runner.prepare_dataset_beam(media, url, num_shards=2, beam_args=in_memory,
+                                             progress=False)
+    assert again.to_dict() == expected.to_dict()
+    assert tf.io.gfile.GFile(f"{url}/{names[0]}", "rb").read() == state[names[0]]
+    assert sorted(tf.io.gfile.listdir(url)) == [".ingest", "manifest.json", *names]

@@ -225,6 +225,16 @@ def _parse_input(line: str) -> tuple[str, int, int, sources.SourceItem, int]:
             data["label_index"])
 
 
+def _read_lines(path: str) -> Iterator[str]:
+    """The lines of ``path`` through ``tf.io.gfile`` (as the outputs: no Beam file system)."""
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "r") as f:
+        for line in f:
+            if line.strip():
+                yield line
+
+
 def _write_inputs(path: str, plans: list[prepare.ShardPlan]) -> None:
     """Writes the planned files of ``plans``, one JSON line each (streamed)."""
     import tensorflow as tf
@@ -267,7 +277,8 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
     options = PipelineOptions([f"--runner={runner}", *beam_args])
     with beam.Pipeline(options=options) as pipeline:
         _ = (pipeline
-             | "Inputs" >> beam.io.ReadFromText(inputs)
+             | "Inputs" >> beam.Create([inputs])
+             | "Lines" >> beam.FlatMap(_read_lines)
              | "Spread" >> beam.Reshuffle()
              | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout))
              | "ByShard" >> beam.GroupByKey()

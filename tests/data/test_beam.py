@@ -11,8 +11,10 @@ import pytest
 pytest.importorskip("apache_beam")
 
 import tensorflow as tf  # noqa: E402
+from test_ingest import write_clip  # noqa: E402
 
-from avts_tf.data.ingestion import beam_runner, prepare  # noqa: E402
+from avts_tf.data.ingestion import beam_runner, prepare, sources  # noqa: E402
+from avts_tf.data.manifest import DEFAULTS  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_AV = DATA / "real_av"
@@ -127,3 +129,32 @@ def test_url_output_goes_through_gfile(tmp_path):
     assert again.to_dict() == expected.to_dict()
     assert tf.io.gfile.GFile(f"{url}/{names[0]}", "rb").read() == state[names[0]]
     assert sorted(tf.io.gfile.listdir(url)) == [".ingest", "manifest.json", *names]
+
+
+def test_decoder_skips_a_crash_and_a_hang_like_the_pool(tmp_path, monkeypatch):
+    """The Beam decode step's child process: a file that kills it is kind ``crash``, one
+    that hangs past ``decode_timeout`` is kind ``timeout``; the next files decode."""
+    for name in ("ok", "crash", "hang"):
+        write_clip(tmp_path / "in" / f"{name}.mkv")
+    helper = tmp_path / "helper"
+    helper.mkdir()
+    (helper / "bad_files.py").write_text(
+        "import os\nimport time\n"
+        "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
+        "def process_item(item, label_index, config):\n"
+        "    if item.id == 'crash.mkv':\n        os._exit(11)\n"
+        "    if item.id == 'hang.mkv':\n        time.sleep(60)\n"
+        "    return original(item, label_index, config)\n")
+    monkeypatch.syspath_prepend(str(helper))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    monkeypatch.setattr(prepare, "process_item", __import__("bad_files").process_item)
+    decoder = beam_runner._Decoder(DEFAULTS, timeout=2.0)
+    try:
+        results = [decoder(sources.SourceItem(str(tmp_path / "in" / f"{name}.mkv"),
+                                              f"{name}.mkv"), -1)
+                   for name in ("ok", "crash", "hang", "ok")]
+    finally:
+        decoder.close()
+    assert [entry.get("kind") for entry, _ in results] == [None, "crash", "timeout", None]
+    assert results[0][1] is not None and results[0][1] == results[3][1]
+    assert [data for _, data in results[1:3]] == [None, None]

@@ -260,6 +260,22 @@ def _claim_remote(out: str, config: IngestConfig, input_path: str) -> None:
                          "same flags to resume, or choose another --output")
 
 
+def _direct_runner(options: PipelineOptions):
+    """Beam's FnApiRunner: the DirectRunner's engine that honours ``--direct_num_workers``.
+
+    Beam 2.77's ``DirectRunner`` first tries Prism, which downloads a binary from GitHub
+    and ignores ``--direct_num_workers`` / ``--direct_running_mode``; this is the engine it
+    falls back to, built as it builds it.
+    """
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
 def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
                  runner: str, beam_args: Sequence[str], decode_timeout: float | None) -> None:
     """Runs the Beam pipeline that writes ``plans`` (shards not yet finished) into ``out``.
@@ -275,7 +291,8 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
     inputs = os.path.join(out, prepare.STATE_DIR, INPUTS_FILE)
     _write_inputs(inputs, plans)
     options = PipelineOptions([f"--runner={runner}", *beam_args])
-    with beam.Pipeline(options=options) as pipeline:
+    engine = _direct_runner(options) if runner == "DirectRunner" else None
+    with beam.Pipeline(runner=engine, options=options) as pipeline:
         _ = (pipeline
              | "Inputs" >> beam.Create([inputs])
              | "Lines" >> beam.FlatMap(_read_lines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ pytest.importorskip("apache_beam")
 
 import tensorflow as tf  # noqa: E402
 from test_ingest import write_clip  # noqa: E402
+from tiny import REPO_ROOT  # noqa: E402
 
 from avts_tf.data.ingestion import beam_runner, prepare, sources  # noqa: E402
 from avts_tf.data.manifest import DEFAULTS  # noqa: E402
@@ -158,3 +161,23 @@ def test_decoder_skips_a_crash_and_a_hang_like_the_pool(tmp_path, monkeypatch):
     assert [entry.get("kind") for entry, _ in results] == [None, "crash", "timeout", None]
     assert results[0][1] is not None and results[0][1] == results[3][1]
     assert [data for _, data in results[1:3]] == [None, None]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--runner", "Foo"], "error: unknown --runner 'Foo'; choose one of local, DirectRunner, "
+                          "FlinkRunner, SparkRunner, DataflowRunner"),
+    (["--beam_options=--direct_num_workers=2"],
+     "error: --beam_options (--direct_num_workers=2) apply to a Beam runner, not the local "
+     "pool; add --runner DirectRunner (or FlinkRunner, SparkRunner, DataflowRunner), or drop "
+     "--beam_options"),
+    (["--runner", "DirectRunner", "--workers", "2"],
+     "error: --workers sets the local pool's processes, not DirectRunner's; drop it and give "
+     "the runner's parallelism in --beam_options (e.g. --direct_num_workers=2 for "
+     "DirectRunner)"),
+])
+def test_cli_refuses_bad_runner_flags(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"),
+                           "--input", str(tmp_path), "--output", str(tmp_path / "out"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (2, message)
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

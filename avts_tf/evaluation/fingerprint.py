@@ -18,6 +18,7 @@ original) and mAP (one relevant file per query, so the mean of ``1 / rank``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
@@ -171,6 +172,16 @@ def identification_from_scores(scores: np.ndarray, truth: np.ndarray) -> dict[st
     return {"top1": float(np.mean(rank == 1)), "mAP": float(np.mean(1.0 / rank))}
 
 
+def _source_key(path: Path, seed: int) -> str:
+    """A distorted copy's name tag: its source file (path, size, mtime) and seed.
+
+    A reused ``work_dir`` then never serves a copy of another file.
+    """
+    stat = os.stat(path)
+    text = f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{seed}"
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequence[Path],
              distractors: Sequence[Path], work_dir: Path,
              distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
@@ -188,9 +199,11 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     for name in distortions:
         queries[name] = []
         for i, path in enumerate(originals):
-            target = work_dir / f"{name}_{i:04d}.mp4"
-            if not target.is_file():
-                distort(path, target, name, seed=seed + i)
+            target = work_dir / f"{name}_{i:04d}_{_source_key(path, seed + i)}.mp4"
+            if not target.is_file():  # copies are kept in work_dir and reused
+                partial = target.with_name(f".{target.name}.partial.mp4")
+                distort(path, partial, name, seed=seed + i)
+                os.replace(partial, target)
             queries[name].append(target)
     from avts_tf.evaluation.features import feature_model
 

@@ -182,6 +182,27 @@ def _source_key(path: Path, seed: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
+def distorted_copies(originals: Sequence[Path], distortions: Sequence[str], work_dir: Path,
+                     seed: int = 0) -> dict[str, list[Path]]:
+    """The distorted copies of ``originals`` per distortion, made in ``work_dir``.
+
+    Original ``i`` is distorted with seed ``seed + i``. Copies already in ``work_dir``
+    (from an earlier call with the same source files and seeds) are reused.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    queries: dict[str, list[Path]] = {}
+    for name in distortions:
+        queries[name] = []
+        for i, path in enumerate(originals):
+            target = work_dir / f"{name}_{i:04d}_{_source_key(path, seed + i)}.mp4"
+            if not target.is_file():
+                partial = target.with_name(f".{target.name}.partial.mp4")
+                distort(path, partial, name, seed=seed + i)
+                os.replace(partial, target)
+            queries[name].append(target)
+    return queries
+
+
 def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequence[Path],
              distractors: Sequence[Path], work_dir: Path,
              distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
@@ -194,17 +215,7 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     """
     if fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
-    work_dir.mkdir(parents=True, exist_ok=True)
-    queries = {}
-    for name in distortions:
-        queries[name] = []
-        for i, path in enumerate(originals):
-            target = work_dir / f"{name}_{i:04d}_{_source_key(path, seed + i)}.mp4"
-            if not target.is_file():  # copies are kept in work_dir and reused
-                partial = target.with_name(f".{target.name}.partial.mp4")
-                distort(path, partial, name, seed=seed + i)
-                os.replace(partial, target)
-            queries[name].append(target)
+    queries = distorted_copies(originals, distortions, work_dir, seed)
     from avts_tf.evaluation.features import feature_model
 
     truth = np.arange(len(originals))

@@ -45,6 +45,22 @@ def test_zmax_fusion_by_hand():
         fingerprint.fused_scores(queries, database, "sum")
 
 
+def test_a_reused_work_dir_never_serves_another_files_copy(source, tmp_path):
+    other = tmp_path / "other.mp4"
+    clip = media_edit.read(source)
+    fingerprint.distort(source, other, "brightness", seed=9)  # another file, same length
+    work = tmp_path / "work"
+    first = fingerprint.distorted_copies([source], ["audio_noise"], work)
+    again = fingerprint.distorted_copies([source], ["audio_noise"], work)
+    assert again == first  # reused
+    second = fingerprint.distorted_copies([other], ["audio_noise"], work)
+    assert second["audio_noise"][0] != first["audio_noise"][0]
+    frames = media_edit.read(second["audio_noise"][0]).frames
+    expected = media_edit.read(other).frames
+    assert np.abs(frames.astype(int) - expected.astype(int)).mean() < np.abs(
+        frames.astype(int) - clip.frames.astype(int)).mean()
+
+
 def test_distortions_change_what_they_name(source, tmp_path):
     original = media_edit.read(source)
     out = {}

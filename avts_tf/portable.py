@@ -134,7 +134,8 @@ def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tens
     else:
         raise UserError("run.json records no ingestion settings and its dataset "
                         f"{description.dataset} is gone; re-train with this avts_tf")
-    config = dataclasses.replace(ingest, fps=float(description.fps))
+    # The whole file as one record, however long (the tools read every clip of it).
+    config = dataclasses.replace(ingest, fps=float(description.fps), max_record_s=None)
     item = sources.SourceItem(os.fspath(path), os.fspath(path), "", "")
     entry, serialized = prepare.process_item(item, -1, config)  # ingestion's own path
     if serialized is None:

@@ -64,6 +64,13 @@ flags.DEFINE_integer("jpeg_quality", DEFAULTS.jpeg_quality, "JPEG quality of the
 flags.DEFINE_integer("num_shards", DEFAULTS.num_shards,
                      f"Shards per split (default: one per {FILES_PER_SHARD} files).",
                      lower_bound=1)
+flags.DEFINE_float("max_record_s", DEFAULTS.max_record_s, "A file longer than this is "
+                   "stored as several records of at most this many seconds, overlapping by "
+                   "--record_overlap_s and sharing the file's video id (0: one record per "
+                   "file, whatever its length).", lower_bound=0.0)
+flags.DEFINE_float("record_overlap_s", DEFAULTS.record_overlap_s, "Seconds shared by "
+                   "consecutive records of one long file: clips up to this long can start "
+                   "anywhere in it.", lower_bound=0.0)
 flags.DEFINE_integer("workers", 1, "Decoding processes.", lower_bound=1)
 flags.DEFINE_integer("video_stream", None, "Index among each file's video streams "
                      "(default: the best one).", lower_bound=0)
@@ -163,7 +170,8 @@ def _main(argv: list[str]) -> int:
         else not FLAGS.allow_missing_video,
         fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
         test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
-        decode_timeout=FLAGS.decode_timeout,
+        decode_timeout=FLAGS.decode_timeout, max_record_s=FLAGS.max_record_s or None,
+        record_overlap_s=FLAGS.record_overlap_s,
     )
     try:
         if beam_runner is None:
@@ -178,7 +186,7 @@ def _main(argv: list[str]) -> int:
         raise
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
         raise UserError(str(err)) from None
-    print(f"prepare_data: wrote {len(manifest.written)} records, skipped "
+    print(f"prepare_data: wrote {sum(e.records for e in manifest.written)} records, skipped "
           f"{len(manifest.skipped)} files; manifest at {FLAGS.output}/manifest.json")
     if not manifest.written:
         kinds = manifest.summary["skipped_by_kind"]

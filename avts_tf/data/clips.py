@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import gin
 import tensorflow as tf
 
+from avts_tf.data import records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 
 Record = Mapping[str, tf.Tensor]
@@ -213,6 +214,6 @@ class Clips:
             "audio": self.audio(record, start),
             "video_start": start,
             "audio_start": start,
-            "video_id": tf.strings.to_hash_bucket_fast(record["id"], 2**62),
+            "video_id": records.video_id(record),
             "label": record["label_index"],
         }

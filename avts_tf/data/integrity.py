@@ -65,7 +65,7 @@ def check_shards(data_dir: str | os.PathLike) -> list[ShardProblem]:
     for entry in manifest.written:
         shard = getattr(entry, "shard", None)
         if shard:
-            expected_ids.setdefault(os.path.basename(shard), []).append(entry.id)
+            expected_ids.setdefault(os.path.basename(shard), []).extend(entry.record_ids())
     problems = []
     for _, info in sorted(manifest.splits.items()):
         for shard in info.shards:

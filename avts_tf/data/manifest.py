@@ -62,6 +62,10 @@ class IngestConfig:
         media_dir: Where the ``youtube`` layout looks for local files.
         test_fraction: Share of each label's files held out as split ``test`` when a
             folder is ingested (``sources.held_out_split``); ``None``: no held-out split.
+        max_record_s: A file (or cut) longer than this many seconds is stored as several
+            records of at most this length (``ingestion.segments``); ``None``: never cut.
+        record_overlap_s: Seconds shared by consecutive records of one file: clips up to
+            this long can start anywhere in the file.
     """
 
     fps: float = 8.0
@@ -77,12 +81,17 @@ class IngestConfig:
     fold: int = 1
     media_dir: str | None = None
     test_fraction: float | None = None
+    max_record_s: float | None = 30.0
+    record_overlap_s: float = 5.0
 
     def key(self) -> str:
         """A short hash identifying the config."""
         fields = asdict(self)
         if fields["test_fraction"] is None:  # configs from before it existed keep their key
             del fields["test_fraction"]
+        for name in ("max_record_s", "record_overlap_s"):  # likewise, at their defaults
+            if fields[name] == getattr(DEFAULTS, name):
+                del fields[name]
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -91,7 +100,8 @@ class IngestConfig:
         """The config of a manifest's ``config`` (missing keys take the defaults)."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name, kind in (("fps", float), ("short_side", int), ("sample_rate", int)):
+        for name, kind in (("fps", float), ("short_side", int), ("sample_rate", int),
+                           ("record_overlap_s", float)):
             if name in values:
                 values[name] = kind(values[name])
         return cls(**values)
@@ -128,6 +138,14 @@ class WrittenEntry:
     width: int = 0
     duration: float = 0.0
     warnings: tuple[str, ...] = ()
+
+    def record_ids(self) -> tuple[str, ...]:
+        """Ids of its records: its own, or those of its pieces (``ingestion.segments``)."""
+        from avts_tf.data.ingestion.segments import piece_id
+
+        if self.records == 1:
+            return (self.id,)
+        return tuple(piece_id(self.id, k) for k in range(self.records))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> WrittenEntry:

@@ -1,4 +1,4 @@
-"""The on-disk record format: one ``tf.train.SequenceExample`` per media file.
+"""The on-disk record format: one ``tf.train.SequenceExample`` per media file (or piece).
 
 Context features:
     id (bytes): stable identifier of the source file (path relative to the input root).
@@ -12,6 +12,10 @@ Context features:
     num_samples (int64): number of stored mono audio samples.
     audio (bytes): mono 16-bit little-endian PCM.
     duration (float): seconds covered by the record (``max`` of video and audio length).
+    source_id, offset_frames, offset_samples: only on the pieces of a file longer than
+        ``IngestConfig.max_record_s`` (``ingestion.segments``): the file's id, shared by
+        its pieces (whose own ``id`` is ``<file id>@<piece>``), and where the piece's
+        first frame and sample lie in the file.
 
 Feature lists:
     frames (bytes): one JPEG per frame, frame ``i`` shown at ``i / fps`` seconds.
@@ -39,6 +43,10 @@ CONTEXT_FEATURES = {
     "num_samples": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     "audio": tf.io.FixedLenFeature([], tf.string, default_value=b""),
     "duration": tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+    # Set on the pieces of a long file (``ingestion.segments``); absent otherwise.
+    "source_id": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    "offset_frames": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+    "offset_samples": tf.io.FixedLenFeature([], tf.int64, default_value=0),
 }
 SEQUENCE_FEATURES = {"frames": tf.io.FixedLenSequenceFeature([], tf.string)}
 
@@ -58,6 +66,10 @@ class MediaRecord:
         label: Class name or ``""``.
         label_index: Index of ``label`` or ``-1``.
         split: Split name.
+        source_id: For a piece of a longer file (``ingestion.segments``): the file's id,
+            shared by its pieces; ``""`` for a record holding a whole file.
+        offset_frames: For a piece: index of its first frame among the file's frames.
+        offset_samples: For a piece: index of its first sample in the file's audio.
     """
 
     id: str
@@ -70,6 +82,9 @@ class MediaRecord:
     label: str = ""
     label_index: int = -1
     split: str = ""
+    source_id: str = ""
+    offset_frames: int = 0
+    offset_samples: int = 0
 
     @property
     def duration(self) -> float:
@@ -110,12 +125,25 @@ def encode(record: MediaRecord) -> bytes:
             "duration": _float(record.duration),
         }
     )
+    if record.source_id:  # a piece of a long file; whole-file records keep their bytes
+        context.feature["source_id"].CopyFrom(_bytes(record.source_id.encode("utf-8")))
+        context.feature["offset_frames"].CopyFrom(_int(record.offset_frames))
+        context.feature["offset_samples"].CopyFrom(_int(record.offset_samples))
     frames = tf.train.FeatureList(feature=[_bytes(f) for f in record.jpeg_frames])
     example = tf.train.SequenceExample(
         context=context, feature_lists=tf.train.FeatureLists(feature_list={"frames": frames})
     )
     # Deterministic map order, so identical inputs give identical shard bytes.
     return example.SerializeToString(deterministic=True)
+
+
+def video_id(record: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The int64 id of the video a parsed record comes from (shared by a file's pieces)."""
+    source = record["id"]
+    if "source_id" in record:  # records parsed by ``parse``; hand-made ones may lack it
+        source = tf.where(tf.strings.length(record["source_id"]) > 0, record["source_id"],
+                          source)
+    return tf.strings.to_hash_bucket_fast(source, 2**62)
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

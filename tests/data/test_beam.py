@@ -144,10 +144,10 @@ def test_decoder_skips_a_crash_and_a_hang_like_the_pool(tmp_path, monkeypatch):
     (helper / "bad_files.py").write_text(
         "import os\nimport time\n"
         "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
-        "def process_item(item, label_index, config):\n"
+        "def process_item(item, label_index, config, **options):\n"
         "    if item.id == 'crash.mkv':\n        os._exit(11)\n"
         "    if item.id == 'hang.mkv':\n        time.sleep(60)\n"
-        "    return original(item, label_index, config)\n")
+        "    return original(item, label_index, config, **options)\n")
     monkeypatch.syspath_prepend(str(helper))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     monkeypatch.setattr(prepare, "process_item", __import__("bad_files").process_item)

@@ -355,10 +355,10 @@ def misbehaving_worker(tmp_path, monkeypatch, name: str, imports: str, action: s
     (helper / f"{name}.py").write_text(
         f"{imports}\n"
         "from avts_tf.data.ingestion.prepare import process_item as original\n\n\n"
-        "def process_item(item, label_index, config):\n"
+        "def process_item(item, label_index, config, **options):\n"
         "    if item.id == 'c1.mkv':\n"
         f"{action}\n"
-        "    return original(item, label_index, config)\n")
+        "    return original(item, label_index, config, **options)\n")
     monkeypatch.syspath_prepend(str(helper))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     module = __import__(name)

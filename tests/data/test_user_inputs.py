@@ -232,10 +232,10 @@ def test_a_hung_decoder_becomes_a_timeout_skip(tmp_path, monkeypatch):
         write_clip(tmp_path / "in" / f"c{i}.mkv")
     original = prepare.process_item
 
-    def hangs_on_c0(item, label_index, config):
+    def hangs_on_c0(item, label_index, config, **options):
         if item.id == "c0.mkv":
             time.sleep(60)
-        return original(item, label_index, config)
+        return original(item, label_index, config, **options)
 
     monkeypatch.setattr(prepare, "process_item", hangs_on_c0)
     start = time.monotonic()

@@ -327,6 +327,8 @@ def prepare_dataset_beam(
     test_fraction: float | None = None,
     overwrite: bool = False,
     decode_timeout: float | None = 600.0,
+    max_record_s: float | None = DEFAULTS.max_record_s,
+    record_overlap_s: float = DEFAULTS.record_overlap_s,
 ) -> Manifest:
     """``prepare.prepare_dataset`` run as an Apache Beam pipeline.
 
@@ -356,6 +358,9 @@ def prepare_dataset_beam(
         test_fraction: Folder input: share of each label held out as ``test``.
         overwrite: Write into a non-empty local folder that is not a dataset of ours.
         decode_timeout: Seconds one file may take to decode (``None``: no limit).
+        max_record_s: Longest record in seconds; longer files become pieces
+            (``ingestion.segments``; ``None``: one record per file).
+        record_overlap_s: Seconds shared by consecutive pieces of one file.
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
@@ -369,7 +374,8 @@ def prepare_dataset_beam(
         input, output_dir, fps=fps, short_side=short_side, sample_rate=sample_rate,
         jpeg_quality=jpeg_quality, num_shards=num_shards, require_audio=require_audio,
         require_video=require_video, video_stream=video_stream, audio_stream=audio_stream,
-        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction)
+        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction,
+        max_record_s=max_record_s, record_overlap_s=record_overlap_s)
     out = os.fspath(output_dir) if remote else str(Path(output_dir).absolute())
     if remote:
         _claim_remote(out, config, input_path)

@@ -425,6 +425,18 @@ def decode_media(
         container.close()
 
 
+def probe_duration(path: str | os.PathLike) -> float | None:
+    """The duration a file's container declares, in seconds (``None``: unknown/unreadable).
+
+    Reads the header only; used to plan the pieces of long files before decoding.
+    """
+    try:
+        with av.open(os.fspath(path), metadata_errors="replace") as container:
+            return _declared_duration(container)
+    except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
 # Demuxers FFmpeg picks for stills and text (by extension): not audio or video.
 _NOT_MEDIA_FORMATS = frozenset({"tty", "image2", "apng", "gif", "webp", "ico", "txt"})
 
@@ -553,4 +565,4 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
     return result
 
 
-__all__ = ["DecodedMedia", "MediaError", "decode_media"]
+__all__ = ["DecodedMedia", "MediaError", "decode_media", "probe_duration"]

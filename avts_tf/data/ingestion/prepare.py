@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
@@ -45,8 +47,8 @@ from pathlib import Path
 from avts_tf import atomic
 from avts_tf.data import manifest as manifest_module
 from avts_tf.data import records, splits
-from avts_tf.data.ingestion import sources
-from avts_tf.data.ingestion.media import MediaError, decode_media
+from avts_tf.data.ingestion import segments, sources
+from avts_tf.data.ingestion.media import MediaError, decode_media, probe_duration
 from avts_tf.data.manifest import (
     DEFAULTS,
     IngestConfig,
@@ -108,35 +110,91 @@ def plan_shards(items: list[sources.SourceItem], labels: list[str],
     return plans
 
 
-def process_item(item: sources.SourceItem, label_index: int,
-                 config: IngestConfig) -> tuple[dict, bytes | None]:
+def _decode_settings(config: IngestConfig) -> dict:
+    return dict(fps=config.fps, short_side=config.short_side, sample_rate=config.sample_rate,
+                jpeg_quality=config.jpeg_quality, video_stream=config.video_stream,
+                audio_stream=config.audio_stream, require_audio=config.require_audio,
+                require_video=config.require_video)
+
+
+def _pieces(item: sources.SourceItem, config: IngestConfig) -> list[segments.Piece]:
+    """The pieces ``item`` is stored as (one unless it is longer than ``max_record_s``)."""
+    if config.max_record_s is None:
+        return segments.plan_pieces(None, config.fps, None, config.record_overlap_s)
+    end = item.end if item.end is not None else probe_duration(item.path)
+    length = None if end is None else end - (item.start or 0.0)
+    return segments.plan_pieces(length, config.fps, config.max_record_s,
+                                config.record_overlap_s)
+
+
+def _media_record(item: sources.SourceItem, label_index: int, media,
+                  **piece) -> records.MediaRecord:
+    return records.MediaRecord(
+        id=item.id, jpeg_frames=media.jpeg_frames, fps=media.fps, height=media.height,
+        width=media.width, audio=media.audio, sample_rate=media.sample_rate,
+        label=item.label, label_index=label_index, split=item.split, **piece,
+    )
+
+
+def _failure_entry(entry: dict, err: Exception) -> dict:
+    if isinstance(err, MediaError):
+        return {**entry, "kind": err.kind, "reason": err.reason}
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return {**entry, "kind": "error",
+            "reason": f"unexpected error: {text} (please report this file)"}
+
+
+@dataclass(frozen=True)
+class SpilledRecords:
+    """The records of a long file's pieces, in order, in a TFRecord file of their own.
+
+    Workers hand a long file's pieces over this way, so neither they nor the writer
+    hold more than one piece in memory.
+    """
+
+    path: str
+    count: int
+
+    def __iter__(self) -> Iterator[bytes]:
+        import tensorflow as tf
+
+        for serialized in tf.data.TFRecordDataset(self.path):
+            yield serialized.numpy()
+
+
+Records = bytes | list[bytes] | SpilledRecords
+
+
+def process_item(item: sources.SourceItem, label_index: int, config: IngestConfig,
+                 spill_dir: str | None = None) -> tuple[dict, Records | None]:
     """Decodes and encodes one file (runs in a worker).
 
+    A file longer than ``config.max_record_s`` becomes several records
+    (``ingestion.segments``), decoded one piece at a time.
+
+    Args:
+        item: The input file.
+        label_index: Its label's index (``-1``: unlabelled).
+        config: The ingestion settings.
+        spill_dir: Where a long file's pieces are written as they are made
+            (:class:`SpilledRecords`); ``None``: they are returned as a list.
+
     Returns:
-        The manifest entry and the serialized record (``None`` when skipped).
+        The manifest entry and the serialized record, or the pieces' records in order
+        (``None`` when skipped).
     """
     entry = {"path": item.path, "id": item.id, "label": item.label, "split": item.split}
     if item.start is not None or item.end is not None:
         entry.update(start=item.start, end=item.end)
+    pieces = _pieces(item, config)
+    if len(pieces) > 1:
+        return _process_pieces(item, label_index, config, entry, pieces, spill_dir)
     try:
-        media = decode_media(
-            item.path, fps=config.fps, short_side=config.short_side,
-            sample_rate=config.sample_rate, jpeg_quality=config.jpeg_quality,
-            video_stream=config.video_stream, audio_stream=config.audio_stream,
-            require_audio=config.require_audio, require_video=config.require_video,
-            start=item.start, end=item.end,
-        )
-    except MediaError as err:
-        return {**entry, "kind": err.kind, "reason": err.reason}, None
+        media = decode_media(item.path, **_decode_settings(config), start=item.start,
+                             end=item.end)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
-        text = " ".join(f"{type(err).__name__}: {err}".split())
-        return {**entry, "kind": "error",
-                "reason": f"unexpected error: {text} (please report this file)"}, None
-    record = records.MediaRecord(
-        id=item.id, jpeg_frames=media.jpeg_frames, fps=media.fps, height=media.height,
-        width=media.width, audio=media.audio, sample_rate=media.sample_rate,
-        label=item.label, label_index=label_index, split=item.split,
-    )
+        return _failure_entry(entry, err), None
+    record = _media_record(item, label_index, media)
     entry.update(
         records=1, num_frames=len(media.jpeg_frames), num_samples=int(media.audio.shape[0]),
         height=media.height, width=media.width, duration=round(record.duration, 6),
@@ -144,6 +202,97 @@ def process_item(item: sources.SourceItem, label_index: int,
     if media.warnings:
         entry["warnings"] = media.warnings
     return entry, records.encode(record)
+
+
+def _process_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
+                    entry: dict, pieces: list[segments.Piece], spill_dir: str | None
+                    ) -> tuple[dict, Records | None]:
+    """The records of a long file's pieces; a piece past the decodable end ends the file."""
+    with _piece_sink(spill_dir) as out:
+        entry, count = _decode_pieces(item, label_index, config, entry, pieces, out)
+        if not count:
+            return entry, None
+        if spill_dir is None:
+            return entry, out
+        out.writer.close()
+        return entry, SpilledRecords(out.path, count)
+
+
+class _SpillWriter:
+    """Appends records to a spill file (a list-like sink for ``_decode_pieces``)."""
+
+    def __init__(self, spill_dir: str):
+        import tensorflow as tf
+
+        self.path = os.path.join(spill_dir, f".spill-{uuid.uuid4().hex}.tmp-{os.getpid()}")
+        self.writer = tf.io.TFRecordWriter(self.path)
+        self.count = 0
+
+    def append(self, record: bytes) -> None:
+        self.writer.write(record)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+
+@contextlib.contextmanager
+def _piece_sink(spill_dir: str | None):
+    """A list, or a spill file removed again unless handed over complete."""
+    if spill_dir is None:
+        yield []
+        return
+    sink = _SpillWriter(spill_dir)
+    handed_over = False
+    try:
+        yield sink
+        handed_over = sink.count > 0
+    finally:
+        if not handed_over:
+            with contextlib.suppress(Exception):
+                sink.writer.close()
+            with contextlib.suppress(OSError):
+                os.unlink(sink.path)
+
+
+def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
+                   entry: dict, pieces: list[segments.Piece], out) -> tuple[dict, int]:
+    """Decodes the pieces into ``out`` (``append``); the entry and the number written."""
+    base = item.start or 0.0
+    warnings: list[str] = []
+    # The decode timeout (an alarm set by ``_timed``) counts per piece of a long file.
+    per_piece = signal.getitimer(signal.ITIMER_REAL)[0]
+    for piece in pieces:
+        if per_piece and piece.index:
+            signal.setitimer(signal.ITIMER_REAL, per_piece)
+        end = base + piece.end if piece.end is not None else item.end
+        try:
+            media = decode_media(item.path, **_decode_settings(config),
+                                 start=base + piece.start, end=end)
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
+            if not len(out):
+                return _failure_entry(entry, err), 0
+            warnings.append(f"piece {piece.index} of {len(pieces)} (from {piece.start:.3f} s) "
+                            f"not decoded, kept the {len(out)} before it: "
+                            f"{_failure_entry(entry, err)['reason']}")
+            break
+        warnings.extend(f"piece {piece.index}: {w}" for w in media.warnings)
+        record = _media_record(
+            item, label_index, media, source_id=item.id,
+            offset_frames=piece.offset_frames,
+            offset_samples=piece.offset_samples(config.fps, config.sample_rate))
+        record.id = segments.piece_id(item.id, piece.index)
+        out.append(records.encode(record))
+        ends = (record.offset_frames + len(media.jpeg_frames),
+                record.offset_samples + int(media.audio.shape[0]),
+                media.height, media.width, piece.offset_frames / config.fps + record.duration)
+        del media, record  # one piece in memory at a time
+    num_frames, num_samples, height, width, duration = ends
+    entry.update(records=len(out), num_frames=num_frames, num_samples=num_samples,
+                 height=height, width=width, duration=round(duration, 6))
+    if warnings:
+        entry["warnings"] = warnings
+    return entry, len(out)
 
 
 class DecodeTimeout(BaseException):
@@ -295,9 +444,14 @@ class _ShardWriter:
         self.writer = tf.io.TFRecordWriter(str(self.tmp))
         self.entries: list[dict] = []
 
-    def add(self, entry: dict, data: bytes | None) -> None:
+    def add(self, entry: dict, data: Records | None) -> None:
         if data is not None:
-            self.writer.write(data)
+            try:
+                for record in [data] if isinstance(data, bytes) else data:
+                    self.writer.write(record)
+            finally:
+                if isinstance(data, SpilledRecords):
+                    os.unlink(data.path)
             entry = {**entry, "shard": self.plan.name}
         self.entries.append(entry)
 
@@ -361,8 +515,8 @@ def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 
 def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-              new_pool, timeout: float | None = None
-              ) -> Iterator[tuple[dict, bytes | None]]:
+              new_pool, timeout: float | None = None, process=process_item,
+              ) -> Iterator[tuple[dict, Records | None]]:
     """Runs tasks one at a time in a single worker; a task that kills it is skipped.
 
     Only a file that crashes (or hangs) alone is blamed; the others are decoded normally.
@@ -373,7 +527,7 @@ def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
             if alone is None:
                 alone = new_pool(1)
                 alone.submit(_ready).result()  # start-up is not counted in the time limit
-            future = alone.submit(_timed, process_item, item, label_index, config, timeout)
+            future = alone.submit(_timed, process, item, label_index, config, timeout)
             try:
                 yield future.result(timeout=_hard_limit(timeout))
             except BrokenProcessPool:
@@ -390,18 +544,21 @@ def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
 
 
 def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-             workers: int, timeout: float | None = None
-             ) -> Iterator[tuple[dict, bytes | None]]:
+             workers: int, timeout: float | None = None, spill_dir: str | None = None,
+             ) -> Iterator[tuple[dict, Records | None]]:
     """Processes tasks, yielding results in task order with few in flight.
+
+    A long file's pieces come back through ``spill_dir`` (:class:`SpilledRecords`).
 
     With ``workers > 1`` a file that kills its worker process (a decoder crash) is
     found by retrying the files in flight one at a time in a fresh process; only a file
     that crashes alone is reported as skipped (kind ``crash``), the others are kept.
     A file taking longer than ``timeout`` seconds is skipped (kind ``timeout``).
     """
+    process = functools.partial(process_item, spill_dir=spill_dir)
     if workers <= 1:
         for item, label_index in tasks:
-            yield _timed(process_item, item, label_index, config, timeout)
+            yield _timed(process, item, label_index, config, timeout)
         return
     context = multiprocessing.get_context("spawn")
 
@@ -416,8 +573,7 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
         while todo or window:
             while todo and len(window) < 2 * workers:
                 task = todo.popleft()
-                window.append((task, pool.submit(_timed, process_item, *task, config,
-                                                 timeout)))
+                window.append((task, pool.submit(_timed, process, *task, config, timeout)))
             task, future = window.popleft()
             try:
                 yield future.result(timeout=_hard_limit(timeout))
@@ -429,7 +585,7 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
             # A worker died or hung; any file in flight may be the cause: retry each alone.
             suspects = [task] + [t for t, _ in window]
             window.clear()
-            yield from _isolated(suspects, config, new_pool, timeout)
+            yield from _isolated(suspects, config, new_pool, timeout, process)
             pool = new_pool(workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -567,7 +723,8 @@ def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
         if side is None:
             raise RuntimeError(f"shard {plan.name} is missing or incomplete in {out}")
         entries = side["entries"]
-        shards[plan.split].append(Shard(plan.name, sum(1 for e in entries if "reason" not in e)))
+        shards[plan.split].append(
+            Shard(plan.name, sum(e.get("records", 1) for e in entries if "reason" not in e)))
         for e in entries:
             (skipped if "reason" in e else written).append(e)
     return Manifest(
@@ -648,6 +805,8 @@ def prepare_dataset(
     test_fraction: float | None = None,
     overwrite: bool = False,
     decode_timeout: float | None = 600.0,
+    max_record_s: float | None = DEFAULTS.max_record_s,
+    record_overlap_s: float = DEFAULTS.record_overlap_s,
 ) -> Manifest:
     """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
 
@@ -679,6 +838,9 @@ def prepare_dataset(
             (same-named files in it are replaced); by default it is refused.
         decode_timeout: Seconds one file may take to decode; a file taking longer is
             skipped (kind ``timeout``). ``None``: no limit.
+        max_record_s: A file longer than this is stored as several records of at most
+            this many seconds (``ingestion.segments``); ``None``: one record per file.
+        record_overlap_s: Seconds shared by consecutive records of one file.
 
     The settings' defaults are ``avts_tf.data.manifest.DEFAULTS``.
 
@@ -693,7 +855,8 @@ def prepare_dataset(
         input, output_dir, fps=fps, short_side=short_side, sample_rate=sample_rate,
         jpeg_quality=jpeg_quality, num_shards=num_shards, require_audio=require_audio,
         require_video=require_video, video_stream=video_stream, audio_stream=audio_stream,
-        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction)
+        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction,
+        max_record_s=max_record_s, record_overlap_s=record_overlap_s)
 
     out = Path(output_dir)
     _check_foreign(out, overwrite)
@@ -709,7 +872,8 @@ def prepare_dataset(
                   "complete", file=sys.stderr)
         report = _Progress(sum(len(p.items) for p in plans), done_files, progress)
         tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
-        with contextlib.closing(_results(tasks, config, workers, decode_timeout)) as results:
+        with contextlib.closing(_results(tasks, config, workers, decode_timeout,
+                                         spill_dir=str(out / STATE_DIR))) as results:
             try:
                 _write_shards(out, todo, config, results, report)
             finally:
@@ -727,6 +891,8 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
               num_shards: int | None, require_audio: bool, require_video: bool | None,
               video_stream: int | None, audio_stream: int | None, layout: str, fold: int,
               media_dir: str | os.PathLike | None, test_fraction: float | None,
+              max_record_s: float | None = DEFAULTS.max_record_s,
+              record_overlap_s: float = DEFAULTS.record_overlap_s,
               ) -> tuple[str, IngestConfig, list[str], list[ShardPlan],
                          list[tuple[sources.SourceItem, str]]]:
     """Finds the inputs and plans the shards (nothing is written).
@@ -756,7 +922,11 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
                           require_audio=bool(require_audio), require_video=bool(require_video),
                           num_shards=num_shards, layout=used_layout, fold=int(fold),
                           media_dir=media_dir,
-                          test_fraction=test_fraction if used_layout == "folder" else None)
+                          test_fraction=test_fraction if used_layout == "folder" else None,
+                          max_record_s=None if not max_record_s else float(max_record_s),
+                          record_overlap_s=float(record_overlap_s))
+    segments.plan_pieces(2 * max_record_s if max_record_s else None, float(fps), max_record_s,
+                         float(record_overlap_s))  # refuses a bad overlap before any work
     labels = sorted({it.label for it in items} - {""})
     return input_path, config, labels, plan_shards(items, labels, num_shards), duplicates
 

@@ -19,6 +19,7 @@ from typing import Any
 import gin
 import tensorflow as tf
 
+from avts_tf.data import records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.tasks.temporal.ordering import I_BEFORE_J, J_BEFORE_I, OVERLAP
 
@@ -325,6 +326,6 @@ def cut_views(
         "view_span": views["view_span"],
         "speed": views["speed"],
         "backward": views["backward"],
-        "video_id": tf.strings.to_hash_bucket_fast(record["id"], 2**62),
+        "video_id": records.video_id(record),
         "label": record["label_index"],
     }

@@ -1,0 +1,170 @@
+"""Long files stored as pieces of bounded length (ingestion.segments, prepare.process_item)."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from avts_tf.data import integrity, records
+from avts_tf.data.ingestion import prepare, segments, sources
+from avts_tf.data.manifest import IngestConfig, Manifest
+
+
+def test_pieces_of_a_70_s_file_by_hand():
+    pieces = segments.plan_pieces(70.0, 8.0, 30.0, 5.0)
+    # 240-frame pieces stepping by 200 frames (25 s): [0, 30), [25, 55), [50, end).
+    assert pieces == [segments.Piece(0, 0.0, 30.0, 0), segments.Piece(1, 25.0, 55.0, 200),
+                      segments.Piece(2, 50.0, None, 400)]
+    assert pieces[1].offset_samples(8.0, 16000) == 400_000
+    assert segments.piece_id("cat/a.mp4", 2) == "cat/a.mp4@00002"
+
+
+def test_short_or_unknown_files_stay_whole():
+    whole = [segments.Piece(0, 0.0, None, 0)]
+    assert segments.plan_pieces(30.0, 8.0, 30.0, 5.0) == whole  # exactly the limit
+    assert segments.plan_pieces(None, 8.0, 30.0, 5.0) == whole  # duration unknown
+    assert segments.plan_pieces(7200.0, 8.0, None, 5.0) == whole  # cutting off
+    with pytest.raises(ValueError, match="record overlap 30.0 s must be at least 0 and "
+                                         "shorter than the longest record, 30.0 s"):
+        segments.plan_pieces(70.0, 8.0, 30.0, 30.0)
+
+
+@pytest.mark.parametrize("duration", [30.2, 55.05, 61.0, 7200.0, 123.456])
+@pytest.mark.parametrize("fps", [8.0, 25.0, 29.97])
+def test_pieces_cover_every_window_and_stay_bounded(duration, fps):
+    pieces = segments.plan_pieces(duration, fps, 30.0, 5.0)
+    total = duration * fps
+    spans = [(p.offset_frames, (p.end * fps if p.end is not None else total)) for p in pieces]
+    assert spans[0][0] == 0 and pieces[-1].end is None
+    for (a, b), piece in zip(spans, pieces, strict=True):
+        assert b - a <= 30.0 * fps + 1e-6  # no piece longer than the limit
+        assert b - a > 5.0 * fps - 1  # none shorter than the overlap
+        assert piece.start == pytest.approx(piece.offset_frames / fps)
+    # Consecutive pieces overlap by the overlap's frames: any window of that many frames
+    # starting anywhere in the file lies inside one piece.
+    window = int(5.0 * fps)
+    for start in range(0, int(total) - window + 1, max(1, window // 3)):
+        assert any(a <= start and start + window <= b + 1e-6 for a, b in spans), start
+
+
+def write_counting_video(path: Path, seconds: float, fps: int = 10, rate: int = 16000) -> Path:
+    """MPEG-4 video whose frame k has gray level 2k mod 256, PCM audio counting samples."""
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        vs.codec_context.gop_size = 12
+        a_s = c.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for k in range(round(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 2 * k % 256, np.uint8),
+                                               "rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+        pcm = (np.arange(round(seconds * rate)) % 20000 - 10000).astype(np.int16)
+        for i in range(0, len(pcm), 1600):
+            frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 1600], format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            c.mux(a_s.encode(frame))
+        c.mux(a_s.encode())
+    return path
+
+
+CONFIG = IngestConfig(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0)
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory) -> Path:
+    return write_counting_video(tmp_path_factory.mktemp("long") / "long.mkv", 17.0)
+
+
+def test_a_long_file_becomes_pieces_equal_to_slices_of_the_whole(long_file):
+    item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
+    whole_entry, whole = prepare.process_item(
+        item, -1, dataclasses.replace(CONFIG, max_record_s=None))
+    entry, pieces = prepare.process_item(item, -1, CONFIG)
+    assert isinstance(whole, bytes) and whole_entry["records"] == 1
+    # 17 s at 10 fps: 60-frame pieces stepping by 40 frames -> [0, 60), [40, 100), [80, 140),
+    # [120, 170).
+    assert entry["records"] == len(pieces) == 4
+    assert (entry["num_frames"], entry["num_samples"]) == (170, 17 * 16000)
+    assert entry["duration"] == pytest.approx(17.0)
+    full = records.parse(whole)
+    for k, serialized in enumerate(pieces):
+        piece = records.parse(serialized)
+        assert piece["id"].numpy().decode() == f"long.mkv@{k:05d}"
+        assert piece["source_id"].numpy().decode() == "long.mkv"
+        first = 40 * k
+        assert int(piece["offset_frames"]) == first
+        assert int(piece["offset_samples"]) == first * 1600
+        n = int(piece["num_frames"])
+        assert n == (60 if k < 3 else 50)
+        # The same frames (JPEG bytes) and samples as the whole file's at those positions.
+        assert piece["frames"].numpy().tolist() == full["frames"][first:first + n].numpy().tolist()
+        np.testing.assert_array_equal(
+            piece["waveform"].numpy(),
+            full["waveform"][first * 1600:first * 1600 + n * 1600].numpy())
+        assert int(records.video_id(piece)) == int(records.video_id(full))
+
+
+def test_whole_file_records_keep_their_bytes(long_file):
+    """Records of short files carry no piece fields: datasets prepared before stay valid."""
+    item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
+    _, whole = prepare.process_item(item, -1, dataclasses.replace(CONFIG, max_record_s=None))
+    example = tf.train.SequenceExample.FromString(whole)
+    assert not {"source_id", "offset_frames", "offset_samples"} & set(example.context.feature)
+
+
+def test_prepared_pieces_are_counted_checked_and_share_a_video_id(long_file, tmp_path):
+    folder = tmp_path / "in" / "clips"
+    folder.mkdir(parents=True)
+    (folder / "long.mkv").symlink_to(long_file)
+    write_counting_video(folder / "short.mkv", 3.0)
+    out = tmp_path / "prepared"
+    manifest = prepare.prepare_dataset(tmp_path / "in", out, fps=10.0, short_side=32,
+                                       max_record_s=6.0, record_overlap_s=2.0, progress=False)
+    assert [(e.id, e.records) for e in manifest.written] == [
+        ("clips/long.mkv", 4), ("clips/short.mkv", 1)]
+    assert manifest.splits["train"].records == 5
+    assert Manifest.read(out).config.max_record_s == 6.0
+    assert integrity.check_shards(out) == []
+    ids = {}
+    for raw in tf.data.TFRecordDataset([str(p) for p in out.glob("train-*.tfrecord")]):
+        record = records.parse(raw)
+        ids[record["id"].numpy().decode()] = int(records.video_id(record))
+    assert sorted(ids) == [f"clips/long.mkv@{k:05d}" for k in range(4)] + ["clips/short.mkv"]
+    assert len({ids[f"clips/long.mkv@{k:05d}"] for k in range(4)}) == 1
+    assert ids["clips/short.mkv"] != ids["clips/long.mkv@00000"]
+
+
+def test_pieces_spilled_by_a_worker_equal_the_returned_list(long_file, tmp_path):
+    item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
+    entry, listed = prepare.process_item(item, -1, CONFIG)
+    spilled_entry, spilled = prepare.process_item(item, -1, CONFIG, spill_dir=str(tmp_path))
+    assert isinstance(spilled, prepare.SpilledRecords) and spilled.count == 4
+    assert spilled_entry == entry
+    assert list(spilled) == listed
+    assert [p.name for p in tmp_path.iterdir()] == [Path(spilled.path).name]
+
+
+def test_workers_write_the_same_shards_and_leave_no_spill(long_file, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.mkv", "b.mkv"):
+        (folder / name).symlink_to(long_file)
+    write_counting_video(folder / "short.mkv", 3.0)
+    settings = dict(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0,
+                    progress=False, num_shards=1)
+    prepare.prepare_dataset(folder, tmp_path / "one", workers=1, **settings)
+    prepare.prepare_dataset(folder, tmp_path / "two", workers=2, **settings)
+    shards = sorted(p.name for p in (tmp_path / "one").glob("*.tfrecord"))
+    assert shards == ["train-00000-of-00001.tfrecord"]
+    for name in shards:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    for out in ("one", "two"):
+        assert not list((tmp_path / out).rglob(".spill-*"))

@@ -1,7 +1,7 @@
 """Robust video fingerprinting with a run's towers (``avts-eval-fingerprint``).
 
     avts-eval-fingerprint --checkpoint runs/quickstart [--data PREPARED] [--random_init]
-        [--fusion zmax|concat]
+        [--fusion concat|zmax]
         [--query_split test --distractor_split train] [--distortions low_bitrate,...]
         [--work_dir DIR] [--output_json f.json]
 
@@ -25,9 +25,9 @@ flags.DEFINE_string("query_split", "test", "Split whose videos are distorted int
 flags.DEFINE_string("distractor_split", "train", "Split added to the database.")
 flags.DEFINE_list("distortions", None, "Distortions (default: all).")
 flags.DEFINE_integer("num_clips", 10, "Clips averaged per file.", lower_bound=1)
-flags.DEFINE_enum("fusion", "zmax", ["zmax", "concat"], "How the video and audio "
-                  "fingerprints are combined: zmax (z-normalised similarities, the larger "
-                  "of the two) or concat (one concatenated feature).")
+flags.DEFINE_enum("fusion", "concat", ["concat", "zmax"], "How the video and audio "
+                  "fingerprints are combined: concat (one concatenated feature) or zmax "
+                  "(each modality's similarities z-normalised, the larger of the two).")
 flags.DEFINE_bool("random_init", False, "Also score the towers freshly initialised.")
 flags.DEFINE_string("work_dir", None, "Where the distorted copies go (default: temporary).")
 flags.DEFINE_integer("seed", 0, "Seed of the random distortions.")
@@ -77,7 +77,7 @@ def _main(argv: list[str]) -> int:
         results = fingerprint.evaluate(towers, description, originals, distractors, work,
                                        distortions, FLAGS.num_clips, FLAGS.seed,
                                        fusion=FLAGS.fusion)
-    other = "concat" if FLAGS.fusion == "zmax" else "zmax"
+    other = "zmax" if FLAGS.fusion == "concat" else "concat"
     rows = [[name, d, f"{v['top1']:.3f}", f"{v['mAP']:.3f}", f"{v['video_top1']:.3f}",
              f"{v['audio_top1']:.3f}", f"{v[other + '_top1']:.3f}"]
             for name, per in results.items() for d, v in per.items()]

@@ -6,12 +6,12 @@ known to us, so this one is ours. Each query is a distorted copy of a test video
 plus distractors (the videos of another split). A file's fingerprint is its video
 feature and its audio feature (each the mean over evenly spaced clips or clip-length
 windows of the tower's pooled features, L2-normalised). Queries rank the database by a
-score fused from the two modalities (:data:`FUSIONS`): by default each modality's cosine
-similarities to the database are z-normalised over the database and the larger of the
-two is kept (score normalisation with the max rule, as in multimodal biometrics: Jain,
-Nandakumar & Ross, 2005), so the modality a distortion left intact decides; ``concat``
-ranks by the cosine similarity of the concatenated, re-normalised features. Per
-distortion: top-1 identification accuracy (the best-scored database file is the query's
+score fused from the two modalities (:data:`FUSIONS`): by default the cosine similarity
+of the concatenated, re-normalised features (``concat``); ``zmax`` z-normalises each
+modality's similarities over the database and keeps the larger of the two (score
+normalisation with the max rule of multimodal biometrics: Jain, Nandakumar & Ross,
+2005), so the modality a distortion left intact can decide. Per distortion: top-1
+identification accuracy (the best-scored database file is the query's
 original) and mAP (one relevant file per query, so the mean of ``1 / rank``).
 """
 
@@ -131,20 +131,20 @@ def file_fingerprints(
     return {name: np.stack(values) for name, values in rows.items()}
 
 
-FUSIONS = ("zmax", "concat")
+FUSIONS = ("concat", "zmax")
 
 
 def fused_scores(queries: Mapping[str, np.ndarray], database: Mapping[str, np.ndarray],
-                 fusion: str = "zmax") -> np.ndarray:
+                 fusion: str = "concat") -> np.ndarray:
     """Scores ``[queries, database]`` of fingerprints from :func:`file_fingerprints`.
 
     Args:
         queries: ``video``, ``audio`` and ``both`` fingerprints of the queries.
         database: The same for the database files.
-        fusion: ``zmax``: per modality, each query's cosine similarities to the database
-            minus their mean over the database, divided by their standard deviation; the
-            larger of the two modalities' values. ``concat``: cosine similarity of the
-            concatenated fingerprints (``both``).
+        fusion: ``concat``: cosine similarity of the concatenated fingerprints (``both``).
+            ``zmax``: per modality, each query's cosine similarities to the database minus
+            their mean over the database, divided by their standard deviation; the larger
+            of the two modalities' values.
     """
     if fusion == "concat":
         return queries["both"] @ database["both"].T
@@ -206,11 +206,11 @@ def distorted_copies(originals: Sequence[Path], distortions: Sequence[str], work
 def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequence[Path],
              distractors: Sequence[Path], work_dir: Path,
              distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
-             seed: int = 0, fusion: str = "zmax") -> dict[str, dict[str, dict[str, float]]]:
+             seed: int = 0, fusion: str = "concat") -> dict[str, dict[str, dict[str, float]]]:
     """``{towers: {distortion: {top1, mAP, <fusion>_top1..., video_top1, audio_top1}}}``.
 
     ``top1`` and ``mAP`` rank by ``fusion`` of both modalities (:func:`fused_scores`);
-    ``zmax_top1`` and ``concat_top1`` by each fusion; ``video_top1`` and ``audio_top1``
+    ``concat_top1`` and ``zmax_top1`` by each fusion; ``video_top1`` and ``audio_top1``
     by one modality's fingerprint alone.
     """
     if fusion not in FUSIONS:

@@ -33,15 +33,15 @@ def test_zmax_fusion_by_hand():
     # sqrt(1.5), 0]; audio [0.9, 0, 0]: mean 0.3, std sqrt(0.18) -> z [sqrt(2), -sqrt(0.5),
     # -sqrt(0.5)]. The max rule keeps [sqrt(2), sqrt(1.5), 0]: the confident audio match wins.
     queries = {"video": np.array([[0.2, 0.4, 0.3]]), "audio": np.array([[0.9, 0.0, 0.0]])}
-    np.testing.assert_allclose(fingerprint.fused_scores(queries, database),
+    np.testing.assert_allclose(fingerprint.fused_scores(queries, database, "zmax"),
                                [[np.sqrt(2), np.sqrt(1.5), 0.0]], rtol=1e-12, atol=1e-12)
     # A modality whose similarities are all equal says nothing (z = 0, not NaN).
     flat = {"video": np.array([[0.5, 0.5, 0.5]]), "audio": np.array([[0.1, 0.2, 0.3]])}
-    np.testing.assert_allclose(fingerprint.fused_scores(flat, database),
+    np.testing.assert_allclose(fingerprint.fused_scores(flat, database, "zmax"),
                                [[0.0, 0.0, np.sqrt(1.5)]], rtol=1e-12, atol=1e-12)
     both = {"both": np.array([[0.6, 0.8]])}
-    assert fingerprint.fused_scores(both, {"both": np.eye(2)}, "concat").tolist() == [[0.6, 0.8]]
-    with pytest.raises(ValueError, match="unknown fusion 'sum'; choose one of zmax, concat"):
+    assert fingerprint.fused_scores(both, {"both": np.eye(2)}).tolist() == [[0.6, 0.8]]
+    with pytest.raises(ValueError, match="unknown fusion 'sum'; choose one of concat, zmax"):
         fingerprint.fused_scores(queries, database, "sum")
 
 
@@ -109,7 +109,7 @@ def test_eval_fingerprint_tool(tiny_run, tiny_prepared, tmp_path):
     for scores in mine.values():
         assert set(scores) == {"top1", "mAP", "zmax_top1", "concat_top1", "video_top1",
                                "audio_top1"}
-        assert scores["top1"] == scores["zmax_top1"]  # the default fusion
+        assert scores["top1"] == scores["concat_top1"]  # the default fusion
         assert scores["top1"] in (0.0, 0.5, 1.0)  # 2 test videos query 2 + 6 files
     # The modality a distortion leaves alone still identifies every file.
     assert mine["brightness"]["audio_top1"] == 1.0 and mine["audio_noise"]["video_top1"] == 1.0

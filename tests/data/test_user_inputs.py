@@ -91,6 +91,12 @@ def test_bad_settings_and_empty_results_end_in_one_line(tmp_path):
         assert flag.lstrip("-") in line and "see --helpshort" in line
         assert not (tmp_path / "out").exists()  # checked before anything is written
     line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+                                        str(tmp_path / "out"), "--max_record_s", "10",
+                                        "--record_overlap_s", "10"))
+    assert line == ("error: record overlap 10.0 s must be at least 0 and shorter than the "
+                    "longest record, 10.0 s; give a --record_overlap_s below --max_record_s")
+    assert not (tmp_path / "out").exists()
+    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(tmp_path / "out")))
     assert line == ("error: nothing was written (1 no_audio); video-only inputs need "
                     "--allow_missing_audio")

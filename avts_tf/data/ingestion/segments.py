@@ -57,7 +57,8 @@ def plan_pieces(duration_s: float | None, fps: float, max_record_s: float | None
         return [Piece(0, 0.0, None, 0)]
     if not 0 <= overlap_s < max_record_s:
         raise ValueError(f"record overlap {overlap_s} s must be at least 0 and shorter than "
-                         f"the longest record, {max_record_s} s")
+                         f"the longest record, {max_record_s} s; give a --record_overlap_s "
+                         "below --max_record_s")
     length = max(1, math.floor(max_record_s * fps + 1e-9))  # frames per piece
     step = max(1, length - math.ceil(overlap_s * fps - 1e-9))
     total = duration_s * fps

@@ -12,6 +12,8 @@ Generates synthetic videos at 25 fps / 128 px with the streaming generator: one 
 * **Reading speed**: clips/s of ``data.train_dataset`` (cache off, default shuffle buffer,
   8 frames, 112 px crop) over the long file's records against the 10-second clips', in
   interleaved rounds in fresh processes (min-max over rounds), with each reader's peak RSS.
+* **Training speed**: clips/s of the quickstart towers' train step (MC3 / VGG, width 16) on
+  the same clips fed by that reader.
 """
 
 from __future__ import annotations
@@ -44,6 +46,40 @@ for _ in range(steps):
 rate = steps * 16 / (time.perf_counter() - start)
 print(rate, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
+
+
+_TRAIN = r"""
+import sys, time, os
+sys.path.insert(0, sys.argv[1])
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras
+import avts_tf.backbones
+from avts_tf.data import pipeline
+from avts_tf.data.audio_features import LogMelSpec
+from avts_tf.models import AVTSModel
+from avts_tf.registry import BACKBONES
+spec = pipeline.ClipSpec(num_frames=8, crop_size=112, log_mel=LogMelSpec(mel_bins=40))
+fps = 25.0
+video = BACKBONES.build("mc3_18", input_shape=spec.video_shape(), width=16, depths=(1, 1, 1, 1),
+                        embedding_dim=64)
+audio = BACKBONES.build("avts_audio_vgg", input_shape=spec.audio_shape(fps), width=16,
+                        depths=(1, 1, 1, 1), embedding_dim=64)
+model = AVTSModel(video, audio)
+model.compile(optimizer=keras.optimizers.Adam(1e-3))
+data = pipeline.train_dataset(sys.argv[2], 16, spec=spec, cache_records=False)
+model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+steps = int(sys.argv[3])
+start = time.perf_counter()
+model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+print(steps * 16 / (time.perf_counter() - start))
+"""
+
+
+def train_rate(data_dir: Path, steps: int) -> float:
+    """Clips/s of the quickstart towers' train step (8 x 112 px clips) fed by the reader."""
+    result = subprocess.run([sys.executable, "-c", _TRAIN, str(REPO), str(data_dir), str(steps)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
 
 
 def generate(out: Path, duration_s: float, count: int = 1) -> Path:
@@ -88,6 +124,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="Timed reader batches of 16.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work_dir", default=None)
+    parser.add_argument("--train_steps", type=int, default=15,
+                        help="Timed train steps per round (0: skip the training rows).")
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="avts_long_"))
     sources = {
@@ -108,11 +146,20 @@ def main() -> None:
             rate, rss = read_rate(data, args.steps)
             rates[name].append(rate)
             peaks[name].append(rss)
+    trained: dict[str, list[float]] = {k: [] for k in prepared}
+    for _ in range(args.rounds if args.train_steps else 0):
+        for name, data in prepared.items():
+            trained[name].append(train_rate(data, args.train_steps))
     print("reading (train_dataset, 8 frames, 112 px crop, batch 16, cache off), clips/s "
           f"over {args.rounds} interleaved rounds:")
     for name in prepared:
         print(f"  {name:>18}: {min(rates[name]):7.1f}-{max(rates[name]):7.1f} clips/s, "
               f"peak RSS {max(peaks[name]):7.1f} MB")
+    if args.train_steps:
+        print("training (quickstart MC3 / VGG towers, same clips), clips/s over "
+              f"{args.rounds} interleaved rounds:")
+        for name in prepared:
+            print(f"  {name:>18}: {min(trained[name]):7.1f}-{max(trained[name]):7.1f} clips/s")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ dense bf16 rate.
 Measured on one H200 (jax 0.11.2, 2026-12-04; 237.2 GFLOP per example: r2plus1d_18 forward
 78.2 GFLOP at 16 x 112 x 112, audio_resnet18 0.3 GFLOP per window, backward about twice):
 
-| batch | ms/step (3 rounds of 20) | clips/s | TFLOP/s | MFU of 989.5 (of the ~790 measured bf16 matmul rate) |
+| batch | ms/step (3 x 20) | clips/s | TFLOP/s | MFU of 989.5 (of ~790 measured) |
 | --- | --- | --- | --- | --- |
 | 32 | 58.2-58.4 | 548-550 | 130.0-130.4 | 0.131-0.132 (0.165) |
 | 64 | 110.8-111.3 | 575-578 | 136.4-137.0 | 0.138 (0.173) |

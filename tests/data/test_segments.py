@@ -168,3 +168,20 @@ def test_workers_write_the_same_shards_and_leave_no_spill(long_file, tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     for out in ("one", "two"):
         assert not list((tmp_path / out).rglob(".spill-*"))
+
+
+def test_verify_rebuilds_with_the_datasets_own_record_length(long_file, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "long.mkv").symlink_to(long_file)
+    out = tmp_path / "prepared"
+    prepare.prepare_dataset(folder, out, fps=10.0, short_side=32, max_record_s=6.0,
+                            record_overlap_s=2.0, progress=False)
+    (shard,) = out.glob("train-*.tfrecord")
+    original = shard.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    shard.write_bytes(bytes(flipped))
+    found, left = prepare.verify_dataset(out, progress=False)
+    assert [p.file for p in found] == [str(shard)] and left == []
+    assert shard.read_bytes() == original  # rebuilt as 6 s pieces, not the default 30 s

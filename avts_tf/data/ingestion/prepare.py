@@ -965,13 +965,7 @@ def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, worke
         shard = Path(problem.file)
         shard.unlink(missing_ok=True)
         (out / STATE_DIR / f"{shard.name}.json").unlink(missing_ok=True)
-    config = manifest.config
-    prepare_dataset(
-        manifest.input, out, fps=config.fps, short_side=config.short_side,
-        sample_rate=config.sample_rate, jpeg_quality=config.jpeg_quality,
-        num_shards=config.num_shards, workers=workers, require_audio=config.require_audio,
-        require_video=config.require_video, video_stream=config.video_stream,
-        audio_stream=config.audio_stream, layout=config.layout, fold=config.fold,
-        media_dir=config.media_dir, progress=progress, test_fraction=config.test_fraction,
-    )
+    # Every setting of the config is a parameter of the same name: none can be left out.
+    prepare_dataset(manifest.input, out, workers=workers, progress=progress,
+                    **asdict(manifest.config))
     return found, integrity.check_shards(out)

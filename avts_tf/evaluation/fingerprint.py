@@ -134,6 +134,11 @@ def file_fingerprints(
 FUSIONS = ("concat", "zmax")
 
 
+def _check_fusion(fusion: str) -> None:
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+
+
 def fused_scores(queries: Mapping[str, np.ndarray], database: Mapping[str, np.ndarray],
                  fusion: str = "concat") -> np.ndarray:
     """Scores ``[queries, database]`` of fingerprints from :func:`file_fingerprints`.
@@ -148,8 +153,7 @@ def fused_scores(queries: Mapping[str, np.ndarray], database: Mapping[str, np.nd
     """
     if fusion == "concat":
         return queries["both"] @ database["both"].T
-    if fusion != "zmax":
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    _check_fusion(fusion)
     normalised = []
     for modality in ("video", "audio"):
         similarity = queries[modality] @ database[modality].T
@@ -213,8 +217,7 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     ``concat_top1`` and ``zmax_top1`` by each fusion; ``video_top1`` and ``audio_top1``
     by one modality's fingerprint alone.
     """
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+    _check_fusion(fusion)
     queries = distorted_copies(originals, distortions, work_dir, seed)
     from avts_tf.evaluation.features import feature_model
 

@@ -925,8 +925,7 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
                           test_fraction=test_fraction if used_layout == "folder" else None,
                           max_record_s=None if not max_record_s else float(max_record_s),
                           record_overlap_s=float(record_overlap_s))
-    segments.plan_pieces(2 * max_record_s if max_record_s else None, float(fps), max_record_s,
-                         float(record_overlap_s))  # refuses a bad overlap before any work
+    segments.check_lengths(config.max_record_s, config.record_overlap_s)  # before any work
     labels = sorted({it.label for it in items} - {""})
     return input_path, config, labels, plan_shards(items, labels, num_shards), duplicates
 

@@ -40,6 +40,18 @@ class Piece:
         return round(self.offset_frames * sample_rate / fps)
 
 
+def check_lengths(max_record_s: float | None, overlap_s: float) -> None:
+    """Refuses an overlap that is negative or not shorter than the longest record.
+
+    Raises:
+        ValueError: ``<problem>; <fix>``.
+    """
+    if max_record_s is not None and not 0 <= overlap_s < max_record_s:
+        raise ValueError(f"record overlap {overlap_s} s must be at least 0 and shorter than "
+                         f"the longest record, {max_record_s} s; give a --record_overlap_s "
+                         "below --max_record_s")
+
+
 def plan_pieces(duration_s: float | None, fps: float, max_record_s: float | None,
                 overlap_s: float) -> list[Piece]:
     """The pieces of a file of ``duration_s`` seconds (one piece when it is short enough).
@@ -55,10 +67,7 @@ def plan_pieces(duration_s: float | None, fps: float, max_record_s: float | None
     """
     if max_record_s is None or duration_s is None:
         return [Piece(0, 0.0, None, 0)]
-    if not 0 <= overlap_s < max_record_s:
-        raise ValueError(f"record overlap {overlap_s} s must be at least 0 and shorter than "
-                         f"the longest record, {max_record_s} s; give a --record_overlap_s "
-                         "below --max_record_s")
+    check_lengths(max_record_s, overlap_s)
     length = max(1, math.floor(max_record_s * fps + 1e-9))  # frames per piece
     step = max(1, length - math.ceil(overlap_s * fps - 1e-9))
     total = duration_s * fps

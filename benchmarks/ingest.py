@@ -1,10 +1,14 @@
 """Ingestion speed against a plain PyAV decode of the same files, same number of workers.
 
     python benchmarks/ingest.py [--input DIR] [--workers 2] [--rounds 3]
-        [--fps 25 --short_side 128] [--num_files 24 --duration_s 10]
+        [--fps 25 --short_side 128] [--num_files 24 --duration_s 10] [--reencode_height 720]
 
 Without ``--input``, ``--num_files`` clips of the synthetic world are generated once
 (``--duration_s`` s at 25 fps, 128 px, 16 kHz: like the real 10-second clips of the issue).
+``--reencode_height H`` first re-encodes every input (H.264 CRF 23, 25 fps, AAC) at H lines
+with PyAV, ``--copies`` times: real content at the decode cost of a larger source (the real
+files at hand are at most 320 x 568), as corpus clips (Kinetics: mostly 360p-720p) have.
+
 Each round times, interleaved:
 
 * ``records``: ``prepare.process_item`` (decode, frame-rate resampling, resize, JPEG,
@@ -58,6 +62,38 @@ def _record(path: str) -> int:
 _CONFIG: dict = {}
 
 
+def _reencode(source: str, target: Path, height: int) -> None:
+    """``source`` scaled to ``height`` lines (even width), H.264 at 25 fps, mono AAC."""
+    import fractions
+
+    import av
+
+    with av.open(source) as src, av.open(str(target), "w") as out:
+        video = src.streams.video[0]
+        audio = src.streams.audio[:1]
+        width = round(video.codec_context.width * height / video.codec_context.height / 2) * 2
+        out_video = out.add_stream("libx264", rate=25)
+        out_video.width, out_video.height, out_video.pix_fmt = width, height, "yuv420p"
+        out_video.options = {"crf": "23"}
+        out_audio = out.add_stream("aac", rate=44100) if audio else None
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=44100)
+        count = 0
+        for frame in src.decode(video, *audio):
+            if isinstance(frame, av.VideoFrame):
+                scaled = frame.reformat(width=width, height=height, format="yuv420p",
+                                        interpolation="BICUBIC")
+                scaled.pts, scaled.time_base = count, fractions.Fraction(1, 25)
+                count += 1
+                out.mux(out_video.encode(scaled))
+            else:
+                for chunk in resampler.resample(frame):
+                    chunk.pts = None
+                    out.mux(out_audio.encode(chunk))
+        out.mux(out_video.encode())
+        if out_audio is not None:
+            out.mux(out_audio.encode())
+
+
 def _set_config(config: dict) -> None:
     _CONFIG.update(config)
 
@@ -80,7 +116,7 @@ def _ingest_pass(source: Path, work: Path, args: argparse.Namespace) -> float:
     out = work / f"prepared_{time.perf_counter_ns()}"
     start = time.perf_counter()
     prepare.prepare_dataset(source, out, fps=args.fps, short_side=args.short_side,
-                            workers=args.workers, progress=False)
+                            require_audio=False, workers=args.workers, progress=False)
     elapsed = time.perf_counter() - start
     shutil.rmtree(out)
     return elapsed
@@ -95,6 +131,8 @@ def main() -> None:
     parser.add_argument("--short_side", type=int, default=128)
     parser.add_argument("--num_files", type=int, default=24)
     parser.add_argument("--duration_s", type=float, default=10.0)
+    parser.add_argument("--reencode_height", type=int, default=None)
+    parser.add_argument("--copies", type=int, default=4)
     args = parser.parse_args()
     from avts_tf.data.ingestion import sources, synthetic
 
@@ -108,9 +146,17 @@ def main() -> None:
                 source, num_videos=args.num_files, seed=1, duration_s=args.duration_s,
                 fps=25.0, size=128, num_classes=4, test_fraction=0.0)
             source = source / "videos"
+        if args.reencode_height:
+            scaled = work / "reencoded"
+            scaled.mkdir()
+            for path in sources.walk_media(source):
+                for copy in range(args.copies):
+                    _reencode(str(path), scaled / f"{path.stem}_{copy}.mp4", args.reencode_height)
+            source = scaled
         files = [str(p) for p in sources.walk_media(source)]
         context = multiprocessing.get_context("spawn")
-        config = {"fps": args.fps, "short_side": args.short_side}
+        # Files without audio are ingested too: the decode pass reads them whole.
+        config = {"fps": args.fps, "short_side": args.short_side, "require_audio": False}
         with context.Pool(args.workers, initializer=_set_config, initargs=(config,)) as pool:
             list(pool.imap_unordered(_record, files[: args.workers]))  # warm the pool
             list(pool.imap_unordered(_decode, files[: args.workers]))

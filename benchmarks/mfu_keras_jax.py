@@ -63,7 +63,8 @@ def _with_policy(config, policy: str):
     return config
 
 
-def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float) -> None:
+def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
+            peer: bool = False) -> None:
     os.environ["KERAS_BACKEND"] = "jax"
     import jax
     import jax.numpy as jnp
@@ -127,38 +128,104 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float) ->
     print(f"FLOPs per example (forward and backward, XLA on CPU): {per_example / 1e9:.1f} G",
           flush=True)
 
-    for b in batches:
-        rng = np.random.default_rng(0)
-        batch = {k: jnp.asarray(v) for k, v in inputs(b, rng).items()}
-        trainable = ([v.value for v in video.trainable_variables],
-                     [v.value for v in audio.trainable_variables])
-        non_trainable = ([v.value for v in video.non_trainable_variables],
-                         [v.value for v in audio.non_trainable_variables])
-        opt_state = optimizer.init(trainable)
-        start = time.perf_counter()
-        compiled = step.lower(trainable, non_trainable, opt_state, batch).compile()
-        flops = b * per_example
-        print(f"  batch {b}: compiled in {time.perf_counter() - start:.1f} s, "
-              f"{flops / 1e12:.3f} TFLOP per step", flush=True)
-        for _ in range(3):  # warm-up
-            trainable, non_trainable, opt_state, loss = compiled(
-                trainable, non_trainable, opt_state, batch)
-        jax.block_until_ready(loss)
-        times = []
-        for _ in range(3):  # rounds
-            start = time.perf_counter()
-            for _ in range(steps):
-                trainable, non_trainable, opt_state, loss = compiled(
-                    trainable, non_trainable, opt_state, batch)
+    def jax_runner(b: int):
+        """Compiles the jitted step at batch ``b``; returns a function running n steps."""
+        batch = {k: jnp.asarray(v) for k, v in inputs(b, np.random.default_rng(0)).items()}
+        state = [([v.value for v in video.trainable_variables],
+                  [v.value for v in audio.trainable_variables]),
+                 ([v.value for v in video.non_trainable_variables],
+                  [v.value for v in audio.non_trainable_variables])]
+        state.append(optimizer.init(state[0]))
+        compiled = step.lower(*state, batch).compile()
+
+        def run(n: int) -> float:
+            loss = None
+            for _ in range(n):
+                *state[:], loss = compiled(*state, batch)
             jax.block_until_ready(loss)
-            times.append((time.perf_counter() - start) / steps)
-        best, worst = min(times), max(times)
-        print(f"  batch {b}: {best * 1e3:.1f}-{worst * 1e3:.1f} ms/step, "
-              f"{b / worst:.0f}-{b / best:.0f} clips/s, "
-              f"{flops / worst / 1e12:.0f}-{flops / best / 1e12:.0f} TFLOP/s, "
-              f"MFU {flops / worst / 1e12 / peak_tflops:.3f}-"
-              f"{flops / best / 1e12 / peak_tflops:.3f} of {peak_tflops:g} TFLOP/s "
-              f"(loss {float(loss):.4f})", flush=True)
+            return float(loss)
+
+        return run
+
+    runners = {"keras-jax": jax_runner}
+    if peer:
+        runners["torch"] = lambda b: torch_runner(shapes, b, margin)
+    for b in batches:
+        flops = b * per_example
+        compiled = {}
+        for name, make in runners.items():
+            start = time.perf_counter()
+            compiled[name] = make(b)
+            compiled[name](3)  # warm-up
+            print(f"  batch {b} {name}: ready in {time.perf_counter() - start:.1f} s",
+                  flush=True)
+        times = {name: [] for name in runners}
+        for _ in range(3):  # interleaved rounds
+            for name, run in compiled.items():
+                start = time.perf_counter()
+                loss = run(steps)
+                times[name].append((time.perf_counter() - start) / steps)
+        for name, values in times.items():
+            best, worst = min(values), max(values)
+            print(f"  batch {b} {name}: {best * 1e3:.1f}-{worst * 1e3:.1f} ms/step, "
+                  f"{b / worst:.0f}-{b / best:.0f} clips/s, "
+                  f"{flops / worst / 1e12:.0f}-{flops / best / 1e12:.0f} TFLOP/s, "
+                  f"MFU {flops / worst / 1e12 / peak_tflops:.3f}-"
+                  f"{flops / best / 1e12 / peak_tflops:.3f} of {peak_tflops:g} TFLOP/s "
+                  f"(loss {loss:.4f})", flush=True)
+        if peer:
+            ratios = [t / j for j, t in zip(times["keras-jax"], times["torch"], strict=True)]
+            print(f"  batch {b}: keras-jax speed / torch speed {min(ratios):.2f}-"
+                  f"{max(ratios):.2f}", flush=True)
+
+
+def torch_runner(shapes: dict, b: int, margin: float):
+    """The same AVTS step in PyTorch: torchvision's r2plus1d_18 and resnet18 (one input
+    channel) with their classifiers removed (512-d pooled outputs, as the library's towers),
+    bf16 autocast, channels-last, ``torch.compile``, SGD with momentum."""
+    import torch
+    import torchvision
+
+    torch.backends.cudnn.benchmark = True
+    device = torch.device("cuda")
+    video = torchvision.models.video.r2plus1d_18()
+    video.fc = torch.nn.Identity()
+    audio = torchvision.models.resnet18()
+    audio.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    audio.fc = torch.nn.Identity()
+    video = video.to(device, memory_format=torch.channels_last_3d)
+    audio = audio.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD([*video.parameters(), *audio.parameters()], lr=0.01,
+                                momentum=0.9)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    t, h, w, c = shapes["video"]
+    frames, bins, _ = shapes["audio"]
+    clips = torch.rand([b, c, t, h, w], generator=generator).to(
+        device, memory_format=torch.channels_last_3d)
+    windows = torch.randn([2 * b, 1, frames, bins], generator=generator).to(
+        device, memory_format=torch.channels_last)
+
+    def loss_fn():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            ev = video(clips).float()
+            ea = audio(windows).float()
+        d2 = ((torch.cat([ev, ev]) - ea) ** 2).sum(-1)
+        dist = torch.sqrt(d2 + 1e-12)
+        return torch.cat([d2[:b], torch.clamp(margin - dist[b:], min=0.0) ** 2]).mean()
+
+    compiled_loss = torch.compile(loss_fn)
+
+    def run(n: int) -> float:
+        loss = None
+        for _ in range(n):
+            optimizer.zero_grad(set_to_none=True)
+            loss = compiled_loss()
+            loss.backward()
+            optimizer.step()
+        torch.cuda.synchronize()
+        return float(loss.detach())
+
+    return run
 
 
 def main() -> None:
@@ -167,13 +234,16 @@ def main() -> None:
     parser.add_argument("--export", action="store_true", help="Write --towers (needs TF).")
     parser.add_argument("--batch", default="32,64")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--peer", action="store_true",
+                        help="Also time the same step in PyTorch, interleaved (a ratio).")
     parser.add_argument("--peak_tflops", type=float, default=989.5,
                         help="Peak dense bf16 TFLOP/s (H100/H200 SXM: 989.5).")
     args = parser.parse_args()
     if args.export:
         export(args.towers)
         return
-    measure(args.towers, [int(b) for b in args.batch.split(",")], args.steps, args.peak_tflops)
+    measure(args.towers, [int(b) for b in args.batch.split(",")], args.steps, args.peak_tflops,
+            args.peer)
 
 
 if __name__ == "__main__":

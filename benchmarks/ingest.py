@@ -20,7 +20,9 @@ Each round times, interleaved:
   start-up, shards and manifest included).
 
 Prints files/s per round and the ratios records / pyav and ingest / pyav with their
-min-max spread.
+min-max spread. ``--rss_counts 20,200`` then runs ``avts-prepare`` on the first N files (the
+inputs repeated as copies when there are fewer) in a fresh process per count and round and
+prints its peak RSS (main process or largest worker): flat memory in the file count.
 """
 
 from __future__ import annotations
@@ -122,6 +124,30 @@ def _ingest_pass(source: Path, work: Path, args: argparse.Namespace) -> float:
     return elapsed
 
 
+def _rss_by_count(files: list[str], work: Path, counts: list[int],
+                  args: argparse.Namespace) -> dict[int, list[float]]:
+    """Peak RSS (MB) of ``avts-prepare`` on the first ``count`` files, per round."""
+    from long_files import ingest
+
+    peaks: dict[int, list[float]] = {count: [] for count in counts}
+    folders = {}
+    for count in counts:
+        folders[count] = work / f"rss_{count}"
+        folders[count].mkdir()
+        for i in range(count):
+            source = Path(files[i % len(files)])
+            # Copies, not links: ingestion takes a file reached through several links once.
+            shutil.copyfile(source, folders[count] / f"{i:05d}_{source.name}")
+    for _ in range(args.rounds):
+        for count in counts:
+            out = work / f"rss_out_{count}"
+            _, peak = ingest(folders[count], out, f"--workers={args.workers}",
+                             "--allow_missing_audio")
+            shutil.rmtree(out)
+            peaks[count].append(peak)
+    return peaks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--input", default=None)
@@ -133,6 +159,7 @@ def main() -> None:
     parser.add_argument("--duration_s", type=float, default=10.0)
     parser.add_argument("--reencode_height", type=int, default=None)
     parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--rss_counts", default=None)
     args = parser.parse_args()
     from avts_tf.data.ingestion import sources, synthetic
 
@@ -165,7 +192,14 @@ def main() -> None:
                 rates["records"].append(len(files) / _records_pass(pool, files))
                 rates["pyav"].append(len(files) / _pyav_pass(pool, files))
                 rates["ingest"].append(len(files) / _ingest_pass(source, work, args))
+        if args.rss_counts:
+            peaks = _rss_by_count(files, work, [int(n) for n in args.rss_counts.split(",")],
+                                  args)
     print(f"{len(files)} files, {args.workers} workers, {args.rounds} interleaved rounds")
+    if args.rss_counts:
+        for count, values in peaks.items():
+            print(f"avts-prepare on {count:4d} files: peak RSS {min(values):.0f}-"
+                  f"{max(values):.0f} MB")
     for name, values in rates.items():
         print(f"{name:7s} files/s: " + " ".join(f"{v:.2f}" for v in values)
               + f"  (median {statistics.median(values):.2f})")

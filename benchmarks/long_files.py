@@ -91,15 +91,19 @@ def generate(out: Path, duration_s: float, count: int = 1) -> Path:
     return out
 
 
-def ingest(source: Path, out: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of ``avts-prepare`` on ``source`` in a fresh process."""
+def ingest(source: Path, out: Path, *flags: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``avts-prepare`` on ``source`` in a fresh process.
+
+    The peak is the larger of the main process's and its largest child's (a worker's).
+    """
     code = ("import sys, resource; sys.argv = sys.argv[1:];"
             "from avts_tf.cli.prepare import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
             " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))")
     command = [sys.executable, "-c", code, "avts-prepare", f"--input={source}",
-               f"--output={out}", f"--fps={FPS}", f"--short_side={SIZE}", "--test_fraction=0"]
+               f"--output={out}", f"--fps={FPS}", f"--short_side={SIZE}", "--test_fraction=0",
+               *flags]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

@@ -137,13 +137,18 @@ def encode(record: MediaRecord) -> bytes:
     return example.SerializeToString(deterministic=True)
 
 
-def video_id(record: dict[str, tf.Tensor]) -> tf.Tensor:
-    """The int64 id of the video a parsed record comes from (shared by a file's pieces)."""
+def source_name(record: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The string id of the file a parsed record comes from (shared by a file's pieces)."""
     source = record["id"]
     if "source_id" in record:  # records parsed by ``parse``; hand-made ones may lack it
         source = tf.where(tf.strings.length(record["source_id"]) > 0, record["source_id"],
                           source)
-    return tf.strings.to_hash_bucket_fast(source, 2**62)
+    return source
+
+
+def video_id(record: dict[str, tf.Tensor]) -> tf.Tensor:
+    """The int64 id of the video a parsed record comes from (shared by a file's pieces)."""
+    return tf.strings.to_hash_bucket_fast(source_name(record), 2**62)
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from avts_tf.data import pipeline
+from avts_tf.data import pipeline, records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
@@ -45,7 +45,8 @@ class Features:
     Attributes:
         features: ``[num_windows, dim]`` float32.
         file_index: ``[num_windows]`` index of each window's file.
-        ids: ``[num_files]`` record ids.
+        ids: ``[num_files]`` file ids (the pieces of a file longer than ingestion's
+            ``max_record_s`` are one file: their windows are pooled together).
         labels: ``[num_files]`` label indices (``-1``: unlabelled).
         splits: ``[num_files]`` split names.
         label_names: The dataset's label list.
@@ -235,11 +236,12 @@ def extract(
     if keep_fn is not None:
         dataset = dataset.filter(keep_fn)
     dataset = dataset.map(
-        lambda r: (windows_fn(r), r["id"], r["label_index"], r["split"]),
+        lambda r: (windows_fn(r), records.source_name(r), r["label_index"], r["split"]),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(2)
     bar = keras.utils.Progbar(total, unit_name="file") if progress else None
     ids, labels, split_names, chunks, owners, outputs = [], [], [], [], [], []
+    position: dict[str, int] = {}  # file id -> its index (a long file's pieces share one)
 
     def flush() -> None:
         batch = np.concatenate(chunks)
@@ -248,16 +250,19 @@ def extract(
             outputs.append(np.asarray(embed_fn(batch[start : start + batch_size])))
 
     with contextlib.redirect_stdout(sys.stderr):  # Keras' bar writes to stdout.
-        for inputs, rid, label, split in dataset.as_numpy_iterator():
-            owners.append(np.full(len(inputs), len(ids), np.int64))
-            ids.append(rid.decode())
-            labels.append(int(label))
-            split_names.append(split.decode())
+        for seen, (inputs, name, label, split) in enumerate(dataset.as_numpy_iterator(), 1):
+            name = name.decode()
+            if name not in position:
+                position[name] = len(ids)
+                ids.append(name)
+                labels.append(int(label))
+                split_names.append(split.decode())
+            owners.append(np.full(len(inputs), position[name], np.int64))
             chunks.append(inputs)
             if sum(len(c) for c in chunks) >= batch_size:
                 flush()
             if bar is not None:
-                bar.update(len(ids))
+                bar.update(seen)
         if chunks:
             flush()
         if bar is not None and len(ids) < total:

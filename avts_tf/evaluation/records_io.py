@@ -133,11 +133,11 @@ def few_shot_subset(
     split: str = "train",
     seed: int = 0,
 ) -> Path:
-    """A prepared dataset with ``per_class`` labelled records per class of ``split``.
+    """A prepared dataset with ``per_class`` labelled files per class of ``split``.
 
-    Records of ``split`` are drawn per class by ``choose_per_class`` and written to one
-    shard; the other splits' shards are linked unchanged. The manifest is copied with
-    ``written`` and ``splits`` updated.
+    Files of ``split`` are drawn per class by ``choose_per_class`` and their records (all
+    the pieces of a long file) written to one shard; the other splits' shards are linked
+    unchanged. The manifest is copied with ``written`` and ``splits`` updated.
 
     Returns:
         ``out_dir``.
@@ -145,19 +145,25 @@ def few_shot_subset(
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     full = Manifest.read(data_dir)
-    serialized, labels = [], []
+    serialized, owners, files, labels = [], [], {}, []
     for path in pipeline.shard_files(data_dir, split):
         for raw in tf.data.TFRecordDataset(path):
+            record = records.parse(raw)
+            file = records.source_name(record).numpy().decode()
+            if file not in files:  # the pieces of a long file are one file
+                files[file] = len(files)
+                labels.append(int(record["label_index"]))
             serialized.append(raw.numpy())
-            labels.append(int(records.parse(raw)["label_index"]))
-    keep = choose_per_class(np.asarray(labels), per_class, seed).tolist()
+            owners.append(files[file])
+    chosen = set(choose_per_class(np.asarray(labels), per_class, seed).tolist())
+    keep = [i for i, owner in enumerate(owners) if owner in chosen]
     if not keep:
         raise BadInput(f"split {split!r} of {data_dir} has no labelled record")
     name = f"{split}-00000-of-00001.tfrecord"
     with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
         for i in keep:
             writer.write(serialized[i])
-    kept_ids = {records.parse(serialized[i])["id"].numpy().decode() for i in keep}
+    kept_ids = {file for file, index in files.items() if index in chosen}
     splits = {split: SplitInfo(len(keep), (Shard(name, len(keep)),))}
     for other, info in full.splits.items():
         if other == split:

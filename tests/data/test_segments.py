@@ -185,3 +185,36 @@ def test_verify_rebuilds_with_the_datasets_own_record_length(long_file, tmp_path
     found, left = prepare.verify_dataset(out, progress=False)
     assert [p.file for p in found] == [str(shard)] and left == []
     assert shard.read_bytes() == original  # rebuilt as 6 s pieces, not the default 30 s
+
+
+def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path):
+    """Features pool the windows of all pieces of a file under its id, and a few-shot
+    subset draws files, writing every piece of a chosen long file (before, each piece was
+    a file of its own: a subset could hold one piece, retrieval score pieces apart)."""
+    from avts_tf.evaluation import features, records_io
+
+    folder = tmp_path / "in" / "clips"
+    folder.mkdir(parents=True)
+    (folder / "long.mkv").symlink_to(long_file)
+    write_counting_video(folder / "short.mkv", 3.0)
+    out = tmp_path / "prepared"
+    prepare.prepare_dataset(tmp_path / "in", out, fps=10.0, short_side=32, max_record_s=6.0,
+                            record_overlap_s=2.0, progress=False)
+
+    feats = features.extract(
+        out, lambda r: tf.reshape(tf.cast(r["offset_samples"], tf.float32), [1, 1]),
+        lambda x: x, progress=False)
+    assert feats.ids.tolist() == ["clips/long.mkv", "clips/short.mkv"]
+    assert feats.file_index.tolist() == [0, 0, 0, 0, 1]
+    assert feats.features[:, 0].tolist() == [0.0, 64000.0, 128000.0, 192000.0, 0.0]
+
+    chosen = {}
+    for seed in range(6):
+        subset = records_io.few_shot_subset(out, tmp_path / f"subset{seed}", 1, "train", seed)
+        ids = [records.parse(raw)["id"].numpy().decode() for raw in
+               tf.data.TFRecordDataset([str(p) for p in subset.glob("train-*.tfrecord")])]
+        written = [e.id for e in Manifest.read(subset).written]
+        chosen[seed] = (ids, written)
+    assert set(map(str, chosen.values())) == {
+        str(([f"clips/long.mkv@{k:05d}" for k in range(4)], ["clips/long.mkv"])),
+        str((["clips/short.mkv"], ["clips/short.mkv"]))}

@@ -218,3 +218,35 @@ def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path):
     assert set(map(str, chosen.values())) == {
         str(([f"clips/long.mkv@{k:05d}" for k in range(4)], ["clips/long.mkv"])),
         str((["clips/short.mkv"], ["clips/short.mkv"]))}
+
+
+def test_the_hard_limit_counts_per_piece_while_a_worker_writes_pieces(tmp_path, monkeypatch):
+    """The parent gives up on a worker after the hard limit without progress, not after
+    the hard limit in all: a long file whose worker keeps appending pieces to its spill
+    file is waited for (before, a file taking longer than 2 x timeout + 30 s was skipped
+    as a timeout even while its pieces came in)."""
+    import concurrent.futures
+    import threading
+    import time
+
+    monkeypatch.setattr(prepare, "HARD_LIMIT_MARGIN_S", 0.0)  # hard limit: 2 x 0.5 s
+    long = sources.SourceItem(str(tmp_path / "long.mkv"), "clips/long.mkv", "clips")
+    other = sources.SourceItem(str(tmp_path / "other.mkv"), "clips/other.mkv", "clips")
+    spill = tmp_path / f"{prepare._spill_prefix(long)}0.tmp-1"
+
+    def worker(future, beats: int) -> None:
+        for k in range(beats):  # a piece every 0.3 s, 2.4 s in all
+            time.sleep(0.3)
+            spill.write_bytes(b"x" * (k + 1))
+        future.set_result("records")
+
+    def started(beats: int) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+        threading.Thread(target=worker, args=(future, beats), daemon=True).start()
+        return future
+
+    assert prepare._result(started(8), long, 0.5, str(tmp_path)) == "records"
+    with pytest.raises(concurrent.futures.TimeoutError):  # another file's pieces
+        prepare._result(started(8), other, 0.5, str(tmp_path))
+    with pytest.raises(concurrent.futures.TimeoutError):  # no spill folder: no heartbeat
+        prepare._result(started(8), long, 0.5, None)

@@ -117,7 +117,7 @@ class _Decoder:
         future = self.pool.submit(prepare._timed, prepare.process_item, item, label_index,
                                   self.config, self.timeout)
         try:
-            return future.result(timeout=prepare._hard_limit(self.timeout))
+            return prepare._result(future, item, self.timeout)
         except BrokenProcessPool:
             self.close()
             return prepare._crash_entry(item), None

@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -208,7 +209,7 @@ def _process_pieces(item: sources.SourceItem, label_index: int, config: IngestCo
                     entry: dict, pieces: list[segments.Piece], spill_dir: str | None
                     ) -> tuple[dict, Records | None]:
     """The records of a long file's pieces; a piece past the decodable end ends the file."""
-    with _piece_sink(spill_dir) as out:
+    with _piece_sink(spill_dir, item) as out:
         entry, count = _decode_pieces(item, label_index, config, entry, pieces, out)
         if not count:
             return entry, None
@@ -221,28 +222,35 @@ def _process_pieces(item: sources.SourceItem, label_index: int, config: IngestCo
 class _SpillWriter:
     """Appends records to a spill file (a list-like sink for ``_decode_pieces``)."""
 
-    def __init__(self, spill_dir: str):
+    def __init__(self, spill_dir: str, item: sources.SourceItem):
         import tensorflow as tf
 
-        self.path = os.path.join(spill_dir, f".spill-{uuid.uuid4().hex}.tmp-{os.getpid()}")
+        self.path = os.path.join(
+            spill_dir, f"{_spill_prefix(item)}{uuid.uuid4().hex}.tmp-{os.getpid()}")
         self.writer = tf.io.TFRecordWriter(self.path)
         self.count = 0
 
     def append(self, record: bytes) -> None:
         self.writer.write(record)
+        self.writer.flush()  # the file's growth is the worker's heartbeat (``_result``)
         self.count += 1
 
     def __len__(self) -> int:
         return self.count
 
 
+def _spill_prefix(item: sources.SourceItem) -> str:
+    """Start of the names of ``item``'s spill files (the parent watches them grow)."""
+    return f".spill-{hashlib.sha1(item.id.encode('utf-8')).hexdigest()[:16]}-"
+
+
 @contextlib.contextmanager
-def _piece_sink(spill_dir: str | None):
+def _piece_sink(spill_dir: str | None, item: sources.SourceItem):
     """A list, or a spill file removed again unless handed over complete."""
     if spill_dir is None:
         yield []
         return
-    sink = _SpillWriter(spill_dir)
+    sink = _SpillWriter(spill_dir, item)
     handed_over = False
     try:
         yield sink
@@ -502,6 +510,37 @@ def _hard_limit(timeout: float | None) -> float | None:
     return None if not timeout else 2 * timeout + HARD_LIMIT_MARGIN_S
 
 
+def _result(future: concurrent.futures.Future, item: sources.SourceItem,
+            timeout: float | None, spill_dir: str | None = None):
+    """A worker's result, or ``TimeoutError`` once it has shown no progress for the hard limit.
+
+    The hard limit counts per piece of a long file: while the worker keeps appending pieces
+    to the file's spill file (each piece has its own decode timeout), the wait goes on.
+    """
+    limit = _hard_limit(timeout)
+    while True:
+        try:
+            return future.result(timeout=limit)
+        except concurrent.futures.TimeoutError:
+            if not _grew_within(item, spill_dir, limit):
+                raise
+
+
+def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float) -> bool:
+    """Whether a spill file of ``item`` was written to in the last ``seconds``."""
+    if spill_dir is None:
+        return False
+    prefix = _spill_prefix(item)
+    now = time.time()
+    with os.scandir(spill_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix):
+                with contextlib.suppress(OSError):
+                    if now - entry.stat().st_mtime < seconds:
+                        return True
+    return False
+
+
 def _ready() -> int:
     """A worker's first task: it has started and imported this module."""
     return os.getpid()
@@ -516,7 +555,7 @@ def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 
 def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
               new_pool, timeout: float | None = None, process=process_item,
-              ) -> Iterator[tuple[dict, Records | None]]:
+              spill_dir: str | None = None) -> Iterator[tuple[dict, Records | None]]:
     """Runs tasks one at a time in a single worker; a task that kills it is skipped.
 
     Only a file that crashes (or hangs) alone is blamed; the others are decoded normally.
@@ -529,7 +568,7 @@ def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
                 alone.submit(_ready).result()  # start-up is not counted in the time limit
             future = alone.submit(_timed, process, item, label_index, config, timeout)
             try:
-                yield future.result(timeout=_hard_limit(timeout))
+                yield _result(future, item, timeout, spill_dir)
             except BrokenProcessPool:
                 alone.shutdown(wait=True, cancel_futures=True)
                 alone = None
@@ -576,7 +615,7 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
                 window.append((task, pool.submit(_timed, process, *task, config, timeout)))
             task, future = window.popleft()
             try:
-                yield future.result(timeout=_hard_limit(timeout))
+                yield _result(future, task[0], timeout, spill_dir)
                 continue
             except BrokenProcessPool:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -585,7 +624,7 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
             # A worker died or hung; any file in flight may be the cause: retry each alone.
             suspects = [task] + [t for t, _ in window]
             window.clear()
-            yield from _isolated(suspects, config, new_pool, timeout, process)
+            yield from _isolated(suspects, config, new_pool, timeout, process, spill_dir)
             pool = new_pool(workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -153,5 +153,6 @@ def test_avts_tssl_recipe_trains_both_tasks_in_one_objective():
     config.parse_gin(["gin/avts_tssl_quickstart.gin"])
     task = resolve("train.run.objective")()
     assert list(task.tasks) == ["sync", "temporal"]
+    assert task.weights_by_task == {"sync": 1.0, "temporal": 0.1}
     assert task.headline == "sync_accuracy"
     assert type(task.tasks["temporal"]).__name__ == "TemporalContrastive"

@@ -242,6 +242,7 @@ def extract(
     bar = keras.utils.Progbar(total, unit_name="file") if progress else None
     ids, labels, split_names, chunks, owners, outputs = [], [], [], [], [], []
     position: dict[str, int] = {}  # file id -> its index (a long file's pieces share one)
+    read = 0  # records kept by keep_fn (more than files when a file is in pieces)
 
     def flush() -> None:
         batch = np.concatenate(chunks)
@@ -250,7 +251,8 @@ def extract(
             outputs.append(np.asarray(embed_fn(batch[start : start + batch_size])))
 
     with contextlib.redirect_stdout(sys.stderr):  # Keras' bar writes to stdout.
-        for seen, (inputs, name, label, split) in enumerate(dataset.as_numpy_iterator(), 1):
+        for inputs, name, label, split in dataset.as_numpy_iterator():
+            read += 1
             name = name.decode()
             if name not in position:
                 position[name] = len(ids)
@@ -262,12 +264,12 @@ def extract(
             if sum(len(c) for c in chunks) >= batch_size:
                 flush()
             if bar is not None:
-                bar.update(seen)
+                bar.update(read)
         if chunks:
             flush()
-        if bar is not None and len(ids) < total:
+        if bar is not None and read < total:
             bar.update(total, finalize=True)
-    skipped = total - len(ids)
+    skipped = total - read
     if skipped:
         logging.warning("%d record(s) shorter than one clip were skipped.", skipped)
     if not ids:

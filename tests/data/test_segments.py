@@ -187,7 +187,7 @@ def test_verify_rebuilds_with_the_datasets_own_record_length(long_file, tmp_path
     assert shard.read_bytes() == original  # rebuilt as 6 s pieces, not the default 30 s
 
 
-def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path):
+def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path, caplog):
     """Features pool the windows of all pieces of a file under its id, and a few-shot
     subset draws files, writing every piece of a chosen long file (before, each piece was
     a file of its own: a subset could hold one piece, retrieval score pieces apart)."""
@@ -207,6 +207,7 @@ def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path):
     assert feats.ids.tolist() == ["clips/long.mkv", "clips/short.mkv"]
     assert feats.file_index.tolist() == [0, 0, 0, 0, 1]
     assert feats.features[:, 0].tolist() == [0.0, 64000.0, 128000.0, 192000.0, 0.0]
+    assert "skipped" not in caplog.text  # 5 records read, none skipped (not 5 - 2 files)
 
     chosen = {}
     for seed in range(6):

@@ -167,10 +167,11 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
             print(f"  batch {b} {name}: ready in {time.perf_counter() - start:.1f} s",
                   flush=True)
         times = {name: [] for name in runners}
+        losses = {}
         for _ in range(3):  # interleaved rounds
             for name, run in compiled.items():
                 start = time.perf_counter()
-                loss = run(steps)
+                losses[name] = run(steps)
                 times[name].append((time.perf_counter() - start) / steps)
         for name, values in times.items():
             best, worst = min(values), max(values)
@@ -179,7 +180,7 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
                   f"{flops / worst / 1e12:.0f}-{flops / best / 1e12:.0f} TFLOP/s, "
                   f"MFU {flops / worst / 1e12 / peak_tflops:.3f}-"
                   f"{flops / best / 1e12 / peak_tflops:.3f} of {peak_tflops:g} TFLOP/s "
-                  f"(loss {loss:.4f})", flush=True)
+                  f"(loss {losses[name]:.4f})", flush=True)
         if peer:
             ratios = [t / j for j, t in zip(times["keras-jax"], times["torch"], strict=True)]
             print(f"  batch {b}: keras-jax speed / torch speed {min(ratios):.2f}-"

@@ -222,8 +222,8 @@ def test_skip_reasons(tmp_path):
 def test_frame_jpeg_same_bytes_every_time_at_odd_heights():
     """An odd output height (a portrait 9:16 frame at short side 128 is 128 x 227) encodes
     to the same JPEG every time, and that JPEG shows the frame. libjpeg-turbo's planar
-    encoder reads past the end of an odd-height plane; over unpadded planes the same frame
-    gave two different byte strings in 5 encodes (the old code)."""
+    encoder reads past the end of an odd-height plane; over unpadded planes this test got
+    two different byte strings from its 20 encodes."""
     from types import SimpleNamespace
 
     from avts_tf.data.ingestion import media

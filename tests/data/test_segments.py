@@ -120,14 +120,19 @@ def test_whole_file_records_keep_their_bytes(long_file):
     assert not {"source_id", "offset_frames", "offset_samples"} & set(example.context.feature)
 
 
-def test_prepared_pieces_are_counted_checked_and_share_a_video_id(long_file, tmp_path):
+def _prepare_long_and_short(long_file: Path, tmp_path: Path) -> tuple[Path, Manifest]:
+    """The 17 s file (4 pieces of 6 s) and a 3 s one, label ``clips``, prepared."""
     folder = tmp_path / "in" / "clips"
     folder.mkdir(parents=True)
     (folder / "long.mkv").symlink_to(long_file)
     write_counting_video(folder / "short.mkv", 3.0)
     out = tmp_path / "prepared"
-    manifest = prepare.prepare_dataset(tmp_path / "in", out, fps=10.0, short_side=32,
-                                       max_record_s=6.0, record_overlap_s=2.0, progress=False)
+    return out, prepare.prepare_dataset(tmp_path / "in", out, fps=10.0, short_side=32,
+                                        max_record_s=6.0, record_overlap_s=2.0, progress=False)
+
+
+def test_prepared_pieces_are_counted_checked_and_share_a_video_id(long_file, tmp_path):
+    out, manifest = _prepare_long_and_short(long_file, tmp_path)
     assert [(e.id, e.records) for e in manifest.written] == [
         ("clips/long.mkv", 4), ("clips/short.mkv", 1)]
     assert manifest.splits["train"].records == 5
@@ -193,13 +198,7 @@ def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path, c
     a file of its own: a subset could hold one piece, retrieval score pieces apart)."""
     from avts_tf.evaluation import features, records_io
 
-    folder = tmp_path / "in" / "clips"
-    folder.mkdir(parents=True)
-    (folder / "long.mkv").symlink_to(long_file)
-    write_counting_video(folder / "short.mkv", 3.0)
-    out = tmp_path / "prepared"
-    prepare.prepare_dataset(tmp_path / "in", out, fps=10.0, short_side=32, max_record_s=6.0,
-                            record_overlap_s=2.0, progress=False)
+    out, _ = _prepare_long_and_short(long_file, tmp_path)
 
     feats = features.extract(
         out, lambda r: tf.reshape(tf.cast(r["offset_samples"], tf.float32), [1, 1]),

@@ -17,7 +17,7 @@ from test_ingest import write_clip  # noqa: E402
 from tiny import REPO_ROOT  # noqa: E402
 
 from avts_tf.data.ingestion import beam_runner, prepare, sources  # noqa: E402
-from avts_tf.data.manifest import DEFAULTS  # noqa: E402
+from avts_tf.data.manifest import DEFAULTS, IngestConfig  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_AV = DATA / "real_av"
@@ -181,3 +181,46 @@ def test_cli_refuses_bad_runner_flags(tmp_path, args, message):
                           capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stderr.strip().splitlines()[-1]) == (2, message)
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path, monkeypatch):
+    """A long file's pieces leave the decode step as a spill file under ``.ingest/`` (a path
+    and a count, not the records), are written as the local pool writes them, and no spill
+    file is left."""
+    from test_segments import write_counting_video
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_counting_video(folder / "long.mkv", 17.0)
+    write_counting_video(folder / "short.mkv", 3.0)
+    settings = dict(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0,
+                    num_shards=1, progress=False)
+    config = IngestConfig(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0)
+    state = tmp_path / "spill"
+    state.mkdir()
+    decoder = beam_runner._Decoder(config, timeout=60.0, spill_dir=str(state))
+    try:
+        entry, data = decoder(sources.SourceItem(str(folder / "long.mkv"), "long.mkv"), -1)
+    finally:
+        decoder.close()
+    assert isinstance(data, prepare.SpilledRecords) and data.count == entry["records"] == 4
+    assert Path(data.path).parent == state and Path(data.path).name.startswith(".spill-")
+    expected = prepare.prepare_dataset(folder, tmp_path / "local", **settings)
+    shard = "train-00000-of-00001.tfrecord"
+    local_bytes = (tmp_path / "local" / shard).read_bytes()
+    manifest = beam_runner.prepare_dataset_beam(folder, tmp_path / "beam", **settings)
+    assert manifest.to_dict() == expected.to_dict()
+    assert (tmp_path / "beam" / shard).read_bytes() == local_bytes
+    assert not list((tmp_path / "beam").rglob(".spill-*"))
+    # On a URL output the spill files go through tf.io.gfile (a decode child cannot write
+    # to ``ram://``, which lives in one process): the helpers' gfile branch on a local path.
+    monkeypatch.setattr(prepare, "_is_remote", lambda path: True)
+    item = sources.SourceItem(str(folder / "long.mkv"), "long.mkv")
+    sink = prepare._SpillWriter(str(state), item)
+    sink.append(b"piece")
+    sink.writer.close()
+    assert prepare._grew_within(item, str(state), 60.0)
+    assert not prepare._grew_within(sources.SourceItem("x", "other.mkv"), str(state), 60.0)
+    prepare.remove_spill_files(str(state))
+    assert not list(state.iterdir())

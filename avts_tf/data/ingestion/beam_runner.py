@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -98,10 +99,17 @@ class _Decoder:
     the decode timeout's alarm works there (Beam calls a DoFn from a worker thread, where
     it cannot be set); a child that dies (a decoder crash) or hangs in native code past
     ``prepare._hard_limit`` is replaced and its file reported as skipped.
+
+    With ``spill_dir`` (the output's ``.ingest/`` folder, local or a URL), a long file's
+    pieces are written there one at a time and handed on as ``prepare.SpilledRecords``
+    (a path and a count), so neither this step nor the shuffle to the write step holds
+    a long file's records in memory; the hard limit then counts per piece, as in the
+    local pool.
     """
 
-    def __init__(self, config: IngestConfig, timeout: float | None):
-        self.config, self.timeout = config, timeout
+    def __init__(self, config: IngestConfig, timeout: float | None,
+                 spill_dir: str | None = None):
+        self.config, self.timeout, self.spill_dir = config, timeout, spill_dir
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
 
     def _start(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -114,10 +122,11 @@ class _Decoder:
     def __call__(self, item: sources.SourceItem, label_index: int) -> tuple[dict, bytes | None]:
         if self.pool is None:
             self.pool = self._start()
-        future = self.pool.submit(prepare._timed, prepare.process_item, item, label_index,
-                                  self.config, self.timeout)
+        process = functools.partial(prepare.process_item, spill_dir=self.spill_dir)
+        future = self.pool.submit(prepare._timed, process, item, label_index, self.config,
+                                  self.timeout)
         try:
-            return prepare._result(future, item, self.timeout)
+            return prepare._result(future, item, self.timeout, self.spill_dir)
         except BrokenProcessPool:
             self.close()
             return prepare._crash_entry(item), None
@@ -135,12 +144,12 @@ class _Decoder:
 class _DecodeFn(beam.DoFn):
     """``(shard, count, position, item, label_index)`` → ``(shard, (..., entry, record))``."""
 
-    def __init__(self, config: IngestConfig, timeout: float | None):
-        self.config, self.timeout = config, timeout
+    def __init__(self, config: IngestConfig, timeout: float | None, spill_dir: str | None):
+        self.config, self.timeout, self.spill_dir = config, timeout, spill_dir
         self.decoder: _Decoder | None = None
 
     def setup(self) -> None:
-        self.decoder = _Decoder(self.config, self.timeout)
+        self.decoder = _Decoder(self.config, self.timeout, self.spill_dir)
 
     def process(self, element: str) -> Iterator[tuple[str, tuple]]:
         shard, count, position, item, label_index = _parse_input(element)
@@ -163,6 +172,11 @@ class _GfileShardWriter(prepare._ShardWriter):
         self.tmp = os.path.join(out, f".{plan.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self.writer = tf.io.TFRecordWriter(self.tmp)
         self.entries = []
+        self.spilled: list[str] = []
+
+    def consumed(self, spilled: prepare.SpilledRecords) -> None:
+        """Keeps ``spilled``'s file until the shard is committed: a retried bundle reads it."""
+        self.spilled.append(spilled.path)
 
     def commit(self) -> None:
         import tensorflow as tf
@@ -173,6 +187,9 @@ class _GfileShardWriter(prepare._ShardWriter):
             with open(self.tmp, "rb") as f:
                 os.fsync(f.fileno())
         tf.io.gfile.rename(self.tmp, os.path.join(self.out, self.plan.name), overwrite=True)
+        for path in self.spilled:
+            with contextlib.suppress(tf.errors.NotFoundError):
+                tf.io.gfile.remove(path)
 
     def discard(self) -> None:
         """Closes and removes the temporary shard (after a failed write)."""
@@ -288,8 +305,10 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
         beam_args: Further pipeline options, passed to ``PipelineOptions``.
         decode_timeout: Seconds one file may take to decode (``None``: no limit).
     """
-    inputs = os.path.join(out, prepare.STATE_DIR, INPUTS_FILE)
+    state_dir = os.path.join(out, prepare.STATE_DIR)
+    inputs = os.path.join(state_dir, INPUTS_FILE)
     _write_inputs(inputs, plans)
+    prepare.remove_spill_files(state_dir)  # a killed run's
     options = PipelineOptions([f"--runner={runner}", *beam_args])
     engine = _direct_runner(options) if runner == "DirectRunner" else None
     with beam.Pipeline(runner=engine, options=options) as pipeline:
@@ -297,12 +316,13 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
              | "Inputs" >> beam.Create([inputs])
              | "Lines" >> beam.FlatMap(_read_lines)
              | "Spread" >> beam.Reshuffle()
-             | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout))
+             | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout, state_dir))
              | "ByShard" >> beam.GroupByKey()
              | "Write" >> beam.ParDo(_WriteShardFn(out, config)))
     import tensorflow as tf
 
     tf.io.gfile.remove(inputs)
+    prepare.remove_spill_files(state_dir)  # those of retried decode bundles
 
 
 def prepare_dataset_beam(

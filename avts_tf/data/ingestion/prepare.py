@@ -259,8 +259,8 @@ def _piece_sink(spill_dir: str | None, item: sources.SourceItem):
         if not handed_over:
             with contextlib.suppress(Exception):
                 sink.writer.close()
-            with contextlib.suppress(OSError):
-                os.unlink(sink.path)
+            with contextlib.suppress(Exception):  # OSError, or tf's on a URL
+                _remove(sink.path)
 
 
 def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
@@ -459,9 +459,13 @@ class _ShardWriter:
                     self.writer.write(record)
             finally:
                 if isinstance(data, SpilledRecords):
-                    os.unlink(data.path)
+                    self.consumed(data)
             entry = {**entry, "shard": self.plan.name}
         self.entries.append(entry)
+
+    def consumed(self, spilled: SpilledRecords) -> None:
+        """Called once ``spilled``'s records are written: its file is not needed again."""
+        _remove(spilled.path)
 
     def sidecar(self) -> dict:
         """What ``_finished`` checks: the config, the planned ids and the entries."""
@@ -532,6 +536,14 @@ def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float
         return False
     prefix = _spill_prefix(item)
     now = time.time()
+    if _is_remote(spill_dir):  # the Beam runner's spill files on a URL output
+        import tensorflow as tf
+
+        with contextlib.suppress(tf.errors.OpError):
+            for path in tf.io.gfile.glob(os.path.join(spill_dir, prefix + "*")):
+                if now - tf.io.gfile.stat(path).mtime_nsec / 1e9 < seconds:
+                    return True
+        return False
     with os.scandir(spill_dir) as entries:
         for entry in entries:
             if entry.name.startswith(prefix):
@@ -539,6 +551,26 @@ def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float
                     if now - entry.stat().st_mtime < seconds:
                         return True
     return False
+
+
+def _remove(path: str) -> None:
+    """Deletes a local file, or one behind a URL (``gs://``) through ``tf.io.gfile``."""
+    if _is_remote(path):
+        import tensorflow as tf
+
+        tf.io.gfile.remove(path)
+    else:
+        os.unlink(path)
+
+
+def remove_spill_files(spill_dir: str) -> None:
+    """Deletes the spill files left in ``spill_dir`` (by a killed or retried worker)."""
+    import tensorflow as tf
+
+    with contextlib.suppress(tf.errors.NotFoundError):
+        for path in tf.io.gfile.glob(os.path.join(spill_dir, ".spill-*")):
+            with contextlib.suppress(tf.errors.NotFoundError):
+                tf.io.gfile.remove(path)
 
 
 def _ready() -> int:

@@ -151,7 +151,7 @@ def test_decoder_skips_a_crash_and_a_hang_like_the_pool(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(helper))
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     monkeypatch.setattr(prepare, "process_item", __import__("bad_files").process_item)
-    decoder = beam_runner._Decoder(DEFAULTS, timeout=2.0)
+    decoder = prepare.IsolatedDecoder(DEFAULTS, timeout=2.0)
     try:
         results = [decoder(sources.SourceItem(str(tmp_path / "in" / f"{name}.mkv"),
                                               f"{name}.mkv"), -1)
@@ -199,7 +199,7 @@ def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path, monkeypat
     config = IngestConfig(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0)
     state = tmp_path / "spill"
     state.mkdir()
-    decoder = beam_runner._Decoder(config, timeout=60.0, spill_dir=str(state))
+    decoder = prepare.IsolatedDecoder(config, timeout=60.0, spill_dir=str(state))
     try:
         entry, data = decoder(sources.SourceItem(str(folder / "long.mkv"), "long.mkv"), -1)
     finally:

@@ -27,18 +27,14 @@ Pipeline options (``--runner`` and everything after it: ``--direct_num_workers``
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import functools
 import json
 import logging
-import multiprocessing
 import os
 import shlex
 import sys
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict
 from pathlib import Path
 
@@ -92,64 +88,17 @@ def parse_beam_options(runner: str, beam_options: str | Sequence[str] = ()) -> l
     return args
 
 
-class _Decoder:
-    """Decodes files one at a time in a child process, with the local pool's safeguards.
-
-    The child runs ``prepare._timed(prepare.process_item, ...)`` in its main thread, so
-    the decode timeout's alarm works there (Beam calls a DoFn from a worker thread, where
-    it cannot be set); a child that dies (a decoder crash) or hangs in native code past
-    ``prepare._hard_limit`` is replaced and its file reported as skipped.
-
-    With ``spill_dir`` (the output's ``.ingest/`` folder, local or a URL), a long file's
-    pieces are written there one at a time and handed on as ``prepare.SpilledRecords``
-    (a path and a count), so neither this step nor the shuffle to the write step holds
-    a long file's records in memory; the hard limit then counts per piece, as in the
-    local pool.
-    """
-
-    def __init__(self, config: IngestConfig, timeout: float | None,
-                 spill_dir: str | None = None):
-        self.config, self.timeout, self.spill_dir = config, timeout, spill_dir
-        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    def _start(self) -> concurrent.futures.ProcessPoolExecutor:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=prepare._exit_with_parent, initargs=(os.getpid(),))
-        pool.submit(prepare._ready).result()  # start-up is not counted in the time limit
-        return pool
-
-    def __call__(self, item: sources.SourceItem, label_index: int) -> tuple[dict, bytes | None]:
-        if self.pool is None:
-            self.pool = self._start()
-        process = functools.partial(prepare.process_item, spill_dir=self.spill_dir)
-        future = self.pool.submit(prepare._timed, process, item, label_index, self.config,
-                                  self.timeout)
-        try:
-            return prepare._result(future, item, self.timeout, self.spill_dir)
-        except BrokenProcessPool:
-            self.close()
-            return prepare._crash_entry(item), None
-        except concurrent.futures.TimeoutError:
-            prepare._kill(self.pool)
-            self.pool = None
-            return prepare._timeout_entry(item, self.timeout), None
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-
 class _DecodeFn(beam.DoFn):
     """``(shard, count, position, item, label_index)`` → ``(shard, (..., entry, record))``."""
 
     def __init__(self, config: IngestConfig, timeout: float | None, spill_dir: str | None):
         self.config, self.timeout, self.spill_dir = config, timeout, spill_dir
-        self.decoder: _Decoder | None = None
+        self.decoder: prepare.IsolatedDecoder | None = None
 
     def setup(self) -> None:
-        self.decoder = _Decoder(self.config, self.timeout, self.spill_dir)
+        # A long file's pieces go to spill files in the output's .ingest/ (a path and
+        # a count pass on), so no step holds a long file's records in memory.
+        self.decoder = prepare.IsolatedDecoder(self.config, self.timeout, self.spill_dir)
 
     def process(self, element: str) -> Iterator[tuple[str, tuple]]:
         shard, count, position, item, label_index = _parse_input(element)

@@ -585,33 +585,73 @@ def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _new_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """A pool of spawned workers that exit with this process."""
+    return concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+        initargs=(os.getpid(),))
+
+
+class IsolatedDecoder:
+    """Decodes files one at a time in a child process; a file that kills or hangs it is skipped.
+
+    The child runs ``_timed(process_item, ...)`` in its main thread, so the decode
+    timeout's alarm works there (the Beam runner calls from a worker thread, where it
+    cannot be set). A child that dies (a decoder crash) or shows no progress for
+    ``_hard_limit`` (hung in native code) is replaced, and only that file is reported as
+    skipped (kind ``crash`` or ``timeout``). A long file's pieces are written to
+    ``spill_dir`` (:class:`SpilledRecords`), where the hard limit counts per piece.
+
+    Args:
+        config: The ingestion settings.
+        timeout: Seconds one file (one piece) may take to decode (``None``: no limit).
+        spill_dir: Where long files' pieces are spilled (``None``: returned as lists).
+    """
+
+    def __init__(self, config: IngestConfig, timeout: float | None = None,
+                 spill_dir: str | None = None):
+        self.config, self.timeout, self.spill_dir = config, timeout, spill_dir
+        self.pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def __call__(self, item: sources.SourceItem, label_index: int
+                 ) -> tuple[dict, Records | None]:
+        """The manifest entry and records of ``item`` (``None``: skipped), as ``process_item``."""
+        if self.pool is None:
+            self.pool = _new_pool(1)
+            self.pool.submit(_ready).result()  # start-up is not counted in the time limit
+        process = functools.partial(process_item, spill_dir=self.spill_dir)
+        future = self.pool.submit(_timed, process, item, label_index, self.config,
+                                  self.timeout)
+        try:
+            return _result(future, item, self.timeout, self.spill_dir)
+        except BrokenProcessPool:
+            self.close()
+            return _crash_entry(item), None
+        except concurrent.futures.TimeoutError:
+            _kill(self.pool)
+            self.pool = None
+            return _timeout_entry(item, self.timeout), None
+
+    def close(self) -> None:
+        """Stops the child process (a later call starts a new one)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
 def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-              new_pool, timeout: float | None = None, process=process_item,
-              spill_dir: str | None = None) -> Iterator[tuple[dict, Records | None]]:
-    """Runs tasks one at a time in a single worker; a task that kills it is skipped.
+              timeout: float | None = None, spill_dir: str | None = None,
+              ) -> Iterator[tuple[dict, Records | None]]:
+    """Runs tasks one at a time in a single worker (:class:`IsolatedDecoder`).
 
     Only a file that crashes (or hangs) alone is blamed; the others are decoded normally.
     """
-    alone = None
+    decoder = IsolatedDecoder(config, timeout, spill_dir)
     try:
         for item, label_index in tasks:
-            if alone is None:
-                alone = new_pool(1)
-                alone.submit(_ready).result()  # start-up is not counted in the time limit
-            future = alone.submit(_timed, process, item, label_index, config, timeout)
-            try:
-                yield _result(future, item, timeout, spill_dir)
-            except BrokenProcessPool:
-                alone.shutdown(wait=True, cancel_futures=True)
-                alone = None
-                yield _crash_entry(item), None
-            except concurrent.futures.TimeoutError:
-                _kill(alone)
-                alone = None
-                yield _timeout_entry(item, timeout), None
+            yield decoder(item, label_index)
     finally:
-        if alone is not None:
-            alone.shutdown(wait=True, cancel_futures=True)
+        decoder.close()
 
 
 def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
@@ -631,15 +671,9 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
         for item, label_index in tasks:
             yield _timed(process, item, label_index, config, timeout)
         return
-    context = multiprocessing.get_context("spawn")
-
-    def new_pool(n: int) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(
-            n, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),))
-
     todo = collections.deque(tasks)
     window: collections.deque = collections.deque()
-    pool = new_pool(workers)
+    pool = _new_pool(workers)
     try:
         while todo or window:
             while todo and len(window) < 2 * workers:
@@ -656,8 +690,8 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
             # A worker died or hung; any file in flight may be the cause: retry each alone.
             suspects = [task] + [t for t, _ in window]
             window.clear()
-            yield from _isolated(suspects, config, new_pool, timeout, process, spill_dir)
-            pool = new_pool(workers)
+            yield from _isolated(suspects, config, timeout, spill_dir)
+            pool = _new_pool(workers)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

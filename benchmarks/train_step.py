@@ -10,10 +10,10 @@ views; linear speed and direction heads per modality on every view, ordering MLP
 concatenated features (video-video and audio-audio pairs i < j, video-audio pairs
 i != j), 2-layer projections and the multi-positive queue InfoNCE (v0->v1, v1->v0 and
 a0->v0 on the video queue, v0->a0 on the audio queue), backward, SGD with momentum, then
-the FIFO enqueue of view 0's video and audio keys. Both queues (256 entries) are filled
-by warm-up steps before timing, so the timed steps use the queue's extra positives and
-negatives. Clips/s counts B*K clips per step. At start-up, ``check_tssl_peer`` asserts
-that the PyTorch loss, its gradients and the enqueued queues equal
+the FIFO enqueue of view 0's video and audio keys. Both queues (256 entries) start full
+(random unit keys planted in both implementations), so the timed steps use the queue's
+extra positives and negatives. Clips/s counts B*K clips per step. At start-up,
+``check_tssl_peer`` asserts that the PyTorch loss, its gradients and the enqueued queues equal
 ``TemporalContrastive``'s on the same embeddings, head weights, labels and planted full
 queue (to 1e-4 relative).
 
@@ -36,8 +36,8 @@ Configs (``--batch`` overrides the clips per step; TSSL takes batch // K example
   views, gin/tssl_quickstart.gin's heads: projection and hidden width 64, temperature
   0.1, queue 256, speeds 1, 2, 4).
 * ``mc3_18``: full torchvision mc3_18 (512-d) and the AVTS VGG audio net (width 64,
-  two convs per group, 512-d), video 8x112x112, audio 64x64, batch 4 (TSSL: 2 examples,
-  so filling the queue takes 128 steps per implementation).
+  two convs per group, 512-d), video 8x112x112, audio 64x64, batch 4 (TSSL: 2 examples
+  x 2 views).
 
 TensorFlow uses oneDNN only where it detects AVX-512 class CPUs; ``--onednn on`` (the
 default) sets ``TF_ENABLE_ONEDNN_OPTS=1`` before TensorFlow is imported.
@@ -266,7 +266,7 @@ def tssl_labels(
 
 
 def keras_tssl_step(config: Config, examples: int, precision: str, jit: bool) -> Step:
-    """A callable running one ``AVTSModel`` TSSL train step, queues filled first."""
+    """A callable running one ``AVTSModel`` TSSL train step, queues full (planted)."""
     import numpy as np
 
     model = keras_model(config, tssl_task, precision, jit)
@@ -278,10 +278,27 @@ def keras_tssl_step(config: Config, examples: int, precision: str, jit: bool) ->
         **tssl_labels(rng, examples),
     }
     step = keras_runner(model, data)
-    filled = model.objective.queues["video"][2]
-    while int(filled.numpy()) < TSSL.queue_size:
-        step()
+    for modality, (entries, ids, filled) in model.objective.queues.items():
+        planted = planted_queue(np.random.default_rng(len(modality)), TSSL.queue_size,
+                                TSSL.projection_dim)
+        entries.assign(planted[0])
+        ids.assign(planted[1])
+        filled.assign(TSSL.queue_size)
     return step
+
+
+def planted_queue(rng: np.random.Generator, size: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A full queue: ``size`` L2-normalised random keys and their random video ids.
+
+    Both implementations start their timed steps from such a queue instead of filling it
+    with train steps (which took 128 steps per implementation at mc3_18's batch); a full
+    queue's step costs the same whatever its entries.
+    """
+    import numpy as np
+
+    keys = rng.standard_normal((size, dim)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    return keys, rng.integers(0, 2**62, size, dtype=np.int64)
 
 
 # -- PyTorch ---------------------------------------------------------------------------------
@@ -432,14 +449,6 @@ def torch_tssl_heads(video_dim: int, audio_dim: int, settings: Tssl = TSSL) -> t
     })
 
 
-def torch_queues(size: int, dim: int) -> Queues:
-    """Empty video and audio queues: ``(entries [Q, D], video ids [Q], filled)``."""
-    import torch
-
-    return {modality: (torch.zeros(size, dim), torch.zeros(size, dtype=torch.int64),
-                       torch.tensor(0)) for modality in ("video", "audio")}
-
-
 def torch_order_labels(
     start_i: torch.Tensor, span_i: torch.Tensor, start_j: torch.Tensor, span_j: torch.Tensor
 ) -> torch.Tensor:
@@ -501,7 +510,7 @@ def torch_tssl_loss(
         audio: ``[B, K, Da]`` audio tower embeddings.
         labels: ``speed``, ``backward`` ``[B, K]`` (int64), ``view_start``, ``view_span``
             ``[B, K]``, ``video_id`` ``[B]``.
-        queues: ``torch_queues``, read only.
+        queues: ``(entries [Q, D], video ids [Q], filled)`` per modality, read only.
 
     Returns:
         ``(loss, keys)``: the loss summed over examples and divided by B, and the
@@ -562,7 +571,7 @@ def torch_enqueue(queues: Queues, keys: dict[str, torch.Tensor], ids: torch.Tens
 def torch_tssl_step(
     config: Config, examples: int, bf16: bool = False, channels_last: bool = False
 ) -> Step:
-    """A callable running one TSSL train step in PyTorch on fixed random data, queues filled."""
+    """A callable running one TSSL train step in PyTorch on fixed random data, queues full."""
     import numpy as np
     import torch
 
@@ -573,7 +582,12 @@ def torch_tssl_step(
     optimizer = torch_sgd(video_net, audio_net, heads)
     labels = {key: torch.from_numpy(value).long()
               for key, value in tssl_labels(np.random.default_rng(0), examples).items()}
-    queues = torch_queues(TSSL.queue_size, TSSL.projection_dim)
+    queues = {}
+    for modality in ("video", "audio"):
+        keys, ids = planted_queue(np.random.default_rng(len(modality)), TSSL.queue_size,
+                                  TSSL.projection_dim)
+        queues[modality] = (torch.from_numpy(keys), torch.from_numpy(ids),
+                            torch.tensor(TSSL.queue_size))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -587,8 +601,6 @@ def torch_tssl_step(
         torch_enqueue(queues, keys, labels["video_id"])
         loss.item()
 
-    while int(queues["video"][2]) < TSSL.queue_size:
-        step()
     return step
 
 

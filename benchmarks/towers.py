@@ -32,6 +32,13 @@ on); r3d_18 2.06x / 0.42x; mc2_18 1.56x / 0.89x; r2plus1d_18 1.94x / 1.13x.
 
 With ``--onednn default`` (TensorFlow's default, off on this CPU) mc3_18 ran at 0.41x
 torchvision (stock Keras layers 0.33x).
+
+2026-12-04, another CPU (2-core AMD EPYC Zen 4, AVX-512, no AMX), alone, 2 threads, same
+command: avts_tf 1.74 (1.74-1.75) against torchvision 1.58 (1.55-1.59), **1.10x**. Grappler
+logs ``remapper failed`` on the stem's explicit ``Pad`` (its gradient's ``ShapeN`` reads the
+Pad that the Pad+Conv fusion removes), so that pass is dropped for the whole graph; with
+``same`` padding instead (wrong sample positions, for the experiment only) the remapper ran
+and the step measured 1.76 against 1.62 (1.08x): the failed pass costs nothing measurable.
 """
 
 from __future__ import annotations

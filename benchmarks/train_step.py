@@ -71,7 +71,18 @@ same model, loss = mean of the embeddings) takes 46.7 ms against 49.2 ms for the
 the ratio is set by the towers at this batch (16 video clips, 16 audio windows); the AVTS step
 runs the audio tower on twice as many windows, where TensorFlow's Conv2D is relatively faster.
 
-The mc3_18 TSSL config was not measured (over the 20-minute limit of that session).
+Paper-scale towers, measured 2026-12-04 on this session's machine, which is another CPU than
+the 2026-12-01 rows' (2-core AMD EPYC, Zen 4: AVX-512 with bf16/VNNI, no AMX); alone,
+``--configs mc3_18 --threads 2 --xla off --steps 5 --rounds 3`` (queues planted full)::
+
+    task  config  avts_tf clips/s     torch clips/s       ratio
+    TSSL  mc3_18  1.66 (1.64-1.67)    1.49 (1.48-1.50)    1.11x
+    AVTS  mc3_18  1.56 (1.55-1.59)    1.43 (1.42-1.47)    1.09x   (12-01, AVX-512/AMX: 1.26x)
+    TSSL  quickstart (--steps 20 --rounds 5)  295.0 (262.7-307.0)  274.1 (261.2-274.9)  1.08x
+
+On this CPU PyTorch's mc3_18 step is 42% faster than on the AMX machine and avts_tf's 24%,
+so the AVTS ratio fell from 1.26x to 1.09x with no change to the step; the video tower
+alone (``benchmarks/towers.py``) measures 1.10x here. ``--onednn off`` gives 0.51x.
 """
 
 from __future__ import annotations

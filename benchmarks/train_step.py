@@ -289,27 +289,44 @@ def keras_tssl_step(config: Config, examples: int, precision: str, jit: bool) ->
         **tssl_labels(rng, examples),
     }
     step = keras_runner(model, data)
-    for modality, (entries, ids, filled) in model.objective.queues.items():
-        planted = planted_queue(np.random.default_rng(len(modality)), TSSL.queue_size,
-                                TSSL.projection_dim)
-        entries.assign(planted[0])
-        ids.assign(planted[1])
-        filled.assign(TSSL.queue_size)
+    fill_task_queues(model.objective, planted_queues())
     return step
 
 
-def planted_queue(rng: np.random.Generator, size: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """A full queue: ``size`` L2-normalised random keys and their random video ids.
+NumpyQueues = dict[str, tuple["np.ndarray", "np.ndarray"]]
 
-    Both implementations start their timed steps from such a queue instead of filling it
-    with train steps (which took 128 steps per implementation at mc3_18's batch); a full
+
+def unit_rows(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    """``[rows, dim]`` float32 random rows of unit length."""
+    import numpy as np
+
+    out = rng.standard_normal((rows, dim)).astype(np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def planted_queues(seed: int = 0) -> NumpyQueues:
+    """Full queues per modality: random unit keys and random video ids.
+
+    Both implementations start their timed steps from these instead of filling their
+    queues with train steps (128 steps per implementation at mc3_18's batch); a full
     queue's step costs the same whatever its entries.
     """
     import numpy as np
 
-    keys = rng.standard_normal((size, dim)).astype(np.float32)
-    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
-    return keys, rng.integers(0, 2**62, size, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    size, dim = TSSL.queue_size, TSSL.projection_dim
+    return {modality: (unit_rows(rng, size, dim), rng.integers(0, 2**62, size, dtype=np.int64))
+            for modality in ("video", "audio")}
+
+
+def fill_task_queues(task: TemporalContrastive, queues: NumpyQueues) -> None:
+    """Sets ``task``'s queues to ``queues`` (entries, video ids), marked full."""
+    for modality, (entries, ids) in queues.items():
+        queue, queue_ids, filled = task.queues[modality]
+        queue.assign(entries)
+        queue_ids.assign(ids)
+        filled.assign(len(ids))
 
 
 # -- PyTorch ---------------------------------------------------------------------------------
@@ -460,6 +477,14 @@ def torch_tssl_heads(video_dim: int, audio_dim: int, settings: Tssl = TSSL) -> t
     })
 
 
+def torch_queues(queues: NumpyQueues) -> Queues:
+    """``queues`` (entries, video ids) as PyTorch queues ``(entries, ids, filled)``, full."""
+    import torch
+
+    return {modality: (torch.from_numpy(entries), torch.from_numpy(ids), torch.tensor(len(ids)))
+            for modality, (entries, ids) in queues.items()}
+
+
 def torch_order_labels(
     start_i: torch.Tensor, span_i: torch.Tensor, start_j: torch.Tensor, span_j: torch.Tensor
 ) -> torch.Tensor:
@@ -593,12 +618,7 @@ def torch_tssl_step(
     optimizer = torch_sgd(video_net, audio_net, heads)
     labels = {key: torch.from_numpy(value).long()
               for key, value in tssl_labels(np.random.default_rng(0), examples).items()}
-    queues = {}
-    for modality in ("video", "audio"):
-        keys, ids = planted_queue(np.random.default_rng(len(modality)), TSSL.queue_size,
-                                  TSSL.projection_dim)
-        queues[modality] = (torch.from_numpy(keys), torch.from_numpy(ids),
-                            torch.tensor(TSSL.queue_size))
+    queues = torch_queues(planted_queues())
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -680,21 +700,18 @@ def check_tssl_peer(
         za = heads["project_audio"](torch.from_numpy(audio[:, 0]))
     planted = {"video": [(zv[0], 0), (zv[1], 1)], "audio": [(za, 1)]}  # (keys, id shift)
     torch_labels = {key: torch.from_numpy(value).long() for key, value in labels.items()}
-    queues: Queues = {}
+    numpy_queues: NumpyQueues = {}
     pool = np.concatenate([labels["video_id"], rng.integers(0, 2**62, 16, dtype=np.int64)])
     for modality, keys in planted.items():
-        entries = rng.standard_normal((size, dim)).astype(np.float32)
-        entries /= np.linalg.norm(entries, axis=1, keepdims=True)
+        entries = unit_rows(rng, size, dim)
         ids = rng.choice(pool, size)
         rows = rng.choice(size, (len(keys), examples), replace=False)
         for (key, shift), at in zip(keys, rows, strict=True):
             entries[at] = torch.nn.functional.normalize(key, dim=-1).numpy()
             ids[at] = np.roll(labels["video_id"], shift)
-        queue, queue_ids, filled = task.queues[modality]
-        queue.assign(entries)
-        queue_ids.assign(ids)
-        filled.assign(size)
-        queues[modality] = (torch.from_numpy(entries), torch.from_numpy(ids), torch.tensor(size))
+        numpy_queues[modality] = (entries, ids)
+    fill_task_queues(task, numpy_queues)
+    queues = torch_queues(numpy_queues)
 
     # TemporalContrastive.compute on the embeddings, then its enqueue.
     def identity(x: tf.Tensor, training: bool = False) -> tf.Tensor:

@@ -184,7 +184,7 @@ def test_cli_refuses_bad_runner_flags(tmp_path, args, message):
 
 
 @pytest.mark.slow
-def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path, monkeypatch):
+def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path):
     """A long file's pieces leave the decode step as a spill file under ``.ingest/`` (a path
     and a count, not the records), are written as the local pool writes them, and no spill
     file is left."""
@@ -213,9 +213,8 @@ def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path, monkeypat
     assert manifest.to_dict() == expected.to_dict()
     assert (tmp_path / "beam" / shard).read_bytes() == local_bytes
     assert not list((tmp_path / "beam").rglob(".spill-*"))
-    # On a URL output the spill files go through tf.io.gfile (a decode child cannot write
-    # to ``ram://``, which lives in one process): the helpers' gfile branch on a local path.
-    monkeypatch.setattr(prepare, "_is_remote", lambda path: True)
+    # The heartbeat and the clean-up list spill files through tf.io.gfile, as on a gs://
+    # output (a decode child cannot write to ``ram://``, which lives in one process).
     item = sources.SourceItem(str(folder / "long.mkv"), "long.mkv")
     sink = prepare._SpillWriter(str(state), item)
     sink.append(b"piece")

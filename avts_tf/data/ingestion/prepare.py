@@ -534,23 +534,25 @@ def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float
     """Whether a spill file of ``item`` was written to in the last ``seconds``."""
     if spill_dir is None:
         return False
-    prefix = _spill_prefix(item)
-    now = time.time()
-    if _is_remote(spill_dir):  # the Beam runner's spill files on a URL output
-        import tensorflow as tf
+    import tensorflow as tf
 
-        with contextlib.suppress(tf.errors.OpError):
-            for path in tf.io.gfile.glob(os.path.join(spill_dir, prefix + "*")):
-                if now - tf.io.gfile.stat(path).mtime_nsec / 1e9 < seconds:
-                    return True
-        return False
-    with os.scandir(spill_dir) as entries:
-        for entry in entries:
-            if entry.name.startswith(prefix):
-                with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime < seconds:
-                        return True
+    now = time.time()
+    for path in _spill_files(spill_dir, _spill_prefix(item)):
+        with contextlib.suppress(tf.errors.NotFoundError):  # handed over meanwhile
+            if now - tf.io.gfile.stat(path).mtime_nsec / 1e9 < seconds:
+                return True
     return False
+
+
+def _spill_files(spill_dir: str, prefix: str = ".spill-") -> list[str]:
+    """Paths of the spill files in ``spill_dir`` (local or a URL) named ``prefix...``."""
+    import tensorflow as tf
+
+    try:
+        names = tf.io.gfile.listdir(spill_dir)
+    except tf.errors.NotFoundError:
+        return []
+    return [os.path.join(spill_dir, name) for name in names if name.startswith(prefix)]
 
 
 def _remove(path: str) -> None:
@@ -567,10 +569,9 @@ def remove_spill_files(spill_dir: str) -> None:
     """Deletes the spill files left in ``spill_dir`` (by a killed or retried worker)."""
     import tensorflow as tf
 
-    with contextlib.suppress(tf.errors.NotFoundError):
-        for path in tf.io.gfile.glob(os.path.join(spill_dir, ".spill-*")):
-            with contextlib.suppress(tf.errors.NotFoundError):
-                tf.io.gfile.remove(path)
+    for path in _spill_files(spill_dir):
+        with contextlib.suppress(tf.errors.NotFoundError):
+            tf.io.gfile.remove(path)
 
 
 def _ready() -> int:

@@ -205,7 +205,8 @@ def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path):
     finally:
         decoder.close()
     assert isinstance(data, prepare.SpilledRecords) and data.count == entry["records"] == 4
-    assert Path(data.path).parent == state and Path(data.path).name.startswith(".spill-")
+    assert {Path(p).parent for p in data.paths} == {state}
+    assert all(Path(p).name.startswith(".spill-") for p in data.paths)
     expected = prepare.prepare_dataset(folder, tmp_path / "local", **settings)
     shard = "train-00000-of-00001.tfrecord"
     local_bytes = (tmp_path / "local" / shard).read_bytes()
@@ -216,9 +217,7 @@ def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path):
     # The heartbeat and the clean-up list spill files through tf.io.gfile, as on a gs://
     # output (a decode child cannot write to ``ram://``, which lives in one process).
     item = sources.SourceItem(str(folder / "long.mkv"), "long.mkv")
-    sink = prepare._SpillWriter(str(state), item)
-    sink.append(b"piece")
-    sink.writer.close()
+    prepare._SpillWriter(str(state), item).append(b"piece")
     assert prepare._grew_within(item, str(state), 60.0)
     assert not prepare._grew_within(sources.SourceItem("x", "other.mkv"), str(state), 60.0)
     prepare.remove_spill_files(str(state))

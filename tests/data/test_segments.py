@@ -154,7 +154,53 @@ def test_pieces_spilled_by_a_worker_equal_the_returned_list(long_file, tmp_path)
     assert isinstance(spilled, prepare.SpilledRecords) and spilled.count == 4
     assert spilled_entry == entry
     assert list(spilled) == listed
-    assert [p.name for p in tmp_path.iterdir()] == [Path(spilled.path).name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [Path(p).name for p in spilled.paths]
+
+
+class _ObjectStoreWriter:
+    """A ``tf.io.TFRecordWriter`` that counts bytes as TensorFlow's ``gs://`` writer uploads
+    them: every flush or close with new data uploads the whole object again."""
+
+    uploaded = 0
+    real = tf.io.TFRecordWriter
+
+    def __init__(self, path):
+        self.path, self.writer, self.dirty = path, self.real(path), False
+
+    def write(self, record):
+        self.writer.write(record)
+        self.dirty = True
+
+    def _sync(self):
+        if self.dirty:
+            type(self).uploaded += Path(self.path).stat().st_size
+            self.dirty = False
+
+    def flush(self):
+        self.writer.flush()
+        self._sync()
+
+    def close(self):
+        self.writer.close()
+        self._sync()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def test_spilled_pieces_are_uploaded_once_each(long_file, tmp_path, monkeypatch):
+    """On an object store (``gs://``) each spilled piece is uploaded once: no spill object is
+    flushed again as it grows, which would upload a long file's pieces quadratically."""
+    monkeypatch.setattr(_ObjectStoreWriter, "uploaded", 0)
+    monkeypatch.setattr(tf.io, "TFRecordWriter", _ObjectStoreWriter)
+    item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
+    _, spilled = prepare.process_item(item, -1, CONFIG, spill_dir=str(tmp_path))
+    assert spilled.count == 4
+    stored = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert _ObjectStoreWriter.uploaded == stored
 
 
 def test_workers_write_the_same_shards_and_leave_no_spill(long_file, tmp_path):

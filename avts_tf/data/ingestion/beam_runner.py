@@ -96,8 +96,8 @@ class _DecodeFn(beam.DoFn):
         self.decoder: prepare.IsolatedDecoder | None = None
 
     def setup(self) -> None:
-        # A long file's pieces go to spill files in the output's .ingest/ (a path and
-        # a count pass on), so no step holds a long file's records in memory.
+        # A long file's pieces go to spill files in the output's .ingest/ (only their
+        # paths pass on), so no step holds a long file's records in memory.
         self.decoder = prepare.IsolatedDecoder(self.config, self.timeout, self.spill_dir)
 
     def process(self, element: str) -> Iterator[tuple[str, tuple]]:
@@ -124,8 +124,8 @@ class _GfileShardWriter(prepare._ShardWriter):
         self.spilled: list[str] = []
 
     def consumed(self, spilled: prepare.SpilledRecords) -> None:
-        """Keeps ``spilled``'s file until the shard is committed: a retried bundle reads it."""
-        self.spilled.append(spilled.path)
+        """Keeps ``spilled``'s files until the shard is committed: a retried bundle reads them."""
+        self.spilled.extend(spilled.paths)
 
     def commit(self) -> None:
         import tensorflow as tf

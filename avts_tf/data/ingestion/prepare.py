@@ -147,19 +147,25 @@ def _failure_entry(entry: dict, err: Exception) -> dict:
 
 @dataclass(frozen=True)
 class SpilledRecords:
-    """The records of a long file's pieces, in order, in a TFRecord file of their own.
+    """The records of a long file's pieces, in order, one TFRecord file per piece.
 
     Workers hand a long file's pieces over this way, so neither they nor the writer
-    hold more than one piece in memory.
+    hold more than one piece in memory. Each piece's file is written once and closed,
+    never appended to: an object store (``gs://``) uploads it once, where flushing one
+    growing file would upload it again whole after every piece.
     """
 
-    path: str
-    count: int
+    paths: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        """The number of records (pieces)."""
+        return len(self.paths)
 
     def __iter__(self) -> Iterator[bytes]:
         import tensorflow as tf
 
-        for serialized in tf.data.TFRecordDataset(self.path):
+        for serialized in tf.data.TFRecordDataset(list(self.paths)):
             yield serialized.numpy()
 
 
@@ -215,38 +221,39 @@ def _process_pieces(item: sources.SourceItem, label_index: int, config: IngestCo
             return entry, None
         if spill_dir is None:
             return entry, out
-        out.writer.close()
-        return entry, SpilledRecords(out.path, count)
+        return entry, SpilledRecords(tuple(out.paths))
 
 
 class _SpillWriter:
-    """Appends records to a spill file (a list-like sink for ``_decode_pieces``)."""
+    """Writes each record to a spill file of its own (a list-like sink for ``_decode_pieces``).
+
+    A new file per piece is also the worker's heartbeat (``_result``).
+    """
 
     def __init__(self, spill_dir: str, item: sources.SourceItem):
-        import tensorflow as tf
-
-        self.path = os.path.join(
-            spill_dir, f"{_spill_prefix(item)}{uuid.uuid4().hex}.tmp-{os.getpid()}")
-        self.writer = tf.io.TFRecordWriter(self.path)
-        self.count = 0
+        self.stem = os.path.join(spill_dir, f"{_spill_prefix(item)}{uuid.uuid4().hex}")
+        self.paths: list[str] = []
 
     def append(self, record: bytes) -> None:
-        self.writer.write(record)
-        self.writer.flush()  # the file's growth is the worker's heartbeat (``_result``)
-        self.count += 1
+        import tensorflow as tf
+
+        path = f"{self.stem}-{len(self.paths):05d}.tmp-{os.getpid()}"
+        self.paths.append(path)
+        with tf.io.TFRecordWriter(path) as writer:
+            writer.write(record)
 
     def __len__(self) -> int:
-        return self.count
+        return len(self.paths)
 
 
 def _spill_prefix(item: sources.SourceItem) -> str:
-    """Start of the names of ``item``'s spill files (the parent watches them grow)."""
+    """Start of the names of ``item``'s spill files (the parent watches new ones appear)."""
     return f".spill-{hashlib.sha1(item.id.encode('utf-8')).hexdigest()[:16]}-"
 
 
 @contextlib.contextmanager
 def _piece_sink(spill_dir: str | None, item: sources.SourceItem):
-    """A list, or a spill file removed again unless handed over complete."""
+    """A list, or spill files removed again unless handed over complete."""
     if spill_dir is None:
         yield []
         return
@@ -254,13 +261,12 @@ def _piece_sink(spill_dir: str | None, item: sources.SourceItem):
     handed_over = False
     try:
         yield sink
-        handed_over = sink.count > 0
+        handed_over = len(sink) > 0
     finally:
         if not handed_over:
-            with contextlib.suppress(Exception):
-                sink.writer.close()
-            with contextlib.suppress(Exception):  # OSError, or tf's on a URL
-                _remove(sink.path)
+            for path in sink.paths:
+                with contextlib.suppress(Exception):  # OSError, or tf's on a URL
+                    _remove(path)
 
 
 def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
@@ -464,8 +470,9 @@ class _ShardWriter:
         self.entries.append(entry)
 
     def consumed(self, spilled: SpilledRecords) -> None:
-        """Called once ``spilled``'s records are written: its file is not needed again."""
-        _remove(spilled.path)
+        """Called once ``spilled``'s records are written: its files are not needed again."""
+        for path in spilled.paths:
+            _remove(path)
 
     def sidecar(self) -> dict:
         """What ``_finished`` checks: the config, the planned ids and the entries."""
@@ -518,8 +525,8 @@ def _result(future: concurrent.futures.Future, item: sources.SourceItem,
             timeout: float | None, spill_dir: str | None = None):
     """A worker's result, or ``TimeoutError`` once it has shown no progress for the hard limit.
 
-    The hard limit counts per piece of a long file: while the worker keeps appending pieces
-    to the file's spill file (each piece has its own decode timeout), the wait goes on.
+    The hard limit counts per piece of a long file: while the worker keeps writing pieces
+    to the file's spill files (each piece has its own decode timeout), the wait goes on.
     """
     limit = _hard_limit(timeout)
     while True:
@@ -531,7 +538,7 @@ def _result(future: concurrent.futures.Future, item: sources.SourceItem,
 
 
 def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float) -> bool:
-    """Whether a spill file of ``item`` was written to in the last ``seconds``."""
+    """Whether a spill file of ``item`` was written in the last ``seconds``."""
     if spill_dir is None:
         return False
     import tensorflow as tf

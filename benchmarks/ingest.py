@@ -57,11 +57,12 @@ def _record(path: str) -> int:
     from avts_tf.data.manifest import IngestConfig
 
     entry, record = prepare.process_item(sources.SourceItem(path, Path(path).name, "x"), 0,
-                                         IngestConfig(**_CONFIG))
+                                         IngestConfig(**_CONFIG), decode_threads=_THREADS[0])
     return len(record or b"")
 
 
 _CONFIG: dict = {}
+_THREADS = [0]  # decoder threads per worker, as prepare_dataset gives its pool's workers
 
 
 def _reencode(source: str, target: Path, height: int) -> None:
@@ -96,8 +97,11 @@ def _reencode(source: str, target: Path, height: int) -> None:
             out.mux(out_audio.encode())
 
 
-def _set_config(config: dict) -> None:
+def _set_config(config: dict, workers: int) -> None:
+    from avts_tf.data.ingestion import prepare
+
     _CONFIG.update(config)
+    _THREADS[0] = prepare.threads_per_decoder(workers)
 
 
 def _records_pass(pool, files: list[str]) -> float:
@@ -184,7 +188,8 @@ def main() -> None:
         context = multiprocessing.get_context("spawn")
         # Files without audio are ingested too: the decode pass reads them whole.
         config = {"fps": args.fps, "short_side": args.short_side, "require_audio": False}
-        with context.Pool(args.workers, initializer=_set_config, initargs=(config,)) as pool:
+        with context.Pool(args.workers, initializer=_set_config,
+                          initargs=(config, args.workers)) as pool:
             list(pool.imap_unordered(_record, files[: args.workers]))  # warm the pool
             list(pool.imap_unordered(_decode, files[: args.workers]))
             rates = {"records": [], "pyav": [], "ingest": []}

@@ -247,3 +247,23 @@ def test_frame_jpeg_same_bytes_every_time_at_odd_heights():
     rows, cols = np.mgrid[:227, :128]
     inside = (rows % 8 >= 2) & (rows % 8 <= 5) & (cols % 8 >= 2) & (cols % 8 <= 5)
     assert np.abs(decoded - expected)[inside].mean() < 5.0  # 3.3 (old RGB route: 2.2)
+
+
+def test_decoder_threads_change_nothing_but_speed(tmp_path, monkeypatch):
+    """A pool's workers decode single-threaded (FFmpeg's own choice, one thread per core,
+    only in a process decoding alone); the frames and samples are the same either way."""
+    from avts_tf.data.ingestion import prepare
+
+    monkeypatch.setattr(prepare, "_usable_cores", lambda: 2)
+    assert [prepare.threads_per_decoder(n) for n in (1, 2, 3)] == [0, 1, 1]
+    monkeypatch.setattr(prepare, "_usable_cores", lambda: 16)
+    assert [prepare.threads_per_decoder(n) for n in (1, 2, 4, 32)] == [0, 8, 4, 1]
+
+    levels = [(37 * k) % 256 for k in range(30)]
+    path = write_media(tmp_path / "a.mp4", fps=25, seconds=1.2, size=(160, 96), levels=levels,
+                       vcodec="libx264", acodec="aac", faststart=True)
+    decoded = [decode_media(path, fps=25, short_side=64, decode_threads=n) for n in (0, 1, 2)]
+    for media in decoded[1:]:
+        assert media.jpeg_frames == decoded[0].jpeg_frames
+        np.testing.assert_array_equal(media.audio, decoded[0].audio)
+    assert np.allclose(levels_of(decoded[1]), levels, atol=6)

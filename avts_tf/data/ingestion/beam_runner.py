@@ -98,7 +98,10 @@ class _DecodeFn(beam.DoFn):
     def setup(self) -> None:
         # A long file's pieces go to spill files in the output's .ingest/ (only their
         # paths pass on), so no step holds a long file's records in memory.
-        self.decoder = prepare.IsolatedDecoder(self.config, self.timeout, self.spill_dir)
+        # Runners start one SDK worker process per core (docs/ingestion.md), so each
+        # decodes single-threaded, as the local pool's workers do.
+        self.decoder = prepare.IsolatedDecoder(self.config, self.timeout, self.spill_dir,
+                                               decode_threads=1)
 
     def process(self, element: str) -> Iterator[tuple[str, tuple]]:
         shard, count, position, item, label_index = _parse_input(element)

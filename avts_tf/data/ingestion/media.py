@@ -424,6 +424,7 @@ def decode_media(
     require_video: bool = DEFAULTS.require_video,
     start: float | None = None,
     end: float | None = None,
+    decode_threads: int = 0,
 ) -> DecodedMedia:
     """Decodes one file; see the module docstring for the timing rules.
 
@@ -439,6 +440,9 @@ def decode_media(
         require_video: Raise when there is no video stream (else keep audio only).
         start: Cut start in seconds after the origin (``None``: from the start).
         end: Cut end in seconds after the origin (``None``: to the end).
+        decode_threads: FFmpeg decoder threads per stream (frame and slice threading);
+            ``0`` lets FFmpeg choose (one per core), ``1`` decodes in the calling thread:
+            what each of several processes sharing the cores should use.
 
     Returns:
         The decoded media.
@@ -452,7 +456,8 @@ def decode_media(
         return _decode(container, fps=fps, short_side=short_side, sample_rate=sample_rate,
                        jpeg_quality=jpeg_quality, video_stream=video_stream,
                        audio_stream=audio_stream, require_audio=require_audio,
-                       require_video=require_video, start=start, end=end)
+                       require_video=require_video, start=start, end=end,
+                       decode_threads=decode_threads)
     finally:
         container.close()
 
@@ -483,7 +488,8 @@ def _check_is_media(container) -> None:
 
 
 def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
-            audio_stream, require_audio, require_video, start, end) -> DecodedMedia:
+            audio_stream, require_audio, require_video, start, end,
+            decode_threads) -> DecodedMedia:
     _check_is_media(container)
     if not container.streams:
         raise MediaError("zero_length", "zero-length clip: the file holds no stream with data "
@@ -524,6 +530,7 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
     streams = [s for s in (vstream, astream) if s is not None]
     for stream in streams:
         stream.thread_type = "AUTO"
+        stream.thread_count = decode_threads
     packets = {s.index: 0 for s in streams}
     errors = 0
 

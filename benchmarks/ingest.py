@@ -13,7 +13,9 @@ Each round times, interleaved:
 
 * ``records``: ``prepare.process_item`` (decode, frame-rate resampling, resize, JPEG,
   audio resampling, serialization, the record bytes handed back to the parent) for every
-  file in a warm process pool of ``--workers``: ingestion without start-up and shard I/O;
+  file in a warm process pool of ``--workers``, each decoding with the FFmpeg threads
+  ``prepare_dataset`` gives its workers (``prepare.threads_per_decoder``): ingestion without
+  start-up and shard I/O;
 * ``pyav``: every video frame and audio frame of each file decoded with PyAV in the same
   pool (``frame.to_ndarray()`` on each);
 * ``ingest``: the whole ``prepare.prepare_dataset`` into a fresh folder (its own pool's

@@ -19,6 +19,21 @@ import pytest  # noqa: E402
 import tiny  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def subprocess_tmpdir(tmp_path_factory):
+    """Processes the tests start use a temporary folder under pytest's own base folder:
+    what a process killed with ``kill -9`` cannot clean up (its ``tempfile`` folders) goes
+    away with pytest's old base folders instead of piling up in the machine's /tmp."""
+    folder = tmp_path_factory.mktemp("subprocess_tmp")
+    previous = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def clear_gin():
     """Every test starts and ends with an empty gin config and float32 policy."""

@@ -261,7 +261,7 @@ class _SpillWriter:
         import tensorflow as tf
 
         path = f"{self.stem}-{len(self.paths):05d}.tmp-{os.getpid()}"
-        self.paths.append(path)
+        self.paths.append(path)  # first, so a failed write's file is removed too
         with tf.io.TFRecordWriter(path) as writer:
             writer.write(record)
 

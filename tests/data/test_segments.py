@@ -296,3 +296,30 @@ def test_the_hard_limit_counts_per_piece_while_a_worker_writes_pieces(tmp_path, 
         prepare._result(started(8), other, 0.5, str(tmp_path))
     with pytest.raises(concurrent.futures.TimeoutError):  # no spill folder: no heartbeat
         prepare._result(started(8), long, 0.5, None)
+
+
+def test_a_full_disk_while_spilling_leaves_no_spill_file(long_file, tmp_path, monkeypatch):
+    real = tf.io.TFRecordWriter
+    opened = []
+
+    class FullDiskOnThirdPiece:
+        def __init__(self, path):
+            opened.append(path)
+            self.writer = real(path)
+
+        def write(self, record):
+            if len(opened) == 3:
+                raise OSError(28, "No space left on device")
+            self.writer.write(record)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.writer.close()
+
+    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskOnThirdPiece)
+    item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
+    with pytest.raises(OSError, match="No space left"):
+        prepare.process_item(item, -1, CONFIG, spill_dir=str(tmp_path))
+    assert len(opened) == 3 and list(tmp_path.iterdir()) == []

@@ -216,12 +216,12 @@ def process_item(item: sources.SourceItem, label_index: int, config: IngestConfi
     if item.start is not None or item.end is not None:
         entry.update(start=item.start, end=item.end)
     pieces = _pieces(item, config)
-    settings = _decode_settings(config, decode_threads)
     if len(pieces) > 1:
-        return _process_pieces(item, label_index, config, settings, entry, pieces, spill_dir)
+        return _process_pieces(item, label_index, config, decode_threads, entry, pieces,
+                               spill_dir)
     try:
-        media = decode_media(item.path, **settings, start=item.start,
-                             end=item.end)
+        media = decode_media(item.path, **_decode_settings(config, decode_threads),
+                             start=item.start, end=item.end)
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
         return _failure_entry(entry, err), None
     record = _media_record(item, label_index, media)
@@ -235,11 +235,12 @@ def process_item(item: sources.SourceItem, label_index: int, config: IngestConfi
 
 
 def _process_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
-                    settings: dict, entry: dict, pieces: list[segments.Piece],
+                    decode_threads: int, entry: dict, pieces: list[segments.Piece],
                     spill_dir: str | None) -> tuple[dict, Records | None]:
     """The records of a long file's pieces; a piece past the decodable end ends the file."""
     with _piece_sink(spill_dir, item) as out:
-        entry, count = _decode_pieces(item, label_index, config, settings, entry, pieces, out)
+        entry, count = _decode_pieces(item, label_index, config, decode_threads, entry,
+                                      pieces, out)
         if not count:
             return entry, None
         if spill_dir is None:
@@ -293,7 +294,7 @@ def _piece_sink(spill_dir: str | None, item: sources.SourceItem):
 
 
 def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
-                   settings: dict, entry: dict, pieces: list[segments.Piece], out,
+                   decode_threads: int, entry: dict, pieces: list[segments.Piece], out,
                    ) -> tuple[dict, int]:
     """Decodes the pieces into ``out`` (``append``); the entry and the number written."""
     base = item.start or 0.0
@@ -305,7 +306,7 @@ def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestCon
             signal.setitimer(signal.ITIMER_REAL, per_piece)
         end = base + piece.end if piece.end is not None else item.end
         try:
-            media = decode_media(item.path, **settings,
+            media = decode_media(item.path, **_decode_settings(config, decode_threads),
                                  start=base + piece.start, end=end)
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
             if not len(out):

@@ -139,8 +139,20 @@ def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tens
     item = sources.SourceItem(os.fspath(path), os.fspath(path), "", "")
     entry, serialized = prepare.process_item(item, -1, config)  # ingestion's own path
     if serialized is None:
-        raise UserError(f"{path}: {entry['reason']}")
+        raise UserError(f"{path}: {_tool_reason(entry['reason'])}")
     return records.parse(tf.constant(serialized))
+
+
+def _tool_reason(reason: str) -> str:
+    """An ingestion skip reason, with the fix a tool's user can apply.
+
+    Ingestion's fix for a file lacking a stream is a ``prepare_data`` flag
+    (``--allow_missing_audio``), which the tools reading one file with the towers do not have.
+    """
+    problem, _, fix = reason.partition(" (")
+    if "--allow_missing" in fix:
+        return f"{problem}; the towers need its video and audio: give a file with both"
+    return reason
 
 
 def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:

@@ -96,3 +96,25 @@ def test_load_towers_turns_a_media_file_into_the_training_inputs(tmp_path, tiny_
     np.testing.assert_array_equal(hop["start_s"], np.arange(0, last + 1, 8) / FPS)
     embedding = loaded.video(tf.constant(got["video"]), training=False)
     assert embedding.shape == (3, 8)
+
+
+def test_a_file_without_audio_gets_the_fix_a_tool_user_can_apply(tmp_path):
+    import types
+
+    import av
+
+    from avts_tf.errors import UserError
+
+    path = tmp_path / "silent.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = 32
+        for i in range(8):
+            pixels = np.full((32, 32, 3), 30 * i, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(stream.encode())
+    description = types.SimpleNamespace(fps=8, dataset="", ingest={"fps": 8.0, "short_side": 32})
+    with pytest.raises(UserError) as caught:
+        portable.media_record(path, description)
+    assert str(caught.value) == (f"{path}: no audio stream; the towers need its video and "
+                                 "audio: give a file with both")

@@ -5,11 +5,14 @@
 
 Slides each file's audio against its video clips with a run's sync towers and averages
 over the file (``avts_tf.evaluation.offset``). Prints ``offset_s: +0.xxx (confidence c)``
-last for one file (positive: the audio lags the video), a table for several. Train sync
+last for one file (positive: the audio lags the video); for several, a table, then one
+``error:`` line per file that could not be measured (exit 1 when any). Train sync
 towers for it with ``avts-train --gin_file=offset_quickstart``.
 """
 
 from __future__ import annotations
+
+import sys
 
 from absl import flags
 
@@ -62,8 +65,10 @@ def _main(argv: list[str]) -> int:
     if len(paths) > 1:
         rows = [[e.path, f"{e.offset_s:+.3f}", f"{e.confidence:.1f}", e.clips]
                 for e in estimates]
-        rows += [[p, "error", m, 0] for p, m in failed]
+        rows += [[p, "failed", "-", 0] for p, _ in failed]
         print(report.table(["file", "offset_s", "confidence", "clips"], rows))
+        for _, message in failed:  # One line per file that failed, after the table.
+            print(f"error: {message}", file=sys.stderr)
         return 1 if failed else 0
     (estimate,) = estimates
     print(f"offset_s: {estimate.offset_s:+.3f} (confidence {estimate.confidence:.1f})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -111,3 +112,27 @@ def test_av_offset_tool_errors_in_one_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: no such file: missing.mp4; give existing media files")
+
+
+def test_av_offset_tool_measures_every_file_it_can_and_names_the_others(tmp_path, tiny_run,
+                                                                         tiny_prepared):
+    from eval_helpers import run_in_process
+
+    good = sorted((tiny_prepared.parent / "videos").rglob("*.mp4"))[0]
+    silent = tmp_path / "silent.mp4"
+    with av.open(str(good)) as source, av.open(str(silent), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height = 32, 32
+        for frame in source.decode(video=0):
+            out.mux(stream.encode(frame.reformat(32, 32, "yuv420p")))
+        out.mux(stream.encode())
+    code, out, err = run_in_process("av_offset", "--checkpoint", str(tiny_run),
+                                    "--max_offset_s", "0.25", str(good), str(silent))
+    assert code == 1 and "Traceback" not in err
+    rows = [line.split() for line in out.strip().splitlines()[2:]]
+    assert [row[0] for row in rows] == [str(good), str(silent)]
+    assert re.fullmatch(r"[+-]0\.\d{3}", rows[0][1]) and rows[0][3] == "16"
+    assert rows[1][1:] == ["failed", "-", "0"]
+    assert err.strip().splitlines()[-1] == (
+        f"error: {silent}: no audio stream; the towers need its video and audio: "
+        "give a file with both")

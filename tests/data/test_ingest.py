@@ -380,3 +380,11 @@ def test_bad_split_name(tmp_path):
     (tmp_path / "l.csv").write_text("path,label,split\na.mp4,x,train-extra\n")
     with pytest.raises(ValueError, match="split 'train-extra'"):
         sources.list_csv(tmp_path / "l.csv")
+
+
+def test_a_written_files_warnings_are_logged_like_a_skipped_files_reason(caplog):
+    with caplog.at_level("WARNING", logger=prepare.logger.name):
+        prepare.log_outcome({"path": "a.mp4", "warnings": ["late audio", "short audio"]}, b"r")
+        prepare.log_outcome({"path": "b.mp4", "reason": "no audio stream"}, None)
+    assert caplog.messages == ["a.mp4: late audio", "a.mp4: short audio",
+                               "skipped b.mp4: no audio stream"]

@@ -267,3 +267,70 @@ def test_decoder_threads_change_nothing_but_speed(tmp_path, monkeypatch):
         assert media.jpeg_frames == decoded[0].jpeg_frames
         np.testing.assert_array_equal(media.audio, decoded[0].audio)
     assert np.allclose(levels_of(decoded[1]), levels, atol=6)
+
+
+def _write_audio_parts(path: Path, parts: list[tuple[float, np.ndarray]], seconds: float,
+                       sample_rate: int = 16000) -> Path:
+    """A flat 10 fps video of ``seconds`` and PCM audio parts, each stamped at its start."""
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("mpeg4", rate=10)
+        video.width = video.height = 32
+        audio = c.add_stream("pcm_s16le", rate=sample_rate, layout="mono")
+        for k in range(round(seconds * 10)):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 8 * k, np.uint8), "rgb24")
+            c.mux(video.encode(frame))
+        c.mux(video.encode())
+        for start_s, pcm in parts:
+            for s in range(0, len(pcm), 800):  # 50 ms frames: exact in Matroska's 1 ms ticks
+                frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 800], format="s16",
+                                                   layout="mono")
+                frame.sample_rate = sample_rate
+                frame.pts = round(start_s * sample_rate) + s
+                frame.time_base = Fraction(1, sample_rate)
+                c.mux(audio.encode(frame))
+        c.mux(audio.encode())
+    return path
+
+
+def _ramp(n: int, base: int) -> np.ndarray:
+    return (base + np.arange(n) % 5000).astype(np.int16)
+
+
+def test_audio_after_a_dropout_stays_at_its_timestamps(tmp_path):
+    first, second = _ramp(16000, 1000), _ramp(16000, 20000)
+    path = _write_audio_parts(tmp_path / "dropout.mkv", [(0.0, first), (1.5, second)], 3.0)
+    media = decode_media(path, fps=10, short_side=32, sample_rate=16000)
+    want = np.concatenate([first, np.zeros(8000, np.int16), second, np.zeros(8000, np.int16)])
+    np.testing.assert_array_equal(media.audio, want)
+    assert media.warnings == [
+        "the audio timestamps jump 1 time(s) (largest +0.500 s at 1.00 s); kept each sample "
+        "at its timestamp (silence in gaps, overlaps dropped)"]
+
+
+def test_audio_stamped_twice_keeps_the_later_part_at_its_timestamps():
+    # Muxers refuse timestamps that go back, so the decoded frames are made here.
+    from avts_tf.data.ingestion.media import _AudioCollector
+
+    first, second = _ramp(16000, 1000), _ramp(16000, 20000)
+    collector = _AudioCollector(16000)
+    for start_s, pcm in [(0.0, first), (0.75, second)]:
+        for s in range(0, len(pcm), 800):
+            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 800], format="s16",
+                                               layout="mono")
+            frame.sample_rate = 16000
+            frame.pts, frame.time_base = round(start_s * 16000) + s, Fraction(1, 16000)
+            collector.push(frame)
+    collector.flush()
+    audio = collector.finish(0.0, 32000, None)
+    np.testing.assert_array_equal(audio, np.concatenate([first, second[4000:],
+                                                         np.zeros(4000, np.int16)]))
+    assert collector.gaps == [(1.0, -0.25)]
+
+
+def test_audio_far_shorter_than_the_video_is_named(tmp_path):
+    path = _write_audio_parts(tmp_path / "short.mkv", [(0.0, _ramp(4800, 1000))], 3.0)
+    media = decode_media(path, fps=10, short_side=32, sample_rate=16000)
+    np.testing.assert_array_equal(media.audio[:4800], _ramp(4800, 1000))
+    assert not media.audio[4800:].any() and media.audio.shape == (48000,)
+    assert media.warnings == ["the audio covers 0.30 s of the 3.00 s of video; the rest is "
+                              "silence"]

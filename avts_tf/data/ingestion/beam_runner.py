@@ -172,8 +172,7 @@ class _WriteShardFn(beam.DoFn):
             writer = _GfileShardWriter(self.out, plan, self.config)
             try:
                 for _, _, _, _, entry, data in ordered:
-                    if data is None:
-                        logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+                    prepare.log_outcome(entry, data)
                     writer.add(entry, data)
                 writer.commit()
             except BaseException:  # the runner retries the bundle; leave no temporary

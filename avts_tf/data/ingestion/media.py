@@ -256,6 +256,12 @@ class _FrameSampler:
         return self.frames
 
 
+# Audio whose timestamp is this far from the time the samples before it reach is moved
+# there (gap: silence; overlap: dropped). Container timestamps jitter by < 1 ms.
+_AUDIO_SLACK_S = 0.01
+_AUDIO_MAX_GAP_S = 600.0  # Larger jumps are timestamp resets, not gaps: not filled.
+
+
 class _AudioCollector:
     """Resamples audio frames to mono int16 and remembers where they start."""
 
@@ -266,24 +272,53 @@ class _AudioCollector:
         self.start: float | None = None
         self.first_input: float | None = None
         self.count = 0
+        self.gaps: list[tuple[float, float]] = []  # (where, seconds): + silence, - dropped
+        self._drop = 0  # Output samples still to drop (audio timestamped earlier than reached).
+        self.padded = 0  # Samples of silence ``finish`` added before and after the audio.
 
     def _add(self, frames) -> None:
         for out in frames:
             if self.start is None and out.pts is not None and out.time_base:
                 self.start = float(out.pts * out.time_base)
             data = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            if self._drop:
+                dropped = min(self._drop, data.shape[0])
+                data, self._drop = data[dropped:], self._drop - dropped
             self.chunks.append(data)
             self.count += data.shape[0]
 
     def push(self, frame: av.AudioFrame) -> None:
-        """Adds one decoded frame."""
-        if self.first_input is None and frame.pts is not None and frame.time is not None:
-            self.first_input = float(frame.time)  # Used if the resampler gives no pts.
+        """Adds one decoded frame at the place its timestamp gives it."""
+        if frame.pts is not None and frame.time is not None:
+            if self.first_input is None:
+                self.first_input = float(frame.time)  # Used if the resampler gives no pts.
+            else:
+                self._align(float(frame.time))
         self._add(self.resampler.resample(frame))
+
+    def _align(self, t: float) -> None:
+        """Keeps every sample at its timestamp (as FFmpeg's ``aresample=async``).
+
+        Fills a gap before time ``t`` with silence, or drops audio stamped before the time
+        already reached. A stream's samples are concatenated otherwise: after a dropout (a lost or
+        undecodable packet, a recorder's pause) all later audio would move early by the
+        gap and out of sync with the video.
+        """
+        drift = t - self.time()
+        if abs(drift) <= _AUDIO_SLACK_S or abs(drift) > _AUDIO_MAX_GAP_S:
+            return  # In sync, or a timestamp jump (a reset) no silence should fill.
+        self.gaps.append((self.time(), drift))
+        samples = round(abs(drift) * self.sample_rate)
+        if drift > 0:
+            self.chunks.append(np.zeros([samples], np.int16))
+            self.count += samples
+        else:
+            self._drop += samples
 
     def time(self) -> float:
         """Seconds reached so far."""
-        return (self.start or 0.0) + self.count / self.sample_rate
+        origin = self.start if self.start is not None else self.first_input
+        return (origin or 0.0) + (self.count - self._drop) / self.sample_rate
 
     def flush(self) -> None:
         """Collects what the resampler still holds."""
@@ -296,6 +331,7 @@ class _AudioCollector:
         start = self.start if self.start is not None else self.first_input
         start = t0 if start is None else start
         offset = round((start - t0) * self.sample_rate)
+        self.padded = max(0, offset)
         if offset > 0:
             audio = np.concatenate([np.zeros([offset], np.int16), audio])
         elif offset < 0:
@@ -306,9 +342,26 @@ class _AudioCollector:
         elif num_samples is not None:
             audio = audio[:num_samples]
             if audio.shape[0] < num_samples:
+                self.padded += num_samples - audio.shape[0]
                 pad = np.zeros([num_samples - audio.shape[0]], np.int16)
                 audio = np.concatenate([audio, pad])
         return audio
+
+
+def _audio_warnings(collector: _AudioCollector, num_samples: int) -> list[str]:
+    """Warnings for audio placed by its timestamps or far shorter than the video."""
+    warnings = []
+    if collector.gaps:
+        at, drift = max(collector.gaps, key=lambda gap: abs(gap[1]))
+        warnings.append(
+            f"the audio timestamps jump {len(collector.gaps)} time(s) (largest {drift:+.3f} s "
+            f"at {at:.2f} s); kept each sample at its timestamp (silence in gaps, overlaps "
+            "dropped)")
+    rate = collector.sample_rate
+    if num_samples and collector.padded / rate > max(0.5, 0.1 * num_samples / rate):
+        warnings.append(f"the audio covers {(num_samples - collector.padded) / rate:.2f} s of "
+                        f"the {num_samples / rate:.2f} s of video; the rest is silence")
+    return warnings
 
 
 def _check_mp4_boxes(path: str, size: int) -> None:
@@ -598,6 +651,7 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
         else:
             result.audio = collector.finish(t0, num_samples, t_end)
             result.sample_rate = int(sample_rate)
+            result.warnings.extend(_audio_warnings(collector, result.audio.shape[0]))
             if sampler is None and result.audio.shape[0] == 0:
                 raise MediaError("zero_length", "zero-length clip: no audio samples inside the "
                                                 f"cut [{start}, {end}] (fix the start/end)")

@@ -902,6 +902,14 @@ def _write_failed(out: Path, plan: ShardPlan, err: Exception) -> RunInterrupted:
         "then re-run the same command: the shards already complete are kept")
 
 
+def log_outcome(entry: dict, data: Records | None) -> None:
+    """Logs a skipped file's reason, or a written file's warnings, one line each."""
+    if data is None:
+        logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+    for warning in entry.get("warnings", ()):
+        logger.warning("%s: %s", entry["path"], warning)
+
+
 def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
                   results: Iterator[tuple[dict, bytes | None]], report: _Progress) -> None:
     """Writes each shard from the results, in plan order (the sidecars record each).
@@ -917,8 +925,7 @@ def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
         try:
             for _ in plan.items:
                 entry, data = next(results)
-                if data is None:
-                    logger.warning("skipped %s: %s", entry["path"], entry["reason"])
+                log_outcome(entry, data)
                 writer.add(entry, data)
                 report.step(data is None)
             writer.commit()

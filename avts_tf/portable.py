@@ -112,12 +112,15 @@ def load_towers(run_dir: str | os.PathLike) -> LoadedTowers:
     return LoadedTowers(towers[0], towers[1], _inputs_fn(description), description)
 
 
-def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tensor]:
+def media_record(path: str | os.PathLike, description: Any, start: float | None = None,
+                 end: float | None = None) -> dict[str, tf.Tensor]:
     """A media file decoded as the run's training data was, as a parsed record.
 
     Args:
         path: Any FFmpeg-readable file.
         description: The run's :class:`~avts_tf.run_description.RunDescription`.
+        start: Cut start in seconds (``None``: the file's start).
+        end: Cut end in seconds (``None``: the file's end).
 
     Raises:
         UserError: The file cannot be decoded (the reason in one line), or the run records
@@ -136,7 +139,7 @@ def media_record(path: str | os.PathLike, description: Any) -> dict[str, tf.Tens
                         f"{description.dataset} is gone; re-train with this avts_tf")
     # The whole file as one record, however long (the tools read every clip of it).
     config = dataclasses.replace(ingest, fps=float(description.fps), max_record_s=None)
-    item = sources.SourceItem(os.fspath(path), os.fspath(path), "", "")
+    item = sources.SourceItem(os.fspath(path), os.fspath(path), "", "", start, end)
     entry, serialized = prepare.process_item(item, -1, config)  # ingestion's own path
     if serialized is None:
         raise UserError(f"{path}: {_tool_reason(entry['reason'])}")

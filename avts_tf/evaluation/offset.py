@@ -1,6 +1,7 @@
 """Audio-video offset of a media file, estimated with a run's sync towers.
 
-The file is decoded as the run's training data was (``avts_tf.portable.media_record``).
+The file is decoded as the run's training data was (``avts_tf.portable.media_record``);
+a file longer than ``WHOLE_FILE_MAX_S`` only in short cuts around the clips it uses.
 ``num_clips`` video clips, evenly spaced where every shifted audio window stays inside the
 file, are embedded once; for each candidate offset ``d`` on a grid of ``step_s`` over
 ``[-max_offset_s, max_offset_s]`` the audio window starting ``d`` after each clip is
@@ -57,6 +58,11 @@ def _cost_fn(task):
     return lambda video, audio: sign * task.score(video, audio)
 
 
+#: Files the container declares longer than this are read in ``num_clips`` short cuts around
+#: the chosen clips instead of whole (ours): a film's frames need not fit in memory.
+WHOLE_FILE_MAX_S = 120.0
+
+
 def estimate_offset(
     model,
     description,
@@ -68,6 +74,10 @@ def estimate_offset(
     batch_size: int = 64,
 ) -> OffsetEstimate:
     """Estimates the audio-video offset of ``path`` (see the module docstring).
+
+    A file longer than :data:`WHOLE_FILE_MAX_S` is decoded only around its ``num_clips``
+    evenly spaced clips (one cut of a window plus twice ``max_offset_s`` each), so memory
+    and time do not grow with its length.
 
     Args:
         model: The run's ``AVTSModel`` with its sync task (``evaluation.sync.sync_model``).
@@ -82,49 +92,27 @@ def estimate_offset(
         BadInput: The file is shorter than one clip plus twice ``max_offset_s``, or lacks a
             stream.
     """
-    from avts_tf.data.audio_features import log_mel_spectrogram
-    from avts_tf.data.clips import Clips
-    from avts_tf.portable import media_record
+    from avts_tf.data.ingestion.media import probe_duration
 
     if max_offset_s <= 0:
         raise BadInput(f"--max_offset_s is {max_offset_s}; give a positive number of seconds")
     spec, fps = description.clip_spec, description.fps
-    record = media_record(path, description)
-    rate = int(record["sample_rate"]) if "sample_rate" in record else spec.log_mel.sample_rate
-    if int(record["num_frames"]) == 0 or int(record["num_samples"]) == 0:
-        raise BadInput(f"{path} needs both video and audio to estimate their offset")
-    cutter = Clips(spec, fps)
-    windows = cutter.windows(record)
-    window = int(windows.window)
+    rate = spec.log_mel.sample_rate
     step = max(1, int(round((step_s or spec.log_mel.hop_s) * rate)))
     reach = int(round(max_offset_s * rate / step)) * step
     shifts = np.arange(-reach, reach + 1, step, dtype=np.int64)
-    num_samples = int(record["num_samples"])
-    first = int(np.ceil(reach * fps / rate))
-    last = min(int(windows.last_frame),
-               int(np.floor((num_samples - window - reach) * fps / rate)))
-    if last < first:
-        need = spec.window_seconds(fps) + 2 * max_offset_s
-        raise BadInput(f"{path} is too short to try offsets of ±{max_offset_s:g} s (needs "
-                       f"{need:.2f} s of video and audio); lower --max_offset_s")
-    count = min(num_clips, last - first + 1)
-    starts = np.unique(np.round(np.linspace(first, last, count)).astype(np.int64))
-    seed = tf.zeros([2], tf.int32)
-    clips = tf.stack([cutter.video(record, tf.constant(s), False, seed) for s in starts])
-    video = model.video_tower(clips, training=False)
-    audio_starts = np.array([int(cutter.frame_to_sample(tf.constant(s))) for s in starts])
-    wave = record["waveform"]
-    cost = _cost_fn(model.objective)
-    pairs = [(i, j) for i in range(len(shifts)) for j in range(len(starts))]
-    costs = np.zeros((len(shifts), len(starts)), np.float64)
-    for begin in range(0, len(pairs), batch_size):
-        chunk = pairs[begin : begin + batch_size]
-        offsets = [int(audio_starts[j] + shifts[i]) for i, j in chunk]
-        frames = tf.stack([wave[o : o + window] for o in offsets])
-        audio = model.audio_tower(log_mel_spectrogram(frames, spec.log_mel), training=False)
-        values = cost(tf.gather(video, [j for _, j in chunk]), audio).numpy()
-        for (i, j), value in zip(chunk, values, strict=True):
-            costs[i, j] = value
+    scorer = _ClipScorer(model, spec, fps, shifts, batch_size)
+    duration = probe_duration(path)
+    if duration is not None and duration > WHOLE_FILE_MAX_S:
+        costs = _costs_of_cuts(scorer, description, path, duration, num_clips, max_offset_s)
+    else:
+        record = _record(path, description)
+        first, last = scorer.clip_range(record)
+        if last < first:
+            raise _too_short(path, spec.window_seconds(fps), max_offset_s)
+        count = min(num_clips, last - first + 1)
+        starts = np.unique(np.round(np.linspace(first, last, count)).astype(np.int64))
+        costs = scorer.costs(record, starts)
     curve = costs.mean(axis=1)
     best = int(np.argmin(curve))
     refined = float(shifts[best])
@@ -136,7 +124,88 @@ def estimate_offset(
     spread = 1.4826 * float(np.median(np.abs(curve - np.median(curve))))
     confidence = float((np.median(curve) - curve[best]) / max(spread, 1e-12))
     return OffsetEstimate(os.fspath(path), refined / rate, confidence, shifts / rate, curve,
-                          len(starts))
+                          costs.shape[1])
+
+
+def _record(path, description, start: float | None = None, end: float | None = None):
+    from avts_tf.portable import media_record
+
+    record = media_record(path, description, start=start, end=end)
+    if int(record["num_frames"]) == 0 or int(record["num_samples"]) == 0:
+        raise BadInput(f"{path} needs both video and audio to estimate their offset")
+    return record
+
+
+def _too_short(path, window_s: float, max_offset_s: float) -> BadInput:
+    return BadInput(f"{path} is too short to try offsets of ±{max_offset_s:g} s (needs "
+                    f"{window_s + 2 * max_offset_s:.2f} s of video and audio); lower "
+                    "--max_offset_s")
+
+
+def _costs_of_cuts(scorer: _ClipScorer, description, path, duration: float, num_clips: int,
+                   max_offset_s: float) -> np.ndarray:
+    """Costs of one clip in each of ``num_clips`` evenly spaced cuts of a long file."""
+    fps = description.fps
+    # A window plus both reaches, and two frames to spare for rounding at the cut's ends.
+    span = description.clip_spec.window_seconds(fps) + 2 * max_offset_s + 2 / fps
+    columns = []
+    for start in np.linspace(0.0, max(0.0, duration - span), num_clips):
+        try:
+            record = _record(path, description, start=float(start), end=float(start) + span)
+        except BadInput:  # A declared duration past the decodable end: that cut is lost.
+            continue
+        first, last = scorer.clip_range(record)
+        if last >= first:
+            columns.append(scorer.costs(record, np.array([first], np.int64)))
+    if not columns:
+        raise _too_short(path, description.clip_spec.window_seconds(fps), max_offset_s)
+    return np.concatenate(columns, axis=1)
+
+
+class _ClipScorer:
+    """Sync costs of video clips of a record against their audio shifted by ``shifts``."""
+
+    def __init__(self, model, spec, fps: float, shifts: np.ndarray, batch_size: int):
+        from avts_tf.data.clips import Clips
+
+        self.model, self.spec, self.fps = model, spec, fps
+        self.shifts, self.batch_size = shifts, batch_size
+        self.cutter = Clips(spec, fps)
+        self.cost = _cost_fn(model.objective)
+
+    def clip_range(self, record) -> tuple[int, int]:
+        """First and last clip start frame whose every shifted audio window is inside."""
+        rate = self.spec.log_mel.sample_rate  # the records' rate (training checks it)
+        windows = self.cutter.windows(record)
+        reach = int(self.shifts[-1])
+        first = int(np.ceil(reach * self.fps / rate))
+        last = min(int(windows.last_frame), int(np.floor(
+            (int(record["num_samples"]) - int(windows.window) - reach) * self.fps / rate)))
+        return first, last
+
+    def costs(self, record, starts: np.ndarray) -> np.ndarray:
+        """``[shifts, clips]`` costs of the clips starting at frames ``starts``."""
+        from avts_tf.data.audio_features import log_mel_spectrogram
+
+        cutter, shifts = self.cutter, self.shifts
+        window = int(cutter.windows(record).window)
+        seed = tf.zeros([2], tf.int32)
+        clips = tf.stack([cutter.video(record, tf.constant(s), False, seed) for s in starts])
+        video = self.model.video_tower(clips, training=False)
+        audio_starts = np.array([int(cutter.frame_to_sample(tf.constant(s))) for s in starts])
+        wave = record["waveform"]
+        pairs = [(i, j) for i in range(len(shifts)) for j in range(len(starts))]
+        costs = np.zeros((len(shifts), len(starts)), np.float64)
+        for begin in range(0, len(pairs), self.batch_size):
+            chunk = pairs[begin : begin + self.batch_size]
+            offsets = [int(audio_starts[j] + shifts[i]) for i, j in chunk]
+            frames = tf.stack([wave[o : o + window] for o in offsets])
+            audio = self.model.audio_tower(log_mel_spectrogram(frames, self.spec.log_mel),
+                                           training=False)
+            values = self.cost(tf.gather(video, [j for _, j in chunk]), audio).numpy()
+            for (i, j), value in zip(chunk, values, strict=True):
+                costs[i, j] = value
+        return costs
 
 
 def plot(estimates: Sequence[OffsetEstimate], path: str | os.PathLike) -> None:

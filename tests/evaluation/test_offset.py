@@ -16,6 +16,7 @@ from tiny import REPO_ROOT
 
 from avts_tf.data.audio_features import LogMelSpec
 from avts_tf.data.ingestion import synthetic
+from avts_tf.data.ingestion.media import probe_duration
 from avts_tf.data.pipeline import ClipSpec
 from avts_tf.evaluation import offset
 from avts_tf.tasks.sync.objectives import ContrastiveSync
@@ -102,6 +103,36 @@ def test_estimate_finds_a_known_shift_with_the_right_sign(world_video, tmp_path)
     with pytest.raises(offset.BadInput, match=r"too short to try offsets of ±3 s \(needs 7.00 "
                                               r"s of video and audio\); lower --max_offset_s"):
         offset.estimate_offset(model, description, world_video, max_offset_s=3.0)
+
+
+def test_a_long_file_is_read_only_around_its_clips(world_video, tmp_path, monkeypatch):
+    import avts_tf.portable
+
+    model = types.SimpleNamespace(video_tower=_EventTowers.video_tower,
+                                  audio_tower=_EventTowers.audio_tower,
+                                  objective=ContrastiveSync(normalize=True))
+    description = types.SimpleNamespace(
+        clip_spec=SPEC, fps=FPS, dataset="",
+        ingest={"fps": FPS, "short_side": 32, "sample_rate": 16000})
+    shifted = tmp_path / "shift.mp4"
+    offset.write_shifted(world_video, shifted, 0.5)
+    cuts = []
+    whole = avts_tf.portable.media_record
+
+    def media_record(path, description, start=None, end=None):
+        cuts.append((start, end))
+        return whole(path, description, start=start, end=end)
+
+    monkeypatch.setattr(avts_tf.portable, "media_record", media_record)
+    monkeypatch.setattr(offset, "WHOLE_FILE_MAX_S", 2.0)  # the 6 s video counts as long
+    estimate = offset.estimate_offset(model, description, shifted, max_offset_s=1.0,
+                                      num_clips=5)
+    assert abs(estimate.offset_s - 0.5) <= 1 / FPS, estimate.offset_s
+    span = 1.0 + 2 * 1.0 + 2 / FPS  # window (8 frames at 8 fps), both reaches, 2 frames
+    duration = probe_duration(shifted)  # about 6 s, as the container declares it
+    np.testing.assert_allclose(
+        cuts, [(s, s + span) for s in np.linspace(0, duration - span, 5)], atol=1e-9)
+    assert estimate.clips == 5
 
 
 def test_av_offset_tool_errors_in_one_line(tmp_path):

@@ -311,10 +311,34 @@ def test_views_share_one_crop():
     np.testing.assert_allclose(columns, np.broadcast_to(columns[:1, :1], columns.shape))
 
 
+def test_color_jitter_gives_each_view_one_colour_cast_and_keeps_brightness():
+    clips = make_clips()
+    stripes = np.zeros((20, 24, 3), np.uint8)
+    stripes[:, :8, 0], stripes[:, 8:16, 1], stripes[:, 16:, 2] = 200, 150, 100
+    stripes[::2] += 40  # Some grey in each stripe, so saturation has something to change.
+    record = make_record(40)
+    record["frames"] = tf.stack([tf.io.encode_jpeg(stripes) for _ in range(40)])
+    seed = tf.constant([5, 1])
+    plain = cut_views(clips, record, seed, ViewSpec(num_views=3), True)
+    jittered = cut_views(clips, record, seed, ViewSpec(num_views=3, color_jitter=0.8), True)
+    for key in ("view_start", "view_span", "speed", "backward", "audio"):
+        np.testing.assert_array_equal(plain[key].numpy(), jittered[key].numpy())
+    video, before = jittered["video"].numpy(), plain["video"].numpy()
+    for k in range(3):  # One hue shift and saturation factor for all frames of a view.
+        np.testing.assert_array_equal(video[k], np.broadcast_to(video[k, :1], video[k].shape))
+    means = video.mean(axis=(1, 2, 3))  # [K, 3]: each view's colour cast differs
+    assert np.abs(means[:, None] - means[None]).max(axis=-1)[np.triu_indices(3, 1)].min() > 0.02
+    np.testing.assert_allclose(video.max(axis=-1), before.max(axis=-1), atol=1e-5)  # HSV value
+    evaluation = [cut_views(clips, record, seed, ViewSpec(num_views=3, color_jitter=c), False)
+                  for c in (0.0, 0.8)]
+    np.testing.assert_array_equal(evaluation[0]["video"], evaluation[1]["video"])
+
+
 def test_view_spec_validation():
     assert ViewSpec(speeds=[1, 2]).speeds == (1, 2)
     for bad in ({"speeds": (1, 1)}, {"speeds": (0, 2)}, {"num_views": 0},
-                {"backward_probability": 1.5}, {"audio_speed": "stretch"}):
+                {"backward_probability": 1.5}, {"audio_speed": "stretch"},
+                {"color_jitter": 1.5}):
         with pytest.raises(ValueError):
             ViewSpec(**bad)
 

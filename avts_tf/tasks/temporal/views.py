@@ -42,12 +42,17 @@ class ViewSpec:
             window length, pitch kept), truncated to the 1x frame count; ``"resample"``:
             the window decimated by ``s`` (mean of ``s`` consecutive samples) then the
             1x log-mel (pitch raised). Our choice.
+        color_jitter: Training views' colour jitter strength ``c`` (ours; 0: off): each view
+            draws a hue shift in ``[-c/2, c/2]`` turns and a saturation factor in
+            ``[1 - c, 1 + c]``, the same for all its frames, so views of one video do not
+            share a colour cast while brightness (and so direction and order cues) is kept.
     """
 
     num_views: int = 2
     speeds: tuple[int, ...] = (1, 2, 4)
     backward_probability: float = 0.5
     audio_speed: str = "hop"
+    color_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "speeds", tuple(int(s) for s in self.speeds))
@@ -59,6 +64,8 @@ class ViewSpec:
             raise ValueError(
                 f"backward_probability must be in [0, 1], got {self.backward_probability}."
             )
+        if not 0.0 <= self.color_jitter <= 1.0:
+            raise ValueError(f"color_jitter must be in [0, 1], got {self.color_jitter}.")
         if self.audio_speed not in AUDIO_SPEEDS:
             raise ValueError(
                 f"audio_speed must be one of {AUDIO_SPEEDS}, got {self.audio_speed!r}."
@@ -271,6 +278,15 @@ def _permutations(seed: tf.Tensor, rows: int, length: int) -> tf.Tensor:
     return tf.argsort(tf.random.stateless_uniform([rows, length], seed), axis=1)
 
 
+def jitter_colors(frames: tf.Tensor, strength: float, hue_seed: tf.Tensor,
+                  saturation_seed: tf.Tensor) -> tf.Tensor:
+    """One hue shift and saturation factor for all ``frames`` ([T, H, W, 3] in [0, 1])."""
+    frames = tf.image.stateless_random_hue(frames, strength / 2, hue_seed)
+    frames = tf.image.stateless_random_saturation(frames, 1.0 - strength, 1.0 + strength,
+                                                  saturation_seed)
+    return tf.clip_by_value(frames, 0.0, 1.0)
+
+
 def cut_views(
     clips: Any,
     record: Record,
@@ -312,6 +328,11 @@ def cut_views(
     frames = clips.crop(clips.decode(record, tf.reshape(indices, [-1])), training, crop_seed)
     size = clips.spec.crop_size
     video = tf.reshape(frames, [k, t, size, size, 3])
+    if training and spec.color_jitter > 0:
+        jitter_seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, 1), 2 * k)
+        video = tf.stack([jitter_colors(video[i], spec.color_jitter, jitter_seeds[2 * i],
+                                        jitter_seeds[2 * i + 1]) for i in range(k)])
     audio = tf.stack([
         view_audio(clips, record, views["view_start"][i], views["speed"][i],
                    views["backward"][i], spec)

@@ -83,13 +83,19 @@ class _EventTowers:
         return binned - tf.reduce_mean(binned, axis=1, keepdims=True)
 
 
+def _event_model() -> types.SimpleNamespace:
+    return types.SimpleNamespace(video_tower=_EventTowers.video_tower,
+                                 audio_tower=_EventTowers.audio_tower,
+                                 objective=ContrastiveSync(normalize=True))
+
+
+def _description() -> types.SimpleNamespace:
+    return types.SimpleNamespace(clip_spec=SPEC, fps=FPS, dataset="",
+                                 ingest={"fps": FPS, "short_side": 32, "sample_rate": 16000})
+
+
 def test_estimate_finds_a_known_shift_with_the_right_sign(world_video, tmp_path):
-    model = types.SimpleNamespace(video_tower=_EventTowers.video_tower,
-                                  audio_tower=_EventTowers.audio_tower,
-                                  objective=ContrastiveSync(normalize=True))
-    description = types.SimpleNamespace(
-        clip_spec=SPEC, fps=FPS, dataset="",
-        ingest={"fps": FPS, "short_side": 32, "sample_rate": 16000})
+    model, description = _event_model(), _description()
     for truth in (0.5, -0.25):
         shifted = tmp_path / f"shift_{truth}.mp4"
         offset.write_shifted(world_video, shifted, truth)
@@ -108,12 +114,7 @@ def test_estimate_finds_a_known_shift_with_the_right_sign(world_video, tmp_path)
 def test_a_long_file_is_read_only_around_its_clips(world_video, tmp_path, monkeypatch):
     import avts_tf.portable
 
-    model = types.SimpleNamespace(video_tower=_EventTowers.video_tower,
-                                  audio_tower=_EventTowers.audio_tower,
-                                  objective=ContrastiveSync(normalize=True))
-    description = types.SimpleNamespace(
-        clip_spec=SPEC, fps=FPS, dataset="",
-        ingest={"fps": FPS, "short_side": 32, "sample_rate": 16000})
+    model, description = _event_model(), _description()
     shifted = tmp_path / "shift.mp4"
     offset.write_shifted(world_video, shifted, 0.5)
     cuts = []

@@ -327,6 +327,23 @@ def test_audio_stamped_twice_keeps_the_later_part_at_its_timestamps():
     assert collector.gaps == [(1.0, -0.25)]
 
 
+def test_audio_frames_without_timestamps_go_before_the_first_stamped_one():
+    from avts_tf.data.ingestion.media import _AudioCollector
+
+    pcm = _ramp(8000, 1000)
+    collector = _AudioCollector(16000)
+    for s in range(0, 8000, 800):  # The first three frames carry no timestamp.
+        frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 800], format="s16", layout="mono")
+        frame.sample_rate = 16000
+        if s >= 2400:
+            frame.pts, frame.time_base = 1600 + s, Fraction(1, 16000)  # 0.1 s + s
+        collector.push(frame)
+    collector.flush()
+    assert collector.gaps == []
+    audio = collector.finish(0.0, 9600, None)
+    np.testing.assert_array_equal(audio, np.concatenate([np.zeros(1600, np.int16), pcm]))
+
+
 def test_audio_far_shorter_than_the_video_is_named(tmp_path):
     path = _write_audio_parts(tmp_path / "short.mkv", [(0.0, _ramp(4800, 1000))], 3.0)
     media = decode_media(path, fps=10, short_side=32, sample_rate=16000)

@@ -279,7 +279,8 @@ class _AudioCollector:
     def _add(self, frames) -> None:
         for out in frames:
             if self.start is None and out.pts is not None and out.time_base:
-                self.start = float(out.pts * out.time_base)
+                # Samples before the first stamped frame go just before it.
+                self.start = float(out.pts * out.time_base) - self.count / self.sample_rate
             data = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
             if self._drop:
                 dropped = min(self._drop, data.shape[0])
@@ -290,8 +291,8 @@ class _AudioCollector:
     def push(self, frame: av.AudioFrame) -> None:
         """Adds one decoded frame at the place its timestamp gives it."""
         if frame.pts is not None and frame.time is not None:
-            if self.first_input is None:
-                self.first_input = float(frame.time)  # Used if the resampler gives no pts.
+            if self.first_input is None:  # Used if the resampler gives no pts.
+                self.first_input = float(frame.time) - self.count / self.sample_rate
             else:
                 self._align(float(frame.time))
         self._add(self.resampler.resample(frame))

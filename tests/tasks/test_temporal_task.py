@@ -43,7 +43,8 @@ def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
 
 
 def test_config_round_trip():
-    task = _task()
+    task = TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2), color_jitter=0.4),
+                               projection_dim=8, hidden_units=8, queue_size=8)
     rebuilt = TemporalContrastive.from_config(task.get_config())
     assert rebuilt.view_spec == task.view_spec
     assert rebuilt.get_config() == task.get_config()
@@ -176,3 +177,6 @@ def test_recall_at_1_equals_brute_force():
     # Identical embeddings per video: every query finds its own video.
     ids = np.repeat(np.arange(5), 3)
     assert recall_at_1(np.eye(5)[ids], np.eye(5)[ids], ids, ids) == 1.0
+    # One held-out video: every query would hit; undefined, so evaluation leaves it out.
+    one = np.zeros(4, np.int64)
+    assert np.isnan(recall_at_1(queries[:4], gallery[:4], one, one))

@@ -68,7 +68,11 @@ def recall_at_1(
     """Share of queries whose most similar gallery row (dot product) has the query's id.
 
     Scores are computed ``chunk`` queries at a time, so memory stays ``chunk x len(gallery)``.
+    NaN (undefined: evaluation leaves it out) when the gallery holds fewer than two ids,
+    where every query would hit.
     """
+    if np.unique(gallery_ids).size < 2:
+        return float("nan")
     hits = []
     for begin in range(0, len(queries), chunk):
         scores = queries[begin : begin + chunk] @ gallery.T
@@ -374,7 +378,7 @@ class TemporalContrastive(Task):
         config.update({
             "view_spec": {"num_views": spec.num_views, "speeds": list(spec.speeds),
                           "backward_probability": spec.backward_probability,
-                          "audio_speed": spec.audio_speed},
+                          "audio_speed": spec.audio_speed, "color_jitter": spec.color_jitter},
             "projection_dim": self.projection_dim, "hidden_units": self.hidden_units,
             "temperature": self.temperature, "queue_size": self.queue_size,
             "loss_weights": dict(self.loss_weights),

@@ -56,11 +56,18 @@ def _main(argv: list[str]) -> int:
     if not manifest.exists(data):
         raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
     found = manifest.Manifest.read(data)
-    originals = [Path(e.path) for e in found.records(FLAGS.query_split)]
-    distractors = [Path(e.path) for e in found.records(FLAGS.distractor_split)]
-    if not originals:
+    description = checkpoint.run_description(FLAGS.checkpoint)
+    window_s = description.clip_spec.window_seconds(description.fps)
+    if not found.records(FLAGS.query_split):
         raise BadInput(f"no videos in split {FLAGS.query_split!r} of {data}; splits: "
                        f"{', '.join(found.split_names)}")
+    originals = _long_enough(found.records(FLAGS.query_split),
+                             fingerprint.shortest_query_s(window_s, description.fps), "query")
+    distractors = _long_enough(found.records(FLAGS.distractor_split), window_s, "distractor")
+    if not originals:
+        raise BadInput(f"no video in split {FLAGS.query_split!r} of {data} is long enough to "
+                       f"query with ({fingerprint.shortest_query_s(window_s, description.fps):.2f}"
+                       " s: one clip, also 10% faster); give longer videos")
     missing = [str(p) for p in [*originals, *distractors] if not p.is_file()]
     if missing:
         raise BadInput(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
@@ -71,7 +78,6 @@ def _main(argv: list[str]) -> int:
     if FLAGS.random_init:
         keras.utils.set_random_seed(0)
         towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio))
-    description = checkpoint.run_description(FLAGS.checkpoint)
     with tempfile.TemporaryDirectory(prefix="avts_fingerprint_") as scratch:
         work = Path(FLAGS.work_dir or scratch)
         results = fingerprint.evaluate(towers, description, originals, distractors, work,
@@ -98,6 +104,22 @@ def _main(argv: list[str]) -> int:
     print(f"fingerprint: top1={np.mean([v['top1'] for v in mine]):.3f} "
           f"mAP={np.mean([v['mAP'] for v in mine]):.3f}")
     return 0
+
+
+def _long_enough(entries, seconds: float, role: str) -> list:
+    """The entries' source files lasting ``seconds`` or more; the others are named.
+
+    An entry without a recorded duration (an old manifest) is kept.
+    """
+    from pathlib import Path
+
+    from absl import logging
+
+    short = [e for e in entries if 0 < e.duration < seconds]
+    if short:
+        logging.warning("%d %s video(s) shorter than %.2f s left out (e.g. %s)", len(short),
+                        role, seconds, short[0].path)
+    return [Path(e.path) for e in entries if e not in short]
 
 
 main = app.entry_point(_main)

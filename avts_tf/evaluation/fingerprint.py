@@ -70,15 +70,25 @@ def _audio_noise(clip, rng):
     return dataclasses.replace(clip, audio=(clip.audio + noise).astype(np.float32)), {}
 
 
+_FASTEST = 1.1  # The speed-up distortion's factor: the shortest distorted copy.
+
 #: Distortion name -> ``(clip, rng) -> (distorted clip, encoder settings)``.
 DISTORTIONS: Mapping[str, Callable] = {
     "low_bitrate": _low_bitrate,       # H.264 at 30 kbit/s, AAC at 16 kbit/s
     "crop_resize": _crop_resize,       # a random 80% crop scaled back to the frame size
     "brightness": _brightness,         # every pixel x1.4 or x0.6
-    "speed_up": _speed(1.1),           # 10% faster: frames dropped, audio resampled
+    "speed_up": _speed(_FASTEST),      # 10% faster: frames dropped, audio resampled
     "slow_down": _speed(0.9),          # 10% slower: frames repeated, audio resampled
     "audio_noise": _audio_noise,       # white noise at 10 dB SNR
 }
+
+
+def shortest_query_s(window_s: float, fps: float) -> float:
+    """Seconds a query video needs for each distorted copy to hold one clip.
+
+    The 10% faster copy is the shortest: ``window_s`` times 1.1, plus a frame at ``fps``.
+    """
+    return window_s * _FASTEST + 1.0 / fps
 
 
 def distort(source: str | os.PathLike, target: str | os.PathLike, name: str,

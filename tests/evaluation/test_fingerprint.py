@@ -124,3 +124,40 @@ def test_eval_fingerprint_tool(tiny_run, tiny_prepared, tmp_path):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_videos_too_short_for_a_clip_are_left_out_not_fatal(tiny_run, tiny_prepared, tmp_path,
+                                                            caplog):
+    import json
+
+    from eval_helpers import run_in_process
+
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = json.loads((tiny_prepared / "manifest.json").read_text())
+    by_split: dict[str, list] = {}
+    for entry in manifest["written"]:
+        by_split.setdefault(entry["split"], []).append(entry)
+    short_query, short_distractor = by_split["test"][0], by_split["train"][0]
+    for entry in (short_query, short_distractor):
+        entry["duration"] = 0.2  # Under one 0.5 s clip (4 frames at 8 fps).
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "f.json"
+    code, _, err = run_in_process(
+        "eval_fingerprint", f"--checkpoint={tiny_run}", f"--data={data}",
+        "--distortions=brightness", "--num_clips=2", f"--output_json={out}",
+        f"--work_dir={tmp_path / 'work'}")
+    assert code == 0, err
+    assert caplog.messages[:2] == [
+        f"1 query video(s) shorter than 0.68 s left out (e.g. {short_query['path']})",
+        f"1 distractor video(s) shorter than 0.50 s left out (e.g. {short_distractor['path']})"]
+    assert json.loads(out.read_text())["pretrained"]["brightness"]["top1"] in (0.0, 1.0)
+    assert len(list((tmp_path / "work").iterdir())) == 1  # one query left: one copy
+    for entry in by_split["test"]:
+        entry["duration"] = 0.2
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_in_process("eval_fingerprint", f"--checkpoint={tiny_run}",
+                                  f"--data={data}", "--distortions=brightness")
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: no video in split 'test' of {data} is long enough to query with (0.68 s: "
+        "one clip, also 10% faster); give longer videos")

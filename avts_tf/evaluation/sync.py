@@ -138,5 +138,7 @@ def evaluate_sync(
     for kind in kinds:
         out[f"pairs_{kind}"] = int(model.objective.kind_accuracy[kind].neg_count.numpy())
     if out["pairs_easy"] == 0:
-        raise BadInput(f"split {split!r} of {data_dir} gives no out-of-sync pair (one video?)")
+        raise BadInput(f"split {split!r} of {data_dir} gives no out-of-sync pair (easy "
+                       "negatives need two or more videos long enough for a clip); pass a "
+                       "--split with more videos or re-prepare with a larger --test_fraction")
     return out

@@ -351,3 +351,33 @@ def test_audio_far_shorter_than_the_video_is_named(tmp_path):
     assert not media.audio[4800:].any() and media.audio.shape == (48000,)
     assert media.warnings == ["the audio covers 0.30 s of the 3.00 s of video; the rest is "
                               "silence"]
+
+
+def test_a_cut_of_a_file_without_an_index_starts_at_a_key_frame(tmp_path):
+    # MPEG-TS seeks to any packet: frames decoded before the next key frame lack their
+    # references. The cut must hold the frames a whole decode holds at the same times.
+    path = tmp_path / "camera.ts"
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("libx264", rate=25)
+        video.width = video.height = 64
+        video.codec_context.gop_size = 50
+        audio = c.add_stream("aac", rate=16000, layout="mono")
+        for k in range(300):  # 12 s; each frame its own level and a moving bar
+            pixels = np.full((64, 64, 3), 20 + (k % 100) * 2, np.uint8)
+            pixels[:, k % 64] = 255
+            c.mux(video.encode(av.VideoFrame.from_ndarray(pixels, "rgb24")))
+        c.mux(video.encode())
+        tone = (0.3 * np.sin(np.arange(12 * 16000) / 9.0)).astype(np.float32)
+        for s in range(0, len(tone), 1024):
+            frame = av.AudioFrame.from_ndarray(tone[None, s:s + 1024], format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 16000, s
+            c.mux(audio.encode(frame))
+        c.mux(audio.encode())
+    whole = decode_media(path, fps=25, short_side=32, sample_rate=16000)
+    for start in (5.0, 7.2):
+        cut = decode_media(path, fps=25, short_side=32, sample_rate=16000, start=start,
+                           end=start + 2.0)
+        first = round(start * 25)
+        assert cut.jpeg_frames == whole.jpeg_frames[first:first + 50], start
+        np.testing.assert_array_equal(cut.audio, whole.audio[first * 640:(first + 50) * 640])

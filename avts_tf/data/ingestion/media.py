@@ -505,15 +505,25 @@ def decode_media(
         MediaError: When the file cannot be ingested; its ``reason`` is one line.
     """
     path = os.fspath(path)
-    container = _open(path)
-    try:
-        return _decode(container, fps=fps, short_side=short_side, sample_rate=sample_rate,
-                       jpeg_quality=jpeg_quality, video_stream=video_stream,
-                       audio_stream=audio_stream, require_audio=require_audio,
-                       require_video=require_video, start=start, end=end,
-                       decode_threads=decode_threads)
-    finally:
-        container.close()
+    # A cut decodes from a seek this many seconds before its start; ``None``: from the file's
+    # start. The next one is tried when the seek lands after the cut's first key frame.
+    for seek_back in ((0.0, 10.0, 60.0, None) if start else (None,)):
+        container = _open(path)
+        try:
+            return _decode(container, fps=fps, short_side=short_side, sample_rate=sample_rate,
+                           jpeg_quality=jpeg_quality, video_stream=video_stream,
+                           audio_stream=audio_stream, require_audio=require_audio,
+                           require_video=require_video, start=start, end=end,
+                           decode_threads=decode_threads, seek_back=seek_back)
+        except _SeekMissed:
+            continue
+        finally:
+            container.close()
+    raise AssertionError("unreachable: the last try decodes from the file's start")
+
+
+class _SeekMissed(Exception):
+    """After a seek, the first key frame comes after the cut's start (or never comes)."""
 
 
 def probe_duration(path: str | os.PathLike) -> float | None:
@@ -543,7 +553,7 @@ def _check_is_media(container) -> None:
 
 def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
             audio_stream, require_audio, require_video, start, end,
-            decode_threads) -> DecodedMedia:
+            decode_threads, seek_back=None) -> DecodedMedia:
     _check_is_media(container)
     if not container.streams:
         raise MediaError("zero_length", "zero-length clip: the file holds no stream with data "
@@ -568,11 +578,17 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
         origin = 0.0
     t0 = origin + (start or 0.0)
     t_end = origin + end if end is not None else None
-    if start:
+    sought = False
+    if start and seek_back is not None:
         try:
-            container.seek(int(t0 / main.time_base), stream=main, backward=True)
+            container.seek(int(max(t0 - seek_back, 0.0) / main.time_base), stream=main,
+                           backward=True)
+            sought = True
         except av.FFmpegError:
             pass  # Decode from the beginning instead.
+    # Containers without an index (MPEG-TS, AVCHD) seek to any packet, not a key frame:
+    # the frames decoded before the first key frame lack their references (grey garbage).
+    awaiting_key = sought and vstream is not None
 
     result = DecodedMedia()
     sampler = None
@@ -606,6 +622,12 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
                 continue
             for frame in decoded:
                 if sampler is not None and packet.stream is vstream:
+                    if awaiting_key:
+                        if not frame.key_frame:
+                            continue
+                        awaiting_key = False
+                        if frame.time is not None and float(frame.time) > t0 + _EPS:
+                            raise _SeekMissed
                     sampler.push(frame)
                 elif collector is not None:
                     collector.push(frame)
@@ -613,6 +635,8 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
                 break
     except (av.FFmpegError, OSError, ValueError) as err:
         result.warnings.append(f"read error, kept what was decoded: {_one_line(err)}")
+    if awaiting_key:
+        raise _SeekMissed  # No key frame after the seek: decode from further back.
     if errors > 1:
         result.warnings.append(f"{errors} packets failed to decode")
 

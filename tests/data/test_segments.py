@@ -275,13 +275,13 @@ def test_the_hard_limit_counts_per_piece_while_a_worker_writes_pieces(tmp_path, 
     import threading
     import time
 
-    monkeypatch.setattr(prepare, "HARD_LIMIT_MARGIN_S", 0.0)  # hard limit: 2 x 0.5 s
+    monkeypatch.setattr(prepare, "HARD_LIMIT_MARGIN_S", 0.0)  # hard limit: 2 x 1 s
     long = sources.SourceItem(str(tmp_path / "long.mkv"), "clips/long.mkv", "clips")
     other = sources.SourceItem(str(tmp_path / "other.mkv"), "clips/other.mkv", "clips")
     spill = tmp_path / f"{prepare._spill_prefix(long)}0.tmp-1"
 
     def worker(future, beats: int) -> None:
-        for k in range(beats):  # a piece every 0.3 s, 2.4 s in all
+        for k in range(beats):  # a piece every 0.3 s, 3 s in all
             time.sleep(0.3)
             spill.write_bytes(b"x" * (k + 1))
         future.set_result("records")
@@ -291,11 +291,11 @@ def test_the_hard_limit_counts_per_piece_while_a_worker_writes_pieces(tmp_path, 
         threading.Thread(target=worker, args=(future, beats), daemon=True).start()
         return future
 
-    assert prepare._result(started(8), long, 0.5, str(tmp_path)) == "records"
+    assert prepare._result(started(10), long, 1.0, str(tmp_path)) == "records"
     with pytest.raises(concurrent.futures.TimeoutError):  # another file's pieces
-        prepare._result(started(8), other, 0.5, str(tmp_path))
+        prepare._result(started(10), other, 1.0, str(tmp_path))
     with pytest.raises(concurrent.futures.TimeoutError):  # no spill folder: no heartbeat
-        prepare._result(started(8), long, 0.5, None)
+        prepare._result(started(10), long, 1.0, None)
 
 
 def test_a_full_disk_while_spilling_leaves_no_spill_file(long_file, tmp_path, monkeypatch):

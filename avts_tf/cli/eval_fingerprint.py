@@ -58,16 +58,17 @@ def _main(argv: list[str]) -> int:
     found = manifest.Manifest.read(data)
     description = checkpoint.run_description(FLAGS.checkpoint)
     window_s = description.clip_spec.window_seconds(description.fps)
-    if not found.records(FLAGS.query_split):
+    queries = found.records(FLAGS.query_split)
+    if not queries:
         raise BadInput(f"no videos in split {FLAGS.query_split!r} of {data}; splits: "
                        f"{', '.join(found.split_names)}")
-    originals = _long_enough(found.records(FLAGS.query_split),
-                             fingerprint.shortest_query_s(window_s, description.fps), "query")
+    query_s = fingerprint.shortest_query_s(window_s, description.fps)
+    originals = _long_enough(queries, query_s, "query")
     distractors = _long_enough(found.records(FLAGS.distractor_split), window_s, "distractor")
     if not originals:
         raise BadInput(f"no video in split {FLAGS.query_split!r} of {data} is long enough to "
-                       f"query with ({fingerprint.shortest_query_s(window_s, description.fps):.2f}"
-                       " s: one clip, also 10% faster); give longer videos")
+                       f"query with ({query_s:.2f} s: one clip, also 10% faster); give longer "
+                       "videos")
     missing = [str(p) for p in [*originals, *distractors] if not p.is_file()]
     if missing:
         raise BadInput(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
@@ -115,11 +116,13 @@ def _long_enough(entries, seconds: float, role: str) -> list:
 
     from absl import logging
 
-    short = [e for e in entries if 0 < e.duration < seconds]
+    kept, short = [], []
+    for entry in entries:
+        (short if 0 < entry.duration < seconds else kept).append(entry)
     if short:
         logging.warning("%d %s video(s) shorter than %.2f s left out (e.g. %s)", len(short),
                         role, seconds, short[0].path)
-    return [Path(e.path) for e in entries if e not in short]
+    return [Path(e.path) for e in kept]
 
 
 main = app.entry_point(_main)

@@ -305,10 +305,11 @@ class _AudioCollector:
         undecodable packet, a recorder's pause) all later audio would move early by the
         gap and out of sync with the video.
         """
-        drift = t - self.time()
+        reached = self.time()
+        drift = t - reached
         if abs(drift) <= _AUDIO_SLACK_S or abs(drift) > _AUDIO_MAX_GAP_S:
             return  # In sync, or a timestamp jump (a reset) no silence should fill.
-        self.gaps.append((self.time(), drift))
+        self.gaps.append((reached, drift))
         samples = round(abs(drift) * self.sample_rate)
         if drift > 0:
             self.chunks.append(np.zeros([samples], np.int16))

@@ -388,3 +388,14 @@ def test_a_written_files_warnings_are_logged_like_a_skipped_files_reason(caplog)
         prepare.log_outcome({"path": "b.mp4", "reason": "no audio stream"}, None)
     assert caplog.messages == ["a.mp4: late audio", "a.mp4: short audio",
                                "skipped b.mp4: no audio stream"]
+
+
+def test_a_folder_is_guessed_fsdd_only_when_it_holds_nothing_but_fsdd_recordings(tmp_path):
+    touch(tmp_path, "0_george_0.wav", "1_george_5.wav", ".DS_Store")
+    assert sources.detect_layout(tmp_path) == "fsdd"
+    (tmp_path / "holiday.mp4").touch()  # The FSDD layout would leave it out unlisted.
+    assert sources.detect_layout(tmp_path) == "folder"
+    assert {it.id for it in sources.discover(tmp_path)[1]} >= {"holiday.mp4", "0_george_0.wav"}
+    (tmp_path / "holiday.mp4").unlink()
+    touch(tmp_path, "cats/a.mp4")  # A label sub-folder.
+    assert sources.detect_layout(tmp_path) == "folder"

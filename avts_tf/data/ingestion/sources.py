@@ -461,11 +461,20 @@ def detect_layout(input_path: str | os.PathLike) -> str:
     if next(path.glob("*_test_split1.txt"), None) or next(path.glob("*/*_test_split1.txt"),
                                                           None):
         return "hmdb51"
-    folder = path / "recordings" if (path / "recordings").is_dir() else path
-    names = [p.name for p in folder.iterdir() if p.suffix.lower() == ".wav"][:50]
-    if names and all(_FSDD_RE.match(n) for n in names):
+    if _is_fsdd_folder(path / "recordings" if (path / "recordings").is_dir() else path):
         return "fsdd"
     return "folder"
+
+
+def _is_fsdd_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds FSDD recordings and nothing else (hidden entries aside).
+
+    The FSDD layout reads only ``{digit}_{speaker}_{index}.wav`` names, so a folder with
+    anything else (a video, a label sub-folder) is a plain folder: guessing FSDD there
+    would leave the other files out unlisted.
+    """
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return bool(entries) and all(p.is_file() and _FSDD_RE.match(p.name) for p in entries)
 
 
 def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int = 1,

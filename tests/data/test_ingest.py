@@ -399,3 +399,26 @@ def test_a_folder_is_guessed_fsdd_only_when_it_holds_nothing_but_fsdd_recordings
     (tmp_path / "holiday.mp4").unlink()
     touch(tmp_path, "cats/a.mp4")  # A label sub-folder.
     assert sources.detect_layout(tmp_path) == "folder"
+
+
+BOM = "\ufeff"  # Excel's "CSV UTF-8" and Windows Notepad start a file with it.
+
+
+def test_lists_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    touch(tmp_path, "v/a.mp4", "videos/abc_000010_000020.mp4")
+    media_list = tmp_path / "media.csv"
+    media_list.write_text(BOM + "path,label\r\nv/a.mp4,cat\r\n", encoding="utf-8")
+    assert sources.detect_layout(media_list) == "csv"
+    assert [(it.id, it.label) for it in sources.discover(media_list)[1]] == [("v/a.mp4", "cat")]
+    kinetics = tmp_path / "kinetics.csv"
+    kinetics.write_text(BOM + "label,youtube_id,time_start,time_end\nabseiling,abc,10,20\n",
+                        encoding="utf-8")
+    assert sources.detect_layout(kinetics) == "youtube"
+    assert [(it.id, it.label) for it in sources.discover(kinetics)[1]] == [
+        ("abc_000010_000020", "abseiling")]
+    esc50 = tmp_path / "esc50"
+    touch(esc50, "audio/1-100-A-0.wav")
+    (esc50 / "meta").mkdir()
+    (esc50 / "meta" / "esc50.csv").write_text(
+        BOM + "filename,fold,target,category\n1-100-A-0.wav,1,0,dog\n", encoding="utf-8")
+    assert [(it.label, it.split) for it in sources.discover(esc50)[1]] == [("dog", "fold1")]

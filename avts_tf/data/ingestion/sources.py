@@ -215,7 +215,7 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
 
 
 def _read_lines(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -228,7 +228,7 @@ def list_esc50(root: str | os.PathLike) -> list[SourceItem]:
     """ESC-50: ``meta/esc50.csv`` + ``audio/*.wav``; splits ``fold1`` .. ``fold5``."""
     root = Path(root).resolve()
     items = []
-    with open(root / "meta" / "esc50.csv", newline="", encoding="utf-8") as f:
+    with open(root / "meta" / "esc50.csv", newline="", encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
             path = root / "audio" / row["filename"]
             items.append(SourceItem(str(path), f"audio/{row['filename']}", row["category"],
@@ -355,7 +355,7 @@ def _pick(row: dict, names: tuple[str, ...]) -> str | None:
 
 def _youtube_rows(csv_path: Path) -> list[dict]:
     """Rows of a Kinetics (header), AudioSet (``# YTID, ...``) or VGGSound (no header) CSV."""
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         lines = [line for line in f if line.strip()]
     header = None
     body = []
@@ -436,7 +436,7 @@ def detect_layout(input_path: str | os.PathLike) -> str:
     if path.is_file() and path.suffix.lower() not in (".csv", ".txt", ".tsv"):
         return "file"  # one media file (any container FFmpeg reads)
     if path.is_file():
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             head = [line for line in (f.readline() for _ in range(5)) if line.strip()]
         first = head[0].lstrip("#").lower() if head else ""
         fields = [x.strip().strip('"') for x in first.split(",")]

@@ -201,6 +201,10 @@ def test_skip_reasons(tmp_path):
     text.write_text("this is not a video\n" * 20)
     assert skip_kind(text) == "not_media"
     assert skip_kind(tmp_path / "missing.mp4") == "missing"
+    folder = tmp_path / "clips.mp4"  # A folder listed as a file.
+    folder.mkdir()
+    with pytest.raises(MediaError, match=r"^a folder, not a media file \(list the files"):
+        decode_media(folder)
     for faststart in (True, False):
         full = write_media(tmp_path / "full.mp4", seconds=2, vcodec="libx264", acodec="aac",
                            faststart=faststart)

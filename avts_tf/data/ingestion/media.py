@@ -435,20 +435,25 @@ def _container_name(path: str) -> str | None:
 
 
 def _open(path: str) -> av.container.InputContainer:
+    if os.path.isdir(path):
+        raise MediaError("unreadable", "a folder, not a media file (list the files inside it, "
+                                       "or give the folder itself as the input)")
     try:
         size = os.path.getsize(path)
     except FileNotFoundError as err:
         raise MediaError("missing", "file not found (fix the path in the list or restore "
                                     "the file)") from err
     except OSError as err:
-        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)}") from err
+        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)} (check the "
+                                       "path and its permissions)") from err
     if size == 0:
         raise MediaError("zero_byte", "zero-byte file (the copy or download is empty; fetch it "
                                       "again)")
     try:
         _check_mp4_boxes(path, size)
     except OSError as err:
-        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)}") from err
+        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)} (check the "
+                                       "file's permissions)") from err
     try:
         return av.open(path, metadata_errors="replace")
     except av.EOFError as err:

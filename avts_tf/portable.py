@@ -25,13 +25,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
+from avts_tf.backbones.layers import (
+    FusedBatchNormalization,
+    UnfusedZeroPadding2D,
+    UnfusedZeroPadding3D,
+    VideoConv3D,
+)
 from avts_tf.errors import RunInterrupted, UserError
 
 #: Fast training layer -> the stock Keras layer with the same weights and outputs.
 STOCK_LAYERS: dict[type, type] = {
     VideoConv3D: keras.layers.Conv3D,
     FusedBatchNormalization: keras.layers.BatchNormalization,
+    UnfusedZeroPadding2D: keras.layers.ZeroPadding2D,
+    UnfusedZeroPadding3D: keras.layers.ZeroPadding3D,
 }
 
 

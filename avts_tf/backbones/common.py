@@ -13,7 +13,12 @@ from collections.abc import Iterator, Sequence
 
 import keras
 
-from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
+from avts_tf.backbones.layers import (
+    FusedBatchNormalization,
+    UnfusedZeroPadding2D,
+    UnfusedZeroPadding3D,
+    VideoConv3D,
+)
 
 # torchvision's BatchNorm defaults: eps 1e-5, momentum 0.1 (PyTorch) == 0.9 (Keras).
 BN_EPSILON = 1e-5
@@ -91,7 +96,9 @@ def torch_conv(
     pads ``k // 2 - 1`` before and ``k // 2`` after (0/1 for 3, 2/3 for 7), PyTorch
     ``k // 2`` on both sides: the outputs have the same shape but sample positions one
     input pixel apart, so a strided conv here pads explicitly (a ``ZeroPadding`` layer
-    named ``{name}_pad``) and then convolves ``valid``. The conv layer is named ``name``.
+    named ``{name}_pad``; :class:`~avts_tf.backbones.layers.UnfusedZeroPadding3D` or its 2D
+    form, which grappler leaves unfused) and then convolves ``valid``. The conv layer is
+    named ``name``.
 
     Args:
         x: Input, ``(B, ..., C)``; its rank sets Conv2D or Conv3D.
@@ -106,7 +113,10 @@ def torch_conv(
         raise ValueError(f"torch_conv needs odd kernels, got {kernel}")
     if all(s == 1 for s in stride) or all(k == 1 for k in kernel):
         return conv(rank, filters, kernel, stride, name=name)(x)  # same == PyTorch's here
-    pad_cls = {2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}[rank]
+    if _FAST_KERNELS.get():
+        pad_cls = {2: UnfusedZeroPadding2D, 3: UnfusedZeroPadding3D}[rank]
+    else:
+        pad_cls = {2: keras.layers.ZeroPadding2D, 3: keras.layers.ZeroPadding3D}[rank]
     x = pad_cls(tuple((k // 2, k // 2) for k in kernel), name=f"{name}_pad")(x)
     return conv(rank, filters, kernel, stride, name=name, padding="valid")(x)
 

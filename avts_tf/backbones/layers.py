@@ -10,6 +10,12 @@ checkpoints and parameter counts are unchanged; only the kernels called differ.
 * :class:`FusedBatchNormalization` is a ``BatchNormalization`` whose training step uses
   TensorFlow's fused kernel (one pass for statistics, normalisation and the moving
   average update) instead of Keras 3's unfused moments + arithmetic.
+* :class:`UnfusedZeroPadding2D` / :class:`UnfusedZeroPadding3D` pad as TensorFlow's
+  ``PadV2`` op instead of ``Pad``. Grappler's remapper fuses a ``Pad`` into the
+  convolution after it; in a train step the convolution's gradient still reads the
+  removed ``Pad``'s shape, the rewrite fails, TensorFlow logs ``E... remapper failed:
+  INVALID_ARGUMENT: Mutation::Apply error`` and drops every remapper rewrite of the step.
+  ``PadV2`` is not fused, so the other rewrites stay and the log stays clean.
 
 On CPU the largest lever is outside these layers: TensorFlow enables oneDNN by default
 only on CPUs with AVX-512 class features. Elsewhere (e.g. AVX2-only AMD EPYC) set
@@ -101,3 +107,24 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
         self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         return tf.cast(tf.reshape(y, shape), self.compute_dtype)
+
+
+class _PadV2Mixin:
+    """Channels-last zero padding as ``PadV2`` (see the module docstring)."""
+
+    def call(self, inputs: Any) -> Any:  # noqa: D102
+        if self.data_format != "channels_last":
+            return super().call(inputs)
+        paddings = [[0, 0], *(list(pair) for pair in self.padding), [0, 0]]
+        return tf.raw_ops.PadV2(input=inputs, paddings=paddings,
+                                constant_values=tf.zeros([], inputs.dtype))
+
+
+@keras.saving.register_keras_serializable(package="avts_tf")
+class UnfusedZeroPadding2D(_PadV2Mixin, keras.layers.ZeroPadding2D):
+    """``ZeroPadding2D`` (same config and outputs) that grappler does not fuse."""
+
+
+@keras.saving.register_keras_serializable(package="avts_tf")
+class UnfusedZeroPadding3D(_PadV2Mixin, keras.layers.ZeroPadding3D):
+    """``ZeroPadding3D`` (same config and outputs) that grappler does not fuse."""

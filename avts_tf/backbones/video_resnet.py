@@ -17,7 +17,8 @@ Follows ``torchvision/models/video/resnet.py`` layer for layer, channels last:
 Padding is PyTorch's (``kernel_size // 2`` on both sides of every dimension,
 :func:`avts_tf.backbones.common.torch_conv`): stride-1 convs use ``same`` padding,
 which is the same for odd kernels, and strided convs pad explicitly (a
-``ZeroPadding3D`` layer ``<conv name>_pad``) then convolve ``valid``, because ``same``
+``ZeroPadding3D`` layer ``<conv name>_pad``, as
+:class:`~avts_tf.backbones.layers.UnfusedZeroPadding3D`) then convolve ``valid``, because ``same``
 at stride 2 pads 0 before / 1 after on even sizes (a half-pixel shift against
 PyTorch). So torchvision weights give torchvision's outputs at any clip size:
 :mod:`avts_tf.backbones.torchvision_import` converts them. Towers saved as ``.keras``

@@ -6,7 +6,12 @@ import pytest
 import tensorflow as tf
 
 from avts_tf.backbones import common, torch_param_count
-from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
+from avts_tf.backbones.layers import (
+    FusedBatchNormalization,
+    UnfusedZeroPadding2D,
+    UnfusedZeroPadding3D,
+    VideoConv3D,
+)
 from avts_tf.registry import BACKBONES
 
 RNG = np.random.default_rng(0)
@@ -101,10 +106,60 @@ def test_stock_layers_have_identical_weights():
     fast = BACKBONES.build("mc3_18", **kwargs)
     with common.stock_keras_layers():
         stock = BACKBONES.build("mc3_18", **kwargs)
-    assert not any(isinstance(la, FusedBatchNormalization | VideoConv3D) for la in stock.layers)
+    fast_kinds = FusedBatchNormalization | VideoConv3D | UnfusedZeroPadding3D
+    assert not any(isinstance(la, fast_kinds) for la in stock.layers)
     assert any(isinstance(la, VideoConv3D) for la in fast.layers)
     assert [w.shape for w in fast.weights] == [w.shape for w in stock.weights]
     assert torch_param_count(fast) == torch_param_count(stock)
     stock.set_weights(fast.get_weights())
     x = RNG.standard_normal((2, 4, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(fast(x), stock(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cls, stock, shape, padding", [
+    (UnfusedZeroPadding3D, keras.layers.ZeroPadding3D, (2, 3, 5, 6, 2), ((1, 1), (3, 3), (2, 0))),
+    (UnfusedZeroPadding2D, keras.layers.ZeroPadding2D, (2, 5, 6, 2), ((3, 3), (1, 2))),
+])
+def test_unfused_zero_padding_is_stock_zero_padding(cls, stock, shape, padding):
+    x = RNG.standard_normal(shape).astype("float32")
+    layer = cls(padding)
+    np.testing.assert_array_equal(layer(x), stock(padding)(x))
+    assert layer.get_config() == {**stock(padding).get_config(), "name": layer.name}
+    inputs = keras.Input((None,) * (len(shape) - 2) + (2,))  # dynamic shapes
+    np.testing.assert_array_equal(keras.Model(inputs, cls(padding)(inputs))(x), layer(x))
+    mixed = cls(padding, dtype="mixed_bfloat16")(x)
+    assert mixed.dtype == tf.bfloat16
+    np.testing.assert_array_equal(mixed, tf.cast(layer(x), tf.bfloat16))
+
+
+TRAIN_STEP_SCRIPT = """
+import keras, numpy as np, tensorflow as tf
+from avts_tf.registry import BACKBONES
+from avts_tf.backbones import video_resnet  # noqa: F401
+tower = BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, depths=(1, 1, 1, 1))
+optimizer = keras.optimizers.SGD(0.1)
+x = tf.constant(np.random.default_rng(0).random((2, 4, 32, 32, 3), np.float32))
+@tf.function
+def step():
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tower(x, training=True) ** 2)
+    optimizer.apply(tape.gradient(loss, tower.trainable_variables), tower.trainable_variables)
+    return loss
+step()
+print("stepped")
+"""
+
+
+def test_a_train_step_of_a_tower_with_strided_convs_is_fully_optimized():
+    """Grappler's remapper rewrites the whole step: with ``Pad`` layers before the strided
+    convs it failed (``remapper failed: INVALID_ARGUMENT``, logged on every run) and
+    dropped all its rewrites."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-c", TRAIN_STEP_SCRIPT], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "stepped" in done.stdout, done.stderr[-2000:]
+    assert "remapper failed" not in done.stderr, done.stderr[-2000:]

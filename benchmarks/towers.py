@@ -39,6 +39,8 @@ logs ``remapper failed`` on the stem's explicit ``Pad`` (its gradient's ``ShapeN
 Pad that the Pad+Conv fusion removes), so that pass is dropped for the whole graph; with
 ``same`` padding instead (wrong sample positions, for the experiment only) the remapper ran
 and the step measured 1.76 against 1.62 (1.08x): the failed pass costs nothing measurable.
+Since 2026-12-05 those pads are ``PadV2`` (``layers.UnfusedZeroPadding3D``), which the
+remapper does not fuse: the log line is gone and the remapper's other rewrites run.
 """
 
 from __future__ import annotations

@@ -80,6 +80,14 @@ the 2026-12-01 rows' (2-core AMD EPYC, Zen 4: AVX-512 with bf16/VNNI, no AMX); a
     AVTS  mc3_18  1.56 (1.55-1.59)    1.43 (1.42-1.47)    1.09x   (12-01, AVX-512/AMX: 1.26x)
     TSSL  quickstart (--steps 20 --rounds 5)  295.0 (262.7-307.0)  274.1 (261.2-274.9)  1.08x
 
+After the pads became ``PadV2`` (grappler's remapper no longer fails on the step),
+2026-12-05, same Zen 4 machine, alone, ``--task both --configs quickstart --threads 2 --xla
+off --steps 20 --rounds 5``::
+
+    task  config      avts_tf clips/s        torch clips/s          ratio
+    AVTS  quickstart  271.1 (241.4-287.9)    205.7 (183.1-218.9)    1.32x
+    TSSL  quickstart  297.8 (296.6-300.7)    265.7 (258.3-267.1)    1.12x
+
 On this CPU PyTorch's mc3_18 step is 42% faster than on the AMX machine and avts_tf's 24%,
 so the AVTS ratio fell from 1.26x to 1.09x with no change to the step; the video tower
 alone (``benchmarks/towers.py``) measures 1.10x here. ``--onednn off`` gives 0.51x.

@@ -41,7 +41,8 @@ from avts_tf.errors import RunInterrupted, UserError
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names; "
                     "--test_fraction held out), one media file, CSV with header "
-                    "path,label[,split], or a dataset root / list in a --layout.")
+                    "path,label[,split][,start,end] (relative paths from the CSV's folder), "
+                    "or a dataset root / list in a --layout.")
 flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
 flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layout; auto guesses "
                   "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")

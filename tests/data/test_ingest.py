@@ -422,3 +422,15 @@ def test_lists_saved_with_a_byte_order_mark_read_as_without(tmp_path):
     (esc50 / "meta" / "esc50.csv").write_text(
         BOM + "filename,fold,target,category\n1-100-A-0.wav,1,0,dog\n", encoding="utf-8")
     assert [(it.label, it.split) for it in sources.discover(esc50)[1]] == [("dog", "fold1")]
+
+
+def test_a_list_written_from_the_current_folder_is_refused_naming_the_fix(tmp_path, monkeypatch):
+    touch(tmp_path, "clips/a.mp4", "lists/b.mp4")
+    (tmp_path / "lists" / "mine.csv").write_text("path,label\nclips/a.mp4,cat\nb.mp4,dog\n")
+    monkeypatch.chdir(tmp_path)  # clips/a.mp4 exists from here, not from lists/.
+    with pytest.raises(ValueError, match=r"1 relative path\(s\) are not in the list's folder .*"
+                                         r"\(first: 'clips/a.mp4'\); relative paths in a list"):
+        sources.list_csv("lists/mine.csv")
+    monkeypatch.chdir(tmp_path / "lists")  # From the list's folder nothing is ambiguous.
+    (tmp_path / "lists" / "mine.csv").write_text("path,label\n../clips/a.mp4,cat\nb.mp4,dog\n")
+    assert [it.label for it in sources.list_csv("mine.csv")] == ["cat", "dog"]

@@ -179,11 +179,13 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
     """Rows of a CSV with header ``path,label[,split][,start,end]``.
 
     Paths are relative to the CSV's folder or absolute. A missing or empty split is
-    ``"train"``.
+    ``"train"``. A list whose relative paths are missing from its folder but exist from
+    the current folder is refused, naming the first (the paths were written from there).
     """
     csv_path = Path(csv_path).resolve()
     root = csv_path.parent
     items = []
+    from_cwd: list[str] = []  # Relative paths missing from the list's folder, found from here.
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         fields = [name.strip() for name in reader.fieldnames or []]
@@ -197,6 +199,8 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
             if not raw:
                 continue
             path = (root / raw).resolve() if not os.path.isabs(raw) else Path(raw)
+            if not os.path.isabs(raw) and not path.exists() and Path(raw).exists():
+                from_cwd.append(raw)
             split = (row.get("split") or "").strip() or "train"
             # The same file twice in one split (across splits: splits.check_disjoint).
             key = (os.path.realpath(path), split, _float_or_none(row.get("start")),
@@ -211,6 +215,11 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
                 _check_split(split, f"{csv_path}:{line}"),
                 _float_or_none(row.get("start")), _float_or_none(row.get("end")),
             ))
+    if from_cwd:
+        raise ValueError(
+            f"{csv_path}: {len(from_cwd)} relative path(s) are not in the list's folder "
+            f"{root} but exist from the current folder (first: {from_cwd[0]!r}); relative "
+            "paths in a list are read from its folder: write them relative to it or absolute")
     return sort_items(items)
 
 

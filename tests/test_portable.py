@@ -14,8 +14,12 @@ from tiny import FPS, SPEC
 
 from avts_tf import portable
 from avts_tf.backbones import audio, i3d, video_resnet
-from avts_tf.backbones.layers import FusedBatchNormalization, VideoConv3D
-from avts_tf.evaluation import features, records_io
+from avts_tf.backbones.layers import (
+    FusedBatchNormalization,
+    UnfusedZeroPadding3D,
+    VideoConv3D,
+)
+from avts_tf.evaluation import checkpoint, features, finetune, records_io
 
 VIDEO = (4, 32, 32, 3)
 
@@ -118,3 +122,28 @@ def test_a_file_without_audio_gets_the_fix_a_tool_user_can_apply(tmp_path):
         portable.media_record(path, description)
     assert str(caught.value) == (f"{path}: no audio stream; the towers need its video and "
                                  "audio: give a file with both")
+
+
+def _layer_kinds(model: keras.Model) -> set[type]:
+    kinds = set()
+    for layer in model.layers:
+        kinds.add(type(layer))
+        if isinstance(layer, keras.Model):
+            kinds |= _layer_kinds(layer)
+    return kinds
+
+
+def test_a_loaded_tower_is_fine_tuned_with_the_fast_layers_and_saved_with_stock_ones(tmp_path):
+    keras.utils.set_random_seed(0)
+    tower = video_resnet.mc3_18(input_shape=VIDEO, width=4, depths=(1, 1, 1, 1))
+    x = np.random.default_rng(2).random((2, *VIDEO), np.float32)
+    tower(x, training=True)  # moves BatchNorm statistics away from their initial values
+    portable.save_tower(tower, tmp_path / "video_tower.keras")
+    loaded = checkpoint.load_tower(tmp_path / "video_tower.keras", "video")
+    assert {VideoConv3D, FusedBatchNormalization, UnfusedZeroPadding3D} <= _layer_kinds(loaded)
+    assert keras.layers.Conv3D not in _layer_kinds(loaded)
+    np.testing.assert_array_equal(loaded(x, training=False), tower(x, training=False))
+    model = finetune.classifier(loaded, 3)
+    saved = portable.portable_tower(model)  # What avts-finetune --save writes: inner towers too.
+    assert all(k.__module__.startswith("keras") for k in _layer_kinds(saved))
+    np.testing.assert_array_equal(saved({"video": x}), model({"video": x}))

@@ -128,6 +128,7 @@ def _towers(args, fps):
 def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
     import keras
 
+    from avts_tf import portable
     from avts_tf.data.manifest import Manifest
     from avts_tf.evaluation import features, finetune, records_io
 
@@ -154,7 +155,7 @@ def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
         model, data, spec, args.test_split, args.clips_per_video, fusion=args.fusion
     )
     if args.save:
-        model.save(args.save)
+        portable.portable_tower(model).save(args.save)  # Stock layers: loads without avts_tf.
     return result
 
 

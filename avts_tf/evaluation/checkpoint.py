@@ -27,6 +27,7 @@ import gin
 import keras
 from absl import logging
 
+from avts_tf import portable
 from avts_tf.data import manifest, pipeline
 from avts_tf.evaluation.errors import BadInput
 from avts_tf.run_description import FILENAME as RUN_DESCRIPTION
@@ -124,7 +125,7 @@ def _load_keras(path: Path, which: str) -> keras.Model:
     if rank != _INPUT_RANK[which]:
         other = {5: "a video", 4: "an audio"}.get(rank, "not a")
         raise BadInput(f"{path} is {other} tower, expected the {which} tower")
-    return model
+    return portable.training_tower(model)  # Saved with stock layers; fine-tuned with fast.
 
 
 def load_tower(checkpoint: str | Path, which: str) -> keras.Model:

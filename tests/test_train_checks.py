@@ -122,6 +122,36 @@ def test_an_empty_dataset_is_refused(tmp_path, tiny_prepared):
         _run(tmp_path / "run", tmp_path / "nowhere")
 
 
+def _with_entries(tmp_path, tiny_prepared, split, **fields):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for entry in manifest["written"]:
+        if entry["split"] == split:
+            entry.update(fields)
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    return data
+
+
+def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, tiny_prepared):
+    """Audio-only records (an audio collection given to train) or clips shorter than the
+    window are skipped by the pipeline: training ran on an empty stream and exported
+    untrained towers with `eval: {}`."""
+    data = _with_entries(tmp_path, tiny_prepared, "train", num_frames=0, duration=0.3)
+    with pytest.raises(UserError) as err:
+        _run(tmp_path / "run", data)
+    assert str(err.value).splitlines()[0] == (
+        f"no record of the train split 'train' of {data} holds one 0.50 s clip window (6 "
+        "record(s): 6 without video); both methods train on video with its sound: prepare "
+        "longer videos with an audio track, or shorten the clip (data.ClipSpec.num_frames)")
+    assert not (tmp_path / "run").exists()
+    shutil.rmtree(data)
+    data = _with_entries(tmp_path, tiny_prepared, "test", duration=0.25)
+    with pytest.raises(UserError, match=r"of the evaluation split 'test' .* \(2 record\(s\): "
+                                        r"2 shorter\)"):
+        _run(tmp_path / "run", data)
+
+
 def test_a_model_dir_that_is_a_file_is_refused_and_kept(tmp_path, tiny_prepared):
     target = tmp_path / "notes.txt"
     target.write_text("mine")

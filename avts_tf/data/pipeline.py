@@ -211,11 +211,14 @@ def train_dataset(
     """
     task = task or _default_task()
     spec, prepared, clips, files = _prepare(data_dir, split, spec)
-    too_short = prepared.count_shorter_than(split, spec.window_seconds(clips.fps))
+    window = spec.window_seconds(clips.fps)
+    too_short = prepared.count_shorter_than(split, window)
     if too_short:
+        no_video = sum(1 for e in prepared.records(split) if e.num_frames == 0)
         logging.warning(
-            "%d record(s) of split %r are shorter than one %.2f s clip window and are skipped.",
-            too_short, split, spec.window_seconds(clips.fps),
+            "%d record(s) of split %r are shorter than one %.2f s clip window%s and are "
+            "skipped.", too_short, split, window,
+            f" ({no_video} without video)" if no_video else "",
         )
     files, share, keep_mine = _worker_share(files, batch_size, input_context)
     expected_counts = None

@@ -40,6 +40,12 @@ def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
         pipeline.eval_dataset(tiny_prepared, 2, task=task, spec=SPEC, clips_per_video=2),
         return_dict=True, verbose=0)
     assert METRICS <= set(results)
+    test = pipeline.eval_dataset(tiny_prepared, 2, task=task, spec=SPEC, clips_per_video=2)
+    views = task.embed_views(model, test)
+    best = np.argmax(views["video"] @ views["audio"].T, axis=1)  # Each video view's top audio.
+    expected = np.mean(views["video_id"][best] == views["video_id"])
+    assert task.retrieval_r1(model, test) == pytest.approx(expected)
+    assert np.isnan(task.retrieval_r1(model, test.take(0)))  # No view: undefined, no crash.
 
 
 def test_config_round_trip():

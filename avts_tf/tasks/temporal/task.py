@@ -327,7 +327,7 @@ class TemporalContrastive(Task):
 
         Returns:
             NumPy ``video`` and ``audio`` ``[N * K, projection_dim]`` and ``video_id``
-            ``[N * K]``, one row per view.
+            ``[N * K]``, one row per view (``N = 0`` for an empty ``dataset``).
         """
         @tf.function
         def project(batch):
@@ -345,6 +345,10 @@ class TemporalContrastive(Task):
         parts = [
             {key: value.numpy() for key, value in project(batch).items()} for batch in dataset
         ]
+        if not parts:
+            dim = self.projection_dim
+            return {"video": np.zeros([0, dim], np.float32),
+                    "audio": np.zeros([0, dim], np.float32), "video_id": np.zeros([0], np.int64)}
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def retrieval_r1(self, model: keras.Model, dataset: tf.data.Dataset) -> float:

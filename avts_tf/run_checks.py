@@ -90,29 +90,14 @@ def check_clip_windows(dataset: str | os.PathLike, splits: dict[str, str],
                        window_seconds: float) -> None:
     """Refuses a dataset whose train or evaluation split holds no record of one clip window.
 
-    Such records (audio-only files, clips shorter than the window) are skipped by the
-    pipeline; with nothing else in a split, training would run on an empty stream.
-
     Args:
         dataset: Prepared dataset folder.
         splits: ``role -> split`` (``{"train": "train", "evaluation": "test"}``).
         window_seconds: Duration of one clip window at the dataset's frame rate.
     """
-    path = os.fspath(dataset)
-    found = manifest_lib.Manifest.read(path)
+    found = manifest_lib.Manifest.read(os.fspath(dataset))
     for role, split in splits.items():
-        entries = found.records(split)
-        if not entries or any(e.duration >= window_seconds for e in entries):
-            continue
-        no_video = sum(1 for e in entries if e.num_frames == 0)
-        why = ", ".join(f"{count} {kind}" for count, kind in (
-            (no_video, "without video"), (len(entries) - no_video, "shorter")) if count)
-        raise UserError(
-            f"no record of the {role} split {split!r} of {path} holds one {window_seconds:.2f} s "
-            f"clip window ({len(entries)} record(s): {why}); both methods train on video with "
-            "its sound: prepare longer videos with an audio track, or shorten the clip "
-            "(data.ClipSpec.num_frames)"
-        )
+        found.require_clip_windows(split, window_seconds, role)
 
 
 def bindings(config_text: str) -> dict[str, str]:

@@ -9,9 +9,10 @@ import subprocess
 import sys
 
 import pytest
-from tiny import REPO_ROOT, SPEC_GIN, train_tiny
+from tiny import REPO_ROOT, SPEC, SPEC_GIN, train_tiny
 
 from avts_tf import config, run_checks, train
+from avts_tf.data import pipeline
 from avts_tf.errors import UserError
 
 
@@ -145,6 +146,9 @@ def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, ti
         "record(s): 6 without video); both methods train on video with its sound: prepare "
         "longer videos with an audio track, or shorten the clip (data.ClipSpec.num_frames)")
     assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match=r"^no record of the train split 'train' of .*"
+                                        r"\(6 record\(s\): 6 without video\)"):
+        pipeline.train_dataset(data, 2, spec=SPEC)  # A user's own model.fit script.
     shutil.rmtree(data)
     data = _with_entries(tmp_path, tiny_prepared, "test", duration=0.25)
     with pytest.raises(UserError, match=r"of the evaluation split 'test' .* \(2 record\(s\): "

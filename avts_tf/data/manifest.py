@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from avts_tf import atomic
+from avts_tf.errors import UserError
 from avts_tf.evaluation.errors import BadInput
 
 FILES_PER_SHARD = 128  # Default shard size of ingestion (``IngestConfig.num_shards = None``).
@@ -387,6 +388,30 @@ class Manifest:
     def count_shorter_than(self, split: str, seconds: float) -> int:
         """Written entries of ``split`` shorter than ``seconds`` (no duration counts as 0)."""
         return sum(1 for e in self.records(split) if e.duration < seconds)
+
+    def require_clip_windows(self, split: str, seconds: float, role: str = "train") -> None:
+        """Refuses a ``split`` whose every record is shorter than one ``seconds`` clip window.
+
+        The pipelines skip such records (audio-only files among them); with nothing else in
+        the split they would stream nothing. An empty split passes (checked elsewhere).
+
+        Raises:
+            UserError: Naming the split, how many records lack video or are shorter, and
+                the fixes.
+        """
+        entries = self.records(split)
+        if not entries or any(e.duration >= seconds for e in entries):
+            return
+        no_video = sum(1 for e in entries if e.num_frames == 0)
+        why = ", ".join(f"{count} {kind}" for count, kind in (
+            (no_video, "without video"), (len(entries) - no_video, "shorter")) if count)
+        where = f" of {self.data_dir}" if self.data_dir else ""
+        raise UserError(
+            f"no record of the {role} split {split!r}{where} holds one {seconds:.2f} s clip "
+            f"window ({len(entries)} record(s): {why}); both methods train on video with its "
+            "sound: prepare longer videos with an audio track, or shorten the clip "
+            "(data.ClipSpec.num_frames)"
+        )
 
     def check_sample_rate(self, expected: int) -> None:
         """Refuses records stored at another audio rate than ``expected`` Hz.

@@ -212,6 +212,7 @@ def train_dataset(
     task = task or _default_task()
     spec, prepared, clips, files = _prepare(data_dir, split, spec)
     window = spec.window_seconds(clips.fps)
+    prepared.require_clip_windows(split, window)
     too_short = prepared.count_shorter_than(split, window)
     if too_short:
         no_video = sum(1 for e in prepared.records(split) if e.num_frames == 0)

@@ -117,8 +117,7 @@ def evaluate_sync(
     records_io.check_splits(data_dir, [split])
     prepared = Manifest.read(data_dir)
     fps = prepared.fps
-    if prepared.count_shorter_than(split, spec.window_seconds(fps)) >= prepared.num_records(split):
-        raise BadInput(f"no video of split {split!r} of {data_dir} is long enough for one clip")
+    prepared.require_clip_windows(split, spec.window_seconds(fps), "evaluation")
     features.check_sample_rate(data_dir, spec.log_mel)
     expected = tuple(model.audio_tower.inputs[0].shape[1:])
     if any(e is not None and e != g for e, g in zip(expected, spec.audio_shape(fps), strict=True)):

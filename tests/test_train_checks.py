@@ -142,13 +142,18 @@ def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, ti
     with pytest.raises(UserError) as err:
         _run(tmp_path / "run", data)
     assert str(err.value).splitlines()[0] == (
-        f"no record of the train split 'train' of {data} holds one 0.50 s clip window (6 "
-        "record(s): 6 without video); both methods train on video with its sound: prepare "
-        "longer videos with an audio track, or shorten the clip (data.ClipSpec.num_frames)")
+        f"no record of the train split 'train' of {data} holds one 0.50 s clip window of "
+        "video and audio (6 record(s): 6 without video); prepare longer videos with an audio "
+        "track, or shorten the clip (data.ClipSpec.num_frames)")
     assert not (tmp_path / "run").exists()
     with pytest.raises(UserError, match=r"^no record of the train split 'train' of .*"
                                         r"\(6 record\(s\): 6 without video\)"):
         pipeline.train_dataset(data, 2, spec=SPEC)  # A user's own model.fit script.
+    shutil.rmtree(data)
+    data = _with_entries(tmp_path, tiny_prepared, "train", num_samples=0)  # Silent videos.
+    with pytest.raises(UserError, match=r"\(6 record\(s\): 6 without audio\); prepare"):
+        _run(tmp_path / "run", data)
+    pipeline.train_dataset(data, 2, spec=SPEC, video_only=True)  # A video tower alone: fine.
     shutil.rmtree(data)
     data = _with_entries(tmp_path, tiny_prepared, "test", duration=0.25)
     with pytest.raises(UserError, match=r"of the evaluation split 'test' .* \(2 record\(s\): "

@@ -108,7 +108,7 @@ def _main(argv: list[str]) -> None:
     with contextlib.ExitStack() as stack:
         data = cli.prepared_data(cli.DataSource.from_flags(), stack,
                                  sample_rate=spec.log_mel.sample_rate,
-                                 audio_only=which == "audio")
+                                 audio_only=which == "audio", video_only=which == "video")
         if FLAGS.output:
             feats = features.tower_features(
                 tower, which, data, spec, layer=FLAGS.layer, pool=FLAGS.pool, splits=splits,

@@ -15,7 +15,10 @@ with fresh weights, taken from ``--arch CHECKPOINT`` or built by a training reci
 (``--gin_file``), or ``torchvision:ARCH:FILE.pth`` (below). Training uses random clips of
 the training split; the test accuracy averages the softmax of ``--clips_per_video``
 evenly spaced clips per video. With raw UCF101/HMDB51 folders, ``--folds 1,2,3`` runs
-the three official splits and reports mean ± std.
+the three official splits and reports mean ± std. Raw media is prepared with every video,
+sound or not (about half of UCF101's classes have none), unless ``--fusion`` needs the
+audio; a plain folder of labelled videos gets a held-out split ``test`` of 10% of each
+label, as ``avts-prepare`` does.
 
 ``--init torchvision:ARCH:FILE.pth`` starts from a torchvision ``r3d_18``, ``mc3_18`` or
 ``r2plus1d_18`` state_dict (e.g. its Kinetics-400 weights; needs
@@ -41,6 +44,7 @@ from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
 TORCHVISION = "torchvision:"
+HELD_OUT_FRACTION = 0.1  # A folder's share of each label held out as split "test".
 
 
 def _valid_init(init: str | None) -> bool:
@@ -178,8 +182,9 @@ def _main(argv: list[str]) -> None:
             prepared_dir = source.prepared_dir
             if prepared_dir and len(folds) > 1:
                 prepared_dir = f"{prepared_dir}/fold{fold}"
-            data = cli.prepared_data(
-                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack)
+            data = cli.prepared_data(  # Videos without sound count unless audio is fused.
+                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack,
+                video_only=not args.fusion, test_fraction=HELD_OUT_FRACTION)
             result = run_fold(args, data, stack)
         results.append({"fold": fold, **result})
         print(f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "

@@ -74,9 +74,12 @@ class Windows:
     last_frame: tf.Tensor
     max_audio_start: tf.Tensor
     latest_start: tf.Tensor
+    needs_audio: bool = True
 
     def fit(self) -> tf.Tensor:
-        """Whether the record holds at least one such window (of video and of audio)."""
+        """Whether the record holds at least one such window (of video, and of audio)."""
+        if not self.needs_audio:
+            return self.last_frame >= 0
         return tf.logical_and(self.last_frame >= 0, self.max_audio_start >= 0)
 
 
@@ -86,12 +89,15 @@ class Clips:
     Args:
         spec: Clip shape and audio features.
         fps: Frame rate the records were stored at.
+        video_only: Cut video clips only: windows ignore the audio (records without sound
+            count, as a video tower alone needs) and examples carry no ``audio``.
     """
 
-    def __init__(self, spec: ClipSpec, fps: float) -> None:
+    def __init__(self, spec: ClipSpec, fps: float, video_only: bool = False) -> None:
         self.spec = spec
         self.fps = float(fps)
         self.sample_rate = spec.log_mel.sample_rate
+        self.video_only = video_only
 
     def windows(self, record: Record, speed: int | tf.Tensor = 1) -> Windows:
         """Sizes (in samples and frames) of the windows ``record`` can hold.
@@ -106,6 +112,9 @@ class Clips:
         window = int(round(spec.window_seconds(self.fps) * rate))
         last_frame = record["num_frames"] - spec.num_frames * spec.frame_stride * speed
         max_audio_start = record["num_samples"] - window * speed
+        if self.video_only:
+            return Windows(window, last_frame, max_audio_start, self.frame_to_sample(last_frame),
+                           needs_audio=False)
         # The latest start frame whose aligned audio window is still inside the audio.
         audio_bound = tf.floor(tf.cast(max_audio_start, tf.float64) * self.fps / rate)
         last_frame = tf.minimum(last_frame, tf.cast(audio_bound, tf.int64))
@@ -206,14 +215,12 @@ class Clips:
 
         Returns:
             ``video``, ``audio``, ``video_start`` and ``audio_start`` (equal; samples),
-            ``video_id`` (int64 hash of the record id) and ``label`` (-1: unlabelled).
+            ``video_id`` (int64 hash of the record id) and ``label`` (-1: unlabelled);
+            ``video_only`` leaves out ``audio`` and ``audio_start``.
         """
         start = self.frame_to_sample(start_frame)
-        return {
-            "video": self.video(record, start_frame, training, seed),
-            "audio": self.audio(record, start),
-            "video_start": start,
-            "audio_start": start,
-            "video_id": records.video_id(record),
-            "label": record["label_index"],
-        }
+        example = {"video": self.video(record, start_frame, training, seed)}
+        if not self.video_only:
+            example.update(audio=self.audio(record, start), audio_start=start)
+        return {**example, "video_start": start, "video_id": records.video_id(record),
+                "label": record["label_index"]}

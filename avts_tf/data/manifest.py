@@ -389,27 +389,39 @@ class Manifest:
         """Written entries of ``split`` shorter than ``seconds`` (no duration counts as 0)."""
         return sum(1 for e in self.records(split) if e.duration < seconds)
 
-    def require_clip_windows(self, split: str, seconds: float, role: str = "train") -> None:
-        """Refuses a ``split`` whose every record is shorter than one ``seconds`` clip window.
+    def require_clip_windows(self, split: str, seconds: float, role: str = "train",
+                             needs_audio: bool = True) -> None:
+        """Refuses a ``split`` none of whose records holds one ``seconds`` clip window.
 
-        The pipelines skip such records (audio-only files among them); with nothing else in
-        the split they would stream nothing. An empty split passes (checked elsewhere).
+        The pipelines skip such records (audio-only files, and with ``needs_audio`` files
+        without sound); with nothing else in the split they would stream nothing. An empty
+        split passes (checked elsewhere).
 
         Raises:
-            UserError: Naming the split, how many records lack video or are shorter, and
-                the fixes.
+            UserError: Naming the split, how many records lack video or audio or are
+                shorter, and the fixes.
         """
         entries = self.records(split)
-        if not entries or any(e.duration >= seconds for e in entries):
+        samples = round(seconds * self.sample_rate)
+
+        def usable(entry: WrittenEntry) -> bool:
+            return entry.duration >= seconds and (
+                not needs_audio or entry.num_samples >= samples)
+
+        if not entries or any(usable(e) for e in entries):
             return
         no_video = sum(1 for e in entries if e.num_frames == 0)
+        no_audio = sum(1 for e in entries if e.num_frames and not e.num_samples) \
+            if needs_audio else 0
         why = ", ".join(f"{count} {kind}" for count, kind in (
-            (no_video, "without video"), (len(entries) - no_video, "shorter")) if count)
+            (no_video, "without video"), (no_audio, "without audio"),
+            (len(entries) - no_video - no_audio, "shorter")) if count)
         where = f" of {self.data_dir}" if self.data_dir else ""
+        wanted = "longer videos with an audio track" if needs_audio else "longer videos"
         raise UserError(
             f"no record of the {role} split {split!r}{where} holds one {seconds:.2f} s clip "
-            f"window ({len(entries)} record(s): {why}); both methods train on video with its "
-            "sound: prepare longer videos with an audio track, or shorten the clip "
+            f"window{' of video and audio' if needs_audio else ' of video'} ({len(entries)} "
+            f"record(s): {why}); prepare {wanted}, or shorten the clip "
             "(data.ClipSpec.num_frames)"
         )
 

@@ -162,11 +162,14 @@ def _default_task() -> Task:
     return Task(name="aligned_clips")
 
 
-def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None):
+def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None,
+             video_only: bool = False):
     spec = spec or ClipSpec()
     prepared = Manifest.read(data_dir)
-    prepared.check_sample_rate(spec.log_mel.sample_rate)
-    return spec, prepared, Clips(spec, prepared.fps), shard_files(data_dir, split)
+    if not video_only:
+        prepared.check_sample_rate(spec.log_mel.sample_rate)
+    clips = Clips(spec, prepared.fps, video_only=video_only)
+    return spec, prepared, clips, shard_files(data_dir, split)
 
 
 @gin.configurable(module="data")
@@ -183,6 +186,7 @@ def train_dataset(
     skip_batches: int = 0,
     input_context: tf.distribute.InputContext | None = None,
     skip_corrupted: bool = False,
+    video_only: bool = False,
 ) -> tf.data.Dataset:
     """Endless batches of the task's training examples.
 
@@ -205,14 +209,16 @@ def train_dataset(
             ``data.train_dataset.skip_corrupted = True``); the rest of its shard is skipped
             and the number of records lost is logged at each pass over that shard. Off by
             default: a corrupted shard should be rebuilt.
+        video_only: Video clips only (a video tower alone): records without sound count
+            and examples carry no audio (``clips.Clips``).
 
     Returns:
         A dataset of dict batches, ``drop_remainder=True``, after ``task.batch_examples``.
     """
     task = task or _default_task()
-    spec, prepared, clips, files = _prepare(data_dir, split, spec)
+    spec, prepared, clips, files = _prepare(data_dir, split, spec, video_only)
     window = spec.window_seconds(clips.fps)
-    prepared.require_clip_windows(split, window)
+    prepared.require_clip_windows(split, window, needs_audio=not video_only)
     too_short = prepared.count_shorter_than(split, window)
     if too_short:
         no_video = sum(1 for e in prepared.records(split) if e.num_frames == 0)
@@ -254,6 +260,7 @@ def eval_dataset(
     clips_per_video: int = 4,
     shuffle_buffer: int = 256,
     seed: int = 0,
+    video_only: bool = False,
 ) -> tf.data.Dataset:
     """Deterministic evaluation examples: ``clips_per_video`` evenly spaced per video.
 
@@ -262,10 +269,10 @@ def eval_dataset(
     records, a local one beyond, with memory bounded by the buffer) and clips are ordered
     clip-major (clip 0 of every video, then clip 1, ...), so consecutive examples come
     from different videos. The split is read once per clip position; the same arguments
-    always give the same batches.
+    always give the same batches. ``video_only``: as in :func:`train_dataset`.
     """
     task = task or _default_task()
-    spec, _, clips, files = _prepare(data_dir, split, spec)
+    spec, _, clips, files = _prepare(data_dir, split, spec, video_only)
     records_ds = _records(files, shuffle_files=False, seed=None).filter(clips.long_enough)
     records_ds = records_ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 

@@ -78,8 +78,15 @@ def prepared_data(
     stack: contextlib.ExitStack,
     sample_rate: int = DEFAULTS.sample_rate,
     audio_only: bool = False,
+    video_only: bool = False,
+    test_fraction: float | None = None,
 ) -> Path:
-    """The prepared dataset named by the data flags (raw media is prepared first)."""
+    """The prepared dataset named by the data flags (raw media is prepared first).
+
+    ``audio_only`` keeps files without video, ``video_only`` files without audio: what a
+    tool that reads one tower's modality should keep. ``test_fraction`` holds out that
+    share of each label of a folder as split ``test``.
+    """
     from avts_tf.evaluation import records_io
 
     if records_io.is_prepared(source.data):
@@ -91,7 +98,7 @@ def prepared_data(
     return records_io.ensure_prepared(
         source.data, work, layout=source.layout, fold=source.fold, sample_rate=sample_rate,
         fps=source.fps, short_side=source.short_side, audio_only=audio_only,
-        workers=source.workers,
+        video_only=video_only, test_fraction=test_fraction, workers=source.workers,
     )
 
 

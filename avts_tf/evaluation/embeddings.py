@@ -10,7 +10,6 @@ windows' start times in seconds.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import tensorflow as tf
 from avts_tf.data import pipeline
 from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
-from avts_tf.evaluation import features, records_io
+from avts_tf.evaluation import features
 from avts_tf.evaluation.errors import BadInput
 
 
@@ -29,7 +28,7 @@ def video_hop_clips_fn(
     spec: pipeline.ClipSpec, fps: float, hop_frames: int
 ) -> Callable[[dict], tf.Tensor]:
     """``record -> [W, T, S, S, 3]`` centre-cropped clips starting every ``hop_frames``."""
-    cutter = Clips(spec, fps)
+    cutter = Clips(spec, fps, video_only=True)
     signature = tf.TensorSpec(spec.video_shape(), tf.float32)
 
     def clips(record: dict) -> tf.Tensor:
@@ -93,14 +92,12 @@ def per_file_features(
         fps = Manifest.read(data_dir).fps
         if fps <= 0:
             raise BadInput(f"{data_dir} holds no video frames (audio-only records)")
-        rate = records_io.sample_rate_of(data_dir)
-        spec = dataclasses.replace(
-            spec, log_mel=dataclasses.replace(spec.log_mel, sample_rate=rate))
         hop = max(1, int(round(hop_s * fps))) if hop_s else spec.num_frames * spec.frame_stride
         info["hop_frames"] = str(hop)
-        feats = features.extract(
+        feats = features.extract(  # Video clips only: files without sound count.
             data_dir, video_hop_clips_fn(spec, fps, hop), embed, splits, batch_size,
-            keep_fn=features.long_enough_fn(spec, fps), progress=progress, info=info)
+            keep_fn=features.long_enough_fn(spec, fps, video_only=True), progress=progress,
+            info=info)
         step = hop / fps
     return feats, window_starts(feats.file_index) * step
 

@@ -188,7 +188,7 @@ def video_clips_fn(
     spec: pipeline.ClipSpec, fps: float, num_clips: int
 ) -> Callable[[dict], tf.Tensor]:
     """``record -> [num_clips, T, S, S, 3]`` evenly spaced, centre-cropped clips."""
-    cutter = Clips(spec, fps)
+    cutter = Clips(spec, fps, video_only=True)
 
     def clips(record: dict) -> tf.Tensor:
         seed = tf.zeros([2], tf.int32)
@@ -200,9 +200,10 @@ def video_clips_fn(
     return clips
 
 
-def long_enough_fn(spec: pipeline.ClipSpec, fps: float) -> Callable[[dict], tf.Tensor]:
-    """Whether a record holds one clip window of video and audio (the reader's rule)."""
-    return Clips(spec, fps).long_enough
+def long_enough_fn(spec: pipeline.ClipSpec, fps: float,
+                   video_only: bool = False) -> Callable[[dict], tf.Tensor]:
+    """Whether a record holds one clip window of video (and audio; the reader's rule)."""
+    return Clips(spec, fps, video_only=video_only).long_enough
 
 
 def extract(
@@ -347,11 +348,8 @@ def tower_features(
     fps = Manifest.read(data_dir).fps
     if fps <= 0:
         raise BadInput(f"{data_dir} holds no video frames (audio-only records)")
-    # The clip reader also cuts the aligned audio: read it at the records' rate.
-    rate = records_io.sample_rate_of(data_dir)
-    spec = dataclasses.replace(spec, log_mel=dataclasses.replace(spec.log_mel, sample_rate=rate))
     info["num_clips"] = str(num_clips)
-    return extract(
+    return extract(  # Video clips only: files without sound count.
         data_dir, video_clips_fn(spec, fps, num_clips), embed, splits, batch_size,
-        keep_fn=long_enough_fn(spec, fps), progress=progress, info=info,
+        keep_fn=long_enough_fn(spec, fps, video_only=True), progress=progress, info=info,
     )

@@ -91,7 +91,8 @@ def train_clips(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Endless ``(inputs, label, weight)`` batches of random clips; unlabelled weigh 0."""
-    data = pipeline.train_dataset(data_dir, batch_size, spec=spec, split=split, seed=seed)
+    data = pipeline.train_dataset(data_dir, batch_size, spec=spec, split=split, seed=seed,
+                                  video_only=not fusion)
 
     def to_supervised(batch):
         label = batch["label"]
@@ -172,7 +173,8 @@ def video_accuracy(
     """
     predict = tf.function(lambda x: tf.nn.softmax(model(x, training=False)), reduce_retracing=True)
     data = pipeline.eval_dataset(
-        data_dir, batch_size, spec=spec, split=split, clips_per_video=clips_per_video
+        data_dir, batch_size, spec=spec, split=split, clips_per_video=clips_per_video,
+        video_only=not fusion,
     )
     sums: dict[int, np.ndarray] = {}
     labels: dict[int, int] = {}

@@ -30,6 +30,8 @@ def ensure_prepared(
     fps: float = DEFAULTS.fps,
     short_side: int = DEFAULTS.short_side,
     audio_only: bool = False,
+    video_only: bool = False,
+    test_fraction: float | None = None,
     workers: int = 1,
 ) -> Path:
     """``path`` if it is a prepared dataset, else ``path`` prepared into ``work_dir``.
@@ -43,6 +45,10 @@ def ensure_prepared(
         fps: Frame rate to store.
         short_side: Frame short side to store.
         audio_only: Keep files without a video stream (audio evaluation).
+        video_only: Keep files without an audio stream (video evaluation: about half of
+            UCF101's classes have no sound).
+        test_fraction: For a folder, the share of each label's files held out as split
+            ``test`` (``None``: none).
         workers: Decoding processes.
 
     Raises:
@@ -59,7 +65,8 @@ def ensure_prepared(
         prepared = prepare.prepare_dataset(
             path, work_dir, layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
             short_side=short_side, require_video=False if audio_only else None,
-            workers=workers, progress=True,
+            require_audio=not video_only, test_fraction=test_fraction, workers=workers,
+            progress=True,
         )
     except ValueError as err:
         raise BadInput(f"cannot prepare {path}: {err}") from None

@@ -202,3 +202,25 @@ def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
     shard = pipeline._read_shard_skipping_corrupted(tf.constant(path), tf.constant(3, tf.int64))
     assert list(shard.as_numpy_iterator()) == [b"\0", b"\1", b"\2"]
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+
+
+def test_video_only_clips_keep_records_without_sound_and_carry_no_audio(tiny_prepared):
+    """A video tower alone (fine-tuning without fusion, video features) needs no sound:
+    about half of UCF101's classes have none. The aligned reader skipped those records."""
+    from avts_tf.data.clips import Clips
+
+    record = next(iter(parsed_records(tiny_prepared, "test").values()))
+    silent = {**record, "waveform": record["waveform"][:0],
+              "num_samples": tf.constant(0, record["num_samples"].dtype)}
+    frames = int(record["num_frames"])
+    aligned, video_only = Clips(SPEC, 8.0), Clips(SPEC, 8.0, video_only=True)
+    assert not bool(aligned.long_enough(silent)) and bool(video_only.long_enough(silent))
+    assert int(video_only.windows(silent).last_frame) == frames - SPEC.num_frames
+    seed = tf.constant([1, 2], tf.int32)
+    example = video_only.aligned(silent, tf.constant(3, tf.int64), False, seed)
+    assert "audio" not in example and "audio_start" not in example
+    with_sound = aligned.aligned(record, tf.constant(3, tf.int64), False, seed)
+    np.testing.assert_array_equal(example["video"], with_sound["video"])
+    assert int(example["video_start"]) == int(with_sound["video_start"]) == 3 * 2000
+    batch = next(iter(pipeline.eval_dataset(tiny_prepared, 64, spec=SPEC, video_only=True)))
+    assert "audio" not in batch and batch["video"].shape[1:] == (4, 32, 32, 3)

@@ -345,6 +345,19 @@ def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path)
     assert len(feats.ids) == 2 and np.bincount(feats.file_index).tolist() == [2, 2]
 
 
+def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run, tmp_path):
+    """Three of the six real files have no audio track: a video tower needs none."""
+    real_av = REPO_ROOT.parent / "shared" / "data" / "real_av"
+    if not real_av.is_dir():
+        pytest.skip(f"real media not found at {real_av} (the shared data folder is absent)")
+    out = tmp_path / "video.npz"
+    result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
+                            "video", "--data", str(real_av), "--output", str(out),
+                            "--num_clips", "2", "--short_side", "32", "--quiet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(Features.load(out).ids) == sorted(p.name for p in real_av.iterdir())
+
+
 @pytest.mark.slow
 def test_eval_sync_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "sync.json"

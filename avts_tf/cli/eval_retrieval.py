@@ -5,14 +5,15 @@
 
 Video -> video by class (test videos query training videos; R@1/5/10/20, each video the
 mean of ``--num_clips`` evenly spaced clips) and audio <-> video of the same video within
-the test split (see ``avts_tf.evaluation.retrieval``). ``--data`` defaults to the run's
+the test split (see ``avts_tf.evaluation.retrieval``; among the videos with sound, ``n/a``
+with a warning when fewer than two have it). ``--data`` defaults to the run's
 dataset. ``--random_init`` adds the same towers freshly initialised. Prints a table, then
 ``retrieval: R@1=0.xxx R@5=0.xxx R@10=0.xxx R@20=0.xxx`` (the run's video -> video) last.
 """
 
 from __future__ import annotations
 
-from absl import flags
+from absl import flags, logging
 
 from avts_tf.cli import app
 
@@ -48,35 +49,47 @@ def _main(argv: list[str]) -> int:
         towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio))
     results, rows = {}, []
     splits = [FLAGS.train_split, FLAGS.test_split]
-    window_s = spec.window_seconds(manifest.Manifest.read(data).fps)
+    prepared = manifest.Manifest.read(data)
+    window_s = spec.window_seconds(prepared.fps)
+    with_sound = sum(1 for e in prepared.records(FLAGS.test_split) if e.num_samples)
+    if with_sound < 2:
+        logging.warning("cross-modal retrieval left out: it needs two videos with sound in split "
+                        "%r, found %d", FLAGS.test_split, with_sound)
     for name, (v, a) in towers.items():
         pooled = features.tower_features(v, "video", data, spec, splits=splits,
                                          num_clips=FLAGS.num_clips, progress=False,
                                          batch_size=FLAGS.batch_size)
         by_class = retrieval.video_retrieval(pooled, FLAGS.train_split, FLAGS.test_split)
-        v_out = features.tower_features(v, "video", data, spec, layer="output",
-                                        splits=[FLAGS.test_split], num_clips=FLAGS.num_clips,
-                                        progress=False, batch_size=FLAGS.batch_size)
-        a_out = features.tower_features(a, "audio", data, spec, layer="output",
-                                        splits=[FLAGS.test_split], window_s=window_s,
-                                        progress=False, batch_size=FLAGS.batch_size)
-        cross = retrieval.cross_modal_retrieval(v_out, a_out, FLAGS.test_split)
+        cross = None
+        if with_sound >= 2:
+            v_out = features.tower_features(v, "video", data, spec, layer="output",
+                                            splits=[FLAGS.test_split], num_clips=FLAGS.num_clips,
+                                            progress=False, batch_size=FLAGS.batch_size)
+            a_out = features.tower_features(a, "audio", data, spec, layer="output",
+                                            splits=[FLAGS.test_split], window_s=window_s,
+                                            progress=False, batch_size=FLAGS.batch_size)
+            cross = retrieval.cross_modal_retrieval(v_out, a_out, FLAGS.test_split)
         results[name] = {"video_to_video": by_class, "cross_modal": cross}
         for kind, values, prefix in (("video -> video (class)", by_class, ""),
                                      ("video -> audio (same video)", cross, "v2a_"),
                                      ("audio -> video (same video)", cross, "a2v_")):
-            rows.append([name, kind, *[f"{values[f'{prefix}R@{k}']:.3f}"
+            rows.append([name, kind, *[f"{values[f'{prefix}R@{k}']:.3f}" if values else "n/a"
                                        for k in retrieval.KS]])
     print(report.table(["towers", "retrieval", *[f"R@{k}" for k in retrieval.KS]], rows))
     if FLAGS.output_json:
         from avts_tf.evaluation import plots
 
         report.write_json(FLAGS.output_json, results)
+        def bars(r: dict) -> dict[str, float]:
+            out = {f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5)}
+            for label, prefix in (("v->a", "v2a_"), ("a->v", "a2v_")):
+                if r["cross_modal"]:
+                    out.update({f"{label} R@{k}": r["cross_modal"][f"{prefix}R@{k}"]
+                                for k in (1, 5)})
+            return out
+
         png = plots.save_next_to(FLAGS.output_json, "retrieval", lambda ax: plots.grouped_bars(
-            ax, {name: {**{f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5)},
-                        **{f"v->a R@{k}": r["cross_modal"][f"v2a_R@{k}"] for k in (1, 5)},
-                        **{f"a->v R@{k}": r["cross_modal"][f"a2v_R@{k}"] for k in (1, 5)}}
-                 for name, r in results.items()}, "recall"))
+            ax, {name: bars(r) for name, r in results.items()}, "recall"))
         print(f"wrote {FLAGS.output_json}" + (f" and {png}" if png else ""))
     headline = results["pretrained"]["video_to_video"]
     print("retrieval: " + " ".join(f"R@{k}={headline[f'R@{k}']:.3f}" for k in retrieval.KS))

@@ -86,7 +86,7 @@ def per_file_features(
         info.update(window_samples=str(window), hop_samples=str(hop))
         feats = features.extract(
             data_dir, features.audio_windows_fn(spec.log_mel, window, hop=hop), embed, splits,
-            batch_size, progress=progress, info=info)
+            batch_size, keep_fn=features.has_audio, progress=progress, info=info)
         step = hop / rate
     else:
         fps = Manifest.read(data_dir).fps

@@ -200,6 +200,11 @@ def video_clips_fn(
     return clips
 
 
+def has_audio(record: dict) -> tf.Tensor:
+    """Whether a record holds audio samples (a video without sound holds none)."""
+    return record["num_samples"] > 0
+
+
 def long_enough_fn(spec: pipeline.ClipSpec, fps: float,
                    video_only: bool = False) -> Callable[[dict], tf.Tensor]:
     """Whether a record holds one clip window of video (and audio; the reader's rule)."""
@@ -272,7 +277,8 @@ def extract(
             bar.update(total, finalize=True)
     skipped = total - read
     if skipped:
-        logging.warning("%d record(s) shorter than one clip were skipped.", skipped)
+        logging.warning("%d record(s) shorter than one clip or without this modality were "
+                        "skipped.", skipped)
     if not ids:
         raise BadInput(
             f"no usable record in split(s) {', '.join(splits)} of {data_dir} (empty set)"
@@ -341,9 +347,9 @@ def tower_features(
             else int(round(window_s * spec.log_mel.sample_rate))
         )
         info["window_samples"] = str(window)
-        return extract(
+        return extract(  # Files without sound have no audio feature (not a silent one).
             data_dir, audio_windows_fn(spec.log_mel, window, max_windows=max_windows), embed,
-            splits, batch_size, progress=progress, info=info,
+            splits, batch_size, keep_fn=has_audio, progress=progress, info=info,
         )
     fps = Manifest.read(data_dir).fps
     if fps <= 0:

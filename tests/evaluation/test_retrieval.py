@@ -75,3 +75,31 @@ def test_eval_retrieval_tool(tiny_run, tiny_prepared, tmp_path):
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_eval_retrieval_leaves_out_cross_modal_rows_without_two_videos_with_sound(
+        tiny_run, tiny_prepared, tmp_path):
+    """UCF101's silent videos: video -> video is still measured; audio <-> video is not."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_prepared, data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for entry in manifest["written"]:
+        if entry["split"] == "test":
+            entry["num_samples"] = 0  # As prepared from videos without an audio track.
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [sys.executable, "tools/eval_retrieval.py", f"--checkpoint={tiny_run}",
+         f"--data={data}", "--num_clips=3", f"--output_json={out}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cross-modal retrieval left out: it needs two videos with sound in split 'test', " \
+           "found 0" in proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines() if "(same video)" in line]
+    assert [row[-4:] for row in rows] == [["n/a"] * 4, ["n/a"] * 4]
+    results = json.loads(out.read_text())["pretrained"]
+    assert results["cross_modal"] is None and results["video_to_video"]["R@5"] == 1.0

@@ -437,3 +437,19 @@ def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_pr
     probe = results["fsdd_speaker_probe"]
     assert probe["AVTS pretrained"]["runs"] == probe["TSSL pretrained"]["runs"]
     assert len(probe["MFCC"]["runs"]) == 2
+
+
+def test_audio_features_leave_out_videos_without_sound(tiny_run, tmp_path):
+    """A silent file has no audio feature (it had one of zero-padded silence)."""
+    real_av = REPO_ROOT.parent / "shared" / "data" / "real_av"
+    if not real_av.is_dir():
+        pytest.skip(f"real media not found at {real_av} (the shared data folder is absent)")
+    from avts_tf.data.ingestion import prepare
+    from avts_tf.evaluation import checkpoint, features
+
+    data = tmp_path / "prepared"
+    prepare.prepare_dataset(real_av, data, short_side=32, require_audio=False, progress=False)
+    tower = checkpoint.load_tower(tiny_run, "audio")
+    spec = checkpoint.clip_spec_for(tiny_run, audio_tower=tower)
+    feats = features.tower_features(tower, "audio", data, spec, progress=False)
+    assert sorted(feats.ids) == ["bento.mp4", "mmaction2_test.avi", "nasa_13013.mp4"]

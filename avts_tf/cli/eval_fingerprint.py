@@ -63,12 +63,12 @@ def _main(argv: list[str]) -> int:
         raise BadInput(f"no videos in split {FLAGS.query_split!r} of {data}; splits: "
                        f"{', '.join(found.split_names)}")
     query_s = fingerprint.shortest_query_s(window_s, description.fps)
-    originals = _long_enough(queries, query_s, "query")
-    distractors = _long_enough(found.records(FLAGS.distractor_split), window_s, "distractor")
+    originals = _usable(queries, query_s, "query")
+    distractors = _usable(found.records(FLAGS.distractor_split), window_s, "distractor")
     if not originals:
-        raise BadInput(f"no video in split {FLAGS.query_split!r} of {data} is long enough to "
-                       f"query with ({query_s:.2f} s: one clip, also 10% faster); give longer "
-                       "videos")
+        raise BadInput(f"no video with sound in split {FLAGS.query_split!r} of {data} is long "
+                       f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "
+                       "give longer videos with an audio track")
     missing = [str(p) for p in [*originals, *distractors] if not p.is_file()]
     if missing:
         raise BadInput(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
@@ -107,21 +107,28 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def _long_enough(entries, seconds: float, role: str) -> list:
-    """The entries' source files lasting ``seconds`` or more; the others are named.
+def _usable(entries, seconds: float, role: str) -> list:
+    """Source files of the entries with video and sound lasting ``seconds`` or more.
 
-    An entry without a recorded duration (an old manifest) is kept.
+    The others are named in a warning (a fingerprint is made of both modalities). An entry
+    without a recorded duration (an old manifest) is kept.
     """
     from pathlib import Path
 
     from absl import logging
 
-    kept, short = [], []
+    kept, short, silent = [], [], []
     for entry in entries:
-        (short if 0 < entry.duration < seconds else kept).append(entry)
+        if not entry.num_frames or not entry.num_samples:
+            silent.append(entry)
+        else:
+            (short if 0 < entry.duration < seconds else kept).append(entry)
     if short:
         logging.warning("%d %s video(s) shorter than %.2f s left out (e.g. %s)", len(short),
                         role, seconds, short[0].path)
+    if silent:
+        logging.warning("%d %s file(s) without video or sound left out (e.g. %s)", len(silent),
+                        role, silent[0].path)
     return [Path(e.path) for e in kept]
 
 

@@ -141,6 +141,8 @@ def test_videos_too_short_for_a_clip_are_left_out_not_fatal(tiny_run, tiny_prepa
     short_query, short_distractor = by_split["test"][0], by_split["train"][0]
     for entry in (short_query, short_distractor):
         entry["duration"] = 0.2  # Under one 0.5 s clip (4 frames at 8 fps).
+    silent_distractor = by_split["train"][1]
+    silent_distractor["num_samples"] = 0  # A video without an audio track.
     (data / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "f.json"
     code, _, err = run_in_process(
@@ -148,9 +150,11 @@ def test_videos_too_short_for_a_clip_are_left_out_not_fatal(tiny_run, tiny_prepa
         "--distortions=brightness", "--num_clips=2", f"--output_json={out}",
         f"--work_dir={tmp_path / 'work'}")
     assert code == 0, err
-    assert caplog.messages[:2] == [
+    assert caplog.messages[:3] == [
         f"1 query video(s) shorter than 0.68 s left out (e.g. {short_query['path']})",
-        f"1 distractor video(s) shorter than 0.50 s left out (e.g. {short_distractor['path']})"]
+        f"1 distractor video(s) shorter than 0.50 s left out (e.g. {short_distractor['path']})",
+        f"1 distractor file(s) without video or sound left out (e.g. "
+        f"{silent_distractor['path']})"]
     assert json.loads(out.read_text())["pretrained"]["brightness"]["top1"] in (0.0, 1.0)
     assert len(list((tmp_path / "work").iterdir())) == 1  # one query left: one copy
     for entry in by_split["test"]:
@@ -159,5 +163,5 @@ def test_videos_too_short_for_a_clip_are_left_out_not_fatal(tiny_run, tiny_prepa
     code, _, err = run_in_process("eval_fingerprint", f"--checkpoint={tiny_run}",
                                   f"--data={data}", "--distortions=brightness")
     assert code == 2 and err.strip().splitlines()[-1] == (
-        f"error: no video in split 'test' of {data} is long enough to query with (0.68 s: "
-        "one clip, also 10% faster); give longer videos")
+        f"error: no video with sound in split 'test' of {data} is long enough to query with "
+        "(0.68 s: one clip, also 10% faster); give longer videos with an audio track")

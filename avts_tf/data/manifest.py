@@ -389,6 +389,26 @@ class Manifest:
         """Written entries of ``split`` shorter than ``seconds`` (no duration counts as 0)."""
         return sum(1 for e in self.records(split) if e.duration < seconds)
 
+    def without_clip_window(self, split: str, seconds: float,
+                            needs_audio: bool = True) -> dict[str, int]:
+        """Entries of ``split`` that hold no ``seconds`` clip window, by cause.
+
+        Returns:
+            ``{"without video": n, "without audio": n, "shorter": n}`` (``without audio``
+            counted only with ``needs_audio``), causes with no entry left out.
+        """
+        samples = round(seconds * self.sample_rate)
+        causes: collections.Counter[str] = collections.Counter()
+        for entry in self.records(split):
+            if not entry.num_frames:
+                causes["without video"] += 1
+            elif needs_audio and not entry.num_samples:
+                causes["without audio"] += 1
+            elif entry.duration < seconds or (needs_audio and entry.num_samples < samples):
+                causes["shorter"] += 1
+        return {cause: causes[cause] for cause in ("without video", "without audio", "shorter")
+                if causes[cause]}
+
     def require_clip_windows(self, split: str, seconds: float, role: str = "train",
                              needs_audio: bool = True) -> None:
         """Refuses a ``split`` none of whose records holds one ``seconds`` clip window.
@@ -402,20 +422,10 @@ class Manifest:
                 shorter, and the fixes.
         """
         entries = self.records(split)
-        samples = round(seconds * self.sample_rate)
-
-        def usable(entry: WrittenEntry) -> bool:
-            return entry.duration >= seconds and (
-                not needs_audio or entry.num_samples >= samples)
-
-        if not entries or any(usable(e) for e in entries):
+        causes = self.without_clip_window(split, seconds, needs_audio)
+        if not entries or sum(causes.values()) < len(entries):
             return
-        no_video = sum(1 for e in entries if e.num_frames == 0)
-        no_audio = sum(1 for e in entries if e.num_frames and not e.num_samples) \
-            if needs_audio else 0
-        why = ", ".join(f"{count} {kind}" for count, kind in (
-            (no_video, "without video"), (no_audio, "without audio"),
-            (len(entries) - no_video - no_audio, "shorter")) if count)
+        why = ", ".join(f"{count} {cause}" for cause, count in causes.items())
         where = f" of {self.data_dir}" if self.data_dir else ""
         wanted = "longer videos with an audio track" if needs_audio else "longer videos"
         raise UserError(

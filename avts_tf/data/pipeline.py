@@ -219,13 +219,12 @@ def train_dataset(
     spec, prepared, clips, files = _prepare(data_dir, split, spec, video_only)
     window = spec.window_seconds(clips.fps)
     prepared.require_clip_windows(split, window, needs_audio=not video_only)
-    too_short = prepared.count_shorter_than(split, window)
-    if too_short:
-        no_video = sum(1 for e in prepared.records(split) if e.num_frames == 0)
+    skipped = prepared.without_clip_window(split, window, needs_audio=not video_only)
+    if skipped:
         logging.warning(
-            "%d record(s) of split %r are shorter than one %.2f s clip window%s and are "
-            "skipped.", too_short, split, window,
-            f" ({no_video} without video)" if no_video else "",
+            "%d record(s) of split %r hold no %.2f s clip window (%s) and are skipped.",
+            sum(skipped.values()), split, window,
+            ", ".join(f"{count} {cause}" for cause, count in skipped.items()),
         )
     files, share, keep_mine = _worker_share(files, batch_size, input_context)
     expected_counts = None

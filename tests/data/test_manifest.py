@@ -19,6 +19,7 @@ from avts_tf.data.manifest import (
     SplitInfo,
     WrittenEntry,
 )
+from avts_tf.errors import UserError
 from avts_tf.evaluation.errors import BadInput
 
 CUT = WrittenEntry(
@@ -190,3 +191,27 @@ def test_written_by_ingestion_of_the_synthetic_set(tiny_prepared):
     assert prepared.count_shorter_than("train", 3.0) == 0
     assert prepared.count_shorter_than("train", 3.5) == 6
     prepared.check_sample_rate(16000)
+
+
+def test_records_without_a_clip_window_are_counted_by_cause(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({
+        "config": {"fps": 10, "sample_rate": 1000},
+        "written": [
+            {"id": "ok.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 2000},
+            {"id": "silent.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 0},
+            {"id": "speech.wav", "duration": 2.0, "num_frames": 0, "num_samples": 2000},
+            {"id": "short.mp4", "duration": 0.5, "num_frames": 5, "num_samples": 500},
+            {"id": "short_audio.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 900},
+        ],
+    }))
+    found = Manifest.read(tmp_path)
+    assert found.without_clip_window("train", 1.0) == {
+        "without video": 1, "without audio": 1, "shorter": 2}
+    assert found.without_clip_window("train", 1.0, needs_audio=False) == {
+        "without video": 1, "shorter": 1}
+    found.require_clip_windows("train", 1.0)  # ok.mp4 holds one.
+    with pytest.raises(UserError, match=r"^no record of the evaluation split 'train' of .* "
+                                        r"holds one 2\.50 s clip window of video and audio \(5 "
+                                        r"record\(s\): 1 without video, 1 without audio, 3 "
+                                        r"shorter\); prepare longer videos with an audio track"):
+        found.require_clip_windows("train", 2.5, "evaluation")

@@ -44,3 +44,21 @@ def test_fit_example_runs_and_reports_sync_accuracy(tmp_path):
     )
     assert reference["pairs"] == 8  # 2 test videos x 4 clips, each against the other.
     assert results["sync_accuracy"] == pytest.approx(reference["accuracy"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_fit_example_trains_the_temporal_method(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "fit_example.py"), "--method", "temporal",
+         "--steps", "3", "--batch_size", "4", "--num_videos", "8", "--cache_dir",
+         str(tmp_path / "cache"), "--save_dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "eval.json").read_text())
+    last = result.stdout.strip().splitlines()[-1]
+    assert last == f"speed_accuracy_video: {results['speed_accuracy_video']:.3f}"
+    heads = {f"{kind}_accuracy_{modality}" for kind in ("speed", "direction", "order")
+             for modality in ("video", "audio")} | {"order_accuracy_cross"}
+    assert heads | {"retrieval_r1_v2a", "contrastive_loss", "loss"} == set(results)

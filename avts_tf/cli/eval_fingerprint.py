@@ -119,7 +119,7 @@ def _usable(entries, seconds: float, role: str) -> list:
 
     kept, short, silent = [], [], []
     for entry in entries:
-        if not entry.num_frames or not entry.num_samples:
+        if entry.duration and not (entry.num_frames and entry.num_samples):
             silent.append(entry)
         else:
             (short if 0 < entry.duration < seconds else kept).append(entry)

@@ -395,11 +395,14 @@ class Manifest:
 
         Returns:
             ``{"without video": n, "without audio": n, "shorter": n}`` (``without audio``
-            counted only with ``needs_audio``), causes with no entry left out.
+            counted only with ``needs_audio``), causes with no entry left out. Entries
+            without recorded sizes (a hand-written manifest) are not counted.
         """
         samples = round(seconds * self.sample_rate)
         causes: collections.Counter[str] = collections.Counter()
         for entry in self.records(split):
+            if not (entry.duration or entry.num_frames or entry.num_samples):
+                continue
             if not entry.num_frames:
                 causes["without video"] += 1
             elif needs_audio and not entry.num_samples:

@@ -115,9 +115,9 @@ def mfcc_features(
     spec = dataclasses.replace(LogMelSpec(), sample_rate=rate)
     name = f"mfcc{num_coefficients}" + ("+delta" if with_deltas else "")
     if window is None and window_s is None:
-        return features.extract(
+        return features.extract(  # Files without sound have no MFCC feature.
             data_dir, _whole_file_fn(spec, num_coefficients, with_deltas), tf.identity,
-            splits, batch_size, progress=progress,
+            splits, batch_size, keep_fn=features.has_audio, progress=progress,
             info={"tower": "mfcc", "layer": name, "pool": "mean+std over the file",
                   "window_samples": "file"},
         )
@@ -128,6 +128,7 @@ def mfcc_features(
         mfcc_embed_fn(num_coefficients, with_deltas),
         splits,
         batch_size,
+        keep_fn=features.has_audio,
         progress=progress,
         info={"tower": "mfcc", "layer": name, "pool": "mean+std",
               "window_samples": str(window)},

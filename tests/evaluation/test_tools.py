@@ -453,3 +453,8 @@ def test_audio_features_leave_out_videos_without_sound(tiny_run, tmp_path):
     spec = checkpoint.clip_spec_for(tiny_run, audio_tower=tower)
     feats = features.tower_features(tower, "audio", data, spec, progress=False)
     assert sorted(feats.ids) == ["bento.mp4", "mmaction2_test.avi", "nasa_13013.mp4"]
+    from avts_tf.evaluation import mfcc  # The baseline is scored on the same files.
+
+    assert sorted(mfcc.mfcc_features(data, progress=False).ids) == sorted(feats.ids)
+    windows = mfcc.mfcc_features(data, window_s=0.5, progress=False)
+    assert sorted(set(windows.ids)) == sorted(feats.ids)

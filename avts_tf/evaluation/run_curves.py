@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from absl import logging
 
 from avts_tf.evaluation.errors import BadInput
 
@@ -29,7 +33,7 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[i
                        "avts-train run")
     for path in files:
         stage = "validation" if "validation" in path.parts else "train"
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
+        for event in _events(path):
             for value in event.summary.value:
                 if value.HasField("tensor"):
                     number = float(tf.make_ndarray(value.tensor))
@@ -38,6 +42,23 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[i
                 found[stage][value.tag].append((int(event.step), number))
     return {stage: {tag: sorted(points) for tag, points in tags.items()}
             for stage, tags in found.items()}
+
+
+def _events(path: Path) -> Iterator[Any]:
+    """The events of one TensorBoard file, up to a torn last record (a run killed mid-write)."""
+    import tensorflow as tf
+
+    records = iter(tf.data.TFRecordDataset(str(path)))
+    while True:
+        try:
+            record = next(records)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError:
+            logging.warning("%s ends in a torn record (the run was stopped while writing it); "
+                            "read what came before", path)
+            return
+        yield tf.compat.v1.Event.FromString(record.numpy())
 
 
 def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,

@@ -29,3 +29,17 @@ def test_curves_of_train_and_validation_logs(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(BadInput, match="no TensorBoard logs under"):
         run_curves.read_scalars(tmp_path / "empty")
+
+
+def test_a_log_torn_by_a_kill_is_read_up_to_its_last_whole_record(tmp_path, caplog):
+    logs = tmp_path / "tensorboard"
+    writer = tf.summary.create_file_writer(str(logs / "train"))
+    with writer.as_default():
+        for step, value in enumerate([0.9, 0.5, 0.25]):
+            tf.summary.scalar("epoch_loss", value, step=step)
+    writer.close()
+    (events,) = (logs / "train").iterdir()
+    events.write_bytes(events.read_bytes()[:-7])  # The last record cut mid-write (kill -9).
+    steps, values = zip(*run_curves.read_scalars(logs)["train"]["epoch_loss"], strict=True)
+    assert steps == (0, 1) and values == pytest.approx([0.9, 0.5])
+    assert "ends in a torn record" in caplog.text

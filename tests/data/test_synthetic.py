@@ -343,3 +343,38 @@ def test_cli(tmp_path):
     )
     assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "dataset.csv")
     assert len(list(tmp_path.rglob("*.mp4"))) == 2
+
+
+BUILD = """
+import sys
+from avts_tf.data.ingestion.datasets import synthetic_dataset
+print("imported", flush=True)
+print(synthetic_dataset(cache_dir=sys.argv[1], num_videos=4, duration_s=1.0, size=32))
+"""
+
+
+def test_a_first_use_waits_for_another_process_building_the_same_dataset(tmp_path):
+    """Two runs started together (or the workers of one run) need the built-in dataset at
+    once: the second waited for nothing and failed on the first's prepare lock."""
+    import fcntl
+    import time
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    first = subprocess.run(  # Learns the cache folder's name (a hash of the arguments).
+        [sys.executable, "-c", BUILD, str(tmp_path / "a")], capture_output=True, text=True,
+        env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    root = Path(first.stdout.strip().splitlines()[-1]).parent
+    cache = tmp_path / "b" / root.name
+    cache.mkdir(parents=True)
+    with open(cache / ".building.lock", "w") as lock:  # Another process is building it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiting = subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path / "b")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   env=env)
+        assert waiting.stdout.readline().strip() == "imported"
+        time.sleep(3)  # Unlocked, 4 one-second videos are made and their ingestion begun.
+        assert waiting.poll() is None and not (cache / "prepared").exists()
+    out, err = waiting.communicate(timeout=300)  # Lock released: it builds and returns.
+    assert waiting.returncode == 0, err[-2000:]
+    assert out.strip().splitlines()[-1] == str(cache / "prepared")

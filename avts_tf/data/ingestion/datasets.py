@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -74,7 +75,14 @@ def synthetic_dataset(
     prepared = root / "prepared"
     if manifest.exists(prepared):
         return str(prepared)
-    logging.info("Generating the synthetic dataset in %s (first use).", root)
-    csv_path = synthetic.generate_synthetic_dataset(root / "videos", **generation)
-    prepare.prepare_dataset(csv_path, prepared, workers=workers, progress=False, **preparation)
+    root.mkdir(parents=True, exist_ok=True)
+    # Several processes may need it first at once (two runs started together, the workers
+    # of a multi-worker run): one builds it, the others wait for it and read it.
+    with open(root / ".building.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest.exists(prepared):
+            logging.info("Generating the synthetic dataset in %s (first use).", root)
+            csv_path = synthetic.generate_synthetic_dataset(root / "videos", **generation)
+            prepare.prepare_dataset(csv_path, prepared, workers=workers, progress=False,
+                                    **preparation)
     return str(prepared)

@@ -6,9 +6,11 @@ Each failure is a :class:`avts_tf.errors.UserError` whose message reads
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,39 @@ def differing_bindings(saved: Mapping[str, str], current: Mapping[str, str]) -> 
 
 def _holds_run(model_dir: Path) -> bool:
     return any((model_dir / name).exists() for name in RUN_OUTPUTS)
+
+
+LOCK_FILENAME = ".avts_train.lock"
+
+
+@contextlib.contextmanager
+def model_dir_lock(model_dir: str | os.PathLike, is_chief: bool = True) -> Iterator[None]:
+    """Holds ``model_dir`` for this run: a second run writing into it at once is refused.
+
+    Two runs in one folder (a job restarted while its first instance still runs, the same
+    command in two terminals) would write the same checkpoints, logs and towers. The lock
+    is an exclusive ``flock`` on ``model_dir/.avts_train.lock``, released by the OS when the
+    process ends however it ends, so a killed run leaves nothing to clean. Only the chief
+    writes ``model_dir``, so only it locks; folders on remote file systems (``gs://``) are
+    not locked.
+
+    Raises:
+        UserError: Another process holds the lock.
+    """
+    path = os.fspath(model_dir)
+    if not is_chief or "://" in path or (os.path.exists(path) and not os.path.isdir(path)):
+        yield  # (a file as model_dir is refused by prepare_model_dir)
+        return
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, LOCK_FILENAME), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(
+                f"another avts-train run is writing {path}; wait for it to finish, or stop it "
+                "and re-run this command to resume (or give another --model_dir)"
+            ) from None
+        yield
 
 
 def prepare_model_dir(model_dir: str | os.PathLike, overwrite: bool, is_chief: bool = True,

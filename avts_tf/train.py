@@ -29,6 +29,7 @@ writes to ``model_dir``; the others write to a temporary folder that is removed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -303,8 +304,10 @@ def run(
     strategy = make_strategy()
     role = worker_role(strategy)
     previous_policy = keras.mixed_precision.global_policy()
-    run_checks.prepare_model_dir(model_dir, overwrite, is_chief=role.is_chief)
-    with tempfile.TemporaryDirectory(prefix="avts_worker_") as scratch:
+    with contextlib.ExitStack() as held:
+        held.enter_context(run_checks.model_dir_lock(model_dir, is_chief=role.is_chief))
+        run_checks.prepare_model_dir(model_dir, overwrite, is_chief=role.is_chief)
+        scratch = held.enter_context(tempfile.TemporaryDirectory(prefix="avts_worker_"))
         out_dir = Path(model_dir) if role.is_chief else Path(scratch)
         out_dir.mkdir(parents=True, exist_ok=True)
         job = _Job(

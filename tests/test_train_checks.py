@@ -250,3 +250,22 @@ train.Runtime.verbose = 0
                        cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "mc3_18.width = 8" in (run / "config.gin").read_text()
+
+
+def test_a_model_dir_another_run_is_writing_is_refused_untouched(tmp_path, tiny_prepared):
+    """A job restarted while its first instance still runs, or the same command in two
+    terminals: both trained into one folder, writing the same checkpoints and towers."""
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / run_checks.LOCK_FILENAME, "w") as lock:  # Another run holds it.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with pytest.raises(UserError) as err:
+            _run(run, tiny_prepared)
+        assert str(err.value).splitlines()[0] == (
+            f"another avts-train run is writing {run}; wait for it to finish, or stop it and "
+            "re-run this command to resume (or give another --model_dir)")
+        assert [p.name for p in run.iterdir()] == [run_checks.LOCK_FILENAME]  # Untouched.
+    _run(run, tiny_prepared)  # Released (the OS releases a dead run's lock too): it runs.
+    assert (run / "checkpoints").is_dir()

@@ -1,7 +1,9 @@
 """Audio-video offset of media files (``avts-av-offset``, ``python tools/av_offset.py``).
 
-    avts-av-offset VIDEO [VIDEO ...] --checkpoint runs/offset_quickstart
+    avts-av-offset VIDEO_OR_FOLDER [...] --checkpoint runs/offset_quickstart
         [--max_offset_s 1.0] [--plot offsets.png] [--output_json offsets.json]
+
+A folder stands for the media files under it (by extension, links followed once).
 
 Slides each file's audio against its video clips with a run's sync towers and averages
 over the file (``avts_tf.evaluation.offset``). Prints ``offset_s: +0.xxx (confidence c)``
@@ -36,12 +38,18 @@ def _main(argv: list[str]) -> int:
                  "--checkpoint RUN")
     from pathlib import Path
 
+    from avts_tf.data.ingestion import sources
     from avts_tf.evaluation import checkpoint, offset, report, sync
     from avts_tf.evaluation.errors import BadInput
 
-    missing = [p for p in paths if not Path(p).is_file()]
+    missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise BadInput(f"no such file: {', '.join(missing)}; give existing media files")
+    folders = [p for p in paths if Path(p).is_dir()]
+    paths = [str(f) for p in paths for f in (sources.walk_media(p) if Path(p).is_dir() else [p])]
+    if not paths:
+        raise BadInput(f"no media file under {', '.join(folders)}; give media files or "
+                       "folders holding them")
     model, _ = sync.sync_model(FLAGS.checkpoint, ("easy",))
     description = checkpoint.run_description(FLAGS.checkpoint)
     estimates, failed = [], []

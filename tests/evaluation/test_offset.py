@@ -168,3 +168,18 @@ def test_av_offset_tool_measures_every_file_it_can_and_names_the_others(tmp_path
     assert err.strip().splitlines()[-1] == (
         f"error: {silent}: no audio stream; the towers need its video and audio: "
         "give a file with both")
+    folder = tmp_path / "footage"  # A folder stands for the media files under it.
+    (folder / "b").mkdir(parents=True)
+    (folder / "a.mp4").symlink_to(good)
+    (folder / "b" / "silent.mp4").symlink_to(silent)
+    (folder / "notes.txt").write_text("not media\n")
+    code, out, err = run_in_process("av_offset", "--checkpoint", str(tiny_run),
+                                    "--max_offset_s", "0.25", str(folder))
+    assert code == 1
+    assert [line.split()[0] for line in out.strip().splitlines()[2:]] == [
+        str(folder / "a.mp4"), str(folder / "b" / "silent.mp4")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_in_process("av_offset", "--checkpoint", str(tiny_run), str(empty))
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"error: no media file under {empty}; give media files or folders holding them")

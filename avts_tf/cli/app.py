@@ -43,10 +43,31 @@ def fail(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
     sys.exit(code)
 
 
+def _home(value: str) -> str:
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def _expand_home(argv: list[str]) -> list[str]:
+    """``~`` in the given flag values and arguments made the home folder.
+
+    The shell leaves ``--model_dir=~/runs`` as it is (a ``~`` after ``--name=`` is not
+    expanded): taken literally, it made a folder named ``~`` in the current folder.
+    """
+    for name in list(flags.FLAGS):
+        flag = flags.FLAGS[name]
+        if not flag.present:
+            continue
+        if isinstance(flag.value, str):
+            flag.value = _home(flag.value)
+        elif isinstance(flag.value, list) and all(isinstance(v, str) for v in flag.value):
+            flag.value = [_home(v) for v in flag.value]
+    return [argv[0], *(_home(a) for a in argv[1:])]
+
+
 def _parse_flags(argv: Sequence[str]) -> list[str]:
     """Parses the flags with absl; a bad flag reported as one ``error:`` line."""
     try:
-        return flags.FLAGS(list(argv))
+        return _expand_home(flags.FLAGS(list(argv)))
     except flags.Error as err:
         text = str(err)
         missing = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None",

@@ -352,3 +352,19 @@ def test_a_worker_hung_past_its_alarm_is_killed_and_the_file_skipped(tmp_path, m
                                       decode_timeout=1.0, progress=False)
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
+
+
+def test_a_tilde_after_the_equals_sign_is_the_home_folder(tmp_path):
+    """The shell leaves `--output=~/data` as it is; taken literally it made a folder named
+    `~` in the current folder (one `rm -rf ~` away from deleting the user's home)."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    write_clip(home / "clips" / "a.mkv")
+    here.mkdir()
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"), "--input=~/clips",
+         "--output=~/prepared", "--fps=4"],
+        capture_output=True, text=True, timeout=170, cwd=here,
+        env={**os.environ, "HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Manifest.read(home / "prepared").num_records("train") == 1
+    assert list(here.iterdir()) == []

@@ -20,7 +20,8 @@ DEFAULT_CACHE = "~/.cache/avts_tf"
 
 @gin.configurable(module="data")
 def prepared_dataset(data_dir: str = gin.REQUIRED) -> str:
-    """A folder already written by ``tools/prepare_data.py``."""
+    """A folder already written by ``tools/prepare_data.py`` (a leading ``~``: home)."""
+    data_dir = os.path.expanduser(data_dir)
     if not manifest.exists(data_dir):
         raise FileNotFoundError(
             f"{data_dir} has no manifest.json; prepare it first: "

@@ -89,15 +89,16 @@ def check_split_records(dataset: str | os.PathLike, train_split: str, eval_split
 
 
 def check_clip_windows(dataset: str | os.PathLike, splits: dict[str, str],
-                       window_seconds: float) -> None:
+                       clip_spec: Any) -> None:
     """Refuses a dataset whose train or evaluation split holds no record of one clip window.
 
     Args:
         dataset: Prepared dataset folder.
         splits: ``role -> split`` (``{"train": "train", "evaluation": "test"}``).
-        window_seconds: Duration of one clip window at the dataset's frame rate.
+        clip_spec: The run's ``data.ClipSpec`` (its window at the dataset's frame rate).
     """
     found = manifest_lib.Manifest.read(os.fspath(dataset))
+    window_seconds = clip_spec.window_seconds(found.fps)
     for role, split in splits.items():
         found.require_clip_windows(split, window_seconds, role)
 

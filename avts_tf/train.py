@@ -296,9 +296,8 @@ def run(
     run_checks.check_prepared(dataset)
     splits.check_manifest(dataset, train_split, evaluation.split)
     run_checks.check_split_records(dataset, train_split, evaluation.split)
-    run_checks.check_clip_windows(
-        dataset, {"train": train_split, "evaluation": evaluation.split},
-        (clip_spec or pipeline.ClipSpec()).window_seconds(Manifest.read(dataset).fps))
+    run_checks.check_clip_windows(dataset, {"train": train_split, "evaluation": evaluation.split},
+                                  clip_spec or pipeline.ClipSpec())
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()

@@ -93,14 +93,22 @@ def test_bad_settings_are_refused_before_anything_is_written(tmp_path, tiny_prep
     assert not (tmp_path / "run").exists()
 
 
-def _with_splits(tmp_path, tiny_prepared, keep):
+def _edited_copy(tmp_path, tiny_prepared, edit):
+    """A copy of the tiny dataset whose manifest ``edit`` changed in place."""
     data = tmp_path / "data"
     shutil.copytree(tiny_prepared, data)
     manifest = json.loads((data / "manifest.json").read_text())
-    manifest["written"] = [e for e in manifest["written"] if e["split"] in keep]
-    manifest["splits"] = {k: v for k, v in manifest["splits"].items() if k in keep}
+    edit(manifest)
     (data / "manifest.json").write_text(json.dumps(manifest))
     return data
+
+
+def _with_splits(tmp_path, tiny_prepared, keep):
+    def keep_splits(manifest):
+        manifest["written"] = [e for e in manifest["written"] if e["split"] in keep]
+        manifest["splits"] = {k: v for k, v in manifest["splits"].items() if k in keep}
+
+    return _edited_copy(tmp_path, tiny_prepared, keep_splits)
 
 
 def test_a_dataset_without_a_test_split_is_refused_before_training(tmp_path, tiny_prepared):
@@ -124,14 +132,12 @@ def test_an_empty_dataset_is_refused(tmp_path, tiny_prepared):
 
 
 def _with_entries(tmp_path, tiny_prepared, split, **fields):
-    data = tmp_path / "data"
-    shutil.copytree(tiny_prepared, data)
-    manifest = json.loads((data / "manifest.json").read_text())
-    for entry in manifest["written"]:
-        if entry["split"] == split:
-            entry.update(fields)
-    (data / "manifest.json").write_text(json.dumps(manifest))
-    return data
+    def set_fields(manifest):
+        for entry in manifest["written"]:
+            if entry["split"] == split:
+                entry.update(fields)
+
+    return _edited_copy(tmp_path, tiny_prepared, set_fields)
 
 
 def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, tiny_prepared):
@@ -154,6 +160,8 @@ def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, ti
     with pytest.raises(UserError, match=r"\(6 record\(s\): 6 without audio\); prepare"):
         _run(tmp_path / "run", data)
     pipeline.train_dataset(data, 2, spec=SPEC, video_only=True)  # A video tower alone: fine.
+    assert pipeline.count_too_short(data, "train", SPEC) == 6  # What the aligned reader drops.
+    assert pipeline.count_too_short(data, "train", SPEC, video_only=True) == 0
     shutil.rmtree(data)
     data = _with_entries(tmp_path, tiny_prepared, "test", duration=0.25)
     with pytest.raises(UserError, match=r"of the evaluation split 'test' .* \(2 record\(s\): "

@@ -44,7 +44,6 @@ from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
 TORCHVISION = "torchvision:"
-HELD_OUT_FRACTION = 0.1  # A folder's share of each label held out as split "test".
 
 
 def _valid_init(init: str | None) -> bool:
@@ -168,6 +167,7 @@ def _main(argv: list[str]) -> None:
     cli.quiet_logs()
     import numpy as np
 
+    from avts_tf.data.ingestion import sources
     from avts_tf.evaluation import records_io, report
     from avts_tf.evaluation.errors import BadInput
 
@@ -184,7 +184,7 @@ def _main(argv: list[str]) -> None:
                 prepared_dir = f"{prepared_dir}/fold{fold}"
             data = cli.prepared_data(  # Videos without sound count unless audio is fused.
                 dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack,
-                video_only=not args.fusion, test_fraction=HELD_OUT_FRACTION)
+                video_only=not args.fusion, test_fraction=sources.DEFAULT_TEST_FRACTION)
             result = run_fold(args, data, stack)
         results.append({"fold": fold, **result})
         print(f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "

@@ -48,8 +48,9 @@ flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layou
                   "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")
 flags.DEFINE_bool("overwrite", False, "Write into a non-empty --output that is not a dataset "
                   "of avts_tf (same-named files in it are replaced).")
-flags.DEFINE_float("test_fraction", 0.1, "Folder input: share of each label's files held out "
-                   "as split 'test' (decided by a hash of the file's path; 0: none).",
+flags.DEFINE_float("test_fraction", sources.DEFAULT_TEST_FRACTION,
+                   "Folder input: share of each label's files held out as split 'test' "
+                   "(decided by a hash of the file's path; 0: none).",
                    lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split for ucf101/hmdb51/dcase2014.",
                      lower_bound=1)

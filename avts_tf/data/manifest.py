@@ -413,12 +413,15 @@ class Manifest:
                 if causes[cause]}
 
     def require_clip_windows(self, split: str, seconds: float, role: str = "train",
-                             needs_audio: bool = True) -> None:
+                             needs_audio: bool = True) -> dict[str, int]:
         """Refuses a ``split`` none of whose records holds one ``seconds`` clip window.
 
         The pipelines skip such records (audio-only files, and with ``needs_audio`` files
         without sound); with nothing else in the split they would stream nothing. An empty
         split passes (checked elsewhere).
+
+        Returns:
+            The records skipped, by cause (:meth:`without_clip_window`).
 
         Raises:
             UserError: Naming the split, how many records lack video or audio or are
@@ -427,7 +430,7 @@ class Manifest:
         entries = self.records(split)
         causes = self.without_clip_window(split, seconds, needs_audio)
         if not entries or sum(causes.values()) < len(entries):
-            return
+            return causes
         why = ", ".join(f"{count} {cause}" for cause, count in causes.items())
         where = f" of {self.data_dir}" if self.data_dir else ""
         wanted = "longer videos with an audio track" if needs_audio else "longer videos"

@@ -27,8 +27,8 @@ positions ``w`` of every ``W`` consecutive examples of the common record stream.
 batches are deterministic for a given seed and number of workers; they differ between
 numbers of workers (one worker reproduces the single-machine run exactly).
 
-Records shorter than one clip window are dropped; ``count_too_short`` tells how many a
-split has.
+Records without one clip window (shorter, audio-only, or without sound where audio is
+cut) are dropped; ``count_too_short`` tells how many a split has.
 """
 
 from __future__ import annotations
@@ -68,10 +68,16 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     return files
 
 
-def count_too_short(data_dir: str | os.PathLike, split: str, spec: ClipSpec) -> int:
-    """Number of records in ``split`` shorter than one clip window (the reader drops them)."""
+def count_too_short(data_dir: str | os.PathLike, split: str, spec: ClipSpec,
+                    video_only: bool = False) -> int:
+    """Number of records in ``split`` without one clip window (the reader drops them).
+
+    Shorter records, audio-only ones and, unless ``video_only``, videos without sound
+    (``Manifest.without_clip_window``, the rule :func:`train_dataset` warns with).
+    """
     prepared = Manifest.read(data_dir)
-    return prepared.count_shorter_than(split, spec.window_seconds(prepared.fps))
+    return sum(prepared.without_clip_window(split, spec.window_seconds(prepared.fps),
+                                            needs_audio=not video_only).values())
 
 
 def _log_skipped(lost: tf.Tensor, expected: tf.Tensor, path: tf.Tensor) -> bool:
@@ -218,8 +224,7 @@ def train_dataset(
     task = task or _default_task()
     spec, prepared, clips, files = _prepare(data_dir, split, spec, video_only)
     window = spec.window_seconds(clips.fps)
-    prepared.require_clip_windows(split, window, needs_audio=not video_only)
-    skipped = prepared.without_clip_window(split, window, needs_audio=not video_only)
+    skipped = prepared.require_clip_windows(split, window, needs_audio=not video_only)
     if skipped:
         logging.warning(
             "%d record(s) of split %r hold no %.2f s clip window (%s) and are skipped.",

@@ -140,6 +140,10 @@ def list_folder(root: str | os.PathLike, split: str = "train",
     return sort_items([item(path) for path in kept])
 
 
+#: Share of each label of a folder input held out as split ``test`` by default.
+DEFAULT_TEST_FRACTION = 0.1
+
+
 def held_out_split(items: list[SourceItem], test_fraction: float) -> list[SourceItem]:
     """Puts ``test_fraction`` of each label's files in split ``test``, deterministically.
 

@@ -103,6 +103,14 @@ def _edited_copy(tmp_path, tiny_prepared, edit):
     return data
 
 
+def _refusal(tmp_path, data) -> str:
+    """The first line of the error a run on ``data`` is refused with; nothing was written."""
+    with pytest.raises(UserError) as err:
+        _run(tmp_path / "run", data)
+    assert not (tmp_path / "run").exists()
+    return str(err.value).splitlines()[0]
+
+
 def _with_splits(tmp_path, tiny_prepared, keep):
     def keep_splits(manifest):
         manifest["written"] = [e for e in manifest["written"] if e["split"] in keep]
@@ -113,13 +121,10 @@ def _with_splits(tmp_path, tiny_prepared, keep):
 
 def test_a_dataset_without_a_test_split_is_refused_before_training(tmp_path, tiny_prepared):
     data = _with_splits(tmp_path, tiny_prepared, keep={"train"})
-    with pytest.raises(UserError) as err:
-        _run(tmp_path / "run", data)
-    assert str(err.value).splitlines()[0] == (
+    assert _refusal(tmp_path, data) == (
         f"dataset {data} has no records in the evaluation split 'test' (splits with records: "
         "train (6)); re-prepare with a held-out split (avts-prepare --test_fraction) or bind "
         "train.Evaluation.split to one of those")
-    assert not (tmp_path / "run").exists()
 
 
 def test_an_empty_dataset_is_refused(tmp_path, tiny_prepared):
@@ -145,13 +150,10 @@ def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, ti
     window are skipped by the pipeline: training ran on an empty stream and exported
     untrained towers with `eval: {}`."""
     data = _with_entries(tmp_path, tiny_prepared, "train", num_frames=0, duration=0.3)
-    with pytest.raises(UserError) as err:
-        _run(tmp_path / "run", data)
-    assert str(err.value).splitlines()[0] == (
+    assert _refusal(tmp_path, data) == (
         f"no record of the train split 'train' of {data} holds one 0.50 s clip window of "
         "video and audio (6 record(s): 6 without video); prepare longer videos with an audio "
         "track, or shorten the clip (data.ClipSpec.num_frames)")
-    assert not (tmp_path / "run").exists()
     with pytest.raises(UserError, match=r"^no record of the train split 'train' of .*"
                                         r"\(6 record\(s\): 6 without video\)"):
         pipeline.train_dataset(data, 2, spec=SPEC)  # A user's own model.fit script.

@@ -3,7 +3,8 @@ r"""Synchronization accuracy of a training run on held-out videos, per negative 
     avts-eval-sync --model_dir=runs/quickstart --data=PREPARED_OR_MEDIA \
         [--split=test] [--kinds=easy,hard,super_hard] [--output_json=sync.json]
 
-(``python tools/eval_sync.py`` takes the same flags, from a checkout.)
+(``python tools/eval_sync.py`` takes the same flags, from a checkout; ``--checkpoint`` is
+another name of ``--model_dir``, as in the other evaluation tools.)
 
 ``sync_accuracy`` (easy negatives: audio of another video) is the paper's protocol;
 ``hard`` (same video, no overlap) and ``super_hard`` (same video, shifted but
@@ -22,6 +23,7 @@ from avts_tf.evaluation import cli
 flags.DEFINE_string("model_dir", None, "A training run's model_dir.", required=True)
 flags.register_validator("model_dir", lambda p: p is None or Path(p).is_dir(),
                          "does not exist (or is not a folder); give a training run's model_dir")
+flags.DEFINE_alias("checkpoint", "model_dir")  # the name the other evaluation tools use
 flags.DEFINE_string("split", "test", "Held-out split.")
 flags.DEFINE_list("kinds", ["easy", "hard", "super_hard"],
                   "Negative kinds to score (easy is always scored).")

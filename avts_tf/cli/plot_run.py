@@ -14,6 +14,7 @@ from absl import flags
 from avts_tf.cli import app
 
 flags.DEFINE_string("model_dir", None, "An avts-train run.", required=True)
+flags.DEFINE_alias("checkpoint", "model_dir")  # the name the evaluation tools use
 flags.DEFINE_string("output", None, "PNG to write (default: <model_dir>/curves.png).")
 flags.DEFINE_list("tags", None, "Tags to draw (default: every epoch metric).")
 FLAGS = flags.FLAGS

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from eval_helpers import assert_one_line_error, run_in_process, run_subprocess
 from tiny import REPO_ROOT
 
@@ -146,6 +147,19 @@ def test_eval_sync_missing_model_dir(tiny_prepared, tmp_path):
     code, _, err = run_in_process("eval_sync", "--model_dir", str(tmp_path / "nope"),
                                   "--data", str(tiny_prepared))
     assert_one_line_error(code, err, "does not exist")
+
+
+def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared, tmp_path):
+    """``--checkpoint RUN`` names the run in every tool (eval-sync and plot-run said model_dir)."""
+    code, _, err = run_in_process("eval_sync", "--checkpoint", str(tiny_run), "--data",
+                                  str(tiny_prepared), "--kinds", "medium")
+    assert_one_line_error(code, err, "unknown negative kind")  # got past the flags
+    logs = tmp_path / "run" / "tensorboard" / "train"
+    with tf.summary.create_file_writer(str(logs)).as_default():
+        tf.summary.scalar("epoch_loss", 0.5, step=0)
+    code, out, err = run_in_process("plot_run", "--checkpoint", str(tmp_path / "run"))
+    assert code == 0, err
+    assert out.strip() == f"wrote {tmp_path / 'run' / 'curves.png'} (1 curves)"
 
 
 def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):

@@ -55,7 +55,7 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
             f"a built-in recipe as gin/<name>.gin ({', '.join(recipes.builtin_names())})"
         ) from None
     except (ValueError, SyntaxError, tokenize.TokenError) as err:
-        raise UserError(explain_gin_error(err)) from None
+        raise UserError(explain_gin_error(err, bindings)) from None
 
 
 def configurable_names() -> list[str]:
@@ -87,11 +87,38 @@ def _choices(wrong: str, valid: Sequence[str]) -> str:
     return f"{hint}valid: {', '.join(valid)}"
 
 
-def explain_gin_error(err: Exception) -> str:
-    """One line for a gin parse error: what is wrong, where, and the valid names."""
+def _syntax_error(binding: str) -> Exception | None:
+    """The error gin's parser raises on ``binding`` alone, names left unresolved."""
+    try:
+        for _ in gin_config.config_parser.ConfigParser(
+                binding, gin_config.ParserDelegate(skip_unknown=True)):
+            pass
+    except (ValueError, SyntaxError, tokenize.TokenError) as err:
+        return err
+    return None
+
+
+def _where(text: str, bindings: Sequence[str]) -> str:
+    """`` (--gin_param 'x=1')`` or `` (file "f.gin", line 3)`` for gin's error ``text``."""
+    match = re.search(r"In (bindings string line (\d+)|file \"?[^\n]+?\"?, line \d+)", text)
+    if match and match.group(2) and 0 < int(match.group(2)) <= len(bindings):
+        return f" (--gin_param {bindings[int(match.group(2)) - 1]!r})"
+    if match:
+        return f" ({match.group(1)})"
+    failing = [b for b in bindings if _syntax_error(b) is not None]
+    return f" (--gin_param {failing[0]!r})" if failing else ""
+
+
+def explain_gin_error(err: Exception, bindings: Sequence[str] = ()) -> str:
+    """One line for a gin parse error: what is wrong, where, and the valid names.
+
+    Args:
+        err: The error gin raised.
+        bindings: The ``--gin_param`` bindings parsed (after the files), to name the one at
+            fault.
+    """
     text = str(err)
-    where_match = re.search(r"In (bindings string line \d+|file \"?[^\n]+?\"?, line \d+)", text)
-    where = f" ({where_match.group(1)})" if where_match else ""
+    where = _where(text, bindings)
     unknown = re.match(r"No configurable matching (?:reference )?'@?([\w.]+)'", text)
     if unknown:
         name = unknown.group(1)
@@ -105,5 +132,13 @@ def explain_gin_error(err: Exception) -> str:
         selector, param = parameter.groups()
         return (f"{selector} has no parameter {param}{where}; "
                 f"{_choices(param, parameter_names(selector))}")
+    token = re.search(r"Failed to parse token '([^']*)'", text)
+    if token:
+        return (f"{token.group(1)} is not a gin value{where}; write a number, a quoted "
+                f"string ('{token.group(1)}'), True/False/None, a list or tuple, or a "
+                f"reference (@name or @name())")
+    if isinstance(err, tokenize.TokenError):  # ('EOF in multi-line statement', (2, 0))
+        text = "a bracket or quote is not closed"
     first = text.splitlines()[0] if text else type(err).__name__
-    return f"could not parse the gin configuration{where}: {first}; check the recipe's syntax"
+    what = "binding" if where.startswith(" (--gin_param") else "recipe"
+    return f"could not parse the gin configuration{where}: {first}; check the {what}'s syntax"

@@ -23,21 +23,31 @@ def _run(model_dir, data_dir, **kwargs):
 
 @pytest.mark.parametrize(("binding", "expected"), [
     ("train.run.video_tower = @backbones.mc3_19",
-     "unknown gin name backbones.mc3_19 (bindings string line 1); did you mean "
+     "unknown gin name backbones.mc3_19 (--gin_param 'train.run.video_tower = "
+     "@backbones.mc3_19'); did you mean "
      "backbones.mc3_18 or backbones.mc2_18 or backbones.r3d_18? valid: "
      "backbones.audio_resnet18, backbones.avts_audio_vgg, backbones.i3d, backbones.mc2_18, "
      "backbones.mc3_18, backbones.r2plus1d_18, backbones.r3d_18"),
     ("train.run.bach_size = 4",
-     "train.run has no parameter bach_size (bindings string line 1); did you mean batch_size?"),
+     "train.run has no parameter bach_size (--gin_param 'train.run.bach_size = 4'); did you "
+     "mean batch_size?"),
     ("train.run.objective = @objectives.temporall",
-     "unknown gin name objectives.temporall (bindings string line 1); did you mean "
+     "unknown gin name objectives.temporall (--gin_param 'train.run.objective = "
+     "@objectives.temporall'); did you mean "
      "objectives.temporal"),
     ("samplers.hardd.max_shift_s = 1.0", "did you mean samplers.hard"),
     ("curricula.linear_rampp.start = 1", "did you mean curricula.linear_ramp"),
+    # A bare word is not a value (it was "malformed node or string ... <ast.Name object>").
+    ("train.run.train_steps = abc",
+     "abc is not a gin value (--gin_param 'train.run.train_steps = abc'); write a number, a "
+     "quoted string ('abc'),"),
+    ("train.run.train_steps = [1,",
+     "could not parse the gin configuration (--gin_param 'train.run.train_steps = [1,'): a "
+     "bracket or quote is not closed; check the binding's syntax"),
 ])
 def test_gin_mistakes_name_the_valid_choices(binding, expected):
-    with pytest.raises(UserError) as err:
-        config.parse_gin(["quickstart"], [binding])
+    with pytest.raises(UserError) as err:  # the second --gin_param is named, not the first
+        config.parse_gin(["quickstart"], ["train.run.seed = 1", binding])
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
 

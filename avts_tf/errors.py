@@ -1,4 +1,4 @@
-"""The error type of a user's mistake (bad flag, missing file, unknown name, ...)."""
+"""The errors the tools report as one line: a user's mistake, a run stopped by its surroundings."""
 
 from __future__ import annotations
 
@@ -19,3 +19,11 @@ class RunInterrupted(RuntimeError):
     """
 
     exit_code = 3
+
+
+class TrainingDiverged(RunInterrupted, FloatingPointError):
+    """The loss or the weights became non-finite; the last good checkpoint is kept.
+
+    A :class:`FloatingPointError` (what ``avts_tf.train.run`` documents) that the tools
+    report as one line, exit code 3.
+    """

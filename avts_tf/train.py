@@ -10,7 +10,9 @@ so their variables are mirrored. The job trains with Keras ``fit`` and these cal
   with the batch the interrupted run would have trained on next (the input pipeline
   skips the batches already consumed), so the result equals an uninterrupted run. A
   task's schedule (a curriculum) is a function of the restored step. A non-finite loss stops
-  training with ``FloatingPointError``; the last good checkpoint stays.
+  training with ``avts_tf.errors.TrainingDiverged`` (a ``FloatingPointError``); the last good
+  checkpoint stays. A step that runs out of device memory ends in a ``UserError`` naming
+  the batch size.
 * ``TensorBoard`` in ``<model_dir>/tensorboard``: loss, the task's metrics and logs,
   learning rate, clips/s (``ClipsPerSecond``), once per epoch.
 * ``WriteOperativeConfig``: ``<model_dir>/operative_config.gin``.
@@ -49,7 +51,7 @@ from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest
 from avts_tf.distribute import make_strategy, worker_role
-from avts_tf.errors import RunInterrupted, UserError
+from avts_tf.errors import RunInterrupted, TrainingDiverged, UserError
 from avts_tf.models import AVTSModel
 from avts_tf.run_description import RunDescription
 from avts_tf.tasks.base import Task
@@ -270,7 +272,8 @@ def run(
             string where a factory belongs, a dataset without records in the train or
             evaluation split, a model_dir that is a file or holds a run of another
             configuration), checked before anything is built or written.
-        FloatingPointError: The loss or the weights became non-finite.
+        avts_tf.errors.TrainingDiverged: The loss or the weights became non-finite (a
+            ``FloatingPointError``).
         avts_tf.data.splits.OverlappingSplits: ``train_split`` and the evaluation split
             share an id or a source file (checked before anything is built).
     """
@@ -406,6 +409,8 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     try:
         with watcher:
             _fit(model, strategy, job, task, start, callbacks, checkpoint)
+    except tf.errors.ResourceExhaustedError as err:
+        raise _out_of_memory(err, job, "training") from None
     except _PEER_ERRORS as err:
         if not multi_worker:
             raise
@@ -420,7 +425,10 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     if job.is_chief:  # stock Keras layers: loadable without avts_tf (avts_tf.portable)
         portable.save_tower(model.video_tower, job.out_dir / "video_tower.keras")
         portable.save_tower(model.audio_tower, job.out_dir / "audio_tower.keras")
-    return _evaluate(model, job)
+    try:
+        return _evaluate(model, job)
+    except tf.errors.ResourceExhaustedError as err:
+        raise _out_of_memory(err, job, "evaluation") from None
 
 
 # What a collective raises when a peer worker exits (connection reset: at once) or hangs
@@ -449,6 +457,27 @@ def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
         f"lost worker {lost} ({type(err).__name__}: {reason}); re-run the same command on "
         f"every worker to resume from the last checkpoint ({since})"
     )
+
+
+def _out_of_memory(err: tf.errors.ResourceExhaustedError, job: _Job, stage: str) -> UserError:
+    """One line for a step that ran out of device memory: what, where, which setting."""
+    text = str(err)
+    tensor = re.search(r"OOM when allocating tensor with shape\[([\d,]*)\] and type (\w+) on "
+                       r"(?:\S*/device:)?(\w+:\d+)", text)
+    what = (f"a {tensor.group(2)} tensor of shape [{tensor.group(1)}] on {tensor.group(3)}"
+            if tensor else text.strip().splitlines()[0] if text.strip() else "memory")
+    trained = avts_callbacks.read_index(job.model_dir / "checkpoints")
+    if stage == "evaluation":  # evaluation settings may change on a resumed run
+        return UserError(
+            f"out of memory in the held-out evaluation, allocating {what}; lower "
+            f"train.Evaluation.batch_size (now {job.evaluation.batch_size}) and re-run the "
+            "same command: training is finished, it only evaluates again")
+    again = ("give a new --model_dir (this one keeps the checkpoints trained so far)"
+             if trained else "re-run with --overwrite (nothing was trained yet)")
+    return UserError(
+        f"out of memory in a training step, allocating {what}; lower train.run.batch_size "
+        f"(now {job.batch_size}), use train.run.precision='mixed_bfloat16' or a smaller "
+        f"clip, then {again}")
 
 
 def _corrupted(job: _Job, split: str) -> RunInterrupted:
@@ -480,11 +509,11 @@ def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Ta
             shuffle=False,
         )
         if checkpoint.nonfinite_batch is not None:
-            raise FloatingPointError(
-                f"Training stopped at batch {checkpoint.nonfinite_batch}: the loss or the "
-                f"weights became non-finite. The last good checkpoint is kept in "
-                f"{job.model_dir / 'checkpoints'}; lower the learning rate or check the "
-                "input data, then re-run the same command to resume from it."
+            raise TrainingDiverged(
+                f"training stopped at batch {checkpoint.nonfinite_batch}: the loss or the "
+                f"weights became non-finite (the last good checkpoint is kept in "
+                f"{job.model_dir / 'checkpoints'}); lower the learning rate or check the "
+                "input data, then re-run the same command to resume from it"
             )
         if model.stop_training:  # a signal, or a user callback (early stopping)
             break

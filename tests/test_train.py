@@ -22,6 +22,7 @@ from tiny import SPEC as TINY_SPEC
 from avts_tf import callbacks, config, train
 from avts_tf.data import pipeline
 from avts_tf.distribute import WorkerRole
+from avts_tf.errors import RunInterrupted, UserError
 from avts_tf.tasks.sync.objectives import ContrastiveSync
 from avts_tf.tasks.sync.samplers import SuperHardNegativeSampler
 from avts_tf.train import Segment, fit_plan
@@ -236,14 +237,58 @@ def test_train_tool_reports_overlapping_splits_in_one_line(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(
     tmp_path, tiny_prepared
 ):
-    with pytest.raises(FloatingPointError, match=r"batch 4.*non-finite.*last good checkpoint"):
+    with pytest.raises(FloatingPointError, match=r"batch 4.*non-finite.*last good checkpoint"
+                       ) as err:
         _run(tmp_path, tiny_prepared, objective=_NaNAfter, checkpoint_every_steps=2,
              train_steps=10, steps_per_epoch=10)
+    assert isinstance(err.value, RunInterrupted)  # the tools: one line, exit 3 (no traceback)
     assert [c.batches for c in callbacks.read_index(tmp_path / "checkpoints")] == [2]
     assert not (tmp_path / "eval.json").exists()
     # The kept checkpoint holds finite values only.
     values = _h5_floats(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
     assert values and all(np.all(np.isfinite(v)) for v in values)
+
+
+class _AllocateTooMuch(keras.callbacks.Callback):
+    """Asks TensorFlow for 8 TiB at one batch: a real ``ResourceExhaustedError``."""
+
+    def __init__(self, at_batch: int):
+        super().__init__()
+        self.at_batch = at_batch
+        self.seen = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at_batch:
+            tf.zeros([2**41], tf.float32)
+
+
+@pytest.mark.parametrize(("at_batch", "then"), [
+    (1, "then re-run with --overwrite (nothing was trained yet)"),
+    (4, "then give a new --model_dir (this one keeps the checkpoints trained so far)"),
+])
+def test_a_step_out_of_memory_ends_in_one_line_naming_the_batch_size(
+        tmp_path, tiny_prepared, at_batch, then):
+    with pytest.raises(UserError) as err:
+        _run(tmp_path, tiny_prepared, callbacks=[_AllocateTooMuch(at_batch)],
+             checkpoint_every_steps=2, train_steps=6, steps_per_epoch=6)
+    assert str(err.value).splitlines()[0] == (
+        "out of memory in a training step, allocating a float tensor of shape "
+        "[2199023255552] on CPU:0; lower train.run.batch_size (now 4), use "
+        f"train.run.precision='mixed_bfloat16' or a smaller clip, {then}")
+
+
+def test_an_evaluation_out_of_memory_says_to_lower_its_batch_and_re_run(
+        tmp_path, tiny_prepared, monkeypatch):
+    def allocate_too_much(model, job):
+        tf.zeros([2**41], tf.float32)
+
+    monkeypatch.setattr(train, "_held_out_metrics", allocate_too_much)
+    with pytest.raises(UserError, match=r"^out of memory in the held-out evaluation, allocating "
+                       r"a float tensor of shape \[2199023255552\] on CPU:0; lower "
+                       r"train.Evaluation.batch_size \(now 4\) and re-run the same command"):
+        _run(tmp_path, tiny_prepared)
+    assert (tmp_path / "video_tower.keras").is_file()  # the trained towers are kept
 
 
 def _h5_floats(path):

@@ -167,6 +167,18 @@ def test_nearest_masks_video_and_invalid_entries():
     )
 
 
+def test_masking_passes_check_numerics():
+    """``tf.debugging.enable_check_numerics`` (finding a NaN) must not stop at the mask."""
+    tf.debugging.enable_check_numerics()
+    try:
+        index = contrastive.nearest(tf.constant([[1.0, 0.0]]), tf.constant([[1.0, 0.0]] * 2),
+                                    tf.constant([7]), tf.constant([7, 8]),
+                                    tf.constant([True, True]))
+    finally:
+        tf.debugging.disable_check_numerics()
+    assert index.numpy().tolist() == [1]
+
+
 def test_no_gradient_into_queue():
     anchors, keys, ids, queue, queue_ids, _ = _planted(3)
     a = tf.Variable(anchors, dtype=tf.float32)

@@ -37,7 +37,8 @@ def _masked_argmax(scores: tf.Tensor, eligible: tf.Tensor) -> tuple[tf.Tensor, t
         ``(indices [N] int32, found [N] bool)``; a row without eligible entries gets
         index 0 and ``found=False``.
     """
-    masked = tf.where(eligible, scores, tf.fill(tf.shape(scores), -float("inf")))
+    # The lowest finite value, not -inf: ``tf.debugging.enable_check_numerics`` stays usable.
+    masked = tf.where(eligible, scores, tf.fill(tf.shape(scores), scores.dtype.min))
     indices = tf.argmax(masked, axis=-1, output_type=tf.int32)
     found = tf.reduce_any(eligible, axis=-1)
     return tf.where(found, indices, tf.zeros_like(indices)), found

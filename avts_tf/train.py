@@ -494,6 +494,18 @@ def _corrupted(job: _Job, split: str) -> RunInterrupted:
     )
 
 
+# TensorFlow 2.21's oneDNN bfloat16 kernels on CPU returned NaN in a few entries of one
+# Conv3D weight gradient of r2plus1d_18 (tssl_r2plus1d at batch 4 and 8, 2026-12-05; not
+# with TF_ENABLE_ONEDNN_OPTS=0, not in float32): see docs/temporal.md.
+_BFLOAT16_ON_CPU_HINT = (
+    " (on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train with "
+    "train.run.precision='float32' in a new --model_dir)")
+
+
+def _has_accelerator() -> bool:
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
 def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Task,
          start: int, callbacks: list[keras.callbacks.Callback],
          checkpoint: avts_callbacks.StepCheckpoint) -> None:
@@ -514,6 +526,8 @@ def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Ta
                 f"weights became non-finite (the last good checkpoint is kept in "
                 f"{job.model_dir / 'checkpoints'}); lower the learning rate or check the "
                 "input data, then re-run the same command to resume from it"
+                + _BFLOAT16_ON_CPU_HINT * (job.precision == "mixed_bfloat16"
+                                           and not _has_accelerator())
             )
         if model.stop_training:  # a signal, or a user callback (early stopping)
             break

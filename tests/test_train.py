@@ -22,7 +22,7 @@ from tiny import SPEC as TINY_SPEC
 from avts_tf import callbacks, config, train
 from avts_tf.data import pipeline
 from avts_tf.distribute import WorkerRole
-from avts_tf.errors import RunInterrupted, UserError
+from avts_tf.errors import RunInterrupted, TrainingDiverged, UserError
 from avts_tf.tasks.sync.objectives import ContrastiveSync
 from avts_tf.tasks.sync.samplers import SuperHardNegativeSampler
 from avts_tf.train import Segment, fit_plan
@@ -247,6 +247,18 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint
     # The kept checkpoint holds finite values only.
     values = _h5_floats(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
     assert values and all(np.all(np.isfinite(v)) for v in values)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_a_non_finite_loss_in_bfloat16_on_cpu_points_to_float32(
+        tmp_path, tiny_prepared, precision):
+    with pytest.raises(TrainingDiverged) as err:
+        _run(tmp_path, tiny_prepared, objective=_NaNAfter, precision=precision,
+             checkpoint_every_steps=2, train_steps=6, steps_per_epoch=6)
+    hint = ("(on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train "
+            "with train.run.precision='float32' in a new --model_dir)")
+    first_line = str(err.value).splitlines()[0]
+    assert first_line.endswith(hint) == (precision == "mixed_bfloat16"), first_line
 
 
 class _AllocateTooMuch(keras.callbacks.Callback):

@@ -31,6 +31,7 @@ an optional extra (``pip install "avts_tf[torch]"``).
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,19 @@ def convert_state_dict(
     return model
 
 
+def _load_failure(path: Path, err: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a few words."""
+    with path.open("rb") as file:
+        head = file.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch.save: zip or pickle
+        return f"not a file torch.save writes: it starts with {head!r}"
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    if unsupported:  # torch.save(model): a pickled module, loadable only by running code
+        return (f"it holds a pickled {unsupported.group(1)} object, not only tensors; we load "
+                "tensors only")
+    return " ".join(f"{type(err).__name__}: {err}".split())[:200]
+
+
 def load_state_dict(path: str | Path) -> dict[str, Any]:
     """The ``state_dict`` stored in a ``.pth`` file, as float32 numpy arrays.
 
@@ -277,10 +291,9 @@ def load_state_dict(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any load failure is a bad checkpoint.
-        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
         raise TorchvisionImportError(
-            f"cannot read {path} as a PyTorch checkpoint ({detail}); pass a file written by "
-            f"torch.save(model.state_dict(), path)"
+            f"cannot read {path} as a PyTorch checkpoint ({_load_failure(path, err)}); pass a "
+            f"file written by torch.save(model.state_dict(), path)"
         ) from None
     for key in _CONTAINER_KEYS:
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):

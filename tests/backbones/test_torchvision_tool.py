@@ -62,6 +62,22 @@ def test_tool_bad_input_exits_2_with_one_error_line(tmp_path):
     assert not (tmp_path / "out.keras").exists()
 
 
+def test_a_file_that_is_no_state_dict_says_what_it_is(tmp_path):
+    from avts_tf.backbones.torchvision_import import TorchvisionImportError, load_state_dict
+
+    text = tmp_path / "notes.pth"
+    text.write_text("garbage")
+    with pytest.raises(TorchvisionImportError, match=r"\(not a file torch.save writes: it "
+                                                      r"starts with b'ga'\); pass a file"):
+        load_state_dict(text)
+    whole = tmp_path / "whole.pth"  # torch.save(model): a pickled module, not tensors
+    torch.save(torchvision_model("mc3_18"), whole)
+    with pytest.raises(TorchvisionImportError, match=r"\(it holds a pickled torchvision.models."
+                                                      r"video.resnet.VideoResNet object, not "
+                                                      r"only tensors; we load tensors only\)"):
+        load_state_dict(whole)
+
+
 def run_finetune(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(

@@ -87,8 +87,8 @@ def _feature_sets(args, stack):  # args: FLAGS
         features.resolve_layer(tower, args.layer)
         spec = checkpoint.clip_spec_for(args.checkpoint, audio_tower=tower)
         sample_rate = spec.log_mel.sample_rate
-    data = cli.prepared_data(cli.DataSource.from_flags(), stack, sample_rate=sample_rate,
-                             audio_only=True)
+    data = cli.prepared_data(cli.DataSource.from_flags(args.checkpoint), stack,
+                             sample_rate=sample_rate, audio_only=True)
     if args.checkpoint:
         feats = features.tower_features(
             tower, "audio", data, spec, layer=args.layer, pool=args.pool,

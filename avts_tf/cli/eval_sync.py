@@ -35,6 +35,18 @@ cli.define_data_flags()
 FLAGS = flags.FLAGS
 
 
+def _split(data: Path) -> str:
+    """``--split``; for media prepared here into one split (a folder, a file), that split."""
+    from avts_tf.data.manifest import Manifest
+    from avts_tf.evaluation import records_io
+
+    present = Manifest.read(data).split_names
+    if (FLAGS["split"].present or records_io.is_prepared(FLAGS.data)
+            or FLAGS.split in present or len(present) != 1):
+        return FLAGS.split
+    return present[0]  # every file given is scored
+
+
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     cli.quiet_logs()
@@ -43,9 +55,10 @@ def _main(argv: list[str]) -> None:
     kinds = sync.check_kinds(cli.split_list(FLAGS.kinds) or ["easy"])
     spec_rate = checkpoint.run_clip_spec(FLAGS.model_dir).log_mel.sample_rate
     with contextlib.ExitStack() as stack:
-        data = cli.prepared_data(cli.DataSource.from_flags(), stack, sample_rate=spec_rate)
+        data = cli.prepared_data(cli.DataSource.from_flags(FLAGS.model_dir), stack,
+                                 sample_rate=spec_rate)
         results = sync.evaluate_sync(
-            FLAGS.model_dir, data, FLAGS.split, kinds, FLAGS.clips_per_video, FLAGS.batch_size,
+            FLAGS.model_dir, data, _split(data), kinds, FLAGS.clips_per_video, FLAGS.batch_size,
             FLAGS.seed,
         )
     rows = []

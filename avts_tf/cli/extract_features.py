@@ -106,7 +106,7 @@ def _main(argv: list[str]) -> None:
     )
     splits = cli.split_list(FLAGS.splits)
     with contextlib.ExitStack() as stack:
-        data = cli.prepared_data(cli.DataSource.from_flags(), stack,
+        data = cli.prepared_data(cli.DataSource.from_flags(FLAGS.checkpoint), stack,
                                  sample_rate=spec.log_mel.sample_rate,
                                  audio_only=which == "audio", video_only=which == "video")
         if FLAGS.output:

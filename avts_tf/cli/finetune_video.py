@@ -176,7 +176,8 @@ def _main(argv: list[str]) -> None:
     if len(folds) > 1 and records_io.is_prepared(args.data):
         raise BadInput("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
     results = []
-    source = cli.DataSource.from_flags()
+    pretrained = args.init not in ("scratch", None) and not args.init.startswith("torchvision:")
+    source = cli.DataSource.from_flags(args.init if pretrained else args.arch)
     for fold in folds:
         with contextlib.ExitStack() as stack:
             prepared_dir = source.prepared_dir

@@ -49,9 +49,10 @@ def define_data_flags(required: bool = True) -> None:
                          lower_bound=1)
     flags.DEFINE_string("prepared_dir", None, "Where raw media is prepared (kept and re-used); "
                         "default: a temporary folder.")
-    flags.DEFINE_float("fps", DEFAULTS.fps, "Frame rate when preparing.", lower_bound=0.1)
-    flags.DEFINE_integer("short_side", DEFAULTS.short_side, "Frame size when preparing.",
-                         lower_bound=8)
+    flags.DEFINE_float("fps", DEFAULTS.fps, "Frame rate when preparing (default: the run's "
+                       "dataset's, where a run is given).", lower_bound=0.1)
+    flags.DEFINE_integer("short_side", DEFAULTS.short_side, "Frame size when preparing "
+                         "(default: the run's dataset's, where a run is given).", lower_bound=8)
     flags.DEFINE_integer("workers", 1, "Decoding processes when preparing.", lower_bound=1)
 
 
@@ -68,9 +69,31 @@ class DataSource:
     workers: int = 1
 
     @classmethod
-    def from_flags(cls) -> DataSource:
-        """The data flags' parsed values."""
-        return cls(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(cls)})
+    def from_flags(cls, run: str | Path | None = None) -> DataSource:
+        """The data flags' parsed values.
+
+        Args:
+            run: A training run whose towers read the data: raw media is then prepared at
+                the run's frame rate and frame size (its dataset's ``fps`` and
+                ``short_side``) unless ``--fps`` / ``--short_side`` are given.
+        """
+        values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(cls)}
+        ingest = _run_ingest(run) if run is not None else {}
+        for name in ("fps", "short_side"):
+            if not FLAGS[name].present and ingest.get(name):
+                values[name] = ingest[name]
+        return cls(**values)
+
+
+def _run_ingest(run: str | Path) -> dict:
+    """The ingestion settings of ``run``'s dataset (empty for a run that has none)."""
+    from avts_tf.evaluation import checkpoint
+
+    folder = checkpoint.run_dir(run)
+    if folder is None:
+        return {}
+    description = checkpoint.run_description(folder)
+    return {**(description.ingest or {}), "fps": description.fps}
 
 
 def prepared_data(

@@ -372,6 +372,28 @@ def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run,
     assert sorted(Features.load(out).ids) == sorted(p.name for p in real_av.iterdir())
 
 
+def test_media_given_to_a_run_is_prepared_like_its_data_and_scored_whole(
+        tiny_run, tiny_prepared, tmp_path):
+    """Raw media takes the run's frame size (not --short_side's default); a folder (one
+    split) is scored whole (eval-sync asked for split 'test' and failed)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    description = json.loads((run / "run.json").read_text())
+    description["ingest"] = {**(description.get("ingest") or {}), "short_side": 24}
+    (run / "run.json").write_text(json.dumps(description))
+    videos = tiny_prepared.parent / "videos"
+    report = tmp_path / "sync.json"
+    code, _, err = run_in_process("eval_sync", "--checkpoint", str(run), "--data", str(videos),
+                                  "--prepared_dir", str(tmp_path / "prepared"), "--kinds",
+                                  "easy", "--clips_per_video", "1", "--output_json",
+                                  str(report))
+    assert code == 0, err
+    prepared = Manifest.read(tmp_path / "prepared")
+    assert (prepared.config.short_side, prepared.fps) == (24, 8.0)
+    assert prepared.split_names == ["train"]  # a plain folder: every file in one split
+    assert json.loads(report.read_text())["pairs_easy"] == 8  # all 8 videos, one clip each
+
+
 @pytest.mark.slow
 def test_eval_sync_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "sync.json"

@@ -474,10 +474,11 @@ def _out_of_memory(err: tf.errors.ResourceExhaustedError, job: _Job, stage: str)
             "same command: training is finished, it only evaluates again")
     again = ("give a new --model_dir (this one keeps the checkpoints trained so far)"
              if trained else "re-run with --overwrite (nothing was trained yet)")
+    precision = ("train.run.precision='mixed_bfloat16' or " if job.precision == "float32"
+                 else "")
     return UserError(
         f"out of memory in a training step, allocating {what}; lower train.run.batch_size "
-        f"(now {job.batch_size}), use train.run.precision='mixed_bfloat16' or a smaller "
-        f"clip, then {again}")
+        f"(now {job.batch_size}), use {precision}a smaller clip, then {again}")
 
 
 def _corrupted(job: _Job, split: str) -> RunInterrupted:

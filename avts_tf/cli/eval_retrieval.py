@@ -1,48 +1,64 @@
 """Retrieval with a run's frozen towers (``avts-eval-retrieval``, ``tools/eval_retrieval.py``).
 
-    avts-eval-retrieval --checkpoint runs/quickstart [--data PREPARED] [--random_init]
+    avts-eval-retrieval --checkpoint runs/quickstart [--data PREPARED_OR_MEDIA] [--random_init]
         [--train_split train --test_split test --num_clips 10] [--output_json r.json]
 
 Video -> video by class (test videos query training videos; R@1/5/10/20, each video the
 mean of ``--num_clips`` evenly spaced clips) and audio <-> video of the same video within
 the test split (see ``avts_tf.evaluation.retrieval``; among the videos with sound, ``n/a``
-with a warning when fewer than two have it). ``--data`` defaults to the run's
-dataset. ``--random_init`` adds the same towers freshly initialised. Prints a table, then
+with a warning when fewer than two have it). ``--data`` defaults to the run's dataset;
+labelled media (a folder of label folders, a CSV, a known layout) is prepared first, at the
+run's frame rate and size, a folder holding out 10% of each label as split ``test``.
+``--random_init`` adds the same towers freshly initialised. Prints a table, then
 ``retrieval: R@1=0.xxx R@5=0.xxx R@10=0.xxx R@20=0.xxx`` (the run's video -> video) last.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from absl import flags, logging
 
 from avts_tf.cli import app
+from avts_tf.evaluation import cli
 
 flags.DEFINE_string("checkpoint", None, "A training run's model_dir.", required=True)
-flags.DEFINE_string("data", None, "A prepared, labelled dataset (default: the run's).")
 flags.DEFINE_string("train_split", "train", "Split of the retrieved (database) videos.")
 flags.DEFINE_string("test_split", "test", "Split of the query videos.")
 flags.DEFINE_integer("num_clips", 10, "Evenly spaced clips averaged per video.", lower_bound=1)
 flags.DEFINE_bool("random_init", False, "Also score the towers freshly initialised.")
 flags.DEFINE_integer("batch_size", 32, "Clips per forward pass.", lower_bound=1)
 flags.DEFINE_string("output_json", None, "Write the results here.")
+cli.define_data_flags(required=False)  # --data: prepared, or labelled media prepared first
 FLAGS = flags.FLAGS
 
 
 def _main(argv: list[str]) -> int:
     app.no_positional(argv)
+    with contextlib.ExitStack() as stack:  # holds raw media's prepared copy
+        return _retrieve(stack)
+
+
+def _retrieve(stack: contextlib.ExitStack) -> int:
     import keras
 
+    from avts_tf.data import manifest
+    from avts_tf.data.ingestion import sources
     from avts_tf.evaluation import checkpoint, features, report, retrieval
     from avts_tf.evaluation.errors import BadInput
 
-    data = FLAGS.data or checkpoint.run_dataset(FLAGS.checkpoint)
-    from avts_tf.data import manifest
-
-    if not manifest.exists(data):
-        raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
     video = checkpoint.load_tower(FLAGS.checkpoint, "video")
     audio = checkpoint.load_tower(FLAGS.checkpoint, "audio")
     spec = checkpoint.clip_spec_for(FLAGS.checkpoint, video_tower=video, audio_tower=audio)
+    if FLAGS.data:  # media of a folder gets a held-out split per label, as avts-prepare's
+        data = str(cli.prepared_data(
+            cli.DataSource.from_flags(FLAGS.checkpoint), stack,
+            sample_rate=spec.log_mel.sample_rate, video_only=True,
+            test_fraction=sources.DEFAULT_TEST_FRACTION))
+    else:
+        data = checkpoint.run_dataset(FLAGS.checkpoint)
+    if not manifest.exists(data):
+        raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
     towers = {"pretrained": (video, audio)}
     if FLAGS.random_init:
         keras.utils.set_random_seed(0)

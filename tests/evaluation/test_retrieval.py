@@ -77,6 +77,24 @@ def test_eval_retrieval_tool(tiny_run, tiny_prepared, tmp_path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+def test_eval_retrieval_prepares_labelled_media_like_the_run(tiny_run, tiny_prepared, tmp_path):
+    """A CSV of videos (it said "is not a prepared dataset"): prepared at the run's settings."""
+    from eval_helpers import run_in_process
+
+    from avts_tf.data.manifest import Manifest
+
+    csv = tiny_prepared.parent / "videos" / "dataset.csv"
+    code, out, err = run_in_process(
+        "eval_retrieval", "--checkpoint", str(tiny_run), "--data", str(csv), "--prepared_dir",
+        str(tmp_path / "prepared"), "--num_clips", "3", "--short_side", "32")
+    assert code == 0, err
+    prepared = Manifest.read(tmp_path / "prepared")
+    assert prepared.fps == 8.0 and prepared.config.short_side == 32
+    assert {s: prepared.num_records(s) for s in prepared.split_names} == {"test": 2, "train": 6}
+    assert out.strip().splitlines()[-1].startswith("retrieval: R@1=")
+    assert "R@5=1.000" in out.strip().splitlines()[-1]  # 2 classes: the top 5 hold both
+
+
 def test_eval_retrieval_leaves_out_cross_modal_rows_without_two_videos_with_sound(
         tiny_run, tiny_prepared, tmp_path):
     """UCF101's silent videos: video -> video is still measured; audio <-> video is not."""

@@ -137,6 +137,21 @@ def load_towers(run_dir: str | os.PathLike) -> LoadedTowers:
     return LoadedTowers(towers[0], towers[1], _inputs_fn(description), description)
 
 
+def run_ingest_config(description: Any) -> Any:
+    """How the run's training media was ingested (a ``manifest.IngestConfig``), if known.
+
+    From ``run.json``; for a run written before it recorded them, from its dataset's
+    manifest; ``None`` when neither is there.
+    """
+    from avts_tf.data import manifest
+
+    if description.ingest is not None:
+        return manifest.IngestConfig.from_dict(description.ingest)
+    if manifest.exists(description.dataset):  # a run written before ingest was recorded
+        return manifest.Manifest.read(description.dataset).config
+    return None
+
+
 def media_record(path: str | os.PathLike, description: Any, start: float | None = None,
                  end: float | None = None) -> dict[str, tf.Tensor]:
     """A media file decoded as the run's training data was, as a parsed record.
@@ -151,15 +166,11 @@ def media_record(path: str | os.PathLike, description: Any, start: float | None 
         UserError: The file cannot be decoded (the reason in one line), or the run records
             no ingestion settings and its dataset is gone.
     """
-    from avts_tf.data import manifest, records
+    from avts_tf.data import records
     from avts_tf.data.ingestion import prepare, sources
-    from avts_tf.data.manifest import IngestConfig
 
-    if description.ingest is not None:
-        ingest = IngestConfig.from_dict(description.ingest)
-    elif manifest.exists(description.dataset):  # a run written before ingest was recorded
-        ingest = manifest.Manifest.read(description.dataset).config
-    else:
+    ingest = run_ingest_config(description)
+    if ingest is None:
         raise UserError("run.json records no ingestion settings and its dataset "
                         f"{description.dataset} is gone; re-train with this avts_tf")
     # The whole file as one record, however long (the tools read every clip of it).

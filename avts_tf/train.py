@@ -522,13 +522,13 @@ def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Ta
             shuffle=False,
         )
         if checkpoint.nonfinite_batch is not None:
+            on_cpu_in_bfloat16 = job.precision == "mixed_bfloat16" and not _has_accelerator()
             raise TrainingDiverged(
                 f"training stopped at batch {checkpoint.nonfinite_batch}: the loss or the "
                 f"weights became non-finite (the last good checkpoint is kept in "
                 f"{job.model_dir / 'checkpoints'}); lower the learning rate or check the "
                 "input data, then re-run the same command to resume from it"
-                + _BFLOAT16_ON_CPU_HINT * (job.precision == "mixed_bfloat16"
-                                           and not _has_accelerator())
+                f"{_BFLOAT16_ON_CPU_HINT if on_cpu_in_bfloat16 else ''}"
             )
         if model.stop_training:  # a signal, or a user callback (early stopping)
             break

@@ -57,8 +57,8 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
             test_fraction=sources.DEFAULT_TEST_FRACTION))
     else:
         data = checkpoint.run_dataset(FLAGS.checkpoint)
-    if not manifest.exists(data):
-        raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
+        if not manifest.exists(data):
+            raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
     towers = {"pretrained": (video, audio)}
     if FLAGS.random_init:
         keras.utils.set_random_seed(0)

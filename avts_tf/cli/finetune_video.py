@@ -106,6 +106,13 @@ def _torchvision_towers(args):
     return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
 
 
+def _tower_run(args) -> str | None:
+    """The run (or ``.keras`` file) whose towers ``--init`` or ``--arch`` names, if any."""
+    if args.init.startswith(TORCHVISION):
+        return None
+    return args.init if args.init != "scratch" else args.arch
+
+
 def _towers(args, fps):
     """``(video, audio or None, spec)`` for this run's initialization."""
     from avts_tf.evaluation import checkpoint
@@ -113,8 +120,8 @@ def _towers(args, fps):
 
     if args.init.startswith(TORCHVISION):
         return _torchvision_towers(args)
-    if args.init != "scratch" or args.arch:
-        source = args.init if args.init != "scratch" else args.arch
+    source = _tower_run(args)
+    if source:
         video = checkpoint.load_tower(source, "video")
         audio = checkpoint.load_tower(source, "audio") if args.fusion else None
         spec = checkpoint.clip_spec_for(source, video, audio)
@@ -176,8 +183,7 @@ def _main(argv: list[str]) -> None:
     if len(folds) > 1 and records_io.is_prepared(args.data):
         raise BadInput("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
     results = []
-    pretrained = args.init not in ("scratch", None) and not args.init.startswith("torchvision:")
-    source = cli.DataSource.from_flags(args.init if pretrained else args.arch)
+    source = cli.DataSource.from_flags(_tower_run(args))
     for fold in folds:
         with contextlib.ExitStack() as stack:
             prepared_dir = source.prepared_dir

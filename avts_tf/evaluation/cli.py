@@ -78,22 +78,27 @@ class DataSource:
                 ``short_side``) unless ``--fps`` / ``--short_side`` are given.
         """
         values = {f.name: FLAGS[f.name].value for f in dataclasses.fields(cls)}
-        ingest = _run_ingest(run) if run is not None else {}
-        for name in ("fps", "short_side"):
-            if not FLAGS[name].present and ingest.get(name):
-                values[name] = ingest[name]
+        run_values = _run_frames(run) if run is not None else {}
+        for name, value in run_values.items():
+            if not FLAGS[name].present:
+                values[name] = value
         return cls(**values)
 
 
-def _run_ingest(run: str | Path) -> dict:
-    """The ingestion settings of ``run``'s dataset (empty for a run that has none)."""
+def _run_frames(run: str | Path) -> dict:
+    """``fps`` and ``short_side`` of ``run``'s training data, as far as they are known."""
+    from avts_tf import portable
     from avts_tf.evaluation import checkpoint
 
     folder = checkpoint.run_dir(run)
     if folder is None:
         return {}
     description = checkpoint.run_description(folder)
-    return {**(description.ingest or {}), "fps": description.fps}
+    ingest = portable.run_ingest_config(description)
+    frames = {"fps": description.fps}
+    if ingest is not None:
+        frames["short_side"] = ingest.short_side
+    return frames
 
 
 def prepared_data(

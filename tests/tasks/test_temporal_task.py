@@ -186,3 +186,44 @@ def test_recall_at_1_equals_brute_force():
     # One held-out video: every query would hit; undefined, so evaluation leaves it out.
     one = np.zeros(4, np.int64)
     assert np.isnan(recall_at_1(queries[:4], gallery[:4], one, one))
+
+
+def _np_info_nce(anchors: np.ndarray, keys: np.ndarray, temperature: float) -> np.ndarray:
+    """Per-anchor InfoNCE, row i's positive is key i (no queue, distinct videos)."""
+    anchors = anchors / np.linalg.norm(anchors, axis=1, keepdims=True)
+    keys = keys / np.linalg.norm(keys, axis=1, keepdims=True)
+    logits = anchors @ keys.T / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    return -np.diag(logits) + np.log(np.exp(logits).sum(axis=1))
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.25, 1.0])
+def test_video_video_weight_scales_only_the_video_video_pairs(weight):
+    """contrastive = w (vv0->1 + vv1->0) + v0->a + a->v0, each against a NumPy InfoNCE."""
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
+    size, k = 4, 2
+    task = TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2, 4)), projection_dim=8,
+                               hidden_units=8, queue_size=8, video_video_weight=weight,
+                               loss_weights={"speed": 0, "direction": 0, "order": 0})
+    model = AVTSModel(tiny_video_tower(), tiny_audio_tower(), task)
+    batch = {
+        "video": tf.constant(rng.random((size, k, SPEC.num_frames, SPEC.crop_size,
+                                         SPEC.crop_size, 3)), tf.float32),
+        "audio": tf.constant(rng.random((size, k, *model.audio_tower.input_shape[1:])),
+                             tf.float32),
+        **{key: value for key, value in _label_batch(size, k).items() if key != "audio"},
+        "video_id": tf.constant([11, 12, 13, 14], tf.int64),
+    }
+    loss, _, _ = task.compute(model, batch, training=False, step=0)
+    video = task.embed_clips(model.video_tower, batch["video"], False).numpy()
+    audio = task.embed_clips(model.audio_tower, batch["audio"], False).numpy()
+    zv0, zv1 = (task.heads["project_video"](video[:, i]).numpy() for i in range(2))
+    za = task.heads["project_audio"](audio[:, 0]).numpy()
+    t = task.temperature
+    expected = (weight * (_np_info_nce(zv0, zv1, t) + _np_info_nce(zv1, zv0, t))
+                + _np_info_nce(zv0, za, t) + _np_info_nce(za, zv0, t))
+    np.testing.assert_allclose(float(loss), expected.sum() / size, rtol=1e-5)
+    assert TemporalContrastive.from_config(task.get_config()).video_video_weight == weight
+    with pytest.raises(ValueError, match="video_video_weight must be >= 0"):
+        TemporalContrastive(video_video_weight=-1)

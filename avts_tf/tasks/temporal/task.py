@@ -119,6 +119,10 @@ class TemporalContrastive(Task):
             ``contrastive``); our choice: 1 each.
         extra_positives: Use queue nearest neighbours as extra positives.
         extra_negatives: Use queue neighbours of the negatives as extra negatives.
+        video_video_weight: Weight of the two video-video InfoNCE terms against the two
+            video-audio ones inside the contrastive term; our choice (1). Two views of
+            one video share its background, which alone can solve the video-video
+            pairs (see docs/temporal.md, "Downstream").
         control: ``"none"``, or a training control that removes a cue (``CONTROLS``;
             see the module docstring).
         **kwargs: Passed to ``keras.layers.Layer``.
@@ -137,6 +141,7 @@ class TemporalContrastive(Task):
         loss_weights: Mapping[str, float] | None = None,
         extra_positives: bool = True,
         extra_negatives: bool = True,
+        video_video_weight: float = 1.0,
         control: str = "none",
         **kwargs: Any,
     ) -> None:
@@ -159,6 +164,9 @@ class TemporalContrastive(Task):
         self.queue_size = int(queue_size)
         self.extra_positives = bool(extra_positives)
         self.extra_negatives = bool(extra_negatives)
+        if video_video_weight < 0:
+            raise ValueError(f"video_video_weight must be >= 0, got {video_video_weight}.")
+        self.video_video_weight = float(video_video_weight)
         self.accuracy = {
             f"{head}_accuracy_{modality}": keras.metrics.SparseCategoricalAccuracy(
                 name=f"{head}_accuracy_{modality}")
@@ -304,8 +312,9 @@ class TemporalContrastive(Task):
         else:
             step_keys, offset = local, 0
         ids = step_keys["ids"]
-        contrast = (self._contrast(zv[0], step_keys["zv1"], ids, "video", offset)
-                    + self._contrast(zv[1], step_keys["zv0"], ids, "video", offset)
+        among_video = (self._contrast(zv[0], step_keys["zv1"], ids, "video", offset)
+                       + self._contrast(zv[1], step_keys["zv0"], ids, "video", offset))
+        contrast = (self.video_video_weight * among_video
                     + self._contrast(zv[0], step_keys["za"], ids, "audio", offset)
                     + self._contrast(za, step_keys["zv0"], ids, "video", offset))
         self.contrastive_loss.update_state(contrast)
@@ -387,6 +396,7 @@ class TemporalContrastive(Task):
             "temperature": self.temperature, "queue_size": self.queue_size,
             "loss_weights": dict(self.loss_weights),
             "extra_positives": self.extra_positives, "extra_negatives": self.extra_negatives,
+            "video_video_weight": self.video_video_weight,
             "control": self.control,
         })
         return config

@@ -34,7 +34,7 @@ Configs (``--batch`` overrides the clips per step; TSSL takes batch // K example
 * ``quickstart``: gin/quickstart.gin's towers (width 16, one block per group, 64-d
   embeddings), video 8x32x32, audio 49x40 log-mel, batch 16 (TSSL: 8 examples x 2
   views, gin/tssl_quickstart.gin's heads: projection and hidden width 64, temperature
-  0.1, queue 256, speeds 1, 2, 4).
+  0.1, queue 256, video-video weight 0.1, speeds 1, 2, 4).
 * ``mc3_18``: full torchvision mc3_18 (512-d) and the AVTS VGG audio net (width 64,
   two convs per group, 512-d), video 8x112x112, audio 64x64, batch 4 (TSSL: 2 examples
   x 2 views).
@@ -155,6 +155,7 @@ class Tssl:
     hidden_units: int = 64
     temperature: float = 0.1
     queue_size: int = 256
+    video_video_weight: float = 0.1
     window: int = 16_000  # audio samples of a 1x view, for view_start / view_span
 
 
@@ -257,6 +258,7 @@ def tssl_task(settings: Tssl = TSSL) -> TemporalContrastive:
         view_spec=ViewSpec(num_views=settings.num_views, speeds=settings.speeds),
         projection_dim=settings.projection_dim, hidden_units=settings.hidden_units,
         temperature=settings.temperature, queue_size=settings.queue_size,
+        video_video_weight=settings.video_video_weight,
     )
 
 
@@ -592,7 +594,8 @@ def torch_tssl_loss(
             anchors, keys, ids, queue, queue_ids, full, settings.temperature
         ).sum()
 
-    terms += [contrast(zv[0], zv[1], "video"), contrast(zv[1], zv[0], "video"),
+    among_video = contrast(zv[0], zv[1], "video") + contrast(zv[1], zv[0], "video")
+    terms += [settings.video_video_weight * among_video,
               contrast(zv[0], za, "audio"), contrast(za, zv[0], "video")]
     keys = {"video": F.normalize(zv[0].detach(), dim=-1),
             "audio": F.normalize(za.detach(), dim=-1)}

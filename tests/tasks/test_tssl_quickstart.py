@@ -36,11 +36,23 @@ def test_tssl_quickstart_learns_every_pretext(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_shuffled_frames_control_removes_direction(tmp_path, cache_dir):
+    """Frames in random order: the direction heads cannot learn; clip order still can.
+
+    Asserted on the training views, where the control acts (the last epoch's 1,600 views
+    per modality: the direction heads at chance), and on the held-out order head. The
+    held-out direction accuracy of one run is not asserted: a head fitted to labels its
+    inputs do not hold lands on ordered held-out clips anywhere in 0.40-0.63 from seed to
+    seed (docs/temporal.md, "Controls"), chance only on average over runs.
+    """
+    from avts_tf.evaluation.run_curves import read_scalars
+
     # Half the schedule. Direction cannot be learned (its cue is the frames' order); the
     # order of two clips still can (their content: the drift's phase).
     results = train(tmp_path / "control", cache_dir,
                     "objectives.temporal.control='shuffled_frames'", "train.run.train_steps=500",
                     "keras.optimizers.schedules.CosineDecay.decay_steps=500")
+    training = read_scalars(tmp_path / "control" / "tensorboard")["train"]
     for name in ("direction_accuracy_video", "direction_accuracy_audio"):
-        assert abs(results[name] - 0.5) <= 0.05, (name, results[name])
+        last = training[f"epoch_{name}"][-1][1]
+        assert abs(last - 0.5) <= 0.05, (name, last)
     assert results["order_accuracy_video"] >= chance("order") + 0.15

@@ -7,6 +7,7 @@ import inspect
 import re
 import tokenize
 from collections.abc import Sequence
+from typing import Any
 
 import gin
 from gin import config as gin_config
@@ -56,6 +57,57 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
         ) from None
     except (ValueError, SyntaxError, tokenize.TokenError) as err:
         raise UserError(explain_gin_error(err, bindings)) from None
+    _check_keyword_parameters(bindings)
+
+
+def _accepted_parameters(wrapped: Any) -> set[str] | None:
+    """Parameters a Keras layer taking ``**kwargs`` accepts: its and its bases' ``__init__``'s.
+
+    ``None`` for anything else (gin checks the names of a signature without ``**kwargs``;
+    other ``**kwargs`` may be forwarded anywhere).
+    """
+    import keras
+
+    if not (inspect.isclass(wrapped) and issubclass(wrapped, keras.layers.Layer)):
+        return None
+    try:
+        own = inspect.signature(wrapped.__init__).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own):
+        return None
+    accepted: set[str] = set()
+    for cls in wrapped.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is None or cls is object:
+            continue
+        try:
+            accepted.update(name for name, p in inspect.signature(init).parameters.items()
+                            if p.kind not in (inspect.Parameter.VAR_KEYWORD,
+                                              inspect.Parameter.VAR_POSITIONAL))
+        except (TypeError, ValueError):
+            continue
+    return (accepted | {"input_dim", "input_shape"}) - {"self"}  # Layer's own **kwargs
+
+
+def _check_keyword_parameters(bindings: Sequence[str]) -> None:
+    """Refuses a bound parameter a ``**kwargs`` class (a Keras layer) would reject later.
+
+    gin lets any name through to a signature with ``**kwargs``; Keras then fails while the
+    run is being built, after the model_dir was written to.
+    """
+    for (_, selector), params in gin_config._CONFIG.items():  # noqa: SLF001
+        configurable = gin_config._REGISTRY.get_match(selector)  # noqa: SLF001
+        accepted = _accepted_parameters(configurable.wrapped) if configurable else None
+        if accepted is None:
+            continue
+        for param in params:
+            if param not in accepted:
+                binding = next((b for b in bindings
+                                if re.match(rf"\s*{re.escape(selector)}\.{param}\s*=", b)), None)
+                where = f" (--gin_param {binding!r})" if binding else ""
+                raise UserError(f"{selector} has no parameter {param}{where}; "
+                                f"{_choices(param, parameter_names(selector))}")
 
 
 def configurable_names() -> list[str]:

@@ -58,6 +58,19 @@ def check_factory(name: str, value: Any, registry: str) -> None:
     )
 
 
+def check_builds(name: str, factory: Callable[[], Any]) -> None:
+    """Refuses a factory whose bound settings its constructor rejects (``ValueError``).
+
+    Called before the model_dir is touched, so a wrong value leaves nothing behind.
+    """
+    try:
+        factory()
+    except (ValueError, TypeError) as err:
+        problem = str(err).split("In call to configurable")[0].strip().rstrip(".")  # gin's note
+        raise UserError(f"train.run.{name} cannot be built: {problem}; fix its binding in the "
+                        "recipe or --gin_param") from None
+
+
 def check_prepared(dataset: Any) -> None:
     """Refuses a dataset that is not a prepared dataset folder."""
     if not isinstance(dataset, str | os.PathLike):

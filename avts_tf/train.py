@@ -295,6 +295,7 @@ def run(
     run_checks.check_factory("video_tower", video_tower, "backbones")
     run_checks.check_factory("audio_tower", audio_tower, "backbones")
     run_checks.check_factory("objective", objective, "objectives")
+    run_checks.check_builds("objective", objective)
     run_checks.check_factory("optimizer", optimizer, "keras.optimizers")
     run_checks.check_prepared(dataset)
     splits.check_manifest(dataset, train_split, evaluation.split)

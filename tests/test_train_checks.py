@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from tiny import REPO_ROOT, SPEC, SPEC_GIN, train_tiny
 from avts_tf import config, run_checks, train
 from avts_tf.data import pipeline
 from avts_tf.errors import UserError
+from avts_tf.tasks.temporal.task import TemporalContrastive
 
 
 def _run(model_dir, data_dir, **kwargs):
@@ -35,6 +37,12 @@ def _run(model_dir, data_dir, **kwargs):
      "unknown gin name objectives.temporall (--gin_param 'train.run.objective = "
      "@objectives.temporall'); did you mean "
      "objectives.temporal"),
+    # A task is a Keras layer taking **kwargs: gin let any name through, Keras refused it
+    # in a traceback after the model_dir was written to.
+    ("objectives.temporal.video_video_weigth = 0.1",
+     "objectives.temporal has no parameter video_video_weigth (--gin_param "
+     "'objectives.temporal.video_video_weigth = 0.1'); did you mean video_video_weight? valid: "
+     "view_spec, projection_dim,"),
     ("samplers.hardd.max_shift_s = 1.0", "did you mean samplers.hard"),
     ("curricula.linear_rampp.start = 1", "did you mean curricula.linear_ramp"),
     # A bare word is not a value (it was "malformed node or string ... <ast.Name object>").
@@ -94,6 +102,13 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
      "train.run.video_tower = @backbones.mc3_18"),
     (dict(precision="fp16"), "train.run.precision is 'fp16'; use one of float32, "
      "mixed_float16, mixed_bfloat16"),
+    # Values the task's constructor refuses (a traceback once the model_dir was written).
+    (dict(objective=functools.partial(TemporalContrastive, video_video_weight=-1)),
+     "train.run.objective cannot be built: video_video_weight must be >= 0, got -1; fix its "
+     "binding in the recipe or --gin_param"),
+    (dict(objective=functools.partial(TemporalContrastive, control="shuffle")),
+     "train.run.objective cannot be built: Unknown control 'shuffle'; valid: none, "
+     "permuted_labels, shuffled_frames, unrelated_audio; fix its binding"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, tiny_prepared, kwargs,
                                                             expected):

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+_GIN_NOTE = "\n  In call to configurable"
+
+
+def without_gin_note(message: object) -> str:
+    """``message`` without gin's note on an error raised in a configured call.
+
+    Gin appends ``In call to configurable 'name' ...`` lines to such errors.
+    """
+    return str(message).split(_GIN_NOTE)[0]
+
 
 class UserError(ValueError):
     """A problem the user can fix; the message reads ``<problem>; <fix>``.

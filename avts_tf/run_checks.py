@@ -18,7 +18,7 @@ import gin
 
 from avts_tf import atomic
 from avts_tf.data import manifest as manifest_lib
-from avts_tf.errors import UserError
+from avts_tf.errors import UserError, without_gin_note
 
 #: The run's configuration as gin bindings, written by the chief before training.
 CONFIG_FILENAME = "config.gin"
@@ -66,7 +66,7 @@ def check_builds(name: str, factory: Callable[[], Any]) -> None:
     try:
         factory()
     except (ValueError, TypeError) as err:
-        problem = str(err).split("In call to configurable")[0].strip().rstrip(".")  # gin's note
+        problem = without_gin_note(err).strip().rstrip(".")
         raise UserError(f"train.run.{name} cannot be built: {problem}; fix its binding in the "
                         "recipe or --gin_param") from None
 

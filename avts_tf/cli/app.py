@@ -15,10 +15,9 @@ from typing import NoReturn
 
 from absl import app, flags
 
-from avts_tf.errors import RunInterrupted, UserError
+from avts_tf.errors import RunInterrupted, UserError, without_gin_note
 
 USAGE_EXIT_CODE = 2
-_GIN_NOTE = "\n  In call to configurable"
 
 
 def quiet_tensorflow() -> None:
@@ -38,7 +37,7 @@ def fail(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
 
     Gin's note of where an error was raised (``In call to configurable ...``) is dropped.
     """
-    message = str(message).split(_GIN_NOTE)[0]
+    message = without_gin_note(message)
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
     sys.exit(code)
 

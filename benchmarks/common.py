@@ -9,11 +9,17 @@ from collections.abc import Callable
 from types import ModuleType
 
 
-def import_frameworks(threads: int, onednn: str, with_torch: bool) -> ModuleType:
+def import_frameworks(
+    threads: int, onednn: str, with_torch: bool, tf_inter_op: int = 0
+) -> ModuleType:
     """Imports torch (optional) then TensorFlow with matching thread settings.
 
     ``onednn`` (``on``/``off``/``default``) must take effect before TensorFlow is imported,
     and torch(vision) must be imported before TensorFlow: the other order segfaults.
+    Both frameworks get ``threads`` threads per op. ``tf_inter_op`` is how many
+    independent TensorFlow ops may run at once: 0 is TensorFlow's default (one per core),
+    which ``tools/train.py`` and Keras ``fit`` run with; 1 runs them one at a time, as
+    PyTorch's eager step runs its ops.
 
     Returns:
         The ``tensorflow`` module.
@@ -29,7 +35,7 @@ def import_frameworks(threads: int, onednn: str, with_torch: bool) -> ModuleType
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(tf_inter_op)
     return tf
 
 

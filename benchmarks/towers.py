@@ -69,6 +69,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--tf-inter-op", type=int, default=0,
+        help="TensorFlow ops run at once: 0 = TensorFlow's default, one per core, as "
+        "tools/train.py runs; 1 = one at a time, as PyTorch's eager step",
+    )
     p.add_argument("--steps", type=int, default=2, help="timed train steps per round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median taken)")
     p.add_argument("--xla", choices=("off", "on", "both"), default="both")
@@ -149,11 +154,14 @@ def torch_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
 
 def main() -> None:
     args = parse_args()
-    bench_common.import_frameworks(args.threads, args.onednn, with_torch=not args.no_torch)
+    bench_common.import_frameworks(
+        args.threads, args.onednn, with_torch=not args.no_torch, tf_inter_op=args.tf_inter_op
+    )
     jits = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     print(
         f"train step, batch {args.batch} x {args.frames} x {args.size} x {args.size}, "
-        f"{args.threads} threads, {args.rounds} rounds x {args.steps} steps, "
+        f"{args.threads} threads, TensorFlow inter-op {args.tf_inter_op or 'default'}, "
+        f"{args.rounds} rounds x {args.steps} steps, "
         f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}"
     )
     header = f"{'model':<12} {'variant':<22} {'clips/s':>8} {'min-max':>13} {'vs torch':>9}"

@@ -71,6 +71,20 @@ def check_builds(name: str, factory: Callable[[], Any]) -> None:
                         "recipe or --gin_param") from None
 
 
+def check_tower_builds(
+    video_tower: Callable[..., Any], audio_tower: Callable[..., Any], clip_spec: Any,
+    dataset: str | os.PathLike,
+) -> None:
+    """Refuses towers whose bound settings their factories reject, at the run's input shapes.
+
+    Builds each tower once (a paper-scale tower takes about a second on a CPU) before the
+    model_dir is touched, so a wrong width or depth leaves nothing behind.
+    """
+    fps = manifest_lib.Manifest.read(os.fspath(dataset)).fps
+    check_builds("video_tower", lambda: video_tower(input_shape=clip_spec.video_shape()))
+    check_builds("audio_tower", lambda: audio_tower(input_shape=clip_spec.audio_shape(fps)))
+
+
 def check_prepared(dataset: Any) -> None:
     """Refuses a dataset that is not a prepared dataset folder."""
     if not isinstance(dataset, str | os.PathLike):

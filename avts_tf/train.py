@@ -300,8 +300,10 @@ def run(
     run_checks.check_prepared(dataset)
     splits.check_manifest(dataset, train_split, evaluation.split)
     run_checks.check_split_records(dataset, train_split, evaluation.split)
+    clip_spec = clip_spec or pipeline.ClipSpec()
     run_checks.check_clip_windows(dataset, {"train": train_split, "evaluation": evaluation.split},
-                                  clip_spec or pipeline.ClipSpec())
+                                  clip_spec)
+    run_checks.check_tower_builds(video_tower, audio_tower, clip_spec, dataset)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()
@@ -317,7 +319,7 @@ def run(
             model_dir=Path(model_dir), out_dir=out_dir, is_chief=role.is_chief,
             dataset=dataset, video_tower=video_tower, audio_tower=audio_tower,
             objective=objective, optimizer=optimizer,
-            clip_spec=clip_spec or pipeline.ClipSpec(), batch_size=batch_size,
+            clip_spec=clip_spec, batch_size=batch_size,
             train_steps=train_steps, steps_per_epoch=steps_per_epoch, seed=seed,
             precision=precision, jit_compile=jit_compile,
             checkpoint_every=checkpoint_every_steps or steps_per_epoch,

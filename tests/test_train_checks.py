@@ -13,6 +13,8 @@ import pytest
 from tiny import REPO_ROOT, SPEC, SPEC_GIN, train_tiny
 
 from avts_tf import config, run_checks, train
+from avts_tf.backbones.audio import avts_audio_vgg
+from avts_tf.backbones.video_resnet import mc3_18
 from avts_tf.data import pipeline
 from avts_tf.errors import UserError
 from avts_tf.tasks.temporal.task import TemporalContrastive
@@ -109,6 +111,16 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
     (dict(objective=functools.partial(TemporalContrastive, control="shuffle")),
      "train.run.objective cannot be built: Unknown control 'shuffle'; valid: none, "
      "permuted_labels, shuffled_frames, unrelated_audio; fix its binding"),
+    # Values a tower factory refuses (a traceback once the model_dir was written).
+    (dict(video_tower=functools.partial(mc3_18, width=-4)),
+     "train.run.video_tower cannot be built: Invalid value for argument `filters`. Expected a "
+     "strictly positive value. Received filters=-4; fix its binding in the recipe or "
+     "--gin_param"),
+    (dict(video_tower=functools.partial(mc3_18, depths=(1, 1))),
+     "train.run.video_tower cannot be built: 4 conv types for 2 groups; fix its binding"),
+    (dict(audio_tower=functools.partial(avts_audio_vgg, embedding_dim=0)),
+     "train.run.audio_tower cannot be built: Received an invalid value for `units`, expected a "
+     "positive integer. Received: units=0; fix its binding"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, tiny_prepared, kwargs,
                                                             expected):

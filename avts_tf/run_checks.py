@@ -58,31 +58,39 @@ def check_factory(name: str, value: Any, registry: str) -> None:
     )
 
 
-def check_builds(name: str, factory: Callable[[], Any]) -> None:
+def check_builds(name: str, factory: Callable[[], Any]) -> Any:
     """Refuses a factory whose bound settings its constructor rejects (``ValueError``).
 
     Called before the model_dir is touched, so a wrong value leaves nothing behind.
+
+    Returns:
+        What ``factory`` built.
     """
     try:
-        factory()
+        return factory()
     except (ValueError, TypeError) as err:
         problem = without_gin_note(err).strip().rstrip(".")
         raise UserError(f"train.run.{name} cannot be built: {problem}; fix its binding in the "
                         "recipe or --gin_param") from None
 
 
-def check_tower_builds(
-    video_tower: Callable[..., Any], audio_tower: Callable[..., Any], clip_spec: Any,
-    dataset: str | os.PathLike,
+def check_model_builds(
+    video_tower: Callable[..., Any], audio_tower: Callable[..., Any],
+    objective: Callable[[], Any], clip_spec: Any, dataset: str | os.PathLike,
 ) -> None:
-    """Refuses towers whose bound settings their factories reject, at the run's input shapes.
+    """Refuses towers or a task whose bound settings they reject, at the run's input shapes.
 
-    Builds each tower once (a paper-scale tower takes about a second on a CPU) before the
-    model_dir is touched, so a wrong width or depth leaves nothing behind.
+    Builds each tower, then the task and its heads on the towers' outputs, once (a
+    paper-scale tower takes about a second on a CPU) before the model_dir is touched, so
+    a wrong width, depth, embedding size or head setting leaves nothing behind.
     """
     fps = manifest_lib.Manifest.read(os.fspath(dataset)).fps
-    check_builds("video_tower", lambda: video_tower(input_shape=clip_spec.video_shape()))
-    check_builds("audio_tower", lambda: audio_tower(input_shape=clip_spec.audio_shape(fps)))
+    video = check_builds("video_tower", lambda: video_tower(input_shape=clip_spec.video_shape()))
+    audio = check_builds("audio_tower",
+                         lambda: audio_tower(input_shape=clip_spec.audio_shape(fps)))
+    task = check_builds("objective", objective)
+    check_builds("objective", lambda: task.build_head(
+        int(video.outputs[0].shape[-1]), int(audio.outputs[0].shape[-1])))
 
 
 def check_prepared(dataset: Any) -> None:

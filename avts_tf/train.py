@@ -295,7 +295,6 @@ def run(
     run_checks.check_factory("video_tower", video_tower, "backbones")
     run_checks.check_factory("audio_tower", audio_tower, "backbones")
     run_checks.check_factory("objective", objective, "objectives")
-    run_checks.check_builds("objective", objective)
     run_checks.check_factory("optimizer", optimizer, "keras.optimizers")
     run_checks.check_prepared(dataset)
     splits.check_manifest(dataset, train_split, evaluation.split)
@@ -303,7 +302,7 @@ def run(
     clip_spec = clip_spec or pipeline.ClipSpec()
     run_checks.check_clip_windows(dataset, {"train": train_split, "evaluation": evaluation.split},
                                   clip_spec)
-    run_checks.check_tower_builds(video_tower, audio_tower, clip_spec, dataset)
+    run_checks.check_model_builds(video_tower, audio_tower, objective, clip_spec, dataset)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from tiny import REPO_ROOT, SPEC, SPEC_GIN, train_tiny
+from tiny import REPO_ROOT, SPEC, SPEC_GIN, tiny_audio_tower, train_tiny
 
 from avts_tf import config, run_checks, train
 from avts_tf.backbones.audio import avts_audio_vgg
@@ -106,11 +106,30 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
      "mixed_float16, mixed_bfloat16"),
     # Values the task's constructor refuses (a traceback once the model_dir was written).
     (dict(objective=functools.partial(TemporalContrastive, video_video_weight=-1)),
-     "train.run.objective cannot be built: video_video_weight must be >= 0, got -1; fix its "
+     "train.run.objective cannot be built: video_video_weight must be a number >= 0, got -1; "
+     "fix its "
      "binding in the recipe or --gin_param"),
     (dict(objective=functools.partial(TemporalContrastive, control="shuffle")),
      "train.run.objective cannot be built: Unknown control 'shuffle'; valid: none, "
      "permuted_labels, shuffled_frames, unrelated_audio; fix its binding"),
+    # Task settings that failed only once training ran (a ZeroDivisionError, a gather
+    # from an empty queue, a Dense of 0 units) or trained a head to maximise its loss.
+    (dict(objective=functools.partial(TemporalContrastive, temperature=0)),
+     "train.run.objective cannot be built: temperature must be a number > 0, got 0; fix"),
+    (dict(objective=functools.partial(TemporalContrastive, queue_size=0)),
+     "train.run.objective cannot be built: queue_size must be an integer > 0, got 0; fix"),
+    (dict(objective=functools.partial(TemporalContrastive, projection_dim=0)),
+     "train.run.objective cannot be built: projection_dim must be an integer > 0, got 0;"),
+    (dict(objective=functools.partial(TemporalContrastive, loss_weights={"speed": -1})),
+     "train.run.objective cannot be built: loss_weights['speed'] must be a number >= 0, got "
+     "-1; fix"),
+    (dict(objective=functools.partial(TemporalContrastive, temperature="0.1")),
+     "train.run.objective cannot be built: temperature must be a number > 0, got '0.1'; fix"),
+    # A head the towers' outputs cannot feed (built after the model_dir was written).
+    (dict(audio_tower=functools.partial(tiny_audio_tower, embedding_dim=4)),
+     "train.run.objective cannot be built: The contrastive objective compares embeddings "
+     "directly, but the video tower outputs 8 and the audio tower 4 features; give both "
+     "towers the same embedding_dim; fix"),
     # Values a tower factory refuses (a traceback once the model_dir was written).
     (dict(video_tower=functools.partial(mc3_18, width=-4)),
      "train.run.video_tower cannot be built: Invalid value for argument `filters`. Expected a "

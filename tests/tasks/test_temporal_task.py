@@ -225,5 +225,5 @@ def test_video_video_weight_scales_only_the_video_video_pairs(weight):
                 + _np_info_nce(zv0, za, t) + _np_info_nce(za, zv0, t))
     np.testing.assert_allclose(float(loss), expected.sum() / size, rtol=1e-5)
     assert TemporalContrastive.from_config(task.get_config()).video_video_weight == weight
-    with pytest.raises(ValueError, match="video_video_weight must be >= 0"):
+    with pytest.raises(ValueError, match="video_video_weight must be a number >= 0"):
         TemporalContrastive(video_video_weight=-1)

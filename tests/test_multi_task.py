@@ -117,3 +117,6 @@ def test_config_round_trip_and_bad_settings():
         MultiTask({"a": ContrastiveSync(), "b": ContrastiveSync()})
     with pytest.raises(ValueError, match="weights name unknown tasks"):
         MultiTask({"a": ContrastiveSync()}, weights={"b": 1.0})
+    # A negative weight trained that task to maximise its loss; it was taken silently.
+    with pytest.raises(ValueError, match=r"^weights\['a'\] must be a number >= 0, got -0.1$"):
+        MultiTask({"a": ContrastiveSync()}, weights={"a": -0.1})

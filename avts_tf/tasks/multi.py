@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from avts_tf.registry import OBJECTIVES
-from avts_tf.tasks.base import Batch, Task, unpack_compute
+from avts_tf.tasks.base import Batch, Task, number_setting, unpack_compute
 
 
 @OBJECTIVES.register("multi")
@@ -48,7 +48,10 @@ class MultiTask(Task):
         if unknown:
             raise ValueError(f"weights name unknown tasks {unknown}; tasks: "
                              f"{', '.join(self.tasks)}.")
-        self.weights_by_task = {name: float(weights.get(name, 1.0)) for name in self.tasks}
+        self.weights_by_task = {
+            name: number_setting(f"weights[{name!r}]", weights.get(name, 1.0), zero_allowed=True)
+            for name in self.tasks
+        }
         seen: dict[str, str] = {}
         for name, task in self.tasks.items():
             for metric in {m.name for t in (True, False) for m in task.reported_metrics(t)}:

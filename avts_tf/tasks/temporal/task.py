@@ -42,7 +42,6 @@ contrasts each replica's examples only.
 from __future__ import annotations
 
 import itertools
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from avts_tf.registry import OBJECTIVES
-from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size
+from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size, number_setting
 from avts_tf.tasks.temporal import contrastive, views
 from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
 
@@ -95,17 +94,6 @@ def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
     shift = tf.random.stateless_uniform([], seed, 0, tf.maximum(half, 1), dtype=tf.int32)
     rows = tf.range(half)
     return tf.concat([half + (rows + shift) % half, (rows + shift) % half], axis=0)
-
-
-def _setting(name: str, value: Any, integer: bool = False, zero_allowed: bool = False) -> Any:
-    """``value`` as an int or float, refused unless it is a number > 0 (or >= 0)."""
-    kind = int if integer else float
-    number = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if isinstance(value, bool) or not number or value < 0 or (value == 0 and not zero_allowed):
-        bound = ">= 0" if zero_allowed else "> 0"
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, "
-                         f"got {value!r}")
-    return kind(value)
 
 
 def _mlp(hidden: int, out: int, name: str) -> keras.Sequential:
@@ -170,17 +158,17 @@ class TemporalContrastive(Task):
         if unknown:
             raise ValueError(f"Unknown loss_weights {unknown}; valid: {', '.join(TERMS)}.")
         self.loss_weights = {
-            t: _setting(f"loss_weights[{t!r}]", (loss_weights or {}).get(t, 1.0),
+            t: number_setting(f"loss_weights[{t!r}]", (loss_weights or {}).get(t, 1.0),
                         zero_allowed=True)
             for t in TERMS
         }
-        self.projection_dim = _setting("projection_dim", projection_dim, integer=True)
-        self.hidden_units = _setting("hidden_units", hidden_units, integer=True)
-        self.temperature = _setting("temperature", temperature)
-        self.queue_size = _setting("queue_size", queue_size, integer=True)
+        self.projection_dim = number_setting("projection_dim", projection_dim, integer=True)
+        self.hidden_units = number_setting("hidden_units", hidden_units, integer=True)
+        self.temperature = number_setting("temperature", temperature)
+        self.queue_size = number_setting("queue_size", queue_size, integer=True)
         self.extra_positives = bool(extra_positives)
         self.extra_negatives = bool(extra_negatives)
-        self.video_video_weight = _setting("video_video_weight", video_video_weight,
+        self.video_video_weight = number_setting("video_video_weight", video_video_weight,
                                            zero_allowed=True)
         self.accuracy = {
             f"{head}_accuracy_{modality}": keras.metrics.SparseCategoricalAccuracy(

@@ -77,12 +77,15 @@ def check_builds(name: str, factory: Callable[[], Any]) -> Any:
 def check_model_builds(
     video_tower: Callable[..., Any], audio_tower: Callable[..., Any],
     objective: Callable[[], Any], clip_spec: Any, dataset: str | os.PathLike,
-) -> None:
+) -> Any:
     """Refuses towers or a task whose bound settings they reject, at the run's input shapes.
 
     Builds each tower, then the task and its heads on the towers' outputs, once (a
     paper-scale tower takes about a second on a CPU) before the model_dir is touched, so
     a wrong width, depth, embedding size or head setting leaves nothing behind.
+
+    Returns:
+        The task built (to read its needs, e.g. ``window_multiple``; the run builds its own).
     """
     fps = manifest_lib.Manifest.read(os.fspath(dataset)).fps
     video = check_builds("video_tower", lambda: video_tower(input_shape=clip_spec.video_shape()))
@@ -91,6 +94,7 @@ def check_model_builds(
     task = check_builds("objective", objective)
     check_builds("objective", lambda: task.build_head(
         int(video.outputs[0].shape[-1]), int(audio.outputs[0].shape[-1])))
+    return task
 
 
 def check_prepared(dataset: Any) -> None:
@@ -124,18 +128,19 @@ def check_split_records(dataset: str | os.PathLike, train_split: str, eval_split
 
 
 def check_clip_windows(dataset: str | os.PathLike, splits: dict[str, str],
-                       clip_spec: Any) -> None:
+                       clip_spec: Any, multiple: int = 1) -> None:
     """Refuses a dataset whose train or evaluation split holds no record of one clip window.
 
     Args:
         dataset: Prepared dataset folder.
         splits: ``role -> split`` (``{"train": "train", "evaluation": "test"}``).
         clip_spec: The run's ``data.ClipSpec`` (its window at the dataset's frame rate).
+        multiple: The task's ``window_multiple`` (its slowest view, in clip windows).
     """
     found = manifest_lib.Manifest.read(os.fspath(dataset))
-    window_seconds = clip_spec.window_seconds(found.fps)
+    window_seconds = clip_spec.window_seconds(found.fps) * multiple
     for role, split in splits.items():
-        found.require_clip_windows(split, window_seconds, role)
+        found.require_clip_windows(split, window_seconds, role, multiple=multiple)
 
 
 def bindings(config_text: str) -> dict[str, str]:

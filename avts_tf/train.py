@@ -300,9 +300,9 @@ def run(
     splits.check_manifest(dataset, train_split, evaluation.split)
     run_checks.check_split_records(dataset, train_split, evaluation.split)
     clip_spec = clip_spec or pipeline.ClipSpec()
+    task = run_checks.check_model_builds(video_tower, audio_tower, objective, clip_spec, dataset)
     run_checks.check_clip_windows(dataset, {"train": train_split, "evaluation": evaluation.split},
-                                  clip_spec)
-    run_checks.check_model_builds(video_tower, audio_tower, objective, clip_spec, dataset)
+                                  clip_spec, multiple=task.window_multiple)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()

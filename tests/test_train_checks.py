@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from tiny import REPO_ROOT, SPEC, SPEC_GIN, tiny_audio_tower, train_tiny
 
@@ -18,6 +19,7 @@ from avts_tf.backbones.video_resnet import mc3_18
 from avts_tf.data import pipeline
 from avts_tf.errors import UserError
 from avts_tf.tasks.temporal.task import TemporalContrastive
+from avts_tf.tasks.temporal.views import ViewSpec
 
 
 def _run(model_dir, data_dir, **kwargs):
@@ -225,6 +227,28 @@ def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, ti
     with pytest.raises(UserError, match=r"of the evaluation split 'test' .* \(2 record\(s\): "
                                         r"2 shorter\)"):
         _run(tmp_path / "run", data)
+
+
+def test_records_too_short_for_the_slowest_view_are_refused_before_training(tmp_path,
+                                                                           tiny_prepared):
+    """The temporal task with only slow speeds (``speeds=(8,)``: 4 s views of a 0.5 s clip)
+    on 3 s videos passed the 1x check and failed in training on tf.data's assertion
+    "record holds none of the view speeds", after the model_dir was written."""
+    slow = functools.partial(TemporalContrastive, view_spec=ViewSpec(speeds=(8,)))
+    with pytest.raises(UserError) as err:
+        _run(tmp_path / "run", tiny_prepared, objective=slow, batch_size=2)
+    assert str(err.value).splitlines()[0] == (
+        f"no record of the train split 'train' of {tiny_prepared} holds one 4.00 s clip window "
+        "of video and audio (the task's slowest view: 8x a 0.50 s clip) (6 record(s): 6 "
+        "shorter); prepare longer videos with an audio track, or shorten the clip "
+        "(data.ClipSpec.num_frames) or include a faster view speed")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(UserError, match=r"holds one 4.00 s clip window .* 6 shorter"):
+        pipeline.train_dataset(tiny_prepared, 2, task=slow(), spec=SPEC)  # A user's own fit.
+    # 2 s views fit: the same records stream (each holds the slowest view).
+    fits = TemporalContrastive(view_spec=ViewSpec(speeds=(4,)))
+    batch = next(iter(pipeline.train_dataset(tiny_prepared, 2, task=fits, spec=SPEC)))
+    np.testing.assert_array_equal(batch["speed"], np.zeros([2, 2]))
 
 
 def test_a_model_dir_that_is_a_file_is_refused_and_kept(tmp_path, tiny_prepared):

@@ -121,9 +121,9 @@ class Clips:
         latest = tf.minimum(self.frame_to_sample(last_frame), max_audio_start)
         return Windows(window, last_frame, max_audio_start, latest)
 
-    def long_enough(self, record: Record) -> tf.Tensor:
-        """Whether ``record`` holds at least one clip window."""
-        return self.windows(record).fit()
+    def long_enough(self, record: Record, speed: int = 1) -> tf.Tensor:
+        """Whether ``record`` holds at least one clip window (at playback ``speed``)."""
+        return self.windows(record, speed).fit()
 
     def frame_to_sample(self, frame: tf.Tensor) -> tf.Tensor:
         """Audio sample (int64) at which ``frame`` starts."""

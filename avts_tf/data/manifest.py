@@ -413,12 +413,13 @@ class Manifest:
                 if causes[cause]}
 
     def require_clip_windows(self, split: str, seconds: float, role: str = "train",
-                             needs_audio: bool = True) -> dict[str, int]:
+                             needs_audio: bool = True, multiple: int = 1) -> dict[str, int]:
         """Refuses a ``split`` none of whose records holds one ``seconds`` clip window.
 
         The pipelines skip such records (audio-only files, and with ``needs_audio`` files
         without sound); with nothing else in the split they would stream nothing. An empty
-        split passes (checked elsewhere).
+        split passes (checked elsewhere). ``multiple`` > 1: ``seconds`` is that many 1x
+        clip windows (the task's slowest view), which the message says.
 
         Returns:
             The records skipped, by cause (:meth:`without_clip_window`).
@@ -434,11 +435,13 @@ class Manifest:
         why = ", ".join(f"{count} {cause}" for cause, count in causes.items())
         where = f" of {self.data_dir}" if self.data_dir else ""
         wanted = "longer videos with an audio track" if needs_audio else "longer videos"
+        slowest = (f" (the task's slowest view: {multiple}x a {seconds / multiple:.2f} s clip)"
+                   if multiple > 1 else "")
         raise UserError(
             f"no record of the {role} split {split!r}{where} holds one {seconds:.2f} s clip "
-            f"window{' of video and audio' if needs_audio else ' of video'} ({len(entries)} "
-            f"record(s): {why}); prepare {wanted}, or shorten the clip "
-            "(data.ClipSpec.num_frames)"
+            f"window{' of video and audio' if needs_audio else ' of video'}{slowest} "
+            f"({len(entries)} record(s): {why}); prepare {wanted}, or shorten the clip "
+            f"(data.ClipSpec.num_frames){' or include a faster view speed' if slowest else ''}"
         )
 
     def check_sample_rate(self, expected: int) -> None:

@@ -223,8 +223,10 @@ def train_dataset(
     """
     task = task or _default_task()
     spec, prepared, clips, files = _prepare(data_dir, split, spec, video_only)
-    window = spec.window_seconds(clips.fps)
-    skipped = prepared.require_clip_windows(split, window, needs_audio=not video_only)
+    multiple = task.window_multiple
+    window = spec.window_seconds(clips.fps) * multiple
+    skipped = prepared.require_clip_windows(split, window, needs_audio=not video_only,
+                                            multiple=multiple)
     if skipped:
         logging.warning(
             "%d record(s) of split %r hold no %.2f s clip window (%s) and are skipped.",
@@ -238,7 +240,7 @@ def train_dataset(
                            for shard in prepared.splits[split].shards}
     records_ds = _records(files, shuffle_files=True, seed=seed, cycle_length=cycle_length,
                           expected_counts=expected_counts)
-    records_ds = records_ds.filter(clips.long_enough)
+    records_ds = records_ds.filter(lambda record: clips.long_enough(record, multiple))
     if cache_records:
         records_ds = records_ds.cache()
     shuffled = records_ds.repeat().shuffle(shuffle_buffer, seed=seed)
@@ -277,7 +279,8 @@ def eval_dataset(
     """
     task = task or _default_task()
     spec, _, clips, files = _prepare(data_dir, split, spec, video_only)
-    records_ds = _records(files, shuffle_files=False, seed=None).filter(clips.long_enough)
+    records_ds = _records(files, shuffle_files=False, seed=None).filter(
+        lambda record: clips.long_enough(record, task.window_multiple))
     records_ds = records_ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
     def clip_pass(k):

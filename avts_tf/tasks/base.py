@@ -135,6 +135,10 @@ class Task(keras.layers.Layer):
     #: ``compute`` calls :func:`gather_over_replicas` in training; the model then runs the
     #: step's loss outside per-replica XLA (collectives cannot be compiled there).
     gathers_over_replicas: bool = False
+    #: The shortest stretch of a record this task cuts an example from, in 1x clip windows
+    #: (the temporal task's slowest view speed). The pipelines skip shorter records, and a
+    #: run whose split holds none is refused before training.
+    window_multiple: int = 1
 
     # -- examples (run inside tf.data) ------------------------------------------------
     def train_example(self, clips: Any, record: Batch, seed: tf.Tensor) -> Batch:

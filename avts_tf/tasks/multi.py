@@ -97,6 +97,10 @@ class MultiTask(Task):
     def gathers_over_replicas(self) -> bool:  # noqa: D102
         return any(task.gathers_over_replicas for task in self.tasks.values())
 
+    @property
+    def window_multiple(self) -> int:  # noqa: D102
+        return max(task.window_multiple for task in self.tasks.values())
+
     def dataset_metrics(self, model, dataset):  # noqa: D102
         results = {}
         for name, task in self.tasks.items():

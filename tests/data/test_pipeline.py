@@ -204,6 +204,18 @@ def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
 
 
+def test_long_enough_at_a_speed_needs_that_many_clip_windows(tiny_prepared):
+    from avts_tf.data.clips import Clips
+
+    record = next(iter(parsed_records(tiny_prepared, "test").values()))
+    frames, samples = int(record["num_frames"]), int(record["num_samples"])
+    clips = Clips(SPEC, 8.0)  # 4 frames = 0.5 s = 8,000 samples at 1x
+    fits = [s for s in range(1, 9) if bool(clips.long_enough(record, s))]
+    expected = [s for s in range(1, 9) if frames >= 4 * s and samples >= 8000 * s]
+    assert fits == expected == list(range(1, min(frames // 4, samples // 8000) + 1))
+    assert bool(clips.long_enough(record)) and not bool(clips.long_enough(record, 8))
+
+
 def test_video_only_clips_keep_records_without_sound_and_carry_no_audio(tiny_prepared):
     """A video tower alone (fine-tuning without fusion, video features) needs no sound:
     about half of UCF101's classes have none. The aligned reader skipped those records."""

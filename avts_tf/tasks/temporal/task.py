@@ -180,6 +180,10 @@ class TemporalContrastive(Task):
         self.contrastive_loss = keras.metrics.Mean(name="contrastive_loss")
 
     # -- examples ---------------------------------------------------------------------
+    @property
+    def window_multiple(self) -> int:  # noqa: D102
+        return min(self.view_spec.speeds)  # A record holds at least one view at that speed.
+
     def train_example(self, clips, record, seed):  # noqa: D102
         return views.cut_views(clips, record, seed, self.view_spec, training=True,
                                shuffle_frames=self.control == "shuffled_frames")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -46,6 +48,46 @@ def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
     expected = np.mean(views["video_id"][best] == views["video_id"])
     assert task.retrieval_r1(model, test) == pytest.approx(expected)
     assert np.isnan(task.retrieval_r1(model, test.take(0)))  # No view: undefined, no crash.
+
+
+def _numpy_order(start_i, span_i, start_j, span_j):
+    return np.where(start_i + span_i <= start_j, 1, np.where(start_j + span_j <= start_i, 2, 0))
+
+
+def test_held_out_views_of_one_class_are_told(tiny_prepared):
+    """On records too short for slower views or for views apart, every held-out speed or
+    ordering label is one class, and those accuracies were reported as if they measured
+    something (1.000 in the headline on a user's 1.2 s clips)."""
+    keras.utils.set_random_seed(0)
+    task = TemporalContrastive(view_spec=ViewSpec(num_views=3, speeds=(1, 2)), projection_dim=8,
+                               hidden_units=8, queue_size=8)
+    model = AVTSModel(tiny_video_tower(), tiny_audio_tower(), task)
+    test = pipeline.eval_dataset(tiny_prepared, 4, task=task, spec=SPEC, clips_per_video=2)
+    embedded = task.embed_views(model, test)
+    batches = list(test.as_numpy_iterator())
+    speeds = np.concatenate([b["speed"].reshape(-1) for b in batches])
+    np.testing.assert_array_equal(embedded["speed"], speeds)
+    expected_order = np.concatenate([
+        np.stack([_numpy_order(b["view_start"][:, i], b["view_span"][:, i],
+                               b["view_start"][:, j], b["view_span"][:, j])
+                  for i, j in ((0, 1), (0, 2), (1, 2))], axis=1).reshape(-1)
+        for b in batches])
+    np.testing.assert_array_equal(embedded["order"], expected_order)
+    assert set(speeds) == {0, 1} and set(expected_order) == {0, 1, 2}
+    assert task.single_class_caveats(embedded) == []
+    # 2 s clips on the 3 s records: no 2x view fits and no two views fit apart.
+    long_clip = dataclasses.replace(SPEC, num_frames=16)
+    short = pipeline.eval_dataset(tiny_prepared, 4, task=task, spec=long_clip, clips_per_video=2)
+    model = AVTSModel(tiny_video_tower(input_shape=long_clip.video_shape()),
+                      tiny_audio_tower(input_shape=long_clip.audio_shape(8.0)), task)
+    assert task.single_class_caveats(task.embed_views(model, short)) == [
+        "every held-out view is at speed 1x (no held-out record holds a view at another of "
+        "the speeds (1, 2)): speed_accuracy_video and speed_accuracy_audio say nothing of the "
+        "towers; evaluate on longer videos",
+        "every held-out pair of views is 'overlap' (the held-out records are too short for "
+        "views apart): order_accuracy_video, order_accuracy_audio and order_accuracy_cross "
+        "say nothing of the towers; evaluate on longer videos",
+    ]
 
 
 def test_config_round_trip():

@@ -48,6 +48,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from avts_tf.registry import OBJECTIVES
 from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size, number_setting
@@ -336,14 +337,46 @@ class TemporalContrastive(Task):
         return loss, {}, {name: tf.stop_gradient(v) for name, v in keys.items()}
 
     def dataset_metrics(self, model, dataset):  # noqa: D102
-        return {"retrieval_r1_v2a": self.retrieval_r1(model, dataset)}
+        embedded = self.embed_views(model, dataset)
+        for caveat in self.single_class_caveats(embedded):
+            logging.warning("%s", caveat)
+        return {"retrieval_r1_v2a": recall_at_1(embedded["video"], embedded["audio"],
+                                                embedded["video_id"], embedded["video_id"])}
+
+    def single_class_caveats(self, embedded: Mapping[str, np.ndarray]) -> list[str]:
+        """What the held-out accuracies cannot say: a head whose views all hold one class.
+
+        On records too short for slower views every held-out view is at one speed, and
+        on records too short for two views apart every pair overlaps; the head is then
+        scored against a single answer, which a head that learned nothing can give.
+
+        Args:
+            embedded: :meth:`embed_views`'s output (its ``speed`` and ``order`` labels).
+        """
+        caveats = []
+        speeds = sorted({self.view_spec.speeds[i] for i in embedded["speed"].tolist()})
+        if len(speeds) == 1 and len(self.view_spec.speeds) > 1:
+            caveats.append(
+                f"every held-out view is at speed {speeds[0]}x (no held-out record holds a "
+                f"view at another of the speeds {self.view_spec.speeds}): "
+                "speed_accuracy_video and speed_accuracy_audio say nothing of the towers; "
+                "evaluate on longer videos")
+        orders = sorted({ORDER_CLASSES[i] for i in embedded["order"].tolist()})
+        if len(orders) == 1:
+            caveats.append(
+                f"every held-out pair of views is '{orders[0]}' (the held-out records are "
+                "too short for views apart): order_accuracy_video, order_accuracy_audio and "
+                "order_accuracy_cross say nothing of the towers; evaluate on longer videos")
+        return caveats
 
     def embed_views(self, model: keras.Model, dataset: tf.data.Dataset) -> dict[str, Any]:
         """L2-normalised projections of every view of ``dataset``, with their video ids.
 
         Returns:
-            NumPy ``video`` and ``audio`` ``[N * K, projection_dim]`` and ``video_id``
-            ``[N * K]``, one row per view (``N = 0`` for an empty ``dataset``).
+            NumPy ``video`` and ``audio`` ``[N * K, projection_dim]``, ``video_id`` and
+            ``speed`` (index into the view speeds) ``[N * K]``, one row per view, and
+            ``order`` ``[N * K * (K - 1) / 2]``, the ordering class of each pair ``i < j``
+            of an example's views (``N = 0`` for an empty ``dataset``).
         """
         @tf.function
         def project(batch):
@@ -356,6 +389,12 @@ class TemporalContrastive(Task):
                     self.heads[f"project_{modality}"](features), -1)
             k = tf.shape(batch["video"])[1]
             out["video_id"] = tf.repeat(batch["video_id"], k)
+            out["speed"] = tf.reshape(batch["speed"], [-1])
+            start, span = batch["view_start"], batch["view_span"]
+            pairs = itertools.combinations(range(batch["video"].shape[1]), 2)
+            out["order"] = tf.reshape(tf.stack([
+                order_labels(start[:, i], span[:, i], start[:, j], span[:, j])
+                for i, j in pairs], axis=1), [-1])
             return out
 
         parts = [
@@ -364,7 +403,8 @@ class TemporalContrastive(Task):
         if not parts:
             dim = self.projection_dim
             return {"video": np.zeros([0, dim], np.float32),
-                    "audio": np.zeros([0, dim], np.float32), "video_id": np.zeros([0], np.int64)}
+                    "audio": np.zeros([0, dim], np.float32), "video_id": np.zeros([0], np.int64),
+                    "speed": np.zeros([0], np.int32), "order": np.zeros([0], np.int32)}
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def retrieval_r1(self, model: keras.Model, dataset: tf.data.Dataset) -> float:

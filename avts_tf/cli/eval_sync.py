@@ -54,6 +54,7 @@ def _main(argv: list[str]) -> None:
 
     kinds = sync.check_kinds(cli.split_list(FLAGS.kinds) or ["easy"])
     spec_rate = checkpoint.run_clip_spec(FLAGS.model_dir).log_mel.sample_rate
+    sync.clip_cutter(FLAGS.model_dir, kinds)  # A run without a sync task: before any decoding.
     with contextlib.ExitStack() as stack:
         data = cli.prepared_data(cli.DataSource.from_flags(FLAGS.model_dir), stack,
                                  sample_rate=spec_rate)

@@ -11,12 +11,15 @@ import dataclasses
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from absl import flags
 
 from avts_tf.data.ingestion.sources import LAYOUTS
 from avts_tf.data.manifest import DEFAULTS
+from avts_tf.errors import UserError
 from avts_tf.evaluation.errors import BadInput
 
 FLAGS = flags.FLAGS
@@ -121,13 +124,30 @@ def prepared_data(
         return Path(source.data)
     if not Path(source.data).exists():
         raise BadInput(f"dataset {source.data} does not exist")
-    work = source.prepared_dir or stack.enter_context(
-        tempfile.TemporaryDirectory(prefix="avts_"))
+    work = source.prepared_dir
+    if work is None:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_"))
+        stack.push(_naming_the_media(work, source.data))
     return records_io.ensure_prepared(
         source.data, work, layout=source.layout, fold=source.fold, sample_rate=sample_rate,
         fps=source.fps, short_side=source.short_side, audio_only=audio_only,
         video_only=video_only, test_fraction=test_fraction, workers=source.workers,
     )
+
+
+def _naming_the_media(work: str, media: str) -> Callable[..., bool]:
+    """An exit callback: a user error naming the temporary folder ``work`` names ``media``.
+
+    Raw media is prepared into a folder the user never sees; a later refusal of the
+    prepared data (no labels, no video frames) should name what they gave.
+    """
+    def rename(exc_type: Any, exc: BaseException | None, traceback: Any) -> bool:
+        del exc_type, traceback
+        if isinstance(exc, UserError) and exc.args and isinstance(exc.args[0], str):
+            exc.args = (exc.args[0].replace(work, f"{media} (as prepared)"), *exc.args[1:])
+        return False  # The error goes on.
+
+    return rename
 
 
 def split_list(text: str | list[str] | None) -> list[str] | None:

@@ -210,5 +210,7 @@ def num_classes_of(data_dir: str | Path, splits: Sequence[str]) -> int:
     records_io.check_splits(data_dir, splits)
     names = records_io.label_names(data_dir)
     if len(names) < 2:
-        raise BadInput(f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2")
+        raise BadInput(f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2: "
+                       "put each class's files in a folder named after it, or give a CSV "
+                       "with labels")
     return len(names)

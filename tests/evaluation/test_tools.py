@@ -347,6 +347,35 @@ def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_refusal_of_media_names_the_media_not_the_temporary_folder(tiny_run, tiny_prepared):
+    """Raw media are prepared into a temporary folder; refusing what it holds named that
+    folder (``/tmp/avts_e1wcnusx has 0 label(s)``), which the user never saw."""
+    media = tiny_prepared.parent / "videos" / "videos" / "test"  # two files, no class folders
+    code, _, err = run_in_process("finetune_video", "--init", "scratch", "--arch",
+                                  str(tiny_run), "--data", str(media), "--short_side", "32")
+    assert_one_line_error(
+        code, err, f"error: {media} (as prepared) has 0 label(s); fine-tuning needs at least 2: "
+        "put each class's files in a folder named after it, or give a CSV with labels")
+    assert "avts_" not in err
+
+
+def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
+        tiny_prepared, tmp_path):
+    """It decoded every file given first, then said the run had no sync task."""
+    from tiny import describe_run
+
+    from avts_tf.tasks.temporal.task import TemporalContrastive
+
+    run = tmp_path / "tssl_run"
+    run.mkdir()
+    describe_run(run, tiny_prepared, task=TemporalContrastive())
+    media = tiny_prepared.parent / "videos" / "videos" / "test"
+    code, out, err = run_in_process("eval_sync", "--model_dir", str(run), "--data", str(media))
+    assert_one_line_error(code, err, f"error: the task of run {run} (TemporalContrastive) is "
+                                     "not a synchronization task")
+    assert "records in" not in out + err  # nothing was prepared
+
+
 def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path):
     """Raw media are prepared into a temporary folder first."""
     media = tiny_prepared.parent / "videos" / "videos" / "test"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -341,6 +343,13 @@ def test_view_spec_validation():
                 {"color_jitter": 1.5}):
         with pytest.raises(ValueError):
             ViewSpec(**bad)
+    # A fraction was truncated (2.5 trained as 2; 1.5 then failed as "(1, 1)").
+    for speeds in ((1, 2.5), (1, 1.5), 2, (1, True)):
+        with pytest.raises(ValueError, match=r"^speeds must be distinct positive integers, got "
+                                             + re.escape(repr(speeds))):
+            ViewSpec(speeds=speeds)
+    with pytest.raises(ValueError, match=r"^num_views must be an integer >= 1, got 2.5"):
+        ViewSpec(num_views=2.5)
 
 
 class _ViewsTask(Task):

@@ -14,6 +14,7 @@ choices (the paper's abstract states none of them; see ``TSSL.md``).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import gin
@@ -55,11 +56,13 @@ class ViewSpec:
     color_jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "speeds", tuple(int(s) for s in self.speeds))
-        if self.num_views < 1:
-            raise ValueError(f"num_views must be >= 1, got {self.num_views}.")
-        if not self.speeds or min(self.speeds) < 1 or len(set(self.speeds)) != len(self.speeds):
-            raise ValueError(f"speeds must be distinct positive integers, got {self.speeds}.")
+        if not _is_count(self.num_views):
+            raise ValueError(f"num_views must be an integer >= 1, got {self.num_views!r}.")
+        speeds = tuple(self.speeds) if isinstance(self.speeds, (tuple, list)) else ()
+        if (not speeds or not all(_is_count(s) for s in speeds)
+                or len(set(speeds)) != len(speeds)):  # 2.5 was taken as 2
+            raise ValueError(f"speeds must be distinct positive integers, got {self.speeds!r}.")
+        object.__setattr__(self, "speeds", tuple(int(s) for s in speeds))
         if not 0.0 <= self.backward_probability <= 1.0:
             raise ValueError(
                 f"backward_probability must be in [0, 1], got {self.backward_probability}."
@@ -70,6 +73,11 @@ class ViewSpec:
             raise ValueError(
                 f"audio_speed must be one of {AUDIO_SPEEDS}, got {self.audio_speed!r}."
             )
+
+
+def _is_count(value: Any) -> bool:
+    """Whether ``value`` is an integer >= 1 (not a bool, not a float such as 2.5)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def log_mel_with_hop(waveform: tf.Tensor, spec: LogMelSpec, hop_samples: int) -> tf.Tensor:

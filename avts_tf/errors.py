@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 _GIN_NOTE = "\n  In call to configurable"
 
 
@@ -11,6 +13,21 @@ def without_gin_note(message: object) -> str:
     Gin appends ``In call to configurable 'name' ...`` lines to such errors.
     """
     return str(message).split(_GIN_NOTE)[0]
+
+
+def failed_binding(error: BaseException) -> str | None:
+    """The configurable whose call raised ``error`` while gin evaluated a call's arguments.
+
+    Gin evaluates bindings such as ``train.run.clip_spec = @data.ClipSpec()`` before the
+    configured function runs and notes ``In call to configurable 'ClipSpec'``; an error from
+    inside ``train.run`` also carries ``In call to configurable 'run'``.
+
+    Returns:
+        The innermost configurable's name, or ``None`` when ``error`` has no gin note or
+        came from inside ``run``.
+    """
+    names = re.findall(r"In call to configurable '([^']+)'", str(error))
+    return names[0] if names and "run" not in names else None
 
 
 class UserError(ValueError):

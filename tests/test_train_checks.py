@@ -314,6 +314,19 @@ def test_train_tool_mistakes_end_in_one_line_exit_2(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_refused_clip_setting_is_one_line_before_anything_is_written(tmp_path, tiny_prepared):
+    """Gin builds ``@data.ClipSpec()`` before ``train.run`` begins: a value the spec refused
+    (or, before it checked them, a zero hop) ended in a traceback."""
+    recipe = tmp_path / "tiny.gin"
+    recipe.write_text(SPEC_GIN + f"include 'gin/quickstart.gin'\ntrain.run.dataset = "
+                                 f"'{tiny_prepared}'\n")
+    line = _one_error_line(_train_cli(f"--gin_file={recipe}", f"--model_dir={tmp_path / 'run'}",
+                                      "--gin_param=data.LogMelSpec.hop_s=0", cwd=tmp_path))
+    assert line == ("error: data.LogMelSpec.hop_s must be a number > 0, got 0; fix the binding "
+                    "of LogMelSpec in the recipe or --gin_param")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_train_tool_refuses_to_resume_another_configuration(tmp_path, tiny_prepared):
     recipe = tmp_path / "tiny.gin"

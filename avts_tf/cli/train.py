@@ -35,14 +35,21 @@ def _main(argv: list[str]) -> int:
     app.no_positional(argv)
     if not FLAGS.gin_file:
         app.fail("no recipe given; add --gin_file=quickstart (or a path to a .gin file)")
-    from avts_tf import config, distribute, recipes, train
+    from avts_tf import config, distribute, errors, recipes, train
 
     config.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
     # Before anything else touches TensorFlow: logical CPUs and the collectives of
     # MultiWorkerMirroredStrategy are fixed when it initialises.
     distribute.make_strategy()
     model_dir = FLAGS.model_dir or os.path.join("runs", recipes.stem(FLAGS.gin_file[0]))
-    results = train.run(model_dir=model_dir, overwrite=FLAGS.overwrite)
+    try:
+        results = train.run(model_dir=model_dir, overwrite=FLAGS.overwrite)
+    except (ValueError, TypeError) as err:  # A binding gin evaluated before the run began.
+        configurable = errors.failed_binding(err)
+        if configurable is None:
+            raise
+        app.fail(f"{errors.without_gin_note(err).strip().rstrip('.')}; fix the binding of "
+                 f"{configurable} in the recipe or --gin_param")
     if results.preempted_at is not None:
         print(f"preempted at batch {results.preempted_at}; re-run the same command to resume",
               flush=True)

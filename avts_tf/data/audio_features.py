@@ -7,6 +7,8 @@ import dataclasses
 import gin
 import tensorflow as tf
 
+from avts_tf.settings import number_setting
+
 
 @gin.configurable(module="data")
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,22 @@ class LogMelSpec:
     lower_hz: float = 20.0
     upper_hz: float | None = None
     log_offset: float = 1e-6
+
+    def __post_init__(self) -> None:
+        number_setting("data.LogMelSpec.sample_rate", self.sample_rate, integer=True)
+        number_setting("data.LogMelSpec.mel_bins", self.mel_bins, integer=True)
+        for name in ("window_s", "hop_s", "log_offset"):
+            number_setting(f"data.LogMelSpec.{name}", getattr(self, name))
+        number_setting("data.LogMelSpec.lower_hz", self.lower_hz, zero_allowed=True)
+        nyquist = self.sample_rate / 2
+        if self.upper_hz is not None and not self.lower_hz < self.upper_hz <= nyquist:
+            raise ValueError(f"data.LogMelSpec.upper_hz must be above lower_hz "
+                             f"({self.lower_hz}) and at most {nyquist:g} Hz (Nyquist), got "
+                             f"{self.upper_hz!r}")
+        for name, samples in (("window_s", self.window_samples), ("hop_s", self.hop_samples)):
+            if samples < 1:
+                raise ValueError(f"data.LogMelSpec.{name} is {getattr(self, name)!r} s, under one "
+                                 f"sample at {self.sample_rate} Hz")
 
     @property
     def window_samples(self) -> int:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from avts_tf.data import records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.settings import number_setting
 
 Record = Mapping[str, tf.Tensor]
 
@@ -43,6 +44,13 @@ class ClipSpec:
     resize_short_side: int | None = None
     random_flip: bool = True
     log_mel: LogMelSpec = LogMelSpec()
+
+    def __post_init__(self) -> None:
+        for name in ("num_frames", "frame_stride", "crop_size"):
+            number_setting(f"data.ClipSpec.{name}", getattr(self, name), integer=True)
+        if self.resize_short_side is not None:
+            number_setting("data.ClipSpec.resize_short_side", self.resize_short_side,
+                           integer=True)
 
     def window_seconds(self, fps: float) -> float:
         """Duration covered by one clip at ``fps``."""

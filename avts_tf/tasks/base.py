@@ -31,27 +31,12 @@ Tasks are registered in ``avts_tf.registry.OBJECTIVES`` (gin: ``@objectives.<nam
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import keras
 import tensorflow as tf
 
 Batch = dict[str, tf.Tensor]
-
-
-def number_setting(name: str, value: Any, integer: bool = False, zero_allowed: bool = False) -> Any:
-    """``value`` as an int or float; a ``ValueError`` naming ``name`` unless it is > 0.
-
-    ``zero_allowed`` accepts 0 too; ``bool`` and strings are refused.
-    """
-    kind = int if integer else float
-    number = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if isinstance(value, bool) or not number or value < 0 or (value == 0 and not zero_allowed):
-        bound = ">= 0" if zero_allowed else "> 0"
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, "
-                         f"got {value!r}")
-    return kind(value)
 
 
 def replica_id() -> tf.Tensor:

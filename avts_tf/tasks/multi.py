@@ -9,7 +9,8 @@ import keras
 import tensorflow as tf
 
 from avts_tf.registry import OBJECTIVES
-from avts_tf.tasks.base import Batch, Task, number_setting, unpack_compute
+from avts_tf.settings import number_setting
+from avts_tf.tasks.base import Batch, Task, unpack_compute
 
 
 @OBJECTIVES.register("multi")

@@ -9,6 +9,8 @@ import tiny
 
 from avts_tf.data import pipeline, records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
+from avts_tf.data.clips import ClipSpec
+from avts_tf.errors import without_gin_note
 from avts_tf.tasks.base import Task
 from avts_tf.tasks.sync.objectives import ContrastiveSync
 from avts_tf.tasks.sync.samplers import HardNegativeSampler, SuperHardNegativeSampler
@@ -202,6 +204,31 @@ def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
     shard = pipeline._read_shard_skipping_corrupted(tf.constant(path), tf.constant(3, tf.int64))
     assert list(shard.as_numpy_iterator()) == [b"\0", b"\1", b"\2"]
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    # A fraction was truncated or made a float shape; 0 ended in a Keras shape error.
+    (lambda: ClipSpec(num_frames=8.5), "data.ClipSpec.num_frames must be an integer > 0, got 8.5"),
+    (lambda: ClipSpec(crop_size=0), "data.ClipSpec.crop_size must be an integer > 0, got 0"),
+    (lambda: ClipSpec(frame_stride=True), "data.ClipSpec.frame_stride must be an integer > 0, "
+                                          "got True"),
+    (lambda: ClipSpec(resize_short_side=-1),
+     "data.ClipSpec.resize_short_side must be an integer > 0, got -1"),
+    # A ZeroDivisionError when the pipeline was built; mel_bins 0 a traceback in tf.data.
+    (lambda: LogMelSpec(hop_s=0), "data.LogMelSpec.hop_s must be a number > 0, got 0"),
+    (lambda: LogMelSpec(mel_bins=0), "data.LogMelSpec.mel_bins must be an integer > 0, got 0"),
+    (lambda: LogMelSpec(hop_s=1e-5), "data.LogMelSpec.hop_s is 1e-05 s, under one sample at "
+                                     "16000 Hz"),
+    (lambda: LogMelSpec(upper_hz=9000), "data.LogMelSpec.upper_hz must be above lower_hz (20.0) "
+                                        "and at most 8000 Hz (Nyquist), got 9000"),
+    (lambda: LogMelSpec(lower_hz=-1), "data.LogMelSpec.lower_hz must be a number >= 0, got -1"),
+])
+def test_clip_and_log_mel_settings_are_checked_by_name(make, message):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert without_gin_note(err.value) == message
+    assert LogMelSpec(upper_hz=8000, lower_hz=0).upper_hz == 8000  # the edges are valid
+    assert ClipSpec(resize_short_side=None, frame_stride=2).frame_stride == 2
 
 
 def test_long_enough_at_a_speed_needs_that_many_clip_windows(tiny_prepared):

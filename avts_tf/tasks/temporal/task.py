@@ -51,7 +51,8 @@ import tensorflow as tf
 from absl import logging
 
 from avts_tf.registry import OBJECTIVES
-from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size, number_setting
+from avts_tf.settings import number_setting
+from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size
 from avts_tf.tasks.temporal import contrastive, views
 from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
 

@@ -125,6 +125,8 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
     (dict(objective=functools.partial(TemporalContrastive, loss_weights={"speed": -1})),
      "train.run.objective cannot be built: loss_weights['speed'] must be a number >= 0, got "
      "-1; fix"),
+    (dict(objective=functools.partial(TemporalContrastive, temperature=float("nan"))),
+     "train.run.objective cannot be built: temperature must be a number > 0, got nan; fix"),
     (dict(objective=functools.partial(TemporalContrastive, temperature="0.1")),
      "train.run.objective cannot be built: temperature must be a number > 0, got '0.1'; fix"),
     # A head the towers' outputs cannot feed (built after the model_dir was written).

@@ -97,6 +97,21 @@ def check_model_builds(
     return task
 
 
+def check_replica_batch(batch_size: int, replicas: int, task: Any) -> None:
+    """Refuses a batch the replicas cannot share evenly, or that the task cannot split."""
+    if batch_size % replicas:
+        raise UserError(f"train.run.batch_size {batch_size} is not a multiple of the {replicas} "
+                        f"replicas; set it to a multiple of {replicas}")
+    per_replica, multiple = batch_size // replicas, task.batch_multiple
+    if per_replica % multiple:
+        control = getattr(task, "control", None)
+        why = f" (control {control!r} pairs the two halves of each batch)" if control else ""
+        raise UserError(
+            f"train.run.batch_size {batch_size} gives {per_replica} example(s) per replica; "
+            f"the task {type(task).__name__} needs a multiple of {multiple} on each "
+            f"replica{why}; set train.run.batch_size to a multiple of {multiple * replicas}")
+
+
 def check_prepared(dataset: Any) -> None:
     """Refuses a dataset that is not a prepared dataset folder."""
     if not isinstance(dataset, str | os.PathLike):

@@ -306,6 +306,7 @@ def run(
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()
+    run_checks.check_replica_batch(batch_size, strategy.num_replicas_in_sync, task)
     role = worker_role(strategy)
     previous_policy = keras.mixed_precision.global_policy()
     with contextlib.ExitStack() as held:

@@ -14,6 +14,7 @@ from avts_tf.tasks.base import Task, global_batch_size
 from avts_tf.tasks.multi import MultiTask
 from avts_tf.tasks.sync.objectives import ContrastiveSync
 from avts_tf.tasks.sync.samplers import HardNegativeSampler
+from avts_tf.tasks.temporal.task import TemporalContrastive
 
 
 @keras.saving.register_keras_serializable(package="tests")
@@ -117,6 +118,10 @@ def test_config_round_trip_and_bad_settings():
         MultiTask({"a": ContrastiveSync(), "b": ContrastiveSync()})
     with pytest.raises(ValueError, match="weights name unknown tasks"):
         MultiTask({"a": ContrastiveSync()}, weights={"b": 1.0})
+    # The batch must suit every task: the least common multiple of their needs.
+    assert MultiTask({"a": ContrastiveSync(), "b": TemporalContrastive(
+        control="unrelated_audio")}).batch_multiple == 2
+    assert MultiTask({"a": ContrastiveSync(), "b": TemporalContrastive()}).batch_multiple == 1
     # A negative weight trained that task to maximise its loss; it was taken silently.
     with pytest.raises(ValueError, match=r"^weights\['a'\] must be a number >= 0, got -0.1$"):
         MultiTask({"a": ContrastiveSync()}, weights={"a": -0.1})

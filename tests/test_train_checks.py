@@ -129,6 +129,13 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
      "train.run.objective cannot be built: temperature must be a number > 0, got nan; fix"),
     (dict(objective=functools.partial(TemporalContrastive, temperature="0.1")),
      "train.run.objective cannot be built: temperature must be a number > 0, got '0.1'; fix"),
+    # A control that pairs the two halves of a batch, on an odd batch: tf.split's
+    # traceback in the first step, after the model_dir was written.
+    (dict(objective=functools.partial(TemporalContrastive, control="permuted_labels"),
+          batch_size=3),
+     "train.run.batch_size 3 gives 3 example(s) per replica; the task TemporalContrastive "
+     "needs a multiple of 2 on each replica (control 'permuted_labels' pairs the two halves "
+     "of each batch); set train.run.batch_size to a multiple of 2"),
     # A head the towers' outputs cannot feed (built after the model_dir was written).
     (dict(audio_tower=functools.partial(tiny_audio_tower, embedding_dim=4)),
      "train.run.objective cannot be built: The contrastive objective compares embeddings "

@@ -124,6 +124,9 @@ class Task(keras.layers.Layer):
     #: (the temporal task's slowest view speed). The pipelines skip shorter records, and a
     #: run whose split holds none is refused before training.
     window_multiple: int = 1
+    #: Training examples on each replica must be a multiple of this (the temporal task's
+    #: controls that pair the two halves of a batch need 2); checked before training.
+    batch_multiple: int = 1
 
     # -- examples (run inside tf.data) ------------------------------------------------
     def train_example(self, clips: Any, record: Batch, seed: tf.Tensor) -> Batch:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,6 +102,10 @@ class MultiTask(Task):
     @property
     def window_multiple(self) -> int:  # noqa: D102
         return max(task.window_multiple for task in self.tasks.values())
+
+    @property
+    def batch_multiple(self) -> int:  # noqa: D102
+        return math.lcm(*(task.batch_multiple for task in self.tasks.values()))
 
     def dataset_metrics(self, model, dataset):  # noqa: D102
         results = {}

@@ -186,6 +186,10 @@ class TemporalContrastive(Task):
     def window_multiple(self) -> int:  # noqa: D102
         return min(self.view_spec.speeds)  # A record holds at least one view at that speed.
 
+    @property
+    def batch_multiple(self) -> int:  # noqa: D102
+        return 2 if self.control in MIXING_CONTROLS else 1  # embed_clips splits the batch.
+
     def train_example(self, clips, record, seed):  # noqa: D102
         return views.cut_views(clips, record, seed, self.view_spec, training=True,
                                shuffle_frames=self.control == "shuffled_frames")

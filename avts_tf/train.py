@@ -350,13 +350,10 @@ def _build_model(strategy: tf.distribute.Strategy, job: _Job, fps: float) -> AVT
 def _train_input(
     strategy: tf.distribute.Strategy, job: _Job, task: Task, start: int
 ) -> tf.distribute.DistributedDataset:
-    """Per-worker input: each worker reads and decodes only its share of every step."""
-    replicas = strategy.num_replicas_in_sync
-    if job.batch_size % replicas:
-        raise ValueError(
-            f"batch_size {job.batch_size} must be a multiple of the {replicas} replicas."
-        )
+    """Per-worker input: each worker reads and decodes only its share of every step.
 
+    ``run_checks.check_replica_batch`` has refused a batch the replicas cannot share.
+    """
     def worker_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batches = pipeline.train_dataset(
             job.dataset, job.batch_size, task=task, spec=job.clip_spec,

@@ -82,6 +82,12 @@ def recall_at_1(
     return float(np.mean(np.concatenate(hits)))
 
 
+def _recall_v2a(embedded: Mapping[str, np.ndarray]) -> float:
+    """:func:`recall_at_1` of video views querying audio views (``embed_views``' output)."""
+    return recall_at_1(embedded["video"], embedded["audio"], embedded["video_id"],
+                       embedded["video_id"])
+
+
 def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
     """Row order of the label control: each row takes a row of the other half of the batch.
 
@@ -345,8 +351,7 @@ class TemporalContrastive(Task):
         embedded = self.embed_views(model, dataset)
         for caveat in self.single_class_caveats(embedded):
             logging.warning("%s", caveat)
-        return {"retrieval_r1_v2a": recall_at_1(embedded["video"], embedded["audio"],
-                                                embedded["video_id"], embedded["video_id"])}
+        return {"retrieval_r1_v2a": _recall_v2a(embedded)}
 
     def single_class_caveats(self, embedded: Mapping[str, np.ndarray]) -> list[str]:
         """What the held-out accuracies cannot say: a head whose views all hold one class.
@@ -419,9 +424,7 @@ class TemporalContrastive(Task):
         the contrastive projections); a hit is an audio view of the query's own video.
         Chance is about one over the number of videos.
         """
-        embedded = self.embed_views(model, dataset)
-        return recall_at_1(embedded["video"], embedded["audio"], embedded["video_id"],
-                           embedded["video_id"])
+        return _recall_v2a(self.embed_views(model, dataset))
 
     def after_step(self, values, applied):  # noqa: D102
         for modality in ("video", "audio"):

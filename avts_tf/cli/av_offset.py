@@ -21,6 +21,7 @@ from absl import flags
 from avts_tf.cli import app
 
 flags.DEFINE_string("checkpoint", None, "A sync training run's model_dir.", required=True)
+flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
 flags.DEFINE_float("max_offset_s", 1.0, "Largest offset tried either way, in seconds.",
                    lower_bound=0.0)
 flags.DEFINE_float("step_s", None, "Offset grid step (default: the run's log-mel hop).",

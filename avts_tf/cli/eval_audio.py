@@ -28,6 +28,7 @@ flags.DEFINE_string("checkpoint", None, "Audio tower: a .keras file or a trainin
                     "model_dir.")
 flags.register_validator("checkpoint", cli.exists_or_none,
                          "does not exist; give a .keras tower or a training run's model_dir")
+flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
 flags.DEFINE_multi_string("features", [], ".npz from avts-extract (repeatable).")
 flags.register_validator("features", lambda paths: all(Path(p).is_file() for p in paths),
                          "a features file does not exist; give .npz files from avts-extract")

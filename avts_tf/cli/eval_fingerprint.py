@@ -19,6 +19,7 @@ from absl import flags
 from avts_tf.cli import app
 
 flags.DEFINE_string("checkpoint", None, "A training run's model_dir.", required=True)
+flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
 flags.DEFINE_string("data", None, "A prepared dataset whose source files exist (default: "
                     "the run's).")
 flags.DEFINE_string("query_split", "test", "Split whose videos are distorted into queries.")

@@ -23,6 +23,7 @@ from avts_tf.cli import app
 from avts_tf.evaluation import cli
 
 flags.DEFINE_string("checkpoint", None, "A training run's model_dir.", required=True)
+flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
 flags.DEFINE_string("train_split", "train", "Split of the retrieved (database) videos.")
 flags.DEFINE_string("test_split", "test", "Split of the query videos.")
 flags.DEFINE_integer("num_clips", 10, "Evenly spaced clips averaged per video.", lower_bound=1)

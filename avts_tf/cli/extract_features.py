@@ -36,6 +36,7 @@ flags.DEFINE_string("checkpoint", None, "A .keras tower or a training run's mode
                     required=True)
 flags.register_validator("checkpoint", cli.exists_or_none,
                          "does not exist; give a .keras tower or a training run's model_dir")
+flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
 flags.DEFINE_enum("tower", "auto", ["auto", "video", "audio"],
                   "Which tower (auto: from a .keras file's input).")
 flags.DEFINE_bool("list_layers", False, "Print the tower's layer names and exit.")

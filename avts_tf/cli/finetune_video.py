@@ -55,6 +55,7 @@ flags.DEFINE_string("init", None, "'scratch', an AVTS model_dir / video_tower.ke
                     "torchvision:ARCH:FILE.pth.", required=True)
 flags.register_validator("init", _valid_init, "does not exist; give 'scratch', a training "
                          "run's model_dir, a video_tower.keras or torchvision:ARCH:FILE.pth")
+flags.DEFINE_alias("model_dir", "init")  # the name avts-train and avts-eval-sync use
 flags.DEFINE_string("arch", None, "scratch: checkpoint whose architecture is re-initialized.")
 flags.register_validator("arch", cli.exists_or_none, "does not exist; give a training run's "
                          "model_dir or a video_tower.keras")

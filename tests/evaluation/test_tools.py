@@ -162,6 +162,25 @@ def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared
     assert out.strip() == f"wrote {tmp_path / 'run' / 'curves.png'} (1 curves)"
 
 
+@pytest.mark.parametrize("tool", ["av_offset", "eval_audio", "eval_fingerprint",
+                                  "eval_retrieval", "extract_features", "finetune_video"])
+def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_prepared,
+                                                       tmp_path):
+    """``--model_dir RUN``, avts-train's name of the run, works in every tool reading one.
+
+    The tools that said ``--checkpoint`` (or ``--init``) answered ``Unknown command line
+    flag 'model_dir'. Did you mean: log_dir ?``.
+    """
+    extra = {"av_offset": [str(tmp_path / "clip.mp4")],
+             "extract_features": ["--tower", "audio", "--output", str(tmp_path / "f.npz")],
+             "eval_fingerprint": ["--distortions", "nope"]}.get(tool, [])
+    data = [] if tool in ("av_offset", "eval_fingerprint") else ["--data", str(tmp_path / "nope")]
+    code, _, err = run_in_process(tool, "--model_dir", str(tiny_run), *data, *extra)
+    assert "Unknown command line flag" not in err
+    # Got past the run's flag to the next mistake: the missing data (or clip, distortion).
+    assert_one_line_error(code, err, "nope" if tool != "av_offset" else "clip.mp4")
+
+
 def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
     code, _, err = run_in_process("extract_features", "--checkpoint", str(tiny_run),
                                   "--tower", "video", "--data", str(tiny_prepared),

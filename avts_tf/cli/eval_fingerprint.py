@@ -61,11 +61,13 @@ def _main(argv: list[str]) -> int:
     window_s = description.clip_spec.window_seconds(description.fps)
     queries = found.records(FLAGS.query_split)
     if not queries:
-        raise BadInput(f"no videos in split {FLAGS.query_split!r} of {data}; splits: "
-                       f"{', '.join(found.split_names)}")
+        raise BadInput(f"no videos in split {FLAGS.query_split!r} of {data}; give --query_split "
+                       f"one of: {', '.join(found.split_names) or 'none'}, or prepare media with "
+                       f"a held-out split (avts-prepare --test_fraction)")
     query_s = fingerprint.shortest_query_s(window_s, description.fps)
     originals = _usable(queries, query_s, "query")
-    distractors = _usable(found.records(FLAGS.distractor_split), window_s, "distractor")
+    distractors = fingerprint.distinct_distractors(
+        originals, _usable(found.records(FLAGS.distractor_split), window_s, "distractor"))
     if not originals:
         raise BadInput(f"no video with sound in split {FLAGS.query_split!r} of {data} is long "
                        f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "

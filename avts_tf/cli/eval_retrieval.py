@@ -67,6 +67,7 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
     results, rows = {}, []
     splits = [FLAGS.train_split, FLAGS.test_split]
     prepared = manifest.Manifest.read(data)
+    _check_splits(prepared, data)
     window_s = spec.window_seconds(prepared.fps)
     with_sound = sum(1 for e in prepared.records(FLAGS.test_split) if e.num_samples)
     if with_sound < 2:
@@ -111,6 +112,25 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
     headline = results["pretrained"]["video_to_video"]
     print("retrieval: " + " ".join(f"R@{k}={headline[f'R@{k}']:.3f}" for k in retrieval.KS))
     return 0
+
+
+def _check_splits(prepared, data: str) -> None:
+    """Refuses, before any decoding, a database or query split without labelled videos."""
+    from avts_tf.evaluation.errors import BadInput
+
+    for split, role in ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries")):
+        if not prepared.records(split):
+            raise BadInput(
+                f"no videos in split {split!r} ({role}) of {data}; splits with videos: "
+                f"{', '.join(prepared.split_names) or 'none'}: name two with --train_split "
+                f"(database) and --test_split (queries), or prepare media with a held-out "
+                f"split (avts-prepare --test_fraction)")
+        unlabelled = sum(1 for e in prepared.records(split) if not e.label)
+        if unlabelled:
+            raise BadInput(
+                f"retrieval by class needs labelled videos: {unlabelled} of "
+                f"{len(prepared.records(split))} in split {split!r} of {data} have no label; "
+                f"prepare the dataset from class folders or a CSV with labels")
 
 
 main = app.entry_point(_main)

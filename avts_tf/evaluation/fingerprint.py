@@ -217,6 +217,23 @@ def distorted_copies(originals: Sequence[Path], distortions: Sequence[str], work
     return queries
 
 
+def distinct_distractors(originals: Sequence[Path], distractors: Sequence[Path]) -> list[Path]:
+    """``distractors`` less the originals' files, each file once, in their order.
+
+    A query's original listed again as a distractor (``--distractor_split`` the query
+    split) would put the right answer in the database twice, so that the second copy
+    counted as a wrong one.
+    """
+    seen = {os.path.realpath(p) for p in originals}
+    kept = []
+    for path in distractors:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            kept.append(Path(path))
+    return kept
+
+
 def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequence[Path],
              distractors: Sequence[Path], work_dir: Path,
              distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
@@ -228,6 +245,7 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     by one modality's fingerprint alone.
     """
     _check_fusion(fusion)
+    distractors = distinct_distractors(originals, distractors)
     queries = distorted_copies(originals, distortions, work_dir, seed)
     from avts_tf.evaluation.features import feature_model
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from avts_tf.data.ingestion import synthetic
+from avts_tf.data.manifest import Manifest
 from avts_tf.evaluation import fingerprint, media_edit
 from avts_tf.evaluation.errors import BadInput
 
@@ -165,3 +168,26 @@ def test_videos_too_short_for_a_clip_are_left_out_not_fatal(tiny_run, tiny_prepa
     assert code == 2 and err.strip().splitlines()[-1] == (
         f"error: no video with sound in split 'test' of {data} is long enough to query with "
         "(0.68 s: one clip, also 10% faster); give longer videos with an audio track")
+
+
+def test_a_distractor_split_holding_the_queries_adds_no_second_copy(tiny_run, tiny_prepared,
+                                                                     tmp_path):
+    """``--distractor_split`` the query split: each original is in the database once.
+
+    Each original was listed again as a distractor: fingerprinted twice and counted twice
+    in the printed database (the scores held only because a stable sort ranks the
+    original's identical copy second).
+    """
+    from eval_helpers import run_in_process
+
+    originals = [Path(e.path) for e in Manifest.read(tiny_prepared).records("test")]
+    others = [Path(e.path) for e in Manifest.read(tiny_prepared).records("train")]
+    assert fingerprint.distinct_distractors(
+        originals, [originals[1], others[0], others[0], originals[0], others[1]]) == others[:2]
+    code, out, err = run_in_process(
+        "eval_fingerprint", f"--checkpoint={tiny_run}", f"--data={tiny_prepared}",
+        "--query_split=test", "--distractor_split=test", "--distortions=brightness",
+        "--num_clips=2", f"--work_dir={tmp_path / 'work'}")
+    assert code == 0, err
+    assert f"{len(originals)} queries per distortion, database of {len(originals)} originals + " \
+           "0 distractors" in out

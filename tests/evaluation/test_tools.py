@@ -181,6 +181,46 @@ def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_pre
     assert_one_line_error(code, err, "nope" if tool != "av_offset" else "clip.mp4")
 
 
+def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
+        tiny_run, tiny_prepared, tmp_path):
+    """A split without videos names the flags to change; unlabelled videos are counted.
+
+    Both were found only after every video's features were computed, and said neither
+    which flag chooses the splits (``splits present: train``) nor how many lacked a label.
+    """
+    found = Manifest.read(tiny_prepared)
+    train_only = tmp_path / "train_only"
+    dataclasses.replace(found, splits={"train": found.splits["train"]},
+                        written=found.records("train")).write(train_only)
+    code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
+                                  str(train_only))
+    assert_one_line_error(code, err)
+    assert err == (f"error: no videos in split 'test' (queries) of {train_only}; splits with "
+                   "videos: train: name two with --train_split (database) and --test_split "
+                   "(queries), or prepare media with a held-out split (avts-prepare "
+                   "--test_fraction)\n")
+    unlabelled = tmp_path / "unlabelled"
+    dataclasses.replace(found, written=tuple(
+        dataclasses.replace(e, label="") if e.split == "test" and i % 2 else e
+        for i, e in enumerate(found.written))).write(unlabelled)
+    test_records = found.records("test")
+    cleared = sum(1 for i, e in enumerate(found.written) if e.split == "test" and i % 2)
+    assert 0 < cleared < len(test_records)
+    code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
+                                  str(unlabelled))
+    assert err == (f"error: retrieval by class needs labelled videos: {cleared} of "
+                   f"{len(test_records)} in split 'test' of {unlabelled} have no label; "
+                   "prepare the dataset from class folders or a CSV with labels\n")
+
+
+def test_fingerprint_names_the_query_split_flag(tiny_run, tiny_prepared):
+    code, _, err = run_in_process("eval_fingerprint", "--checkpoint", str(tiny_run), "--data",
+                                  str(tiny_prepared), "--query_split", "val")
+    assert err == (f"error: no videos in split 'val' of {tiny_prepared}; give --query_split "
+                   "one of: test, train, or prepare media with a held-out split (avts-prepare "
+                   "--test_fraction)\n")
+
+
 def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
     code, _, err = run_in_process("extract_features", "--checkpoint", str(tiny_run),
                                   "--tower", "video", "--data", str(tiny_prepared),

@@ -7,7 +7,8 @@
 
 Every file under a folder is probed with PyAV (the extension does not matter): each one is
 either written or listed in ``manifest.json`` as skipped with its reason (``not_media``,
-``no_audio``, ``duplicate`` for a file reached again through a link, ``timeout`` past
+``no_audio``, ``duplicate`` for a file reached again through a link or a byte-identical
+copy of another, ``timeout`` past
 ``--decode_timeout``, ``crash`` for a file that kills the decoder even when decoded
 alone). Links are followed, each folder and file once. A folder input gets a held-out
 split ``test`` (``--test_fraction`` of each label, chosen by a hash of the path).

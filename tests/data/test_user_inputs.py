@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,14 +108,14 @@ def _snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _write_wav(path, seconds=0.5):
+def _write_wav(path, seconds=0.5, rate=0.05):
     import av
     import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:
         stream = c.add_stream("pcm_s16le", rate=16000, layout="mono")
-        pcm = (np.sin(np.arange(round(seconds * 16000)) * 0.05) * 1000).astype(np.int16)
+        pcm = (np.sin(np.arange(round(seconds * 16000)) * rate) * 1000).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
         frame.sample_rate, frame.pts = 16000, 0
         c.mux(stream.encode(frame))
@@ -142,6 +143,50 @@ def test_symlink_loops_end_and_a_file_is_ingested_once(tmp_path):
         assert "the same file as a/x.mkv" in manifest.skipped[0].reason
 
 
+def test_a_copy_of_a_file_is_ingested_once(tmp_path):
+    """Byte-identical files under two paths (a clip saved twice, in two class folders).
+
+    Each copy was ingested as its own video: counted twice in training, and a copy could
+    sit in the held-out split beside its original.
+    """
+    root = tmp_path / "in"
+    write_clip(root / "a" / "x.mkv")
+    write_clip(root / "b" / "y.mkv", level=200)
+    shutil.copyfile(root / "a" / "x.mkv", root / "b" / "x_copy.mkv")
+    shutil.copyfile(root / "a" / "x.mkv", root / "a" / "x_again.mkv")
+    write_clip(root / "b" / "z.mkv", level=60)  # another clip of the same size, other bytes
+    assert (root / "b" / "z.mkv").stat().st_size == (root / "a" / "x.mkv").stat().st_size
+    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
+                        "--test_fraction", "0", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = Manifest.read(tmp_path / "out")
+    assert [e.id for e in manifest.written] == ["a/x.mkv", "b/y.mkv", "b/z.mkv"]
+    assert [(e.id, e.kind, e.reason) for e in manifest.skipped] == [
+        ("a/x_again.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
+                                       "as that id"),
+        ("b/x_copy.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
+                                      "as that id")]
+
+
+def test_empty_and_unreadable_files_are_not_called_copies(tmp_path, monkeypatch):
+    """Empty files keep their own reason (``empty``), and an unreadable one is not compared."""
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    for name in ("c.mp4", "d.mp4", "e.mp4"):
+        (tmp_path / name).write_bytes(b"same")
+
+    def refusing_open(path, *args, **kwargs):  # e.mp4 unreadable, even to root
+        if Path(path).name == "e.mp4":
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "open", refusing_open, raising=False)
+    paths = sorted(tmp_path.iterdir())
+    kept, dropped = sources.unique_files(paths, tmp_path)
+    assert dropped == [(tmp_path / "d.mp4", tmp_path / "c.mp4", sources.SAME_CONTENT)]
+    assert kept == [tmp_path / n for n in ("a.mp4", "b.mp4", "c.mp4", "e.mp4")]
+
+
 def test_media_is_probed_not_judged_by_extension(tmp_path):
     root = tmp_path / "in"
     for name in ("x.m2ts", "y.mxf", "z.divx"):  # real clips under unusual names
@@ -160,7 +205,7 @@ def test_media_is_probed_not_judged_by_extension(tmp_path):
 
 def test_audio_only_folder_is_refused_or_kept_with_the_flag(tmp_path):
     for i in range(2):
-        _write_wav(tmp_path / "in" / "rain" / f"{i}.wav")
+        _write_wav(tmp_path / "in" / "rain" / f"{i}.wav", rate=0.05 * (i + 1))  # not copies
     line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(tmp_path / "out"), "--test_fraction", "0"))
     assert line == ("error: nothing was written (2 no_video); audio-only inputs need "

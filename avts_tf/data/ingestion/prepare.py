@@ -1044,7 +1044,7 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
               max_record_s: float | None = DEFAULTS.max_record_s,
               record_overlap_s: float = DEFAULTS.record_overlap_s,
               ) -> tuple[str, IngestConfig, list[str], list[ShardPlan],
-                         list[tuple[sources.SourceItem, str]]]:
+                         list[tuple[sources.SourceItem, str, str]]]:
     """Finds the inputs and plans the shards (nothing is written).
 
     Shared by the local pool and the Beam runner (``beam_runner``), so both plan alike.
@@ -1055,7 +1055,7 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     """
     input_path = str(Path(input).resolve())
     media_dir = str(Path(media_dir).resolve()) if media_dir else None
-    duplicates: list[tuple[sources.SourceItem, str]] = []
+    duplicates: list[tuple[sources.SourceItem, str, str]] = []
     used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
                                           test_fraction=test_fraction, duplicates=duplicates)
     inside = os.path.realpath(output_dir) + os.sep  # an --output inside the input folder
@@ -1080,11 +1080,14 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     return input_path, config, labels, plan_shards(items, labels, num_shards), duplicates
 
 
-def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str]]) -> list[dict]:
-    """Skip entries (logged) for paths that reach an already listed file through links."""
+def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str, str]]) -> list[dict]:
+    """Skip entries (logged) for paths that reach an already listed file or copy its bytes."""
+    how = {sources.LINK: "the same file as {} (reached through a link)",
+           sources.SAME_CONTENT: "the same bytes as {} (a copy)"}
     extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
-              "kind": "duplicate", "reason": f"the same file as {kept} (reached through a "
-              "link); ingested once, as that id"} for it, kept in duplicates]
+              "kind": "duplicate",
+              "reason": f"{how[why].format(kept)}; ingested once, as that id"}
+             for it, kept, why in duplicates]
     for entry in extra:
         logger.warning("skipped %s: %s", entry["path"], entry["reason"])
     return extra

@@ -99,11 +99,34 @@ def walk_media(root: str | os.PathLike) -> list[Path]:
     return walk_files(root, media_only=True)
 
 
-def unique_files(paths: list[Path], root: Path) -> tuple[list[Path], list[tuple[Path, Path]]]:
-    """Keeps one path per real file: the one not through a link, else the first sorted.
+#: Why a path was not listed: another path reaches the same file, or a file of the same bytes.
+LINK, SAME_CONTENT = "link", "content"
+
+
+def _content_digest(path: Path) -> str:
+    """SHA-256 of the file's bytes; an unreadable file its own path (ingestion reports it)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return f"unreadable:{path}"
+    return digest.hexdigest()
+
+
+def unique_files(paths: list[Path], root: Path
+                 ) -> tuple[list[Path], list[tuple[Path, Path, str]]]:
+    """Keeps one path per real file and one file per content.
+
+    Of the paths reaching one file (links), the one not through a link is kept, else the
+    first sorted. Of files holding the same bytes (copies: a clip saved twice, or under two
+    class folders), the first sorted is kept: a copy would count twice in training and
+    could sit in both splits. Only files sharing a size are read to compare them.
 
     Returns:
-        The kept paths (sorted) and ``(dropped, kept)`` pairs for the other paths.
+        The kept paths (sorted) and ``(dropped, kept, why)`` triples for the other paths,
+        ``why`` being :data:`LINK` or :data:`SAME_CONTENT`.
     """
     by_real: dict[str, list[Path]] = {}
     for path in sorted(paths):
@@ -113,19 +136,33 @@ def unique_files(paths: list[Path], root: Path) -> tuple[list[Path], list[tuple[
         direct = [p for p in group if str(p) == real]  # no link on the way
         first = (direct or group)[0]
         kept.append(first)
-        dropped.extend((p, first) for p in group if p != first)
-    return sorted(kept), sorted(dropped)
+        dropped.extend((p, first, LINK) for p in group if p != first)
+    by_size: dict[int, list[Path]] = {}
+    for path in sorted(kept):
+        # A broken link is listed (ingestion reports it missing), an empty file too.
+        if path.exists() and path.stat().st_size:
+            by_size.setdefault(path.stat().st_size, []).append(path)
+    copies = set()
+    for group in by_size.values():
+        by_digest: dict[str, Path] = {}
+        for path in group if len(group) > 1 else ():
+            first = by_digest.setdefault(_content_digest(path), path)
+            if first != path:
+                copies.add(path)
+                dropped.append((path, first, SAME_CONTENT))
+    return sorted(p for p in kept if p not in copies), sorted(dropped)
 
 
 def list_folder(root: str | os.PathLike, split: str = "train",
-                duplicates: list[tuple[SourceItem, str]] | None = None) -> list[SourceItem]:
+                duplicates: list[tuple[SourceItem, str, str]] | None = None) -> list[SourceItem]:
     """Every file under ``root``; the label is the first sub-folder's name.
 
     ``root/dog/a.mp4`` gets label ``"dog"``; files directly in ``root`` are unlabelled.
     Whether a file is media is decided when it is decoded (by probing its content, not
     its extension; others are skipped as ``not_media``). A file reached by several paths
-    (links) is listed once; the other paths are appended to ``duplicates`` with the id
-    of the path kept.
+    (links), and one content held by several files (copies), is listed once; the other
+    paths are appended to ``duplicates`` with the id of the path kept and why
+    (:func:`unique_files`).
     """
     root = Path(root).resolve()
     kept, dropped = unique_files(walk_files(root), root)
@@ -136,7 +173,7 @@ def list_folder(root: str | os.PathLike, split: str = "train",
         return SourceItem(str(path), rel.as_posix(), label, split)
 
     if duplicates is not None:
-        duplicates.extend((item(path), item(first).id) for path, first in dropped)
+        duplicates.extend((item(path), item(first).id, why) for path, first, why in dropped)
     return sort_items([item(path) for path in kept])
 
 
@@ -493,7 +530,7 @@ def _is_fsdd_folder(folder: Path) -> bool:
 def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int = 1,
              media_dir: str | os.PathLike | None = None,
              test_fraction: float | None = None,
-             duplicates: list[tuple[SourceItem, str]] | None = None,
+             duplicates: list[tuple[SourceItem, str, str]] | None = None,
              ) -> tuple[str, list[SourceItem]]:
     """Lists the inputs of a dataset.
 

@@ -135,8 +135,20 @@ class AVTSModel(keras.Model):
                     "inside its loss, so its train step runs without XLA.",
                     self.objective.name, replicas,
                 )
+        requested = jit_compile
         super().compile(*args, jit_compile=jit_compile, **kwargs)
+        self._compile_config.config["jit_compile"] = requested  # what a reload asks for
         self._replica_step_fn = None
+
+    def compile_from_config(self, config: dict) -> None:
+        """Compiles a loaded model as it was saved (``keras.models.load_model``).
+
+        Keras skips this for a model whose ``compile`` is its own, so a loaded model had no
+        optimizer (and its saved optimizer state was dropped) until compiled again.
+        """
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:  # the optimizer's variables, for the saved state to load into
+            self.optimizer.build(self.trainable_variables)
 
     def _loss_and_gradients(
         self, batch: dict[str, tf.Tensor], global_batch: tf.Tensor, stateless: bool
@@ -274,7 +286,16 @@ class AVTSModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> AVTSModel:  # noqa: D102
+    def from_config(cls, config: dict[str, Any]) -> AVTSModel:
+        """The model of ``get_config``; the built-in towers' layers and tasks need no import.
+
+        ``keras.models.load_model("m.keras")`` then works after ``import avts_tf.models``
+        alone (a user's own layers or task still need their module imported).
+        """
+        import avts_tf.backbones  # noqa: F401  (the towers' layers)
+        import avts_tf.tasks.sync.objectives  # noqa: F401
+        import avts_tf.tasks.temporal.task  # noqa: F401
+
         config = dict(config)
         for key in ("video_tower", "audio_tower", "objective"):
             config[key] = keras.saving.deserialize_keras_object(config[key])

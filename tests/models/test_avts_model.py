@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -78,3 +80,67 @@ def test_mixed_float16_scales_the_loss():
     loss = tf.constant(0.5)
     assert float(model.optimizer.scale_loss(loss)) == 0.5 * float(model.optimizer.dynamic_scale)
     assert float(model.optimizer.dynamic_scale) > 1.0
+
+
+def test_a_saved_model_loads_compiled_and_trains_on_as_the_original(tmp_path):
+    """``model.save`` / ``keras.models.load_model``: optimizer and its state come back.
+
+    Keras skips ``compile_from_config`` for a model with its own ``compile``: the loaded
+    model had no optimizer (a warning said so), and the saved Adam moments were dropped.
+    """
+    import warnings
+
+    model = _model("float32", jit_compile=True)
+    data = tf.data.Dataset.from_tensors(_batch()).repeat()
+    model.fit(data, steps_per_epoch=2, verbose=0, shuffle=False)
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert not [w for w in caught if "compile()" in str(w.message)]
+    assert loaded.compiled and loaded.jit_compile is True
+    assert int(loaded.optimizer.iterations.numpy()) == 2
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables,
+                               strict=True):
+        np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=saved.path)
+    for m in (model, loaded):
+        m.fit(data, steps_per_epoch=1, verbose=0, shuffle=False)
+    for a, b in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+
+
+def test_a_saved_model_loads_in_a_new_process_after_importing_avts_tf_models(tmp_path):
+    """A library tower's own layers and a built-in task need no import of their modules.
+
+    ``keras.models.load_model`` failed with ``Could not locate class
+    'ContrastiveSync'`` (or the towers' ``VideoConv3D``) and a page of config unless the
+    user had imported the modules registering them.
+    """
+    import subprocess
+    import sys
+
+    from avts_tf.backbones import video_resnet  # noqa: F401  (registers mc3_18)
+    from avts_tf.registry import BACKBONES
+
+    keras.utils.set_random_seed(0)
+    video = BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, depths=(1, 1, 1, 1),
+                            embedding_dim=8)
+    model = AVTSModel(video, tiny_audio_tower(), ContrastiveSync(margin=1.0))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.fit(tf.data.Dataset.from_tensors(_batch()).repeat(), steps_per_epoch=1, verbose=0,
+              shuffle=False)
+    model.save(tmp_path / "model.keras")
+    script = (
+        "import sys, keras, numpy as np\n"
+        "import avts_tf.models\n"
+        "m = keras.models.load_model(sys.argv[1])\n"
+        "print(type(m.objective).__name__, int(m.optimizer.iterations.numpy()),\n"
+        "      float(sum(np.abs(np.asarray(w)).sum() for w in m.weights)))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.keras")],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    total = float(sum(np.abs(w.numpy()).sum() for w in model.weights))
+    name, iterations, loaded_total = result.stdout.split()
+    assert (name, iterations) == ("ContrastiveSync", "1")
+    assert float(loaded_total) == pytest.approx(total, rel=1e-6)

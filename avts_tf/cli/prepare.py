@@ -46,7 +46,8 @@ flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names; 
                     "or a dataset root / list in a --layout.")
 flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
 flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layout; auto guesses "
-                  "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named).")
+                  "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named; "
+                  "a folder holding a dataset.csv of its media is read through it).")
 flags.DEFINE_bool("overwrite", False, "Write into a non-empty --output that is not a dataset "
                   "of avts_tf (same-named files in it are replaced).")
 flags.DEFINE_float("test_fraction", sources.DEFAULT_TEST_FRACTION,

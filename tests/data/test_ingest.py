@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from avts_tf.data import records
-from avts_tf.data.ingestion import prepare, sources
+from avts_tf.data.ingestion import prepare, sources, synthetic
 from avts_tf.data.manifest import Manifest, Shard
 
 
@@ -153,6 +153,26 @@ def touch(root: Path, *names: str) -> None:
     for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"x")
+
+
+def test_a_folder_with_its_dataset_csv_is_read_through_it(tmp_path):
+    """``avts-make-synthetic``'s folder given as a folder: its CSV's labels and splits.
+
+    Read as a plain folder, every video took the label ``videos`` (its sub-folder), so
+    ``avts-finetune --data=syn`` said the set had one label.
+    """
+    csv_path = synthetic.generate_synthetic_dataset(
+        tmp_path / "syn", num_videos=4, seed=1, duration_s=1.0, fps=4, size=16, num_classes=2,
+        test_fraction=0.25)
+    layout, items = sources.discover(tmp_path / "syn")
+    assert (layout, items) == sources.discover(csv_path)
+    assert layout == "csv" and len({it.label for it in items}) == 2
+    assert {it.split for it in items} == {"train", "test"}
+    (tmp_path / "other").mkdir()  # a dataset.csv of another kind: a plain folder
+    (tmp_path / "other" / "dataset.csv").write_text("name,score\nx,1\n")
+    touch(tmp_path / "other", "cats/a.mp4")
+    assert sources.discover(tmp_path / "other")[0] == "folder"
+    assert sources.discover(tmp_path / "syn", "folder")[0] == "folder"  # when asked for
 
 
 def test_layout_esc50(tmp_path):

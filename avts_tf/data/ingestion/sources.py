@@ -480,6 +480,22 @@ def _is_number(text: str) -> bool:
     return True
 
 
+#: A folder holding this list of its media (``path,label[,split]``, as ``avts-make-synthetic``
+#: writes) is read through it: its labels and splits, not the folder's.
+FOLDER_LISTING = "dataset.csv"
+
+
+def listing_of(folder: Path) -> Path | None:
+    """The folder's :data:`FOLDER_LISTING` when it is a CSV of media files, else ``None``."""
+    listing = folder / FOLDER_LISTING
+    if not listing.is_file():
+        return None
+    try:
+        return listing if detect_layout(listing) == "csv" else None
+    except ValueError:  # another kind of list: the folder is a plain folder
+        return None
+
+
 def detect_layout(input_path: str | os.PathLike) -> str:
     """Guesses the layout of a folder or list file (``dcase2014`` must be asked for)."""
     path = Path(input_path)
@@ -536,7 +552,8 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
 
     Args:
         input_path: A folder or a list file.
-        layout: One of :data:`LAYOUTS`; ``"auto"`` guesses with :func:`detect_layout`.
+        layout: One of :data:`LAYOUTS`; ``"auto"`` guesses with :func:`detect_layout`
+            (a folder holding a :data:`FOLDER_LISTING` CSV is read through it).
         fold: Which official split to use (UCF101/HMDB51 1-3, DCASE fold).
         media_dir: Where the ``youtube`` layout looks for local files.
         test_fraction: For a folder, the share of each label held out as ``test``
@@ -550,6 +567,8 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
     path = Path(input_path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "input does not exist", str(path))
+    if layout == "auto" and path.is_dir() and listing_of(path):
+        path, layout = listing_of(path), "csv"
     if layout == "auto":
         layout = detect_layout(path)
     needs_file = layout in ("csv", "youtube", "file")

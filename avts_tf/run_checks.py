@@ -187,6 +187,29 @@ def _holds_run(model_dir: Path) -> bool:
     return any((model_dir / name).exists() for name in RUN_OUTPUTS)
 
 
+def check_model_dir_holds_no_other_files(model_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Refuses a model_dir holding files but no run (footage, a prepared dataset).
+
+    A run written there mixed its checkpoints and towers with the user's files, replacing
+    any of the same name. A run's folder holds its ``config.gin`` (written first); hidden
+    entries are ignored; ``overwrite`` writes beside the other files.
+
+    Raises:
+        UserError: No ``config.gin``, and a visible entry that a run does not write.
+    """
+    path = Path(model_dir)
+    if overwrite or "://" in os.fspath(model_dir) or not path.is_dir():
+        return
+    if (path / CONFIG_FILENAME).exists():  # a run's first file: a run (and the user's notes)
+        return
+    others = sorted(entry.name for entry in path.iterdir() if not entry.name.startswith("."))
+    if set(others) - set(RUN_OUTPUTS):
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(
+            f"model_dir {path} holds files that are not a training run ({shown}); give an "
+            "empty or new --model_dir (or --overwrite to write the run beside them)")
+
+
 LOCK_FILENAME = ".avts_train.lock"
 
 

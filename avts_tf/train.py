@@ -299,6 +299,7 @@ def run(
     run_checks.check_prepared(dataset)
     splits.check_manifest(dataset, train_split, evaluation.split)
     run_checks.check_split_records(dataset, train_split, evaluation.split)
+    run_checks.check_model_dir_holds_no_other_files(model_dir, overwrite)
     clip_spec = clip_spec or pipeline.ClipSpec()
     task = run_checks.check_model_builds(video_tower, audio_tower, objective, clip_spec, dataset)
     run_checks.check_clip_windows(dataset, {"train": train_split, "evaluation": evaluation.split},

@@ -17,7 +17,7 @@ from avts_tf import config, run_checks, train
 from avts_tf.backbones.audio import avts_audio_vgg
 from avts_tf.backbones.video_resnet import mc3_18
 from avts_tf.data import pipeline
-from avts_tf.errors import UserError
+from avts_tf.errors import UserError, without_gin_note
 from avts_tf.tasks.temporal.task import TemporalContrastive
 from avts_tf.tasks.temporal.views import ViewSpec
 
@@ -266,6 +266,37 @@ def test_a_model_dir_that_is_a_file_is_refused_and_kept(tmp_path, tiny_prepared)
     with pytest.raises(UserError, match="model_dir .*notes.txt is a file, not a folder"):
         _run(target, tiny_prepared)
     assert target.read_text() == "mine"
+
+
+def test_a_folder_of_other_files_is_refused_as_model_dir_and_left_as_it_was(tmp_path,
+                                                                            tiny_prepared):
+    """``--model_dir`` naming footage or a prepared dataset: refused, nothing added.
+
+    The run was written among the user's files (its checkpoints, towers and eval.json
+    beside the videos, any of the same name replaced).
+    """
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    for name in ("a.mp4", "b.mp4", "eval.json", "notes.txt"):
+        (footage / name).write_text(name)
+    (footage / ".DS_Store").write_text("hidden")
+    before = sorted(p.name for p in footage.iterdir())
+    with pytest.raises(UserError) as err:
+        _run(footage, tiny_prepared)
+    assert without_gin_note(str(err.value)) == (
+        f"model_dir {footage} holds files that are not a training run (a.mp4, b.mp4, eval.json "
+        "and 1 more); give an empty or new --model_dir (or --overwrite to write the run beside "
+        "them)")
+    assert sorted(p.name for p in footage.iterdir()) == before
+    assert (footage / "eval.json").read_text() == "eval.json"
+    with pytest.raises(UserError, match="holds files that are not a training run "
+                                        r"\(manifest.json, test-00000"):
+        _run(tiny_prepared, tiny_prepared)  # the dataset's own folder
+    only_hidden = tmp_path / "hidden"
+    only_hidden.mkdir()
+    (only_hidden / ".DS_Store").write_text("hidden")
+    run_checks.check_model_dir_holds_no_other_files(only_hidden, overwrite=False)
+    run_checks.check_model_dir_holds_no_other_files(footage, overwrite=True)
 
 
 def test_a_run_of_another_configuration_is_refused_unless_overwrite(tmp_path):

@@ -27,7 +27,8 @@ flags.DEFINE_multi_string("gin_file", [], "Gin recipes, applied in order: paths 
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'train.run.train_steps=100'.")
 flags.DEFINE_string("model_dir", None, "Output folder (default: runs/<first recipe's name>).")
 flags.DEFINE_bool("overwrite", False, "Start afresh in a model_dir whose saved configuration "
-                  "differs from this one (its checkpoints and towers are replaced).")
+                  "differs from this one (its checkpoints and towers are replaced), or write "
+                  "into a folder holding other files.")
 FLAGS = flags.FLAGS
 
 

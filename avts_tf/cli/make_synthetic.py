@@ -20,6 +20,8 @@ DURATION = flags.DEFINE_float("duration_s", 4.0, "Duration of each video in seco
 FPS = flags.DEFINE_float("fps", 16.0, "Frame rate.", lower_bound=1.0)
 SIZE = flags.DEFINE_integer("size", 64, "Frame height and width in pixels (even).",
                             lower_bound=8)
+flags.register_validator("size", lambda v: v is None or v % 2 == 0,
+                         "must be even (frames are encoded as yuv420p), e.g. --size=64")
 SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.",
                                    lower_bound=8000)
 NUM_CLASSES = flags.DEFINE_integer("num_classes", 4, "Number of classes.", lower_bound=1)

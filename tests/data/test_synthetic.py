@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from avts_tf.data.ingestion import synthetic
+from avts_tf.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 16000
@@ -335,6 +336,32 @@ def test_cached_call_does_not_regenerate(tmp_path):
     assert len(list(tmp_path.rglob("*.mp4"))) == 1
 
 
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
+    """``--output`` naming the user's folder: refused, nothing written or deleted.
+
+    The generator wrote its CSV over the user's ``dataset.csv`` and deleted every
+    ``videos/**/*.mp4`` it had not written (stale videos of an earlier generation).
+    """
+    mine = tmp_path / "mine"
+    (mine / "videos" / "trip").mkdir(parents=True)
+    (mine / "videos" / "trip" / "beach.mp4").write_bytes(b"my video")
+    (mine / "dataset.csv").write_text("my list")
+    with pytest.raises(UserError) as err:
+        synthetic.generate_synthetic_dataset(mine, **dict(PARAMS, num_videos=2, duration_s=1.0))
+    assert str(err.value) == (f"output {mine} holds files that are not a synthetic dataset "
+                              "(dataset.csv, videos); give a new or empty folder as --output")
+    assert (mine / "videos" / "trip" / "beach.mp4").read_bytes() == b"my video"
+    assert (mine / "dataset.csv").read_text() == "my list"
+    assert sorted(p.name for p in mine.rglob("*")) == ["beach.mp4", "dataset.csv", "trip",
+                                                      "videos"]
+    # An interrupted generation (videos, no CSV yet) is ours: a re-run finishes it.
+    ours = tmp_path / "ours"
+    params = dict(PARAMS, num_videos=2, duration_s=1.0)
+    csv_path = synthetic.generate_synthetic_dataset(ours, **params)
+    csv_path.unlink()
+    assert synthetic.generate_synthetic_dataset(ours, **params) == csv_path
+
+
 def test_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--output", str(tmp_path),
@@ -343,6 +370,13 @@ def test_cli(tmp_path):
     )
     assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "dataset.csv")
     assert len(list(tmp_path.rglob("*.mp4"))) == 2
+    odd = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--output",
+         str(tmp_path / "odd"), "--size", "33"], capture_output=True, text=True, timeout=120)
+    assert odd.returncode == 2 and odd.stderr.strip().splitlines()[-1] == (
+        "error: flag --size=33: must be even (frames are encoded as yuv420p), e.g. --size=64; "
+        "see --helpshort for the flags and their valid values")
+    assert not (tmp_path / "odd").exists()
 
 
 BUILD = """

@@ -740,8 +740,11 @@ def generate_synthetic_dataset(
     }
     if _is_cached(out, params):
         return csv_path
-
+    _check_ours(out)
     csv_path.unlink(missing_ok=True)  # an interrupted run must not look complete
+    out.mkdir(parents=True, exist_ok=True)
+    # First, so that an interrupted run's folder is known as ours (complete: the CSV, last).
+    atomic.write_text(params_path, json.dumps(params, indent=1) + "\n")
     names = class_names(num_classes)
     labels = np.arange(num_videos) % num_classes
     splits = _assign_splits(labels, test_fraction, seed)
@@ -762,13 +765,36 @@ def generate_synthetic_dataset(
         }
     _remove_stale_videos(out, {rel for rel, _, _ in rows})
     atomic.write_text(out / "events.json", json.dumps(events, indent=1) + "\n")
-    atomic.write_text(params_path, json.dumps(params, indent=1) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(("path", "label", "split"))
     writer.writerows(rows)
     atomic.write_text(csv_path, buffer.getvalue())
     return csv_path
+
+
+def _check_ours(out: pathlib.Path) -> None:
+    """Refuses to generate into a folder of other files (stale videos are deleted there).
+
+    Raises:
+        UserError: ``out`` is a file, or holds visible entries and no ``params.json`` of
+            a synthetic dataset.
+    """
+    from avts_tf.errors import UserError
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output {out} is a file; give a new or empty folder as --output")
+    if not out.is_dir():
+        return
+    try:
+        ours = "num_videos" in json.loads((out / "params.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    others = sorted(e.name for e in out.iterdir() if not e.name.startswith("."))
+    if others and not ours:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise UserError(f"output {out} holds files that are not a synthetic dataset ({shown}); "
+                        "give a new or empty folder as --output")
 
 
 def _is_cached(out: pathlib.Path, params: dict) -> bool:

@@ -154,6 +154,8 @@ def test_a_copy_of_a_file_is_ingested_once(tmp_path):
     write_clip(root / "b" / "y.mkv", level=200)
     shutil.copyfile(root / "a" / "x.mkv", root / "b" / "x_copy.mkv")
     shutil.copyfile(root / "a" / "x.mkv", root / "a" / "x_again.mkv")
+    (root / "c").mkdir()
+    shutil.copyfile(root / "b" / "y.mkv", root / "c" / "y.mkv")
     write_clip(root / "b" / "z.mkv", level=60)  # another clip of the same size, other bytes
     assert (root / "b" / "z.mkv").stat().st_size == (root / "a" / "x.mkv").stat().st_size
     proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
@@ -165,7 +167,13 @@ def test_a_copy_of_a_file_is_ingested_once(tmp_path):
         ("a/x_again.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
                                        "as that id"),
         ("b/x_copy.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
-                                      "as that id")]
+                                      "as that id"),
+        ("c/y.mkv", "duplicate", "the same bytes as b/y.mkv (a copy); ingested once, as that id")]
+    # One row per kind in the printed table, however many originals (one row per reason
+    # printed a line per copy).
+    assert prepare.format_summary(manifest).splitlines()[2] == (
+        "skipped       3  duplicate: e.g. the same bytes as a/x.mkv (a copy); ingested once, as "
+        "that id (2 reasons; manifest.json lists each file's)")
 
 
 def test_empty_and_unreadable_files_are_not_called_copies(tmp_path, monkeypatch):

@@ -882,10 +882,20 @@ def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
 
 
 def format_summary(manifest: Manifest) -> str:
-    """A small table of outcomes and skip reasons."""
+    """A small table of outcomes: one row per kind of skip, whatever its files' reasons.
+
+    Where a kind's files have reasons of their own (``duplicate``: the same bytes as each
+    one's original), the row shows the first and counts them; the manifest lists each.
+    """
     rows = [("written", "", len(manifest.written))]
-    reasons = collections.Counter((e.kind, e.reason) for e in manifest.skipped)
-    rows += [("skipped", f"{kind}: {reason}", n) for (kind, reason), n in sorted(reasons.items())]
+    by_kind: dict[str, list[str]] = {}
+    for entry in manifest.skipped:
+        by_kind.setdefault(entry.kind, []).append(entry.reason)
+    for kind, reasons in sorted(by_kind.items()):
+        distinct = list(dict.fromkeys(reasons))
+        text = (distinct[0] if len(distinct) == 1 else
+                f"e.g. {distinct[0]} ({len(distinct)} reasons; manifest.json lists each file's)")
+        rows.append(("skipped", f"{kind}: {text}", len(reasons)))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'outcome':<{width}}  {'files':>6}  reason"]
     lines += [f"{outcome:<{width}}  {n:>6}  {reason}".rstrip() for outcome, reason, n in rows]

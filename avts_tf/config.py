@@ -44,10 +44,19 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
     paths = [recipes.resolve(f) for f in files]  # before TensorFlow loads: a clean error
     import_registrations()
     recipes.register_search_path()
+    _make_recipe_imports_findable(paths)
     try:
         gin.parse_config_files_and_bindings(
             paths, list(bindings), skip_unknown=False, finalize_config=finalize
         )
+    except ImportError as err:  # ``import my_pkg.towers`` in a recipe
+        problem, *location = str(err).splitlines()
+        found = re.search(r'In file "(.+)", line (\d+)', " ".join(location))
+        where = (f" ({location[-1].strip()} in {found.group(1)}, line {found.group(2)})"
+                 if found and len(location) > 1 else "")
+        raise UserError(
+            f"a recipe's import failed{where}: {problem}; put the module in the current "
+            "folder or the recipe's, add its folder to PYTHONPATH, or pip install it") from None
     except OSError as err:  # a missing ``include``
         missing = re.search(r"Unable to open file: (\S+?)\.? Searched", str(err))
         name = missing.group(1) if missing else str(err)
@@ -58,6 +67,21 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
     except (ValueError, SyntaxError, tokenize.TokenError) as err:
         raise UserError(explain_gin_error(err, bindings)) from None
     _check_keyword_parameters(bindings)
+
+
+def _make_recipe_imports_findable(paths: Sequence[str]) -> None:
+    """Lets a recipe's ``import my_pkg.towers`` find a module beside it or in the cwd.
+
+    ``python script.py`` and ``python -m`` look there; the installed ``avts-train`` did
+    not, so a recipe importing the user's own backbone failed unless it was installed.
+    Appended, so installed packages keep precedence.
+    """
+    import os
+    import sys
+
+    for folder in [os.getcwd(), *(os.path.dirname(os.path.abspath(p)) for p in paths)]:
+        if folder not in sys.path:
+            sys.path.append(folder)
 
 
 def _accepted_parameters(wrapped: Any) -> set[str] | None:

@@ -59,6 +59,43 @@ def test_unknown_names_are_errors(tmp_path):
         config.parse_gin([str(bad)])
 
 
+def test_a_recipe_imports_modules_beside_it_or_in_the_current_folder(tmp_path, monkeypatch):
+    """``import my_pkg.towers`` in a user's recipe, run with the installed ``avts-train``.
+
+    Neither folder was on ``sys.path`` (only ``python tools/train.py`` added the checkout):
+    gin's ModuleNotFoundError ended in a traceback.
+    """
+    import sys
+
+    from avts_tf.errors import UserError
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for folder, module in ((tmp_path / "project", "towers_in_cwd_7f3"),
+                           (tmp_path / "recipes", "towers_beside_7f3")):
+        folder.mkdir()
+        (folder / f"{module}.py").write_text("IMPORTED = True\n")
+    recipe = tmp_path / "recipes" / "mine.gin"
+    recipe.write_text("import towers_in_cwd_7f3\nimport towers_beside_7f3\n"
+                      "include 'gin/quickstart.gin'\n")
+    monkeypatch.chdir(tmp_path / "project")
+    try:
+        config.parse_gin([str(recipe)])
+        assert sys.modules["towers_in_cwd_7f3"].IMPORTED
+        assert sys.modules["towers_beside_7f3"].IMPORTED
+    finally:
+        for module in ("towers_in_cwd_7f3", "towers_beside_7f3"):
+            sys.modules.pop(module, None)
+    gin.clear_config()
+    missing = tmp_path / "recipes" / "missing.gin"
+    missing.write_text("include 'gin/quickstart.gin'\nimport not_here_7f3.towers\n")
+    with pytest.raises(UserError) as err:
+        config.parse_gin([str(missing)])
+    assert str(err.value) == (
+        f"a recipe's import failed (import not_here_7f3.towers in {missing}, line 2): No module "
+        "named 'not_here_7f3'; put the module in the current folder or the recipe's, add its "
+        "folder to PYTHONPATH, or pip install it")
+
+
 def objective_from_gin():
     return resolve("train.run.objective")(eval_kinds=("easy", "hard", "super_hard"))
 

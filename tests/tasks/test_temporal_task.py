@@ -54,6 +54,9 @@ def _numpy_order(start_i, span_i, start_j, span_j):
     return np.where(start_i + span_i <= start_j, 1, np.where(start_j + span_j <= start_i, 2, 0))
 
 
+ORDERS = ("'overlap'", "'i_before_j'", "'j_before_i'")
+
+
 def test_held_out_views_of_one_class_are_told(tiny_prepared):
     """On records too short for slower views or for views apart, every held-out speed or
     ordering label is one class, and those accuracies were reported as if they measured
@@ -74,13 +77,44 @@ def test_held_out_views_of_one_class_are_told(tiny_prepared):
         for b in batches])
     np.testing.assert_array_equal(embedded["order"], expected_order)
     assert set(speeds) == {0, 1} and set(expected_order) == {0, 1, 2}
-    assert task.single_class_caveats(embedded) == []
+    # Few held-out views (2 records x 2 clips x 3 views) and, with 3 views, the pairs
+    # (1, 2) that nothing balances: a class dominating its head's labels is told with the
+    # score a head answering it alone gets (a chance-level head scored 0.668 on order of
+    # video, read as learning).
+    speed_share = np.bincount(speeds, minlength=2) / len(speeds)
+    pair_share = np.bincount(expected_order, minlength=3) / len(expected_order)
+    cross = expected_order.reshape(-1, 3)[:, :2]  # pairs (0, 1) and (0, 2)
+    cross_share = np.bincount(cross.reshape(-1), minlength=3) / cross.size
+    assert max(speed_share) > 0.55 and max(pair_share) > 0.39 and max(cross_share) > 0.39
+    expected = []
+    for share, what, answers, metrics, chance in (
+            (speed_share, "of the held-out views are at speed {}", ("1x", "2x"),
+             "speed_accuracy_video and speed_accuracy_audio", 0.5),
+            (pair_share, "of the held-out pairs of views are {}", ORDERS,
+             "order_accuracy_video and order_accuracy_audio", 1 / 3),
+            (cross_share, "of the held-out pairs of video view 0 and an audio view are {}",
+             ORDERS, "order_accuracy_cross", 1 / 3)):
+        top = int(np.argmax(share))
+        expected.append(
+            f"{share[top]:.0%} {what.format(answers[top])}: a head answering {answers[top]} "
+            f"alone scores {share[top]:.3f} on {metrics}; compare them with that, not with "
+            f"{chance:.3f}")
+    assert task.held_out_caveats(embedded) == expected
+    # Two views and 6 examples a record, as the recipe: every class equally often, no caveat.
+    two = TemporalContrastive(view_spec=ViewSpec(num_views=2, speeds=(1, 2)), projection_dim=8,
+                              hidden_units=8, queue_size=8)
+    balanced = two.embed_views(AVTSModel(tiny_video_tower(), tiny_audio_tower(), two),
+                               pipeline.eval_dataset(tiny_prepared, 4, task=two, spec=SPEC,
+                                                     clips_per_video=6))
+    assert np.bincount(balanced["speed"]).tolist() == [12, 12]
+    assert np.bincount(balanced["order"]).tolist() == [4, 4, 4]
+    assert two.held_out_caveats(balanced) == []
     # 2 s clips on the 3 s records: no 2x view fits and no two views fit apart.
     long_clip = dataclasses.replace(SPEC, num_frames=16)
     short = pipeline.eval_dataset(tiny_prepared, 4, task=task, spec=long_clip, clips_per_video=2)
     model = AVTSModel(tiny_video_tower(input_shape=long_clip.video_shape()),
                       tiny_audio_tower(input_shape=long_clip.audio_shape(8.0)), task)
-    assert task.single_class_caveats(task.embed_views(model, short)) == [
+    assert task.held_out_caveats(task.embed_views(model, short)) == [
         "every held-out view is at speed 1x (no held-out record holds a view at another of "
         "the speeds (1, 2)): speed_accuracy_video and speed_accuracy_audio say nothing of the "
         "towers; evaluate on longer videos",

@@ -121,10 +121,10 @@ def _check_splits(prepared, data: str) -> None:
     for split, role in ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries")):
         if not prepared.records(split):
             raise BadInput(
-                f"no videos in split {split!r} ({role}) of {data}; splits with videos: "
-                f"{', '.join(prepared.split_names) or 'none'}: name two with --train_split "
-                f"(database) and --test_split (queries), or prepare media with a held-out "
-                f"split (avts-prepare --test_fraction)")
+                f"no videos in split {split!r} ({role}) of {data} (splits with videos: "
+                f"{', '.join(prepared.split_names) or 'none'}); name two with --train_split "
+                "(database) and --test_split (queries), or prepare media with a held-out "
+                "split (avts-prepare --test_fraction)")
         unlabelled = sum(1 for e in prepared.records(split) if not e.label)
         if unlabelled:
             raise BadInput(

@@ -195,8 +195,8 @@ def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
     code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
                                   str(train_only))
     assert_one_line_error(code, err)
-    assert err == (f"error: no videos in split 'test' (queries) of {train_only}; splits with "
-                   "videos: train: name two with --train_split (database) and --test_split "
+    assert err == (f"error: no videos in split 'test' (queries) of {train_only} (splits with "
+                   "videos: train); name two with --train_split (database) and --test_split "
                    "(queries), or prepare media with a held-out split (avts-prepare "
                    "--test_fraction)\n")
     unlabelled = tmp_path / "unlabelled"

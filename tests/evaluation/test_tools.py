@@ -469,7 +469,7 @@ def test_media_given_to_a_run_is_prepared_like_its_data_and_scored_whole(
     description = json.loads((run / "run.json").read_text())
     description["ingest"] = {**(description.get("ingest") or {}), "short_side": 24}
     (run / "run.json").write_text(json.dumps(description))
-    videos = tiny_prepared.parent / "videos"
+    videos = tiny_prepared.parent / "videos" / "videos"  # the files, not their dataset.csv
     report = tmp_path / "sync.json"
     code, _, err = run_in_process("eval_sync", "--checkpoint", str(run), "--data", str(videos),
                                   "--prepared_dir", str(tmp_path / "prepared"), "--kinds",

@@ -324,10 +324,19 @@ class RunDescription:
             BadInput: If it is missing (a run written before ``run.json`` existed, or not
                 a run folder), unreadable, or of another format version.
         """
-        path = os.path.join(os.fspath(model_dir), FILENAME)
+        folder = os.fspath(model_dir)
+        path = os.path.join(folder, FILENAME)
         if not tf.io.gfile.exists(path):
+            from avts_tf.run_checks import CONFIG_FILENAME
+
+            if not any(tf.io.gfile.exists(os.path.join(folder, name))
+                       for name in (CONFIG_FILENAME, "checkpoints")):
+                raise BadInput(
+                    f"{folder} is not a training run's model_dir (no {FILENAME}, "
+                    f"{CONFIG_FILENAME} or checkpoints); give the --model_dir of an avts-train "
+                    "run")
             raise BadInput(
-                f"{os.fspath(model_dir)} has no {FILENAME} (train.run writes it since "
+                f"{folder} has no {FILENAME} (train.run writes it since "
                 f"avts_tf 0.1, format 1); re-run its training command, which resumes from "
                 f"the checkpoints and writes it, or pass the .keras tower files"
             )

@@ -137,11 +137,12 @@ def load_tower(checkpoint: str | Path, which: str) -> keras.Model:
     if which not in TOWERS:
         raise BadInput(f"unknown tower {which!r}; choose one of {', '.join(TOWERS)}")
     path = Path(checkpoint)
+    fix = "give a training run's --model_dir or a .keras tower file"
     if not path.exists():
-        raise BadInput(f"checkpoint {path} does not exist")
+        raise BadInput(f"checkpoint {path} does not exist; {fix}")
     if path.is_file():
         if path.suffix != ".keras":
-            raise BadInput(f"checkpoint {path} is neither a .keras file nor a model_dir")
+            raise BadInput(f"checkpoint {path} is neither a .keras file nor a model_dir; {fix}")
         return _load_keras(path, which)
     saved = path / f"{which}_tower.keras"
     if saved.is_file():
@@ -151,7 +152,7 @@ def load_tower(checkpoint: str | Path, which: str) -> keras.Model:
         return getattr(rebuild_run_model(path), f"{which}_tower")
     raise BadInput(
         f"{path} holds neither {saved.name} nor a training checkpoint: not a training run's "
-        f"model_dir"
+        f"model_dir; {fix}"
     )
 
 

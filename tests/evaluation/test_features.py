@@ -29,12 +29,16 @@ def test_load_tower_from_model_dir_and_file(tiny_run):
 
 
 def test_load_tower_bad_inputs(tiny_run, tmp_path):
-    with pytest.raises(BadInput, match="does not exist"):
+    fix = "give a training run's --model_dir or a .keras tower file"
+    with pytest.raises(BadInput) as err:
         checkpoint.load_tower(tmp_path / "missing", "video")
+    assert str(err.value) == f"checkpoint {tmp_path / 'missing'} does not exist; {fix}"
     with pytest.raises(BadInput, match="is a video tower, expected the audio tower"):
         checkpoint.load_tower(tiny_run / "video_tower.keras", "audio")
-    with pytest.raises(BadInput, match="not a training run's model_dir"):
+    with pytest.raises(BadInput) as err:
         checkpoint.load_tower(tmp_path, "video")
+    assert str(err.value) == (f"{tmp_path} holds neither video_tower.keras nor a training "
+                              f"checkpoint: not a training run's model_dir; {fix}")
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(BadInput, match="cannot load"):
         checkpoint.load_tower(tmp_path / "broken.keras", "video")

@@ -111,15 +111,26 @@ def test_other_format_version_is_refused(trained, tmp_path):
 
 
 def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_path):
+    # A folder that is no run at all (the footage): said so, not "re-run its training".
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    (footage / "a.mp4").write_bytes(b"video")
     with pytest.raises(BadInput) as error:
-        RunDescription.read(tmp_path)
+        RunDescription.read(footage)
     assert str(error.value) == (
-        f"{tmp_path} has no run.json (train.run writes it since avts_tf 0.1, format 1); "
+        f"{footage} is not a training run's model_dir (no run.json, config.gin or "
+        "checkpoints); give the --model_dir of an avts-train run")
+    # A run folder from before run.json: operative config and checkpoints only.
+    old = tmp_path / "old"
+    shutil.copytree(trained, old, ignore=shutil.ignore_patterns("*.keras", "run.json"))
+    with pytest.raises(BadInput) as error:
+        RunDescription.read(old)
+    assert str(error.value) == (
+        f"{old} has no run.json (train.run writes it since avts_tf 0.1, format 1); "
         "re-run its training command, which resumes from the checkpoints and writes it, "
         "or pass the .keras tower files"
     )
-    # A run folder from before run.json: operative config and checkpoints only.
-    old = tmp_path / "old"
+    shutil.rmtree(old)
     shutil.copytree(trained, old, ignore=shutil.ignore_patterns("*.keras", "run.json"))
     with pytest.raises(BadInput, match="has no run.json"):
         checkpoint.load_tower(old, "video")

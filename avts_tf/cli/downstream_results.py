@@ -111,7 +111,8 @@ def _main(argv: list[str]) -> None:
     from avts_tf.evaluation.errors import BadInput
 
     if args.data and not records_io.is_prepared(args.data):
-        raise BadInput(f"--data {args.data} is not a prepared dataset")
+        raise BadInput(f"--data {args.data} is not a prepared dataset; prepare it with "
+                       "avts-prepare")
     head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
     runs = runs_of(args)
     for name, (model_dir, files) in runs.items():

@@ -74,7 +74,8 @@ def _feature_sets(args, stack):  # args: FLAGS
 
     for path in args.features:
         if not Path(path).is_file():
-            raise BadInput(f"features file {path} does not exist")
+            raise BadInput(f"features file {path} does not exist; give an .npz written by "
+                           "avts-extract")
         feats = features.Features.load(path)
         yield f"{Path(path).name} ({feats.info.get('layer', '?')})", feats
     if not (args.checkpoint or args.baseline):

@@ -81,7 +81,8 @@ def _which(checkpoint: str, tower: str) -> str:
             raise BadInput(f"cannot load {path}: {type(err).__name__}: {err}") from None
         return "video" if rank == 5 else "audio"
     if not path.exists():
-        raise BadInput(f"checkpoint {path} does not exist")
+        raise BadInput(f"checkpoint {path} does not exist; give a .keras tower or a training "
+                       "run's model_dir")
     raise BadInput("--checkpoint is a model_dir: give --tower video or --tower audio")
 
 

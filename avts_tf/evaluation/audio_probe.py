@@ -108,7 +108,8 @@ def make_folds(
         raise BadInput(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     labelled = np.flatnonzero(feats.labels >= 0)
     if len(labelled) == 0:
-        raise BadInput("no labelled file to evaluate (empty set)")
+        raise BadInput("no labelled file to evaluate (empty set); give files in class folders "
+                       "or a CSV with labels")
     splits = set(feats.splits[labelled].tolist())
     fold_splits = sorted((s for s in splits if _FOLD_SPLIT.match(s)), key=lambda s: int(s[4:]))
     if protocol == "auto":
@@ -138,7 +139,8 @@ def make_folds(
     k = num_folds or 5
     counts = np.bincount(feats.labels[labelled])
     if counts[counts > 0].min() < k:
-        raise BadInput(f"kfold with {k} folds needs at least {k} files per class")
+        raise BadInput(f"kfold with {k} folds needs at least {k} files per class; lower "
+                       "--num_folds or give more files")
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [
         Fold(f"fold {i + 1}/{k}", labelled[tr], labelled[te])
@@ -182,7 +184,8 @@ def probe_fold(
     train, test = _windows_of(feats, fold.train), _windows_of(feats, fold.test)
     x_train, y_train = feats.features[train], feats.window_labels[train]
     if len(np.unique(y_train)) < 2:
-        raise BadInput(f"{fold.name}: the training files hold fewer than 2 classes")
+        raise BadInput(f"{fold.name}: the training files hold fewer than 2 classes; give files "
+                       "of at least two classes in each fold")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if len(Cs) > 1:

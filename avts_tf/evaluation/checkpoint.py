@@ -102,7 +102,8 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
     description = run_description(model_dir)
     weights = latest_weights(model_dir)
     if weights is None:
-        raise BadInput(f"{model_dir} has no training checkpoint yet")
+        raise BadInput(f"{model_dir} has no training checkpoint yet; wait for its first "
+                       "checkpoint (train.run.checkpoint_every_steps) or give a finished run")
     video = description.video_tower.build()
     audio = description.audio_tower.build()
     model = AVTSModel(video, audio, task if task is not None else description.build_task())
@@ -124,7 +125,8 @@ def _load_keras(path: Path, which: str) -> keras.Model:
     rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else None
     if rank != _INPUT_RANK[which]:
         other = {5: "a video", 4: "an audio"}.get(rank, "not a")
-        raise BadInput(f"{path} is {other} tower, expected the {which} tower")
+        raise BadInput(f"{path} is {other} tower, expected the {which} tower; give the "
+                       f"run's {which}_tower.keras or its model_dir")
     return portable.training_tower(model)  # Saved with stock layers; fine-tuned with fast.
 
 
@@ -296,5 +298,6 @@ def run_dataset(model_dir: str | Path) -> str:
     """
     dataset = run_description(model_dir).dataset
     if not manifest.exists(dataset):
-        raise BadInput(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset")
+        raise BadInput(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset; "
+                       "give --data")
     return dataset

@@ -123,7 +123,8 @@ def prepared_data(
     if records_io.is_prepared(source.data):
         return Path(source.data)
     if not Path(source.data).exists():
-        raise BadInput(f"dataset {source.data} does not exist")
+        raise BadInput(f"dataset {source.data} does not exist; give a prepared dataset folder or "
+                       "media (a folder, a CSV or a dataset root)")
     work = source.prepared_dir
     if work is None:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_"))

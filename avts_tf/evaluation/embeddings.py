@@ -91,7 +91,8 @@ def per_file_features(
     else:
         fps = Manifest.read(data_dir).fps
         if fps <= 0:
-            raise BadInput(f"{data_dir} holds no video frames (audio-only records)")
+            raise BadInput(f"{data_dir} holds no video frames (audio-only records); give "
+                           "media with video")
         hop = max(1, int(round(hop_s * fps))) if hop_s else spec.num_frames * spec.frame_stride
         info["hop_frames"] = str(hop)
         feats = features.extract(  # Video clips only: files without sound count.

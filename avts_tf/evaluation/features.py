@@ -281,7 +281,8 @@ def extract(
                         "skipped.", skipped)
     if not ids:
         raise BadInput(
-            f"no usable record in split(s) {', '.join(splits)} of {data_dir} (empty set)"
+            f"no usable record in split(s) {', '.join(splits)} of {data_dir} (empty set); give "
+            "media with the modality asked for, each at least one clip long"
         )
     return Features(
         features=np.concatenate(outputs).astype(np.float32),
@@ -353,7 +354,8 @@ def tower_features(
         )
     fps = Manifest.read(data_dir).fps
     if fps <= 0:
-        raise BadInput(f"{data_dir} holds no video frames (audio-only records)")
+        raise BadInput(f"{data_dir} holds no video frames (audio-only records); give media "
+                       "with video")
     info["num_clips"] = str(num_clips)
     return extract(  # Video clips only: files without sound count.
         data_dir, video_clips_fn(spec, fps, num_clips), embed, splits, batch_size,

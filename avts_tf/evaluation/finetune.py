@@ -191,7 +191,8 @@ def video_accuracy(
             clip_count += 1
     if not sums:
         raise BadInput(
-            f"split {split!r} of {data_dir} has no labelled video long enough for one clip"
+            f"split {split!r} of {data_dir} has no labelled video long enough for one clip; "
+            "give longer videos or a shorter clip"
         )
     hits = [int(np.argmax(sums[v]) == labels[v]) for v in sums]
     return {

@@ -132,7 +132,8 @@ def _record(path, description, start: float | None = None, end: float | None = N
 
     record = media_record(path, description, start=start, end=end)
     if int(record["num_frames"]) == 0 or int(record["num_samples"]) == 0:
-        raise BadInput(f"{path} needs both video and audio to estimate their offset")
+        raise BadInput(f"{path} needs both video and audio to estimate their offset; give a "
+                       "file with both")
     return record
 
 

@@ -58,7 +58,8 @@ def ensure_prepared(
 
     path = Path(path)
     if not path.exists():
-        raise BadInput(f"dataset {path} does not exist")
+        raise BadInput(f"dataset {path} does not exist; give a prepared dataset folder or media "
+                       "(a folder, a CSV or a dataset root)")
     if is_prepared(path):
         return path
     try:
@@ -103,7 +104,8 @@ def check_splits(data_dir: str | Path, splits: Sequence[str] | None) -> list[str
     """
     present = splits_of(data_dir)
     if not present:
-        raise BadInput(f"{data_dir} holds no records (empty set)")
+        raise BadInput(f"{data_dir} holds no records (empty set); prepare it from media with "
+                       "avts-prepare")
     chosen = list(splits) if splits else present
     unknown = [s for s in chosen if s not in present]
     if unknown:
@@ -165,7 +167,8 @@ def few_shot_subset(
     chosen = set(choose_per_class(np.asarray(labels), per_class, seed).tolist())
     keep = [i for i, owner in enumerate(owners) if owner in chosen]
     if not keep:
-        raise BadInput(f"split {split!r} of {data_dir} has no labelled record")
+        raise BadInput(f"split {split!r} of {data_dir} has no labelled record; prepare it from "
+                       "class folders or a CSV with labels")
     name = f"{split}-00000-of-00001.tfrecord"
     with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
         for i in keep:

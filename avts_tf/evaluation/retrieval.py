@@ -90,7 +90,7 @@ def cross_modal_retrieval(video: Features, audio: Features, split: str,
     common = sorted(set(video.ids[video.splits == split]) & set(audio.ids[audio.splits == split]))
     if len(common) < 2:
         raise BadInput(f"cross-modal retrieval needs two videos with both modalities in split "
-                       f"{split!r}, found {len(common)}")
+                       f"{split!r}, found {len(common)}; give a split with two or more")
     v_index = {rid: i for i, rid in enumerate(video.ids)}
     a_index = {rid: i for i, rid in enumerate(audio.ids)}
     v = per_file(video)[[v_index[r] for r in common]]

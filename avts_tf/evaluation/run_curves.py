@@ -82,7 +82,8 @@ def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
     chosen = tags or sorted((t for t in every if t not in skip),
                             key=lambda t: (t != "epoch_loss", t))
     if not chosen:
-        raise BadInput(f"no epoch curves in {model_dir}/tensorboard")
+        raise BadInput(f"no epoch curves in {model_dir}/tensorboard; train for one epoch "
+                       "(train.run.steps_per_epoch batches) or more")
     columns = min(3, len(chosen))
     rows = -(-len(chosen) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)

@@ -73,7 +73,8 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise BadInput(f"model_dir {model_dir} does not exist")
+        raise BadInput(f"model_dir {model_dir} does not exist; give the --model_dir of an "
+                       "avts-train run")
     task = clip_cutter(model_dir, kinds)
     saved = all((model_dir / f"{w}_tower.keras").is_file() for w in checkpoint.TOWERS)
     if not saved:
@@ -86,7 +87,8 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
             weights = checkpoint.latest_weights(model_dir)
             if weights is None:
                 raise BadInput(
-                    f"the run's task has a trained head but {model_dir} has no checkpoint"
+                    f"the run's task has a trained head but {model_dir} has no checkpoint; "
+                    "wait for its first checkpoint (train.run.checkpoint_every_steps)"
                 )
             model.load_weights(weights)
     spec = checkpoint.clip_spec_for(model_dir, model.video_tower, model.audio_tower)

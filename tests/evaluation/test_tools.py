@@ -160,6 +160,12 @@ def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared
     code, out, err = run_in_process("plot_run", "--checkpoint", str(tmp_path / "run"))
     assert code == 0, err
     assert out.strip() == f"wrote {tmp_path / 'run' / 'curves.png'} (1 curves)"
+    early = tmp_path / "early" / "tensorboard" / "train"  # no epoch ended yet
+    with tf.summary.create_file_writer(str(early)).as_default():
+        tf.summary.scalar("batch_loss", 0.5, step=0)
+    code, _, err = run_in_process("plot_run", "--checkpoint", str(tmp_path / "early"))
+    assert err == (f"error: no epoch curves in {tmp_path / 'early'}/tensorboard; train for one "
+                   "epoch (train.run.steps_per_epoch batches) or more\n")
 
 
 @pytest.mark.parametrize("tool", ["av_offset", "eval_audio", "eval_fingerprint",

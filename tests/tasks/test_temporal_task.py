@@ -48,6 +48,13 @@ def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
     expected = np.mean(views["video_id"][best] == views["video_id"])
     assert task.retrieval_r1(model, test) == pytest.approx(expected)
     assert np.isnan(task.retrieval_r1(model, test.take(0)))  # No view: undefined, no crash.
+    assert task.dataset_metrics(model, test) == {"retrieval_r1_v2a": pytest.approx(expected)}
+    # One held-out video: no anchor has a negative; its InfoNCE (0) was reported as a value.
+    first = views["video_id"][0]
+    one = test.unbatch().filter(lambda example: example["video_id"] == first).batch(2)
+    undefined = task.dataset_metrics(model, one)
+    assert set(undefined) == {"retrieval_r1_v2a", "contrastive_loss"}
+    assert np.isnan(undefined["contrastive_loss"])
 
 
 def _numpy_order(start_i, span_i, start_j, span_j):

@@ -54,3 +54,9 @@ class TrainingDiverged(RunInterrupted, FloatingPointError):
     A :class:`FloatingPointError` (what ``avts_tf.train.run`` documents) that the tools
     report as one line, exit code 3.
     """
+
+
+def first_names(names: list[str], shown: int = 3) -> str:
+    """``a, b, c and 2 more``: the first ``shown`` of ``names`` for a one-line message."""
+    rest = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {rest} more" if rest > 0 else "")

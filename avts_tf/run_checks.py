@@ -18,7 +18,7 @@ import gin
 
 from avts_tf import atomic
 from avts_tf.data import manifest as manifest_lib
-from avts_tf.errors import UserError, without_gin_note
+from avts_tf.errors import UserError, first_names, without_gin_note
 
 #: The run's configuration as gin bindings, written by the chief before training.
 CONFIG_FILENAME = "config.gin"
@@ -204,10 +204,9 @@ def check_model_dir_holds_no_other_files(model_dir: str | os.PathLike, overwrite
         return
     others = sorted(entry.name for entry in path.iterdir() if not entry.name.startswith("."))
     if set(others) - set(RUN_OUTPUTS):
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         raise UserError(
-            f"model_dir {path} holds files that are not a training run ({shown}); give an "
-            "empty or new --model_dir (or --overwrite to write the run beside them)")
+            f"model_dir {path} holds files that are not a training run ({first_names(others)}); "
+            "give an empty or new --model_dir (or --overwrite to write the run beside them)")
 
 
 LOCK_FILENAME = ".avts_train.lock"

@@ -140,8 +140,9 @@ def unique_files(paths: list[Path], root: Path
     by_size: dict[int, list[Path]] = {}
     for path in sorted(kept):
         # A broken link is listed (ingestion reports it missing), an empty file too.
-        if path.exists() and path.stat().st_size:
-            by_size.setdefault(path.stat().st_size, []).append(path)
+        size = path.stat().st_size if path.exists() else 0
+        if size:
+            by_size.setdefault(size, []).append(path)
     copies = set()
     for group in by_size.values():
         by_digest: dict[str, Path] = {}
@@ -567,8 +568,8 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
     path = Path(input_path)
     if not path.exists():
         raise FileNotFoundError(errno.ENOENT, "input does not exist", str(path))
-    if layout == "auto" and path.is_dir() and listing_of(path):
-        path, layout = listing_of(path), "csv"
+    if layout == "auto" and path.is_dir() and (listing := listing_of(path)):
+        path, layout = listing, "csv"
     if layout == "auto":
         layout = detect_layout(path)
     needs_file = layout in ("csv", "youtube", "file")

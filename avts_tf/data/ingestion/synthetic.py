@@ -780,7 +780,7 @@ def _check_ours(out: pathlib.Path) -> None:
         UserError: ``out`` is a file, or holds visible entries and no ``params.json`` of
             a synthetic dataset.
     """
-    from avts_tf.errors import UserError
+    from avts_tf.errors import UserError, first_names
 
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; give a new or empty folder as --output")
@@ -792,8 +792,8 @@ def _check_ours(out: pathlib.Path) -> None:
         ours = False
     others = sorted(e.name for e in out.iterdir() if not e.name.startswith("."))
     if others and not ours:
-        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise UserError(f"output {out} holds files that are not a synthetic dataset ({shown}); "
+        raise UserError(f"output {out} holds files that are not a synthetic dataset "
+                        f"({first_names(others)}); "
                         "give a new or empty folder as --output")
 
 

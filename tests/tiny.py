@@ -57,6 +57,22 @@ def describe_run(model_dir: Path, dataset: Path, task=None) -> None:
     ).write(model_dir)
 
 
+def write_finished_run(model_dir: Path, dataset: Path, model) -> None:
+    """Writes ``model`` (an ``AVTSModel``) as ``train.run`` leaves a finished run: portable
+    ``.keras`` towers, a checkpoint of its last batch (6) with its index, and run.json."""
+    import json
+
+    from avts_tf import portable
+
+    portable.save_tower(model.video_tower, model_dir / "video_tower.keras")
+    portable.save_tower(model.audio_tower, model_dir / "audio_tower.keras")
+    (model_dir / "checkpoints").mkdir()
+    model.save_weights(model_dir / "checkpoints" / "ckpt-000000006.weights.h5")
+    (model_dir / "checkpoints" / "checkpoint.json").write_text(json.dumps({"checkpoints": [
+        {"batches": 6, "step": 6, "curriculum_stage": 0, "file": "ckpt-000000006.weights.h5"}]}))
+    describe_run(model_dir, dataset, task=model.objective)
+
+
 def tiny_video_tower(input_shape=VIDEO_SHAPE, embedding_dim: int = 8, batch_norm=False):
     """A small functional video tower with a named input.
 

@@ -6,9 +6,12 @@
 Video -> video by class (test videos query training videos; R@1/5/10/20, each video the
 mean of ``--num_clips`` evenly spaced clips) and audio <-> video of the same video within
 the test split (see ``avts_tf.evaluation.retrieval``; among the videos with sound, ``n/a``
-with a warning when fewer than two have it). ``--data`` defaults to the run's dataset;
-labelled media (a folder of label folders, a CSV, a known layout) is prepared first, at the
-run's frame rate and size, a folder holding out 10% of each label as split ``test``.
+with a warning when fewer than two have it), compared in the space the run's task compares
+them in (``avts_tf.evaluation.shared_space``: the towers' outputs for AVTS, the temporal
+task's projection heads for a temporal run; the table says which). ``--data`` defaults to
+the run's dataset; labelled media (a folder of label folders, a CSV, a known layout) is
+prepared first, at the run's frame rate and size, a folder holding out 10% of each label as
+split ``test``.
 ``--random_init`` adds the same towers freshly initialised. Prints a table, then
 ``retrieval: R@1=0.xxx R@5=0.xxx R@10=0.xxx R@20=0.xxx`` (the run's video -> video) last.
 """
@@ -45,11 +48,13 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
 
     from avts_tf.data import manifest
     from avts_tf.data.ingestion import sources
-    from avts_tf.evaluation import checkpoint, features, report, retrieval
+    from avts_tf.evaluation import checkpoint, features, report, retrieval, shared_space
     from avts_tf.evaluation.errors import BadInput
 
     video = checkpoint.load_tower(FLAGS.checkpoint, "video")
     audio = checkpoint.load_tower(FLAGS.checkpoint, "audio")
+    run = checkpoint.run_dir(FLAGS.checkpoint)
+    space = shared_space.of_run(run, video, audio) if run else shared_space.TOWER_OUTPUTS
     spec = checkpoint.clip_spec_for(FLAGS.checkpoint, video_tower=video, audio_tower=audio)
     if FLAGS.data:  # media of a folder gets a held-out split per label, as avts-prepare's
         data = str(cli.prepared_data(
@@ -60,10 +65,11 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
         data = checkpoint.run_dataset(FLAGS.checkpoint)
         if not manifest.exists(data):
             raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
-    towers = {"pretrained": (video, audio)}
+    towers = {"pretrained": (video, audio, space)}
     if FLAGS.random_init:
         keras.utils.set_random_seed(0)
-        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio))
+        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio),
+                                 space.freshly_initialised())
     results, rows = {}, []
     splits = [FLAGS.train_split, FLAGS.test_split]
     prepared = manifest.Manifest.read(data)
@@ -73,7 +79,7 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
     if with_sound < 2:
         logging.warning("cross-modal retrieval left out: it needs two videos with sound in split "
                         "%r, found %d", FLAGS.test_split, with_sound)
-    for name, (v, a) in towers.items():
+    for name, (v, a, compared_in) in towers.items():
         pooled = features.tower_features(v, "video", data, spec, splits=splits,
                                          num_clips=FLAGS.num_clips, progress=False,
                                          batch_size=FLAGS.batch_size)
@@ -82,18 +88,23 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
         if with_sound >= 2:
             v_out = features.tower_features(v, "video", data, spec, layer="output",
                                             splits=[FLAGS.test_split], num_clips=FLAGS.num_clips,
-                                            progress=False, batch_size=FLAGS.batch_size)
+                                            progress=False, batch_size=FLAGS.batch_size,
+                                            head=compared_in.video_head)
             a_out = features.tower_features(a, "audio", data, spec, layer="output",
                                             splits=[FLAGS.test_split], window_s=window_s,
-                                            progress=False, batch_size=FLAGS.batch_size)
+                                            progress=False, batch_size=FLAGS.batch_size,
+                                            head=compared_in.audio_head)
             cross = retrieval.cross_modal_retrieval(v_out, a_out, FLAGS.test_split)
-        results[name] = {"video_to_video": by_class, "cross_modal": cross}
+        results[name] = {"video_to_video": by_class, "cross_modal": cross,
+                         "cross_modal_space": compared_in.name if cross else None}
         for kind, values, prefix in (("video -> video (class)", by_class, ""),
                                      ("video -> audio (same video)", cross, "v2a_"),
                                      ("audio -> video (same video)", cross, "a2v_")):
             rows.append([name, kind, *[f"{values[f'{prefix}R@{k}']:.3f}" if values else "n/a"
                                        for k in retrieval.KS]])
     print(report.table(["towers", "retrieval", *[f"R@{k}" for k in retrieval.KS]], rows))
+    if with_sound >= 2:
+        print(f"audio <-> video compared in {space.name}")
     if FLAGS.output_json:
         from avts_tf.evaluation import plots
 

@@ -114,6 +114,34 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
     return model
 
 
+def load_task_weights(model: keras.Model, model_dir: str | Path, needs: str) -> None:
+    """Loads the task's weights (a head) of the run's newest checkpoint into ``model``.
+
+    The towers of ``model`` keep their weights: when they come from the run's ``.keras``
+    files (``load_tower``) they may hold other layer classes than the run trained with
+    (``portable.training_tower`` swaps a user's stock ``Conv3D`` for the fast one), which
+    the checkpoint does not lay out, and they hold the checkpoint's values already
+    (``train.run`` checkpoints its last batch before saving them).
+
+    Args:
+        model: An ``AVTSModel`` holding the run's towers and a task built like its own.
+        model_dir: The run's folder.
+        needs: What needs the weights, the start of the refusal without a checkpoint.
+
+    Raises:
+        BadInput: If the run has no checkpoint yet, or it does not fit the task.
+    """
+    weights = latest_weights(model_dir)
+    if weights is None:
+        raise BadInput(f"{needs} but {model_dir} has no checkpoint yet; wait for its first "
+                       "checkpoint (train.run.checkpoint_every_steps)")
+    try:
+        model.load_weights(weights, objects_to_skip=[model.video_tower, model.audio_tower])
+    except (ValueError, OSError) as err:
+        raise BadInput(f"{weights} does not fit the run's task: {err}; give the model_dir "
+                       "the checkpoint was trained in") from None
+
+
 def _load_keras(path: Path, which: str) -> keras.Model:
     import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers)
     import avts_tf.models  # noqa: F401

@@ -124,9 +124,14 @@ def resolve_layer(model: keras.Model, layer: str = "auto") -> str | None:
 
 
 def feature_model(
-    model: keras.Model, layer: str = "auto", pool: str = "avg"
+    model: keras.Model, layer: str = "auto", pool: str = "avg",
+    head: keras.layers.Layer | None = None,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """A function ``inputs -> (B, C)`` features of ``layer``, pooled (see module docstring).
+
+    ``head``, when given, maps the pooled features into another space (a task's projection,
+    ``avts_tf.evaluation.shared_space``) and its outputs are L2-normalised, as the task's
+    contrastive loss compares them.
 
     Raises:
         BadInput: For an unknown layer or pooling.
@@ -145,6 +150,8 @@ def feature_model(
         out = tf.cast(sub(inputs, training=False), tf.float32)
         if len(out.shape) > 2:
             out = reduce(out, axis=list(range(1, len(out.shape) - 1)))
+        if head is not None:
+            out = tf.math.l2_normalize(tf.cast(head(out, training=False), tf.float32), -1)
         return out
 
     return features
@@ -319,6 +326,7 @@ def tower_features(
     window_s: float = 1.0,
     max_windows: int | None = None,
     progress: bool = True,
+    head: keras.layers.Layer | None = None,
 ) -> Features:
     """Features of a ``video`` or ``audio`` tower over a prepared dataset.
 
@@ -336,9 +344,12 @@ def tower_features(
         window_s: Audio window when the tower takes any length.
         max_windows: At most this many audio windows per record.
         progress: Show a progress bar.
+        head: Maps the pooled features into another space (see ``feature_model``).
     """
-    embed = feature_model(tower, layer, pool)
+    embed = feature_model(tower, layer, pool, head)
     info = {"tower": which, "layer": resolve_layer(tower, layer) or "output", "pool": pool}
+    if head is not None:
+        info["head"] = head.name
     if which == "audio":
         check_sample_rate(data_dir, spec.log_mel)
         frames = tower.inputs[0].shape[1]

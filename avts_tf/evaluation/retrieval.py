@@ -10,10 +10,10 @@ spaced clips, centre-cropped (``avts_tf.evaluation.features``).
 Cross-modal retrieval (ours): within one split, each video's feature queries the audio
 features of every video of the split (and the other way round); a hit at ``k`` when its
 own video's audio is among the ``k`` nearest. An audio feature is the mean over the
-file's clip-length windows. Both modalities are read at the towers' outputs, which share
-one space for AVTS (the contrastive loss compares them directly); for the temporal method
-the shared space is after the task's projection heads, so the towers' outputs give a
-lower bound.
+file's clip-length windows. Both modalities are read in the space the run's task compares
+them in (``avts_tf.evaluation.shared_space``): the towers' outputs for AVTS (its contrastive
+loss compares them directly), the L2-normalised projections of the temporal task's heads
+for the temporal method.
 """
 
 from __future__ import annotations

@@ -84,13 +84,7 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
         audio = checkpoint.load_tower(model_dir, "audio")
         model = AVTSModel(video, audio, task)
         if task.trainable_weights:
-            weights = checkpoint.latest_weights(model_dir)
-            if weights is None:
-                raise BadInput(
-                    f"the run's task has a trained head but {model_dir} has no checkpoint; "
-                    "wait for its first checkpoint (train.run.checkpoint_every_steps)"
-                )
-            model.load_weights(weights)
+            checkpoint.load_task_weights(model, model_dir, "the run's task has a trained head")
     spec = checkpoint.clip_spec_for(model_dir, model.video_tower, model.audio_tower)
     return model, spec
 

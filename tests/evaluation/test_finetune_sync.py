@@ -107,6 +107,26 @@ def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
         sync.evaluate_sync(tiny_run, tiny_prepared, split="val")
 
 
+def test_a_fusion_head_is_read_beside_towers_of_stock_layers(tmp_path, tiny_prepared):
+    """A user's tower of stock ``Conv3D`` is loaded with the fast layer, which the run's
+    checkpoint does not lay out: loading the head raised ``ValueError`` (a traceback)."""
+    import keras
+    import tiny
+
+    from avts_tf.models import AVTSModel
+    from avts_tf.tasks.sync.objectives import FusionSync
+
+    keras.utils.set_random_seed(2)
+    trained = AVTSModel(tiny.tiny_video_tower(), tiny.tiny_audio_tower(), FusionSync())
+    tiny.write_finished_run(tmp_path, tiny_prepared, trained)
+    model, _ = sync.sync_model(tmp_path, ("easy",))
+    assert type(model.video_tower.layers[1]) is not keras.layers.Conv3D  # the fast one
+    for got, want in ((model, trained), (model.objective, trained.objective)):
+        assert len(got.weights) == len(want.weights)
+        for a, b in zip(got.weights, want.weights, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
 def test_clip_cutter_takes_the_sync_task_of_a_multi_task_run(tmp_path, tiny_prepared):
     import tiny
 

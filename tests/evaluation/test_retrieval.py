@@ -67,6 +67,8 @@ def test_eval_retrieval_tool(tiny_run, tiny_prepared, tmp_path):
     assert v2v["R@5"] == 1.0 and v2v["R@1"] in (0.0, 0.5, 1.0)
     assert set(results) == {"pretrained", "random init"}
     assert results["pretrained"]["cross_modal"]["v2a_R@20"] == 1.0  # 2 test videos
+    # AVTS compares the towers' outputs directly: no heads, trained or fresh.
+    assert {r["cross_modal_space"] for r in results.values()} == {"tower outputs"}
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
         [sys.executable, "tools/eval_retrieval.py", f"--checkpoint={tmp_path / 'none'}"],
@@ -121,3 +123,80 @@ def test_eval_retrieval_leaves_out_cross_modal_rows_without_two_videos_with_soun
     assert [row[-4:] for row in rows] == [["n/a"] * 4, ["n/a"] * 4]
     results = json.loads(out.read_text())["pretrained"]
     assert results["cross_modal"] is None and results["video_to_video"]["R@5"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def temporal_run(tmp_path_factory, tiny_prepared):
+    """A temporal run as ``train.run`` leaves it (untrained), and the model it holds."""
+    import keras
+    from tiny import tiny_audio_tower, tiny_video_tower, write_finished_run
+
+    from avts_tf.models import AVTSModel
+    from avts_tf.tasks.temporal.task import TemporalContrastive
+
+    keras.utils.set_random_seed(4)
+    run = tmp_path_factory.mktemp("temporal_run")
+    model = AVTSModel(tiny_video_tower(), tiny_audio_tower(),
+                      TemporalContrastive(projection_dim=8, hidden_units=16))
+    write_finished_run(run, tiny_prepared, model)
+    return run, model
+
+
+def _projected(features: Features, head) -> Features:
+    """``features`` through ``head``, L2-normalised, computed apart from the tool."""
+    import dataclasses
+
+    out = np.asarray(head(features.features, training=False), np.float64)
+    return dataclasses.replace(
+        features, features=out / np.linalg.norm(out, axis=1, keepdims=True))
+
+
+def test_a_temporal_run_compares_audio_and_video_through_its_projection_heads(
+        temporal_run, tiny_prepared, tmp_path):
+    """The tool ranked the temporal towers' raw outputs (two unrelated spaces: chance)."""
+    from eval_helpers import run_in_process
+    from tiny import SPEC
+
+    from avts_tf.evaluation import checkpoint, features, shared_space
+
+    run, model = temporal_run
+    video, audio = (checkpoint.load_tower(run, w) for w in ("video", "audio"))
+    space = shared_space.of_run(run, video, audio)
+    assert space.name == shared_space.TEMPORAL_PROJECTIONS
+    heads = model.objective.heads
+    raw, projected = {}, {}
+    for which, tower in (("video", video), ("audio", audio)):
+        kwargs = dict(layer="output", splits=["test"], num_clips=3, window_s=0.5,
+                      progress=False)
+        raw[which] = features.tower_features(tower, which, tiny_prepared, SPEC, **kwargs)
+        projected[which] = features.tower_features(tower, which, tiny_prepared, SPEC,
+                                                   head=space.head(which), **kwargs)
+        expected = _projected(raw[which], heads[f"project_{which}"])  # the run's own heads
+        np.testing.assert_allclose(projected[which].features, expected.features, atol=1e-5)
+    out = tmp_path / "r.json"
+    code, stdout, err = run_in_process(
+        "eval_retrieval", "--model_dir", str(run), "--data", str(tiny_prepared),
+        "--num_clips", "3", "--random_init", "--output_json", str(out))
+    assert code == 0, err
+    results = json.loads(out.read_text())
+    assert results["pretrained"]["cross_modal_space"] == shared_space.TEMPORAL_PROJECTIONS
+    assert results["random init"]["cross_modal_space"] == (
+        f"{shared_space.TEMPORAL_PROJECTIONS}, freshly initialised")
+    assert results["pretrained"]["cross_modal"] == pytest.approx(retrieval.cross_modal_retrieval(
+        projected["video"], projected["audio"], "test"))
+    assert f"audio <-> video compared in {shared_space.TEMPORAL_PROJECTIONS}" in stdout
+
+
+def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path):
+    import shutil
+
+    from avts_tf.evaluation import checkpoint, shared_space
+
+    run = tmp_path / "run"
+    shutil.copytree(temporal_run[0], run)
+    shutil.rmtree(run / "checkpoints")
+    video, audio = (checkpoint.load_tower(run, w) for w in ("video", "audio"))
+    with pytest.raises(BadInput, match="^the run's temporal task compares audio and video "
+                       f"through trained projection heads but {run} has no checkpoint yet; "
+                       r"wait for its first checkpoint \(train.run.checkpoint_every_steps\)$"):
+        shared_space.of_run(run, video, audio)

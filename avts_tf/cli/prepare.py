@@ -11,7 +11,8 @@ either written or listed in ``manifest.json`` as skipped with its reason (``not_
 copy of another, ``timeout`` past
 ``--decode_timeout``, ``crash`` for a file that kills the decoder even when decoded
 alone). Links are followed, each folder and file once. A folder input gets a held-out
-split ``test`` (``--test_fraction`` of each label, chosen by a hash of the path).
+split ``test`` (``--test_fraction`` of each label, chosen by a hash of the path among
+the files whose header passes, so a file to be skipped is not the one held out).
 
 Mistakes end in one line ``error: <problem>; <fix>`` and exit code 2: bad settings (checked
 before anything is written), an output that is a file, unwritable, or a non-empty folder

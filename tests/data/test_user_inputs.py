@@ -49,6 +49,42 @@ def test_held_out_split_is_stratified_and_decided_by_a_hash_of_the_path():
         sources.held_out_split(items, 1.5)
 
 
+def _by_hash(ids):
+    return sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
+
+
+def test_held_out_picks_pass_over_files_ingestion_would_skip():
+    cat = [f"cat/{i}.mp4" for i in range(10)]
+    items = [sources.SourceItem(f"/x/{i}", i, i.split("/")[0])
+             for i in (*cat, "dog/a.mp4", "dog/notes.txt")]
+    skipped = {_by_hash(cat)[0], "dog/notes.txt"}
+    asked = []
+
+    def usable(item):
+        asked.append(item.id)
+        return item.id not in skipped
+
+    split = sources.held_out_split(items, 0.1, usable)
+    # cat: the first by hash would be skipped, the next is held out; dog: its only usable
+    # file stays in train (a README is no held-out video).
+    assert {it.id for it in split if it.split == "test"} == {_by_hash(cat)[1]}
+    # Asked in rank order, only until the pick and one usable file for train were found.
+    assert [i for i in asked if i.startswith("cat")] == _by_hash(cat)[:3]
+    assert sorted(i for i in asked if i.startswith("dog")) == ["dog/a.mp4", "dog/notes.txt"]
+
+
+def test_a_held_out_file_without_the_required_sound_is_replaced_by_the_next(tmp_path):
+    """Real footage: the one held-out file had no audio, was skipped, and the test split was
+    empty (avts-train then refused the dataset)."""
+    ids = _by_hash([f"street/{i}.mkv" for i in range(4)])
+    for rank, name in enumerate(ids):
+        write_clip(tmp_path / "in" / name, audio=rank > 0, level=40 * rank + 20)
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", fps=4,
+                                       test_fraction=0.1, progress=False)
+    assert [e.id for e in manifest.written if e.split == "test"] == [ids[1]]
+    assert [(e.id, e.split, e.kind) for e in manifest.skipped] == [(ids[0], "train", "no_audio")]
+
+
 def test_folder_input_gets_a_test_split_and_one_file_works(tmp_path):
     for label in ("indoor", "outdoor"):
         for i in range(3):

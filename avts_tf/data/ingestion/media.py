@@ -557,9 +557,8 @@ def _check_is_media(container) -> None:
                                       "audio or video (remove it from the input)")
 
 
-def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
-            audio_stream, require_audio, require_video, start, end,
-            decode_threads, seek_back=None) -> DecodedMedia:
+def _streams(container, *, video_stream, audio_stream, require_audio, require_video):
+    """The video and audio streams to decode (``None``: none), after the header's refusals."""
     _check_is_media(container)
     if not container.streams:
         raise MediaError("zero_length", "zero-length clip: the file holds no stream with data "
@@ -574,6 +573,41 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
                                      "--allow_missing_audio to keep video-only files)")
     if vstream is None and astream is None:
         raise MediaError("no_streams", "no video or audio stream (remove the file)")
+    return vstream, astream
+
+
+def header_problem(
+    path: str | os.PathLike,
+    *,
+    video_stream: int | None = DEFAULTS.video_stream,
+    audio_stream: int | None = DEFAULTS.audio_stream,
+    require_audio: bool = DEFAULTS.require_audio,
+    require_video: bool = DEFAULTS.require_video,
+) -> MediaError | None:
+    """Why :func:`decode_media` would skip the file, as far as its header tells.
+
+    Opens the container only; decodes nothing. ``None``: nothing found, though the file
+    may still be skipped while decoding (corrupt data, no decodable frame).
+    """
+    try:
+        container = _open(os.fspath(path))
+    except MediaError as err:
+        return err
+    try:
+        _streams(container, video_stream=video_stream, audio_stream=audio_stream,
+                 require_audio=require_audio, require_video=require_video)
+    except MediaError as err:
+        return err
+    finally:
+        container.close()
+    return None
+
+
+def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
+            audio_stream, require_audio, require_video, start, end,
+            decode_threads, seek_back=None) -> DecodedMedia:
+    vstream, astream = _streams(container, video_stream=video_stream, audio_stream=audio_stream,
+                                require_audio=require_audio, require_video=require_video)
     if start is not None and end is not None and end <= start:
         raise MediaError("zero_length", f"zero-length clip: cut [{start}, {end}] is empty "
                                         "(fix the start/end in the list)")

@@ -49,7 +49,12 @@ from avts_tf import atomic
 from avts_tf.data import manifest as manifest_module
 from avts_tf.data import records, splits
 from avts_tf.data.ingestion import segments, sources
-from avts_tf.data.ingestion.media import MediaError, decode_media, probe_duration
+from avts_tf.data.ingestion.media import (
+    MediaError,
+    decode_media,
+    header_problem,
+    probe_duration,
+)
 from avts_tf.data.manifest import (
     DEFAULTS,
     IngestConfig,
@@ -1066,9 +1071,17 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     input_path = str(Path(input).resolve())
     media_dir = str(Path(media_dir).resolve()) if media_dir else None
     duplicates: list[tuple[sources.SourceItem, str, str]] = []
-    used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
-                                          test_fraction=test_fraction, duplicates=duplicates)
     inside = os.path.realpath(output_dir) + os.sep  # an --output inside the input folder
+
+    def usable(item: sources.SourceItem) -> bool:  # a folder's held-out picks (not AUDIO_LAYOUTS)
+        return not os.path.realpath(item.path).startswith(inside) and header_problem(
+            item.path, video_stream=video_stream, audio_stream=audio_stream,
+            require_audio=require_audio,
+            require_video=True if require_video is None else require_video) is None
+
+    used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
+                                          test_fraction=test_fraction, duplicates=duplicates,
+                                          usable=usable)
     items = [it for it in items if not os.path.realpath(it.path).startswith(inside)]
     duplicates = [d for d in duplicates if not os.path.realpath(d[0].path).startswith(inside)]
     if not items:

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,13 +183,20 @@ def list_folder(root: str | os.PathLike, split: str = "train",
 DEFAULT_TEST_FRACTION = 0.1
 
 
-def held_out_split(items: list[SourceItem], test_fraction: float) -> list[SourceItem]:
+def held_out_split(items: list[SourceItem], test_fraction: float,
+                   usable: Callable[[SourceItem], bool] | None = None) -> list[SourceItem]:
     """Puts ``test_fraction`` of each label's files in split ``test``, deterministically.
 
     Within each label (unlabelled files are one group) files are ranked by the SHA-1 of
     their id (the path relative to the input folder), and the first
     ``max(1, round(test_fraction * n))`` of a group of ``n >= 2`` files go to ``test``;
     a group of one file stays in ``train``. The same folder always gives the same split.
+
+    ``usable`` (ingestion passes a header check, ``media.header_problem``) passes over the
+    files ingestion would skip (a README, a video without the sound the dataset requires):
+    they stay in ``train``, to be skipped and listed there, and the next usable files by
+    rank are held out instead, never the group's last usable one. It is asked in rank
+    order, only until the picks and one usable file left for ``train`` are found.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
@@ -201,6 +209,14 @@ def held_out_split(items: list[SourceItem], test_fraction: float) -> list[Source
             continue
         count = max(1, round(test_fraction * len(group)))
         ranked = sorted(group, key=lambda it: hashlib.sha1(it.id.encode()).hexdigest())
+        if usable is not None:
+            found = []  # the picks, then one usable file kept for train
+            for item in ranked:
+                if usable(item):
+                    found.append(item)
+                    if len(found) > count:
+                        break
+            ranked = found[:-1] if len(found) <= count else found
         held.update(it.id for it in ranked[:count])
     return sort_items([dataclasses.replace(it, split="test" if it.id in held else it.split)
                        for it in items])
@@ -548,6 +564,7 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
              media_dir: str | os.PathLike | None = None,
              test_fraction: float | None = None,
              duplicates: list[tuple[SourceItem, str, str]] | None = None,
+             usable: Callable[[SourceItem], bool] | None = None,
              ) -> tuple[str, list[SourceItem]]:
     """Lists the inputs of a dataset.
 
@@ -561,6 +578,8 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
             (:func:`held_out_split`); ``None``: every file in ``train``.
         duplicates: Receives the paths of a folder that reach an already listed file
             through links, with the id kept (:func:`list_folder`).
+        usable: For a folder's held-out split, whether a file would be ingested
+            (:func:`held_out_split`).
 
     Returns:
         The layout used and the sorted items.
@@ -578,7 +597,7 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
         raise ValueError(f"layout {layout!r} needs {kind}, got {str(path)!r}")
     readers = {
         "folder": lambda: (held_out_split(list_folder(path, duplicates=duplicates),
-                                          test_fraction)
+                                          test_fraction, usable)
                            if test_fraction else list_folder(path, duplicates=duplicates)),
         "file": lambda: list_file(path),
         "csv": lambda: list_csv(path),

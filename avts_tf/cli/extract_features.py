@@ -20,8 +20,9 @@ window's file), and per file ``ids``, ``labels`` (-1: unlabelled), ``splits``, p
 
 ``--output_dir`` writes one ``<file id>.npz`` per input file instead (or as well), as
 OpenL3 does: ``embedding`` [clips, dim] and ``timestamps`` [clips], each window's start in
-seconds; windows start every ``--hop_s`` seconds (default: one window length, no overlap;
-video: one clip length, rounded to whole frames).
+seconds (a second path to a file, or a byte-identical copy, is ingested once and gets the
+same arrays under its own name); windows start every ``--hop_s`` seconds (default: one
+window length, no overlap; video: one clip length, rounded to whole frames).
 """
 
 import contextlib
@@ -132,10 +133,17 @@ def _main(argv: list[str]) -> None:
                 pool=FLAGS.pool, splits=splits, batch_size=FLAGS.batch_size,
                 window_s=FLAGS.window_s, progress=not FLAGS.quiet,
             )
-            written = embeddings.write_per_file(feats, timestamps, FLAGS.output_dir)
+            from avts_tf.data.manifest import Manifest
+
+            duplicates = {e.id: e.same_as for e in Manifest.read(data).skipped if e.same_as}
+            written = embeddings.write_per_file(feats, timestamps, FLAGS.output_dir,
+                                                duplicates)
+            copies = len(written) - len(feats.ids)
             print(f"wrote {len(written)} files to {FLAGS.output_dir}: "
                   f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
-                  f"(layer {feats.info['layer']}, pool {FLAGS.pool})")
+                  f"(layer {feats.info['layer']}, pool {FLAGS.pool})"
+                  + (f"; {copies} of them for inputs that duplicate another (a link or a "
+                     "copy, ingested once)" if copies else ""))
 
 
 main = app.entry_point(_main)

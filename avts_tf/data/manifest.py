@@ -176,7 +176,11 @@ class WrittenEntry:
 
 @dataclass(frozen=True)
 class SkippedEntry:
-    """An input file that was not stored: ``kind`` (e.g. ``no_audio``) and ``reason``."""
+    """An input file that was not stored: ``kind`` (e.g. ``no_audio``) and ``reason``.
+
+    ``same_as``: for a ``duplicate`` (a second path to a file, or a byte-identical copy),
+    the id of the file ingested in its place.
+    """
 
     id: str
     kind: str
@@ -186,6 +190,7 @@ class SkippedEntry:
     label: str = ""
     start: float | None = None
     end: float | None = None
+    same_as: str = ""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SkippedEntry:
@@ -194,13 +199,14 @@ class SkippedEntry:
             id=str(data["id"]), kind=str(data.get("kind", "error")),
             reason=str(data.get("reason", "")), split=str(data.get("split", "train")),
             path=data.get("path") or "", label=data.get("label") or "",
-            start=data.get("start"), end=data.get("end"),
+            start=data.get("start"), end=data.get("end"), same_as=data.get("same_as") or "",
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``start``/``end`` only when set)."""
+        """The JSON form (``start``/``end`` and ``same_as`` only when set)."""
         return {"path": self.path, "id": self.id, "label": self.label, "split": self.split,
-                **_cut(asdict(self)), "kind": self.kind, "reason": self.reason}
+                **_cut(asdict(self)), "kind": self.kind, "reason": self.reason,
+                **({"same_as": self.same_as} if self.same_as else {})}
 
 
 @dataclass(frozen=True)

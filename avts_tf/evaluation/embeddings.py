@@ -10,7 +10,7 @@ windows' start times in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -113,15 +113,31 @@ def window_starts(file_index: np.ndarray) -> np.ndarray:
 
 
 def write_per_file(feats: features.Features, timestamps: np.ndarray,
-                   output_dir: str | Path) -> list[Path]:
-    """Writes ``<output_dir>/<file id>.npz`` (``embedding``, ``timestamps``) per file."""
+                   output_dir: str | Path,
+                   duplicates: Mapping[str, str] | None = None) -> list[Path]:
+    """Writes ``<output_dir>/<file id>.npz`` (``embedding``, ``timestamps``) per file.
+
+    Args:
+        feats: Per-window features.
+        timestamps: Each window's start in seconds.
+        output_dir: The folder.
+        duplicates: ``{duplicate id: id ingested in its place}`` (a link or a copy of an
+            input, ingested once: ``SkippedEntry.same_as``); each gets its original's
+            arrays under its own name, so every input file has its ``.npz``.
+
+    Returns:
+        The files written, originals then duplicates.
+    """
     root = Path(output_dir)
-    written = []
+    written, by_id = [], {}
     for index, file_id in enumerate(feats.ids):
         rows = feats.file_index == index
-        path = root / f"{file_id}.npz"
+        by_id[file_id] = {"embedding": feats.features[rows],
+                          "timestamps": timestamps[rows].astype(np.float64)}
+    names = list(by_id) + [d for d, kept in sorted((duplicates or {}).items()) if kept in by_id]
+    for name in names:
+        path = root / f"{name}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, embedding=feats.features[rows],
-                 timestamps=timestamps[rows].astype(np.float64))
+        np.savez(path, **by_id[name if name in by_id else duplicates[name]])
         written.append(path)
     return written

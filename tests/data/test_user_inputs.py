@@ -205,6 +205,7 @@ def test_a_copy_of_a_file_is_ingested_once(tmp_path):
         ("b/x_copy.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
                                       "as that id"),
         ("c/y.mkv", "duplicate", "the same bytes as b/y.mkv (a copy); ingested once, as that id")]
+    assert [e.same_as for e in manifest.skipped] == ["a/x.mkv", "a/x.mkv", "b/y.mkv"]
     # One row per kind in the printed table, however many originals (one row per reason
     # printed a line per copy).
     assert prepare.format_summary(manifest).splitlines()[2] == (

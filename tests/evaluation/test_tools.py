@@ -442,15 +442,33 @@ def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
 
 
 def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path):
-    """Raw media are prepared into a temporary folder first."""
-    media = tiny_prepared.parent / "videos" / "videos" / "test"
-    out = tmp_path / "video.npz"
+    """Raw media are prepared into a temporary folder first. A link to a file and a copy of
+    one are ingested once, and had no .npz of their own in --output_dir."""
+    import shutil
+
+    media = tmp_path / "media"
+    shutil.copytree(tiny_prepared.parent / "videos" / "videos" / "test", media)
+    first, second = sorted(p.name for p in media.iterdir())
+    shutil.copy(media / first, media / "z_copy.mp4")
+    (media / "z_link.mp4").symlink_to(media / second)
+    out, per_file = tmp_path / "video.npz", tmp_path / "per_file"
     result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
                             "video", "--data", str(media), "--output", str(out),
-                            "--num_clips", "2", "--short_side", "32", "--quiet")
+                            "--output_dir", str(per_file), "--num_clips", "2",
+                            "--short_side", "32", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
     feats = Features.load(out)
-    assert len(feats.ids) == 2 and np.bincount(feats.file_index).tolist() == [2, 2]
+    assert sorted(feats.ids) == [first, second]
+    assert np.bincount(feats.file_index).tolist() == [2, 2]
+    assert sorted(p.name for p in per_file.iterdir()) == sorted(
+        f"{name}.npz" for name in (first, second, "z_copy.mp4", "z_link.mp4"))
+    for duplicate, original in (("z_copy.mp4", first), ("z_link.mp4", second)):
+        got, want = np.load(per_file / f"{duplicate}.npz"), np.load(per_file / f"{original}.npz")
+        for key in ("embedding", "timestamps"):
+            np.testing.assert_array_equal(got[key], want[key])
+    assert "wrote 4 files to" in result.stdout
+    assert "; 2 of them for inputs that duplicate another (a link or a copy, ingested once)" \
+        in result.stdout
 
 
 def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run, tmp_path):

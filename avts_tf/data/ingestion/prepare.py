@@ -1108,7 +1108,7 @@ def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str, str]]) ->
     how = {sources.LINK: "the same file as {} (reached through a link)",
            sources.SAME_CONTENT: "the same bytes as {} (a copy)"}
     extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
-              "kind": "duplicate",
+              "kind": "duplicate", "same_as": kept,
               "reason": f"{how[why].format(kept)}; ingested once, as that id"}
              for it, kept, why in duplicates]
     for entry in extra:

@@ -130,17 +130,18 @@ def _check_splits(prepared, data: str) -> None:
     from avts_tf.evaluation.errors import BadInput
 
     for split, role in ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries")):
-        if not prepared.records(split):
+        videos = prepared.records(split)
+        if not videos:
             raise BadInput(
                 f"no videos in split {split!r} ({role}) of {data} (splits with videos: "
                 f"{', '.join(prepared.split_names) or 'none'}); name two with --train_split "
                 "(database) and --test_split (queries), or prepare media with a held-out "
                 "split (avts-prepare --test_fraction)")
-        unlabelled = sum(1 for e in prepared.records(split) if not e.label)
+        unlabelled = sum(1 for e in videos if not e.label)
         if unlabelled:
             raise BadInput(
                 f"retrieval by class needs labelled videos: {unlabelled} of "
-                f"{len(prepared.records(split))} in split {split!r} of {data} have no label; "
+                f"{len(videos)} in split {split!r} of {data} have no label; "
                 f"prepare the dataset from class folders or a CSV with labels")
 
 

@@ -200,3 +200,28 @@ def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path)
                        f"through trained projection heads but {run} has no checkpoint yet; "
                        r"wait for its first checkpoint \(train.run.checkpoint_every_steps\)$"):
         shared_space.of_run(run, video, audio)
+
+
+def test_a_multi_task_run_is_compared_through_its_temporal_task_heads(tmp_path, tiny_prepared):
+    import keras
+    from tiny import tiny_audio_tower, tiny_video_tower, write_finished_run
+
+    from avts_tf.evaluation import checkpoint, shared_space
+    from avts_tf.models import AVTSModel
+    from avts_tf.tasks.multi import MultiTask
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
+    from avts_tf.tasks.temporal.task import TemporalContrastive
+
+    keras.utils.set_random_seed(5)
+    task = MultiTask({"sync": ContrastiveSync(margin=1.0),
+                      "temporal": TemporalContrastive(projection_dim=8, hidden_units=16)})
+    write_finished_run(tmp_path, tiny_prepared,
+                       AVTSModel(tiny_video_tower(), tiny_audio_tower(), task))
+    video, audio = (checkpoint.load_tower(tmp_path, w) for w in ("video", "audio"))
+    space = shared_space.of_run(tmp_path, video, audio)
+    assert space.name == shared_space.TEMPORAL_PROJECTIONS
+    trained = task.tasks["temporal"].heads
+    for which in ("video", "audio"):
+        for got, want in zip(space.head(which).weights, trained[f"project_{which}"].weights,
+                             strict=True):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -12,7 +12,10 @@ r"""Extract frozen features of a video or audio tower to ``.npz`` files.
 prepared dataset, or media (a folder, a CSV, a known layout) prepared into a temporary
 folder first. Audio features are computed per window of the tower's input length; video
 features per clip (``--num_clips`` evenly spaced clips per video). The layer's output is
-averaged (or maxed) over time and space.
+averaged (or maxed) over time and space. ``--layer=shared`` gives embeddings in the space
+the run compares audio with video in (``avts_tf.evaluation.shared_space``): the tower's
+output for AVTS, its projection by the temporal task's head (L2-normalised) for a temporal
+run, so a video's and a sound's embeddings can be ranked against each other.
 
 The ``.npz`` holds ``features`` [windows, dim], ``file_index`` [windows] (row of the
 window's file), and per file ``ids``, ``labels`` (-1: unlabelled), ``splits``, plus
@@ -42,7 +45,7 @@ flags.DEFINE_enum("tower", "auto", ["auto", "video", "audio"],
                   "Which tower (auto: from a .keras file's input).")
 flags.DEFINE_bool("list_layers", False, "Print the tower's layer names and exit.")
 flags.DEFINE_string("layer", "auto", "Layer to read (auto: 'avgpool' if present, else the "
-                    "output).")
+                    "output; shared: the space the run compares audio with video in).")
 flags.DEFINE_enum("pool", "avg", ["avg", "max"], "Pooling over time and space.")
 flags.DEFINE_string("output", None, "The combined .npz to write.")
 flags.DEFINE_string("output_dir", None, "Folder of one <file id>.npz per input file: "
@@ -60,6 +63,7 @@ flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
 flags.DEFINE_bool("quiet", False, "No progress bar.")
 cli.define_data_flags(required=False)  # Not needed with --list_layers.
 FLAGS = flags.FLAGS
+SHARED = "shared"  # --layer: the space the run compares audio with video in
 
 
 def _which(checkpoint: str, tower: str) -> str:
@@ -103,7 +107,7 @@ def _main(argv: list[str]) -> None:
     if FLAGS.output_dir and FLAGS.max_windows:
         raise BadInput("--max_windows drops windows, so --output_dir would hold gaps; use "
                        "--hop_s to write fewer windows per file")
-    features.resolve_layer(tower, FLAGS.layer)  # Fail early on a bad layer name.
+    layer, head = _layer_and_head(which, tower)  # Fails early on a bad layer name.
     spec = checkpoint.clip_spec_for(
         FLAGS.checkpoint, tower if which == "video" else None, tower if which == "audio" else None
     )
@@ -114,24 +118,24 @@ def _main(argv: list[str]) -> None:
                                  audio_only=which == "audio", video_only=which == "video")
         if FLAGS.output:
             feats = features.tower_features(
-                tower, which, data, spec, layer=FLAGS.layer, pool=FLAGS.pool, splits=splits,
+                tower, which, data, spec, layer=layer, pool=FLAGS.pool, splits=splits,
                 batch_size=FLAGS.batch_size, num_clips=FLAGS.num_clips,
                 window_s=FLAGS.window_s, max_windows=FLAGS.max_windows,
-                progress=not FLAGS.quiet,
+                progress=not FLAGS.quiet, head=head,
             )
             feats.info["checkpoint"] = str(FLAGS.checkpoint)
             Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
             feats.save(FLAGS.output)
             print(f"wrote {FLAGS.output}: {feats.features.shape[0]} windows x "
                   f"{feats.features.shape[1]} features from {len(feats.ids)} files "
-                  f"(layer {feats.info['layer']}, pool {FLAGS.pool})")
+                  f"({_described(feats.info)})")
         if FLAGS.output_dir:
             from avts_tf.evaluation import embeddings
 
             feats, timestamps = embeddings.per_file_features(
-                tower, which, data, spec, hop_s=FLAGS.hop_s, layer=FLAGS.layer,
+                tower, which, data, spec, hop_s=FLAGS.hop_s, layer=layer,
                 pool=FLAGS.pool, splits=splits, batch_size=FLAGS.batch_size,
-                window_s=FLAGS.window_s, progress=not FLAGS.quiet,
+                window_s=FLAGS.window_s, progress=not FLAGS.quiet, head=head,
             )
             from avts_tf.data.manifest import Manifest
 
@@ -141,9 +145,37 @@ def _main(argv: list[str]) -> None:
             copies = len(written) - len(feats.ids)
             print(f"wrote {len(written)} files to {FLAGS.output_dir}: "
                   f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
-                  f"(layer {feats.info['layer']}, pool {FLAGS.pool})"
+                  f"({_described(feats.info)})"
                   + (f"; {copies} of them for inputs that duplicate another (a link or a "
                      "copy, ingested once)" if copies else ""))
+
+
+def _layer_and_head(which: str, tower):
+    """The layer to read and the head to map it through (``--layer=shared``: the run's).
+
+    Raises:
+        BadInput: For an unknown layer, or ``shared`` without a training run.
+    """
+    from avts_tf.evaluation import checkpoint, features, shared_space
+    from avts_tf.evaluation.errors import BadInput
+
+    if FLAGS.layer != SHARED:
+        features.resolve_layer(tower, FLAGS.layer)
+        return FLAGS.layer, None
+    run = checkpoint.run_dir(FLAGS.checkpoint)
+    if run is None:
+        raise BadInput(f"--layer={SHARED} reads the space of a training run's task, but "
+                       f"{FLAGS.checkpoint} is not in a run's model_dir; give the run's "
+                       "--model_dir")
+    towers = {which: tower, **{w: checkpoint.load_tower(run, w)
+                               for w in checkpoint.TOWERS if w != which}}
+    space = shared_space.of_run(run, towers["video"], towers["audio"])
+    return "output", space.head(which)
+
+
+def _described(info: dict[str, str]) -> str:
+    head = f", head {info['head']}" if "head" in info else ""
+    return f"layer {info['layer']}, pool {FLAGS.pool}{head}"
 
 
 main = app.entry_point(_main)

@@ -54,6 +54,7 @@ def per_file_features(
     batch_size: int = 32,
     window_s: float = 1.0,
     progress: bool = True,
+    head: keras.layers.Layer | None = None,
 ) -> tuple[features.Features, np.ndarray]:
     """Features of every window of every file, and each window's start in seconds.
 
@@ -69,13 +70,14 @@ def per_file_features(
         batch_size: Windows per forward pass.
         window_s: Audio window when the tower takes any length.
         progress: Show a progress bar.
+        head: Maps the pooled features into another space (``features.feature_model``).
 
     Returns:
         The features (``file_index`` names each window's file) and the timestamps.
     """
-    embed = features.feature_model(tower, layer, pool)
+    embed = features.feature_model(tower, layer, pool, head)
     info = {"tower": which, "layer": features.resolve_layer(tower, layer) or "output",
-            "pool": pool}
+            "pool": pool, **({"head": head.name} if head is not None else {})}
     if which == "audio":
         features.check_sample_rate(data_dir, spec.log_mel)
         rate = spec.log_mel.sample_rate

@@ -347,9 +347,8 @@ def tower_features(
         head: Maps the pooled features into another space (see ``feature_model``).
     """
     embed = feature_model(tower, layer, pool, head)
-    info = {"tower": which, "layer": resolve_layer(tower, layer) or "output", "pool": pool}
-    if head is not None:
-        info["head"] = head.name
+    info = {"tower": which, "layer": resolve_layer(tower, layer) or "output", "pool": pool,
+            **({"head": head.name} if head is not None else {})}
     if which == "audio":
         check_sample_rate(data_dir, spec.log_mel)
         frames = tower.inputs[0].shape[1]

@@ -225,3 +225,40 @@ def test_a_multi_task_run_is_compared_through_its_temporal_task_heads(tmp_path, 
         for got, want in zip(space.head(which).weights, trained[f"project_{which}"].weights,
                              strict=True):
             np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_extract_gives_embeddings_in_the_space_the_run_compares_them_in(
+        temporal_run, tiny_run, tiny_prepared, tmp_path):
+    """``avts-extract --layer=shared``: a temporal run's projections; an AVTS run's outputs."""
+    import shutil
+
+    from eval_helpers import assert_one_line_error, run_in_process
+
+    def extract(run, which, layer):
+        out = tmp_path / f"{run.name}_{which}_{layer}.npz"
+        code, stdout, err = run_in_process(
+            "extract_features", "--model_dir", str(run), "--tower", which, "--data",
+            str(tiny_prepared), "--layer", layer, "--splits", "test", "--num_clips", "2",
+            "--output", str(out), "--quiet")
+        assert code == 0, err
+        return Features.load(out), stdout
+
+    run, model = temporal_run
+    for which in ("video", "audio"):
+        raw, _ = extract(run, which, "output")
+        shared, stdout = extract(run, which, "shared")
+        expected = _projected(raw, model.objective.heads[f"project_{which}"])
+        np.testing.assert_allclose(shared.features, expected.features, atol=1e-5)
+        assert f"(layer output, pool avg, head project_{which})" in stdout
+    raw, _ = extract(tiny_run, "audio", "output")
+    shared, _ = extract(tiny_run, "audio", "shared")
+    np.testing.assert_array_equal(shared.features, raw.features)
+    alone = tmp_path / "alone" / "audio_tower.keras"
+    alone.parent.mkdir()
+    shutil.copy(tiny_run / "audio_tower.keras", alone)
+    code, _, err = run_in_process("extract_features", "--checkpoint", str(alone), "--data",
+                                  str(tiny_prepared), "--layer", "shared", "--output",
+                                  str(tmp_path / "x.npz"))
+    assert_one_line_error(code, err, f"error: --layer=shared reads the space of a training "
+                          f"run's task, but {alone} is not in a run's model_dir; give the "
+                          "run's --model_dir")

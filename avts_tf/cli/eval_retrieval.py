@@ -14,6 +14,9 @@ prepared first, at the run's frame rate and size, a folder holding out 10% of ea
 split ``test``.
 ``--random_init`` adds the same towers freshly initialised. Prints a table, then
 ``retrieval: R@1=0.xxx R@5=0.xxx R@10=0.xxx R@20=0.xxx`` (the run's video -> video) last.
+Unlabelled videos (one's own footage) leave the class rows ``n/a`` with a warning, and the
+last line is the run's video -> audio: ``retrieval (video -> audio, unlabelled videos):
+R@1=...``.
 """
 
 from __future__ import annotations
@@ -73,18 +76,19 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
     results, rows = {}, []
     splits = [FLAGS.train_split, FLAGS.test_split]
     prepared = manifest.Manifest.read(data)
-    _check_splits(prepared, data)
     window_s = spec.window_seconds(prepared.fps)
     with_sound = sum(1 for e in prepared.records(FLAGS.test_split) if e.num_samples)
+    labelled = _check_splits(prepared, data, with_sound)
     if with_sound < 2:
         logging.warning("cross-modal retrieval left out: it needs two videos with sound in split "
                         "%r, found %d", FLAGS.test_split, with_sound)
     for name, (v, a, compared_in) in towers.items():
-        pooled = features.tower_features(v, "video", data, spec, splits=splits,
-                                         num_clips=FLAGS.num_clips, progress=False,
-                                         batch_size=FLAGS.batch_size)
-        by_class = retrieval.video_retrieval(pooled, FLAGS.train_split, FLAGS.test_split)
-        cross = None
+        by_class = cross = None
+        if labelled:
+            pooled = features.tower_features(v, "video", data, spec, splits=splits,
+                                             num_clips=FLAGS.num_clips, progress=False,
+                                             batch_size=FLAGS.batch_size)
+            by_class = retrieval.video_retrieval(pooled, FLAGS.train_split, FLAGS.test_split)
         if with_sound >= 2:
             v_out = features.tower_features(v, "video", data, spec, layer="output",
                                             splits=[FLAGS.test_split], num_clips=FLAGS.num_clips,
@@ -110,7 +114,8 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
 
         report.write_json(FLAGS.output_json, results)
         def bars(r: dict) -> dict[str, float]:
-            out = {f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5)}
+            out = {f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5)
+                   if r["video_to_video"]}
             for label, prefix in (("v->a", "v2a_"), ("a->v", "a2v_")):
                 if r["cross_modal"]:
                     out.update({f"{label} R@{k}": r["cross_modal"][f"{prefix}R@{k}"]
@@ -121,28 +126,49 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
             ax, {name: bars(r) for name, r in results.items()}, "recall"))
         print(f"wrote {FLAGS.output_json}" + (f" and {png}" if png else ""))
     headline = results["pretrained"]["video_to_video"]
-    print("retrieval: " + " ".join(f"R@{k}={headline[f'R@{k}']:.3f}" for k in retrieval.KS))
+    if headline:
+        print("retrieval: " + " ".join(f"R@{k}={headline[f'R@{k}']:.3f}" for k in retrieval.KS))
+    else:
+        cross = results["pretrained"]["cross_modal"]
+        print("retrieval (video -> audio, unlabelled videos): " + " ".join(
+            f"R@{k}={cross[f'v2a_R@{k}']:.3f}" for k in retrieval.KS))
     return 0
 
 
-def _check_splits(prepared, data: str) -> None:
-    """Refuses, before any decoding, a database or query split without labelled videos."""
+def _check_splits(prepared, data: str, with_sound: int) -> bool:
+    """Whether retrieval by class can run (every video labelled), checked before decoding.
+
+    Without labels only audio <-> video retrieval runs (a warning says why); with neither
+    labels nor two videos with sound in the query split there is nothing to measure.
+
+    Raises:
+        BadInput: A split without videos, or nothing to retrieve.
+    """
     from avts_tf.evaluation.errors import BadInput
 
-    for split, role in ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries")):
-        videos = prepared.records(split)
-        if not videos:
+    roles = ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries"))
+    for split, role in roles:
+        if not prepared.records(split):
             raise BadInput(
                 f"no videos in split {split!r} ({role}) of {data} (splits with videos: "
                 f"{', '.join(prepared.split_names) or 'none'}); name two with --train_split "
                 "(database) and --test_split (queries), or prepare media with a held-out "
                 "split (avts-prepare --test_fraction)")
+    for split, _ in roles:
+        videos = prepared.records(split)
         unlabelled = sum(1 for e in videos if not e.label)
-        if unlabelled:
-            raise BadInput(
-                f"retrieval by class needs labelled videos: {unlabelled} of "
-                f"{len(videos)} in split {split!r} of {data} have no label; "
-                f"prepare the dataset from class folders or a CSV with labels")
+        if not unlabelled:
+            continue
+        problem = (f"retrieval by class needs labelled videos: {unlabelled} of {len(videos)} "
+                   f"in split {split!r} of {data} have no label")
+        fix = "prepare the dataset from class folders or a CSV with labels"
+        if with_sound < 2:
+            raise BadInput(f"{problem}, and audio <-> video retrieval needs two videos with "
+                           f"sound in split {FLAGS.test_split!r} (found {with_sound}); {fix}")
+        logging.warning("video -> video retrieval by class left out: %s (%s); audio <-> video "
+                        "retrieval goes on", problem, fix)
+        return False
+    return True
 
 
 main = app.entry_point(_main)

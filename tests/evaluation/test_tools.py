@@ -212,11 +212,45 @@ def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
     test_records = found.records("test")
     cleared = sum(1 for i, e in enumerate(found.written) if e.split == "test" and i % 2)
     assert 0 < cleared < len(test_records)
+    silent = tmp_path / "unlabelled_silent"
+    unlabelled_found = Manifest.read(unlabelled)
+    dataclasses.replace(unlabelled_found, written=tuple(
+        dataclasses.replace(e, num_samples=0) if e.split == "test" else e
+        for e in unlabelled_found.written)).write(silent)
     code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
-                                  str(unlabelled))
+                                  str(silent))
     assert err == (f"error: retrieval by class needs labelled videos: {cleared} of "
-                   f"{len(test_records)} in split 'test' of {unlabelled} have no label; "
-                   "prepare the dataset from class folders or a CSV with labels\n")
+                   f"{len(test_records)} in split 'test' of {silent} have no label, and "
+                   "audio <-> video retrieval needs two videos with sound in split 'test' "
+                   "(found 0); prepare the dataset from class folders or a CSV with labels\n")
+
+
+def test_retrieval_of_unlabelled_videos_measures_audio_and_video_alone(
+        tiny_run, tiny_prepared, tmp_path, caplog):
+    """One's own footage has no labels: the tool refused it, though audio <-> video
+    retrieval needs none."""
+    import shutil
+
+    found = Manifest.read(tiny_prepared)
+    unlabelled = tmp_path / "unlabelled"
+    shutil.copytree(tiny_prepared, unlabelled)
+    dataclasses.replace(found, written=tuple(
+        dataclasses.replace(e, label="") for e in found.written)).write(unlabelled)
+    out = tmp_path / "r.json"
+    code, stdout, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run),
+                                       "--data", str(unlabelled), "--num_clips", "3",
+                                       "--output_json", str(out))
+    assert code == 0, err
+    assert ("video -> video retrieval by class left out: retrieval by class needs labelled "
+            f"videos: 6 of 6 in split 'train' of {unlabelled} have no label") in caplog.text
+    results = json.loads(out.read_text())["pretrained"]
+    assert results["video_to_video"] is None
+    cross = results["cross_modal"]
+    assert stdout.strip().splitlines()[-1] == (
+        "retrieval (video -> audio, unlabelled videos): "
+        + " ".join(f"R@{k}={cross[f'v2a_R@{k}']:.3f}" for k in (1, 5, 10, 20)))
+    class_row = next(line for line in stdout.splitlines() if "(class)" in line)
+    assert class_row.split()[-4:] == ["n/a"] * 4
 
 
 def test_fingerprint_names_the_query_split_flag(tiny_run, tiny_prepared):

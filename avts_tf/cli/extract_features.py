@@ -160,7 +160,7 @@ def _layer_and_head(which: str, tower):
     from avts_tf.evaluation.errors import BadInput
 
     if FLAGS.layer != SHARED:
-        features.resolve_layer(tower, FLAGS.layer)
+        features.resolve_layer(tower, FLAGS.layer, also_valid=(SHARED,))
         return FLAGS.layer, None
     run = checkpoint.run_dir(FLAGS.checkpoint)
     if run is None:

@@ -105,8 +105,14 @@ def layer_names(model: keras.Model) -> list[str]:
     return [layer.name for layer in model.layers]
 
 
-def resolve_layer(model: keras.Model, layer: str = "auto") -> str | None:
+def resolve_layer(model: keras.Model, layer: str = "auto",
+                  also_valid: Sequence[str] = ()) -> str | None:
     """The layer name to read (``None``: the model output).
+
+    Args:
+        model: The tower.
+        layer: ``"auto"``, ``"output"`` or a layer name.
+        also_valid: Names the caller accepts besides (listed when ``layer`` is unknown).
 
     Raises:
         BadInput: If ``layer`` is not a layer of ``model``; lists the valid names.
@@ -117,8 +123,9 @@ def resolve_layer(model: keras.Model, layer: str = "auto") -> str | None:
     if layer in ("output", names[-1]):
         return None
     if layer not in names:
+        valid = ["auto", "output", *also_valid, *names]
         raise BadInput(
-            f"unknown layer {layer!r} in {model.name}; valid layer names: {', '.join(names)}"
+            f"unknown layer {layer!r} in {model.name}; valid layer names: {', '.join(valid)}"
         )
     return layer
 

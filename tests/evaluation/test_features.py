@@ -95,7 +95,7 @@ def test_feature_model_pools_any_layer():
     np.testing.assert_allclose(conv, tf.reduce_mean(raw, axis=[1, 2, 3]), rtol=1e-5)
     assert features.feature_model(tower, name, "max")(x).shape == (2, 4)
     assert features.feature_model(tower)(x).shape == (2, 8)  # No avgpool: the output.
-    with pytest.raises(BadInput, match=f"valid layer names: video, {name}, .*dense"):
+    with pytest.raises(BadInput, match=f"valid layer names: auto, output, video, {name}, .*dense"):
         features.feature_model(tower, "nope")
 
 

@@ -265,10 +265,11 @@ def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
     code, _, err = run_in_process("extract_features", "--checkpoint", str(tiny_run),
                                   "--tower", "video", "--data", str(tiny_prepared),
                                   "--output", str(tmp_path / "f.npz"), "--layer", "fc9")
-    line = assert_one_line_error(code, err, "unknown layer 'fc9'", "valid layer names: video")
+    line = assert_one_line_error(code, err, "unknown layer 'fc9'",
+                                 "valid layer names: auto, output, shared, video")
     code, _, err = run_in_process("eval_audio", "--checkpoint", str(tiny_run), "--data",
                                   str(tiny_prepared), "--layer", "fc9")
-    assert_one_line_error(code, err, "valid layer names: audio")
+    assert_one_line_error(code, err, "valid layer names: auto, output, audio")
     assert "dense" in line
 
 

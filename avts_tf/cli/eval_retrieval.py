@@ -147,15 +147,15 @@ def _check_splits(prepared, data: str, with_sound: int) -> bool:
     from avts_tf.evaluation.errors import BadInput
 
     roles = ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries"))
+    videos_of = {split: prepared.records(split) for split, _ in roles}
     for split, role in roles:
-        if not prepared.records(split):
+        if not videos_of[split]:
             raise BadInput(
                 f"no videos in split {split!r} ({role}) of {data} (splits with videos: "
                 f"{', '.join(prepared.split_names) or 'none'}); name two with --train_split "
                 "(database) and --test_split (queries), or prepare media with a held-out "
                 "split (avts-prepare --test_fraction)")
-    for split, _ in roles:
-        videos = prepared.records(split)
+    for split, videos in videos_of.items():
         unlabelled = sum(1 for e in videos if not e.label)
         if not unlabelled:
             continue

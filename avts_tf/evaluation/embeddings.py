@@ -76,8 +76,7 @@ def per_file_features(
         The features (``file_index`` names each window's file) and the timestamps.
     """
     embed = features.feature_model(tower, layer, pool, head)
-    info = {"tower": which, "layer": features.resolve_layer(tower, layer) or "output",
-            "pool": pool, **({"head": head.name} if head is not None else {})}
+    info = features.feature_info(tower, which, layer, pool, head)
     if which == "audio":
         features.check_sample_rate(data_dir, spec.log_mel)
         rate = spec.log_mel.sample_rate
@@ -131,15 +130,18 @@ def write_per_file(feats: features.Features, timestamps: np.ndarray,
         The files written, originals then duplicates.
     """
     root = Path(output_dir)
-    written, by_id = [], {}
+    by_id = {}
     for index, file_id in enumerate(feats.ids):
         rows = feats.file_index == index
         by_id[file_id] = {"embedding": feats.features[rows],
                           "timestamps": timestamps[rows].astype(np.float64)}
-    names = list(by_id) + [d for d, kept in sorted((duplicates or {}).items()) if kept in by_id]
-    for name in names:
+    original_of = {file_id: file_id for file_id in by_id}
+    original_of.update((duplicate, kept) for duplicate, kept in sorted((duplicates or {}).items())
+                       if kept in by_id)
+    written = []
+    for name, original in original_of.items():
         path = root / f"{name}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **by_id[name if name in by_id else duplicates[name]])
+        np.savez(path, **by_id[original])
         written.append(path)
     return written

@@ -164,6 +164,15 @@ def feature_model(
     return features
 
 
+def feature_info(tower: keras.Model, which: str, layer: str, pool: str,
+                 head: keras.layers.Layer | None = None) -> dict[str, str]:
+    """Provenance of features (``Features.info``): tower, layer read, pooling, head."""
+    info = {"tower": which, "layer": resolve_layer(tower, layer) or "output", "pool": pool}
+    if head is not None:
+        info["head"] = head.name
+    return info
+
+
 def window_samples(spec: LogMelSpec, frames: int) -> int:
     """Samples whose log-mel spectrogram has exactly ``frames`` frames."""
     return spec.window_samples + (int(frames) - 1) * spec.hop_samples
@@ -354,8 +363,7 @@ def tower_features(
         head: Maps the pooled features into another space (see ``feature_model``).
     """
     embed = feature_model(tower, layer, pool, head)
-    info = {"tower": which, "layer": resolve_layer(tower, layer) or "output", "pool": pool,
-            **({"head": head.name} if head is not None else {})}
+    info = feature_info(tower, which, layer, pool, head)
     if which == "audio":
         check_sample_rate(data_dir, spec.log_mel)
         frames = tower.inputs[0].shape[1]

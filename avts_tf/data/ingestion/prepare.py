@@ -1073,8 +1073,11 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     duplicates: list[tuple[sources.SourceItem, str, str]] = []
     inside = os.path.realpath(output_dir) + os.sep  # an --output inside the input folder
 
+    def in_output(item: sources.SourceItem) -> bool:
+        return os.path.realpath(item.path).startswith(inside)
+
     def usable(item: sources.SourceItem) -> bool:  # a folder's held-out picks (not AUDIO_LAYOUTS)
-        return not os.path.realpath(item.path).startswith(inside) and header_problem(
+        return not in_output(item) and header_problem(
             item.path, video_stream=video_stream, audio_stream=audio_stream,
             require_audio=require_audio,
             require_video=True if require_video is None else require_video) is None
@@ -1082,8 +1085,8 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
                                           test_fraction=test_fraction, duplicates=duplicates,
                                           usable=usable)
-    items = [it for it in items if not os.path.realpath(it.path).startswith(inside)]
-    duplicates = [d for d in duplicates if not os.path.realpath(d[0].path).startswith(inside)]
+    items = [it for it in items if not in_output(it)]
+    duplicates = [d for d in duplicates if not in_output(d[0])]
     if not items:
         raise ValueError(f"no media files found in {input_path} (layout {used_layout!r})")
     splits.check_disjoint(items, source=input_path)

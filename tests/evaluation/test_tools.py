@@ -33,6 +33,7 @@ SCRIPTS = {
     "extract_features": "avts-extract", "finetune_video": "avts-finetune",
     "import_torchvision": "avts-import-torchvision", "make_synthetic": "avts-make-synthetic",
     "ablate_curriculum": "avts-ablate", "downstream_results": "avts-downstream",
+    "temporal_controls": "avts-controls",
 }
 NOPE = "/nonexistent/avts"
 # Per tool: (arguments, words of the error line). Flags are checked before TensorFlow loads.
@@ -87,6 +88,11 @@ MISTAKES = {
         ([f"--model_dir={NOPE}", f"--data={NOPE}"], ["--data", "does not exist"]),
         ([f"--model_dir={NOPE}", "--shots=0"], ["--shots"]),
         ([f"--model_dir={NOPE}", "--head_steps=1,x"], ["--head_steps", "integers"]),
+    ],
+    "temporal_controls": [
+        (["--controls=none,shuffled"], ["--controls", "shuffled_frames", "unrelated_audio"]),
+        (["--seeds=0,x"], ["--seeds", "integers"]),
+        (["--margin=0"], ["--margin", "(0, 1)"]),
     ],
 }
 

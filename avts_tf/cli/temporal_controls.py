@@ -1,0 +1,86 @@
+r"""The temporal task's controls over seeds (``avts-controls``): the heads each one removes.
+
+    avts-controls --output_dir=runs/controls \
+        [--controls=none,permuted_labels,shuffled_frames,unrelated_audio] [--seeds=0,1,2,3,4] \
+        [--gin_file=tssl_quickstart] [--gin_param=...] [--margin=0.05] [--fresh]
+
+(``python tools/temporal_controls.py`` takes the same flags, from a checkout.)
+
+Trains the recipe (default the built-in ``tssl_quickstart``) once per control and seed into
+``<output_dir>/<control>/seed<seed>``, then prints every run's held-out metrics (a ``*``
+marks those its control should bring to chance), the mean over seeds, one line per removed
+head (held-out mean and single runs, the last epoch's training views where the control
+acts) and a last line saying whether every removed head's seed mean is within chance ±
+``--margin``. Writes ``table.md`` and ``controls.json`` to ``--output_dir``. Finished runs
+are reused; an interrupted one resumes when the same command is run again. The quickstart
+takes about two minutes a run on 2 cores (the default 4 controls x 5 seeds: 40 minutes).
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+from absl import flags
+
+from avts_tf.cli import app
+from avts_tf.evaluation import cli
+
+CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")  # controls.REMOVES
+
+flags.DEFINE_string("output_dir", "runs/controls", "Where runs, table and JSON go.")
+flags.DEFINE_list("controls", list(CONTROLS), f"Controls to train (comma list of "
+                  f"{', '.join(CONTROLS)}; 'none' is the reference run).")
+flags.register_validator("controls", lambda v: bool(v) and set(v) <= set(CONTROLS),
+                         f"unknown or no control; choose among {', '.join(CONTROLS)}")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "train.run.seed of each run (comma "
+                  "list of integers).")
+flags.register_validator("seeds", lambda v: bool(v) and cli.integer_list(v),
+                         "must be integers >= 0 separated by commas, e.g. 0,1,2")
+flags.DEFINE_multi_string("gin_file", None, "Recipe of every run (default tssl_quickstart); "
+                          "its objective must be objectives.temporal.")
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings of every run.")
+flags.DEFINE_float("margin", 0.05, "Allowed distance of a removed head from chance.")
+flags.register_validator("margin", lambda v: 0 < v < 1, "must be in (0, 1)")
+flags.DEFINE_bool("fresh", False, "Delete the runs of the chosen controls and seeds first.")
+FLAGS = flags.FLAGS
+
+
+def _main(argv: list[str]) -> None:
+    app.no_positional(argv)
+    cli.quiet_logs()
+    from avts_tf.evaluation import controls, report
+
+    recipes = FLAGS.gin_file or ["tssl_quickstart"]
+    seeds = [int(s) for s in FLAGS.seeds]
+    runs = []
+    for control in dict.fromkeys(FLAGS.controls):
+        for seed in dict.fromkeys(seeds):
+            model_dir = controls.run_folder(FLAGS.output_dir, control, seed)
+            if FLAGS.fresh and model_dir.exists():
+                shutil.rmtree(model_dir)
+            start = time.monotonic()
+            reused = (model_dir / "eval.json").is_file()
+            run = controls.train_control(control, seed, FLAGS.output_dir, recipes,
+                                         FLAGS.gin_param)
+            removed = controls.REMOVES[control] or ("speed_accuracy_video",)
+            shown = ", ".join(f"{controls.SHORT_NAMES[m]} {run.held_out[m]:.3f}"
+                              for m in removed if m in run.held_out)
+            how = "reused" if reused else f"{time.monotonic() - start:.0f} s"
+            print(f"[{control} seed {seed}] {how}: {shown}", flush=True)
+            runs.append(run)
+
+    found = controls.verdicts(runs, FLAGS.margin)
+    text = "\n".join([controls.table(runs), "", *(v.line() for v in found),
+                      controls.summary(found)])
+    (Path(FLAGS.output_dir) / "table.md").write_text(text + "\n", encoding="utf-8")
+    report.write_json(Path(FLAGS.output_dir) / "controls.json",
+                      controls.as_json(runs, found))
+    print()
+    print(text)
+
+
+main = app.entry_point(_main)
+
+
+if __name__ == "__main__":
+    main()

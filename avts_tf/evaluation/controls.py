@@ -1,0 +1,337 @@
+"""The temporal task's controls over seeds, and whether each removes the heads it should.
+
+A control (``objectives.temporal.control``) removes one cue in training: labels taken
+from another example (``permuted_labels``: every head), frames in random order
+(``shuffled_frames``: the direction heads), audio of another video (``unrelated_audio``:
+cross-modal ordering and retrieval). :func:`train_control` trains a recipe (default the
+temporal quickstart) under one control and seed; :func:`verdicts` tells, for each head a
+control removes, where it landed against chance:
+
+* on the **held-out** views of each run (``eval.json``: ordered clips, true labels), and
+  their **mean over seeds**. A head fitted to labels its inputs do not hold is a random
+  function of features that carry other structure, so one run's held-out accuracy spreads
+  around chance by more than sampling error; the mean over seeds is what the control
+  predicts (docs/temporal.md, "Controls");
+* on the **training views** of the last epoch (TensorBoard's ``epoch_<head>``), where the
+  control acts: a head above chance there learned a cue the control should have removed.
+
+``avts-controls`` (:mod:`avts_tf.cli.temporal_controls`) runs them and prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from avts_tf import atomic
+from avts_tf.errors import UserError
+from avts_tf.evaluation import report
+
+HEADS = tuple(f"{head}_accuracy_{modality}" for head, modality in (
+    ("speed", "video"), ("speed", "audio"), ("direction", "video"), ("direction", "audio"),
+    ("order", "video"), ("order", "audio"), ("order", "cross")))
+"""The temporal task's classification heads, as ``eval.json`` names their accuracies."""
+
+METRICS = (*HEADS, "retrieval_r1_v2a")
+"""Every held-out metric of the table: the heads, then video -> audio recall@1."""
+
+REMOVES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "permuted_labels": HEADS,
+    "shuffled_frames": ("direction_accuracy_video", "direction_accuracy_audio"),
+    "unrelated_audio": ("order_accuracy_cross", "retrieval_r1_v2a"),
+}
+"""Each control (``TemporalContrastive.CONTROLS``) and the metrics it should bring to chance."""
+
+MARGIN = 0.05
+"""How far from chance a removed head may land (the issue's ``chance ± 0.05``)."""
+
+
+SHORT_NAMES = {"speed_accuracy_video": "speed v", "speed_accuracy_audio": "speed a",
+               "direction_accuracy_video": "dir v", "direction_accuracy_audio": "dir a",
+               "order_accuracy_video": "order v", "order_accuracy_audio": "order a",
+               "order_accuracy_cross": "order v-a", "retrieval_r1_v2a": "R@1 v->a"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlRun:
+    """One finished run under a control.
+
+    Attributes:
+        control: The control (a key of :data:`REMOVES`).
+        seed: ``train.run.seed``.
+        held_out: ``eval.json``'s metrics.
+        training: The last epoch's training value of each head (retrieval has none).
+        chance: Chance of each metric of :data:`METRICS` on this run's held-out set.
+        model_dir: Where the run is.
+    """
+
+    control: str
+    seed: int
+    held_out: dict[str, float]
+    training: dict[str, float]
+    chance: dict[str, float]
+    model_dir: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Where one head a control removes landed, over the control's runs.
+
+    Attributes:
+        control: The control.
+        metric: The head's metric (``METRICS``).
+        chance: Its chance level.
+        held_out: Its held-out value in each run, by seed.
+        training: Its last-epoch training value in each run (empty for retrieval).
+        margin: The allowed distance from chance.
+    """
+
+    control: str
+    metric: str
+    chance: float
+    held_out: dict[int, float]
+    training: dict[int, float]
+    margin: float = MARGIN
+
+    @property
+    def mean(self) -> float:
+        """Mean of the held-out values over seeds."""
+        return sum(self.held_out.values()) / len(self.held_out)
+
+    @property
+    def mean_holds(self) -> bool:
+        """Whether the seed mean lies within chance ± margin (rounded to 1e-9)."""
+        return round(abs(self.mean - self.chance), 9) <= self.margin
+
+    @property
+    def singles_outside(self) -> list[int]:
+        """Seeds whose held-out value lies farther than the margin from chance."""
+        return [seed for seed, value in self.held_out.items()
+                if round(abs(value - self.chance), 9) > self.margin]
+
+    @property
+    def training_outside(self) -> list[int]:
+        """Seeds whose training value lies farther than the margin from chance."""
+        return [seed for seed, value in self.training.items()
+                if round(abs(value - self.chance), 9) > self.margin]
+
+    def line(self) -> str:
+        """One line: chance, seed mean, single runs, training views, and the verdict."""
+        seeds = len(self.held_out)
+        text = f"{self.control} / {self.metric}: chance {self.chance:.3f}, held-out "
+        if seeds > 1:
+            text += (f"mean {self.mean:.3f} over {seeds} seeds (single runs "
+                     f"{_span(self.held_out.values())}, {len(self.singles_outside)} of {seeds} "
+                     f"outside ± {self.margin:g})")
+        else:
+            text += f"{self.mean:.3f} (one seed)"
+        if self.training:
+            text += (f"; training views {_span(self.training.values())} "
+                     f"({len(self.training_outside)} of {len(self.training)} outside)")
+        what = "mean " if seeds > 1 else ""
+        return text + f": {what}{'within' if self.mean_holds else 'NOT within'} chance ± " \
+            f"{self.margin:g}"
+
+
+def _span(values) -> str:
+    """``"0.484-0.630"``, or the one value."""
+    ordered = sorted(values)
+    return (f"{ordered[0]:.3f}" if len(ordered) == 1 or ordered[0] == ordered[-1]
+            else f"{ordered[0]:.3f}-{ordered[-1]:.3f}")
+
+
+def run_folder(output_dir: str | os.PathLike, control: str, seed: int) -> Path:
+    """Where the run of ``control`` at ``seed`` goes: ``<output_dir>/<control>/seed<seed>``."""
+    return Path(output_dir) / control / f"seed{seed}"
+
+
+def _described(model_dir: Path) -> tuple[str, int] | None:
+    """The control and seed of the run in ``model_dir`` (None: no run.json there)."""
+    path = model_dir / "run.json"
+    if not path.is_file():
+        return None
+    run = json.loads(path.read_text(encoding="utf-8"))
+    task = run.get("task") or {}
+    config = task.get("config", {}) if task.get("class_name") == "TemporalContrastive" else None
+    if config is None:
+        raise UserError(f"{model_dir} holds a run of another task than the temporal one; "
+                        "use another --output_dir")
+    return config.get("control", "none"), int(run["seed"])
+
+
+def chances(model_dir: str | os.PathLike) -> dict[str, float]:
+    """Chance of each metric of :data:`METRICS` on a temporal run's held-out set.
+
+    Speed: one over the run's speeds; direction 1/2; ordering 1/3; video -> audio
+    recall@1: one over the held-out videos (distinct video ids of the evaluation split).
+    """
+    from avts_tf.data import records
+    from avts_tf.evaluation import records_io
+    from avts_tf.run_description import RunDescription
+
+    run = RunDescription.read(model_dir)
+    speeds = (run.task or {}).get("config", {}).get("view_spec", {}).get("speeds", (1, 2, 4))
+    ids = {int(records.video_id(r).numpy())
+           for r in records_io.parsed_records(run.dataset, [run.eval_split])}
+    out = {}
+    for metric in METRICS:
+        kind = metric.split("_")[0]
+        out[metric] = {"speed": 1 / len(speeds), "direction": 1 / 2, "order": 1 / 3,
+                       "retrieval": 1 / max(len(ids), 1)}[kind]
+    return out
+
+
+def read_run(model_dir: str | os.PathLike) -> ControlRun:
+    """The :class:`ControlRun` of a finished temporal run (eval.json, TensorBoard logs)."""
+    from avts_tf.evaluation.run_curves import read_scalars
+
+    model_dir = Path(model_dir)
+    control, seed = _described(model_dir) or ("none", 0)
+    held_out = json.loads((model_dir / "eval.json").read_text(encoding="utf-8"))
+    logged = read_scalars(model_dir / "tensorboard").get("train", {})
+    training = {head: logged[f"epoch_{head}"][-1][1] for head in HEADS
+                if logged.get(f"epoch_{head}")}
+    return ControlRun(control=control, seed=seed,
+                      held_out={m: float(held_out[m]) for m in METRICS if m in held_out},
+                      training=training, chance=chances(model_dir), model_dir=str(model_dir))
+
+
+def train_control(
+    control: str, seed: int, output_dir: str | os.PathLike, recipes: Sequence[str],
+    bindings: Sequence[str] = (), verbose: int | str = 0,
+) -> ControlRun:
+    """Trains ``recipes`` under ``control`` at ``seed`` (or reuses its finished run).
+
+    The run goes to :func:`run_folder`. A finished one (``eval.json`` written) is read
+    back; an interrupted one resumes where its checkpoints end (``train.run``).
+
+    Raises:
+        UserError: The folder holds a run of another control or seed, or of another task.
+    """
+    import gin
+
+    from avts_tf import config, train
+
+    if control not in REMOVES:
+        raise UserError(f"unknown control {control!r}; valid: {', '.join(REMOVES)}")
+    model_dir = run_folder(output_dir, control, seed)
+    found = _described(model_dir)
+    if found is not None and found != (control, seed):
+        raise UserError(f"{model_dir} holds a run of control {found[0]!r} at seed {found[1]}; "
+                        "use --fresh or another --output_dir")
+    asked = {"recipes": list(recipes), "bindings": list(bindings)}
+    marker = model_dir.with_name(f"{model_dir.name}.json")  # Beside the run, not in it.
+    if found is not None and marker.is_file():
+        before = json.loads(marker.read_text(encoding="utf-8"))
+        if before != asked:
+            raise UserError(
+                f"{model_dir} holds a run of recipes {before['recipes']} with bindings "
+                f"{before['bindings']}, not {asked['recipes']} with {asked['bindings']}; use "
+                "--fresh or another --output_dir")
+    if not (found and (model_dir / "eval.json").is_file()):
+        gin.clear_config()
+        config.parse_gin(list(recipes), [*bindings, f"objectives.temporal.control = '{control}'",
+                                         f"train.run.seed = {seed}"])
+        try:
+            selector = _objective_selector()
+            if selector != "objectives.temporal":
+                raise UserError(f"{', '.join(recipes)} trains {selector or 'no objective'}, "
+                                "not the temporal task; give a recipe whose train.run.objective "
+                                "is @objectives.temporal (e.g. tssl_quickstart)")
+            model_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(marker, asked)
+            train.run(model_dir=model_dir, runtime=train.Runtime(verbose=verbose))
+        finally:
+            gin.clear_config()
+    return read_run(model_dir)
+
+
+def _objective_selector() -> str | None:
+    """The configurable bound to ``train.run.objective`` (``objectives.temporal``), if any."""
+    import gin
+
+    try:
+        return getattr(gin.query_parameter("train.run.objective"), "selector", None)
+    except ValueError:  # Not bound.
+        return None
+
+
+def verdicts(runs: Sequence[ControlRun], margin: float = MARGIN) -> list[Verdict]:
+    """One :class:`Verdict` per control and metric it removes, over that control's runs."""
+    found = []
+    for control, removed in REMOVES.items():
+        mine = [run for run in runs if run.control == control]
+        for metric in removed:
+            held_out = {run.seed: run.held_out[metric] for run in mine if metric in run.held_out}
+            if not held_out:
+                continue
+            found.append(Verdict(
+                control=control, metric=metric,
+                chance=float(sum(run.chance[metric] for run in mine) / len(mine)),
+                held_out=held_out,
+                training={run.seed: run.training[metric] for run in mine
+                          if metric in run.training},
+                margin=margin))
+    return found
+
+
+def table(runs: Sequence[ControlRun]) -> str:
+    """Held-out metrics of every run, a mean row per control of several seeds, and chance.
+
+    A metric the run's control should remove is marked ``*``.
+    """
+    rows = []
+    controls = list(dict.fromkeys(run.control for run in runs))
+    for control in controls:
+        mine = sorted((run for run in runs if run.control == control), key=lambda r: r.seed)
+        removed = REMOVES[control]
+        for run in mine:
+            rows.append([control, str(run.seed)] + [
+                _cell(run.held_out.get(metric), metric in removed) for metric in METRICS])
+        if len(mine) > 1:
+            means = [[run.held_out[m] for run in mine if m in run.held_out] for m in METRICS]
+            rows.append([control, "mean"] + [
+                _cell(sum(v) / len(v) if v else None, m in removed)
+                for m, v in zip(METRICS, means, strict=True)])
+    if runs:
+        rows.append(["chance", ""] + [f"{runs[0].chance[m]:.3f}" for m in METRICS])
+    return report.table(["control", "seed", *(SHORT_NAMES[m] for m in METRICS)], rows)
+
+
+def _cell(value: float | None, removed: bool) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.3f}{'*' if removed else ''}"
+
+
+def summary(found: Sequence[Verdict]) -> str:
+    """The last line: whether every removed head's seed mean is within chance ± margin."""
+    if not found:
+        return "controls: none run (only 'none'): nothing to compare with chance"
+    failing = [f"{v.control} / {v.metric}" for v in found if not v.mean_holds]
+    counts = sorted({len(v.held_out) for v in found})
+    over = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    over += " seed" if counts == [1] else " seeds"
+    if failing:
+        return (f"controls: seed mean NOT within chance ± {found[0].margin:g} for "
+                f"{', '.join(failing)} (over {over})")
+    return (f"controls: every removed head's seed mean within chance ± {found[0].margin:g} "
+            f"(over {over})")
+
+
+def as_json(runs: Sequence[ControlRun], found: Sequence[Verdict]) -> dict[str, Any]:
+    """Runs and verdicts as a JSON-ready dict."""
+    return {
+        "runs": [dataclasses.asdict(run) for run in runs],
+        "verdicts": [{**dataclasses.asdict(v), "mean": v.mean, "mean_holds": v.mean_holds,
+                      "singles_outside": v.singles_outside,
+                      "training_outside": v.training_outside} for v in found],
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

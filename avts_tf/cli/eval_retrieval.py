@@ -56,8 +56,6 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
 
     video = checkpoint.load_tower(FLAGS.checkpoint, "video")
     audio = checkpoint.load_tower(FLAGS.checkpoint, "audio")
-    run = checkpoint.run_dir(FLAGS.checkpoint)
-    space = shared_space.of_run(run, video, audio) if run else shared_space.TOWER_OUTPUTS
     spec = checkpoint.clip_spec_for(FLAGS.checkpoint, video_tower=video, audio_tower=audio)
     if FLAGS.data:  # media of a folder gets a held-out split per label, as avts-prepare's
         data = str(cli.prepared_data(
@@ -68,17 +66,19 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
         data = checkpoint.run_dataset(FLAGS.checkpoint)
         if not manifest.exists(data):
             raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
-    towers = {"pretrained": (video, audio, space)}
-    if FLAGS.random_init:
-        keras.utils.set_random_seed(0)
-        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio),
-                                 space.freshly_initialised())
     results, rows = {}, []
     splits = [FLAGS.train_split, FLAGS.test_split]
     prepared = manifest.Manifest.read(data)
     window_s = spec.window_seconds(prepared.fps)
     with_sound = sum(1 for e in prepared.records(FLAGS.test_split) if e.num_samples)
     labelled = _check_splits(prepared, data, with_sound)
+    run = checkpoint.run_dir(FLAGS.checkpoint)  # The run's heads, once the splits can be used.
+    space = shared_space.of_run(run, video, audio) if run else shared_space.TOWER_OUTPUTS
+    towers = {"pretrained": (video, audio, space)}
+    if FLAGS.random_init:
+        keras.utils.set_random_seed(0)
+        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio),
+                                 space.freshly_initialised())
     if with_sound < 2:
         logging.warning("cross-modal retrieval left out: it needs two videos with sound in split "
                         "%r, found %d", FLAGS.test_split, with_sound)

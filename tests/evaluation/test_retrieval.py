@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from eval_helpers import assert_one_line_error, run_in_process
 from tiny import REPO_ROOT
 
 from avts_tf.evaluation import retrieval
@@ -200,6 +201,12 @@ def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path)
                        f"through trained projection heads but {run} has no checkpoint yet; "
                        r"wait for its first checkpoint \(train.run.checkpoint_every_steps\)$"):
         shared_space.of_run(run, video, audio)
+    # The tool says so, but a split it cannot use first, before any weight is read.
+    code, _, stderr = run_in_process("eval_retrieval", "--checkpoint", str(run),
+                                     "--test_split=nope")
+    assert_one_line_error(code, stderr, "no videos in split 'nope' (queries)")
+    code, _, stderr = run_in_process("eval_retrieval", "--checkpoint", str(run))
+    assert_one_line_error(code, stderr, "has no checkpoint yet")
 
 
 def test_a_multi_task_run_is_compared_through_its_temporal_task_heads(tmp_path, tiny_prepared):

@@ -106,6 +106,16 @@ class Verdict:
         return sum(self.held_out.values()) / len(self.held_out)
 
     @property
+    def standard_error(self) -> float:
+        """Standard error of :attr:`mean` (sample standard deviation over sqrt(seeds))."""
+        values = list(self.held_out.values())
+        if len(values) < 2:
+            return math.nan
+        mean = self.mean
+        variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return math.sqrt(variance / len(values))
+
+    @property
     def mean_holds(self) -> bool:
         """Whether the seed mean lies within chance ± margin (rounded to 1e-9)."""
         return round(abs(self.mean - self.chance), 9) <= self.margin
@@ -127,9 +137,10 @@ class Verdict:
         seeds = len(self.held_out)
         text = f"{self.control} / {self.metric}: chance {self.chance:.3f}, held-out "
         if seeds > 1:
-            text += (f"mean {self.mean:.3f} over {seeds} seeds (single runs "
-                     f"{_span(self.held_out.values())}, {len(self.singles_outside)} of {seeds} "
-                     f"outside ± {self.margin:g})")
+            text += (f"mean {self.mean:.3f} ± {self.standard_error:.3f} (s.e.) over {seeds} "
+                     "seeds (single runs "
+                     f"{_span(self.held_out.values())}, {len(self.singles_outside)} of "
+                     f"{seeds} outside ± {self.margin:g})")
         else:
             text += f"{self.mean:.3f} (one seed)"
         if self.training:
@@ -193,7 +204,11 @@ def read_run(model_dir: str | os.PathLike) -> ControlRun:
     from avts_tf.evaluation.run_curves import read_scalars
 
     model_dir = Path(model_dir)
-    control, seed = _described(model_dir) or ("none", 0)
+    described = _described(model_dir)
+    if described is None or not (model_dir / "eval.json").is_file():
+        raise UserError(f"{model_dir} holds no finished run (run.json and eval.json); train "
+                        "it with avts-controls")
+    control, seed = described
     held_out = json.loads((model_dir / "eval.json").read_text(encoding="utf-8"))
     logged = read_scalars(model_dir / "tensorboard").get("train", {})
     training = {head: logged[f"epoch_{head}"][-1][1] for head in HEADS
@@ -330,7 +345,9 @@ def as_json(runs: Sequence[ControlRun], found: Sequence[Verdict]) -> dict[str, A
     """Runs and verdicts as a JSON-ready dict."""
     return {
         "runs": [dataclasses.asdict(run) for run in runs],
-        "verdicts": [{**dataclasses.asdict(v), "mean": v.mean, "mean_holds": v.mean_holds,
+        "verdicts": [{**dataclasses.asdict(v), "mean": v.mean,
+                      "standard_error": None if math.isnan(v.standard_error) else v.standard_error,
+                      "mean_holds": v.mean_holds,
                       "singles_outside": v.singles_outside,
                       "training_outside": v.training_outside} for v in found],
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from eval_helpers import assert_one_line_error, run_in_process
 
@@ -43,9 +44,10 @@ def test_verdicts_compare_the_seed_mean_of_each_removed_head_with_chance():
     assert video.singles_outside == [0, 2]  # 0.083 and 0.130 from 0.5; 0.016 is within.
     assert video.training_outside == [2]  # 0.060 from chance
     assert video.line() == (
-        "shuffled_frames / direction_accuracy_video: chance 0.500, held-out mean 0.566 over 3 "
-        "seeds (single runs 0.484-0.630, 2 of 3 outside ± 0.05); training views 0.484-0.560 "
-        "(1 of 3 outside): mean NOT within chance ± 0.05")
+        "shuffled_frames / direction_accuracy_video: chance 0.500, held-out mean 0.566 ± 0.043 "
+        "(s.e.) over 3 seeds (single runs 0.484-0.630, 2 of 3 outside ± 0.05); training views "
+        "0.484-0.560 (1 of 3 outside): mean NOT within chance ± 0.05")
+    assert video.standard_error == pytest.approx(np.std([0.583, 0.484, 0.630], ddof=1) / 3**0.5)
     audio = found["shuffled_frames", "direction_accuracy_audio"]
     assert audio.mean == pytest.approx(0.521) and audio.mean_holds and audio.training == {}
     cross = found["unrelated_audio", "order_accuracy_cross"]

@@ -41,8 +41,9 @@ def test_shuffled_frames_control_removes_direction(tmp_path, cache_dir):
     Asserted on the training views, where the control acts (the last epoch's 1,600 views
     per modality: the direction heads at chance), and on the held-out order head. The
     held-out direction accuracy of one run is not asserted: a head fitted to labels its
-    inputs do not hold lands on ordered held-out clips anywhere in 0.40-0.63 from seed to
-    seed (docs/temporal.md, "Controls"), chance only on average over runs.
+    inputs do not hold lands on ordered held-out clips anywhere in 0.35-0.63 from seed to
+    seed, chance (0.510) only on average over ten runs (docs/temporal.md, "Controls";
+    ``avts-controls`` measures it).
     """
     from avts_tf.evaluation.run_curves import read_scalars
 

@@ -118,7 +118,8 @@ machine (7 rounds), 1.20x, 1.23x, 1.20x and 1.22x (avts_tf 320-327 clips/s, min-
 therefore sits at the 1.2x target as the library runs (ten runs 1.16x-1.29x, median 1.21x),
 not clear of it. 2026-12-06, same command, 7 rounds, four runs one after another (the step
 unchanged): 1.23x, 1.27x, 1.26x, 1.25x (avts_tf medians 249-296 clips/s against 199-241);
-over all fourteen runs 1.16x-1.29x, median 1.23x. Paper-scale towers at the default (``--configs mc3_18 --steps 5 --rounds 3``): AVTS
+over all fourteen runs 1.16x-1.29x, median 1.23x. Paper-scale towers at the default
+(``--configs mc3_18 --steps 5 --rounds 3``): AVTS
 1.57 (1.53-1.57) against 1.43 clips/s, 1.10x; TSSL 1.61 (1.60-1.62) against 1.43, 1.13x.
 Where the quickstart TSSL step still trails: the towers' stem (3x7x7 Conv3D on 3
 channels: forward 3.2 ms against PyTorch's 1.9 ms at 16 clips) and layer4 (convolutions

@@ -66,6 +66,13 @@ def test_verdicts_compare_the_seed_mean_of_each_removed_head_with_chance():
     assert controls.verdicts(runs, margin=0.1)[0].mean_holds
 
 
+def test_every_control_of_the_task_is_measured():
+    from avts_tf.cli.temporal_controls import CONTROLS as FLAG_CHOICES
+    from avts_tf.tasks.temporal.task import CONTROLS
+
+    assert tuple(controls.REMOVES) == CONTROLS == FLAG_CHOICES
+
+
 def test_the_label_control_removes_every_head_and_the_table_marks_them():
     runs = [planted("permuted_labels", seed, **{m: 0.3 + 0.1 * seed for m in controls.HEADS})
             for seed in (1, 0)] + [planted("none", 0)]

@@ -30,8 +30,9 @@ from absl import flags
 
 from avts_tf.cli import app
 from avts_tf.evaluation import cli
+from avts_tf.evaluation.controls import REMOVES  # No TensorFlow at import: flags check first.
 
-CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")  # controls.REMOVES
+CONTROLS = tuple(REMOVES)
 
 flags.DEFINE_string("output_dir", "runs/controls", "Where runs, table and JSON go.")
 flags.DEFINE_list("controls", list(CONTROLS[1:]), f"Controls to train (comma list of "

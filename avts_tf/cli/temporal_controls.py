@@ -66,7 +66,7 @@ def _main(argv: list[str]) -> None:
             if FLAGS.fresh and model_dir.exists():
                 shutil.rmtree(model_dir)
             start = time.monotonic()
-            reused = (model_dir / "eval.json").is_file()
+            reused = controls.finished(model_dir)
             run = controls.train_control(control, seed, FLAGS.output_dir, recipes,
                                          FLAGS.gin_param)
             removed = controls.REMOVES[control] or ("speed_accuracy_video",)

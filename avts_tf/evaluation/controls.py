@@ -21,6 +21,7 @@ control removes, where it landed against chance:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -170,11 +171,15 @@ def _described(model_dir: Path) -> tuple[str, int] | None:
         return None
     run = json.loads(path.read_text(encoding="utf-8"))
     task = run.get("task") or {}
-    config = task.get("config", {}) if task.get("class_name") == "TemporalContrastive" else None
-    if config is None:
+    if task.get("class_name") != "TemporalContrastive":
         raise UserError(f"{model_dir} holds a run of another task than the temporal one; "
                         "use another --output_dir")
-    return config.get("control", "none"), int(run["seed"])
+    return task.get("config", {}).get("control", "none"), int(run["seed"])
+
+
+def finished(model_dir: str | os.PathLike) -> bool:
+    """Whether ``model_dir`` holds a finished run (its run.json and eval.json written)."""
+    return (Path(model_dir) / "run.json").is_file() and (Path(model_dir) / "eval.json").is_file()
 
 
 def chances(model_dir: str | os.PathLike) -> dict[str, float]:
@@ -183,20 +188,27 @@ def chances(model_dir: str | os.PathLike) -> dict[str, float]:
     Speed: one over the run's speeds; direction 1/2; ordering 1/3; video -> audio
     recall@1: one over the held-out videos (distinct video ids of the evaluation split).
     """
-    from avts_tf.data import records
-    from avts_tf.evaluation import records_io
     from avts_tf.run_description import RunDescription
 
     run = RunDescription.read(model_dir)
     speeds = (run.task or {}).get("config", {}).get("view_spec", {}).get("speeds", (1, 2, 4))
-    ids = {int(records.video_id(r).numpy())
-           for r in records_io.parsed_records(run.dataset, [run.eval_split])}
+    videos = _held_out_videos(run.dataset, run.eval_split)
     out = {}
     for metric in METRICS:
         kind = metric.split("_")[0]
         out[metric] = {"speed": 1 / len(speeds), "direction": 1 / 2, "order": 1 / 3,
-                       "retrieval": 1 / max(len(ids), 1)}[kind]
+                       "retrieval": 1 / max(videos, 1)}[kind]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _held_out_videos(dataset: str, split: str) -> int:
+    """Distinct video ids in ``split`` of ``dataset`` (read once for all runs on it)."""
+    from avts_tf.data import records
+    from avts_tf.evaluation import records_io
+
+    return len({int(records.video_id(r).numpy())
+                for r in records_io.parsed_records(dataset, [split])})
 
 
 def read_run(model_dir: str | os.PathLike) -> ControlRun:
@@ -204,11 +216,10 @@ def read_run(model_dir: str | os.PathLike) -> ControlRun:
     from avts_tf.evaluation.run_curves import read_scalars
 
     model_dir = Path(model_dir)
-    described = _described(model_dir)
-    if described is None or not (model_dir / "eval.json").is_file():
+    if not finished(model_dir):
         raise UserError(f"{model_dir} holds no finished run (run.json and eval.json); train "
                         "it with avts-controls")
-    control, seed = described
+    control, seed = _described(model_dir)
     held_out = json.loads((model_dir / "eval.json").read_text(encoding="utf-8"))
     logged = read_scalars(model_dir / "tensorboard").get("train", {})
     training = {head: logged[f"epoch_{head}"][-1][1] for head in HEADS
@@ -250,7 +261,7 @@ def train_control(
                 f"{model_dir} holds a run of recipes {before['recipes']} with bindings "
                 f"{before['bindings']}, not {asked['recipes']} with {asked['bindings']}; use "
                 "--fresh or another --output_dir")
-    if not (found and (model_dir / "eval.json").is_file()):
+    if not finished(model_dir):
         gin.clear_config()
         config.parse_gin(list(recipes), [*bindings, f"objectives.temporal.control = '{control}'",
                                          f"train.run.seed = {seed}"])

@@ -66,10 +66,11 @@ def test_verdicts_compare_the_seed_mean_of_each_removed_head_with_chance():
     assert controls.verdicts(runs, margin=0.1)[0].mean_holds
 
 
-def test_every_control_of_the_task_is_measured():
-    from avts_tf.tasks.temporal.task import CONTROLS
+def test_every_control_and_head_of_the_task_is_measured():
+    from avts_tf.tasks.temporal.task import CONTROLS, TemporalContrastive
 
     assert tuple(controls.REMOVES) == CONTROLS  # avts-controls offers these names.
+    assert controls.HEADS == tuple(TemporalContrastive().accuracy)
 
 
 def test_the_label_control_removes_every_head_and_the_table_marks_them():

@@ -1,7 +1,7 @@
 """The temporal task resumes exactly after ``kill -9``: weights and feature queues bit-equal.
 
 Run as a script, this file is the training command the test kills and re-runs:
-``python tests/tasks/test_temporal_resume.py MODEL_DIR DATA_DIR``.
+``python tests/tasks/temporal/test_temporal_resume.py MODEL_DIR DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, as a script too
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, as a script too
 
 import kill9  # noqa: E402
 from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower  # noqa: E402

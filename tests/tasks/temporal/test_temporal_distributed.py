@@ -3,7 +3,7 @@
 Its contrastive loss gathers the step's keys over replicas (``gather_over_replicas``), so
 each anchor meets the same negatives and queue neighbours as on one device. Logical
 devices are fixed when TensorFlow initialises, so the check runs in a fresh process; run
-as a script, this file is that check: ``python tests/tasks/test_temporal_distributed.py``.
+as a script, this file is that check: ``python tests/tasks/temporal/test_temporal_distributed.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 GLOBAL_BATCH, VIEWS, STEPS, QUEUE = 8, 2, 3, 8
 
 

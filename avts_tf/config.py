@@ -16,21 +16,11 @@ from avts_tf import recipes
 from avts_tf.errors import UserError
 
 
-def import_registrations() -> None:
-    """Imports every module that registers gin configurables (towers, samplers, ...)."""
-    import avts_tf.backbones  # noqa: F401
-    import avts_tf.data.ingestion.datasets  # noqa: F401
-    import avts_tf.data.pipeline  # noqa: F401
-    import avts_tf.tasks  # noqa: F401
-    import avts_tf.tasks.sync.curricula  # noqa: F401
-    import avts_tf.tasks.sync.objectives  # noqa: F401
-    import avts_tf.tasks.sync.samplers  # noqa: F401
-    import avts_tf.tasks.temporal.task  # noqa: F401
-    import avts_tf.train  # noqa: F401
-
-
 def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool = True) -> None:
     """Parses gin files and bindings strictly (unknown names are errors).
+
+    The configurables they name must be registered first: ``import avts_tf.train`` (which
+    imports ``avts_tf.registry_imports``) for a training recipe.
 
     Args:
         files: Recipe paths or built-in recipe names (``quickstart``), applied in order.
@@ -42,7 +32,6 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
             lists the valid names, closest first) or a binding that does not parse.
     """
     paths = [recipes.resolve(f) for f in files]  # before TensorFlow loads: a clean error
-    import_registrations()
     recipes.register_search_path()
     _make_recipe_imports_findable(paths)
     try:

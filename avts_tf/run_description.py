@@ -36,15 +36,17 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import gin
 import keras
 import tensorflow as tf
 from absl import logging
 
-from avts_tf import atomic
+from avts_tf import atomic, registry_imports  # noqa: F401  (rebuilds the library's parts)
 from avts_tf.data.audio_features import LogMelSpec
 from avts_tf.data.clips import ClipSpec
 from avts_tf.evaluation.errors import BadInput
 from avts_tf.registry import BACKBONES, Registry
+from avts_tf.run_checks import CONFIG_FILENAME
 
 FILENAME = "run.json"
 FORMAT_VERSION = 1
@@ -93,8 +95,6 @@ class Tower:
         cls, factory: Callable[..., Any], input_shape, registry: Registry = BACKBONES
     ) -> Tower:
         """Describes ``factory(input_shape=input_shape)`` (see the module docstring)."""
-        import gin
-
         kwargs: dict[str, Any] = {}
         positional = False
         while isinstance(factory, functools.partial):
@@ -127,8 +127,6 @@ class Tower:
             BadInput: If the tower was not built by a registered factory with known
                 arguments.
         """
-        import avts_tf.backbones  # noqa: F401  (registers the towers)
-
         if self.name is None or self.kwargs is None:
             raise BadInput(
                 f"the run's tower {self.factory} is not a registered BACKBONES factory with "
@@ -258,9 +256,6 @@ class RunDescription:
         Raises:
             BadInput: If the run recorded no task, or it cannot be deserialized.
         """
-        from avts_tf import config
-
-        config.import_registrations()  # the library's tasks are registered with Keras
         if self.task is None:
             raise BadInput("the run's task could not be serialized; run.json records none")
         serialized = dict(self.task, config={**self.task["config"], **overrides})
@@ -327,8 +322,6 @@ class RunDescription:
         folder = os.fspath(model_dir)
         path = os.path.join(folder, FILENAME)
         if not tf.io.gfile.exists(path):
-            from avts_tf.run_checks import CONFIG_FILENAME
-
             if not any(tf.io.gfile.exists(os.path.join(folder, name))
                        for name in (CONFIG_FILENAME, "checkpoints")):
                 raise BadInput(

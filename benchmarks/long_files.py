@@ -57,6 +57,7 @@ import avts_tf.backbones
 from avts_tf.data import pipeline
 from avts_tf.data.audio_features import LogMelSpec
 from avts_tf.models import AVTSModel
+from avts_tf.tasks.sync.objectives import ContrastiveSync
 from avts_tf.registry import BACKBONES
 spec = pipeline.ClipSpec(num_frames=8, crop_size=112, log_mel=LogMelSpec(mel_bins=40))
 fps = 25.0
@@ -64,7 +65,7 @@ video = BACKBONES.build("mc3_18", input_shape=spec.video_shape(), width=16, dept
                         embedding_dim=64)
 audio = BACKBONES.build("avts_audio_vgg", input_shape=spec.audio_shape(fps), width=16,
                         depths=(1, 1, 1, 1), embedding_dim=64)
-model = AVTSModel(video, audio)
+model = AVTSModel(video, audio, ContrastiveSync())
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
 data = pipeline.train_dataset(sys.argv[2], 16, spec=spec, cache_records=False)
 model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)

@@ -41,13 +41,12 @@ def main(argv: list[str]) -> None:
     import gin
     from absl import logging
 
-    from avts_tf import config, distribute, train
+    from avts_tf import distribute, train
 
     logging.set_verbosity(logging.INFO)
     gin.external_configurable(tiny_video_tower, module="tests")
     gin.external_configurable(tiny_audio_tower, module="tests")
     model_dir, data_dir, *bindings = argv[1:]
-    config.import_registrations()
     gin.parse_config([RECIPE, f'train.run.dataset = "{data_dir}"', *bindings])
     distribute.make_strategy()
     results = train.run(model_dir=model_dir)

@@ -19,7 +19,7 @@ from sync_reference import numpy_sync_accuracy
 from tiny import REPO_ROOT, tiny_audio_tower, tiny_video_tower
 from tiny import SPEC as TINY_SPEC
 
-from avts_tf import callbacks, config, train
+from avts_tf import callbacks, train
 from avts_tf.data import pipeline
 from avts_tf.distribute import WorkerRole
 from avts_tf.errors import RunInterrupted, TrainingDiverged, UserError
@@ -56,7 +56,6 @@ def test_fit_plan_batches_add_up():
 
 # -- optimizers and schedules from gin ------------------------------------------------------
 def test_gin_builds_sgd_momentum_with_step_decay():
-    config.import_registrations()
     gin.parse_config(
         """
         train.run.optimizer = @keras.optimizers.SGD
@@ -73,7 +72,6 @@ def test_gin_builds_sgd_momentum_with_step_decay():
 
 
 def test_gin_builds_adamw_with_cosine_decay():
-    config.import_registrations()
     gin.parse_config(
         """
         train.run.optimizer = @keras.optimizers.AdamW

@@ -3,9 +3,9 @@
     records (parsed, streamed) -> task.train_example / task.eval_example -> batch
                                -> task.batch_examples -> prefetch
 
-The task (``avts_tf.tasks.base.Task``) decides which windows to cut from each record,
-with the shared decoding of ``avts_tf.data.clips.Clips``; without one, each example is
-an aligned video clip and audio window (``Clips.aligned``):
+What to cut from each record is decided by an ``ExampleSource`` (every task is one:
+``avts_tf.tasks.base.Task``), with the shared decoding of ``avts_tf.data.clips.Clips``; the
+default, ``AlignedClips``, cuts an aligned video clip and audio window (``Clips.aligned``):
 
     video        float32 [T, S, S, 3] in [0, 1]
     audio        float32 [frames, mel_bins, 1]   log-mel of the in-sync window
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import gin
 import tensorflow as tf
@@ -43,7 +44,6 @@ from absl import logging
 from avts_tf.data import records
 from avts_tf.data.clips import Clips, ClipSpec
 from avts_tf.data.manifest import Manifest
-from avts_tf.tasks.base import Task
 
 __all__ = ["ClipSpec", "count_too_short", "eval_dataset", "shard_files", "train_dataset"]
 
@@ -164,8 +164,61 @@ def _worker_share(
     return files, batch_size // workers, positions
 
 
-def _default_task() -> Task:
-    return Task(name="aligned_clips")
+Batch = dict[str, tf.Tensor]
+
+
+class ExampleSource(Protocol):
+    """What the reader needs of a task: the examples it cuts from a decoded record.
+
+    The data layer knows no task; ``avts_tf.tasks.base.Task`` satisfies this protocol.
+    """
+
+    #: The shortest stretch of a record an example is cut from, in clip windows.
+    window_multiple: int
+
+    def train_example(self, clips: Clips, record: Batch, seed: tf.Tensor) -> Batch:
+        """One training example from a decoded record (``seed``: [2] int32, stateless)."""
+
+    def eval_example(self, clips: Clips, record: Batch, seed: tf.Tensor,
+                     clip_index: tf.Tensor, num_clips: int) -> Batch:
+        """Evaluation example ``clip_index`` of ``num_clips`` from a decoded record."""
+
+    def batch_examples(self, batch: Batch, training: bool) -> Batch:
+        """Adds what needs the whole batch (run on each worker's batch, before replicas)."""
+
+
+class AlignedClips:
+    """The default examples: one aligned video clip and audio window per record.
+
+    A random start in training, evenly spaced clips in evaluation. Tasks inherit these
+    defaults (``avts_tf.tasks.base.Task``).
+    """
+
+    window_multiple: int = 1
+
+    def train_example(self, clips: Any, record: Batch, seed: tf.Tensor) -> Batch:
+        """One training example from a decoded record.
+
+        Args:
+            clips: ``avts_tf.data.clips.Clips`` of the dataset (windows, decoding).
+            record: A parsed record (``avts_tf.data.records.parse``).
+            seed: ``[2]`` int32 stateless seed of this example.
+        """
+        start_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        return clips.aligned(record, clips.random_start(record, start_seed), True, crop_seed)
+
+    def eval_example(
+        self, clips: Any, record: Batch, seed: tf.Tensor, clip_index: tf.Tensor,
+        num_clips: int,
+    ) -> Batch:
+        """Evaluation example ``clip_index`` of ``num_clips`` evenly spaced ones."""
+        start = clips.evenly_spaced_start(record, clip_index, num_clips)
+        return clips.aligned(record, start, False, seed)
+
+    def batch_examples(self, batch: Batch, training: bool) -> Batch:
+        """Adds what needs the whole batch (run on each worker's batch, before replicas)."""
+        del training
+        return batch
 
 
 def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None,
@@ -182,7 +235,7 @@ def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None,
 def train_dataset(
     data_dir: str | os.PathLike,
     batch_size: int,
-    task: Task | None = None,
+    task: ExampleSource | None = None,
     spec: ClipSpec | None = None,
     split: str = "train",
     shuffle_buffer: int = 256,
@@ -221,7 +274,7 @@ def train_dataset(
     Returns:
         A dataset of dict batches, ``drop_remainder=True``, after ``task.batch_examples``.
     """
-    task = task or _default_task()
+    task = task or AlignedClips()
     spec, prepared, clips, files = _prepare(data_dir, split, spec, video_only)
     multiple = task.window_multiple
     window = spec.window_seconds(clips.fps) * multiple
@@ -260,7 +313,7 @@ def train_dataset(
 def eval_dataset(
     data_dir: str | os.PathLike,
     batch_size: int,
-    task: Task | None = None,
+    task: ExampleSource | None = None,
     spec: ClipSpec | None = None,
     split: str = "test",
     clips_per_video: int = 4,
@@ -277,7 +330,7 @@ def eval_dataset(
     from different videos. The split is read once per clip position; the same arguments
     always give the same batches. ``video_only``: as in :func:`train_dataset`.
     """
-    task = task or _default_task()
+    task = task or AlignedClips()
     spec, _, clips, files = _prepare(data_dir, split, spec, video_only)
     records_ds = _records(files, shuffle_files=False, seed=None).filter(
         lambda record: clips.long_enough(record, task.window_multiple))

@@ -8,6 +8,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+# Every built-in tower layer and task, so ``keras.models.load_model`` of a saved model needs
+# no other import (a user's own layers or task still need their module imported).
+from avts_tf import registry_imports  # noqa: F401
 from avts_tf.tasks.base import Task, global_batch_size, local_batch_size, unpack_compute
 
 
@@ -34,11 +37,12 @@ class AVTSModel(keras.Model):
     Args:
         video_tower: Functional model, input ``video`` ``(T, H, W, 3)``, output ``(B, D)``.
         audio_tower: Functional model, input ``audio`` ``(frames, mels, 1)``, output ``(B, D)``.
-        objective: The task (default: AVTS contrastive synchronization, easy negatives).
+        objective: The task, for example ``ContrastiveSync()`` (AVTS synchronization) or
+            ``TemporalContrastive()``.
         **kwargs: Passed to ``keras.Model``.
 
     Example:
-        >>> model = AVTSModel(video_tower, audio_tower)
+        >>> model = AVTSModel(video_tower, audio_tower, ContrastiveSync(margin=1.0))
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
         >>> model.fit(train_batches, steps_per_epoch=100, epochs=3)
     """
@@ -47,16 +51,12 @@ class AVTSModel(keras.Model):
         self,
         video_tower: keras.Model,
         audio_tower: keras.Model,
-        objective: Task | None = None,
+        objective: Task,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.video_tower = video_tower
         self.audio_tower = audio_tower
-        if objective is None:
-            from avts_tf.tasks.sync.objectives import ContrastiveSync
-
-            objective = ContrastiveSync()
         self.objective = objective
         self.objective.build_head(
             int(video_tower.outputs[0].shape[-1]), int(audio_tower.outputs[0].shape[-1])
@@ -287,15 +287,7 @@ class AVTSModel(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AVTSModel:
-        """The model of ``get_config``; the built-in towers' layers and tasks need no import.
-
-        ``keras.models.load_model("m.keras")`` then works after ``import avts_tf.models``
-        alone (a user's own layers or task still need their module imported).
-        """
-        import avts_tf.backbones  # noqa: F401  (the towers' layers)
-        import avts_tf.tasks.sync.objectives  # noqa: F401
-        import avts_tf.tasks.temporal.task  # noqa: F401
-
+        """The model of ``get_config`` (towers and task deserialized first)."""
         config = dict(config)
         for key in ("video_tower", "audio_tower", "objective"):
             config[key] = keras.saving.deserialize_keras_object(config[key])

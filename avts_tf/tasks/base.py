@@ -36,6 +36,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from avts_tf.data.pipeline import AlignedClips
+
 Batch = dict[str, tf.Tensor]
 
 
@@ -106,11 +108,12 @@ def unpack_compute(result: tuple) -> tuple[tf.Tensor, Batch, Batch]:
     return loss, logs, values
 
 
-class Task(keras.layers.Layer):
+class Task(AlignedClips, keras.layers.Layer):
     """Base class of tasks (see the module docstring for the contract).
 
-    Subclasses implement ``compute`` and usually ``train_example``; the defaults cut one
-    aligned video clip and audio window per record, evenly spaced clips in evaluation.
+    Subclasses implement ``compute`` and usually ``train_example``; the defaults
+    (``avts_tf.data.pipeline.AlignedClips``, the reader's ``ExampleSource``) cut one aligned
+    video clip and audio window per record, evenly spaced clips in evaluation.
 
     Attributes:
         headline: Name of the metric ``tools/train.py`` prints last (default: the loss).
@@ -127,31 +130,6 @@ class Task(keras.layers.Layer):
     #: Training examples on each replica must be a multiple of this (the temporal task's
     #: controls that pair the two halves of a batch need 2); checked before training.
     batch_multiple: int = 1
-
-    # -- examples (run inside tf.data) ------------------------------------------------
-    def train_example(self, clips: Any, record: Batch, seed: tf.Tensor) -> Batch:
-        """One training example from a decoded record.
-
-        Args:
-            clips: ``avts_tf.data.clips.Clips`` of the dataset (windows, decoding).
-            record: A parsed record (``avts_tf.data.records.parse``).
-            seed: ``[2]`` int32 stateless seed of this example.
-        """
-        start_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        return clips.aligned(record, clips.random_start(record, start_seed), True, crop_seed)
-
-    def eval_example(
-        self, clips: Any, record: Batch, seed: tf.Tensor, clip_index: tf.Tensor,
-        num_clips: int,
-    ) -> Batch:
-        """Evaluation example ``clip_index`` of ``num_clips`` evenly spaced ones."""
-        start = clips.evenly_spaced_start(record, clip_index, num_clips)
-        return clips.aligned(record, start, False, seed)
-
-    def batch_examples(self, batch: Batch, training: bool) -> Batch:
-        """Adds what needs the whole batch (run on each worker's batch, before replicas)."""
-        del training
-        return batch
 
     # -- loss, metrics, state ----------------------------------------------------------
     def compute(

@@ -67,7 +67,7 @@ def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path):
     keras.utils.set_random_seed(1)
     video = mc3_18(input_shape=spec.video_shape(), **args)
     audio = avts_audio_vgg(input_shape=spec.audio_shape(8.0), **args)
-    model = AVTSModel(video, audio)
+    model = AVTSModel(video, audio, ContrastiveSync())
     # avts_tf.callbacks.StepCheckpoint: an index, newest last (the older file is gone).
     (tmp_path / "checkpoints").mkdir()
     model.save_weights(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")

@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     import keras
     from absl import logging
 
-    from avts_tf import config, distribute, train
+    from avts_tf import distribute, train
 
     class DumpQueues(keras.callbacks.Callback):
         """Writes the task's queues to ``queues.npz`` in the model_dir when training ends."""
@@ -68,7 +68,6 @@ def main(argv: list[str]) -> None:
     gin.external_configurable(tiny_audio_tower, module="tests")
     gin.external_configurable(DumpQueues, module="tests")
     model_dir, data_dir = argv[1:3]
-    config.import_registrations()
     gin.parse_config([RECIPE, f'train.run.dataset = "{data_dir}"'])
     distribute.make_strategy()
     print(json.dumps(train.run(model_dir=model_dir)))

@@ -44,7 +44,7 @@ from absl import logging
 from avts_tf import atomic, registry_imports  # noqa: F401  (rebuilds the library's parts)
 from avts_tf.data.audio_features import LogMelSpec
 from avts_tf.data.clips import ClipSpec
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 from avts_tf.registry import BACKBONES, Registry
 from avts_tf.run_checks import CONFIG_FILENAME
 
@@ -124,18 +124,18 @@ class Tower:
         """The tower, newly initialized, from ``BACKBONES``.
 
         Raises:
-            BadInput: If the tower was not built by a registered factory with known
+            UserError: If the tower was not built by a registered factory with known
                 arguments.
         """
         if self.name is None or self.kwargs is None:
-            raise BadInput(
+            raise UserError(
                 f"the run's tower {self.factory} is not a registered BACKBONES factory with "
                 f"JSON arguments, so it cannot be rebuilt; use the run's saved .keras towers"
             )
         try:
             return BACKBONES.build(self.name, input_shape=self.input_shape, **self.kwargs)
         except KeyError as err:
-            raise BadInput(str(err.args[0])) from None
+            raise UserError(str(err.args[0])) from None
 
     def to_json(self) -> dict[str, Any]:  # noqa: D102
         return {"name": self.name, "kwargs": self.kwargs, "input_shape": list(self.input_shape),
@@ -254,16 +254,16 @@ class RunDescription:
         """The run's task, newly built from its config (``overrides`` replace entries).
 
         Raises:
-            BadInput: If the run recorded no task, or it cannot be deserialized.
+            UserError: If the run recorded no task, or it cannot be deserialized.
         """
         if self.task is None:
-            raise BadInput("the run's task could not be serialized; run.json records none")
+            raise UserError("the run's task could not be serialized; run.json records none")
         serialized = dict(self.task, config={**self.task["config"], **overrides})
         try:
             return keras.saving.deserialize_keras_object(serialized)
         except (TypeError, ValueError, ImportError) as err:
-            raise BadInput(f"cannot rebuild the run's task {self.task.get('class_name')}: "
-                           f"{err}") from None
+            raise UserError(f"cannot rebuild the run's task {self.task.get('class_name')}: "
+                            f"{err}") from None
 
     # -- JSON ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -279,11 +279,11 @@ class RunDescription:
         """Reads ``to_json``'s dict back; ``where`` names the file in errors.
 
         Raises:
-            BadInput: If the format version is not this one, or fields are missing.
+            UserError: If the format version is not this one, or fields are missing.
         """
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise BadInput(
+            raise UserError(
                 f"{where} has format_version {version!r}; this avts_tf reads version "
                 f"{FORMAT_VERSION}"
             )
@@ -291,15 +291,15 @@ class RunDescription:
         data = {"ingest": None, **data}  # runs written before it was recorded
         if set(data) != names:
             missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
-            raise BadInput(f"{where} is not a run description (missing {missing}, unknown "
-                           f"{unknown})")
+            raise UserError(f"{where} is not a run description (missing {missing}, unknown "
+                            f"{unknown})")
         fields = dict(data)
         try:
             fields["clip_spec"] = _clip_spec_from_json(data["clip_spec"])
             fields["video_tower"] = Tower.from_json(data["video_tower"])
             fields["audio_tower"] = Tower.from_json(data["audio_tower"])
         except (KeyError, TypeError) as err:
-            raise BadInput(f"{where} is not a run description: {err}") from None
+            raise UserError(f"{where} is not a run description: {err}") from None
         return cls(**fields)
 
     def write(self, model_dir: str | os.PathLike) -> None:
@@ -316,7 +316,7 @@ class RunDescription:
         """Reads ``<model_dir>/run.json`` (local or ``gs://``).
 
         Raises:
-            BadInput: If it is missing (a run written before ``run.json`` existed, or not
+            UserError: If it is missing (a run written before ``run.json`` existed, or not
                 a run folder), unreadable, or of another format version.
         """
         folder = os.fspath(model_dir)
@@ -324,11 +324,11 @@ class RunDescription:
         if not tf.io.gfile.exists(path):
             if not any(tf.io.gfile.exists(os.path.join(folder, name))
                        for name in (CONFIG_FILENAME, "checkpoints")):
-                raise BadInput(
+                raise UserError(
                     f"{folder} is not a training run's model_dir (no {FILENAME}, "
                     f"{CONFIG_FILENAME} or checkpoints); give the --model_dir of an avts-train "
                     "run")
-            raise BadInput(
+            raise UserError(
                 f"{folder} has no {FILENAME} (train.run writes it since "
                 f"avts_tf 0.1, format 1); re-run its training command, which resumes from "
                 f"the checkpoints and writes it, or pass the .keras tower files"
@@ -337,7 +337,7 @@ class RunDescription:
             with tf.io.gfile.GFile(path, "r") as f:
                 data = json.loads(f.read())
         except (ValueError, tf.errors.OpError) as err:
-            raise BadInput(f"cannot read {path}: {err}") from None
+            raise UserError(f"cannot read {path}: {err}") from None
         if not isinstance(data, dict):
-            raise BadInput(f"{path} is not a run description")
+            raise UserError(f"{path} is not a run description")
         return cls.from_json(data, where=path)

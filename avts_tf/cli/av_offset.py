@@ -40,17 +40,17 @@ def _main(argv: list[str]) -> int:
     from pathlib import Path
 
     from avts_tf.data.ingestion import sources
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, offset, report, sync
-    from avts_tf.evaluation.errors import BadInput
 
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        raise BadInput(f"no such file: {', '.join(missing)}; give existing media files")
+        raise UserError(f"no such file: {', '.join(missing)}; give existing media files")
     folders = [p for p in paths if Path(p).is_dir()]
     paths = [str(f) for p in paths for f in (sources.walk_media(p) if Path(p).is_dir() else [p])]
     if not paths:
-        raise BadInput(f"no media file under {', '.join(folders)}; give media files or "
-                       "folders holding them")
+        raise UserError(f"no media file under {', '.join(folders)}; give media files or "
+                        "folders holding them")
     model, _ = sync.sync_model(FLAGS.checkpoint, ("easy",))
     description = checkpoint.run_description(FLAGS.checkpoint)
     estimates, failed = [], []
@@ -59,7 +59,7 @@ def _main(argv: list[str]) -> int:
             estimates.append(offset.estimate_offset(
                 model, description, path, max_offset_s=FLAGS.max_offset_s,
                 step_s=FLAGS.step_s, num_clips=FLAGS.num_clips))
-        except BadInput as err:
+        except UserError as err:
             if len(paths) == 1:
                 raise
             failed.append((path, str(err)))

@@ -107,12 +107,12 @@ def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     cli.quiet_logs()
     args = FLAGS
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, downstream, records_io, report
-    from avts_tf.evaluation.errors import BadInput
 
     if args.data and not records_io.is_prepared(args.data):
-        raise BadInput(f"--data {args.data} is not a prepared dataset; prepare it with "
-                       "avts-prepare")
+        raise UserError(f"--data {args.data} is not a prepared dataset; prepare it with "
+                        "avts-prepare")
     head_steps = [int(h) for h in cli.split_list(args.head_steps) or ["0"]]
     runs = runs_of(args)
     for name, (model_dir, files) in runs.items():

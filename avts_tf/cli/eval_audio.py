@@ -69,19 +69,19 @@ def _positive_number(text: str) -> bool:
 
 def _feature_sets(args, stack):  # args: FLAGS
     """Yields ``(name, Features)`` for every feature set asked for."""
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, features, mfcc
-    from avts_tf.evaluation.errors import BadInput
 
     for path in args.features:
         if not Path(path).is_file():
-            raise BadInput(f"features file {path} does not exist; give an .npz written by "
-                           "avts-extract")
+            raise UserError(f"features file {path} does not exist; give an .npz written by "
+                            "avts-extract")
         feats = features.Features.load(path)
         yield f"{Path(path).name} ({feats.info.get('layer', '?')})", feats
     if not (args.checkpoint or args.baseline):
         return
     if not args.data:
-        raise BadInput("give --data with --checkpoint or --baseline")
+        raise UserError("give --data with --checkpoint or --baseline")
     window = None
     sample_rate = 16000
     if args.checkpoint:
@@ -110,11 +110,11 @@ def _feature_sets(args, stack):  # args: FLAGS
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     cli.quiet_logs()
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import audio_probe, report
-    from avts_tf.evaluation.errors import BadInput
 
     if not (FLAGS.checkpoint or FLAGS.features or FLAGS.baseline):
-        raise BadInput("nothing to evaluate: give --checkpoint, --features or --baseline mfcc")
+        raise UserError("nothing to evaluate: give --checkpoint, --features or --baseline mfcc")
     cs = [float(c) for c in FLAGS.C]
     rows, results = [], {}
     with contextlib.ExitStack() as stack:

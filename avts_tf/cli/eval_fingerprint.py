@@ -45,37 +45,37 @@ def _main(argv: list[str]) -> int:
     import numpy as np
 
     from avts_tf.data import manifest
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, fingerprint, report
-    from avts_tf.evaluation.errors import BadInput
 
     distortions = FLAGS.distortions or list(fingerprint.DISTORTIONS)
     unknown = [d for d in distortions if d not in fingerprint.DISTORTIONS]
     if unknown:
-        raise BadInput(f"unknown distortion {', '.join(unknown)}; valid: "
-                       f"{', '.join(fingerprint.DISTORTIONS)}")
+        raise UserError(f"unknown distortion {', '.join(unknown)}; valid: "
+                        f"{', '.join(fingerprint.DISTORTIONS)}")
     data = FLAGS.data or checkpoint.run_dataset(FLAGS.checkpoint)
     if not manifest.exists(data):
-        raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
+        raise UserError(f"{data} is not a prepared dataset; prepare it with avts-prepare")
     found = manifest.Manifest.read(data)
     description = checkpoint.run_description(FLAGS.checkpoint)
     window_s = description.clip_spec.window_seconds(description.fps)
     queries = found.records(FLAGS.query_split)
     if not queries:
-        raise BadInput(f"no videos in split {FLAGS.query_split!r} of {data}; give --query_split "
-                       f"one of: {', '.join(found.split_names) or 'none'}, or prepare media with "
-                       f"a held-out split (avts-prepare --test_fraction)")
+        raise UserError(f"no videos in split {FLAGS.query_split!r} of {data}; give --query_split "
+                        f"one of: {', '.join(found.split_names) or 'none'}, or prepare media with "
+                        f"a held-out split (avts-prepare --test_fraction)")
     query_s = fingerprint.shortest_query_s(window_s, description.fps)
     originals = _usable(queries, query_s, "query")
     distractors = fingerprint.distinct_distractors(
         originals, _usable(found.records(FLAGS.distractor_split), window_s, "distractor"))
     if not originals:
-        raise BadInput(f"no video with sound in split {FLAGS.query_split!r} of {data} is long "
-                       f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "
-                       "give longer videos with an audio track")
+        raise UserError(f"no video with sound in split {FLAGS.query_split!r} of {data} is long "
+                        f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "
+                        "give longer videos with an audio track")
     missing = [str(p) for p in [*originals, *distractors] if not p.is_file()]
     if missing:
-        raise BadInput(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
-                       "fingerprinting distorts the source files, so keep them")
+        raise UserError(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
+                        "fingerprinting distorts the source files, so keep them")
     video = checkpoint.load_tower(FLAGS.checkpoint, "video")
     audio = checkpoint.load_tower(FLAGS.checkpoint, "audio")
     towers = {"pretrained": (video, audio)}

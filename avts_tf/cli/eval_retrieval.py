@@ -51,8 +51,8 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
 
     from avts_tf.data import manifest
     from avts_tf.data.ingestion import sources
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, features, report, retrieval, shared_space
-    from avts_tf.evaluation.errors import BadInput
 
     video = checkpoint.load_tower(FLAGS.checkpoint, "video")
     audio = checkpoint.load_tower(FLAGS.checkpoint, "audio")
@@ -65,7 +65,7 @@ def _retrieve(stack: contextlib.ExitStack) -> int:
     else:
         data = checkpoint.run_dataset(FLAGS.checkpoint)
         if not manifest.exists(data):
-            raise BadInput(f"{data} is not a prepared dataset; prepare it with avts-prepare")
+            raise UserError(f"{data} is not a prepared dataset; prepare it with avts-prepare")
     results, rows = {}, []
     splits = [FLAGS.train_split, FLAGS.test_split]
     prepared = manifest.Manifest.read(data)
@@ -142,15 +142,15 @@ def _check_splits(prepared, data: str, with_sound: int) -> bool:
     labels nor two videos with sound in the query split there is nothing to measure.
 
     Raises:
-        BadInput: A split without videos, or nothing to retrieve.
+        UserError: A split without videos, or nothing to retrieve.
     """
-    from avts_tf.evaluation.errors import BadInput
+    from avts_tf.errors import UserError
 
     roles = ((FLAGS.train_split, "database"), (FLAGS.test_split, "queries"))
     videos_of = {split: prepared.records(split) for split, _ in roles}
     for split, role in roles:
         if not videos_of[split]:
-            raise BadInput(
+            raise UserError(
                 f"no videos in split {split!r} ({role}) of {data} (splits with videos: "
                 f"{', '.join(prepared.split_names) or 'none'}); name two with --train_split "
                 "(database) and --test_split (queries), or prepare media with a held-out "
@@ -163,8 +163,8 @@ def _check_splits(prepared, data: str, with_sound: int) -> bool:
                    f"in split {split!r} of {data} have no label")
         fix = "prepare the dataset from class folders or a CSV with labels"
         if with_sound < 2:
-            raise BadInput(f"{problem}, and audio <-> video retrieval needs two videos with "
-                           f"sound in split {FLAGS.test_split!r} (found {with_sound}); {fix}")
+            raise UserError(f"{problem}, and audio <-> video retrieval needs two videos with "
+                            f"sound in split {FLAGS.test_split!r} (found {with_sound}); {fix}")
         logging.warning("video -> video retrieval by class left out: %s (%s); audio <-> video "
                         "retrieval goes on", problem, fix)
         return False

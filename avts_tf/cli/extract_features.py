@@ -67,7 +67,7 @@ SHARED = "shared"  # --layer: the space the run compares audio with video in
 
 
 def _which(checkpoint: str, tower: str) -> str:
-    from avts_tf.evaluation.errors import BadInput
+    from avts_tf.errors import UserError
 
     if tower != "auto":
         return tower
@@ -83,19 +83,19 @@ def _which(checkpoint: str, tower: str) -> str:
         try:
             rank = len(keras.saving.load_model(path, compile=False).inputs[0].shape)
         except Exception as err:  # noqa: BLE001
-            raise BadInput(f"cannot load {path}: {type(err).__name__}: {err}") from None
+            raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
         return "video" if rank == 5 else "audio"
     if not path.exists():
-        raise BadInput(f"checkpoint {path} does not exist; give a .keras tower or a training "
-                       "run's model_dir")
-    raise BadInput("--checkpoint is a model_dir: give --tower video or --tower audio")
+        raise UserError(f"checkpoint {path} does not exist; give a .keras tower or a training "
+                        "run's model_dir")
+    raise UserError("--checkpoint is a model_dir: give --tower video or --tower audio")
 
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     cli.quiet_logs()
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, features
-    from avts_tf.evaluation.errors import BadInput
 
     which = _which(FLAGS.checkpoint, FLAGS.tower)
     tower = checkpoint.load_tower(FLAGS.checkpoint, which)
@@ -103,10 +103,10 @@ def _main(argv: list[str]) -> None:
         print("\n".join(features.layer_names(tower)))
         return
     if not FLAGS.data or not (FLAGS.output or FLAGS.output_dir):
-        raise BadInput("give --data and --output or --output_dir (or --list_layers)")
+        raise UserError("give --data and --output or --output_dir (or --list_layers)")
     if FLAGS.output_dir and FLAGS.max_windows:
-        raise BadInput("--max_windows drops windows, so --output_dir would hold gaps; use "
-                       "--hop_s to write fewer windows per file")
+        raise UserError("--max_windows drops windows, so --output_dir would hold gaps; use "
+                        "--hop_s to write fewer windows per file")
     layer, head = _layer_and_head(which, tower)  # Fails early on a bad layer name.
     spec = checkpoint.clip_spec_for(
         FLAGS.checkpoint, tower if which == "video" else None, tower if which == "audio" else None
@@ -154,19 +154,19 @@ def _layer_and_head(which: str, tower):
     """The layer to read and the head to map it through (``--layer=shared``: the run's).
 
     Raises:
-        BadInput: For an unknown layer, or ``shared`` without a training run.
+        UserError: For an unknown layer, or ``shared`` without a training run.
     """
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint, features, shared_space
-    from avts_tf.evaluation.errors import BadInput
 
     if FLAGS.layer != SHARED:
         features.resolve_layer(tower, FLAGS.layer, also_valid=(SHARED,))
         return FLAGS.layer, None
     run = checkpoint.run_dir(FLAGS.checkpoint)
     if run is None:
-        raise BadInput(f"--layer={SHARED} reads the space of a training run's task, but "
-                       f"{FLAGS.checkpoint} is not in a run's model_dir; give the run's "
-                       "--model_dir")
+        raise UserError(f"--layer={SHARED} reads the space of a training run's task, but "
+                        f"{FLAGS.checkpoint} is not in a run's model_dir; give the run's "
+                        "--model_dir")
     towers = {which: tower, **{w: checkpoint.load_tower(run, w)
                                for w in checkpoint.TOWERS if w != which}}
     space = shared_space.of_run(run, towers["video"], towers["audio"])

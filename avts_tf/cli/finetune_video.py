@@ -93,16 +93,16 @@ FLAGS = flags.FLAGS
 
 def _torchvision_towers(args):
     """``(video, None, spec)`` for ``--init torchvision:ARCH:FILE.pth``."""
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint
-    from avts_tf.evaluation.errors import BadInput
 
     arch, _, path = args.init[len(TORCHVISION):].partition(":")
     if not arch or not path:
-        raise BadInput(f"--init {args.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
-                       f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
+        raise UserError(f"--init {args.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
+                        f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
     if args.fusion or args.arch:
-        raise BadInput("--init torchvision:... has no audio tower and no --arch: drop "
-                       "--fusion / --arch")
+        raise UserError("--init torchvision:... has no audio tower and no --arch: drop "
+                        "--fusion / --arch")
     spec = checkpoint.recipe_clip_spec(args.gin_file, args.gin_param)
     return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
 
@@ -116,8 +116,8 @@ def _tower_run(args) -> str | None:
 
 def _towers(args, fps):
     """``(video, audio or None, spec)`` for this run's initialization."""
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import checkpoint
-    from avts_tf.evaluation.errors import BadInput
 
     if args.init.startswith(TORCHVISION):
         return _torchvision_towers(args)
@@ -131,7 +131,7 @@ def _towers(args, fps):
             audio = checkpoint.fresh_copy(audio) if audio is not None else None
         return video, audio, spec
     if not args.gin_file:
-        raise BadInput("--init scratch needs --arch CHECKPOINT or --gin_file RECIPE")
+        raise UserError("--init scratch needs --arch CHECKPOINT or --gin_file RECIPE")
     video, audio, spec = checkpoint.towers_from_recipe(args.gin_file, args.gin_param, fps)
     return video, (audio if args.fusion else None), spec
 
@@ -176,13 +176,13 @@ def _main(argv: list[str]) -> None:
     import numpy as np
 
     from avts_tf.data.ingestion import sources
+    from avts_tf.errors import UserError
     from avts_tf.evaluation import records_io, report
-    from avts_tf.evaluation.errors import BadInput
 
     args = FLAGS
     folds = [int(f) for f in cli.split_list(args.folds) or [args.fold]]
     if len(folds) > 1 and records_io.is_prepared(args.data):
-        raise BadInput("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
+        raise UserError("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
     results = []
     source = cli.DataSource.from_flags(_tower_run(args))
     for fold in folds:

@@ -50,7 +50,7 @@ FLAGS = flags.FLAGS
 
 
 def parse_shape(text: str) -> tuple:
-    from avts_tf.evaluation.errors import BadInput
+    from avts_tf.errors import UserError
 
     parts = [p.strip().lower() for p in text.split(",")]
     try:
@@ -58,14 +58,14 @@ def parse_shape(text: str) -> tuple:
     except ValueError:
         shape = ()
     if len(shape) != 3 or any(d is not None and d < 1 for d in shape):
-        raise BadInput(f"--input_shape must be T,H,W (positive integers or none), got {text!r}")
+        raise UserError(f"--input_shape must be T,H,W (positive integers or none), got {text!r}")
     return shape
 
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     cli.quiet_logs()
-    from avts_tf.evaluation.errors import BadInput
+    from avts_tf.errors import UserError
 
     shape = parse_shape(FLAGS.input_shape)
     from avts_tf.backbones import torchvision_import
@@ -76,7 +76,7 @@ def _main(argv: list[str]) -> None:
             normalize=FLAGS.normalize,
         )
     except torchvision_import.TorchvisionImportError as err:
-        raise BadInput(str(err)) from None
+        raise UserError(str(err)) from None
     Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
     model.save(FLAGS.output)
     head = "fc" in [layer.name for layer in model.layers]

@@ -31,7 +31,6 @@ from typing import Any
 
 from avts_tf import atomic
 from avts_tf.errors import UserError
-from avts_tf.evaluation.errors import BadInput
 
 FILES_PER_SHARD = 128  # Default shard size of ingestion (``IngestConfig.num_shards = None``).
 
@@ -40,7 +39,7 @@ FORMAT_VERSION = 1  # Bump when old readers would misread a new manifest.
 RECORDS_FORMAT = "avts_tf.records/1"  # The SequenceExample layout (``records.py``).
 
 
-class ManifestError(BadInput):
+class ManifestError(UserError):
     """A ``manifest.json`` that cannot be read: bad JSON or an unknown format version."""
 
 

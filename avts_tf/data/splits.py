@@ -22,12 +22,12 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from avts_tf.data.manifest import Manifest, manifest_path
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 
 SHOWN = 5  # Offenders named in the error; the rest are counted.
 
 
-class OverlappingSplits(BadInput):
+class OverlappingSplits(UserError):
     """A source file or an id is in more than one split (reported as one line by the tools)."""
 
 

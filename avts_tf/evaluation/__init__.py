@@ -2,7 +2,6 @@
 
 Modules, one job each:
 
-* ``errors``: ``BadInput`` and the one-line error exit of the tools.
 * ``checkpoint``: towers and clip settings from a ``.keras`` file or a training run.
 * ``records_io``: prepared datasets (or raw folders prepared on the fly), labelled subsets.
 * ``features``: frozen features of a chosen tower layer, per audio window or video clip.

@@ -36,7 +36,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 from avts_tf.evaluation.features import Features
 
 PROTOCOLS = ("auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers")
@@ -58,7 +58,7 @@ def _split_folds(feats: Features, labelled: np.ndarray, train: str, test: str) -
     te = labelled[feats.splits[labelled] == test]
     if len(tr) == 0 or len(te) == 0:
         present = ", ".join(sorted(set(feats.splits.tolist())))
-        raise BadInput(
+        raise UserError(
             f"need labelled files in splits {train!r} and {test!r}; splits present: {present}"
         )
     return [Fold(f"{train}->{test}", tr, te)]
@@ -72,12 +72,12 @@ def _group_folds(
     for i in labelled:
         match = pattern.search(str(feats.ids[i]))
         if not match:
-            raise BadInput(f"group_regex {regex!r} does not match id {feats.ids[i]!r}")
+            raise UserError(f"group_regex {regex!r} does not match id {feats.ids[i]!r}")
         groups.append(match.group(1) if pattern.groups else match.group(0))
     groups = np.asarray(groups)
     names = sorted(set(groups.tolist()))
     if len(names) < 2:
-        raise BadInput(f"group_regex {regex!r} finds {len(names)} group(s); need at least 2")
+        raise UserError(f"group_regex {regex!r} finds {len(names)} group(s); need at least 2")
     if num_folds and num_folds < len(names):
         splitter = GroupKFold(n_splits=num_folds)
     else:
@@ -102,14 +102,14 @@ def make_folds(
     """Train/test partitions of the labelled files of ``feats`` (see module docstring).
 
     Raises:
-        BadInput: If the protocol is unknown or the data cannot support it.
+        UserError: If the protocol is unknown or the data cannot support it.
     """
     if protocol not in PROTOCOLS:
-        raise BadInput(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     labelled = np.flatnonzero(feats.labels >= 0)
     if len(labelled) == 0:
-        raise BadInput("no labelled file to evaluate (empty set); give files in class folders "
-                       "or a CSV with labels")
+        raise UserError("no labelled file to evaluate (empty set); give files in class folders "
+                        "or a CSV with labels")
     splits = set(feats.splits[labelled].tolist())
     fold_splits = sorted((s for s in splits if _FOLD_SPLIT.match(s)), key=lambda s: int(s[4:]))
     if protocol == "auto":
@@ -121,7 +121,7 @@ def make_folds(
             protocol = "kfold"
     if protocol == "esc50":
         if len(fold_splits) < 2:
-            raise BadInput(
+            raise UserError(
                 f"protocol esc50 needs splits fold1..fold5; found {', '.join(sorted(splits))}"
             )
         return [
@@ -134,13 +134,13 @@ def make_folds(
         return _group_folds(feats, labelled, FSDD_SPEAKER_REGEX, num_folds)
     if protocol == "group":
         if not group_regex:
-            raise BadInput("protocol group needs --group_regex (e.g. '^([a-z]+)_')")
+            raise UserError("protocol group needs --group_regex (e.g. '^([a-z]+)_')")
         return _group_folds(feats, labelled, group_regex, num_folds)
     k = num_folds or 5
     counts = np.bincount(feats.labels[labelled])
     if counts[counts > 0].min() < k:
-        raise BadInput(f"kfold with {k} folds needs at least {k} files per class; lower "
-                       "--num_folds or give more files")
+        raise UserError(f"kfold with {k} folds needs at least {k} files per class; lower "
+                        "--num_folds or give more files")
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [
         Fold(f"fold {i + 1}/{k}", labelled[tr], labelled[te])
@@ -184,8 +184,8 @@ def probe_fold(
     train, test = _windows_of(feats, fold.train), _windows_of(feats, fold.test)
     x_train, y_train = feats.features[train], feats.window_labels[train]
     if len(np.unique(y_train)) < 2:
-        raise BadInput(f"{fold.name}: the training files hold fewer than 2 classes; give files "
-                       "of at least two classes in each fold")
+        raise UserError(f"{fold.name}: the training files hold fewer than 2 classes; give files "
+                        "of at least two classes in each fold")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if len(Cs) > 1:

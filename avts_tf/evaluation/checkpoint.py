@@ -29,7 +29,7 @@ from absl import logging
 
 from avts_tf import portable
 from avts_tf.data import manifest, pipeline
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 from avts_tf.run_description import FILENAME as RUN_DESCRIPTION
 from avts_tf.run_description import RunDescription
 
@@ -59,7 +59,7 @@ def run_dir(checkpoint: str | Path) -> Path | None:
     """The training run folder of a checkpoint (the folder, or a ``.keras`` file's), if any.
 
     Raises:
-        BadInput: If it is a run folder written before ``run.json`` existed (it holds an
+        UserError: If it is a run folder written before ``run.json`` existed (it holds an
             ``operative_config.gin`` but no ``run.json``).
     """
     path = Path(checkpoint)
@@ -75,7 +75,7 @@ def run_description(model_dir: str | Path) -> RunDescription:
     """The ``run.json`` of a training run.
 
     Raises:
-        BadInput: If there is none, or it cannot be read.
+        UserError: If there is none, or it cannot be read.
     """
     return RunDescription.read(model_dir)
 
@@ -94,7 +94,7 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
             weights (a head) must be those of the run's task.
 
     Raises:
-        BadInput: If the run has no ``run.json`` or checkpoint, or they do not fit.
+        UserError: If the run has no ``run.json`` or checkpoint, or they do not fit.
     """
     from avts_tf.models import AVTSModel
 
@@ -102,15 +102,15 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
     description = run_description(model_dir)
     weights = latest_weights(model_dir)
     if weights is None:
-        raise BadInput(f"{model_dir} has no training checkpoint yet; wait for its first "
-                       "checkpoint (train.run.checkpoint_every_steps) or give a finished run")
+        raise UserError(f"{model_dir} has no training checkpoint yet; wait for its first "
+                        "checkpoint (train.run.checkpoint_every_steps) or give a finished run")
     video = description.video_tower.build()
     audio = description.audio_tower.build()
     model = AVTSModel(video, audio, task if task is not None else description.build_task())
     try:
         model.load_weights(weights)
     except (ValueError, OSError) as err:
-        raise BadInput(f"{weights} does not fit the run's {RUN_DESCRIPTION}: {err}") from None
+        raise UserError(f"{weights} does not fit the run's {RUN_DESCRIPTION}: {err}") from None
     return model
 
 
@@ -129,17 +129,17 @@ def load_task_weights(model: keras.Model, model_dir: str | Path, needs: str) -> 
         needs: What needs the weights, the start of the refusal without a checkpoint.
 
     Raises:
-        BadInput: If the run has no checkpoint yet, or it does not fit the task.
+        UserError: If the run has no checkpoint yet, or it does not fit the task.
     """
     weights = latest_weights(model_dir)
     if weights is None:
-        raise BadInput(f"{needs} but {model_dir} has no checkpoint yet; wait for its first "
-                       "checkpoint (train.run.checkpoint_every_steps)")
+        raise UserError(f"{needs} but {model_dir} has no checkpoint yet; wait for its first "
+                        "checkpoint (train.run.checkpoint_every_steps)")
     try:
         model.load_weights(weights, objects_to_skip=[model.video_tower, model.audio_tower])
     except (ValueError, OSError) as err:
-        raise BadInput(f"{weights} does not fit the run's task: {err}; give the model_dir "
-                       "the checkpoint was trained in") from None
+        raise UserError(f"{weights} does not fit the run's task: {err}; give the model_dir "
+                        "the checkpoint was trained in") from None
 
 
 def _load_keras(path: Path, which: str) -> keras.Model:
@@ -149,12 +149,12 @@ def _load_keras(path: Path, which: str) -> keras.Model:
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001 - any load failure is a bad checkpoint.
-        raise BadInput(f"cannot load {path}: {type(err).__name__}: {err}") from None
+        raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
     rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else None
     if rank != _INPUT_RANK[which]:
         other = {5: "a video", 4: "an audio"}.get(rank, "not a")
-        raise BadInput(f"{path} is {other} tower, expected the {which} tower; give the "
-                       f"run's {which}_tower.keras or its model_dir")
+        raise UserError(f"{path} is {other} tower, expected the {which} tower; give the "
+                        f"run's {which}_tower.keras or its model_dir")
     return portable.training_tower(model)  # Saved with stock layers; fine-tuned with fast.
 
 
@@ -162,17 +162,17 @@ def load_tower(checkpoint: str | Path, which: str) -> keras.Model:
     """Loads the ``video`` or ``audio`` tower of a checkpoint (see module docstring).
 
     Raises:
-        BadInput: If the checkpoint is missing, unreadable or of the other tower.
+        UserError: If the checkpoint is missing, unreadable or of the other tower.
     """
     if which not in TOWERS:
-        raise BadInput(f"unknown tower {which!r}; choose one of {', '.join(TOWERS)}")
+        raise UserError(f"unknown tower {which!r}; choose one of {', '.join(TOWERS)}")
     path = Path(checkpoint)
     fix = "give a training run's --model_dir or a .keras tower file"
     if not path.exists():
-        raise BadInput(f"checkpoint {path} does not exist; {fix}")
+        raise UserError(f"checkpoint {path} does not exist; {fix}")
     if path.is_file():
         if path.suffix != ".keras":
-            raise BadInput(f"checkpoint {path} is neither a .keras file nor a model_dir; {fix}")
+            raise UserError(f"checkpoint {path} is neither a .keras file nor a model_dir; {fix}")
         return _load_keras(path, which)
     saved = path / f"{which}_tower.keras"
     if saved.is_file():
@@ -180,7 +180,7 @@ def load_tower(checkpoint: str | Path, which: str) -> keras.Model:
     if latest_weights(path) is not None:
         logging.info("No %s yet: rebuilding the towers from the newest checkpoint.", saved.name)
         return getattr(rebuild_run_model(path), f"{which}_tower")
-    raise BadInput(
+    raise UserError(
         f"{path} holds neither {saved.name} nor a training checkpoint: not a training run's "
         f"model_dir; {fix}"
     )
@@ -213,7 +213,7 @@ def clip_spec_for(
         mels = audio_tower.inputs[0].shape[2]
         if mels is not None and mels != spec.log_mel.mel_bins:
             if folder:
-                raise BadInput(
+                raise UserError(
                     f"the audio tower takes {mels} mel bins but its run used "
                     f"{spec.log_mel.mel_bins}"
                 )
@@ -235,7 +235,7 @@ def _parsed_recipe(gin_files: Sequence[str], bindings: Sequence[str], what: str)
     """Parses recipes into a clean gin config for the block, and clears it afterwards.
 
     Raises:
-        BadInput: ``cannot parse <what>: <reason>`` if the files or bindings do not parse.
+        UserError: ``cannot parse <what>: <reason>`` if the files or bindings do not parse.
     """
     from avts_tf import config
 
@@ -244,7 +244,7 @@ def _parsed_recipe(gin_files: Sequence[str], bindings: Sequence[str], what: str)
         try:
             config.parse_gin(gin_files, bindings, finalize=False)
         except (OSError, ValueError) as err:
-            raise BadInput(f"cannot parse {what}: {err}") from None
+            raise UserError(f"cannot parse {what}: {err}") from None
         yield
     finally:
         gin.clear_config()
@@ -273,7 +273,7 @@ def towers_from_recipe(
         fps: Frame rate of the data the towers will see (sets the audio input length).
 
     Raises:
-        BadInput: If the recipe does not parse or names no towers.
+        UserError: If the recipe does not parse or names no towers.
     """
     with _parsed_recipe(gin_files, bindings, f"the recipe {', '.join(gin_files)}"):
         spec = _recipe_clip_spec_unlocked()
@@ -281,7 +281,7 @@ def towers_from_recipe(
         for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
             reference = _binding(f"train.run.{which}_tower")
             if reference is None:
-                raise BadInput(f"the recipe does not set train.run.{which}_tower")
+                raise UserError(f"the recipe does not set train.run.{which}_tower")
             towers.append(reference.scoped_configurable_fn(input_shape=shape))
         return towers[0], towers[1], spec
 
@@ -290,7 +290,7 @@ def recipe_clip_spec(gin_files: Sequence[str], bindings: Sequence[str]) -> pipel
     """The ``ClipSpec`` of a recipe and bindings (``data.ClipSpec.*``); defaults if none.
 
     Raises:
-        BadInput: If the recipe or bindings do not parse.
+        UserError: If the recipe or bindings do not parse.
     """
     if not gin_files and not bindings:
         return pipeline.ClipSpec()
@@ -306,7 +306,7 @@ def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec
     (:mod:`avts_tf.backbones.torchvision_import`).
 
     Raises:
-        BadInput: If the checkpoint cannot be read or does not fit ``arch``.
+        UserError: If the checkpoint cannot be read or does not fit ``arch``.
     """
     from avts_tf.backbones import torchvision_import
 
@@ -315,17 +315,17 @@ def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec
             arch, path, spec.video_shape(), include_head=False, normalize=True
         )
     except torchvision_import.TorchvisionImportError as err:
-        raise BadInput(str(err)) from None
+        raise UserError(str(err)) from None
 
 
 def run_dataset(model_dir: str | Path) -> str:
     """The prepared dataset a training run trained on (from its ``run.json``).
 
     Raises:
-        BadInput: If the run has no ``run.json`` or its dataset cannot be found.
+        UserError: If the run has no ``run.json`` or its dataset cannot be found.
     """
     dataset = run_description(model_dir).dataset
     if not manifest.exists(dataset):
-        raise BadInput(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset; "
-                       "give --data")
+        raise UserError(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset; "
+                        "give --data")
     return dataset

@@ -20,7 +20,6 @@ from absl import flags
 from avts_tf.data.ingestion.sources import LAYOUTS
 from avts_tf.data.manifest import DEFAULTS
 from avts_tf.errors import UserError
-from avts_tf.evaluation.errors import BadInput
 
 FLAGS = flags.FLAGS
 
@@ -123,8 +122,8 @@ def prepared_data(
     if records_io.is_prepared(source.data):
         return Path(source.data)
     if not Path(source.data).exists():
-        raise BadInput(f"dataset {source.data} does not exist; give a prepared dataset folder or "
-                       "media (a folder, a CSV or a dataset root)")
+        raise UserError(f"dataset {source.data} does not exist; give a prepared dataset folder or "
+                        "media (a folder, a CSV or a dataset root)")
     work = source.prepared_dir
     if work is None:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_"))

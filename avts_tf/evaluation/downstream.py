@@ -34,6 +34,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from avts_tf.errors import UserError
 from avts_tf.evaluation import (
     audio_probe,
     checkpoint,
@@ -42,7 +43,6 @@ from avts_tf.evaluation import (
     mfcc,
     records_io,
 )
-from avts_tf.evaluation.errors import BadInput
 
 SCRATCH, MFCC = "random init", "MFCC"
 Runs = Mapping[str, str | Path]  # Column name -> model_dir of a pretrained run.
@@ -80,7 +80,7 @@ def few_shot_fold(feats: features.Features, budget: Budget, seed: int) -> audio_
     train = np.flatnonzero(feats.splits == budget.train_split)
     test = np.flatnonzero((feats.splits == budget.test_split) & (feats.labels >= 0))
     if len(train) == 0 or len(test) == 0:
-        raise BadInput(
+        raise UserError(
             f"need files in splits {budget.train_split!r} and {budget.test_split!r}"
         )
     chosen = train[records_io.choose_per_class(feats.labels[train], budget.shots, seed)]
@@ -113,7 +113,7 @@ def probe_results(
 
 def _first(runs: Runs) -> Path:
     if not runs:
-        raise BadInput("no pretrained run to compare")
+        raise UserError("no pretrained run to compare")
     return Path(next(iter(runs.values())))
 
 

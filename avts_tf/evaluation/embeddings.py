@@ -20,8 +20,8 @@ import tensorflow as tf
 from avts_tf.data import pipeline
 from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
+from avts_tf.errors import UserError
 from avts_tf.evaluation import features
-from avts_tf.evaluation.errors import BadInput
 
 
 def video_hop_clips_fn(
@@ -92,8 +92,8 @@ def per_file_features(
     else:
         fps = Manifest.read(data_dir).fps
         if fps <= 0:
-            raise BadInput(f"{data_dir} holds no video frames (audio-only records); give "
-                           "media with video")
+            raise UserError(f"{data_dir} holds no video frames (audio-only records); give "
+                            "media with video")
         hop = max(1, int(round(hop_s * fps))) if hop_s else spec.num_frames * spec.frame_stride
         info["hop_frames"] = str(hop)
         feats = features.extract(  # Video clips only: files without sound count.

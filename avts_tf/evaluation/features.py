@@ -31,8 +31,8 @@ from avts_tf.data import pipeline, records
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
+from avts_tf.errors import UserError
 from avts_tf.evaluation import records_io
-from avts_tf.evaluation.errors import BadInput
 
 POOLS = ("avg", "max")
 DEFAULT_LAYER = "avgpool"
@@ -85,10 +85,10 @@ class Features:
         try:
             data = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise BadInput(f"cannot read features {path}: {err}") from None
+            raise UserError(f"cannot read features {path}: {err}") from None
         missing = {"features", "file_index", "ids", "labels", "splits"} - set(data.files)
         if missing:
-            raise BadInput(f"{path} is not a features file (missing {', '.join(sorted(missing))})")
+            raise UserError(f"{path} is not a features file (missing {', '.join(sorted(missing))})")
         return cls(
             features=data["features"],
             file_index=data["file_index"],
@@ -115,7 +115,7 @@ def resolve_layer(model: keras.Model, layer: str = "auto",
         also_valid: Names the caller accepts besides (listed when ``layer`` is unknown).
 
     Raises:
-        BadInput: If ``layer`` is not a layer of ``model``; lists the valid names.
+        UserError: If ``layer`` is not a layer of ``model``; lists the valid names.
     """
     names = layer_names(model)
     if layer == "auto":
@@ -124,7 +124,7 @@ def resolve_layer(model: keras.Model, layer: str = "auto",
         return None
     if layer not in names:
         valid = ["auto", "output", *also_valid, *names]
-        raise BadInput(
+        raise UserError(
             f"unknown layer {layer!r} in {model.name}; valid layer names: {', '.join(valid)}"
         )
     return layer
@@ -141,10 +141,10 @@ def feature_model(
     contrastive loss compares them.
 
     Raises:
-        BadInput: For an unknown layer or pooling.
+        UserError: For an unknown layer or pooling.
     """
     if pool not in POOLS:
-        raise BadInput(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
+        raise UserError(f"unknown pooling {pool!r}; choose one of {', '.join(POOLS)}")
     name = resolve_layer(model, layer)
     output = model.outputs[0] if name is None else model.get_layer(name).output
     if isinstance(output, (list, tuple)):
@@ -257,7 +257,7 @@ def extract(
         info: Provenance stored with the features.
 
     Raises:
-        BadInput: If no record is left (empty set).
+        UserError: If no record is left (empty set).
     """
     splits = records_io.check_splits(data_dir, splits)
     total = records_io.count_records(data_dir, splits)
@@ -303,7 +303,7 @@ def extract(
         logging.warning("%d record(s) shorter than one clip or without this modality were "
                         "skipped.", skipped)
     if not ids:
-        raise BadInput(
+        raise UserError(
             f"no usable record in split(s) {', '.join(splits)} of {data_dir} (empty set); give "
             "media with the modality asked for, each at least one clip long"
         )
@@ -319,10 +319,10 @@ def extract(
 
 
 def check_sample_rate(data_dir: str | Path, spec: LogMelSpec) -> None:
-    """Raises ``BadInput`` unless the records' audio rate is the one ``spec`` expects."""
+    """Raises ``UserError`` unless the records' audio rate is the one ``spec`` expects."""
     rate = records_io.sample_rate_of(data_dir)
     if rate != spec.sample_rate:
-        raise BadInput(
+        raise UserError(
             f"{data_dir} stores audio at {rate} Hz but the features expect {spec.sample_rate} Hz; "
             f"prepare it again with --sample_rate {spec.sample_rate}"
         )
@@ -379,8 +379,8 @@ def tower_features(
         )
     fps = Manifest.read(data_dir).fps
     if fps <= 0:
-        raise BadInput(f"{data_dir} holds no video frames (audio-only records); give media "
-                       "with video")
+        raise UserError(f"{data_dir} holds no video frames (audio-only records); give media "
+                        "with video")
     info["num_clips"] = str(num_clips)
     return extract(  # Video clips only: files without sound count.
         data_dir, video_clips_fn(spec, fps, num_clips), embed, splits, batch_size,

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from avts_tf.data import pipeline
+from avts_tf.errors import UserError
 from avts_tf.evaluation import features, records_io
-from avts_tf.evaluation.errors import BadInput
 
 _POOLING = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
             5: keras.layers.GlobalAveragePooling3D}
@@ -68,11 +68,11 @@ def classifier(
 
 
 def check_audio_shape(audio_tower: keras.Model, spec: pipeline.ClipSpec, fps: float) -> None:
-    """Raises ``BadInput`` when the pipeline's audio windows do not fit the audio tower."""
+    """Raises ``UserError`` when the pipeline's audio windows do not fit the audio tower."""
     expected = tuple(audio_tower.inputs[0].shape[1:])
     given = spec.audio_shape(fps)
     if any(e is not None and e != g for e, g in zip(expected, given, strict=True)):
-        raise BadInput(
+        raise UserError(
             f"clips of this dataset ({fps:g} fps) give audio inputs {given} but the audio tower "
             f"takes {expected}; prepare the data at the pretraining fps"
         )
@@ -169,7 +169,7 @@ def video_accuracy(
         ``accuracy`` (per video), ``clip_accuracy``, ``videos``.
 
     Raises:
-        BadInput: If the split holds no labelled video long enough for one clip.
+        UserError: If the split holds no labelled video long enough for one clip.
     """
     predict = tf.function(lambda x: tf.nn.softmax(model(x, training=False)), reduce_retracing=True)
     data = pipeline.eval_dataset(
@@ -190,7 +190,7 @@ def video_accuracy(
             clip_hits += int(np.argmax(p) == label)
             clip_count += 1
     if not sums:
-        raise BadInput(
+        raise UserError(
             f"split {split!r} of {data_dir} has no labelled video long enough for one clip; "
             "give longer videos or a shorter clip"
         )
@@ -206,12 +206,12 @@ def num_classes_of(data_dir: str | Path, splits: Sequence[str]) -> int:
     """Classes of a prepared dataset.
 
     Raises:
-        BadInput: If it has no labels.
+        UserError: If it has no labels.
     """
     records_io.check_splits(data_dir, splits)
     names = records_io.label_names(data_dir)
     if len(names) < 2:
-        raise BadInput(f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2: "
-                       "put each class's files in a folder named after it, or give a CSV "
-                       "with labels")
+        raise UserError(f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2: "
+                        "put each class's files in a folder named after it, or give a CSV "
+                        "with labels")
     return len(names)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from avts_tf.errors import UserError
 from avts_tf.evaluation import media_edit
-from avts_tf.evaluation.errors import BadInput
 
 
 def _low_bitrate(clip: media_edit.Clip, rng: np.random.Generator) -> tuple[media_edit.Clip,
@@ -95,7 +95,7 @@ def distort(source: str | os.PathLike, target: str | os.PathLike, name: str,
             seed: int = 0) -> None:
     """Writes ``source`` distorted by :data:`DISTORTIONS` ``[name]`` to ``target``."""
     if name not in DISTORTIONS:
-        raise BadInput(f"unknown distortion {name!r}; valid: {', '.join(DISTORTIONS)}")
+        raise UserError(f"unknown distortion {name!r}; valid: {', '.join(DISTORTIONS)}")
     clip = media_edit.read(source)
     clip = dataclasses.replace(clip, fps=Fraction(clip.fps))
     edited, settings = DISTORTIONS[name](clip, np.random.default_rng(seed))
@@ -125,7 +125,7 @@ def file_fingerprints(
     for path in paths:
         record = media_record(path, description)
         if not bool(cutter.long_enough(record)):
-            raise BadInput(f"{path} is shorter than one clip; give longer files")
+            raise UserError(f"{path} is shorter than one clip; give longer files")
         starts = [cutter.evenly_spaced_start(record, k, num_clips) for k in range(num_clips)]
         clips = tf.stack([cutter.video(record, s, False, seed) for s in starts])
         window = int(cutter.windows(record).window)

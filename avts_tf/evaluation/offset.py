@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from avts_tf.errors import UserError
 from avts_tf.evaluation import media_edit
-from avts_tf.evaluation.errors import BadInput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,13 +89,13 @@ def estimate_offset(
         batch_size: Audio windows per forward pass.
 
     Raises:
-        BadInput: The file is shorter than one clip plus twice ``max_offset_s``, or lacks a
+        UserError: The file is shorter than one clip plus twice ``max_offset_s``, or lacks a
             stream.
     """
     from avts_tf.data.ingestion.media import probe_duration
 
     if max_offset_s <= 0:
-        raise BadInput(f"--max_offset_s is {max_offset_s}; give a positive number of seconds")
+        raise UserError(f"--max_offset_s is {max_offset_s}; give a positive number of seconds")
     spec, fps = description.clip_spec, description.fps
     rate = spec.log_mel.sample_rate
     step = max(1, int(round((step_s or spec.log_mel.hop_s) * rate)))
@@ -132,15 +132,15 @@ def _record(path, description, start: float | None = None, end: float | None = N
 
     record = media_record(path, description, start=start, end=end)
     if int(record["num_frames"]) == 0 or int(record["num_samples"]) == 0:
-        raise BadInput(f"{path} needs both video and audio to estimate their offset; give a "
-                       "file with both")
+        raise UserError(f"{path} needs both video and audio to estimate their offset; give a "
+                        "file with both")
     return record
 
 
-def _too_short(path, window_s: float, max_offset_s: float) -> BadInput:
-    return BadInput(f"{path} is too short to try offsets of ±{max_offset_s:g} s (needs "
-                    f"{window_s + 2 * max_offset_s:.2f} s of video and audio); lower "
-                    "--max_offset_s")
+def _too_short(path, window_s: float, max_offset_s: float) -> UserError:
+    return UserError(f"{path} is too short to try offsets of ±{max_offset_s:g} s (needs "
+                     f"{window_s + 2 * max_offset_s:.2f} s of video and audio); lower "
+                     "--max_offset_s")
 
 
 def _costs_of_cuts(scorer: _ClipScorer, description, path, duration: float, num_clips: int,
@@ -153,7 +153,7 @@ def _costs_of_cuts(scorer: _ClipScorer, description, path, duration: float, num_
     for start in np.linspace(0.0, max(0.0, duration - span), num_clips):
         try:
             record = _record(path, description, start=float(start), end=float(start) + span)
-        except BadInput:  # A declared duration past the decodable end: that cut is lost.
+        except UserError:  # A declared duration past the decodable end: that cut is lost.
             continue
         first, last = scorer.clip_range(record)
         if last >= first:
@@ -217,7 +217,7 @@ def plot(estimates: Sequence[OffsetEstimate], path: str | os.PathLike) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BadInput("--plot needs matplotlib; pip install 'avts_tf[plots]'") from None
+        raise UserError("--plot needs matplotlib; pip install 'avts_tf[plots]'") from None
     fig, ax = plt.subplots(figsize=(7, 4))
     for estimate in estimates:
         line, = ax.plot(estimate.offsets_s, estimate.costs, label=Path(estimate.path).name)

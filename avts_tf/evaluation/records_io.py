@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from avts_tf.data import manifest, pipeline, records
 from avts_tf.data.manifest import DEFAULTS, Manifest, Shard, SplitInfo
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 
 
 def is_prepared(path: str | Path) -> bool:
@@ -52,14 +52,14 @@ def ensure_prepared(
         workers: Decoding processes.
 
     Raises:
-        BadInput: If ``path`` does not exist or nothing could be prepared.
+        UserError: If ``path`` does not exist or nothing could be prepared.
     """
     from avts_tf.data.ingestion import prepare
 
     path = Path(path)
     if not path.exists():
-        raise BadInput(f"dataset {path} does not exist; give a prepared dataset folder or media "
-                       "(a folder, a CSV or a dataset root)")
+        raise UserError(f"dataset {path} does not exist; give a prepared dataset folder or media "
+                        "(a folder, a CSV or a dataset root)")
     if is_prepared(path):
         return path
     try:
@@ -70,9 +70,9 @@ def ensure_prepared(
             progress=True,
         )
     except ValueError as err:
-        raise BadInput(f"cannot prepare {path}: {err}") from None
+        raise UserError(f"cannot prepare {path}: {err}") from None
     if not prepared.written:
-        raise BadInput(f"no media file of {path} could be prepared (see {work_dir}/manifest.json)")
+        raise UserError(f"no media file of {path} could be prepared (see {work_dir}/manifest.json)")
     return Path(work_dir)
 
 
@@ -100,16 +100,16 @@ def check_splits(data_dir: str | Path, splits: Sequence[str] | None) -> list[str
     """``splits`` (default: all) after checking each exists and the set is not empty.
 
     Raises:
-        BadInput: If a split is unknown or no split holds a record.
+        UserError: If a split is unknown or no split holds a record.
     """
     present = splits_of(data_dir)
     if not present:
-        raise BadInput(f"{data_dir} holds no records (empty set); prepare it from media with "
-                       "avts-prepare")
+        raise UserError(f"{data_dir} holds no records (empty set); prepare it from media with "
+                        "avts-prepare")
     chosen = list(splits) if splits else present
     unknown = [s for s in chosen if s not in present]
     if unknown:
-        raise BadInput(
+        raise UserError(
             f"split(s) {', '.join(unknown)} not in {data_dir}; splits present: {', '.join(present)}"
         )
     return chosen
@@ -167,8 +167,8 @@ def few_shot_subset(
     chosen = set(choose_per_class(np.asarray(labels), per_class, seed).tolist())
     keep = [i for i, owner in enumerate(owners) if owner in chosen]
     if not keep:
-        raise BadInput(f"split {split!r} of {data_dir} has no labelled record; prepare it from "
-                       "class folders or a CSV with labels")
+        raise UserError(f"split {split!r} of {data_dir} has no labelled record; prepare it from "
+                        "class folders or a CSV with labels")
     name = f"{split}-00000-of-00001.tfrecord"
     with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
         for i in keep:

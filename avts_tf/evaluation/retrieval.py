@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 from avts_tf.evaluation.features import Features
 
 KS = (1, 5, 10, 20)
@@ -69,18 +69,18 @@ def video_retrieval(feats: Features, train_split: str, test_split: str,
     """Test videos query training videos by class (see the module docstring).
 
     Raises:
-        BadInput: A split without videos, or videos without labels.
+        UserError: A split without videos, or videos without labels.
     """
     files = per_file(feats)
     test = np.flatnonzero(feats.splits == test_split)
     train = np.flatnonzero(feats.splits == train_split)
     for name, rows in ((test_split, test), (train_split, train)):
         if not len(rows):
-            raise BadInput(f"no videos in split {name!r}; splits present: "
-                           f"{', '.join(sorted(set(feats.splits)))}")
+            raise UserError(f"no videos in split {name!r}; splits present: "
+                            f"{', '.join(sorted(set(feats.splits)))}")
     if (feats.labels[np.concatenate([test, train])] < 0).any():
-        raise BadInput("retrieval by class needs labelled videos; prepare the dataset from "
-                       "class folders or a CSV with labels")
+        raise UserError("retrieval by class needs labelled videos; prepare the dataset from "
+                        "class folders or a CSV with labels")
     return class_recall(files[test], feats.labels[test], files[train], feats.labels[train], ks)
 
 
@@ -89,8 +89,8 @@ def cross_modal_retrieval(video: Features, audio: Features, split: str,
     """Video -> audio and audio -> video retrieval of the same video within ``split``."""
     common = sorted(set(video.ids[video.splits == split]) & set(audio.ids[audio.splits == split]))
     if len(common) < 2:
-        raise BadInput(f"cross-modal retrieval needs two videos with both modalities in split "
-                       f"{split!r}, found {len(common)}; give a split with two or more")
+        raise UserError(f"cross-modal retrieval needs two videos with both modalities in split "
+                        f"{split!r}, found {len(common)}; give a split with two or more")
     v_index = {rid: i for i, rid in enumerate(video.ids)}
     a_index = {rid: i for i, rid in enumerate(audio.ids)}
     v = per_file(video)[[v_index[r] for r in common]]

@@ -15,22 +15,22 @@ from typing import Any
 
 from absl import logging
 
-from avts_tf.evaluation.errors import BadInput
+from avts_tf.errors import UserError
 
 
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """``{"train" | "validation": {tag: [(step, value), ...]}}`` of a run's TensorBoard logs.
 
     Raises:
-        BadInput: ``log_dir`` holds no event files.
+        UserError: ``log_dir`` holds no event files.
     """
     import tensorflow as tf
 
     found: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
     if not files:
-        raise BadInput(f"no TensorBoard logs under {log_dir}; give the model_dir of an "
-                       "avts-train run")
+        raise UserError(f"no TensorBoard logs under {log_dir}; give the model_dir of an "
+                        "avts-train run")
     for path in files:
         stage = "validation" if "validation" in path.parts else "train"
         for event in _events(path):
@@ -75,15 +75,15 @@ def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
 
     plt = _pyplot()
     if plt is None:
-        raise BadInput("plotting needs matplotlib; pip install 'avts_tf[plots]'")
+        raise UserError("plotting needs matplotlib; pip install 'avts_tf[plots]'")
     scalars = read_scalars(Path(model_dir) / "tensorboard")
     every = sorted({t for stage in scalars.values() for t in stage if t.startswith("epoch_")})
     skip = {"epoch_learning_rate", "epoch_clips_per_second"}
     chosen = tags or sorted((t for t in every if t not in skip),
                             key=lambda t: (t != "epoch_loss", t))
     if not chosen:
-        raise BadInput(f"no epoch curves in {model_dir}/tensorboard; train for one epoch "
-                       "(train.run.steps_per_epoch batches) or more")
+        raise UserError(f"no epoch curves in {model_dir}/tensorboard; train for one epoch "
+                        "(train.run.steps_per_epoch batches) or more")
     columns = min(3, len(chosen))
     rows = -(-len(chosen) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)

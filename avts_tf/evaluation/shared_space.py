@@ -69,7 +69,7 @@ def of_run(model_dir: str | Path, video: keras.Model, audio: keras.Model) -> Sha
         audio: The run's audio tower; its weights are kept.
 
     Raises:
-        BadInput: If the run has no ``run.json``, or its heads have no checkpoint to come
+        UserError: If the run has no ``run.json``, or its heads have no checkpoint to come
             from, or the checkpoint does not fit the run.
     """
     from avts_tf.models import AVTSModel

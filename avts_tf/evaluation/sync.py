@@ -20,8 +20,8 @@ import keras
 
 from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
+from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, features, records_io
-from avts_tf.evaluation.errors import BadInput
 from avts_tf.tasks.multi import MultiTask
 from avts_tf.tasks.sync.objectives import SyncObjective
 from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
@@ -31,7 +31,7 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     """``("easy", *others)`` after checking every kind is known."""
     unknown = [k for k in kinds if k not in NEGATIVE_TYPES]
     if unknown:
-        raise BadInput(
+        raise UserError(
             f"unknown negative kind(s) {', '.join(unknown)}; valid: {', '.join(NEGATIVE_TYPES)}"
         )
     return ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
@@ -44,7 +44,7 @@ def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> SyncObjective:
     A run of several tasks (``objectives.multi``, e.g. AVTS + temporal) gives its sync task.
 
     Raises:
-        BadInput: If the run has no ``run.json`` or no sync task.
+        UserError: If the run has no ``run.json`` or no sync task.
     """
     description = checkpoint.run_description(model_dir)
     task = description.build_task()
@@ -54,9 +54,9 @@ def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> SyncObjective:
     if not isinstance(task, SyncObjective):
         names = (", ".join(type(t).__name__ for t in task.tasks.values())
                  if isinstance(task, MultiTask) else type(task).__name__)
-        raise BadInput(f"the task of run {model_dir} ({names}) is not a synchronization "
-                       "task; give the model_dir of a run trained with objectives.contrastive "
-                       "or objectives.fusion")
+        raise UserError(f"the task of run {model_dir} ({names}) is not a synchronization "
+                        "task; give the model_dir of a run trained with objectives.contrastive "
+                        "or objectives.fusion")
     defaults = negative_samplers()
     negatives = {k: task.negatives.get(k, defaults[k]) for k in kinds if k != "easy"}
     return type(task).from_config({**task.get_config(), "eval_kinds": list(kinds),
@@ -67,14 +67,14 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
     """The run's ``AVTSModel`` (scoring ``kinds``) and its ``ClipSpec``.
 
     Raises:
-        BadInput: If ``model_dir`` is not a training run's folder.
+        UserError: If ``model_dir`` is not a training run's folder.
     """
     from avts_tf.models import AVTSModel
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise BadInput(f"model_dir {model_dir} does not exist; give the --model_dir of an "
-                       "avts-train run")
+        raise UserError(f"model_dir {model_dir} does not exist; give the --model_dir of an "
+                        "avts-train run")
     task = clip_cutter(model_dir, kinds)
     saved = all((model_dir / f"{w}_tower.keras").is_file() for w in checkpoint.TOWERS)
     if not saved:
@@ -105,7 +105,7 @@ def evaluate_sync(
         kinds, plus ``pairs_<kind>``: the number of out-of-sync pairs each was scored on.
 
     Raises:
-        BadInput: For a bad run folder, an unknown kind, a missing split or clips that do
+        UserError: For a bad run folder, an unknown kind, a missing split or clips that do
             not fit the towers.
     """
     kinds = check_kinds(kinds)
@@ -117,7 +117,7 @@ def evaluate_sync(
     features.check_sample_rate(data_dir, spec.log_mel)
     expected = tuple(model.audio_tower.inputs[0].shape[1:])
     if any(e is not None and e != g for e, g in zip(expected, spec.audio_shape(fps), strict=True)):
-        raise BadInput(
+        raise UserError(
             f"{data_dir} ({fps:g} fps) gives audio windows {spec.audio_shape(fps)} but the "
             f"audio tower takes {expected}; prepare it at the run's fps"
         )
@@ -133,7 +133,7 @@ def evaluate_sync(
     for kind in kinds:
         out[f"pairs_{kind}"] = int(model.objective.kind_accuracy[kind].neg_count.numpy())
     if out["pairs_easy"] == 0:
-        raise BadInput(f"split {split!r} of {data_dir} gives no out-of-sync pair (easy "
-                       "negatives need two or more videos long enough for a clip); pass a "
-                       "--split with more videos or re-prepare with a larger --test_fraction")
+        raise UserError(f"split {split!r} of {data_dir} gives no out-of-sync pair (easy "
+                        "negatives need two or more videos long enough for a clip); pass a "
+                        "--split with more videos or re-prepare with a larger --test_fraction")
     return out

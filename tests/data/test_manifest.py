@@ -20,7 +20,6 @@ from avts_tf.data.manifest import (
     WrittenEntry,
 )
 from avts_tf.errors import UserError
-from avts_tf.evaluation.errors import BadInput
 
 CUT = WrittenEntry(
     id="v_000001_000003", split="test", path="/m/v.mkv", label="dog", start=1.0, end=3.0,
@@ -99,7 +98,7 @@ def test_newer_or_bad_version_is_refused(tmp_path):
     with pytest.raises(ManifestError, match="format version 2, newer than this avts_tf reads "
                                             r"\(up to 1\); upgrade avts_tf") as err:
         Manifest.read(tmp_path)
-    assert isinstance(err.value, BadInput)  # The tools report it as one line.
+    assert isinstance(err.value, UserError)  # The tools report it as one line.
     assert str(tmp_path / "manifest.json") in str(err.value)
     for bad in ("2", 0, True):
         data["format_version"] = bad

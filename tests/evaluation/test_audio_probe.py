@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from avts_tf.errors import UserError
 from avts_tf.evaluation import audio_probe
-from avts_tf.evaluation.errors import BadInput
 from avts_tf.evaluation.features import Features
 
 
@@ -38,7 +38,7 @@ def test_split_protocol_and_unlabelled_files():
                           ["train", "train", "train", "test", "test"])
     (fold,) = audio_probe.make_folds(feats, "auto")
     assert fold.train.tolist() == [0, 1] and fold.test.tolist() == [3, 4]
-    with pytest.raises(BadInput, match="splits present: test, train"):
+    with pytest.raises(UserError, match="splits present: test, train"):
         audio_probe.make_folds(feats, "split", test_split="val")
 
 
@@ -48,7 +48,7 @@ def test_kfold_is_stratified_and_checks_class_sizes():
     assert len(folds) == 4
     for fold in folds:
         assert sorted(feats.labels[fold.test].tolist()) == [0, 1, 2]
-    with pytest.raises(BadInput, match="at least 5 files per class"):
+    with pytest.raises(UserError, match="at least 5 files per class"):
         audio_probe.make_folds(feats, "kfold", num_folds=5)
 
 
@@ -67,15 +67,15 @@ def test_fsdd_speakers_holds_out_one_speaker_per_fold():
 
 def test_bad_protocol_inputs():
     feats = make_features(["a", "b"], [0, 1], ["train", "train"])
-    with pytest.raises(BadInput, match="unknown protocol 'nope'"):
+    with pytest.raises(UserError, match="unknown protocol 'nope'"):
         audio_probe.make_folds(feats, "nope")
-    with pytest.raises(BadInput, match="needs --group_regex"):
+    with pytest.raises(UserError, match="needs --group_regex"):
         audio_probe.make_folds(feats, "group")
-    with pytest.raises(BadInput, match="does not match id"):
+    with pytest.raises(UserError, match="does not match id"):
         audio_probe.make_folds(feats, "group", group_regex=r"^z(\d)")
     empty = make_features(["a"], [0], ["train"])
     empty.labels[:] = -1
-    with pytest.raises(BadInput, match="empty set"):
+    with pytest.raises(UserError, match="empty set"):
         audio_probe.make_folds(empty, "auto")
 
 

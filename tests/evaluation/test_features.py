@@ -14,8 +14,8 @@ from avts_tf.backbones.audio import avts_audio_vgg
 from avts_tf.backbones.video_resnet import mc3_18
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram
 from avts_tf.data.manifest import Manifest
+from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, features, mfcc, records_io
-from avts_tf.evaluation.errors import BadInput
 from avts_tf.models import AVTSModel
 from avts_tf.run_description import RunDescription
 from avts_tf.tasks.sync.objectives import ContrastiveSync
@@ -30,19 +30,19 @@ def test_load_tower_from_model_dir_and_file(tiny_run):
 
 def test_load_tower_bad_inputs(tiny_run, tmp_path):
     fix = "give a training run's --model_dir or a .keras tower file"
-    with pytest.raises(BadInput) as err:
+    with pytest.raises(UserError) as err:
         checkpoint.load_tower(tmp_path / "missing", "video")
     assert str(err.value) == f"checkpoint {tmp_path / 'missing'} does not exist; {fix}"
-    with pytest.raises(BadInput) as err:
+    with pytest.raises(UserError) as err:
         checkpoint.load_tower(tiny_run / "video_tower.keras", "audio")
     assert str(err.value) == (f"{tiny_run / 'video_tower.keras'} is a video tower, expected the "
                               "audio tower; give the run's audio_tower.keras or its model_dir")
-    with pytest.raises(BadInput) as err:
+    with pytest.raises(UserError) as err:
         checkpoint.load_tower(tmp_path, "video")
     assert str(err.value) == (f"{tmp_path} holds neither video_tower.keras nor a training "
                               f"checkpoint: not a training run's model_dir; {fix}")
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
-    with pytest.raises(BadInput, match="cannot load"):
+    with pytest.raises(UserError, match="cannot load"):
         checkpoint.load_tower(tmp_path / "broken.keras", "video")
 
 
@@ -95,7 +95,7 @@ def test_feature_model_pools_any_layer():
     np.testing.assert_allclose(conv, tf.reduce_mean(raw, axis=[1, 2, 3]), rtol=1e-5)
     assert features.feature_model(tower, name, "max")(x).shape == (2, 4)
     assert features.feature_model(tower)(x).shape == (2, 8)  # No avgpool: the output.
-    with pytest.raises(BadInput, match=f"valid layer names: auto, output, video, {name}, .*dense"):
+    with pytest.raises(UserError, match=f"valid layer names: auto, output, video, {name}, .*dense"):
         features.feature_model(tower, "nope")
 
 
@@ -135,11 +135,11 @@ def test_extract_audio_and_video_features(tiny_prepared, tiny_run, tmp_path):
 def test_extract_bad_inputs(tiny_prepared, tiny_run, tmp_path):
     audio = checkpoint.load_tower(tiny_run, "audio")
     spec = checkpoint.clip_spec_for(tiny_run, audio_tower=audio)
-    with pytest.raises(BadInput, match="splits present: test, train"):
+    with pytest.raises(UserError, match="splits present: test, train"):
         features.tower_features(audio, "audio", tiny_prepared, spec, splits=["val"])
     empty = tmp_path / "empty"
     dataclasses.replace(Manifest.read(tiny_prepared), splits={}, written=()).write(empty)
-    with pytest.raises(BadInput, match="empty set"):
+    with pytest.raises(UserError, match="empty set"):
         features.tower_features(audio, "audio", empty, spec)
 
 

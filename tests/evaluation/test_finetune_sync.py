@@ -7,8 +7,8 @@ from sync_reference import numpy_sync_accuracy
 
 from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
+from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, finetune, records_io, sync
-from avts_tf.evaluation.errors import BadInput
 
 
 def test_choose_per_class_is_seeded_and_balanced():
@@ -81,7 +81,7 @@ def test_finetune_and_video_accuracy(tiny_prepared, tiny_run):
 def test_audio_shape_mismatch_is_reported(tiny_run):
     audio = checkpoint.load_tower(tiny_run, "audio")
     spec = checkpoint.clip_spec_for(tiny_run, audio_tower=audio)
-    with pytest.raises(BadInput, match="prepare the data at the pretraining fps"):
+    with pytest.raises(UserError, match="prepare the data at the pretraining fps"):
         finetune.check_audio_shape(audio, spec, 4.0)
 
 
@@ -101,9 +101,9 @@ def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
         reference = numpy_sync_accuracy(model.video_tower, model.audio_tower, data, kind=kind)
         assert reference["pairs"] == results[f"pairs_{kind}"]
         assert results[key] == pytest.approx(reference["accuracy"], abs=1e-6), kind
-    with pytest.raises(BadInput, match="unknown negative kind"):
+    with pytest.raises(UserError, match="unknown negative kind"):
         sync.evaluate_sync(tiny_run, tiny_prepared, kinds=("medium",))
-    with pytest.raises(BadInput, match="splits present"):
+    with pytest.raises(UserError, match="splits present"):
         sync.evaluate_sync(tiny_run, tiny_prepared, split="val")
 
 
@@ -146,6 +146,6 @@ def test_clip_cutter_takes_the_sync_task_of_a_multi_task_run(tmp_path, tiny_prep
     assert cutter.negatives["hard"].min_gap_s == 0.25
     assert set(cutter.negatives) == {"hard", "super_hard"}
     tiny.describe_run(tmp_path, tiny_prepared, task=TemporalContrastive())
-    with pytest.raises(BadInput, match=r"\(TemporalContrastive\) is not a synchronization "
+    with pytest.raises(UserError, match=r"\(TemporalContrastive\) is not a synchronization "
                                        r"task; give the model_dir of a run trained with"):
         sync.clip_cutter(tmp_path, ("easy",))

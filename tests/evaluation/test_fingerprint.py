@@ -9,8 +9,8 @@ import pytest
 
 from avts_tf.data.ingestion import synthetic
 from avts_tf.data.manifest import Manifest
+from avts_tf.errors import UserError
 from avts_tf.evaluation import fingerprint, media_edit
-from avts_tf.evaluation.errors import BadInput
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_distortions_change_what_they_name(source, tmp_path):
     reencoded = tmp_path / "plain.mp4"
     media_edit.write(reencoded, original)
     assert (tmp_path / "low_bitrate.mp4").stat().st_size < reencoded.stat().st_size
-    with pytest.raises(BadInput, match="unknown distortion 'blur'; valid: low_bitrate, "):
+    with pytest.raises(UserError, match="unknown distortion 'blur'; valid: low_bitrate, "):
         fingerprint.distort(source, tmp_path / "x.mp4", "blur")
 
 

@@ -18,6 +18,7 @@ from avts_tf.data.audio_features import LogMelSpec
 from avts_tf.data.ingestion import synthetic
 from avts_tf.data.ingestion.media import probe_duration
 from avts_tf.data.pipeline import ClipSpec
+from avts_tf.errors import UserError
 from avts_tf.evaluation import offset
 from avts_tf.tasks.sync.objectives import ContrastiveSync
 
@@ -106,7 +107,7 @@ def test_estimate_finds_a_known_shift_with_the_right_sign(world_video, tmp_path)
         assert estimate.costs.shape == (101,) and estimate.clips == 12
         best = int(np.argmin(estimate.costs))
         assert abs(estimate.offset_s - estimate.offsets_s[best]) <= 0.01  # refined in a step
-    with pytest.raises(offset.BadInput, match=r"too short to try offsets of ±3 s \(needs 7.00 "
+    with pytest.raises(UserError, match=r"too short to try offsets of ±3 s \(needs 7.00 "
                                               r"s of video and audio\); lower --max_offset_s"):
         offset.estimate_offset(model, description, world_video, max_offset_s=3.0)
 

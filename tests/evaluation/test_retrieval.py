@@ -12,8 +12,8 @@ import pytest
 from eval_helpers import assert_one_line_error, run_in_process
 from tiny import REPO_ROOT
 
+from avts_tf.errors import UserError
 from avts_tf.evaluation import retrieval
-from avts_tf.evaluation.errors import BadInput
 from avts_tf.evaluation.features import Features
 
 
@@ -47,7 +47,7 @@ def test_per_file_averages_windows_then_normalises():
                      label_names=["x", "y"])
     np.testing.assert_allclose(retrieval.per_file(feats),
                                [[1 / np.sqrt(5), 2 / np.sqrt(5)], [0.6, 0.8]], rtol=1e-6)
-    with pytest.raises(BadInput, match="no videos in split 'val'; splits present: test, train"):
+    with pytest.raises(UserError, match="no videos in split 'val'; splits present: test, train"):
         retrieval.video_retrieval(feats, "val", "test")
 
 
@@ -197,7 +197,7 @@ def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path)
     shutil.copytree(temporal_run[0], run)
     shutil.rmtree(run / "checkpoints")
     video, audio = (checkpoint.load_tower(run, w) for w in ("video", "audio"))
-    with pytest.raises(BadInput, match="^the run's temporal task compares audio and video "
+    with pytest.raises(UserError, match="^the run's temporal task compares audio and video "
                        f"through trained projection heads but {run} has no checkpoint yet; "
                        r"wait for its first checkpoint \(train.run.checkpoint_every_steps\)$"):
         shared_space.of_run(run, video, audio)

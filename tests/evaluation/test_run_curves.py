@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
+from avts_tf.errors import UserError
 from avts_tf.evaluation import run_curves
-from avts_tf.evaluation.errors import BadInput
 
 
 def test_curves_of_train_and_validation_logs(tmp_path):
@@ -27,7 +27,7 @@ def test_curves_of_train_and_validation_logs(tmp_path):
     drawn = run_curves.plot_run(tmp_path, tmp_path / "curves.png")
     assert drawn == ["epoch_loss", "epoch_sync_accuracy"]
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(BadInput, match="no TensorBoard logs under"):
+    with pytest.raises(UserError, match="no TensorBoard logs under"):
         run_curves.read_scalars(tmp_path / "empty")
 
 

@@ -15,8 +15,8 @@ from eval_helpers import assert_one_line_error, run_in_process
 
 from avts_tf import config, train
 from avts_tf.backbones.video_resnet import mc3_18
+from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint
-from avts_tf.evaluation.errors import BadInput
 from avts_tf.run_description import FORMAT_VERSION, RunDescription, Tower
 from avts_tf.tasks.sync.objectives import ContrastiveSync
 
@@ -103,10 +103,10 @@ def test_towers_rebuilt_from_run_json_embed_as_the_saved_ones(trained, tmp_path)
 def test_other_format_version_is_refused(trained, tmp_path):
     data = json.loads((trained / "run.json").read_text())
     (tmp_path / "run.json").write_text(json.dumps({**data, "format_version": 2}))
-    with pytest.raises(BadInput, match="has format_version 2; this avts_tf reads version 1"):
+    with pytest.raises(UserError, match="has format_version 2; this avts_tf reads version 1"):
         RunDescription.read(tmp_path)
     (tmp_path / "run.json").write_text(json.dumps({"format_version": 1, "fps": 8.0}))
-    with pytest.raises(BadInput, match="is not a run description"):
+    with pytest.raises(UserError, match="is not a run description"):
         RunDescription.read(tmp_path)
 
 
@@ -115,7 +115,7 @@ def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_pa
     footage = tmp_path / "footage"
     footage.mkdir()
     (footage / "a.mp4").write_bytes(b"video")
-    with pytest.raises(BadInput) as error:
+    with pytest.raises(UserError) as error:
         RunDescription.read(footage)
     assert str(error.value) == (
         f"{footage} is not a training run's model_dir (no run.json, config.gin or "
@@ -123,7 +123,7 @@ def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_pa
     # A run folder from before run.json: operative config and checkpoints only.
     old = tmp_path / "old"
     shutil.copytree(trained, old, ignore=shutil.ignore_patterns("*.keras", "run.json"))
-    with pytest.raises(BadInput) as error:
+    with pytest.raises(UserError) as error:
         RunDescription.read(old)
     assert str(error.value) == (
         f"{old} has no run.json (train.run writes it since avts_tf 0.1, format 1); "
@@ -132,9 +132,9 @@ def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_pa
     )
     shutil.rmtree(old)
     shutil.copytree(trained, old, ignore=shutil.ignore_patterns("*.keras", "run.json"))
-    with pytest.raises(BadInput, match="has no run.json"):
+    with pytest.raises(UserError, match="has no run.json"):
         checkpoint.load_tower(old, "video")
-    with pytest.raises(BadInput, match="has no run.json"):
+    with pytest.raises(UserError, match="has no run.json"):
         checkpoint.clip_spec_for(old)
     code, _, err = run_in_process("eval_sync", "--model_dir", str(old), "--data",
                                   str(tiny_prepared))
@@ -155,7 +155,7 @@ def test_towers_are_described_by_their_factory():
     assert (unregistered.name, unregistered.kwargs) == (None, None)
     assert unregistered.factory == f"{__name__}._my_tower"
     assert Tower.of_factory(functools.partial(mc3_18, shape), shape).kwargs is None
-    with pytest.raises(BadInput, match="_my_tower is not a registered BACKBONES factory"):
+    with pytest.raises(UserError, match="_my_tower is not a registered BACKBONES factory"):
         unregistered.build()
 
 

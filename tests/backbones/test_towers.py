@@ -16,14 +16,15 @@ TINY_AUDIO = (32, 16, 1)
 
 
 def tiny_kwargs(name: str) -> dict:
-    """Width 8, one block per stage, tiny input; read from the factory's defaults."""
+    """Tiny input, width 8 and one block per stage where the factory takes them."""
     params = inspect.signature(BACKBONES.get(name)).parameters
     video = len(params["input_shape"].default) == 4
-    return {
-        "input_shape": TINY_VIDEO if video else TINY_AUDIO,
-        "width": 8,
-        "depths": (1,) * len(params["depths"].default),
-    }
+    kwargs = {"input_shape": TINY_VIDEO if video else TINY_AUDIO}
+    if "width" in params:
+        kwargs["width"] = 8
+    if "depths" in params:
+        kwargs["depths"] = (1,) * len(params["depths"].default)
+    return kwargs
 
 
 def sample(model: keras.Model, batch: int = 2, seed: int = 0) -> np.ndarray:

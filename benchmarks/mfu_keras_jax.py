@@ -19,16 +19,7 @@ dense bf16 rate.
 resnet18, the same architectures; bf16 autocast, channels-last, ``torch.compile``), in rounds
 interleaved with the Keras-JAX step, and prints the speed ratio.
 
-Measured on one H200 (jax 0.11.2, torch 2.11.0, 2026-12-04, ``--peer``; 234.9 GFLOP per example:
-r2plus1d_18 forward about 78 GFLOP at 16 x 112 x 112, audio_resnet18 0.3 GFLOP per window,
-backward about twice; min-max of 3 interleaved rounds of 20 steps):
-
-| batch | step | ms/step | clips/s | TFLOP/s | MFU of 989.5 | Keras-JAX / torch speed |
-| --- | --- | --- | --- | --- | --- | --- |
-| 32 | Keras-JAX | 58.8-59.1 | 541-544 | 127-128 | 0.128-0.129 | 0.74-0.76 |
-| 32 | PyTorch | 43.3-44.4 | 720-738 | 169-173 | 0.171-0.175 | |
-| 64 | Keras-JAX | 112.2-112.4 | 569-571 | 134 | 0.135 | 0.84-0.85 |
-| 64 | PyTorch | 94.6-95.1 | 673-677 | 158-159 | 0.160-0.161 | |
+Measurements: ``docs/performance.md``.
 """
 
 from __future__ import annotations

@@ -12,35 +12,7 @@ processes on a shared machine hits all variants alike and the ratios stay meanin
 
 Uses every thread it is given: run it briefly on shared machines.
 
-Measured after the PyTorch-padding change (strided convs ZeroPad then ``valid``), alone on
-a 2-core machine with AVX-512/AMX, 2026-12-01; batch 4 x 8 x 112 x 112; oneDNN on; TF 2.21 /
-Keras 3.15.1 vs torch 2.14.1 / torchvision 0.29.1; ``--xla off``; medians of 4-6
-interleaved rounds (min-max of avts_tf's rounds):
-
-    model   threads  code            avts_tf clips/s   torchvision   vs torch
-    mc3_18  1        padding fixed   0.94 (0.86-0.95)  0.77          1.22x
-    mc3_18  1        padding fixed   0.91 (0.77-0.96)  0.74          1.24x
-    mc3_18  1        before the fix  0.88 (0.74-0.95)  0.73          1.20x
-    mc3_18  2        padding fixed   1.35 (1.09-1.49)  0.98          1.37x
-    mc3_18  2        padding fixed   1.31 (1.11-1.36)  1.10          1.19x
-    mc3_18  2        padding fixed   1.34 (1.19-1.42)  1.08          1.24x
-    mc3_18  2        before the fix  1.31 (1.22-1.43)  1.03          1.28x
-
-The explicit padding costs nothing measurable (within the rounds' spread). An earlier
-table (AVX2-only EPYC, load 4-12 from other jobs): mc3_18 1.55x (xla off) / 0.61x (xla
-on); r3d_18 2.06x / 0.42x; mc2_18 1.56x / 0.89x; r2plus1d_18 1.94x / 1.13x.
-
-With ``--onednn default`` (TensorFlow's default, off on this CPU) mc3_18 ran at 0.41x
-torchvision (stock Keras layers 0.33x).
-
-2026-12-04, another CPU (2-core AMD EPYC Zen 4, AVX-512, no AMX), alone, 2 threads, same
-command: avts_tf 1.74 (1.74-1.75) against torchvision 1.58 (1.55-1.59), **1.10x**. Grappler
-logs ``remapper failed`` on the stem's explicit ``Pad`` (its gradient's ``ShapeN`` reads the
-Pad that the Pad+Conv fusion removes), so that pass is dropped for the whole graph; with
-``same`` padding instead (wrong sample positions, for the experiment only) the remapper ran
-and the step measured 1.76 against 1.62 (1.08x): the failed pass costs nothing measurable.
-Since 2026-12-05 those pads are ``PadV2`` (``layers.UnfusedZeroPadding3D``), which the
-remapper does not fuse: the log line is gone and the remapper's other rewrites run.
+Measurements: ``docs/performance.md``.
 """
 
 from __future__ import annotations

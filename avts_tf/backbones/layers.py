@@ -5,7 +5,7 @@ checkpoints and parameter counts are unchanged; only the kernels called differ.
 
 * :class:`VideoConv3D` is a ``Conv3D`` that computes ``(1, kh, kw)`` kernels (no
   temporal extent or stride) as a Conv2D over frames folded into the batch, which runs
-  faster than ``Conv3D`` (1.2x with oneDNN, 1.5x without, measured at MC3 shapes).
+  faster than ``Conv3D`` at MC3 shapes (``docs/performance.md``).
   Other kernels stay ``Conv3D``: with oneDNN it beats the 2D decompositions we tried.
 * :class:`FusedBatchNormalization` is a ``BatchNormalization`` whose training step uses
   TensorFlow's fused kernel (one pass for statistics, normalisation and the moving
@@ -18,10 +18,8 @@ checkpoints and parameter counts are unchanged; only the kernels called differ.
   ``PadV2`` is not fused, so the other rewrites stay and the log stays clean.
 
 On CPU the largest lever is outside these layers: TensorFlow enables oneDNN by default
-only on CPUs with AVX-512 class features. Elsewhere (e.g. AVX2-only AMD EPYC) set
-``TF_ENABLE_ONEDNN_OPTS=1`` before importing TensorFlow: it made Conv3D's forward and
-backward 2.2x faster, and then 1.7x faster than PyTorch's. XLA (``jit_compile``)
-does not use oneDNN for convolutions on CPU and is 2-3x slower for these towers.
+only on CPUs with AVX-512 class features; elsewhere set ``TF_ENABLE_ONEDNN_OPTS=1`` before
+importing TensorFlow (measurements: ``docs/performance.md``).
 """
 
 from __future__ import annotations

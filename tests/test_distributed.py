@@ -264,7 +264,7 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
     counting = tmp_path / "counting.gin"
     counting.write_text(
         "import decode_counter\n"
-        "train.run.objective = @objectives.counting_contrastive\n"
+        "train.Model.objective = @objectives.counting_contrastive\n"
         "objectives.counting_contrastive.margin = 1.0\n"
         "train.run.callbacks = [@counter.WriteDecoded()]\n"
     )
@@ -273,9 +273,9 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
         f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
         "backbones.mc3_18.width = 4",
         "backbones.avts_audio_vgg.width = 4",
-        "train.run.batch_size = 8",
-        "train.run.train_steps = 6",
-        "train.run.steps_per_epoch = 3",
+        "train.Trainer.batch_size = 8",
+        "train.Trainer.train_steps = 6",
+        "train.Trainer.steps_per_epoch = 3",
         "train.Evaluation.batch_size = 4",
         "train.Evaluation.clips_per_video = 2",
         "train.Runtime.verbose = 2",
@@ -302,7 +302,7 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
     for out, _ in outputs:
         assert out.strip().splitlines()[-1].startswith("sync_accuracy: ")
     # Each worker decoded its own half of every step: at least its 6 x 4 clips, and no
-    # clip was decoded by both (each used to decode all 8 clips of a step and keep 4).
+    # clip was decoded by both.
     decoded = [{tuple(s) for s in json.loads((tmp_path / f"decoded{i}.json").read_text())}
                for i in range(2)]
     assert len(decoded[0]) >= 24 and len(decoded[1]) >= 24

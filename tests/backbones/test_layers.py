@@ -151,9 +151,9 @@ print("stepped")
 
 
 def test_a_train_step_of_a_tower_with_strided_convs_is_fully_optimized():
-    """Grappler's remapper rewrites the whole step: with ``Pad`` layers before the strided
-    convs it failed (``remapper failed: INVALID_ARGUMENT``, logged on every run) and
-    dropped all its rewrites."""
+    """Grappler's remapper rewrites the whole step of a tower with padded strided convs:
+    no ``remapper failed`` line is logged (a fused ``Pad`` would make it drop every
+    rewrite)."""
     import os
     import subprocess
     import sys

@@ -1,7 +1,7 @@
 """Converted torchvision video ResNets compute torchvision's logits (even and odd sizes).
 
-Before the towers padded strided convs as PyTorch does (TensorFlow's ``same`` pads
-0/1 where PyTorch pads 1/1 on even sizes), the relative difference was ~1 here.
+Even sizes pin the padding of strided convs: PyTorch pads 1/1 where TensorFlow's ``same``
+would pad 0/1.
 """
 
 import sys

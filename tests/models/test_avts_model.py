@@ -83,11 +83,9 @@ def test_mixed_float16_scales_the_loss():
 
 
 def test_a_saved_model_loads_compiled_and_trains_on_as_the_original(tmp_path):
-    """``model.save`` / ``keras.models.load_model``: optimizer and its state come back.
-
-    Keras skips ``compile_from_config`` for a model with its own ``compile``: the loaded
-    model had no optimizer (a warning said so), and the saved Adam moments were dropped.
-    """
+    """``model.save`` / ``keras.models.load_model``: the optimizer and its Adam moments come
+    back with the model (Keras skips ``compile_from_config`` for a model with its own
+    ``compile``, so the model restores them itself)."""
     import warnings
 
     model = _model("float32", jit_compile=True)
@@ -110,12 +108,8 @@ def test_a_saved_model_loads_compiled_and_trains_on_as_the_original(tmp_path):
 
 
 def test_a_saved_model_loads_in_a_new_process_after_importing_avts_tf_models(tmp_path):
-    """A library tower's own layers and a built-in task need no import of their modules.
-
-    ``keras.models.load_model`` failed with ``Could not locate class
-    'ContrastiveSync'`` (or the towers' ``VideoConv3D``) and a page of config unless the
-    user had imported the modules registering them.
-    """
+    """``import avts_tf.models`` is enough to load a saved model: the towers' own layers
+    (``VideoConv3D``) and the built-in tasks are registered with Keras by then."""
     import subprocess
     import sys
 

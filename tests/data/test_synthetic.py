@@ -389,7 +389,7 @@ print(synthetic_dataset(cache_dir=sys.argv[1], num_videos=4, duration_s=1.0, siz
 
 def test_a_first_use_waits_for_another_process_building_the_same_dataset(tmp_path):
     """Two runs started together (or the workers of one run) need the built-in dataset at
-    once: the second waits for the first's build and uses it."""
+    once: the second waits for the first's build lock before it builds."""
     import fcntl
     import time
 

@@ -120,11 +120,13 @@ def _pyav_pass(pool, files: list[str]) -> float:
 
 def _ingest_pass(source: Path, work: Path, args: argparse.Namespace) -> float:
     from avts_tf.data.ingestion import prepare
+    from avts_tf.data.manifest import IngestConfig
 
     out = work / f"prepared_{time.perf_counter_ns()}"
     start = time.perf_counter()
-    prepare.prepare_dataset(source, out, fps=args.fps, short_side=args.short_side,
-                            require_audio=False, workers=args.workers, progress=False)
+    config = IngestConfig(fps=args.fps, short_side=args.short_side, require_audio=False)
+    prepare.prepare_dataset(source, out, config, workers=args.workers,
+                            options=prepare.RunOptions(progress=False))
     elapsed = time.perf_counter() - start
     shutil.rmtree(out)
     return elapsed

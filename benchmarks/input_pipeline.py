@@ -35,6 +35,7 @@ import tensorflow as tf  # noqa: E402
 from avts_tf.data import pipeline  # noqa: E402
 from avts_tf.data.audio_features import LogMelSpec, log_mel_spectrogram  # noqa: E402
 from avts_tf.data.ingestion import prepare, synthetic  # noqa: E402
+from avts_tf.data.manifest import IngestConfig  # noqa: E402
 
 SPEC = pipeline.ClipSpec(
     num_frames=8, crop_size=32, log_mel=LogMelSpec(mel_bins=40, window_s=0.04, hop_s=0.02)
@@ -140,7 +141,8 @@ def prepare_peak_rss_mb(csv_path: Path, count: int, out: Path) -> float:
     code = (
         "import sys, resource; sys.path.insert(0, sys.argv[1]);"
         "from avts_tf.data.ingestion import prepare;"
-        "prepare.prepare_dataset(sys.argv[2], sys.argv[3], progress=False);"
+        "prepare.prepare_dataset(sys.argv[2], sys.argv[3], "
+        "options=prepare.RunOptions(progress=False));"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     # Paths in the subset CSV are relative to the generated folder.
@@ -174,7 +176,8 @@ def main() -> None:
         subset = root / "videos" / "bench.csv"
         subset.write_text("\n".join(csv_path.read_text().splitlines()[: args.videos + 1]) + "\n")
         data_dir = root / "prepared"
-        prepare.prepare_dataset(subset, data_dir, fps=FPS, short_side=SHORT_SIDE, progress=False)
+        prepare.prepare_dataset(subset, data_dir, IngestConfig(fps=FPS, short_side=SHORT_SIDE),
+                                options=prepare.RunOptions(progress=False))
         videos = sorted(str(p) for p in (root / "videos" / "videos").rglob("*.mp4"))[: args.videos]
 
         rows = []

@@ -98,6 +98,7 @@ def build_small(root: Path, videos: int, short_side: int, shards: int) -> Path:
     """Synthetic videos ingested at ``short_side`` into ``shards`` shards per split."""
     from avts_tf.data import manifest
     from avts_tf.data.ingestion import prepare, synthetic
+    from avts_tf.data.manifest import IngestConfig
 
     prepared = root / "small"
     if manifest.exists(prepared):
@@ -106,8 +107,9 @@ def build_small(root: Path, videos: int, short_side: int, shards: int) -> Path:
         root / "videos", num_videos=videos, duration_s=DURATION_S, fps=VIDEO_FPS,
         size=short_side,
     )
-    prepare.prepare_dataset(csv_path, prepared, fps=FPS, short_side=short_side,
-                           num_shards=shards, workers=2, progress=False)
+    prepare.prepare_dataset(csv_path, prepared,
+                            IngestConfig(fps=FPS, short_side=short_side, num_shards=shards),
+                            workers=2, options=prepare.RunOptions(progress=False))
     return prepared
 
 

@@ -47,6 +47,7 @@ def clear_gin():
 def tiny_prepared(tmp_path_factory) -> Path:
     """Eight 3 s synthetic videos (6 train, 2 test) at 32x32, ingested at 8 fps."""
     from avts_tf.data.ingestion import prepare, synthetic
+    from avts_tf.data.manifest import IngestConfig
 
     root = tmp_path_factory.mktemp("tiny_synthetic")
     csv_path = synthetic.generate_synthetic_dataset(
@@ -54,7 +55,8 @@ def tiny_prepared(tmp_path_factory) -> Path:
         num_classes=2, test_fraction=0.25,
     )
     out = root / "prepared"
-    prepare.prepare_dataset(csv_path, out, fps=tiny.FPS, short_side=32, progress=False)
+    prepare.prepare_dataset(csv_path, out, IngestConfig(fps=tiny.FPS, short_side=32),
+                            options=prepare.RunOptions(progress=False))
     return out
 
 

@@ -37,7 +37,7 @@ from absl import flags, logging
 
 from avts_tf.cli import app
 from avts_tf.data.ingestion import sources  # prepare loads TensorFlow: imported in _main
-from avts_tf.data.manifest import DEFAULTS, FILES_PER_SHARD
+from avts_tf.data.manifest import DEFAULTS, FILES_PER_SHARD, IngestConfig
 from avts_tf.errors import RunInterrupted, UserError
 
 FLAGS = flags.FLAGS
@@ -165,7 +165,7 @@ def _main(argv: list[str]) -> int:
     if FLAGS.input is None:
         raise UserError("--input is required; give a folder, a media file or a CSV (or "
                         "--verify to check an existing --output)")
-    settings = dict(
+    config = IngestConfig(
         layout=FLAGS.layout, fps=FLAGS.fps,
         short_side=FLAGS.short_side, sample_rate=FLAGS.sample_rate,
         jpeg_quality=FLAGS.jpeg_quality, num_shards=FLAGS.num_shards,
@@ -173,20 +173,21 @@ def _main(argv: list[str]) -> int:
         audio_stream=FLAGS.audio_stream, require_audio=not FLAGS.allow_missing_audio,
         require_video=None if FLAGS.allow_missing_video is None
         else not FLAGS.allow_missing_video,
-        fold=FLAGS.fold, media_dir=FLAGS.media_dir, progress=True,
-        test_fraction=FLAGS.test_fraction or None, overwrite=FLAGS.overwrite,
-        decode_timeout=FLAGS.decode_timeout, max_record_s=FLAGS.max_record_s or None,
+        fold=FLAGS.fold, media_dir=FLAGS.media_dir,
+        test_fraction=FLAGS.test_fraction or None, max_record_s=FLAGS.max_record_s or None,
         record_overlap_s=FLAGS.record_overlap_s,
     )
+    options = prepare.RunOptions(progress=True, overwrite=FLAGS.overwrite,
+                                 decode_timeout=FLAGS.decode_timeout)
     try:
         if beam_runner is None:
-            manifest = prepare.prepare_dataset(FLAGS.input, FLAGS.output,
-                                               workers=FLAGS.workers, **settings)
+            manifest = prepare.prepare_dataset(FLAGS.input, FLAGS.output, config,
+                                               workers=FLAGS.workers, options=options)
         else:
             manifest = beam_runner.prepare_dataset_beam(
-                FLAGS.input, FLAGS.output, runner=FLAGS.runner,
+                FLAGS.input, FLAGS.output, config, runner=FLAGS.runner,
                 beam_args=beam_runner.parse_beam_options(FLAGS.runner, FLAGS.beam_options),
-                **settings)
+                options=options)
     except RunInterrupted:  # a full disk: exit 3, the complete shards are kept
         raise
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings

@@ -55,7 +55,9 @@ class IngestConfig:
         video_stream: Index among each file's video streams (``None``: the best one).
         audio_stream: Index among each file's audio streams (``None``: the best one).
         require_audio: Skip files without an audio stream.
-        require_video: Skip files without a video stream.
+        require_video: Skip files without a video stream; ``None``: yes except for the
+            audio layouts (``sources.AUDIO_LAYOUTS``), decided when the run is planned (a
+            manifest records the choice).
         num_shards: Shards per split (``None``: one per ``prepare.FILES_PER_SHARD`` files).
         layout: Input layout (``avts_tf.data.ingestion.sources.LAYOUTS``; ``"auto"`` guesses).
         fold: Official split number for UCF101/HMDB51/DCASE (1-3).
@@ -75,7 +77,7 @@ class IngestConfig:
     video_stream: int | None = None
     audio_stream: int | None = None
     require_audio: bool = True
-    require_video: bool = True
+    require_video: bool | None = None
     num_shards: int | None = None
     layout: str = "auto"
     fold: int = 1
@@ -97,13 +99,17 @@ class IngestConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IngestConfig:
-        """The config of a manifest's ``config`` (missing keys take the defaults)."""
+        """The config of a manifest's ``config`` (missing keys take the defaults).
+
+        A missing ``require_video`` reads as ``True``: a manifest records a decided value.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for name, kind in (("fps", float), ("short_side", int), ("sample_rate", int),
                            ("record_overlap_s", float)):
             if name in values:
                 values[name] = kind(values[name])
+        values.setdefault("require_video", True)
         return cls(**values)
 
 

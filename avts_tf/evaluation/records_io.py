@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from avts_tf.data import manifest, pipeline, records
-from avts_tf.data.manifest import DEFAULTS, Manifest, Shard, SplitInfo
+from avts_tf.data.manifest import DEFAULTS, IngestConfig, Manifest, Shard, SplitInfo
 from avts_tf.errors import UserError
 
 
@@ -63,12 +63,12 @@ def ensure_prepared(
     if is_prepared(path):
         return path
     try:
-        prepared = prepare.prepare_dataset(
-            path, work_dir, layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
-            short_side=short_side, require_video=False if audio_only else None,
-            require_audio=not video_only, test_fraction=test_fraction, workers=workers,
-            progress=True,
-        )
+        config = IngestConfig(layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
+                              short_side=short_side,
+                              require_video=False if audio_only else None,
+                              require_audio=not video_only, test_fraction=test_fraction)
+        prepared = prepare.prepare_dataset(path, work_dir, config, workers=workers,
+                                           options=prepare.RunOptions(progress=True))
     except ValueError as err:
         raise UserError(f"cannot prepare {path}: {err}") from None
     if not prepared.written:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -53,9 +54,11 @@ def media(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_direct_runner_matches_local_pool_and_resumes(media, tmp_path):
     local, beam = tmp_path / "local", tmp_path / "beam"
-    expected = prepare.prepare_dataset(media, local, num_shards=3, workers=1, progress=False)
-    manifest = beam_runner.prepare_dataset_beam(media, beam, num_shards=3, beam_args=DIRECT_2,
-                                                progress=False)
+    expected = prepare.prepare_dataset(media, local, IngestConfig(num_shards=3), workers=1,
+                                       options=prepare.RunOptions(progress=False))
+    manifest = beam_runner.prepare_dataset_beam(media, beam, IngestConfig(num_shards=3),
+                                                beam_args=DIRECT_2,
+                                                options=prepare.RunOptions(progress=False))
     # Every input accounted for: 3 clips with audio written, 3 silent ones and 2 broken
     # files skipped.
     assert sorted(Path(e.path).name for e in manifest.written) == [
@@ -78,8 +81,9 @@ def test_direct_runner_matches_local_pool_and_resumes(media, tmp_path):
     lost.unlink()
     (beam / f".{SHARDS[1]}.tmp-99999-deadbeef").write_bytes(b"half a shard")
     kept = {name: (beam / name).stat().st_mtime_ns for name in (SHARDS[0], SHARDS[2])}
-    again = beam_runner.prepare_dataset_beam(media, beam, num_shards=3, beam_args=DIRECT_2,
-                                             progress=False)
+    again = beam_runner.prepare_dataset_beam(media, beam, IngestConfig(num_shards=3),
+                                             beam_args=DIRECT_2,
+                                             options=prepare.RunOptions(progress=False))
     assert {name: (beam / name).stat().st_mtime_ns for name in kept} == kept  # not rewritten
     assert again.to_dict() == expected.to_dict()
     assert _records(beam) == records
@@ -114,11 +118,13 @@ def test_url_output_goes_through_gfile(tmp_path):
     for name in ("bento.mp4", "h265_video.mp4"):
         shutil.copyfile(REAL_AV / name, media / name)
     (media / "notes.mp4").write_text("not a video\n")
-    expected = prepare.prepare_dataset(media, tmp_path / "local", num_shards=2, progress=False)
+    expected = prepare.prepare_dataset(media, tmp_path / "local", IngestConfig(num_shards=2),
+                                       options=prepare.RunOptions(progress=False))
     url = f"ram://avts-test-{tmp_path.name}/ds"
     in_memory = ["--direct_running_mode=in_memory"]  # ram:// lives in this process only
-    manifest = beam_runner.prepare_dataset_beam(media, url, num_shards=2, beam_args=in_memory,
-                                                progress=False)
+    manifest = beam_runner.prepare_dataset_beam(media, url, IngestConfig(num_shards=2),
+                                                beam_args=in_memory,
+                                                options=prepare.RunOptions(progress=False))
     assert manifest.to_dict() == expected.to_dict()
     assert [Path(e.path).name for e in manifest.written] == ["bento.mp4"]
     names = ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
@@ -127,8 +133,9 @@ def test_url_output_goes_through_gfile(tmp_path):
              + [(".ingest/", f"{n}.json") for n in names]}
     assert state == {key: (tmp_path / "local" / key).read_bytes() for key in state}
     tf.io.gfile.remove(f"{url}/{names[0]}")
-    again = beam_runner.prepare_dataset_beam(media, url, num_shards=2, beam_args=in_memory,
-                                             progress=False)
+    again = beam_runner.prepare_dataset_beam(media, url, IngestConfig(num_shards=2),
+                                             beam_args=in_memory,
+                                             options=prepare.RunOptions(progress=False))
     assert again.to_dict() == expected.to_dict()
     assert tf.io.gfile.GFile(f"{url}/{names[0]}", "rb").read() == state[names[0]]
     assert sorted(tf.io.gfile.listdir(url)) == [".ingest", "manifest.json", *names]
@@ -194,9 +201,8 @@ def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path):
     folder.mkdir()
     write_counting_video(folder / "long.mkv", 17.0)
     write_counting_video(folder / "short.mkv", 3.0)
-    settings = dict(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0,
-                    num_shards=1, progress=False)
     config = IngestConfig(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0)
+    quiet = prepare.RunOptions(progress=False)
     state = tmp_path / "spill"
     state.mkdir()
     decoder = prepare.IsolatedDecoder(config, timeout=60.0, spill_dir=str(state))
@@ -207,10 +213,12 @@ def test_long_files_pass_through_the_pipeline_as_spill_files(tmp_path):
     assert isinstance(data, prepare.SpilledRecords) and data.count == entry["records"] == 4
     assert {Path(p).parent for p in data.paths} == {state}
     assert all(Path(p).name.startswith(".spill-") for p in data.paths)
-    expected = prepare.prepare_dataset(folder, tmp_path / "local", **settings)
+    one_shard = dataclasses.replace(config, num_shards=1)
+    expected = prepare.prepare_dataset(folder, tmp_path / "local", one_shard, options=quiet)
     shard = "train-00000-of-00001.tfrecord"
     local_bytes = (tmp_path / "local" / shard).read_bytes()
-    manifest = beam_runner.prepare_dataset_beam(folder, tmp_path / "beam", **settings)
+    manifest = beam_runner.prepare_dataset_beam(folder, tmp_path / "beam", one_shard,
+                                                options=quiet)
     assert manifest.to_dict() == expected.to_dict()
     assert (tmp_path / "beam" / shard).read_bytes() == local_bytes
     assert not list((tmp_path / "beam").rglob(".spill-*"))

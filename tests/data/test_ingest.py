@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from avts_tf.data import records
 from avts_tf.data.ingestion import prepare, sources, synthetic
-from avts_tf.data.manifest import Manifest, Shard
+from avts_tf.data.manifest import IngestConfig, Manifest, Shard
 
 
 def write_clip(path: Path, seconds: float = 1.0, audio: bool = True, level: int = 100) -> Path:
@@ -100,8 +100,9 @@ def test_plan_is_round_robin_and_sorted():
 
 def test_prepare_dataset(dataset, tmp_path):
     out = tmp_path / "out"
-    manifest = prepare.prepare_dataset(dataset, out, fps=5, short_side=24, num_shards=2,
-                                      progress=False)
+    manifest = prepare.prepare_dataset(dataset, out,
+                                       IngestConfig(fps=5, short_side=24, num_shards=2),
+                                       options=prepare.RunOptions(progress=False))
     assert manifest.to_dict() == json.loads((out / "manifest.json").read_text())
     assert Manifest.read(out) == manifest
     assert manifest.labels == ("cat", "dog")
@@ -133,20 +134,23 @@ def test_prepare_dataset(dataset, tmp_path):
 
 
 def test_allow_missing_audio(dataset, tmp_path):
-    manifest = prepare.prepare_dataset(dataset, tmp_path / "out", require_audio=False,
-                                      progress=False)
+    manifest = prepare.prepare_dataset(dataset, tmp_path / "out", IngestConfig(require_audio=False),
+                                       options=prepare.RunOptions(progress=False))
     silent = [e for e in manifest.written if e.id == "dog/silent.mkv"]
     assert silent and silent[0].num_samples == 0
 
 
 def test_rerun_keeps_shards_and_refuses_other_config(dataset, tmp_path):
     out = tmp_path / "out"
-    first = prepare.prepare_dataset(dataset, out, num_shards=2, progress=False)
+    first = prepare.prepare_dataset(dataset, out, IngestConfig(num_shards=2),
+                                    options=prepare.RunOptions(progress=False))
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
-    assert prepare.prepare_dataset(dataset, out, num_shards=2, progress=False) == first
+    assert prepare.prepare_dataset(dataset, out, IngestConfig(num_shards=2),
+                                   options=prepare.RunOptions(progress=False)) == first
     assert before == {p.name: p.stat().st_mtime_ns for p in out.glob("*.tfrecord")}
     with pytest.raises(ValueError, match="another input or config"):
-        prepare.prepare_dataset(dataset, out, num_shards=2, fps=4, progress=False)
+        prepare.prepare_dataset(dataset, out, IngestConfig(num_shards=2, fps=4),
+                                options=prepare.RunOptions(progress=False))
 
 
 def touch(root: Path, *names: str) -> None:
@@ -260,8 +264,8 @@ def test_layout_youtube_csvs(tmp_path):
 def test_youtube_cut_end_to_end(tmp_path):
     write_clip(tmp_path / "media" / "vid.mkv", seconds=3.0)
     (tmp_path / "list.csv").write_text("youtube_id,start,end,label\nvid,1,2,x\n")
-    manifest = prepare.prepare_dataset(tmp_path / "list.csv", tmp_path / "out", fps=4,
-                                      progress=False)
+    manifest = prepare.prepare_dataset(tmp_path / "list.csv", tmp_path / "out", IngestConfig(fps=4),
+                                       options=prepare.RunOptions(progress=False))
     (entry,) = manifest.written
     assert (entry.id, entry.start, entry.end) == ("vid_000001_000002", 1.0, 2.0)
     assert (entry.num_frames, entry.num_samples) == (4, 16000)
@@ -271,6 +275,7 @@ def test_youtube_cut_end_to_end(tmp_path):
 _KILLER = """
 import os, signal, sys
 from avts_tf.data.ingestion import prepare
+from avts_tf.data.manifest import IngestConfig
 src, out, mode, at, workers = sys.argv[1:6]
 count = [0]
 def boom():
@@ -290,7 +295,8 @@ else:  # Killed after a shard's sidecar is written, before the shard is renamed.
             boom()
         replace(a, b)
     prepare.os.replace = patched
-prepare.prepare_dataset(src, out, num_shards=3, workers=int(workers), progress=False)
+prepare.prepare_dataset(src, out, IngestConfig(num_shards=3), workers=int(workers),
+                        options=prepare.RunOptions(progress=False))
 """
 
 
@@ -309,12 +315,14 @@ def snapshot(out: Path) -> dict[str, bytes]:
 
 def check_resume(dataset: Path, tmp_path: Path, mode: str, at: int, workers: int) -> None:
     reference = tmp_path / "reference"
-    prepare.prepare_dataset(dataset, reference, num_shards=3, progress=False)
+    prepare.prepare_dataset(dataset, reference, IngestConfig(num_shards=3),
+                            options=prepare.RunOptions(progress=False))
     out = tmp_path / "killed"
     kill_midway(dataset, out, mode, at, workers)
     finished = sorted(p.name for p in out.glob("*.tfrecord"))
     assert 0 < len(finished) < 3  # Some, not all, shards were complete.
-    prepare.prepare_dataset(dataset, out, num_shards=3, progress=False)
+    prepare.prepare_dataset(dataset, out, IngestConfig(num_shards=3),
+                            options=prepare.RunOptions(progress=False))
     assert snapshot(out) == snapshot(reference)
     assert snapshot(out / prepare.STATE_DIR) == snapshot(reference / prepare.STATE_DIR)
 
@@ -349,12 +357,12 @@ def test_cli(tmp_path):
 
 def test_added_files_replan_and_stale_shards_go(dataset, tmp_path):
     out = tmp_path / "out"
-    prepare.prepare_dataset(dataset, out, progress=False)
+    prepare.prepare_dataset(dataset, out, options=prepare.RunOptions(progress=False))
     assert [p.name for p in out.glob("*.tfrecord")] == ["train-00000-of-00001.tfrecord"]
     write_clip(dataset / "cat" / "c9.mkv")
     prepare.FILES_PER_SHARD, saved = 5, prepare.FILES_PER_SHARD
     try:
-        manifest = prepare.prepare_dataset(dataset, out, progress=False)
+        manifest = prepare.prepare_dataset(dataset, out, options=prepare.RunOptions(progress=False))
     finally:
         prepare.FILES_PER_SHARD = saved
     assert sorted(p.name for p in out.glob("*.tfrecord")) == [
@@ -391,7 +399,7 @@ def test_worker_crash_is_isolated_and_reported(tmp_path, monkeypatch):
     misbehaving_worker(tmp_path, monkeypatch, "crashing_worker", "import os",
                        "        os._exit(11)")
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
-                                      progress=False)
+                                       options=prepare.RunOptions(progress=False))
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "crash")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
 

@@ -157,10 +157,11 @@ def test_ingestion_defaults_are_defined_once():
     from avts_tf.data.ingestion import media, prepare
 
     assert manifest.DEFAULTS == IngestConfig() and prepare.IngestConfig is IngestConfig
-    for fn in (prepare.prepare_dataset, media.decode_media):
-        params = inspect.signature(fn).parameters
-        for name in ("fps", "short_side", "sample_rate", "jpeg_quality"):
-            assert params[name].default == getattr(manifest.DEFAULTS, name), (fn, name)
+    config = inspect.signature(prepare.prepare_dataset).parameters["config"]
+    assert config.default is manifest.DEFAULTS
+    params = inspect.signature(media.decode_media).parameters
+    for name in ("fps", "short_side", "sample_rate", "jpeg_quality"):
+        assert params[name].default == getattr(manifest.DEFAULTS, name), name
 
 
 def test_written_by_ingestion_of_the_synthetic_set(tiny_prepared):
@@ -171,7 +172,7 @@ def test_written_by_ingestion_of_the_synthetic_set(tiny_prepared):
     assert prepared.to_dict() == on_disk
     assert (prepared.fps, prepared.sample_rate, prepared.config.short_side) == (8.0, 16000, 32)
     assert prepared.config == dataclasses.replace(
-        manifest.DEFAULTS, short_side=32, layout=prepared.config.layout)
+        manifest.DEFAULTS, short_side=32, layout=prepared.config.layout, require_video=True)
     assert len(prepared.labels) == 2
     assert prepared.split_names == ["test", "train"]
     assert (prepared.num_records("train"), prepared.num_records("test")) == (6, 2)

@@ -11,6 +11,7 @@ import tensorflow as tf
 from avts_tf.data import records
 from avts_tf.data.ingestion import prepare
 from avts_tf.data.ingestion.media import decode_media
+from avts_tf.data.manifest import IngestConfig
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_AV = DATA / "real_av"
@@ -26,7 +27,8 @@ def need(path: Path) -> None:
 
 def test_real_av_require_audio(tmp_path):
     need(REAL_AV)
-    manifest = prepare.prepare_dataset(REAL_AV, tmp_path / "out", progress=False)
+    manifest = prepare.prepare_dataset(REAL_AV, tmp_path / "out",
+                                       options=prepare.RunOptions(progress=False))
     assert manifest.summary["files"] == len(ALL)
     skipped = {Path(e.path).name: e.kind for e in manifest.skipped}
     assert skipped == dict.fromkeys(SILENT, "no_audio")
@@ -55,8 +57,8 @@ def test_real_av_require_audio(tmp_path):
 
 def test_real_av_video_only_allowed(tmp_path):
     need(REAL_AV)
-    manifest = prepare.prepare_dataset(REAL_AV, tmp_path / "out", require_audio=False,
-                                      progress=False)
+    manifest = prepare.prepare_dataset(REAL_AV, tmp_path / "out", IngestConfig(require_audio=False),
+                                       options=prepare.RunOptions(progress=False))
     assert manifest.skipped == ()
     written = {Path(e.path).name: e for e in manifest.written}
     assert set(written) == ALL
@@ -90,7 +92,8 @@ def test_fsdd_subset(tmp_path):
     assert len(chosen) == 40
     for path in chosen:
         (root / path.name).symlink_to(path)
-    manifest = prepare.prepare_dataset(root, tmp_path / "out", progress=False)
+    manifest = prepare.prepare_dataset(root, tmp_path / "out",
+                                       options=prepare.RunOptions(progress=False))
     assert manifest.config.layout == "fsdd" and not manifest.config.require_video
     assert manifest.skipped == () and manifest.labels == tuple(str(d) for d in range(10))
     assert {s: v.records for s, v in manifest.splits.items()} == {"test": 20, "train": 20}

@@ -33,7 +33,8 @@ def test_ingest_refuses_a_file_listed_in_train_and_test(tmp_path):
         ("a.mp4", "cat", "test"),
     ])
     with pytest.raises(ValueError, match=r"1 id or file .*'a\.mp4' in test, train") as err:
-        prepare.prepare_dataset(csv_path, tmp_path / "out", progress=False)
+        prepare.prepare_dataset(csv_path, tmp_path / "out",
+                                options=prepare.RunOptions(progress=False))
     assert isinstance(err.value, overlap_error())
     assert "b.mp4" not in str(err.value) and "c.mp4" not in str(err.value)
     assert not (tmp_path / "out").exists()  # Refused before anything is written.
@@ -49,7 +50,7 @@ def test_ingest_refuses_one_file_under_two_names(tmp_path):
         ("sub/../b.mp4", "dog", "test"), ("b.mp4", "dog", "train"),
     ])
     with pytest.raises(overlap_error()) as err:
-        prepare.prepare_dataset(csv_path, root / "out", progress=False)
+        prepare.prepare_dataset(csv_path, root / "out", options=prepare.RunOptions(progress=False))
     message = str(err.value)
     assert "2 ids or files" in message
     assert f"file {str(root / 'a.mp4')!r} (ids 'a.mp4', 'copy.mp4') in test, train" in message
@@ -61,7 +62,7 @@ def test_ingest_names_five_offenders_and_counts_all(tmp_path):
     rows.append(("only.mp4", "x", "test"))
     with pytest.raises(overlap_error()) as err:
         prepare.prepare_dataset(write_csv(tmp_path / "l.csv", rows), tmp_path / "o",
-                               progress=False)
+                                options=prepare.RunOptions(progress=False))
     message = str(err.value)
     assert message.count("in train, val") == 5
     assert "7 ids or files" in message and "and 2 more" in message

@@ -14,7 +14,7 @@ from test_ingest import misbehaving_worker, write_clip
 from tiny import REPO_ROOT
 
 from avts_tf.data.ingestion import prepare, sources
-from avts_tf.data.manifest import Manifest
+from avts_tf.data.manifest import IngestConfig, Manifest
 
 
 def _prepare_cli(*args, timeout=170):
@@ -79,8 +79,9 @@ def test_a_held_out_file_without_the_required_sound_is_replaced_by_the_next(tmp_
     ids = _by_hash([f"street/{i}.mkv" for i in range(4)])
     for rank, name in enumerate(ids):
         write_clip(tmp_path / "in" / name, audio=rank > 0, level=40 * rank + 20)
-    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", fps=4,
-                                       test_fraction=0.1, progress=False)
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out",
+                                       IngestConfig(fps=4, test_fraction=0.1),
+                                       options=prepare.RunOptions(progress=False))
     assert [e.id for e in manifest.written if e.split == "test"] == [ids[1]]
     assert [(e.id, e.split, e.kind) for e in manifest.skipped] == [(ids[0], "train", "no_audio")]
 
@@ -97,7 +98,8 @@ def test_folder_input_gets_a_test_split_and_one_file_works(tmp_path):
     assert {e.label for e in manifest.records("test")} == {"indoor", "outdoor"}
     assert manifest.config.test_fraction == 0.1
     single = prepare.prepare_dataset(tmp_path / "in" / "indoor" / "0.mkv", tmp_path / "one",
-                                     fps=4.0, progress=False)
+                                     IngestConfig(fps=4.0),
+                                     options=prepare.RunOptions(progress=False))
     assert [(e.id, e.split) for e in single.written] == [("0.mkv", "train")]
 
 
@@ -335,8 +337,9 @@ def test_a_hung_decoder_becomes_a_timeout_skip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prepare, "process_item", hangs_on_c0)
     start = time.monotonic()
-    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", decode_timeout=1.0,
-                                      progress=False)
+    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out",
+                                       options=prepare.RunOptions(progress=False,
+                                                                  decode_timeout=1.0))
     assert time.monotonic() - start < 30
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c0.mkv", "timeout")]
     assert "longer than 1 s" in manifest.skipped[0].reason
@@ -426,7 +429,8 @@ def test_a_hung_decoder_in_a_worker_becomes_a_timeout_skip(tmp_path, monkeypatch
     misbehaving_worker(tmp_path, monkeypatch, "hanging_worker", "import time",
                        "        time.sleep(120)")
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
-                                      decode_timeout=2.0, progress=False)
+                                       options=prepare.RunOptions(progress=False,
+                                                                  decode_timeout=2.0))
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
 
@@ -439,7 +443,8 @@ def test_a_worker_hung_past_its_alarm_is_killed_and_the_file_skipped(tmp_path, m
                        "        time.sleep(120)")
     monkeypatch.setattr(prepare, "HARD_LIMIT_MARGIN_S", 2.0)
     manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
-                                      decode_timeout=1.0, progress=False)
+                                       options=prepare.RunOptions(progress=False,
+                                                                  decode_timeout=1.0))
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from eval_helpers import assert_one_line_error, run_in_process, run_subprocess
 from tiny import REPO_ROOT
 
-from avts_tf.data.manifest import Manifest
+from avts_tf.data.manifest import IngestConfig, Manifest
 from avts_tf.evaluation.features import Features
 
 
@@ -637,7 +637,8 @@ def test_audio_features_leave_out_videos_without_sound(tiny_run, tmp_path):
     from avts_tf.evaluation import checkpoint, features
 
     data = tmp_path / "prepared"
-    prepare.prepare_dataset(real_av, data, short_side=32, require_audio=False, progress=False)
+    prepare.prepare_dataset(real_av, data, IngestConfig(short_side=32, require_audio=False),
+                            options=prepare.RunOptions(progress=False))
     tower = checkpoint.load_tower(tiny_run, "audio")
     spec = checkpoint.clip_spec_for(tiny_run, audio_tower=tower)
     feats = features.tower_features(tower, "audio", data, spec, progress=False)

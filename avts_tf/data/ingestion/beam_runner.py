@@ -279,59 +279,26 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
 def prepare_dataset_beam(
     input: str | os.PathLike,  # noqa: A002 - the CLI flag's name.
     output_dir: str | os.PathLike,
+    config: IngestConfig = DEFAULTS,
     *,
     runner: str = "DirectRunner",
     beam_args: Sequence[str] = (),
-    fps: float = DEFAULTS.fps,
-    short_side: int = DEFAULTS.short_side,
-    sample_rate: int = DEFAULTS.sample_rate,
-    jpeg_quality: int = DEFAULTS.jpeg_quality,
-    num_shards: int | None = DEFAULTS.num_shards,
-    require_audio: bool = DEFAULTS.require_audio,
-    require_video: bool | None = None,
-    video_stream: int | None = DEFAULTS.video_stream,
-    audio_stream: int | None = DEFAULTS.audio_stream,
-    layout: str = DEFAULTS.layout,
-    fold: int = DEFAULTS.fold,
-    media_dir: str | os.PathLike | None = DEFAULTS.media_dir,
-    progress: bool = True,
-    test_fraction: float | None = None,
-    overwrite: bool = False,
-    decode_timeout: float | None = 600.0,
-    max_record_s: float | None = DEFAULTS.max_record_s,
-    record_overlap_s: float = DEFAULTS.record_overlap_s,
+    options: prepare.RunOptions = prepare.RunOptions(),  # noqa: B008 - frozen.
 ) -> Manifest:
     """``prepare.prepare_dataset`` run as an Apache Beam pipeline.
 
     Same inputs, settings, shard names, record bytes, sidecars and manifest as the local
-    pool; a re-run resumes (finished shards are kept). Settings as in
-    ``prepare.prepare_dataset``; the parallelism is the runner's (e.g.
-    ``--direct_num_workers``), not ``workers``.
+    pool; a re-run resumes (finished shards are kept). The parallelism is the runner's
+    (e.g. ``--direct_num_workers``), not ``workers``.
 
     Args:
         input: A folder, media file, CSV or dataset root (``prepare.prepare_dataset``).
         output_dir: Output folder, local or a URL such as ``gs://bucket/dataset``.
+        config: The ingestion settings, as for ``prepare.prepare_dataset``.
         runner: Beam runner name (``BEAM_RUNNERS``).
         beam_args: Further pipeline options, e.g. ``["--direct_num_workers=2"]``.
-        fps: Frame rate of the stored frames.
-        short_side: Short side of the stored frames in pixels.
-        sample_rate: Audio rate in Hz.
-        jpeg_quality: JPEG quality of the frames.
-        num_shards: Shards per split (``None``: one per ``FILES_PER_SHARD`` files).
-        require_audio: Skip files without audio.
-        require_video: Skip files without video (``None``: by layout).
-        video_stream: Video stream index (``None``: the best one).
-        audio_stream: Audio stream index (``None``: the best one).
-        layout: Input layout (``"auto"`` guesses).
-        fold: Official split number of UCF101/HMDB51/DCASE.
-        media_dir: Where the ``youtube`` layout looks for local files.
-        progress: Print a start line and the summary table to stderr.
-        test_fraction: Folder input: share of each label held out as ``test``.
-        overwrite: Write into a non-empty local folder that is not a dataset of ours.
-        decode_timeout: Seconds one file may take to decode (``None``: no limit).
-        max_record_s: Longest record in seconds; longer files become pieces
-            (``ingestion.segments``; ``None``: one record per file).
-        record_overlap_s: Seconds shared by consecutive pieces of one file.
+        options: Progress (a start line and the summary table), overwrite (of a local
+            folder) and the decode time limit of this run.
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
@@ -341,18 +308,15 @@ def prepare_dataset_beam(
     if runner == "DataflowRunner" and not remote:
         raise ValueError(f"--runner DataflowRunner writes from cloud workers, which cannot "
                          f"reach {output_dir}; give a gs:// --output")
-    input_path, config, labels, plans, duplicates = prepare._plan_run(
-        input, output_dir, fps=fps, short_side=short_side, sample_rate=sample_rate,
-        jpeg_quality=jpeg_quality, num_shards=num_shards, require_audio=require_audio,
-        require_video=require_video, video_stream=video_stream, audio_stream=audio_stream,
-        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction,
-        max_record_s=max_record_s, record_overlap_s=record_overlap_s)
+    input_path, config, labels, plans, duplicates = prepare._plan_run(input, output_dir,
+                                                                       config)
+    progress = options.progress
     out = os.fspath(output_dir) if remote else str(Path(output_dir).absolute())
     if remote:
         _claim_remote(out, config, input_path)
         guard = contextlib.nullcontext()
     else:
-        prepare._check_foreign(Path(out), overwrite)
+        prepare._check_foreign(Path(out), options.overwrite)
         prepare._make_output(Path(out))
         guard = prepare._lock(Path(out))
     with guard:
@@ -367,7 +331,7 @@ def prepare_dataset_beam(
                   + (f" ({len(plans) - len(todo)} shards already complete)"
                      if len(todo) < len(plans) else ""), file=sys.stderr, flush=True)
         if todo:
-            run_pipeline(out, todo, config, runner, beam_args, decode_timeout)
+            run_pipeline(out, todo, config, runner, beam_args, options.decode_timeout)
         extra = prepare._duplicate_entries(duplicates)
         manifest = prepare.build_manifest(config, input_path, labels, plans, out,
                                           extra_skipped=extra)

@@ -13,7 +13,7 @@ from absl import logging
 
 from avts_tf.data import manifest
 from avts_tf.data.ingestion import prepare, synthetic
-from avts_tf.data.manifest import DEFAULTS
+from avts_tf.data.manifest import DEFAULTS, IngestConfig
 
 DEFAULT_CACHE = "~/.cache/avts_tf"
 
@@ -66,6 +66,7 @@ def synthetic_dataset(
         "test_fraction": test_fraction,
     }
     preparation = {"fps": fps, "short_side": short_side, "sample_rate": sample_rate}
+    config = IngestConfig(fps=fps, short_side=short_side, sample_rate=sample_rate)
     # The world's format version is part of the key: a changed world is a new dataset.
     world = {"format_version": synthetic.FORMAT_VERSION}
     key = hashlib.sha1(
@@ -84,6 +85,6 @@ def synthetic_dataset(
         if not manifest.exists(prepared):
             logging.info("Generating the synthetic dataset in %s (first use).", root)
             csv_path = synthetic.generate_synthetic_dataset(root / "videos", **generation)
-            prepare.prepare_dataset(csv_path, prepared, workers=workers, progress=False,
-                                    **preparation)
+            prepare.prepare_dataset(csv_path, prepared, config, workers=workers,
+                                    options=prepare.RunOptions(progress=False))
     return str(prepared)

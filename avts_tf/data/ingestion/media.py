@@ -481,7 +481,7 @@ def decode_media(
     video_stream: int | None = DEFAULTS.video_stream,
     audio_stream: int | None = DEFAULTS.audio_stream,
     require_audio: bool = DEFAULTS.require_audio,
-    require_video: bool = DEFAULTS.require_video,
+    require_video: bool = True,
     start: float | None = None,
     end: float | None = None,
     decode_threads: int = 0,
@@ -582,7 +582,7 @@ def header_problem(
     video_stream: int | None = DEFAULTS.video_stream,
     audio_stream: int | None = DEFAULTS.audio_stream,
     require_audio: bool = DEFAULTS.require_audio,
-    require_video: bool = DEFAULTS.require_video,
+    require_video: bool = True,
 ) -> MediaError | None:
     """Why :func:`decode_media` would skip the file, as far as its header tells.
 

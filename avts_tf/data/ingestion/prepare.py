@@ -949,29 +949,30 @@ def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
             raise _write_failed(out, plan, err) from err
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How one ingestion run behaves, not what it writes (the local pool's and Beam's).
+
+    Attributes:
+        progress: Print a progress line and the summary table to stderr.
+        overwrite: Write into a non-empty output folder that is not a dataset of ours
+            (same-named files in it are replaced); by default it is refused.
+        decode_timeout: Seconds one file may take to decode; a file taking longer is
+            skipped (kind ``timeout``). ``None``: no limit.
+    """
+
+    progress: bool = True
+    overwrite: bool = False
+    decode_timeout: float | None = 600.0
+
+
 def prepare_dataset(
     input: str | os.PathLike,  # noqa: A002 - the CLI flag's name.
     output_dir: str | os.PathLike,
+    config: IngestConfig = DEFAULTS,
     *,
-    fps: float = DEFAULTS.fps,
-    short_side: int = DEFAULTS.short_side,
-    sample_rate: int = DEFAULTS.sample_rate,
-    jpeg_quality: int = DEFAULTS.jpeg_quality,
-    num_shards: int | None = DEFAULTS.num_shards,
     workers: int = 1,
-    require_audio: bool = DEFAULTS.require_audio,
-    require_video: bool | None = None,
-    video_stream: int | None = DEFAULTS.video_stream,
-    audio_stream: int | None = DEFAULTS.audio_stream,
-    layout: str = DEFAULTS.layout,
-    fold: int = DEFAULTS.fold,
-    media_dir: str | os.PathLike | None = DEFAULTS.media_dir,
-    progress: bool = True,
-    test_fraction: float | None = None,
-    overwrite: bool = False,
-    decode_timeout: float | None = 600.0,
-    max_record_s: float | None = DEFAULTS.max_record_s,
-    record_overlap_s: float = DEFAULTS.record_overlap_s,
+    options: RunOptions = RunOptions(),  # noqa: B008 - frozen, so shared safely.
 ) -> Manifest:
     """Ingests a dataset into TFRecord shards and writes ``manifest.json``.
 
@@ -982,32 +983,10 @@ def prepare_dataset(
         input: A folder of media (labels from sub-folders), a CSV ``path,label[,split]``
             or a dataset in one of the layouts of ``avts_tf.data.ingestion.sources.LAYOUTS``.
         output_dir: Where shards and the manifest go (created if needed).
-        fps: Frame rate of the stored frames.
-        short_side: Short side of the stored frames in pixels.
-        sample_rate: Audio rate in Hz (mono, 16-bit).
-        jpeg_quality: JPEG quality of the frames.
-        num_shards: Shards per split; ``None`` for one per ``FILES_PER_SHARD`` files.
+        config: The ingestion settings (``IngestConfig``; its ``layout="auto"`` and
+            ``require_video=None`` are decided from the input).
         workers: Decoding processes; ``1`` decodes in this process.
-        require_audio: Skip files without an audio stream.
-        require_video: Skip files without a video stream; ``None`` means yes except for
-            the audio datasets (``sources.AUDIO_LAYOUTS``).
-        video_stream: Index among each file's video streams (``None``: the best one).
-        audio_stream: Index among each file's audio streams (``None``: the best one).
-        layout: Input layout (see ``avts_tf.data.ingestion.sources.LAYOUTS``); ``"auto"`` guesses.
-        fold: Official split number for UCF101/HMDB51/DCASE (1-3).
-        media_dir: Where the ``youtube`` layout looks for local files.
-        progress: Print a progress line and the summary table to stderr.
-        test_fraction: For a folder input, the share of each label's files held out as
-            split ``test`` (``sources.held_out_split``); ``None``: all in ``train``.
-        overwrite: Write into a non-empty ``output_dir`` that is not a dataset of ours
-            (same-named files in it are replaced); by default it is refused.
-        decode_timeout: Seconds one file may take to decode; a file taking longer is
-            skipped (kind ``timeout``). ``None``: no limit.
-        max_record_s: A file longer than this is stored as several records of at most
-            this many seconds (``ingestion.segments``); ``None``: one record per file.
-        record_overlap_s: Seconds shared by consecutive records of one file.
-
-    The settings' defaults are ``avts_tf.data.manifest.DEFAULTS``.
+        options: Progress, overwrite and the decode time limit of this run.
 
     Returns:
         The manifest (also written to ``output_dir/manifest.json``).
@@ -1016,15 +995,10 @@ def prepare_dataset(
         avts_tf.data.splits.OverlappingSplits: If a file or an id is listed in two
             splits (nothing is written).
     """
-    input_path, config, labels, plans, duplicates = _plan_run(
-        input, output_dir, fps=fps, short_side=short_side, sample_rate=sample_rate,
-        jpeg_quality=jpeg_quality, num_shards=num_shards, require_audio=require_audio,
-        require_video=require_video, video_stream=video_stream, audio_stream=audio_stream,
-        layout=layout, fold=fold, media_dir=media_dir, test_fraction=test_fraction,
-        max_record_s=max_record_s, record_overlap_s=record_overlap_s)
-
+    input_path, config, labels, plans, duplicates = _plan_run(input, output_dir, config)
+    progress = options.progress
     out = Path(output_dir)
-    _check_foreign(out, overwrite)
+    _check_foreign(out, options.overwrite)
     _make_output(out)
     with _lock(out):
         _clean_temporaries(out)
@@ -1037,7 +1011,7 @@ def prepare_dataset(
                   "complete", file=sys.stderr)
         report = _Progress(sum(len(p.items) for p in plans), done_files, progress)
         tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
-        with contextlib.closing(_results(tasks, config, workers, decode_timeout,
+        with contextlib.closing(_results(tasks, config, workers, options.decode_timeout,
                                          spill_dir=str(out / STATE_DIR))) as results:
             try:
                 _write_shards(out, todo, config, results, report)
@@ -1051,13 +1025,8 @@ def prepare_dataset(
     return manifest
 
 
-def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noqa: A002
-              fps: float, short_side: int, sample_rate: int, jpeg_quality: int,
-              num_shards: int | None, require_audio: bool, require_video: bool | None,
-              video_stream: int | None, audio_stream: int | None, layout: str, fold: int,
-              media_dir: str | os.PathLike | None, test_fraction: float | None,
-              max_record_s: float | None = DEFAULTS.max_record_s,
-              record_overlap_s: float = DEFAULTS.record_overlap_s,
+def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: A002
+              config: IngestConfig,
               ) -> tuple[str, IngestConfig, list[str], list[ShardPlan],
                          list[tuple[sources.SourceItem, str, str]]]:
     """Finds the inputs and plans the shards (nothing is written).
@@ -1065,11 +1034,13 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     Shared by the local pool and the Beam runner (``beam_runner``), so both plan alike.
 
     Returns:
-        The resolved input path, the config, the labels, the shard plans, and the paths
-        that reach an already listed file through links (with the kept path).
+        The resolved input path, the config as the manifest records it (layout and
+        ``require_video`` decided, paths resolved), the labels, the shard plans, and the
+        paths that reach an already listed file through links (with the kept path).
     """
     input_path = str(Path(input).resolve())
-    media_dir = str(Path(media_dir).resolve()) if media_dir else None
+    media_dir = str(Path(config.media_dir).resolve()) if config.media_dir else None
+    require_video = config.require_video
     duplicates: list[tuple[sources.SourceItem, str, str]] = []
     inside = os.path.realpath(output_dir) + os.sep  # an --output inside the input folder
 
@@ -1078,13 +1049,14 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
 
     def usable(item: sources.SourceItem) -> bool:  # a folder's held-out picks (not AUDIO_LAYOUTS)
         return not in_output(item) and header_problem(
-            item.path, video_stream=video_stream, audio_stream=audio_stream,
-            require_audio=require_audio,
+            item.path, video_stream=config.video_stream, audio_stream=config.audio_stream,
+            require_audio=config.require_audio,
             require_video=True if require_video is None else require_video) is None
 
-    used_layout, items = sources.discover(input_path, layout, fold=fold, media_dir=media_dir,
-                                          test_fraction=test_fraction, duplicates=duplicates,
-                                          usable=usable)
+    used_layout, items = sources.discover(input_path, config.layout, fold=config.fold,
+                                          media_dir=media_dir,
+                                          test_fraction=config.test_fraction,
+                                          duplicates=duplicates, usable=usable)
     items = [it for it in items if not in_output(it)]
     duplicates = [d for d in duplicates if not in_output(d[0])]
     if not items:
@@ -1092,18 +1064,19 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike, *,  # noq
     splits.check_disjoint(items, source=input_path)
     if require_video is None:
         require_video = used_layout not in sources.AUDIO_LAYOUTS
-    config = IngestConfig(fps=float(fps), short_side=int(short_side),
-                          sample_rate=int(sample_rate), jpeg_quality=int(jpeg_quality),
-                          video_stream=video_stream, audio_stream=audio_stream,
-                          require_audio=bool(require_audio), require_video=bool(require_video),
-                          num_shards=num_shards, layout=used_layout, fold=int(fold),
+    c = config
+    config = IngestConfig(fps=float(c.fps), short_side=int(c.short_side),
+                          sample_rate=int(c.sample_rate), jpeg_quality=int(c.jpeg_quality),
+                          video_stream=c.video_stream, audio_stream=c.audio_stream,
+                          require_audio=bool(c.require_audio), require_video=bool(require_video),
+                          num_shards=c.num_shards, layout=used_layout, fold=int(c.fold),
                           media_dir=media_dir,
-                          test_fraction=test_fraction if used_layout == "folder" else None,
-                          max_record_s=None if not max_record_s else float(max_record_s),
-                          record_overlap_s=float(record_overlap_s))
+                          test_fraction=c.test_fraction if used_layout == "folder" else None,
+                          max_record_s=None if not c.max_record_s else float(c.max_record_s),
+                          record_overlap_s=float(c.record_overlap_s))
     segments.check_lengths(config.max_record_s, config.record_overlap_s)  # before any work
     labels = sorted({it.label for it in items} - {""})
-    return input_path, config, labels, plan_shards(items, labels, num_shards), duplicates
+    return input_path, config, labels, plan_shards(items, labels, c.num_shards), duplicates
 
 
 def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str, str]]) -> list[dict]:
@@ -1143,7 +1116,6 @@ def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, worke
         shard = Path(problem.file)
         shard.unlink(missing_ok=True)
         (out / STATE_DIR / f"{shard.name}.json").unlink(missing_ok=True)
-    # Every setting of the config is a parameter of the same name: none can be left out.
-    prepare_dataset(manifest.input, out, workers=workers, progress=progress,
-                    **asdict(manifest.config))
+    prepare_dataset(manifest.input, out, manifest.config, workers=workers,
+                    options=RunOptions(progress=progress))
     return found, integrity.check_shards(out)

@@ -8,15 +8,16 @@ in a fresh process. Run as a script, this file is the two-replica check:
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import workers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/, as a script too
+from replicas import max_diff, run_check, separate_halves_step, strategies  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH = 8
@@ -42,14 +43,6 @@ def _batch(seed: int = 0, valid_hard=None) -> dict:
         {k: tf.constant(v) for k, v in batch.items()}).items()}
 
 
-def _max_diff(a, b) -> float:
-    import numpy as np
-
-    pairs = list(zip(a, b, strict=True))
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in pairs)
-
-
 def replicas_main() -> None:
     """Prints, as JSON, max differences between one device and 2 logical CPU replicas.
 
@@ -64,10 +57,7 @@ def replicas_main() -> None:
       1 gets none) against one device.
     Each for float32 and mixed_bfloat16 where it applies.
     """
-    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
-    from avts_tf.distribute import make_strategy
-
-    mirrored = make_strategy(cpu_replicas=2)  # before TensorFlow initialises
+    single_device, mirrored = strategies()
     import keras
     import numpy as np
     import tensorflow as tf
@@ -77,8 +67,6 @@ def replicas_main() -> None:
     from avts_tf.models import AVTSModel
     from avts_tf.tasks.sync.curricula import ConstantMixture
     from avts_tf.tasks.sync.objectives import ContrastiveSync, add_easy_negatives
-
-    single_device = tf.distribute.get_strategy()
 
     def build(strategy, kind, mixture, jit=False, loss_scale=False, lr=0.5):
         with strategy.scope():
@@ -103,35 +91,20 @@ def replicas_main() -> None:
                 + model.audio_tower.non_trainable_variables]
 
     def halves_reference(model, batch, steps=2):
-        """One device, each half with its own BN statistics: what 2 replicas must do."""
-        half = GLOBAL_BATCH // 2
         for _ in range(steps):
-            grads, states = None, []
-            for part in range(2):
-                piece = {k: tf.constant(v[part * half:(part + 1) * half])
-                         for k, v in batch.items()}
-                _, _, g, new_state, _ = model._loss_and_gradients(
-                    piece, tf.constant(GLOBAL_BATCH), stateless=True
-                )
-                grads = g if grads is None else [x + y for x, y in zip(grads, g, strict=True)]
-                states.append(new_state)
-            model.optimizer.apply(grads, model.trainable_variables)
-            variables = (model.video_tower.non_trainable_variables
-                         + model.audio_tower.non_trainable_variables)
-            for variable, a, b in zip(variables, *states, strict=True):
-                variable.assign((a + b) / 2 if "float" in str(variable.dtype) else a)
+            separate_halves_step(model, batch)
 
     def sync_bn_check(batch, mix):
         one = build(single_device, "sync_bn", mix, lr=0.05)
         two = build(mirrored, "sync_bn", mix, lr=0.05)
-        initial = _max_diff(one.get_weights(), two.get_weights())
+        initial = max_diff(one.get_weights(), two.get_weights())
         logs_1, logs_2 = fit(one, batch), fit(two, batch)
         untrained = build(single_device, "sync_bn", mix).get_weights()
         return {
             "initial": initial,
-            "weights": _max_diff(one.get_weights(), two.get_weights()),
-            "bn_state": _max_diff(state(one), state(two)),
-            "moved": _max_diff(one.get_weights(), untrained),
+            "weights": max_diff(one.get_weights(), two.get_weights()),
+            "bn_state": max_diff(state(one), state(two)),
+            "moved": max_diff(one.get_weights(), untrained),
             "logged_metrics": max(abs(logs_1[k][-1] - logs_2[k][-1]) for k in logs_1
                                   if k.startswith(("sync_accuracy", "negatives", "pos_", "neg_"))),
             "logged_loss": abs(logs_1["loss"][-1] - logs_2["loss"][-1]),
@@ -155,9 +128,9 @@ def replicas_main() -> None:
         fit(two_xla, batch)
         scale = max(float(np.max(np.abs(w))) for w in reference.get_weights())
         results[f"replica_bn/{precision}"] = {
-            "weights": _max_diff(reference.get_weights(), two.get_weights()),
-            "bn_state": _max_diff(state(reference), state(two)),
-            "xla_weights": _max_diff(reference.get_weights(), two_xla.get_weights()),
+            "weights": max_diff(reference.get_weights(), two.get_weights()),
+            "bn_state": max_diff(state(reference), state(two)),
+            "xla_weights": max_diff(reference.get_weights(), two_xla.get_weights()),
             "scale": scale,
         }
 
@@ -176,8 +149,8 @@ def replicas_main() -> None:
         "replica0_alone_finite": bool(all(np.all(np.isfinite(g)) for g in g0)),
         "logged_loss": [logs_1["loss"][-1], logs_2["loss"][-1]],
         "weights_finite": bool(all(np.all(np.isfinite(w)) for w in two.get_weights())),
-        "weights_vs_single": _max_diff(one.get_weights(), two.get_weights()),
-        "weights_moved": _max_diff(before, two.get_weights()),
+        "weights_vs_single": max_diff(one.get_weights(), two.get_weights()),
+        "weights_moved": max_diff(before, two.get_weights()),
         "scale_single": float(one.optimizer.dynamic_scale.numpy()),
         "scale_two": float(two.optimizer.dynamic_scale.numpy()),
         "initial_scale": float(two.optimizer.initial_scale),
@@ -202,13 +175,7 @@ def replicas_main() -> None:
 
 @pytest.fixture(scope="module")
 def replicas_result():
-    result = subprocess.run(
-        [sys.executable, __file__, "replicas"], cwd=REPO_ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_check(__file__, "replicas", timeout=600)
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import sys
 
 import keras
 import pytest
+from checks import error_line_of as error_line
 from tiny import REPO_ROOT
 
 sys.modules.setdefault("triton", None)  # see test_torchvision_equality.py
@@ -21,16 +22,6 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
         [sys.executable, str(REPO_ROOT / "tools" / "import_torchvision.py"), *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
-
-
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """Exit 2, no traceback, and one ``error:`` line (TensorFlow's start-up log aside)."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
-    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
-    assert result.stderr.strip().splitlines()[-1] == errors[0]
-    return errors[0]
 
 
 def test_tool_writes_a_keras_model_with_torchvision_logits(tmp_path):

@@ -9,15 +9,15 @@ as a script, this file is that check: ``python tests/tasks/temporal/test_tempora
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, as a script too
+from replicas import halves_step, max_diff, run_check, strategies  # noqa: E402
+
 GLOBAL_BATCH, VIEWS, STEPS, QUEUE = 8, 2, 3, 8
 
 
@@ -39,11 +39,6 @@ def _batch() -> dict:
     }
 
 
-def _max_diff(a, b) -> float:
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in zip(a, b, strict=True))
-
-
 def replicas_main() -> None:
     """Prints, as JSON, one device against 2 replicas for each tower kind and precision.
 
@@ -53,10 +48,7 @@ def replicas_main() -> None:
       with its own statistics (``Halves``), with the loss over the whole batch.
     Three SGD steps, so that the queue is full on the last (its extras are used).
     """
-    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
-    from avts_tf.distribute import make_strategy
-
-    mirrored = make_strategy(cpu_replicas=2)  # before TensorFlow initialises
+    single_device, mirrored = strategies()
     import keras
     import tensorflow as tf
     from tiny import distributed_towers
@@ -66,7 +58,6 @@ def replicas_main() -> None:
     from avts_tf.tasks.temporal.task import TemporalContrastive
     from avts_tf.tasks.temporal.views import ViewSpec
 
-    single_device = tf.distribute.get_strategy()
     batch = _batch()
 
     def build(strategy, kind, jit=False, learning_rate=0.01):
@@ -99,60 +90,21 @@ def replicas_main() -> None:
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
         return model.fit(dataset, steps_per_epoch=steps, verbose=0).history["loss"]
 
-    class Halves:
-        """Stands in for the model: each tower runs each half of its input on its own."""
-
-        def __init__(self, model):
-            self.states = []
-            self.video_tower = self._wrap(model.video_tower)
-            self.audio_tower = self._wrap(model.audio_tower)
-
-        def _wrap(self, tower):
-            def call(inputs, training=False):
-                half = inputs.shape[0] // 2
-                outputs, states = [], []
-                for part in (inputs[:half], inputs[half:]):
-                    out, state = tower.stateless_call(
-                        [v.value for v in tower.trainable_variables],
-                        [tf.convert_to_tensor(v) for v in tower.non_trainable_variables],
-                        part, training=training)
-                    outputs.append(out)
-                    states.append(state)
-                self.states.append((tower, states))
-                return tf.concat(outputs, axis=0)
-
-            return call
-
     def halves_reference(model, steps=STEPS):
-        """One device; per-half BatchNorm, averaged state; the loss over the whole batch."""
-        losses = []
-        tensors = {k: tf.constant(v) for k, v in batch.items()}
-        for _ in range(steps):
-            halves = Halves(model)
-            with tf.GradientTape() as tape:
-                loss, _, values = model.objective.compute(
-                    halves, tensors, training=True, step=model.optimizer.iterations,
-                    global_batch=tf.constant(GLOBAL_BATCH))
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply(grads, model.trainable_variables)
-            for tower, (a, b) in halves.states:
-                for variable, x, y in zip(tower.non_trainable_variables, a, b, strict=True):
-                    variable.assign((x + y) / 2 if "float" in str(variable.dtype) else x)
-            model.objective.after_step(values, tf.constant(True))
-            losses.append(float(loss))
-        return [float(np.mean(losses))]  # What fit logs: the mean over the epoch's steps.
+        """One device as two replicas (``replicas.halves_step``); fit's mean loss."""
+        return [float(np.mean([halves_step(model, batch) for _ in range(steps)]))]
 
     def compare(reference, losses_ref, two, losses_two):
         queues_ref, queues_two = queue_state(reference), queue_state(two)
         weights_ref, weights_two = trained(reference), trained(two)
         return {
-            "loss": _max_diff(losses_ref, losses_two),
+            "loss": max_diff(losses_ref, losses_two),
             "loss_scale": max(abs(x) for x in losses_ref),
-            "weights": _max_diff(weights_ref, weights_two),
+            "weights": max_diff(weights_ref, weights_two),
             "weights_scale": max(float(np.max(np.abs(w))) for w in weights_ref),
-            "queue_vs_one_device": max(_max_diff(queues_ref[k][:1], queues_two[k][:1])
+            "queue_vs_one_device": max(max_diff(queues_ref[k][:1], queues_two[k][:1])
                                        for k in queues_ref),
-            "queue_between_replicas": max(_max_diff(copies[:1], copies[1:])
+            "queue_between_replicas": max(max_diff(copies[:1], copies[1:])
                                           for copies in queues_two.values()),
             "filled": int(queues_two["video/filled"][0]),
             "ids": queues_two["video/ids"][0].tolist(),
@@ -165,7 +117,7 @@ def replicas_main() -> None:
             one, two = build(single_device, "sync_bn"), build(mirrored, "sync_bn")
             moved_from = trained(one)
             results[f"sync_bn/{precision}"] = compare(one, fit(one), two, fit(two))
-            results[f"sync_bn/{precision}"]["moved"] = _max_diff(moved_from, trained(one))
+            results[f"sync_bn/{precision}"]["moved"] = max_diff(moved_from, trained(one))
         # mc3_18 at width 4 on random inputs is chaotic: a 1e-7 relative change of the
         # input moves its weights by 1e-3 after three SGD steps on one device. So the
         # three steps (queue filled, extras used) run at learning rate 0 (losses, queue
@@ -179,7 +131,7 @@ def replicas_main() -> None:
         two_one_step = build(mirrored, "replica_bn")
         results[f"replica_bn/{precision}"]["one_step"] = compare(
             one_step, one_step_losses, two_one_step, fit(two_one_step, steps=1))["weights"]
-        results[f"replica_bn/{precision}"]["moved"] = _max_diff(trained(reference),
+        results[f"replica_bn/{precision}"]["moved"] = max_diff(trained(reference),
                                                                 trained(one_step))
         two_xla = build(mirrored, "replica_bn", jit=True, learning_rate=0.0)
         results[f"replica_bn/{precision}"]["xla_disabled"] = not two_xla.replica_jit_compile
@@ -190,13 +142,7 @@ def replicas_main() -> None:
 
 @pytest.fixture(scope="module")
 def replicas_result():
-    result = subprocess.run(
-        [sys.executable, __file__], cwd=REPO_ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""),
-        capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_check(__file__, timeout=900)
 
 
 # (kind, precision): relative tolerance of the loss and the weights, absolute of the queue.

@@ -12,7 +12,7 @@ import tensorflow as tf
 from sync_reference import numpy_sync_accuracy
 from tiny import REPO_ROOT, tiny_audio_tower, tiny_video_tower
 
-from avts_tf import ablation
+from avts_tf.experiments import ablation
 from avts_tf.models import AVTSModel
 from avts_tf.tasks.sync.curricula import StepSwitch
 from avts_tf.tasks.sync.objectives import ContrastiveSync

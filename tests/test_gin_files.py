@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from avts_tf import ablation, config
+from avts_tf import config
+from avts_tf.experiments import ablation
 from avts_tf.tasks.sync.curricula import ConstantMixture, StepSwitch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ from absl import flags
 from avts_tf.cli import app
 from avts_tf.errors import UserError
 
-VARIANTS = ("easy", "hard", "curriculum")  # avts_tf.ablation.VARIANTS (imports TensorFlow)
+VARIANTS = ("easy", "hard", "curriculum")  # experiments.ablation.VARIANTS (imports TensorFlow)
 
 flags.DEFINE_integer("steps", 500, "Optimizer steps of every run (equal budgets).",
                      lower_bound=1)
@@ -45,7 +45,7 @@ def _main(argv):
     app.no_positional(argv)
     import json
 
-    from avts_tf import ablation
+    from avts_tf.experiments import ablation
 
     output_dir = Path(FLAGS.output_dir)
     results = {}

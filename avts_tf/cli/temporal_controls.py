@@ -30,9 +30,7 @@ from absl import flags
 
 from avts_tf.cli import app
 from avts_tf.evaluation import cli
-from avts_tf.evaluation.controls import REMOVES  # No TensorFlow at import: flags check first.
-
-CONTROLS = tuple(REMOVES)
+from avts_tf.experiments.controls import CONTROLS  # No TensorFlow at import: flags first.
 
 flags.DEFINE_string("output_dir", "runs/controls", "Where runs, table and JSON go.")
 flags.DEFINE_list("controls", list(CONTROLS[1:]), f"Controls to train (comma list of "
@@ -56,21 +54,22 @@ def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     cli.quiet_logs()
     from avts_tf.evaluation import controls, report
+    from avts_tf.experiments import controls as control_runs
 
     recipes = FLAGS.gin_file or ["tssl_quickstart"]
     seeds = [int(s) for s in FLAGS.seeds]
     runs = []
     for control in dict.fromkeys(FLAGS.controls):
         for seed in dict.fromkeys(seeds):
-            model_dir = controls.run_folder(FLAGS.output_dir, control, seed)
+            model_dir = control_runs.run_folder(FLAGS.output_dir, control, seed)
             if FLAGS.fresh and model_dir.exists():
                 shutil.rmtree(model_dir)
             start = time.monotonic()
             reused = controls.finished(model_dir)
-            run = controls.train_control(control, seed, FLAGS.output_dir, recipes,
-                                         FLAGS.gin_param)
-            removed = controls.REMOVES[control] or ("speed_accuracy_video",)
-            shown = ", ".join(f"{controls.SHORT_NAMES[m]} {run.held_out[m]:.3f}"
+            run = control_runs.train_control(control, seed, FLAGS.output_dir, recipes,
+                                             FLAGS.gin_param)
+            removed = run.removed or tuple(run.chance)[:1]
+            shown = ", ".join(f"{run.titles[m]} {run.held_out[m]:.3f}"
                               for m in removed if m in run.held_out)
             how = "reused" if reused else f"{time.monotonic() - start:.0f} s"
             print(f"[{control} seed {seed}] {how}: {shown}", flush=True)

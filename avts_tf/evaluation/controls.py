@@ -1,11 +1,12 @@
-"""The temporal task's controls over seeds, and whether each removes the heads it should.
+"""A task's training controls over seeds, and whether each removes the heads it should.
 
 A control (``objectives.temporal.control``) removes one cue in training: labels taken
 from another example (``permuted_labels``: every head), frames in random order
 (``shuffled_frames``: the direction heads), audio of another video (``unrelated_audio``:
-cross-modal ordering and retrieval). :func:`train_control` trains a recipe (default the
-temporal quickstart) under one control and seed; :func:`verdicts` tells, for each head a
-control removes, where it landed against chance:
+cross-modal ordering and retrieval). The run's task names its controls, the metrics each
+removes and their chance levels (``Task.controls``, ``Task.control_metrics``).
+:func:`read_run` reads a finished run (``avts_tf.experiments.controls`` trains them);
+:func:`verdicts` tells, for each head a control removes, where it landed against chance:
 
 * on the **held-out** views of each run (``eval.json``: ordered clips, true labels), and
   their **mean over seeds**. A head fitted to labels its inputs do not hold is a random
@@ -15,7 +16,7 @@ control removes, where it landed against chance:
 * on the **training views** of the last epoch (TensorBoard's ``epoch_<head>``), where the
   control acts: a head above chance there learned a cue the control should have removed.
 
-``avts-controls`` (:mod:`avts_tf.cli.temporal_controls`) runs them and prints the table.
+``avts-controls`` (:mod:`avts_tf.cli.controls`) runs them and prints the table.
 """
 
 from __future__ import annotations
@@ -26,38 +27,15 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from avts_tf import atomic
 from avts_tf.errors import UserError
 from avts_tf.evaluation import report
 
-HEADS = tuple(f"{head}_accuracy_{modality}" for head, modality in (
-    ("speed", "video"), ("speed", "audio"), ("direction", "video"), ("direction", "audio"),
-    ("order", "video"), ("order", "audio"), ("order", "cross")))
-"""The temporal task's classification heads, as ``eval.json`` names their accuracies."""
-
-METRICS = (*HEADS, "retrieval_r1_v2a")
-"""Every held-out metric of the table: the heads, then video -> audio recall@1."""
-
-REMOVES: dict[str, tuple[str, ...]] = {
-    "none": (),
-    "permuted_labels": HEADS,
-    "shuffled_frames": ("direction_accuracy_video", "direction_accuracy_audio"),
-    "unrelated_audio": ("order_accuracy_cross", "retrieval_r1_v2a"),
-}
-"""Each control (``TemporalContrastive.CONTROLS``) and the metrics it should bring to chance."""
-
 MARGIN = 0.05
 """How far from chance a removed head may land (the issue's ``chance ± 0.05``)."""
-
-
-SHORT_NAMES = {"speed_accuracy_video": "speed v", "speed_accuracy_audio": "speed a",
-               "direction_accuracy_video": "dir v", "direction_accuracy_audio": "dir a",
-               "order_accuracy_video": "order v", "order_accuracy_audio": "order a",
-               "order_accuracy_cross": "order v-a", "retrieval_r1_v2a": "R@1 v->a"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +43,17 @@ class ControlRun:
     """One finished run under a control.
 
     Attributes:
-        control: The control (a key of :data:`REMOVES`).
+        control: The control (a key of ``removes``).
         seed: ``train.run.seed``.
         held_out: ``eval.json``'s metrics.
-        training: The last epoch's training value of each head (retrieval has none).
-        chance: Chance of each metric of :data:`METRICS` on this run's held-out set.
+        training: The last epoch's training value of each metric logged in training (the
+            heads; retrieval has none).
+        chance: Chance of each metric the task's controls concern, in table order, on this
+            run's held-out set (``Task.control_metrics``).
         model_dir: Where the run is.
+        removes: Each control of the run's task -> the metrics it removes
+            (``Task.controls``).
+        titles: Each metric's column title.
     """
 
     control: str
@@ -79,6 +62,13 @@ class ControlRun:
     training: dict[str, float]
     chance: dict[str, float]
     model_dir: str
+    removes: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    titles: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        """The metrics this run's control should bring to chance."""
+        return tuple(self.removes.get(self.control, ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +77,7 @@ class Verdict:
 
     Attributes:
         control: The control.
-        metric: The head's metric (``METRICS``).
+        metric: The head's metric (a key of ``ControlRun.chance``).
         chance: Its chance level.
         held_out: Its held-out value in each run, by seed.
         training: Its last-epoch training value in each run (empty for retrieval).
@@ -159,46 +149,31 @@ def _span(values) -> str:
             else f"{ordered[0]:.3f}-{ordered[-1]:.3f}")
 
 
-def run_folder(output_dir: str | os.PathLike, control: str, seed: int) -> Path:
-    """Where the run of ``control`` at ``seed`` goes: ``<output_dir>/<control>/seed<seed>``."""
-    return Path(output_dir) / control / f"seed{seed}"
+def described(model_dir: str | os.PathLike) -> tuple[str, int] | None:
+    """The control and seed of the run in ``model_dir`` (None: no run.json there).
 
-
-def _described(model_dir: Path) -> tuple[str, int] | None:
-    """The control and seed of the run in ``model_dir`` (None: no run.json there)."""
-    path = model_dir / "run.json"
-    if not path.is_file():
+    Raises:
+        UserError: The run's task has no training controls.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "run.json").is_file():
         return None
-    run = json.loads(path.read_text(encoding="utf-8"))
-    task = run.get("task") or {}
-    if task.get("class_name") != "TemporalContrastive":
+    from avts_tf.run_description import RunDescription
+
+    run = RunDescription.read(model_dir)
+    return _control_and_seed(model_dir, run, run.build_task())
+
+
+def _control_and_seed(model_dir: Path, run, task) -> tuple[str, int]:
+    if not task.controls():
         raise UserError(f"{model_dir} holds a run of another task than the temporal one; "
                         "use another --output_dir")
-    return task.get("config", {}).get("control", "none"), int(run["seed"])
+    return task.control, int(run.seed)
 
 
 def finished(model_dir: str | os.PathLike) -> bool:
     """Whether ``model_dir`` holds a finished run (its run.json and eval.json written)."""
     return (Path(model_dir) / "run.json").is_file() and (Path(model_dir) / "eval.json").is_file()
-
-
-def chances(model_dir: str | os.PathLike) -> dict[str, float]:
-    """Chance of each metric of :data:`METRICS` on a temporal run's held-out set.
-
-    Speed: one over the run's speeds; direction 1/2; ordering 1/3; video -> audio
-    recall@1: one over the held-out videos (distinct video ids of the evaluation split).
-    """
-    from avts_tf.run_description import RunDescription
-
-    run = RunDescription.read(model_dir)
-    speeds = (run.task or {}).get("config", {}).get("view_spec", {}).get("speeds", (1, 2, 4))
-    videos = _held_out_videos(run.dataset, run.eval_split)
-    out = {}
-    for metric in METRICS:
-        kind = metric.split("_")[0]
-        out[metric] = {"speed": 1 / len(speeds), "direction": 1 / 2, "order": 1 / 3,
-                       "retrieval": 1 / max(videos, 1)}[kind]
-    return out
 
 
 @functools.lru_cache(maxsize=8)
@@ -212,87 +187,35 @@ def _held_out_videos(dataset: str, split: str) -> int:
 
 
 def read_run(model_dir: str | os.PathLike) -> ControlRun:
-    """The :class:`ControlRun` of a finished temporal run (eval.json, TensorBoard logs)."""
+    """The :class:`ControlRun` of a finished run (eval.json, TensorBoard logs)."""
     from avts_tf.evaluation.run_curves import read_scalars
+    from avts_tf.run_description import RunDescription
 
     model_dir = Path(model_dir)
     if not finished(model_dir):
         raise UserError(f"{model_dir} holds no finished run (run.json and eval.json); train "
                         "it with avts-controls")
-    control, seed = _described(model_dir)
+
+    run = RunDescription.read(model_dir)
+    task = run.build_task()
+    control, seed = _control_and_seed(model_dir, run, task)
+    # Chance levels from the task, given the held-out split's distinct videos.
+    metrics = task.control_metrics(_held_out_videos(run.dataset, run.eval_split))
+    chance = {m.name: m.chance for m in metrics}
     held_out = json.loads((model_dir / "eval.json").read_text(encoding="utf-8"))
     logged = read_scalars(model_dir / "tensorboard").get("train", {})
-    training = {head: logged[f"epoch_{head}"][-1][1] for head in HEADS
-                if logged.get(f"epoch_{head}")}
+    training = {m: logged[f"epoch_{m}"][-1][1] for m in chance if logged.get(f"epoch_{m}")}
     return ControlRun(control=control, seed=seed,
-                      held_out={m: float(held_out[m]) for m in METRICS if m in held_out},
-                      training=training, chance=chances(model_dir), model_dir=str(model_dir))
-
-
-def train_control(
-    control: str, seed: int, output_dir: str | os.PathLike, recipes: Sequence[str],
-    bindings: Sequence[str] = (), verbose: int | str = 0,
-) -> ControlRun:
-    """Trains ``recipes`` under ``control`` at ``seed`` (or reuses its finished run).
-
-    The run goes to :func:`run_folder`. A finished one (``eval.json`` written) is read
-    back; an interrupted one resumes where its checkpoints end (``train.run``).
-
-    Raises:
-        UserError: The folder holds a run of another control or seed, or of another task.
-    """
-    import gin
-
-    from avts_tf import config, train
-
-    if control not in REMOVES:
-        raise UserError(f"unknown control {control!r}; valid: {', '.join(REMOVES)}")
-    model_dir = run_folder(output_dir, control, seed)
-    found = _described(model_dir)
-    if found is not None and found != (control, seed):
-        raise UserError(f"{model_dir} holds a run of control {found[0]!r} at seed {found[1]}; "
-                        "use --fresh or another --output_dir")
-    asked = {"recipes": list(recipes), "bindings": list(bindings)}
-    marker = model_dir.with_name(f"{model_dir.name}.json")  # Beside the run, not in it.
-    if found is not None and marker.is_file():
-        before = json.loads(marker.read_text(encoding="utf-8"))
-        if before != asked:
-            raise UserError(
-                f"{model_dir} holds a run of recipes {before['recipes']} with bindings "
-                f"{before['bindings']}, not {asked['recipes']} with {asked['bindings']}; use "
-                "--fresh or another --output_dir")
-    if not finished(model_dir):
-        gin.clear_config()
-        config.parse_gin(list(recipes), [*bindings, f"objectives.temporal.control = '{control}'",
-                                         f"train.run.seed = {seed}"])
-        try:
-            selector = _objective_selector()
-            if selector != "objectives.temporal":
-                raise UserError(f"{', '.join(recipes)} trains {selector or 'no objective'}, "
-                                "not the temporal task; give a recipe whose train.run.objective "
-                                "is @objectives.temporal (e.g. tssl_quickstart)")
-            model_dir.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(marker, asked)
-            train.run(model_dir=model_dir, runtime=train.Runtime(verbose=verbose))
-        finally:
-            gin.clear_config()
-    return read_run(model_dir)
-
-
-def _objective_selector() -> str | None:
-    """The configurable bound to ``train.run.objective`` (``objectives.temporal``), if any."""
-    import gin
-
-    try:
-        return getattr(gin.query_parameter("train.run.objective"), "selector", None)
-    except ValueError:  # Not bound.
-        return None
+                      held_out={m: float(held_out[m]) for m in chance if m in held_out},
+                      training=training, chance=chance, model_dir=str(model_dir),
+                      removes=dict(task.controls()),
+                      titles={m.name: m.title for m in metrics})
 
 
 def verdicts(runs: Sequence[ControlRun], margin: float = MARGIN) -> list[Verdict]:
     """One :class:`Verdict` per control and metric it removes, over that control's runs."""
     found = []
-    for control, removed in REMOVES.items():
+    for control, removed in (runs[0].removes if runs else {}).items():
         mine = [run for run in runs if run.control == control]
         for metric in removed:
             held_out = {run.seed: run.held_out[metric] for run in mine if metric in run.held_out}
@@ -314,21 +237,23 @@ def table(runs: Sequence[ControlRun]) -> str:
     A metric the run's control should remove is marked ``*``.
     """
     rows = []
+    metrics = list(runs[0].chance) if runs else []
     controls = list(dict.fromkeys(run.control for run in runs))
     for control in controls:
         mine = sorted((run for run in runs if run.control == control), key=lambda r: r.seed)
-        removed = REMOVES[control]
+        removed = mine[0].removed
         for run in mine:
             rows.append([control, str(run.seed)] + [
-                _cell(run.held_out.get(metric), metric in removed) for metric in METRICS])
+                _cell(run.held_out.get(metric), metric in removed) for metric in metrics])
         if len(mine) > 1:
-            means = [[run.held_out[m] for run in mine if m in run.held_out] for m in METRICS]
+            means = [[run.held_out[m] for run in mine if m in run.held_out] for m in metrics]
             rows.append([control, "mean"] + [
                 _cell(sum(v) / len(v) if v else None, m in removed)
-                for m, v in zip(METRICS, means, strict=True)])
+                for m, v in zip(metrics, means, strict=True)])
     if runs:
-        rows.append(["chance", ""] + [f"{runs[0].chance[m]:.3f}" for m in METRICS])
-    return report.table(["control", "seed", *(SHORT_NAMES[m] for m in METRICS)], rows)
+        rows.append(["chance", ""] + [f"{runs[0].chance[m]:.3f}" for m in metrics])
+    titles = runs[0].titles if runs else {}
+    return report.table(["control", "seed", *(titles.get(m, m) for m in metrics)], rows)
 
 
 def _cell(value: float | None, removed: bool) -> str:
@@ -355,7 +280,8 @@ def summary(found: Sequence[Verdict]) -> str:
 def as_json(runs: Sequence[ControlRun], found: Sequence[Verdict]) -> dict[str, Any]:
     """Runs and verdicts as a JSON-ready dict."""
     return {
-        "runs": [dataclasses.asdict(run) for run in runs],
+        "runs": [{k: v for k, v in dataclasses.asdict(run).items()
+                  if k not in ("removes", "titles")} for run in runs],
         "verdicts": [{**dataclasses.asdict(v), "mean": v.mean,
                       "standard_error": None if math.isnan(v.standard_error) else v.standard_error,
                       "mean_holds": v.mean_holds,

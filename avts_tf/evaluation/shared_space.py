@@ -1,13 +1,13 @@
 """Where a run compares video with audio: the space cross-modal retrieval ranks in.
 
-AVTS's contrastive loss compares the two towers' outputs directly, so they share a space.
-The temporal task (``objectives.temporal``) compares them only after its projection heads
-(``project_video``, ``project_audio``; L2-normalised), so its towers' raw outputs are two
-unrelated spaces and ranking one against the other is chance. A run of several tasks
-(``objectives.multi``) that holds a temporal task is compared through that task's heads.
-The heads' weights come from the run's newest checkpoint: the last batch of a finished run
-(``train.run`` always checkpoints it) or the newest of a run still training, as the towers
-of such a run do (``avts_tf.evaluation.checkpoint``).
+The run's task says (``Task.shared_space``): AVTS's contrastive loss compares the two
+towers' outputs directly, so they share a space; the temporal task compares them only
+after its projection heads (L2-normalised), so its towers' raw outputs are two unrelated
+spaces and ranking one against the other is chance; a run of several tasks is compared
+through the first of its tasks that has heads. The heads' weights come from the run's
+newest checkpoint: the last batch of a finished run (``train.run`` always checkpoints it)
+or the newest of a run still training, as the towers of such a run do
+(``avts_tf.evaluation.checkpoint``).
 """
 
 from __future__ import annotations
@@ -49,19 +49,12 @@ class SharedSpace:
 
 
 TOWER_OUTPUTS = SharedSpace("tower outputs")
-TEMPORAL_PROJECTIONS = "the temporal task's projections (project_video, project_audio)"
-
-
-def _temporal_task(task: keras.layers.Layer):
-    from avts_tf.tasks.multi import MultiTask
-    from avts_tf.tasks.temporal.task import TemporalContrastive
-
-    found = list(task.tasks.values()) if isinstance(task, MultiTask) else [task]
-    return next((t for t in found if isinstance(t, TemporalContrastive)), None)
 
 
 def of_run(model_dir: str | Path, video: keras.Model, audio: keras.Model) -> SharedSpace:
-    """The space run ``model_dir`` compares its towers' outputs in (see module docstring).
+    """The space run ``model_dir`` compares its towers' outputs in (its task's heads).
+
+    Where the task has no ``shared_space``, the towers' outputs.
 
     Args:
         model_dir: A training run's folder.
@@ -75,11 +68,9 @@ def of_run(model_dir: str | Path, video: keras.Model, audio: keras.Model) -> Sha
     from avts_tf.models import AVTSModel
 
     task = checkpoint.run_description(model_dir).build_task()
-    temporal = _temporal_task(task)
-    if temporal is None:
+    model = AVTSModel(video, audio, task)
+    projections = task.shared_space(model)
+    if projections is None:
         return TOWER_OUTPUTS
-    checkpoint.load_task_weights(
-        AVTSModel(video, audio, task), model_dir,
-        "the run's temporal task compares audio and video through trained projection heads")
-    return SharedSpace(TEMPORAL_PROJECTIONS, temporal.heads["project_video"],
-                       temporal.heads["project_audio"])
+    checkpoint.load_task_weights(model, model_dir, projections.why)
+    return SharedSpace(projections.name, projections.video, projections.audio)

@@ -22,8 +22,7 @@ from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
 from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, features, records_io
-from avts_tf.tasks.multi import MultiTask
-from avts_tf.tasks.sync.objectives import SyncObjective
+from avts_tf.tasks.base import Task
 from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
 
 
@@ -37,7 +36,7 @@ def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
 
 
-def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> SyncObjective:
+def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> Task:
     """The run's sync task, scoring ``kinds`` and cutting their negatives.
 
     Kinds the run trained with keep its samplers; the others get ``negative_samplers()``.
@@ -47,13 +46,10 @@ def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> SyncObjective:
         UserError: If the run has no ``run.json`` or no sync task.
     """
     description = checkpoint.run_description(model_dir)
-    task = description.build_task()
-    if isinstance(task, MultiTask):
-        found = [t for t in task.tasks.values() if isinstance(t, SyncObjective)]
-        task = found[0] if found else task
-    if not isinstance(task, SyncObjective):
-        names = (", ".join(type(t).__name__ for t in task.tasks.values())
-                 if isinstance(task, MultiTask) else type(task).__name__)
+    run_task = description.build_task()
+    task = run_task.sync_task()
+    if task is None:
+        names = ", ".join(type(t).__name__ for t in run_task.parts())
         raise UserError(f"the task of run {model_dir} ({names}) is not a synchronization "
                         "task; give the model_dir of a run trained with objectives.contrastive "
                         "or objectives.fusion")

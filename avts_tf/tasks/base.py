@@ -21,6 +21,10 @@ Garden's ``Task``, with the state of keras-io's NNCLR living in the model). It p
   restore them.
 * **whole-set metrics** (``dataset_metrics``): what needs every evaluation example at
   once, such as retrieval among all held-out videos.
+* **its evaluation hooks**: the space it compares audio with video in (``shared_space``),
+  the task that scores synchronization (``sync_task``), and the training controls it
+  supports with the metrics each should bring to chance (``controls``,
+  ``control_metrics``). ``avts_tf.evaluation`` asks these and knows no concrete task.
 
 A loss may contrast this replica's examples with the whole step's through
 ``gather_over_replicas`` (differentiable), so several replicas compute what one device
@@ -31,6 +35,8 @@ Tasks are registered in ``avts_tf.registry.OBJECTIVES`` (gin: ``@objectives.<nam
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -108,6 +114,39 @@ def unpack_compute(result: tuple) -> tuple[tf.Tensor, Batch, Batch]:
     return loss, logs, values
 
 
+@dataclasses.dataclass(frozen=True)
+class Projections:
+    """The trained heads taking each tower's output into the space a task compares them in.
+
+    Attributes:
+        name: What the space is, for reports.
+        video: Maps the video tower's output.
+        audio: Maps the audio tower's output.
+        why: Why the heads' trained weights are needed (a refusal names it when the run
+            has no checkpoint to take them from).
+    """
+
+    name: str
+    video: keras.layers.Layer
+    audio: keras.layers.Layer
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlledMetric:
+    """A held-out metric a training control may bring to chance.
+
+    Attributes:
+        name: The metric, as ``eval.json`` names it.
+        title: Its short column title in reports.
+        chance: Its chance level on the run's held-out set.
+    """
+
+    name: str
+    title: str
+    chance: float
+
+
 class Task(AlignedClips, keras.layers.Layer):
     """Base class of tasks (see the module docstring for the contract).
 
@@ -130,6 +169,8 @@ class Task(AlignedClips, keras.layers.Layer):
     #: Training examples on each replica must be a multiple of this (the temporal task's
     #: controls that pair the two halves of a batch need 2); checked before training.
     batch_multiple: int = 1
+    #: The training control the task runs under (a key of :meth:`controls`).
+    control: str = "none"
 
     # -- loss, metrics, state ----------------------------------------------------------
     def compute(
@@ -203,6 +244,43 @@ class Task(AlignedClips, keras.layers.Layer):
         """Stage of the task's schedule at ``step`` (a curriculum's), recorded in checkpoints."""
         del step
         return 0
+
+    # -- evaluation hooks ----------------------------------------------------------------
+    def parts(self) -> list[Task]:
+        """The tasks this one is made of: itself (several for a ``MultiTask``)."""
+        return [self]
+
+    def shared_space(self, model: keras.Model) -> Projections | None:
+        """The heads mapping ``model``'s towers into the space this task compares them in.
+
+        ``None`` (the default): the task compares the towers' outputs directly. The heads
+        returned are this task's own layers, so weights loaded into the model later reach
+        them.
+        """
+        del model
+        return None
+
+    def sync_task(self) -> Task | None:
+        """The task that scores audio-visual synchronization (``avts-eval-sync``), if any."""
+        return None
+
+    def controls(self) -> Mapping[str, tuple[str, ...]]:
+        """Each training control this task supports -> the metrics it brings to chance.
+
+        Controls include ``"none"``; the metrics are names of :meth:`control_metrics`.
+        Default: none.
+        """
+        return {}
+
+    def control_metrics(self, held_out_videos: int) -> tuple[ControlledMetric, ...]:
+        """The held-out metrics a control study reports, in table order, with chance.
+
+        Args:
+            held_out_videos: Distinct videos in the run's held-out split (the chance of
+                retrieval among them).
+        """
+        del held_out_videos
+        return ()
 
     def call(self, inputs):  # noqa: D102
         return inputs

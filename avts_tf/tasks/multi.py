@@ -126,6 +126,18 @@ class MultiTask(Task):
     def stage(self, step):  # noqa: D102
         return max(task.stage(step) for task in self.tasks.values())
 
+    def parts(self):  # noqa: D102
+        return list(self.tasks.values())
+
+    def shared_space(self, model):
+        """The first task's that has one (the temporal task's heads beside AVTS)."""
+        return next((p for p in (t.shared_space(model) for t in self.tasks.values()) if p),
+                    None)
+
+    def sync_task(self):
+        """The first task that scores synchronization."""
+        return next((s for s in (t.sync_task() for t in self.tasks.values()) if s), None)
+
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()
         config.update({

@@ -8,16 +8,19 @@ from eval_helpers import assert_one_line_error, run_in_process
 
 from avts_tf.evaluation import controls
 from avts_tf.evaluation.controls import ControlRun
+from avts_tf.tasks.temporal.task import CONTROLLED, HEADS, TemporalContrastive
 
-CHANCE = {m: {"speed": 1 / 3, "direction": 1 / 2, "order": 1 / 3, "retrieval": 1 / 32}[
-    m.split("_")[0]] for m in controls.METRICS}
+TASK = TemporalContrastive()  # Its speeds (1, 2, 4): speed is 1/3 by chance.
+MEASURED = TASK.control_metrics(32)
+CHANCE = {m.name: m.chance for m in MEASURED}
 
 
 def planted(control: str, seed: int, training: dict | None = None, **held_out) -> ControlRun:
-    values = dict.fromkeys(controls.METRICS, 0.9)
+    values = dict.fromkeys(CONTROLLED, 0.9)
     values.update(held_out)
     return ControlRun(control=control, seed=seed, held_out=values, training=training or {},
-                      chance=CHANCE, model_dir=f"runs/{control}/seed{seed}")
+                      chance=CHANCE, model_dir=f"runs/{control}/seed{seed}",
+                      removes=TASK.controls(), titles={m.name: m.title for m in MEASURED})
 
 
 def test_verdicts_compare_the_seed_mean_of_each_removed_head_with_chance():
@@ -67,17 +70,20 @@ def test_verdicts_compare_the_seed_mean_of_each_removed_head_with_chance():
 
 
 def test_every_control_and_head_of_the_task_is_measured():
-    from avts_tf.tasks.temporal.task import CONTROLS, TemporalContrastive
+    from avts_tf.experiments.controls import CONTROLS as OFFERED
+    from avts_tf.tasks.temporal.task import CONTROLS
 
-    assert tuple(controls.REMOVES) == CONTROLS  # avts-controls offers these names.
-    assert controls.HEADS == tuple(TemporalContrastive().accuracy)
+    assert tuple(TASK.controls()) == CONTROLS == OFFERED  # avts-controls offers these names.
+    assert HEADS == tuple(TASK.accuracy)
+    assert CHANCE == {m: {"speed": 1 / 3, "direction": 1 / 2, "order": 1 / 3,
+                          "retrieval": 1 / 32}[m.split("_")[0]] for m in CONTROLLED}
 
 
 def test_the_label_control_removes_every_head_and_the_table_marks_them():
-    runs = [planted("permuted_labels", seed, **{m: 0.3 + 0.1 * seed for m in controls.HEADS})
+    runs = [planted("permuted_labels", seed, **{m: 0.3 + 0.1 * seed for m in HEADS})
             for seed in (1, 0)] + [planted("none", 0)]
     found = controls.verdicts(runs)
-    assert [v.metric for v in found] == list(controls.HEADS)  # Not retrieval: ids stay true.
+    assert [v.metric for v in found] == list(HEADS)  # Not retrieval: ids stay true.
     assert all(v.mean == pytest.approx(0.35) and v.held_out == {1: 0.4, 0: 0.3}
                for v in found)
     lines = controls.table(runs).splitlines()
@@ -115,9 +121,9 @@ def test_controls_tool_trains_reuses_and_refuses(tmp_path, monkeypatch):
         model_dir = out / "shuffled_frames" / f"seed{run['seed']}"
         assert json.loads((model_dir / "run.json").read_text())["seed"] == run["seed"]
         held_out = json.loads((model_dir / "eval.json").read_text())
-        assert run["held_out"] == {m: held_out[m] for m in controls.METRICS}
+        assert run["held_out"] == {m: held_out[m] for m in CONTROLLED}
         logged = read_scalars(model_dir / "tensorboard")["train"]
-        assert run["training"] == {h: logged[f"epoch_{h}"][-1][1] for h in controls.HEADS}
+        assert run["training"] == {h: logged[f"epoch_{h}"][-1][1] for h in HEADS}
         # Two held-out videos: recall@1 is 1/2 by chance.
         assert run["chance"]["retrieval_r1_v2a"] == 0.5
         assert run["chance"]["speed_accuracy_video"] == pytest.approx(1 / 3)

@@ -15,6 +15,7 @@ from tiny import REPO_ROOT
 from avts_tf.errors import UserError
 from avts_tf.evaluation import retrieval
 from avts_tf.evaluation.features import Features
+from avts_tf.tasks.temporal.task import PROJECTIONS
 
 
 def test_class_recall_by_hand():
@@ -163,7 +164,7 @@ def test_a_temporal_run_compares_audio_and_video_through_its_projection_heads(
     run, model = temporal_run
     video, audio = (checkpoint.load_tower(run, w) for w in ("video", "audio"))
     space = shared_space.of_run(run, video, audio)
-    assert space.name == shared_space.TEMPORAL_PROJECTIONS
+    assert space.name == PROJECTIONS
     heads = model.objective.heads
     raw, projected = {}, {}
     for which, tower in (("video", video), ("audio", audio)):
@@ -180,12 +181,12 @@ def test_a_temporal_run_compares_audio_and_video_through_its_projection_heads(
         "--num_clips", "3", "--random_init", "--output_json", str(out))
     assert code == 0, err
     results = json.loads(out.read_text())
-    assert results["pretrained"]["cross_modal_space"] == shared_space.TEMPORAL_PROJECTIONS
+    assert results["pretrained"]["cross_modal_space"] == PROJECTIONS
     assert results["random init"]["cross_modal_space"] == (
-        f"{shared_space.TEMPORAL_PROJECTIONS}, freshly initialised")
+        f"{PROJECTIONS}, freshly initialised")
     assert results["pretrained"]["cross_modal"] == pytest.approx(retrieval.cross_modal_retrieval(
         projected["video"], projected["audio"], "test"))
-    assert f"audio <-> video compared in {shared_space.TEMPORAL_PROJECTIONS}" in stdout
+    assert f"audio <-> video compared in {PROJECTIONS}" in stdout
 
 
 def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path):
@@ -226,7 +227,7 @@ def test_a_multi_task_run_is_compared_through_its_temporal_task_heads(tmp_path, 
                        AVTSModel(tiny_video_tower(), tiny_audio_tower(), task))
     video, audio = (checkpoint.load_tower(tmp_path, w) for w in ("video", "audio"))
     space = shared_space.of_run(tmp_path, video, audio)
-    assert space.name == shared_space.TEMPORAL_PROJECTIONS
+    assert space.name == PROJECTIONS
     trained = task.tasks["temporal"].heads
     for which in ("video", "audio"):
         for got, want in zip(space.head(which).weights, trained[f"project_{which}"].weights,

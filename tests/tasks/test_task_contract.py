@@ -5,6 +5,10 @@ and a state variable (a queue of the last embeddings and a count of examples) ke
 the post-step hook, is written to a temporary module, selected from a gin file through
 ``import`` and trained with ``python tools/train.py``: on one device, on two logical CPU
 replicas, and killed with ``kill -9`` then re-run. Nothing under ``avts_tf/`` knows it.
+
+A second toy task says where it compares audio with video (``Task.shared_space``: its own
+projection heads); ``avts-eval-retrieval`` ranks a run of it in that space, with no
+library edit either (the user's script imports the task, then runs the command).
 """
 
 from __future__ import annotations
@@ -185,6 +189,77 @@ def test_a_users_task_trains_on_one_and_two_replicas_and_resumes_exactly(tmp_pat
     # ... and it is the one-device run's (the same examples; sums in another order).
     np.testing.assert_allclose(double["queue"][0], single["queue"][0], rtol=1e-4, atol=1e-5)
     assert np.abs(np.asarray(single["queue"][0])).sum() > 0  # the queue was filled
+    after = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
+                           capture_output=True, text=True).stdout
+    assert after == before  # no file under avts_tf/ was touched
+
+
+SPACE_MODULE = '''
+"""A toy task comparing audio with video through its own projection heads."""
+
+import keras
+import tensorflow as tf
+
+from avts_tf.tasks.base import Projections, Task
+
+SPACE = "the toy task's projections"
+
+
+@keras.saving.register_keras_serializable(package="toy")
+class ToySpace(Task):
+    def build_head(self, video_dim, audio_dim):
+        self.video_head = keras.layers.Dense(4, name="toy_video")
+        self.video_head.build((None, video_dim))
+        self.audio_head = keras.layers.Dense(4, name="toy_audio")
+        self.audio_head.build((None, audio_dim))
+
+    def compute(self, model, batch, training, step, global_batch=None):
+        video = self.video_head(model.video_tower(batch["video"], training=training))
+        audio = self.audio_head(model.audio_tower(batch["audio"], training=training))
+        return tf.reduce_mean(tf.square(video - audio)), {}
+
+    def shared_space(self, model):
+        return Projections(SPACE, self.video_head, self.audio_head, why="the toy task's heads")
+'''
+
+WRITE_RUN = """
+import sys
+import keras
+import tiny
+import toy_space
+from avts_tf.models import AVTSModel
+
+keras.utils.set_random_seed(0)
+model = AVTSModel(tiny.tiny_video_tower(), tiny.tiny_audio_tower(), toy_space.ToySpace())
+tiny.write_finished_run(__import__("pathlib").Path(sys.argv[1]), sys.argv[2], model)
+"""
+
+
+def test_a_users_task_gives_retrieval_its_shared_space(tmp_path, tiny_prepared):
+    before = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
+                            capture_output=True, text=True).stdout
+    module_dir, run = tmp_path / "user_code", tmp_path / "run"
+    module_dir.mkdir()
+    run.mkdir()
+    (module_dir / "toy_space.py").write_text(SPACE_MODULE)
+    env = _env(module_dir)
+    written = subprocess.run([sys.executable, "-c", WRITE_RUN, str(run), str(tiny_prepared)],
+                             cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert written.returncode == 0, written.stderr[-4000:]
+    # run.json names the task's module: the tool imports it to rebuild the task.
+    assert json.loads((run / "run.json").read_text())["task"]["module"] == "toy_space"
+    out = tmp_path / "r.json"
+    # The user's script imports their task (registering it), then runs the command.
+    command = "import toy_space; from avts_tf.cli.eval_retrieval import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", command, f"--checkpoint={run}", f"--data={tiny_prepared}",
+         "--num_clips=1", f"--output_json={out}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "audio <-> video compared in the toy task's projections" in result.stdout
+    assert json.loads(out.read_text())["pretrained"]["cross_modal_space"] == (
+        "the toy task's projections")
     after = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
                            capture_output=True, text=True).stdout
     assert after == before  # no file under avts_tf/ was touched

@@ -293,6 +293,15 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
         """Score-specific metrics."""
         return []
 
+    # -- evaluation hooks ---------------------------------------------------------------
+    def shared_space(self, model):
+        """None: the contrastive loss compares the two towers' outputs directly."""
+        del model
+        return None
+
+    def sync_task(self):  # noqa: D102
+        return self
+
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()
         config.update(

@@ -52,13 +52,37 @@ from absl import logging
 
 from avts_tf.registry import OBJECTIVES
 from avts_tf.settings import number_setting
-from avts_tf.tasks.base import Task, gather_over_replicas, global_batch_size
+from avts_tf.tasks.base import (
+    ControlledMetric,
+    Projections,
+    Task,
+    gather_over_replicas,
+    global_batch_size,
+)
 from avts_tf.tasks.temporal import contrastive, views
 from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
 
 TERMS = ("speed", "direction", "order", "contrastive")
 CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")
 MIXING_CONTROLS = ("permuted_labels", "unrelated_audio")  # Pair rows of the two halves.
+HEADS = tuple(f"{head}_accuracy_{modality}" for head, modality in (
+    ("speed", "video"), ("speed", "audio"), ("direction", "video"), ("direction", "audio"),
+    ("order", "video"), ("order", "audio"), ("order", "cross")))
+"""The classification heads, as ``eval.json`` names their accuracies."""
+CONTROLLED = (*HEADS, "retrieval_r1_v2a")
+"""What a control study reports: the heads, then video -> audio recall@1."""
+REMOVES: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "permuted_labels": HEADS,
+    "shuffled_frames": ("direction_accuracy_video", "direction_accuracy_audio"),
+    "unrelated_audio": ("order_accuracy_cross", "retrieval_r1_v2a"),
+}
+"""Each control and the metrics it should bring to chance."""
+TITLES = {"speed_accuracy_video": "speed v", "speed_accuracy_audio": "speed a",
+          "direction_accuracy_video": "dir v", "direction_accuracy_audio": "dir a",
+          "order_accuracy_video": "order v", "order_accuracy_audio": "order a",
+          "order_accuracy_cross": "order v-a", "retrieval_r1_v2a": "R@1 v->a"}
+PROJECTIONS = "the temporal task's projections (project_video, project_audio)"
 # What the heads learn from, per example: permuted together by the label control.
 LABELS = ("speed", "backward", "view_start", "view_span")
 
@@ -494,6 +518,27 @@ class TemporalContrastive(Task):
 
     def reported_metrics(self, training):  # noqa: D102
         return list(self.accuracy.values()) + [self.contrastive_loss]
+
+    # -- evaluation hooks ---------------------------------------------------------------
+    def shared_space(self, model):
+        """The projection heads: the towers' raw outputs are two unrelated spaces."""
+        del model
+        return Projections(PROJECTIONS, self.heads["project_video"], self.heads["project_audio"],
+                           why="the run's temporal task compares audio and video through "
+                               "trained projection heads")
+
+    def controls(self):  # noqa: D102
+        return dict(REMOVES)
+
+    def control_metrics(self, held_out_videos):
+        """The heads and video -> audio recall@1, with their chance levels.
+
+        Speed: one over the view speeds; direction 1/2; ordering 1/3; recall@1: one over
+        the held-out videos.
+        """
+        chance = {"speed": 1 / len(self.view_spec.speeds), "direction": 1 / 2, "order": 1 / 3,
+                  "retrieval": 1 / max(held_out_videos, 1)}
+        return tuple(ControlledMetric(m, TITLES[m], chance[m.split("_")[0]]) for m in CONTROLLED)
 
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()

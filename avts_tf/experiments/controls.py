@@ -1,0 +1,86 @@
+"""Trains a recipe under each training control and seed (``avts-controls``).
+
+A run goes to ``<output_dir>/<control>/seed<seed>``; a finished one is read back
+(:func:`avts_tf.evaluation.controls.read_run`), an interrupted one resumes. The verdicts
+against chance are :mod:`avts_tf.evaluation.controls`'.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from avts_tf import atomic
+from avts_tf.errors import UserError
+from avts_tf.evaluation import controls
+
+CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")
+"""The temporal task's controls (``TemporalContrastive.controls()``), named here without
+importing TensorFlow so that ``avts-controls`` checks its flags first."""
+
+
+def run_folder(output_dir: str | os.PathLike, control: str, seed: int) -> Path:
+    """Where the run of ``control`` at ``seed`` goes: ``<output_dir>/<control>/seed<seed>``."""
+    return Path(output_dir) / control / f"seed{seed}"
+
+
+def train_control(
+    control: str, seed: int, output_dir: str | os.PathLike, recipes: Sequence[str],
+    bindings: Sequence[str] = (), verbose: int | str = 0,
+) -> controls.ControlRun:
+    """Trains ``recipes`` under ``control`` at ``seed`` (or reuses its finished run).
+
+    The run goes to :func:`run_folder`. A finished one (``eval.json`` written) is read
+    back; an interrupted one resumes where its checkpoints end (``train.run``).
+
+    Raises:
+        UserError: The folder holds a run of another control or seed, or of another task.
+    """
+    import gin
+
+    from avts_tf import config, train
+
+    if control not in CONTROLS:
+        raise UserError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+    model_dir = run_folder(output_dir, control, seed)
+    found = controls.described(model_dir)
+    if found is not None and found != (control, seed):
+        raise UserError(f"{model_dir} holds a run of control {found[0]!r} at seed {found[1]}; "
+                        "use --fresh or another --output_dir")
+    asked = {"recipes": list(recipes), "bindings": list(bindings)}
+    marker = model_dir.with_name(f"{model_dir.name}.json")  # Beside the run, not in it.
+    if found is not None and marker.is_file():
+        before = json.loads(marker.read_text(encoding="utf-8"))
+        if before != asked:
+            raise UserError(
+                f"{model_dir} holds a run of recipes {before['recipes']} with bindings "
+                f"{before['bindings']}, not {asked['recipes']} with {asked['bindings']}; use "
+                "--fresh or another --output_dir")
+    if not controls.finished(model_dir):
+        gin.clear_config()
+        config.parse_gin(list(recipes), [*bindings, f"objectives.temporal.control = '{control}'",
+                                         f"train.run.seed = {seed}"])
+        try:
+            selector = _objective_selector()
+            if selector != "objectives.temporal":
+                raise UserError(f"{', '.join(recipes)} trains {selector or 'no objective'}, "
+                                "not the temporal task; give a recipe whose train.run.objective "
+                                "is @objectives.temporal (e.g. tssl_quickstart)")
+            model_dir.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(marker, asked)
+            train.run(model_dir=model_dir, runtime=train.Runtime(verbose=verbose))
+        finally:
+            gin.clear_config()
+    return controls.read_run(model_dir)
+
+
+def _objective_selector() -> str | None:
+    """The configurable bound to ``train.run.objective`` (``objectives.temporal``), if any."""
+    import gin
+
+    try:
+        return getattr(gin.query_parameter("train.run.objective"), "selector", None)
+    except ValueError:  # Not bound.
+        return None

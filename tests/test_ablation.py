@@ -149,7 +149,7 @@ def test_tool_prints_the_table_and_writes_the_plot(tmp_path, tiny_prepared):
     pytest.importorskip("matplotlib")
     out = tmp_path / "ablation"
     command = [
-        sys.executable, "tools/ablate_curriculum.py", "--steps=4", "--eval_every=2",
+        sys.executable, "tools/ablate.py", "--steps=4", "--eval_every=2",
         f"--output_dir={out}",
         "--gin_param=train.run.dataset = @data.prepared_dataset()",
         f"--gin_param=data.prepared_dataset.data_dir = '{tiny_prepared}'",

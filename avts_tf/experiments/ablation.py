@@ -5,7 +5,7 @@
   ``steps_per_epoch = %STEPS_PER_EPOCH``).
 * ``PeriodicSyncEvaluation``: a Keras callback that evaluates sync accuracy on a held-out
   dataset every N optimizer steps, without disturbing the training metrics.
-* ``run_variant`` / ``format_table`` / ``plot_history``: what ``tools/ablate_curriculum.py``
+* ``run_variant`` / ``format_table`` / ``plot_history``: what ``tools/ablate.py``
   runs: one gin recipe per variant (easy only, hard only, curriculum) with the same step
   budget, then one table of accuracy on easy-negative and hard-negative test pairs.
 

@@ -72,7 +72,7 @@ def test_a_file_that_is_no_state_dict_says_what_it_is(tmp_path):
 def run_finetune(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / "finetune_video.py"), *args],
+        [sys.executable, str(REPO_ROOT / "tools" / "finetune.py"), *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
 

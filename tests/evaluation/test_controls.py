@@ -112,7 +112,7 @@ def test_controls_tool_trains_reuses_and_refuses(tmp_path, monkeypatch):
             "--gin_param=train.run.train_steps=4", "--gin_param=train.run.steps_per_epoch=2",
             "--gin_param=train.Evaluation.clips_per_video=1"]
     args = [f"--output_dir={out}", "--controls=shuffled_frames", "--seeds=3,0", *tiny]
-    code, stdout, stderr = run_in_process("temporal_controls", *args)
+    code, stdout, stderr = run_in_process("controls", *args)
     assert code == 0, stderr
     written = json.loads((out / "controls.json").read_text())
     assert [(r["control"], r["seed"]) for r in written["runs"]] == [
@@ -136,18 +136,18 @@ def test_controls_tool_trains_reuses_and_refuses(tmp_path, monkeypatch):
     assert table.strip().splitlines()[-1].startswith("controls: ")
 
     # The same command reuses both runs; other bindings for them are refused in one line.
-    code, stdout, stderr = run_in_process("temporal_controls", *args)
+    code, stdout, stderr = run_in_process("controls", *args)
     assert code == 0, stderr
     assert "[shuffled_frames seed 3] reused" in stdout
     assert (out / "table.md").read_text() == table
-    code, _, stderr = run_in_process("temporal_controls", *args[:-1])
+    code, _, stderr = run_in_process("controls", *args[:-1])
     assert_one_line_error(code, stderr, "seed3 holds a run of recipes", "--fresh")
     # A run folder of another control or seed is refused too.
     (out / "shuffled_frames" / "seed3").rename(out / "shuffled_frames" / "seed5")
-    code, _, stderr = run_in_process("temporal_controls", *args[:2], "--seeds=5", *tiny)
+    code, _, stderr = run_in_process("controls", *args[:2], "--seeds=5", *tiny)
     assert_one_line_error(code, stderr, "holds a run of control 'shuffled_frames' at seed 3")
     # A recipe of another task is refused before anything is trained or written.
-    code, _, stderr = run_in_process("temporal_controls", f"--output_dir={tmp_path / 'avts'}",
+    code, _, stderr = run_in_process("controls", f"--output_dir={tmp_path / 'avts'}",
                                      "--controls=none", "--seeds=0", "--gin_file=quickstart")
     assert_one_line_error(code, stderr, "quickstart trains objectives.contrastive",
                           "@objectives.temporal")

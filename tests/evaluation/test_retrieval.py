@@ -245,7 +245,7 @@ def test_extract_gives_embeddings_in_the_space_the_run_compares_them_in(
     def extract(run, which, layer):
         out = tmp_path / f"{run.name}_{which}_{layer}.npz"
         code, stdout, err = run_in_process(
-            "extract_features", "--model_dir", str(run), "--tower", which, "--data",
+            "extract", "--model_dir", str(run), "--tower", which, "--data",
             str(tiny_prepared), "--layer", layer, "--splits", "test", "--num_clips", "2",
             "--output", str(out), "--quiet")
         assert code == 0, err
@@ -264,7 +264,7 @@ def test_extract_gives_embeddings_in_the_space_the_run_compares_them_in(
     alone = tmp_path / "alone" / "audio_tower.keras"
     alone.parent.mkdir()
     shutil.copy(tiny_run / "audio_tower.keras", alone)
-    code, _, err = run_in_process("extract_features", "--checkpoint", str(alone), "--data",
+    code, _, err = run_in_process("extract", "--checkpoint", str(alone), "--data",
                                   str(tiny_prepared), "--layer", "shared", "--output",
                                   str(tmp_path / "x.npz"))
     assert_one_line_error(code, err, f"error: --layer=shared reads the space of a training "

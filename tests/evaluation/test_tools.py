@@ -30,10 +30,10 @@ def empty_prepared(tiny_prepared, tmp_path_factory):
 
 SCRIPTS = {
     "eval_audio": "avts-eval-audio", "eval_sync": "avts-eval-sync",
-    "extract_features": "avts-extract", "finetune_video": "avts-finetune",
+    "extract": "avts-extract", "finetune": "avts-finetune",
     "import_torchvision": "avts-import-torchvision", "make_synthetic": "avts-make-synthetic",
-    "ablate_curriculum": "avts-ablate", "downstream_results": "avts-downstream",
-    "temporal_controls": "avts-controls",
+    "ablate": "avts-ablate", "downstream": "avts-downstream",
+    "controls": "avts-controls",
 }
 NOPE = "/nonexistent/avts"
 # Per tool: (arguments, words of the error line). Flags are checked before TensorFlow loads.
@@ -52,14 +52,14 @@ MISTAKES = {
         ([f"--model_dir={NOPE}", f"--data={NOPE}"], ["--data", "does not exist"]),
         (["--model_dir=.", "--data=.", "--clips_per_video=0"], ["--clips_per_video"]),
     ],
-    "extract_features": [
+    "extract": [
         ([], ["--checkpoint", "is required"]),
         ([f"--checkpoint={NOPE}"], ["--checkpoint", "does not exist"]),
         (["--checkpoint=.", "--tower=both"], ["--tower", "audio"]),
         (["--checkpoint=.", "--batch_size=0"], ["--batch_size"]),
         (["--checkpoint=.", "--hop_s=-1"], ["--hop_s", "must be > 0"]),
     ],
-    "finetune_video": [
+    "finetune": [
         (["--data=."], ["--init", "is required"]),
         ([f"--init={NOPE}", "--data=."], ["--init", "does not exist", "scratch"]),
         (["--init=scratch", f"--data={NOPE}"], ["--data", "does not exist"]),
@@ -77,19 +77,19 @@ MISTAKES = {
         ([], ["--output", "is required"]),
         (["--output=x", "--num_videos=0"], ["--num_videos"]),
     ],
-    "ablate_curriculum": [
+    "ablate": [
         (["--variants=easy,medium"], ["--variants", "curriculum"]),
         (["--steps=0"], ["--steps"]),
         (["extra"], ["unexpected arguments extra"]),
     ],
-    "downstream_results": [
+    "downstream": [
         ([], ["--model_dir", "is required"]),
         ([f"--model_dir={NOPE}", "--methods=avts,byol"], ["--methods", "avts_tssl"]),
         ([f"--model_dir={NOPE}", f"--data={NOPE}"], ["--data", "does not exist"]),
         ([f"--model_dir={NOPE}", "--shots=0"], ["--shots"]),
         ([f"--model_dir={NOPE}", "--head_steps=1,x"], ["--head_steps", "integers"]),
     ],
-    "temporal_controls": [
+    "controls": [
         (["--controls=none,shuffled"], ["--controls", "shuffled_frames", "unrelated_audio"]),
         (["--seeds=0,x"], ["--seeds", "integers"]),
         (["--margin=0"], ["--margin", "(0, 1)"]),
@@ -130,7 +130,7 @@ def test_user_mistakes_end_in_one_error_line(tool, tmp_path):
 
 
 def test_help_shows_the_tools_usage_and_flags():
-    result = run_subprocess("extract_features", "--helpshort", timeout=120)
+    result = run_subprocess("extract", "--helpshort", timeout=120)
     # absl's help flags exit with status 1 after printing.
     assert "avts-extract --checkpoint=runs/quickstart" in result.stdout
     for flag in ("--checkpoint", "--output_dir", "--hop_s", "--data", "--layout"):
@@ -139,11 +139,11 @@ def test_help_shows_the_tools_usage_and_flags():
 
 # -- bad input: one line on stderr, exit code 2 (in process, fast) ----------------------
 
-@pytest.mark.parametrize("tool", ["extract_features", "eval_audio", "finetune_video"])
+@pytest.mark.parametrize("tool", ["extract", "eval_audio", "finetune"])
 def test_missing_checkpoint(tool, tiny_prepared, tmp_path):
-    flag = "--init" if tool == "finetune_video" else "--checkpoint"
+    flag = "--init" if tool == "finetune" else "--checkpoint"
     extra = (["--tower", "audio", "--output", str(tmp_path / "f.npz")]
-             if tool == "extract_features" else [])
+             if tool == "extract" else [])
     code, _, err = run_in_process(tool, flag, str(tmp_path / "nope"), "--data",
                                   str(tiny_prepared), *extra)
     assert_one_line_error(code, err, "does not exist")
@@ -175,7 +175,7 @@ def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared
 
 
 @pytest.mark.parametrize("tool", ["av_offset", "eval_audio", "eval_fingerprint",
-                                  "eval_retrieval", "extract_features", "finetune_video"])
+                                  "eval_retrieval", "extract", "finetune"])
 def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_prepared,
                                                        tmp_path):
     """``--model_dir RUN``, avts-train's name of the run, works in every tool reading one.
@@ -184,7 +184,7 @@ def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_pre
     flag 'model_dir'. Did you mean: log_dir ?``.
     """
     extra = {"av_offset": [str(tmp_path / "clip.mp4")],
-             "extract_features": ["--tower", "audio", "--output", str(tmp_path / "f.npz")],
+             "extract": ["--tower", "audio", "--output", str(tmp_path / "f.npz")],
              "eval_fingerprint": ["--distortions", "nope"]}.get(tool, [])
     data = [] if tool in ("av_offset", "eval_fingerprint") else ["--data", str(tmp_path / "nope")]
     code, _, err = run_in_process(tool, "--model_dir", str(tiny_run), *data, *extra)
@@ -268,7 +268,7 @@ def test_fingerprint_names_the_query_split_flag(tiny_run, tiny_prepared):
 
 
 def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
-    code, _, err = run_in_process("extract_features", "--checkpoint", str(tiny_run),
+    code, _, err = run_in_process("extract", "--checkpoint", str(tiny_run),
                                   "--tower", "video", "--data", str(tiny_prepared),
                                   "--output", str(tmp_path / "f.npz"), "--layer", "fc9")
     line = assert_one_line_error(code, err, "unknown layer 'fc9'",
@@ -279,16 +279,16 @@ def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
     assert "dense" in line
 
 
-@pytest.mark.parametrize("tool", ["extract_features", "eval_audio", "eval_sync",
-                                  "finetune_video", "downstream_results"])
+@pytest.mark.parametrize("tool", ["extract", "eval_audio", "eval_sync",
+                                  "finetune", "downstream"])
 def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
     args = {
-        "extract_features": ["--checkpoint", str(tiny_run), "--tower", "audio",
+        "extract": ["--checkpoint", str(tiny_run), "--tower", "audio",
                              "--output", str(tmp_path / "f.npz")],
         "eval_audio": ["--checkpoint", str(tiny_run)],
         "eval_sync": ["--model_dir", str(tiny_run)],
-        "finetune_video": ["--init", str(tiny_run)],
-        "downstream_results": ["--model_dir", str(tiny_run)],
+        "finetune": ["--init", str(tiny_run)],
+        "downstream": ["--model_dir", str(tiny_run)],
     }[tool]
     code, _, err = run_in_process(tool, *args, "--data", str(empty_prepared))
     assert_one_line_error(code, err, "empty set")
@@ -303,26 +303,26 @@ def test_missing_data_and_other_bad_flags(tiny_run, tiny_prepared, tmp_path):
     code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
                                   str(tiny_prepared), "--protocol", "esc50", "--quiet")
     assert_one_line_error(code, err, "needs splits fold1..fold5")
-    code, _, err = run_in_process("finetune_video", "--init", "scratch", "--data",
+    code, _, err = run_in_process("finetune", "--init", "scratch", "--data",
                                   str(tiny_prepared))
     assert_one_line_error(code, err, "--arch CHECKPOINT or --gin_file")
     code, _, err = run_in_process("eval_sync", "--model_dir", str(tiny_run), "--data",
                                   str(tiny_prepared), "--kinds", "medium")
     assert_one_line_error(code, err, "unknown negative kind")
-    code, _, err = run_in_process("extract_features", "--checkpoint",
+    code, _, err = run_in_process("extract", "--checkpoint",
                                   str(tiny_run / "video_tower.keras"), "--tower", "audio",
                                   "--list_layers")
     assert_one_line_error(code, err, "expected the audio tower")
-    code, _, err = run_in_process("downstream_results", "--model_dir", str(tiny_run),
+    code, _, err = run_in_process("downstream", "--model_dir", str(tiny_run),
                                   "--data", str(tmp_path))
     assert_one_line_error(code, err, "is not a prepared dataset")
-    code, _, err = run_in_process("downstream_results", "--model_dir", str(tiny_run),
+    code, _, err = run_in_process("downstream", "--model_dir", str(tiny_run),
                                   "--data", str(tiny_prepared), "--head_steps", "x")
     assert_one_line_error(code, err, "--head_steps=['x']", "must be integers")
 
 
 def test_list_layers(tiny_run):
-    code, out, _ = run_in_process("extract_features", "--checkpoint",
+    code, out, _ = run_in_process("extract", "--checkpoint",
                                   str(tiny_run / "audio_tower.keras"), "--list_layers")
     assert code == 0 and out.split()[0] == "audio" and len(out.split()) == 4
 
@@ -344,7 +344,7 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
 
     combined, per_file = tmp_path / "all.npz", tmp_path / "per_file"
     code, out, err = run_in_process(
-        "extract_features", f"--checkpoint={tiny_run}", "--tower=audio",
+        "extract", f"--checkpoint={tiny_run}", "--tower=audio",
         f"--data={tiny_prepared}", f"--output={combined}", f"--output_dir={per_file}",
         "--quiet")
     assert code == 0, err
@@ -363,7 +363,7 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
 
     hop = tmp_path / "hop"
     code, out, err = run_in_process(
-        "extract_features", f"--checkpoint={tiny_run}", "--tower=audio",
+        "extract", f"--checkpoint={tiny_run}", "--tower=audio",
         f"--data={tiny_prepared}", f"--output_dir={hop}", "--hop_s=0.25", "--quiet")
     assert code == 0, err
     for file_id, length in lengths.items():
@@ -379,7 +379,7 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
 
     video = tmp_path / "video"
     code, out, err = run_in_process(
-        "extract_features", f"--checkpoint={tiny_run}", "--tower=video",
+        "extract", f"--checkpoint={tiny_run}", "--tower=video",
         f"--data={tiny_prepared}", f"--output_dir={video}", "--hop_s=0.5", "--quiet")
     assert code == 0, err
     for file_id in lengths:
@@ -417,7 +417,7 @@ def _probe_accuracies(feats, num_folds, seed):
 @pytest.mark.slow
 def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
     out = tmp_path / "audio.npz"
-    result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
+    result = run_subprocess("extract", "--checkpoint", str(tiny_run), "--tower",
                             "audio", "--data", str(tiny_prepared), "--output", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote" in result.stdout and "48 windows x 8 features from 8 files" in result.stdout
@@ -457,7 +457,7 @@ def test_a_refusal_of_media_names_the_media_not_the_temporary_folder(tiny_run, t
     """Raw media are prepared into a temporary folder; refusing what it holds named that
     folder (``/tmp/avts_e1wcnusx has 0 label(s)``), which the user never saw."""
     media = tiny_prepared.parent / "videos" / "videos" / "test"  # two files, no class folders
-    code, _, err = run_in_process("finetune_video", "--init", "scratch", "--arch",
+    code, _, err = run_in_process("finetune", "--init", "scratch", "--arch",
                                   str(tiny_run), "--data", str(media), "--short_side", "32")
     assert_one_line_error(
         code, err, f"error: {media} (as prepared) has 0 label(s); fine-tuning needs at least 2: "
@@ -493,7 +493,7 @@ def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path)
     shutil.copy(media / first, media / "z_copy.mp4")
     (media / "z_link.mp4").symlink_to(media / second)
     out, per_file = tmp_path / "video.npz", tmp_path / "per_file"
-    result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
+    result = run_subprocess("extract", "--checkpoint", str(tiny_run), "--tower",
                             "video", "--data", str(media), "--output", str(out),
                             "--output_dir", str(per_file), "--num_clips", "2",
                             "--short_side", "32", "--quiet")
@@ -518,7 +518,7 @@ def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run,
     if not real_av.is_dir():
         pytest.skip(f"real media not found at {real_av} (the shared data folder is absent)")
     out = tmp_path / "video.npz"
-    result = run_subprocess("extract_features", "--checkpoint", str(tiny_run), "--tower",
+    result = run_subprocess("extract", "--checkpoint", str(tiny_run), "--tower",
                             "video", "--data", str(real_av), "--output", str(out),
                             "--num_clips", "2", "--short_side", "32", "--quiet")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -563,7 +563,7 @@ def test_eval_sync_cli(tiny_run, tiny_prepared, tmp_path):
 @pytest.mark.slow
 def test_finetune_video_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "ft.json"
-    result = run_subprocess("finetune_video", "--init", "scratch", "--arch", str(tiny_run),
+    result = run_subprocess("finetune", "--init", "scratch", "--arch", str(tiny_run),
                             "--fusion", "--data", str(tiny_prepared), "--steps", "2",
                             "--batch_size", "4", "--clips_per_video", "10", "--few_shot", "1",
                             "--verbose", "0", "--output_json", str(report))
@@ -576,7 +576,7 @@ def test_finetune_video_cli(tiny_run, tiny_prepared, tmp_path):
 @pytest.mark.slow
 def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "downstream.json"
-    result = run_subprocess("downstream_results", "--model_dir", str(tiny_run), "--data",
+    result = run_subprocess("downstream", "--model_dir", str(tiny_run), "--data",
                             str(tiny_prepared), "--shots", "1", "--repeats", "1",
                             "--finetune_steps", "2", "--finetune_batch", "4", "--head_steps", "1",
                             "--clips_per_video", "2", "--output_json", str(report))
@@ -607,7 +607,7 @@ def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_pr
         for path in sorted(FSDD.glob(f"*_{speaker}_[01].wav")):
             (fsdd / path.name).symlink_to(path)
     report = tmp_path / "downstream.json"
-    result = run_subprocess("downstream_results", "--model_dir", str(root),
+    result = run_subprocess("downstream", "--model_dir", str(root),
                             "--methods=avts,tssl", "--data", str(tiny_prepared),
                             "--fsdd", str(fsdd),
                             "--repeats", "1", "--clips_per_video", "2", "--skip_finetune",

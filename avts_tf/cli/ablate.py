@@ -9,7 +9,7 @@ accuracy against step (needs matplotlib: ``pip install -e ".[bench]"``).
 
     avts-ablate --steps=500 --eval_every=50 --output_dir=runs/ablation
 
-(``python tools/ablate_curriculum.py`` takes the same flags, from a checkout.)
+(``python tools/ablate.py`` takes the same flags, from a checkout.)
 
 Finished runs are reused (``<output_dir>/<variant>/results.json``); an interrupted run
 resumes from its last backup when the same command is run again. ``--fresh`` starts over.

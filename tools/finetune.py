@@ -1,7 +1,7 @@
 """Fine-tune the video tower for action recognition (``avts-finetune``).
 
-``python tools/finetune_video.py --helpshort`` lists the flags. A thin wrapper around
-:mod:`avts_tf.cli.finetune_video` (same flags), kept so the command works from a
+``python tools/finetune.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.finetune` (same flags), kept so the command works from a
 checkout without installing.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avts_tf.cli.finetune_video import main  # noqa: E402
+from avts_tf.cli.finetune import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

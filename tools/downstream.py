@@ -1,7 +1,7 @@
 """Pretrained towers vs random init vs MFCC (``avts-downstream``).
 
-``python tools/downstream_results.py --helpshort`` lists the flags. A thin wrapper around
-:mod:`avts_tf.cli.downstream_results` (same flags), kept so the command works from a
+``python tools/downstream.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.downstream` (same flags), kept so the command works from a
 checkout without installing.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avts_tf.cli.downstream_results import main  # noqa: E402
+from avts_tf.cli.downstream import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """The temporal task's controls over seeds (``avts-controls``).
 
-``python tools/temporal_controls.py --helpshort`` lists the flags. A thin wrapper around
-:mod:`avts_tf.cli.temporal_controls` (same flags), kept so the command works from a
+``python tools/controls.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.controls` (same flags), kept so the command works from a
 checkout without installing.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avts_tf.cli.temporal_controls import main  # noqa: E402
+from avts_tf.cli.controls import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

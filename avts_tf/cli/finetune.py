@@ -7,7 +7,7 @@ r"""Fine-tune the video tower for action recognition; video-level test accuracy.
     avts-finetune --init=torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth \
         --data=PREPARED [--gin_param="data.ClipSpec.crop_size = 112"]
 
-(``python tools/finetune_video.py`` takes the same flags, from a checkout.)
+(``python tools/finetune.py`` takes the same flags, from a checkout.)
 
 ``--init`` is an AVTS checkpoint (a model_dir or a ``video_tower.keras``; with
 ``--fusion`` the run's ``audio_tower.keras`` too), ``scratch``: the same architecture

@@ -4,7 +4,7 @@ r"""The temporal task's controls over seeds (``avts-controls``): the heads each 
         [--controls=permuted_labels,shuffled_frames,unrelated_audio] [--seeds=0,...,9] \
         [--gin_file=tssl_quickstart] [--gin_param=...] [--margin=0.05] [--fresh]
 
-(``python tools/temporal_controls.py`` takes the same flags, from a checkout.)
+(``python tools/controls.py`` takes the same flags, from a checkout.)
 
 Trains the recipe (default the built-in ``tssl_quickstart``) once per control and seed into
 ``<output_dir>/<control>/seed<seed>``, then prints every run's held-out metrics (a ``*``

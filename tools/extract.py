@@ -1,7 +1,7 @@
 """Frozen features of a tower to .npz files (``avts-extract``).
 
-``python tools/extract_features.py --helpshort`` lists the flags. A thin wrapper around
-:mod:`avts_tf.cli.extract_features` (same flags), kept so the command works from a
+``python tools/extract.py --helpshort`` lists the flags. A thin wrapper around
+:mod:`avts_tf.cli.extract` (same flags), kept so the command works from a
 checkout without installing.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from avts_tf.cli.extract_features import main  # noqa: E402
+from avts_tf.cli.extract import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ r"""Extract frozen features of a video or audio tower to ``.npz`` files.
         --output_dir=embeddings [--hop_s=0.1]
     avts-extract --checkpoint=runs/quickstart/video_tower.keras --list_layers
 
-(``python tools/extract_features.py`` takes the same flags, from a checkout.)
+(``python tools/extract.py`` takes the same flags, from a checkout.)
 
 ``--checkpoint`` is a ``.keras`` tower or a training run's model_dir. ``--data`` is a
 prepared dataset, or media (a folder, a CSV, a known layout) prepared into a temporary

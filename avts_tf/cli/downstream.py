@@ -5,7 +5,7 @@ r"""Downstream comparison on the synthetic world: pretrained towers vs random in
         [--fsdd=../shared/data/fsdd/recordings] [--shots=1] [--repeats=3] \
         [--finetune_steps=40] [--head_steps=0,20] [--fusion] [--output_json=r.json]
 
-(``python tools/downstream_results.py`` takes the same flags, from a checkout.)
+(``python tools/downstream.py`` takes the same flags, from a checkout.)
 
 Without ``--methods``, ``--model_dir`` is one pretrained run (AVTS, trained there first
 with ``--gin_file``, default the built-in ``quickstart`` recipe, if it holds no towers).

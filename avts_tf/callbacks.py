@@ -244,7 +244,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     """Held-out evaluation during training, as TensorBoard validation curves.
 
     Evaluates at the end of the first epoch at or after every ``every_batches`` training
-    batches (epochs are ``train.run.steps_per_epoch`` batches) and writes each metric as
+    batches (epochs are ``train.Trainer.steps_per_epoch`` batches) and writes each metric as
     ``epoch_<name>`` to ``<log_dir>/validation`` at the epoch's step, next to the training
     curves of Keras' ``TensorBoard`` callback. Evaluation runs after the epoch's training
     logs are taken, so it changes neither them nor the weights.

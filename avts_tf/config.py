@@ -6,7 +6,7 @@ import difflib
 import inspect
 import re
 import tokenize
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gin
@@ -14,6 +14,29 @@ from gin import config as gin_config
 
 from avts_tf import recipes
 from avts_tf.errors import UserError
+
+#: ``train.run``'s parameters that moved into its groups: parameter -> configurable.
+MOVED_PARAMETERS = {
+    **dict.fromkeys(("video_tower", "audio_tower", "objective", "clip_spec"), "train.Model"),
+    **dict.fromkeys(("optimizer", "batch_size", "train_steps", "steps_per_epoch", "seed",
+                     "checkpoint_every_steps", "eval_every_steps", "train_split"),
+                    "train.Trainer"),
+    **dict.fromkeys(("precision", "jit_compile"), "train.Runtime"),
+}
+
+
+def moved_binding(selector: str, param: str) -> str | None:
+    """The binding that now sets ``selector.param`` (a ``train.run`` parameter), or None.
+
+    ``selector`` may be short (``run``) or scoped (``eval/train.run``); the answer keeps
+    its form (``Trainer.batch_size``, ``eval/train.Trainer.batch_size``).
+    """
+    scope, _, name = selector.rpartition("/")
+    if name not in ("train.run", "run") or param not in MOVED_PARAMETERS:
+        return None
+    target = MOVED_PARAMETERS[param]
+    target = target if name == "train.run" else target.rpartition(".")[2]
+    return f"{scope + '/' if scope else ''}{target}.{param}"
 
 
 def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool = True) -> None:
@@ -24,12 +47,14 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
 
     Args:
         files: Recipe paths or built-in recipe names (``quickstart``), applied in order.
-        bindings: Extra bindings (``train.run.train_steps=100``), applied after the files.
+        bindings: Extra bindings (``train.Trainer.train_steps=100``), applied after the
+            files.
         finalize: Locks the configuration after parsing.
 
     Raises:
         UserError: A missing recipe, an unknown configurable or parameter (the message
-            lists the valid names, closest first) or a binding that does not parse.
+            lists the valid names, closest first; a ``train.run`` parameter that moved
+            names its new binding) or a binding that does not parse.
     """
     paths = [recipes.resolve(f) for f in files]  # before TensorFlow loads: a clean error
     recipes.register_search_path()
@@ -146,8 +171,11 @@ def parameter_names(selector: str) -> list[str]:
             and (not allowed or p in allowed)]
 
 
-def _choices(wrong: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(wrong, valid, n=3, cutoff=0.5)
+def _choices(wrong: str, valid: Sequence[str], moved: Mapping[str, str] | None = None) -> str:
+    """``did you mean ...? valid: ...``; a close name in ``moved`` is offered as its value."""
+    moved = moved or {}
+    close = difflib.get_close_matches(wrong, [*valid, *moved], n=3, cutoff=0.5)
+    close = list(dict.fromkeys(moved.get(name, name) for name in close))
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return f"{hint}valid: {', '.join(valid)}"
 
@@ -195,8 +223,15 @@ def explain_gin_error(err: Exception, bindings: Sequence[str] = ()) -> str:
                          text)
     if parameter:
         selector, param = parameter.groups()
+        moved = moved_binding(selector, param)
+        if moved:
+            value = re.match(r"[^=]*=\s*(.*\S)", text.rstrip().splitlines()[-1])
+            return (f"{selector}.{param}{where} is now {moved}; write {moved} = "
+                    f"{value.group(1) if value else '...'}")
+        elsewhere = {name: moved_binding(selector, name) for name in MOVED_PARAMETERS}
+        elsewhere = {name: binding for name, binding in elsewhere.items() if binding}
         return (f"{selector} has no parameter {param}{where}; "
-                f"{_choices(param, parameter_names(selector))}")
+                f"{_choices(param, parameter_names(selector), elsewhere)}")
     token = re.search(r"Failed to parse token '([^']*)'", text)
     if token:
         return (f"{token.group(1)} is not a gin value{where}; write a number, a quoted "

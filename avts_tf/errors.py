@@ -18,7 +18,7 @@ def without_gin_note(message: object) -> str:
 def failed_binding(error: BaseException) -> str | None:
     """The configurable whose call raised ``error`` while gin evaluated a call's arguments.
 
-    Gin evaluates bindings such as ``train.run.clip_spec = @data.ClipSpec()`` before the
+    Gin evaluates bindings such as ``train.Model.clip_spec = @data.ClipSpec()`` before the
     configured function runs and notes ``In call to configurable 'ClipSpec'``; an error from
     inside ``train.run`` also carries ``In call to configurable 'run'``.
 

@@ -26,8 +26,9 @@ CONFIG_FILENAME = "config.gin"
 #: Bindings that may change between a run and its resumption: how long and how often,
 #: how it is evaluated and on how many devices, not what it learns.
 RESUMABLE_CHANGES = (
-    "run.train_steps", "run.checkpoint_every_steps", "run.callbacks", "Runtime.",
-    "Evaluation.", "make_strategy.",
+    "Trainer.train_steps", "Trainer.checkpoint_every_steps", "run.callbacks",
+    "Runtime.keep_checkpoints", "Runtime.deterministic", "Runtime.verbose", "Evaluation.",
+    "make_strategy.",
 )
 
 #: What ``train.run`` writes into a model_dir (``--overwrite`` removes only these).
@@ -37,28 +38,31 @@ RUN_OUTPUTS = (
 )
 
 
-def check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
-    """Refuses a count that is not a positive integer (or zero, if allowed)."""
+def check_positive(binding: str, value: Any, allow_zero: bool = False) -> None:
+    """Refuses a count that is not a positive integer (or zero, if allowed).
+
+    ``binding`` names the setting (``train.Trainer.batch_size``).
+    """
     lowest = 0 if allow_zero else 1
     if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
         kind = "a non-negative" if allow_zero else "a positive"
-        example = 16 if name == "batch_size" else 100
-        raise UserError(f"train.run.{name} is {value!r}; set it to {kind} integer, e.g. "
-                        f"--gin_param=train.run.{name}={example}")
+        example = 16 if binding.endswith(".batch_size") else 100
+        raise UserError(f"{binding} is {value!r}; set it to {kind} integer, e.g. "
+                        f"--gin_param={binding}={example}")
 
 
-def check_factory(name: str, value: Any, registry: str) -> None:
+def check_factory(binding: str, value: Any, registry: str) -> None:
     """Refuses a binding that is not a factory (a string where ``@module.name`` belongs)."""
     if callable(value):
         return
     example = f"@{registry}.{value}" if isinstance(value, str) else f"@{registry}.<name>"
     raise UserError(
-        f"train.run.{name} is {value!r}, not a factory; bind a registered one with @, e.g. "
-        f"train.run.{name} = {example}"
+        f"{binding} is {value!r}, not a factory; bind a registered one with @, e.g. "
+        f"{binding} = {example}"
     )
 
 
-def check_builds(name: str, factory: Callable[[], Any]) -> Any:
+def check_builds(binding: str, factory: Callable[[], Any]) -> Any:
     """Refuses a factory whose bound settings its constructor rejects (``ValueError``).
 
     Called before the model_dir is touched, so a wrong value leaves nothing behind.
@@ -70,7 +74,7 @@ def check_builds(name: str, factory: Callable[[], Any]) -> Any:
         return factory()
     except (ValueError, TypeError) as err:
         problem = without_gin_note(err).strip().rstrip(".")
-        raise UserError(f"train.run.{name} cannot be built: {problem}; fix its binding in the "
+        raise UserError(f"{binding} cannot be built: {problem}; fix its binding in the "
                         "recipe or --gin_param") from None
 
 
@@ -88,11 +92,12 @@ def check_model_builds(
         The task built (to read its needs, e.g. ``window_multiple``; the run builds its own).
     """
     fps = manifest_lib.Manifest.read(os.fspath(dataset)).fps
-    video = check_builds("video_tower", lambda: video_tower(input_shape=clip_spec.video_shape()))
-    audio = check_builds("audio_tower",
+    video = check_builds("train.Model.video_tower",
+                         lambda: video_tower(input_shape=clip_spec.video_shape()))
+    audio = check_builds("train.Model.audio_tower",
                          lambda: audio_tower(input_shape=clip_spec.audio_shape(fps)))
-    task = check_builds("objective", objective)
-    check_builds("objective", lambda: task.build_head(
+    task = check_builds("train.Model.objective", objective)
+    check_builds("train.Model.objective", lambda: task.build_head(
         int(video.outputs[0].shape[-1]), int(audio.outputs[0].shape[-1])))
     return task
 
@@ -100,16 +105,17 @@ def check_model_builds(
 def check_replica_batch(batch_size: int, replicas: int, task: Any) -> None:
     """Refuses a batch the replicas cannot share evenly, or that the task cannot split."""
     if batch_size % replicas:
-        raise UserError(f"train.run.batch_size {batch_size} is not a multiple of the {replicas} "
-                        f"replicas; set it to a multiple of {replicas}")
+        raise UserError(f"train.Trainer.batch_size {batch_size} is not a multiple of the "
+                        f"{replicas} replicas; set it to a multiple of {replicas}")
     per_replica, multiple = batch_size // replicas, task.batch_multiple
     if per_replica % multiple:
         control = getattr(task, "control", None)
         why = f" (control {control!r} pairs the two halves of each batch)" if control else ""
         raise UserError(
-            f"train.run.batch_size {batch_size} gives {per_replica} example(s) per replica; "
-            f"the task {type(task).__name__} needs a multiple of {multiple} on each "
-            f"replica{why}; set train.run.batch_size to a multiple of {multiple * replicas}")
+            f"train.Trainer.batch_size {batch_size} gives {per_replica} example(s) per "
+            f"replica; the task {type(task).__name__} needs a multiple of {multiple} on each "
+            f"replica{why}; set train.Trainer.batch_size to a multiple of "
+            f"{multiple * replicas}")
 
 
 def check_prepared(dataset: Any) -> None:
@@ -137,7 +143,7 @@ def check_split_records(dataset: str | os.PathLike, train_split: str, eval_split
                 f"dataset {path} has no records in the {role} split {split!r} (splits with "
                 f"records: {held or 'none'}); re-prepare with a held-out split "
                 f"(avts-prepare --test_fraction) or bind "
-                f"{'train.run.train_split' if role == 'train' else 'train.Evaluation.split'}"
+                f"{'train.Trainer.train_split' if role == 'train' else 'train.Evaluation.split'}"
                 " to one of those"
             )
 
@@ -159,7 +165,13 @@ def check_clip_windows(dataset: str | os.PathLike, splits: dict[str, str],
 
 
 def bindings(config_text: str) -> dict[str, str]:
-    """``selector.parameter -> value`` of a gin configuration text (``gin.config_str()``)."""
+    """``selector.parameter -> value`` of a gin configuration text (``gin.config_str()``).
+
+    A ``run.<parameter>`` that moved into ``train.run``'s groups (a ``config.gin`` saved
+    before they existed) reads under its new name, so such a run resumes.
+    """
+    from avts_tf.config import moved_binding
+
     found: dict[str, str] = {}
     key = None
     for line in config_text.splitlines():
@@ -167,7 +179,9 @@ def bindings(config_text: str) -> dict[str, str]:
             continue
         if not line[0].isspace() and " = " in line and not line.startswith((")", "]", "}")):
             key, _, value = line.partition(" = ")
-            found[key.strip()] = value.strip()
+            selector, _, param = key.strip().rpartition(".")
+            key = moved_binding(selector, param) or key.strip()
+            found[key] = value.strip()
         elif key is not None:
             found[key] += " " + line.strip()
     return found

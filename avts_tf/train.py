@@ -1,11 +1,15 @@
 """The training job behind ``tools/train.py``: everything built from gin, then ``fit``.
 
-``run`` is the single gin-configurable root. Factories (towers, objective, optimizer) are
-passed as callables and called inside the strategy's scope (``distribute.make_strategy``),
-so their variables are mirrored. The job trains with Keras ``fit`` and these callbacks:
+``run`` is the gin-configurable root; its settings come in four frozen gin dataclasses
+(after TF Model Garden's configs): ``Model`` (towers, task, clip spec: what is trained),
+``Trainer`` (optimizer, batch, steps, seed: how it is trained), ``Evaluation`` (the
+held-out evaluation) and ``Runtime`` (precision, XLA, checkpoints kept, determinism,
+verbosity: how the run behaves). Factories (towers, objective, optimizer) are passed as
+callables and called inside the strategy's scope (``distribute.make_strategy``), so their
+variables are mirrored. The job trains with Keras ``fit`` and these callbacks:
 
 * ``StepCheckpoint`` in ``<model_dir>/checkpoints``: model, optimizer (step, loss scale)
-  and the batch count every ``checkpoint_every_steps`` batches. Re-running the same
+  and the batch count every ``Trainer.checkpoint_every_steps`` batches. Re-running the same
   command after a crash or ``kill -9`` restores the newest checkpoint and continues
   with the batch the interrupted run would have trained on next (the input pipeline
   skips the batches already consumed), so the result equals an uninterrupted run. A
@@ -115,6 +119,60 @@ def _sharded_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 @gin.configurable(module="train")
 @dataclasses.dataclass(frozen=True)
+class Model:
+    """What is trained: the two towers, the task and the clips they see.
+
+    Attributes:
+        video_tower: Factory of the video tower, e.g. ``@backbones.mc3_18``; called with
+            ``input_shape`` from ``clip_spec``.
+        audio_tower: Factory of the audio tower, e.g. ``@backbones.avts_audio_vgg``.
+        objective: Factory of the task (``@objectives.contrastive``, or any
+            ``avts_tf.tasks.base.Task``); it cuts its own examples.
+        clip_spec: Clip shape and audio features (``None``: gin-configured
+            ``data.ClipSpec()``).
+    """
+
+    video_tower: Callable[..., keras.Model] = gin.REQUIRED
+    audio_tower: Callable[..., keras.Model] = gin.REQUIRED
+    objective: Callable[..., Task] = gin.REQUIRED
+    clip_spec: pipeline.ClipSpec | None = None
+
+
+@gin.configurable(module="train")
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """How the model is trained: optimizer, batches, steps, seed and intervals.
+
+    Attributes:
+        optimizer: Factory of the optimizer (``@keras.optimizers.Adam``, ``SGD``,
+            ``AdamW``; its ``learning_rate`` may be a schedule such as
+            ``@keras.optimizers.schedules.CosineDecay()``).
+        batch_size: Global batch size (split across workers, then replicas).
+        train_steps: Training batches. Each is one optimizer step, except that under
+            ``mixed_float16`` a step whose gradients overflow is skipped (and the loss
+            scale lowered).
+        steps_per_epoch: Batches between epoch-end logs.
+        seed: Seed of weights, the input pipeline and the task's draws.
+        checkpoint_every_steps: Checkpoint interval in batches (``None``: each epoch).
+        eval_every_steps: Also evaluate on the held-out split during training, at the
+            end of the first epoch at or after every this many batches, as TensorBoard
+            validation curves (``avts_tf.callbacks.PeriodicEvaluation``); ``None``: only
+            at the end.
+        train_split: Split to train on.
+    """
+
+    optimizer: Callable[..., keras.optimizers.Optimizer] = keras.optimizers.Adam
+    batch_size: int = 16
+    train_steps: int = 1000
+    steps_per_epoch: int = 100
+    seed: int = 0
+    checkpoint_every_steps: int | None = None
+    eval_every_steps: int | None = None
+    train_split: str = "train"
+
+
+@gin.configurable(module="train")
+@dataclasses.dataclass(frozen=True)
 class Evaluation:
     """How the trained towers are evaluated at the end of ``run``.
 
@@ -140,38 +198,43 @@ class Runtime:
             process), so a resumed run gives the same weights as an uninterrupted one bit
             for bit (slower; needs ``jit_compile=False``).
         verbose: Keras ``fit`` verbosity (``1``: a progress bar); other workers are quiet.
+        precision: ``float32``, ``mixed_float16`` (with dynamic loss scaling) or
+            ``mixed_bfloat16``. The loss is computed in float32 in every case.
+        jit_compile: Compile the train step with XLA (per replica under several replicas).
     """
 
     keep_checkpoints: int = 2
     deterministic: bool = False
     verbose: int | str = "auto"
+    precision: str = "float32"
+    jit_compile: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
 class _Job:
-    """Everything ``run`` was given, resolved once."""
+    """A run being trained: its settings (the groups) and where it writes.
+
+    Attributes:
+        model_dir: The run's folder (checkpoints are restored from it).
+        out_dir: Where this worker writes (``model_dir`` on the chief, else scratch).
+        is_chief: Whether this worker writes the run's files.
+        dataset: The prepared dataset folder.
+        model: The towers, task and clip spec (``clip_spec`` resolved).
+        trainer: Optimizer, batches, steps, seed, intervals.
+        evaluation: The held-out evaluation.
+        runtime: Precision, XLA, checkpoints kept, determinism, verbosity.
+        callbacks: The caller's extra Keras callbacks.
+    """
 
     model_dir: Path
     out_dir: Path
     is_chief: bool
     dataset: str
-    video_tower: Callable[..., keras.Model]
-    audio_tower: Callable[..., keras.Model]
-    objective: Callable[..., Task]
-    optimizer: Callable[..., keras.optimizers.Optimizer]
-    clip_spec: pipeline.ClipSpec
-    batch_size: int
-    train_steps: int
-    steps_per_epoch: int
-    seed: int
-    precision: str
-    jit_compile: bool
-    checkpoint_every: int
-    train_split: str
+    model: Model
+    trainer: Trainer
     evaluation: Evaluation
     runtime: Runtime
     callbacks: tuple[keras.callbacks.Callback, ...]
-    eval_every: int | None = None
 
 
 class Results(dict):
@@ -205,24 +268,12 @@ def epochs_to_steps(epochs: float = gin.REQUIRED, steps_per_epoch: int = gin.REQ
 def run(
     model_dir: str | os.PathLike,
     dataset: str = gin.REQUIRED,
-    video_tower: Callable[..., keras.Model] = gin.REQUIRED,
-    audio_tower: Callable[..., keras.Model] = gin.REQUIRED,
-    objective: Callable[..., Task] = gin.REQUIRED,
-    optimizer: Callable[..., keras.optimizers.Optimizer] = keras.optimizers.Adam,
-    clip_spec: pipeline.ClipSpec | None = None,
-    batch_size: int = 16,
-    train_steps: int = 1000,
-    steps_per_epoch: int = 100,
-    seed: int = 0,
-    precision: str = "float32",
-    jit_compile: bool = False,
-    checkpoint_every_steps: int | None = None,
-    train_split: str = "train",
+    model: Model | None = None,
+    trainer: Trainer | None = None,
     evaluation: Evaluation | None = None,
     runtime: Runtime | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     overwrite: bool = False,
-    eval_every_steps: int | None = None,
 ) -> Results:
     """Trains a task (resuming from ``model_dir`` if it holds checkpoints) and evaluates it.
 
@@ -232,35 +283,15 @@ def run(
             ``model_dir`` (a shared file system) to resume.
         dataset: A prepared dataset folder (gin: ``@data.synthetic_dataset()`` or
             ``@data.prepared_dataset()``).
-        video_tower: Factory of the video tower, e.g. ``@backbones.mc3_18``; called with
-            ``input_shape`` from ``clip_spec``.
-        audio_tower: Factory of the audio tower, e.g. ``@backbones.avts_audio_vgg``.
-        objective: Factory of the task (``@objectives.contrastive``, or any
-            ``avts_tf.tasks.base.Task``); it cuts its own examples.
-        optimizer: Factory of the optimizer (``@keras.optimizers.Adam``, ``SGD``, ``AdamW``;
-            its ``learning_rate`` may be a schedule such as
-            ``@keras.optimizers.schedules.CosineDecay()``).
-        clip_spec: Clip shape and audio features (default: gin-configured ``ClipSpec()``).
-        batch_size: Global batch size (split across workers, then replicas).
-        train_steps: Training batches. Each is one optimizer step, except that under
-            ``mixed_float16`` a step whose gradients overflow is skipped (and the loss
-            scale lowered).
-        steps_per_epoch: Batches between epoch-end logs.
-        seed: Seed of weights, the input pipeline and the task's draws.
-        precision: ``float32``, ``mixed_float16`` (with dynamic loss scaling) or
-            ``mixed_bfloat16``. The loss is computed in float32 in every case.
-        jit_compile: Compile the train step with XLA (per replica under several replicas).
-        checkpoint_every_steps: Checkpoint interval in batches (default: each epoch).
-        train_split: Split to train on.
+        model: Towers, task and clip spec (default: gin-configured ``train.Model()``).
+        trainer: Optimizer, batch size, steps, seed, intervals, train split (default:
+            gin-configured ``train.Trainer()``).
         evaluation: Final evaluation (default: gin-configured ``train.Evaluation()``).
-        runtime: Checkpoints kept, determinism, verbosity (``train.Runtime()``).
+        runtime: Precision, XLA, checkpoints kept, determinism, verbosity
+            (``train.Runtime()``).
         callbacks: Extra Keras callbacks (for example periodic evaluation). A resumed
             run, or one whose ``train_steps`` is not a multiple of ``steps_per_epoch``,
             calls ``fit`` more than once, so they may see several ``on_train_begin``.
-        eval_every_steps: Also evaluate on the held-out split during training, at the
-            end of the first epoch at or after every this many batches, as TensorBoard
-            validation curves (``avts_tf.callbacks.PeriodicEvaluation``); ``None``: only
-            at the end.
         overwrite: Replace a run of another configuration in ``model_dir`` (its outputs
             only) instead of refusing to resume into it.
 
@@ -274,40 +305,45 @@ def run(
             configuration), checked before anything is built or written.
         avts_tf.errors.TrainingDiverged: The loss or the weights became non-finite (a
             ``FloatingPointError``).
-        avts_tf.data.splits.OverlappingSplits: ``train_split`` and the evaluation split
-            share an id or a source file (checked before anything is built).
+        avts_tf.data.splits.OverlappingSplits: ``Trainer.train_split`` and the evaluation
+            split share an id or a source file (checked before anything is built).
     """
+    model = model or Model()
+    trainer = trainer or Trainer()
     evaluation = evaluation or Evaluation()
     runtime = runtime or Runtime()
-    if precision not in PRECISIONS:
-        raise UserError(f"train.run.precision is {precision!r}; use one of "
+    if runtime.precision not in PRECISIONS:
+        raise UserError(f"train.Runtime.precision is {runtime.precision!r}; use one of "
                         f"{', '.join(PRECISIONS)}")
-    if runtime.deterministic and jit_compile:
-        raise UserError("train.Runtime.deterministic needs train.run.jit_compile=False (XLA "
-                        "ops are not all deterministic); turn one of them off")
-    run_checks.check_positive("batch_size", batch_size)
-    run_checks.check_positive("train_steps", train_steps, allow_zero=True)
-    run_checks.check_positive("steps_per_epoch", steps_per_epoch)
-    for name, value in (("checkpoint_every_steps", checkpoint_every_steps),
-                        ("eval_every_steps", eval_every_steps)):
+    if runtime.deterministic and runtime.jit_compile:
+        raise UserError("train.Runtime.deterministic needs train.Runtime.jit_compile=False "
+                        "(XLA ops are not all deterministic); turn one of them off")
+    run_checks.check_positive("train.Trainer.batch_size", trainer.batch_size)
+    run_checks.check_positive("train.Trainer.train_steps", trainer.train_steps,
+                              allow_zero=True)
+    run_checks.check_positive("train.Trainer.steps_per_epoch", trainer.steps_per_epoch)
+    for name in ("checkpoint_every_steps", "eval_every_steps"):
+        value = getattr(trainer, name)
         if value is not None:
-            run_checks.check_positive(name, value)
-    run_checks.check_factory("video_tower", video_tower, "backbones")
-    run_checks.check_factory("audio_tower", audio_tower, "backbones")
-    run_checks.check_factory("objective", objective, "objectives")
-    run_checks.check_factory("optimizer", optimizer, "keras.optimizers")
+            run_checks.check_positive(f"train.Trainer.{name}", value)
+    run_checks.check_factory("train.Model.video_tower", model.video_tower, "backbones")
+    run_checks.check_factory("train.Model.audio_tower", model.audio_tower, "backbones")
+    run_checks.check_factory("train.Model.objective", model.objective, "objectives")
+    run_checks.check_factory("train.Trainer.optimizer", trainer.optimizer, "keras.optimizers")
     run_checks.check_prepared(dataset)
-    splits.check_manifest(dataset, train_split, evaluation.split)
-    run_checks.check_split_records(dataset, train_split, evaluation.split)
+    splits.check_manifest(dataset, trainer.train_split, evaluation.split)
+    run_checks.check_split_records(dataset, trainer.train_split, evaluation.split)
     run_checks.check_model_dir_holds_no_other_files(model_dir, overwrite)
-    clip_spec = clip_spec or pipeline.ClipSpec()
-    task = run_checks.check_model_builds(video_tower, audio_tower, objective, clip_spec, dataset)
-    run_checks.check_clip_windows(dataset, {"train": train_split, "evaluation": evaluation.split},
-                                  clip_spec, multiple=task.window_multiple)
+    model = dataclasses.replace(model, clip_spec=model.clip_spec or pipeline.ClipSpec())
+    task = run_checks.check_model_builds(model.video_tower, model.audio_tower, model.objective,
+                                         model.clip_spec, dataset)
+    run_checks.check_clip_windows(
+        dataset, {"train": trainer.train_split, "evaluation": evaluation.split},
+        model.clip_spec, multiple=task.window_multiple)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()
-    run_checks.check_replica_batch(batch_size, strategy.num_replicas_in_sync, task)
+    run_checks.check_replica_batch(trainer.batch_size, strategy.num_replicas_in_sync, task)
     role = worker_role(strategy)
     previous_policy = keras.mixed_precision.global_policy()
     with contextlib.ExitStack() as held:
@@ -318,32 +354,27 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         job = _Job(
             model_dir=Path(model_dir), out_dir=out_dir, is_chief=role.is_chief,
-            dataset=dataset, video_tower=video_tower, audio_tower=audio_tower,
-            objective=objective, optimizer=optimizer,
-            clip_spec=clip_spec, batch_size=batch_size,
-            train_steps=train_steps, steps_per_epoch=steps_per_epoch, seed=seed,
-            precision=precision, jit_compile=jit_compile,
-            checkpoint_every=checkpoint_every_steps or steps_per_epoch,
-            train_split=train_split, evaluation=evaluation,
+            dataset=dataset, model=model, trainer=trainer, evaluation=evaluation,
             runtime=runtime if role.is_chief else dataclasses.replace(runtime, verbose=0),
-            callbacks=tuple(callbacks), eval_every=eval_every_steps,
+            callbacks=tuple(callbacks),
         )
         try:
-            keras.mixed_precision.set_global_policy(precision)
+            keras.mixed_precision.set_global_policy(runtime.precision)
             return _train_and_evaluate(strategy, job)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _build_model(strategy: tf.distribute.Strategy, job: _Job, fps: float) -> AVTSModel:
+    spec = job.model.clip_spec
     with strategy.scope():
-        video = job.video_tower(input_shape=job.clip_spec.video_shape())
-        audio = job.audio_tower(input_shape=job.clip_spec.audio_shape(fps))
-        model = AVTSModel(video, audio, job.objective())
-        opt = job.optimizer()
-        if job.precision == "mixed_float16":
+        video = job.model.video_tower(input_shape=spec.video_shape())
+        audio = job.model.audio_tower(input_shape=spec.audio_shape(fps))
+        model = AVTSModel(video, audio, job.model.objective())
+        opt = job.trainer.optimizer()
+        if job.runtime.precision == "mixed_float16":
             opt = keras.optimizers.LossScaleOptimizer(opt)
-        model.compile(optimizer=opt, jit_compile=job.jit_compile)
+        model.compile(optimizer=opt, jit_compile=job.runtime.jit_compile)
         opt.build(model.trainable_variables)
     return model
 
@@ -355,38 +386,44 @@ def _train_input(
 
     ``run_checks.check_replica_batch`` has refused a batch the replicas cannot share.
     """
+    trainer = job.trainer
+
     def worker_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batches = pipeline.train_dataset(
-            job.dataset, job.batch_size, task=task, spec=job.clip_spec,
-            split=job.train_split, seed=job.seed, skip_batches=start, input_context=context,
+            job.dataset, trainer.batch_size, task=task, spec=job.model.clip_spec,
+            split=trainer.train_split, seed=trainer.seed, skip_batches=start,
+            input_context=context,
         )
         # The task saw this worker's whole share; its replicas take consecutive parts.
-        return batches.rebatch(context.get_per_replica_batch_size(job.batch_size))
+        return batches.rebatch(context.get_per_replica_batch_size(trainer.batch_size))
 
     return strategy.distribute_datasets_from_function(worker_batches)
 
 
 def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
-    keras.utils.set_random_seed(job.seed)
+    trainer = job.trainer
+    keras.utils.set_random_seed(trainer.seed)
     dataset_manifest = Manifest.read(job.dataset)
     fps = dataset_manifest.fps
     model = _build_model(strategy, job, fps)
     task = model.objective
     if job.is_chief:  # before training, so that a run that crashes is described too
         RunDescription.of_run(
-            video_factory=job.video_tower, audio_factory=job.audio_tower, task=task,
-            clip_spec=job.clip_spec, fps=fps, dataset=job.dataset, train_split=job.train_split,
-            eval_split=job.evaluation.split, eval_batch_size=job.evaluation.batch_size,
-            eval_clips_per_video=job.evaluation.clips_per_video, precision=job.precision,
-            seed=job.seed, batch_size=job.batch_size, train_steps=job.train_steps,
+            video_factory=job.model.video_tower, audio_factory=job.model.audio_tower,
+            task=task, clip_spec=job.model.clip_spec, fps=fps, dataset=job.dataset,
+            train_split=trainer.train_split, eval_split=job.evaluation.split,
+            eval_batch_size=job.evaluation.batch_size,
+            eval_clips_per_video=job.evaluation.clips_per_video,
+            precision=job.runtime.precision, seed=trainer.seed,
+            batch_size=trainer.batch_size, train_steps=trainer.train_steps,
             ingest=dataclasses.asdict(dataset_manifest.config),
         ).write(job.out_dir)
     restored = avts_callbacks.restore_latest(model, job.model_dir / "checkpoints")
     start = restored.batches if restored else 0
     checkpoint = avts_callbacks.StepCheckpoint(
         job.out_dir / "checkpoints",
-        every_batches=job.checkpoint_every,
-        total_batches=job.train_steps,
+        every_batches=trainer.checkpoint_every_steps or trainer.steps_per_epoch,
+        total_batches=trainer.train_steps,
         initial_batches=start,
         curriculum_stage=task.stage,
         keep=job.runtime.keep_checkpoints,
@@ -396,14 +433,14 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     callbacks = [
         checkpoint,
         stop_on_signal,
-        avts_callbacks.ClipsPerSecond(job.batch_size),
+        avts_callbacks.ClipsPerSecond(trainer.batch_size),
         keras.callbacks.TensorBoard(str(job.out_dir / "tensorboard"), update_freq="epoch"),
         avts_callbacks.WriteOperativeConfig(job.out_dir / "operative_config.gin"),
         *job.callbacks,
     ]
-    if job.eval_every:
+    if trainer.eval_every_steps:
         callbacks.append(avts_callbacks.PeriodicEvaluation(
-            lambda: _held_out_metrics(model, job), job.eval_every,
+            lambda: _held_out_metrics(model, job), trainer.eval_every_steps,
             job.out_dir / "tensorboard", initial_batches=start,
         ))
     multi_worker = strategy.extended._in_multi_worker_mode()  # noqa: SLF001

@@ -8,7 +8,7 @@ named ``"video"`` of shape ``(T, H, W, 3)`` (or ``"audio"``, ``(frames, mels, 1)
     # my_experiment.gin
     import examples.custom_backbone        # runs the @BACKBONES.register below
     include 'gin/quickstart.gin'
-    train.run.video_tower = @backbones.my_tiny_video
+    train.Model.video_tower = @backbones.my_tiny_video
     backbones.my_tiny_video.width = 8
     backbones.my_tiny_video.embedding_dim = 64
 

@@ -18,13 +18,13 @@ from tiny import REPO_ROOT
 # The schedule the resume tests kill: SGD with momentum, 40 batches in 10-batch epochs,
 # a checkpoint every 4 (so most fall mid-epoch); kill at 12 or later.
 SCHEDULE_GIN = """
-train.run.optimizer = @keras.optimizers.SGD
+train.Trainer.optimizer = @keras.optimizers.SGD
 keras.optimizers.SGD.learning_rate = 0.05
 keras.optimizers.SGD.momentum = 0.9
-train.run.batch_size = 4
-train.run.train_steps = 40
-train.run.steps_per_epoch = 10
-train.run.checkpoint_every_steps = 4
+train.Trainer.batch_size = 4
+train.Trainer.train_steps = 40
+train.Trainer.steps_per_epoch = 10
+train.Trainer.checkpoint_every_steps = 4
 train.Evaluation.batch_size = 4
 train.Evaluation.clips_per_video = 2
 train.Runtime.verbose = 2

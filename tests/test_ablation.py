@@ -153,7 +153,7 @@ def test_tool_prints_the_table_and_writes_the_plot(tmp_path, tiny_prepared):
         f"--output_dir={out}",
         "--gin_param=train.run.dataset = @data.prepared_dataset()",
         f"--gin_param=data.prepared_dataset.data_dir = '{tiny_prepared}'",
-        "--gin_param=train.run.batch_size = 4",
+        "--gin_param=train.Trainer.batch_size = 4",
         "--gin_param=train.Evaluation.batch_size = 8",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

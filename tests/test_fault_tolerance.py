@@ -21,14 +21,14 @@ from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower
 # negatives mid-run, checkpoints every 4 batches on 10-batch epochs (so most of them
 # fall mid-epoch), and deterministic ops so "equal" means bit-equal.
 RECIPE = """
-train.run.video_tower = @tests.tiny_video_tower
+train.Model.video_tower = @tests.tiny_video_tower
 tests.tiny_video_tower.batch_norm = True
-train.run.audio_tower = @tests.tiny_audio_tower
+train.Model.audio_tower = @tests.tiny_audio_tower
 tests.tiny_audio_tower.batch_norm = True
 """ + SPEC_GIN + """
 objectives.contrastive.negatives = @samplers.negative_samplers()
 samplers.negative_samplers.hard_min_gap_s = 0.0
-train.run.objective = @objectives.contrastive
+train.Model.objective = @objectives.contrastive
 objectives.contrastive.curriculum = @curricula.step_switch()
 curricula.step_switch.boundaries = [14]
 curricula.step_switch.mixtures = [{"easy": 1.0}, {"easy": 0.5, "hard": 0.5}]
@@ -116,7 +116,7 @@ def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
     # Five kill points among the 40 batches; a random delay after the checkpoint that
     # reaches each one lands some kills mid-batch, some mid-write.
     points = sorted(rng.sample(range(2, 31, 2), 5))
-    every_2 = "train.run.checkpoint_every_steps = 2"
+    every_2 = "train.Trainer.checkpoint_every_steps = 2"
     reference = subprocess.Popen(_command(reference_dir, tiny_prepared), cwd=REPO_ROOT,
                                  env=_env(), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)

@@ -23,7 +23,7 @@ def at_repo_root(monkeypatch):
 
 
 def resolve(name):
-    """What ``train.run`` receives for ``name``: references are called or configured."""
+    """What a run receives for ``name``: references are called or configured."""
     value = gin.query_parameter(name)
     if isinstance(value, gin.config.ConfigurableReference):
         fn = value.scoped_configurable_fn
@@ -50,7 +50,7 @@ def test_recipes_exist():
 @pytest.mark.parametrize("path", GIN_FILES)
 def test_parses_with_skip_unknown_false(path):
     config.parse_gin([path])  # skip_unknown=False, finalized.
-    assert gin.query_parameter("train.run.video_tower") is not None
+    assert gin.query_parameter("train.Model.video_tower") is not None
 
 
 def test_unknown_names_are_errors(tmp_path):
@@ -98,7 +98,7 @@ def test_a_recipe_imports_modules_beside_it_or_in_the_current_folder(tmp_path, m
 
 
 def objective_from_gin():
-    return resolve("train.run.objective")(eval_kinds=("easy", "hard", "super_hard"))
+    return resolve("train.Model.objective")(eval_kinds=("easy", "hard", "super_hard"))
 
 
 @pytest.mark.parametrize(
@@ -110,8 +110,8 @@ def test_ablation_recipes_override_only_the_negatives(variant, kinds):
     curriculum = objective.curriculum
     assert curriculum.kinds() == kinds
     # Everything else is the quickstart's.
-    assert gin.query_parameter("train.run.batch_size") == 16
-    assert gin.query_parameter("train.run.train_steps") == 600
+    assert gin.query_parameter("train.Trainer.batch_size") == 16
+    assert gin.query_parameter("train.Trainer.train_steps") == 600
     assert set(objective.negatives) == {"hard", "super_hard"}
     if variant == "curriculum":
         assert isinstance(curriculum, StepSwitch)
@@ -127,10 +127,10 @@ def test_mc3_recipe_is_the_papers_curriculum():
     assert curriculum.boundaries == [50 * 10]
     np.testing.assert_allclose(curriculum.mixture(tf.constant(499)), [1.0, 0.0, 0.0])
     np.testing.assert_allclose(curriculum.mixture(tf.constant(500)), [0.75, 0.25, 0.0])
-    assert resolve("train.run.train_steps") == 90 * 10
-    assert resolve("train.run.steps_per_epoch") == 10
+    assert resolve("train.Trainer.train_steps") == 90 * 10
+    assert resolve("train.Trainer.steps_per_epoch") == 10
     assert objective_from_gin().margin == pytest.approx(0.99)
-    optimizer = resolve("train.run.optimizer")()
+    optimizer = resolve("train.Trainer.optimizer")()
     assert isinstance(optimizer, keras.optimizers.SGD)
     assert optimizer.momentum == pytest.approx(0.9)
     schedule = optimizer._learning_rate
@@ -140,12 +140,12 @@ def test_mc3_recipe_is_the_papers_curriculum():
 
 def test_mc3_recipe_builds_its_towers_with_the_real_shapes():
     config.parse_gin(["gin/mc3_curriculum.gin"])
-    spec = resolve("train.run.clip_spec")
+    spec = resolve("train.Model.clip_spec")
     assert spec.video_shape() == (25, 112, 112, 3)
     audio_shape = spec.audio_shape(25.0)  # Kinetics prepared at 25 fps: 1 s windows.
     assert audio_shape == (98, 40, 1)
-    video = resolve("train.run.video_tower")(input_shape=spec.video_shape())
-    audio = resolve("train.run.audio_tower")(input_shape=audio_shape)
+    video = resolve("train.Model.video_tower")(input_shape=spec.video_shape())
+    audio = resolve("train.Model.audio_tower")(input_shape=audio_shape)
     assert video.name == "mc3_18" and audio.name == "avts_audio_vgg"
     trainable = sum(int(np.prod(w.shape)) for w in video.trainable_weights)
     assert trainable == 11_490_240  # torchvision's mc3_18 without its 400-way head.
@@ -157,10 +157,10 @@ def test_mc3_recipe_builds_its_towers_with_the_real_shapes():
 def test_per_tower_recipes_build_their_towers_at_paper_scale(path):
     tower, parameters, features = PER_TOWER[path]
     config.parse_gin([path])
-    spec = resolve("train.run.clip_spec")
+    spec = resolve("train.Model.clip_spec")
     assert spec.video_shape() == (25, 112, 112, 3)
-    video = resolve("train.run.video_tower")(input_shape=spec.video_shape())
-    audio = resolve("train.run.audio_tower")(input_shape=spec.audio_shape(25.0))
+    video = resolve("train.Model.video_tower")(input_shape=spec.video_shape())
+    audio = resolve("train.Model.audio_tower")(input_shape=spec.audio_shape(25.0))
     assert video.name == tower
     # ResNets: torchvision's model of that name without its 400-way head.
     assert sum(int(np.prod(w.shape)) for w in video.trainable_weights) == parameters
@@ -168,20 +168,20 @@ def test_per_tower_recipes_build_their_towers_at_paper_scale(path):
     objective_from_gin().build_head(features, features)
     # The paper's curriculum, from the MC3 recipe they all include.
     assert isinstance(objective_from_gin().curriculum, StepSwitch)
-    assert resolve("train.run.train_steps") == 90 * 3600
+    assert resolve("train.Trainer.train_steps") == 90 * 3600
 
 
 def test_tssl_recipe_builds_its_towers_and_task_at_paper_scale():
     config.parse_gin(["gin/tssl_r2plus1d.gin"])
-    spec = resolve("train.run.clip_spec")
+    spec = resolve("train.Model.clip_spec")
     assert spec.video_shape() == (16, 112, 112, 3)
-    video = resolve("train.run.video_tower")(input_shape=spec.video_shape())
-    audio = resolve("train.run.audio_tower")(input_shape=spec.audio_shape(25.0))
+    video = resolve("train.Model.video_tower")(input_shape=spec.video_shape())
+    audio = resolve("train.Model.audio_tower")(input_shape=spec.audio_shape(25.0))
     assert (video.name, audio.name) == ("r2plus1d_18", "audio_resnet18")
     assert sum(int(np.prod(w.shape)) for w in video.trainable_weights) == PER_TOWER[
         "gin/r2plus1d_curriculum.gin"][1]
     assert video.outputs[0].shape[-1] == audio.outputs[0].shape[-1] == 512
-    task = resolve("train.run.objective")()
+    task = resolve("train.Model.objective")()
     assert task.view_spec.speeds == (1, 2, 4, 8) and task.queue_size == 65536
     task.build_head(512, 512)
     assert tuple(task.queues["video"][0].shape) == (65536, 128)
@@ -189,7 +189,7 @@ def test_tssl_recipe_builds_its_towers_and_task_at_paper_scale():
 
 def test_avts_tssl_recipe_trains_both_tasks_in_one_objective():
     config.parse_gin(["gin/avts_tssl_quickstart.gin"])
-    task = resolve("train.run.objective")()
+    task = resolve("train.Model.objective")()
     assert list(task.tasks) == ["sync", "temporal"]
     assert task.weights_by_task == {"sync": 1.0, "temporal": 0.1}
     assert task.headline == "sync_accuracy"

@@ -17,8 +17,8 @@ def _params(tiny_prepared, steps):
         "train.run.dataset = @data.prepared_dataset()",
         f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
         "backbones.mc3_18.width = 4", "backbones.avts_audio_vgg.width = 4",
-        "train.run.batch_size = 8", f"train.run.train_steps = {steps}",
-        "train.run.steps_per_epoch = 20", "train.run.checkpoint_every_steps = 2",
+        "train.Trainer.batch_size = 8", f"train.Trainer.train_steps = {steps}",
+        "train.Trainer.steps_per_epoch = 20", "train.Trainer.checkpoint_every_steps = 2",
         "train.Evaluation.batch_size = 4", "train.Evaluation.clips_per_video = 2",
         "train.Runtime.verbose = 2",
     ]

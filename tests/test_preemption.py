@@ -81,8 +81,8 @@ def test_two_workers_stop_at_the_same_batch_when_one_is_signalled(tmp_path, tiny
         "train.run.dataset = @data.prepared_dataset()",
         f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
         "backbones.mc3_18.width = 4", "backbones.avts_audio_vgg.width = 4",
-        "train.run.batch_size = 8", "train.run.train_steps = 400",
-        "train.run.steps_per_epoch = 100", "train.run.checkpoint_every_steps = 2",
+        "train.Trainer.batch_size = 8", "train.Trainer.train_steps = 400",
+        "train.Trainer.steps_per_epoch = 100", "train.Trainer.checkpoint_every_steps = 2",
         "train.Evaluation.batch_size = 4", "train.Evaluation.clips_per_video = 2",
         "train.Runtime.verbose = 2",
     ]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from sync_reference import numpy_sync_accuracy
-from tiny import REPO_ROOT, tiny_audio_tower, tiny_video_tower
+from tiny import REPO_ROOT, grouped, tiny_audio_tower, tiny_video_tower
 from tiny import SPEC as TINY_SPEC
 
 from avts_tf import callbacks, train
@@ -58,14 +58,14 @@ def test_fit_plan_batches_add_up():
 def test_gin_builds_sgd_momentum_with_step_decay():
     gin.parse_config(
         """
-        train.run.optimizer = @keras.optimizers.SGD
+        train.Trainer.optimizer = @keras.optimizers.SGD
         keras.optimizers.SGD.momentum = 0.9
         keras.optimizers.SGD.learning_rate = @keras.optimizers.schedules.PiecewiseConstantDecay()
         keras.optimizers.schedules.PiecewiseConstantDecay.boundaries = [100, 200]
         keras.optimizers.schedules.PiecewiseConstantDecay.values = [0.1, 0.01, 0.001]
         """
     )
-    optimizer = gin.query_parameter("train.run.optimizer").scoped_configurable_fn()
+    optimizer = gin.query_parameter("train.Trainer.optimizer").scoped_configurable_fn()
     assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
     schedule = optimizer._learning_rate
     assert float(schedule(150)) == pytest.approx(0.01)
@@ -74,7 +74,7 @@ def test_gin_builds_sgd_momentum_with_step_decay():
 def test_gin_builds_adamw_with_cosine_decay():
     gin.parse_config(
         """
-        train.run.optimizer = @keras.optimizers.AdamW
+        train.Trainer.optimizer = @keras.optimizers.AdamW
         keras.optimizers.AdamW.weight_decay = 0.05
         keras.optimizers.AdamW.learning_rate = @keras.optimizers.schedules.CosineDecay()
         keras.optimizers.schedules.CosineDecay.initial_learning_rate = 0.001
@@ -83,7 +83,7 @@ def test_gin_builds_adamw_with_cosine_decay():
         keras.optimizers.schedules.CosineDecay.warmup_steps = 100
         """
     )
-    optimizer = gin.query_parameter("train.run.optimizer").scoped_configurable_fn()
+    optimizer = gin.query_parameter("train.Trainer.optimizer").scoped_configurable_fn()
     assert isinstance(optimizer, keras.optimizers.AdamW) and optimizer.weight_decay == 0.05
     assert float(optimizer._learning_rate(100)) == pytest.approx(0.002)
     assert float(optimizer._learning_rate(1100)) == pytest.approx(0.0, abs=1e-6)
@@ -99,8 +99,8 @@ def test_the_trainer_names_no_task(path):
 
 def test_unknown_precision_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="mixed_bfloat16"):
-        train.run(tmp_path, dataset="x", video_tower=None, audio_tower=None, objective=None,
-                  precision="fp8")
+        train.run(tmp_path, dataset="x", model=train.Model(None, None, None),
+                  runtime=train.Runtime(precision="fp8"))
 
 
 # -- the job end to end (in process) --------------------------------------------------------
@@ -130,7 +130,7 @@ def _run(model_dir, data_dir, **kwargs):
         runtime=train.Runtime(verbose=0),
     )
     params.update(kwargs)
-    return train.run(model_dir, **params)
+    return train.run(model_dir, **grouped(**params))
 
 
 def _scalar_tags(log_dir):
@@ -142,7 +142,7 @@ def _scalar_tags(log_dir):
 
 
 def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared):
-    gin.parse_config("train.run.seed = 0")  # something for operative_config.gin to show
+    gin.parse_config("train.Trainer.seed = 0")  # something for operative_config.gin to show
     results = _run(tmp_path, tiny_prepared, checkpoint_every_steps=4)
     assert json.loads((tmp_path / "eval.json").read_text()) == results
     # The saved towers on the same evaluation clips, scored with NumPy, give the same values.
@@ -157,7 +157,7 @@ def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared
     assert results["neg_distance"] == pytest.approx(reference["neg_distance"], rel=1e-5)
     for name in ("video_tower.keras", "audio_tower.keras", "operative_config.gin", "run.json"):
         assert (tmp_path / name).is_file()
-    assert "run.seed = 0" in (tmp_path / "operative_config.gin").read_text()
+    assert "Trainer.seed = 0" in (tmp_path / "operative_config.gin").read_text()
     tags = _scalar_tags(tmp_path / "tensorboard")
     for tag in (
         "epoch_loss", "epoch_sync_accuracy_easy", "epoch_negatives_easy",
@@ -254,7 +254,7 @@ def test_a_non_finite_loss_in_bfloat16_on_cpu_points_to_float32(
         _run(tmp_path, tiny_prepared, objective=_NaNAfter, precision=precision,
              checkpoint_every_steps=2, train_steps=6, steps_per_epoch=6)
     hint = ("(on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train "
-            "with train.run.precision='float32' in a new --model_dir)")
+            "with train.Runtime.precision='float32' in a new --model_dir)")
     first_line = str(err.value).splitlines()[0]
     assert first_line.endswith(hint) == (precision == "mixed_bfloat16"), first_line
 
@@ -284,8 +284,8 @@ def test_a_step_out_of_memory_ends_in_one_line_naming_the_batch_size(
              checkpoint_every_steps=2, train_steps=6, steps_per_epoch=6)
     assert str(err.value).splitlines()[0] == (
         "out of memory in a training step, allocating a float tensor of shape "
-        "[2199023255552] on CPU:0; lower train.run.batch_size (now 4), use "
-        f"train.run.precision='mixed_bfloat16' or a smaller clip, {then}")
+        "[2199023255552] on CPU:0; lower train.Trainer.batch_size (now 4), use "
+        f"train.Runtime.precision='mixed_bfloat16' or a smaller clip, {then}")
 
 
 def test_an_evaluation_out_of_memory_says_to_lower_its_batch_and_re_run(

@@ -28,17 +28,17 @@ def _run(model_dir, data_dir, **kwargs):
 
 
 @pytest.mark.parametrize(("binding", "expected"), [
-    ("train.run.video_tower = @backbones.mc3_19",
-     "unknown gin name backbones.mc3_19 (--gin_param 'train.run.video_tower = "
+    ("train.Model.video_tower = @backbones.mc3_19",
+     "unknown gin name backbones.mc3_19 (--gin_param 'train.Model.video_tower = "
      "@backbones.mc3_19'); did you mean "
      "backbones.mc3_18 or backbones.mc2_18 or backbones.r3d_18? valid: "
      "backbones.audio_resnet18, backbones.avts_audio_vgg, backbones.i3d, backbones.mc2_18, "
      "backbones.mc3_18, backbones.r2plus1d_18, backbones.r3d_18"),
     ("train.run.bach_size = 4",
      "train.run has no parameter bach_size (--gin_param 'train.run.bach_size = 4'); did you "
-     "mean batch_size?"),
-    ("train.run.objective = @objectives.temporall",
-     "unknown gin name objectives.temporall (--gin_param 'train.run.objective = "
+     "mean train.Trainer.batch_size? valid: dataset, model, trainer, evaluation, runtime,"),
+    ("train.Model.objective = @objectives.temporall",
+     "unknown gin name objectives.temporall (--gin_param 'train.Model.objective = "
      "@objectives.temporall'); did you mean "
      "objectives.temporal"),
     # A task is a Keras layer taking **kwargs: gin let any name through, Keras refused it
@@ -50,16 +50,16 @@ def _run(model_dir, data_dir, **kwargs):
     ("samplers.hardd.max_shift_s = 1.0", "did you mean samplers.hard"),
     ("curricula.linear_rampp.start = 1", "did you mean curricula.linear_ramp"),
     # A bare word is not a value (it was "malformed node or string ... <ast.Name object>").
-    ("train.run.train_steps = abc",
-     "abc is not a gin value (--gin_param 'train.run.train_steps = abc'); write a number, a "
+    ("train.Trainer.train_steps = abc",
+     "abc is not a gin value (--gin_param 'train.Trainer.train_steps = abc'); write a number, a "
      "quoted string ('abc'),"),
-    ("train.run.train_steps = [1,",
-     "could not parse the gin configuration (--gin_param 'train.run.train_steps = [1,'): a "
+    ("train.Trainer.train_steps = [1,",
+     "could not parse the gin configuration (--gin_param 'train.Trainer.train_steps = [1,'): a "
      "bracket or quote is not closed; check the binding's syntax"),
 ])
 def test_gin_mistakes_name_the_valid_choices(binding, expected):
     with pytest.raises(UserError) as err:  # the second --gin_param is named, not the first
-        config.parse_gin(["quickstart"], ["train.run.seed = 1", binding])
+        config.parse_gin(["quickstart"], ["train.Trainer.seed = 1", binding])
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -78,17 +78,17 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
     import gin
 
     assert gin.query_parameter("data.synthetic_dataset.duration_s") == 12.0
-    assert gin.query_parameter("train.run.batch_size") == 8
+    assert gin.query_parameter("train.Trainer.batch_size") == 8
     gin.clear_config()
     config.parse_gin(["gin/quickstart.gin"], finalize=False)
-    assert gin.query_parameter("train.run.batch_size") == 16
+    assert gin.query_parameter("train.Trainer.batch_size") == 16
     gin.clear_config()
     own = tmp_path / "gin" / "quickstart.gin"  # a user's own file of that path wins
     own.parent.mkdir()
-    own.write_text("include 'gin/mc3_curriculum.gin'\ntrain.run.batch_size = 3\n")
+    own.write_text("include 'gin/mc3_curriculum.gin'\ntrain.Trainer.batch_size = 3\n")
     config.parse_gin(["gin/quickstart.gin"], finalize=False)
-    assert gin.query_parameter("train.run.batch_size") == 3
-    assert gin.query_parameter("train.run.video_tower").selector == "backbones.mc3_18"
+    assert gin.query_parameter("train.Trainer.batch_size") == 3
+    assert gin.query_parameter("train.Model.video_tower").selector == "backbones.mc3_18"
     gin.clear_config()
     own.write_text("include 'gin/nothere.gin'\n")
     with pytest.raises(UserError, match=r"^gin include gin/nothere.gin not found; give a path "
@@ -97,59 +97,59 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(("kwargs", "expected"), [
-    (dict(batch_size=0), "train.run.batch_size is 0; set it to a positive integer"),
-    (dict(batch_size=-4), "train.run.batch_size is -4; set it to a positive integer"),
-    (dict(train_steps=-1), "train.run.train_steps is -1; set it to a non-negative integer"),
-    (dict(steps_per_epoch=0), "train.run.steps_per_epoch is 0; set it to a positive integer"),
+    (dict(batch_size=0), "train.Trainer.batch_size is 0; set it to a positive integer"),
+    (dict(batch_size=-4), "train.Trainer.batch_size is -4; set it to a positive integer"),
+    (dict(train_steps=-1), "train.Trainer.train_steps is -1; set it to a non-negative integer"),
+    (dict(steps_per_epoch=0), "train.Trainer.steps_per_epoch is 0; set it to a positive integer"),
     (dict(video_tower="mc3_18"),
-     "train.run.video_tower is 'mc3_18', not a factory; bind a registered one with @, e.g. "
-     "train.run.video_tower = @backbones.mc3_18"),
-    (dict(precision="fp16"), "train.run.precision is 'fp16'; use one of float32, "
+     "train.Model.video_tower is 'mc3_18', not a factory; bind a registered one with @, e.g. "
+     "train.Model.video_tower = @backbones.mc3_18"),
+    (dict(precision="fp16"), "train.Runtime.precision is 'fp16'; use one of float32, "
      "mixed_float16, mixed_bfloat16"),
     # Values the task's constructor refuses (a traceback once the model_dir was written).
     (dict(objective=functools.partial(TemporalContrastive, video_video_weight=-1)),
-     "train.run.objective cannot be built: video_video_weight must be a number >= 0, got -1; "
+     "train.Model.objective cannot be built: video_video_weight must be a number >= 0, got -1; "
      "fix its "
      "binding in the recipe or --gin_param"),
     (dict(objective=functools.partial(TemporalContrastive, control="shuffle")),
-     "train.run.objective cannot be built: Unknown control 'shuffle'; valid: none, "
+     "train.Model.objective cannot be built: Unknown control 'shuffle'; valid: none, "
      "permuted_labels, shuffled_frames, unrelated_audio; fix its binding"),
     # Task settings that failed only once training ran (a ZeroDivisionError, a gather
     # from an empty queue, a Dense of 0 units) or trained a head to maximise its loss.
     (dict(objective=functools.partial(TemporalContrastive, temperature=0)),
-     "train.run.objective cannot be built: temperature must be a number > 0, got 0; fix"),
+     "train.Model.objective cannot be built: temperature must be a number > 0, got 0; fix"),
     (dict(objective=functools.partial(TemporalContrastive, queue_size=0)),
-     "train.run.objective cannot be built: queue_size must be an integer > 0, got 0; fix"),
+     "train.Model.objective cannot be built: queue_size must be an integer > 0, got 0; fix"),
     (dict(objective=functools.partial(TemporalContrastive, projection_dim=0)),
-     "train.run.objective cannot be built: projection_dim must be an integer > 0, got 0;"),
+     "train.Model.objective cannot be built: projection_dim must be an integer > 0, got 0;"),
     (dict(objective=functools.partial(TemporalContrastive, loss_weights={"speed": -1})),
-     "train.run.objective cannot be built: loss_weights['speed'] must be a number >= 0, got "
+     "train.Model.objective cannot be built: loss_weights['speed'] must be a number >= 0, got "
      "-1; fix"),
     (dict(objective=functools.partial(TemporalContrastive, temperature=float("nan"))),
-     "train.run.objective cannot be built: temperature must be a number > 0, got nan; fix"),
+     "train.Model.objective cannot be built: temperature must be a number > 0, got nan; fix"),
     (dict(objective=functools.partial(TemporalContrastive, temperature="0.1")),
-     "train.run.objective cannot be built: temperature must be a number > 0, got '0.1'; fix"),
+     "train.Model.objective cannot be built: temperature must be a number > 0, got '0.1'; fix"),
     # A control that pairs the two halves of a batch, on an odd batch: tf.split's
     # traceback in the first step, after the model_dir was written.
     (dict(objective=functools.partial(TemporalContrastive, control="permuted_labels"),
           batch_size=3),
-     "train.run.batch_size 3 gives 3 example(s) per replica; the task TemporalContrastive "
+     "train.Trainer.batch_size 3 gives 3 example(s) per replica; the task TemporalContrastive "
      "needs a multiple of 2 on each replica (control 'permuted_labels' pairs the two halves "
-     "of each batch); set train.run.batch_size to a multiple of 2"),
+     "of each batch); set train.Trainer.batch_size to a multiple of 2"),
     # A head the towers' outputs cannot feed (built after the model_dir was written).
     (dict(audio_tower=functools.partial(tiny_audio_tower, embedding_dim=4)),
-     "train.run.objective cannot be built: The contrastive objective compares embeddings "
+     "train.Model.objective cannot be built: The contrastive objective compares embeddings "
      "directly, but the video tower outputs 8 and the audio tower 4 features; give both "
      "towers the same embedding_dim; fix"),
     # Values a tower factory refuses (a traceback once the model_dir was written).
     (dict(video_tower=functools.partial(mc3_18, width=-4)),
-     "train.run.video_tower cannot be built: Invalid value for argument `filters`. Expected a "
+     "train.Model.video_tower cannot be built: Invalid value for argument `filters`. Expected a "
      "strictly positive value. Received filters=-4; fix its binding in the recipe or "
      "--gin_param"),
     (dict(video_tower=functools.partial(mc3_18, depths=(1, 1))),
-     "train.run.video_tower cannot be built: 4 conv types for 2 groups; fix its binding"),
+     "train.Model.video_tower cannot be built: 4 conv types for 2 groups; fix its binding"),
     (dict(audio_tower=functools.partial(avts_audio_vgg, embedding_dim=0)),
-     "train.run.audio_tower cannot be built: Received an invalid value for `units`, expected a "
+     "train.Model.audio_tower cannot be built: Received an invalid value for `units`, expected a "
      "positive integer. Received: units=0; fix its binding"),
 ])
 def test_bad_settings_are_refused_before_anything_is_written(tmp_path, tiny_prepared, kwargs,
@@ -301,24 +301,70 @@ def test_a_folder_of_other_files_is_refused_as_model_dir_and_left_as_it_was(tmp_
 
 def test_a_run_of_another_configuration_is_refused_unless_overwrite(tmp_path):
     run = tmp_path / "run"
-    old = "mc3_18.width = 16\nrun.batch_size = 16\nrun.train_steps = 100\n"
+    old = "mc3_18.width = 16\nTrainer.batch_size = 16\nTrainer.train_steps = 100\n"
     run_checks.prepare_model_dir(run, overwrite=False, config_text=lambda: old)
     (run / "video_tower.keras").write_bytes(b"old towers")
     (run / "my_notes.txt").write_text("mine")
     # More steps, same model: a resumption, not a different run.
     run_checks.prepare_model_dir(run, False, config_text=lambda: old.replace("100", "200"))
-    new = "mc3_18.width = 8\nrun.batch_size = 16\nrun.train_steps = 100\nrun.seed = 1\n"
+    new = ("mc3_18.width = 8\nTrainer.batch_size = 16\nTrainer.train_steps = 100\n"
+           "Trainer.seed = 1\n")
     with pytest.raises(UserError) as err:
         run_checks.prepare_model_dir(run, overwrite=False, config_text=lambda: new)
     assert str(err.value) == (
-        f"model_dir {run} holds a run of another configuration (mc3_18.width: 16 -> 8; "
-        "run.seed: (unset) -> 1); re-run with --overwrite to replace it, or give a new "
+        f"model_dir {run} holds a run of another configuration (Trainer.seed: (unset) -> 1; "
+        "mc3_18.width: 16 -> 8); re-run with --overwrite to replace it, or give a new "
         "--model_dir")
     assert (run / "video_tower.keras").read_bytes() == b"old towers"
     run_checks.prepare_model_dir(run, overwrite=True, config_text=lambda: new)
     assert not (run / "video_tower.keras").exists()
     assert (run / "my_notes.txt").read_text() == "mine"  # not ours: kept
     assert (run / "config.gin").read_text() == new
+
+
+def test_a_run_saved_with_train_run_bindings_resumes(tmp_path):
+    """A config.gin written when train.run took the settings itself reads under the new
+    names: the same run resumes, a changed one is refused naming the new binding."""
+    run = tmp_path / "run"
+    saved = "run.batch_size = 16\nrun.train_steps = 100\nrun.precision = 'float32'\n"
+    run_checks.prepare_model_dir(run, overwrite=False, config_text=lambda: saved)
+    (run / "video_tower.keras").write_bytes(b"old towers")
+    now = ("Trainer.batch_size = 16\nTrainer.train_steps = 200\n"
+           "Runtime.precision = 'float32'\n")
+    run_checks.prepare_model_dir(run, overwrite=False, config_text=lambda: now)
+    (run / "config.gin").write_text(saved)
+    with pytest.raises(UserError, match=r"\(Trainer.batch_size: 16 -> 8\)"):
+        run_checks.prepare_model_dir(run, overwrite=False,
+                                     config_text=lambda: now.replace("16", "8"))
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("train.run.batch_size = 16", "train.Trainer.batch_size = 16"),
+    ("train.run.precision = 'mixed_bfloat16'", "train.Runtime.precision = 'mixed_bfloat16'"),
+    ("train.run.video_tower = @backbones.mc3_18", "train.Model.video_tower = @backbones.mc3_18"),
+    ("run.train_steps = 100", "Trainer.train_steps = 100"),
+])
+def test_a_moved_train_run_binding_names_its_new_binding(tmp_path, old, new):
+    recipe = tmp_path / "old.gin"
+    recipe.write_text(f"include 'gin/quickstart.gin'\n{old}\n")
+    name = old.partition(" =")[0]
+    with pytest.raises(UserError) as err:
+        config.parse_gin([str(recipe)])
+    assert str(err.value) == (f'{name} (file "{recipe}", line 2) is now {new.partition(" =")[0]}; '
+                              f"write {new}")
+    with pytest.raises(UserError) as err:
+        config.parse_gin(["quickstart"], [old.replace(" ", "")])
+    assert str(err.value) == (f"{name} (--gin_param {old.replace(' ', '')!r}) is now "
+                              f"{new.partition(' =')[0]}; write {new}")
+
+
+def test_the_train_tool_names_the_new_binding_of_a_moved_one(tmp_path):
+    recipe = tmp_path / "old.gin"
+    recipe.write_text("include 'gin/quickstart.gin'\ntrain.run.batch_size = 16\n")
+    line = _one_error_line(_train_cli(f"--gin_file={recipe}", cwd=tmp_path))
+    assert line == (f'error: train.run.batch_size (file "{recipe}", line 2) is now '
+                    "train.Trainer.batch_size; write train.Trainer.batch_size = 16")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_train_steps_zero_exports_untrained_towers(tmp_path, tiny_prepared):
@@ -373,8 +419,8 @@ def test_train_tool_refuses_to_resume_another_configuration(tmp_path, tiny_prepa
     recipe.write_text(SPEC_GIN + f"""
 include 'gin/quickstart.gin'
 train.run.dataset = '{tiny_prepared}'
-train.run.batch_size = 4
-train.run.train_steps = 0
+train.Trainer.batch_size = 4
+train.Trainer.train_steps = 0
 train.Evaluation.clips_per_video = 1
 train.Runtime.verbose = 0
 """)

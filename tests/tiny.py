@@ -23,9 +23,9 @@ SPEC = ClipSpec(
 VIDEO_SHAPE = SPEC.video_shape()  # (4, 32, 32, 3)
 AUDIO_SHAPE = SPEC.audio_shape(FPS)  # (24, 16, 1)
 
-# ``SPEC`` as ``train.run`` reads it from gin.
+# ``SPEC`` as ``train.Model`` reads it from gin.
 SPEC_GIN = f"""
-train.run.clip_spec = @data.ClipSpec()
+train.Model.clip_spec = @data.ClipSpec()
 data.ClipSpec.num_frames = {SPEC.num_frames}
 data.ClipSpec.crop_size = {SPEC.crop_size}
 data.ClipSpec.log_mel = @data.LogMelSpec()
@@ -36,7 +36,7 @@ data.LogMelSpec.window_s = {SPEC.log_mel.window_s}
 
 # The operative config of the ``tiny_run`` fixture's model_dir.
 RUN_GIN = SPEC_GIN + """\
-train.run.objective = @objectives.contrastive
+train.Model.objective = @objectives.contrastive
 objectives.contrastive.margin = 1.0
 """
 
@@ -110,11 +110,33 @@ def distributed_towers(kind: str) -> tuple[keras.Model, keras.Model]:
             BACKBONES.build("avts_audio_vgg", input_shape=(24, 16, 1), width=4, embedding_dim=8))
 
 
+def grouped(**settings):
+    """``train.run``'s keyword arguments from flat ones, for tests that vary one setting.
+
+    A field of ``train.Model``, ``train.Trainer`` or ``train.Runtime`` (``batch_size`` is
+    the trainer's) goes into its group, replacing that field of a group given whole;
+    the others (``dataset``, ``evaluation``, ``callbacks``, ...) pass through.
+    """
+    import dataclasses
+
+    from avts_tf import train
+
+    for name, group in (("model", train.Model), ("trainer", train.Trainer),
+                        ("runtime", train.Runtime)):
+        names = {field.name for field in dataclasses.fields(group)}
+        mine = {key: settings.pop(key) for key in list(settings) if key in names}
+        if mine:
+            given = settings.get(name)
+            settings[name] = dataclasses.replace(given, **mine) if given else group(**mine)
+    return settings
+
+
 def train_tiny(model_dir, data_dir, **overrides):
     """``train.run`` of the tiny towers (BatchNorm in the video one) on ``data_dir``.
 
     Defaults: contrastive sync task, batch 4, 6 batches in epochs of 3, evaluation of one
-    clip per video, quiet, deterministic ops; ``overrides`` replace any argument.
+    clip per video, quiet, deterministic ops; ``overrides`` replace any argument or any
+    field of a group (``grouped``).
     """
     import functools
 
@@ -129,7 +151,7 @@ def train_tiny(model_dir, data_dir, **overrides):
         runtime=train.Runtime(verbose=0, deterministic=True),
     )
     params.update(overrides)
-    return train.run(model_dir, **params)
+    return train.run(model_dir, **grouped(**params))
 
 
 def tower_weights(model_dir: Path) -> list:

@@ -37,7 +37,7 @@ flags.DEFINE_list("controls", list(CONTROLS[1:]), f"Controls to train (comma lis
                   f"{', '.join(CONTROLS)}; 'none' trains without a control, for reference).")
 flags.register_validator("controls", lambda v: bool(v) and set(v) <= set(CONTROLS),
                          f"unknown or no control; choose among {', '.join(CONTROLS)}")
-flags.DEFINE_list("seeds", [str(seed) for seed in range(10)], "train.run.seed of each run "
+flags.DEFINE_list("seeds", [str(seed) for seed in range(10)], "train.Trainer.seed of each run "
                   "(comma list of integers).")
 flags.register_validator("seeds", lambda v: bool(v) and cli.integer_list(v),
                          "must be integers >= 0 separated by commas, e.g. 0,1,2")

@@ -4,7 +4,7 @@
         [--tags epoch_loss,epoch_sync_accuracy]
 
 One panel per epoch metric of the run's TensorBoard logs, training and held-out
-(``train.run.eval_every_steps``) curves together. Needs matplotlib (``[plots]`` extra).
+(``train.Trainer.eval_every_steps``) curves together. Needs matplotlib (``[plots]`` extra).
 """
 
 from __future__ import annotations

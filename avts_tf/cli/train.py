@@ -1,6 +1,6 @@
 """Train a task from a gin recipe (``avts-train``, ``python tools/train.py``).
 
-    avts-train --gin_file=quickstart [--gin_param="train.run.train_steps=100"]
+    avts-train --gin_file=quickstart [--gin_param="train.Trainer.train_steps=100"]
         [--model_dir=runs/quickstart] [--overwrite]
 
 ``--gin_file`` takes a path or a built-in recipe's name (``quickstart``,
@@ -24,7 +24,7 @@ from avts_tf.cli import app
 
 flags.DEFINE_multi_string("gin_file", [], "Gin recipes, applied in order: paths or built-in "
                           "names (quickstart, mc3_curriculum, tssl_quickstart, ...).")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'train.run.train_steps=100'.")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'train.Trainer.train_steps=100'.")
 flags.DEFINE_string("model_dir", None, "Output folder (default: runs/<first recipe's name>).")
 flags.DEFINE_bool("overwrite", False, "Start afresh in a model_dir whose saved configuration "
                   "differs from this one (its checkpoints and towers are replaced), or write "
@@ -44,7 +44,11 @@ def _main(argv: list[str]) -> int:
     distribute.make_strategy()
     model_dir = FLAGS.model_dir or os.path.join("runs", recipes.stem(FLAGS.gin_file[0]))
     try:
-        results = train.run(model_dir=model_dir, overwrite=FLAGS.overwrite)
+        # The groups are built here, outside train.run, so that a binding gin evaluates
+        # while building them (a refused @data.ClipSpec()) is named by failed_binding.
+        results = train.run(model_dir=model_dir, model=train.Model(), trainer=train.Trainer(),
+                            evaluation=train.Evaluation(), runtime=train.Runtime(),
+                            overwrite=FLAGS.overwrite)
     except (ValueError, TypeError) as err:  # A binding gin evaluated before the run began.
         configurable = errors.failed_binding(err)
         if configurable is None:

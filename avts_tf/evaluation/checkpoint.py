@@ -103,7 +103,7 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
     weights = latest_weights(model_dir)
     if weights is None:
         raise UserError(f"{model_dir} has no training checkpoint yet; wait for its first "
-                        "checkpoint (train.run.checkpoint_every_steps) or give a finished run")
+                        "checkpoint (train.Trainer.checkpoint_every_steps) or give a finished run")
     video = description.video_tower.build()
     audio = description.audio_tower.build()
     model = AVTSModel(video, audio, task if task is not None else description.build_task())
@@ -134,7 +134,7 @@ def load_task_weights(model: keras.Model, model_dir: str | Path, needs: str) -> 
     weights = latest_weights(model_dir)
     if weights is None:
         raise UserError(f"{needs} but {model_dir} has no checkpoint yet; wait for its first "
-                        "checkpoint (train.run.checkpoint_every_steps)")
+                        "checkpoint (train.Trainer.checkpoint_every_steps)")
     try:
         model.load_weights(weights, objects_to_skip=[model.video_tower, model.audio_tower])
     except (ValueError, OSError) as err:
@@ -258,7 +258,7 @@ def _binding(name: str):
 
 
 def _recipe_clip_spec_unlocked() -> pipeline.ClipSpec:
-    spec = copy.deepcopy(_binding("train.run.clip_spec"))  # a ``@fn()`` reference is called
+    spec = copy.deepcopy(_binding("train.Model.clip_spec"))  # a ``@fn()`` reference is called
     return spec if isinstance(spec, pipeline.ClipSpec) else pipeline.ClipSpec()
 
 
@@ -279,9 +279,9 @@ def towers_from_recipe(
         spec = _recipe_clip_spec_unlocked()
         towers = []
         for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
-            reference = _binding(f"train.run.{which}_tower")
+            reference = _binding(f"train.Model.{which}_tower")
             if reference is None:
-                raise UserError(f"the recipe does not set train.run.{which}_tower")
+                raise UserError(f"the recipe does not set train.Model.{which}_tower")
             towers.append(reference.scoped_configurable_fn(input_shape=shape))
         return towers[0], towers[1], spec
 

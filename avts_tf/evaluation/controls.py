@@ -44,7 +44,7 @@ class ControlRun:
 
     Attributes:
         control: The control (a key of ``removes``).
-        seed: ``train.run.seed``.
+        seed: ``train.Trainer.seed``.
         held_out: ``eval.json``'s metrics.
         training: The last epoch's training value of each metric logged in training (the
             heads; retrieval has none).

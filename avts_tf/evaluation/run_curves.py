@@ -1,7 +1,7 @@
 """A training run's curves from its TensorBoard logs, drawn as one PNG.
 
 Reads the epoch scalars that ``avts-train`` writes (``<model_dir>/tensorboard/train`` and,
-with ``train.run.eval_every_steps``, ``.../validation``) and draws one panel per metric,
+with ``train.Trainer.eval_every_steps``, ``.../validation``) and draws one panel per metric,
 training and held-out curves together.
 """
 
@@ -83,7 +83,7 @@ def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
                             key=lambda t: (t != "epoch_loss", t))
     if not chosen:
         raise UserError(f"no epoch curves in {model_dir}/tensorboard; train for one epoch "
-                        "(train.run.steps_per_epoch batches) or more")
+                        "(train.Trainer.steps_per_epoch batches) or more")
     columns = min(3, len(chosen))
     rows = -(-len(chosen) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)

@@ -192,8 +192,8 @@ def run_variant(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     recipe_bindings = [
-        f"train.run.train_steps = {train_steps}",
-        f"train.run.steps_per_epoch = {eval_every}",
+        f"train.Trainer.train_steps = {train_steps}",
+        f"train.Trainer.steps_per_epoch = {eval_every}",
         f"train.Runtime.verbose = {verbose!r}",
         # A cosine learning-rate schedule (the quickstart's) decays over the run's budget.
         f"keras.optimizers.schedules.CosineDecay.decay_steps = {train_steps}",

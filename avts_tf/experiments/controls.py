@@ -61,12 +61,12 @@ def train_control(
     if not controls.finished(model_dir):
         gin.clear_config()
         config.parse_gin(list(recipes), [*bindings, f"objectives.temporal.control = '{control}'",
-                                         f"train.run.seed = {seed}"])
+                                         f"train.Trainer.seed = {seed}"])
         try:
             selector = _objective_selector()
             if selector != "objectives.temporal":
                 raise UserError(f"{', '.join(recipes)} trains {selector or 'no objective'}, "
-                                "not the temporal task; give a recipe whose train.run.objective "
+                                "not the temporal task; give a recipe whose train.Model.objective "
                                 "is @objectives.temporal (e.g. tssl_quickstart)")
             model_dir.mkdir(parents=True, exist_ok=True)
             atomic.write_json(marker, asked)
@@ -77,10 +77,10 @@ def train_control(
 
 
 def _objective_selector() -> str | None:
-    """The configurable bound to ``train.run.objective`` (``objectives.temporal``), if any."""
+    """The configurable bound to ``train.Model.objective`` (``objectives.temporal``), if any."""
     import gin
 
     try:
-        return getattr(gin.query_parameter("train.run.objective"), "selector", None)
+        return getattr(gin.query_parameter("train.Model.objective"), "selector", None)
     except ValueError:  # Not bound.
         return None

@@ -109,7 +109,8 @@ def test_controls_tool_trains_reuses_and_refuses(tmp_path, monkeypatch):
     monkeypatch.setenv("AVTS_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "controls"
     tiny = ["--gin_param=data.synthetic_dataset.num_videos=8",  # 6 train, 2 held out
-            "--gin_param=train.run.train_steps=4", "--gin_param=train.run.steps_per_epoch=2",
+            "--gin_param=train.Trainer.train_steps=4",
+            "--gin_param=train.Trainer.steps_per_epoch=2",
             "--gin_param=train.Evaluation.clips_per_video=1"]
     args = [f"--output_dir={out}", "--controls=shuffled_frames", "--seeds=3,0", *tiny]
     code, stdout, stderr = run_in_process("controls", *args)

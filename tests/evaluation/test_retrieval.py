@@ -200,7 +200,7 @@ def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path)
     video, audio = (checkpoint.load_tower(run, w) for w in ("video", "audio"))
     with pytest.raises(UserError, match="^the run's temporal task compares audio and video "
                        f"through trained projection heads but {run} has no checkpoint yet; "
-                       r"wait for its first checkpoint \(train.run.checkpoint_every_steps\)$"):
+                       r"wait for its first checkpoint \(train.Trainer.checkpoint_every_steps\)$"):
         shared_space.of_run(run, video, audio)
     # The tool says so, but a split it cannot use first, before any weight is read.
     code, _, stderr = run_in_process("eval_retrieval", "--checkpoint", str(run),

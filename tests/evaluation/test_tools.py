@@ -171,7 +171,7 @@ def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared
         tf.summary.scalar("batch_loss", 0.5, step=0)
     code, _, err = run_in_process("plot_run", "--checkpoint", str(tmp_path / "early"))
     assert err == (f"error: no epoch curves in {tmp_path / 'early'}/tensorboard; train for one "
-                   "epoch (train.run.steps_per_epoch batches) or more\n")
+                   "epoch (train.Trainer.steps_per_epoch batches) or more\n")
 
 
 @pytest.mark.parametrize("tool", ["av_offset", "eval_audio", "eval_fingerprint",

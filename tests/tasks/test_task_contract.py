@@ -117,9 +117,9 @@ class DumpState(keras.callbacks.Callback):
 RECIPE = """
 import toy_reversal
 
-train.run.video_tower = @backbones.toy_video_tower
-train.run.audio_tower = @backbones.toy_audio_tower
-train.run.objective = @objectives.toy_reversal
+train.Model.video_tower = @backbones.toy_video_tower
+train.Model.audio_tower = @backbones.toy_audio_tower
+train.Model.objective = @objectives.toy_reversal
 train.run.callbacks = [@toy.DumpState()]
 """ + kill9.SCHEDULE_GIN + SPEC_GIN
 

@@ -25,11 +25,11 @@ QUEUE = 12  # Fills in 3 of the 40 steps of 4 examples, then turns over every 3.
 # Tiny towers with BatchNorm, two views at speeds 1, 2 and 4 (the tiny records hold 24
 # frames, a 4x view 16), deterministic ops so that "equal" means bit-equal.
 RECIPE = f"""
-train.run.video_tower = @tests.tiny_video_tower
+train.Model.video_tower = @tests.tiny_video_tower
 tests.tiny_video_tower.batch_norm = True
-train.run.audio_tower = @tests.tiny_audio_tower
+train.Model.audio_tower = @tests.tiny_audio_tower
 tests.tiny_audio_tower.batch_norm = True
-train.run.objective = @objectives.temporal
+train.Model.objective = @objectives.temporal
 objectives.temporal.view_spec = @temporal.ViewSpec()
 temporal.ViewSpec.speeds = (1, 2, 4)
 objectives.temporal.projection_dim = 8

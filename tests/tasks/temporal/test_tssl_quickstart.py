@@ -50,7 +50,8 @@ def test_shuffled_frames_control_removes_direction(tmp_path, cache_dir):
     # Half the schedule. Direction cannot be learned (its cue is the frames' order); the
     # order of two clips still can (their content: the drift's phase).
     results = train(tmp_path / "control", cache_dir,
-                    "objectives.temporal.control='shuffled_frames'", "train.run.train_steps=500",
+                    "objectives.temporal.control='shuffled_frames'",
+                    "train.Trainer.train_steps=500",
                     "keras.optimizers.schedules.CosineDecay.decay_steps=500")
     training = read_scalars(tmp_path / "control" / "tensorboard")["train"]
     for name in ("direction_accuracy_video", "direction_accuracy_audio"):

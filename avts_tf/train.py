@@ -454,7 +454,7 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
             raise
         raise _lost_worker(err, job.model_dir / "checkpoints") from None
     except tf.errors.DataLossError:
-        raise _corrupted(job, job.train_split) from None
+        raise _corrupted(job, trainer.train_split) from None
     if stop_on_signal.preempted_batch is not None:
         batch = stop_on_signal.preempted_batch
         logging.info("preempted at batch %d; re-run the same command to resume", batch)
@@ -512,11 +512,12 @@ def _out_of_memory(err: tf.errors.ResourceExhaustedError, job: _Job, stage: str)
             "same command: training is finished, it only evaluates again")
     again = ("give a new --model_dir (this one keeps the checkpoints trained so far)"
              if trained else "re-run with --overwrite (nothing was trained yet)")
-    precision = ("train.run.precision='mixed_bfloat16' or " if job.precision == "float32"
-                 else "")
+    precision = ("train.Runtime.precision='mixed_bfloat16' or "
+                 if job.runtime.precision == "float32" else "")
     return UserError(
-        f"out of memory in a training step, allocating {what}; lower train.run.batch_size "
-        f"(now {job.batch_size}), use {precision}a smaller clip, then {again}")
+        f"out of memory in a training step, allocating {what}; lower "
+        f"train.Trainer.batch_size (now {job.trainer.batch_size}), use {precision}a smaller "
+        f"clip, then {again}")
 
 
 def _corrupted(job: _Job, split: str) -> RunInterrupted:
@@ -538,7 +539,7 @@ def _corrupted(job: _Job, split: str) -> RunInterrupted:
 # with TF_ENABLE_ONEDNN_OPTS=0, not in float32): see docs/temporal.md.
 _BFLOAT16_ON_CPU_HINT = (
     " (on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train with "
-    "train.run.precision='float32' in a new --model_dir)")
+    "train.Runtime.precision='float32' in a new --model_dir)")
 
 
 def _has_accelerator() -> bool:
@@ -549,7 +550,7 @@ def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Ta
          start: int, callbacks: list[keras.callbacks.Callback],
          checkpoint: avts_callbacks.StepCheckpoint) -> None:
     """Trains from batch ``start`` to the end, one ``fit`` per segment of ``fit_plan``."""
-    for segment in fit_plan(start, job.train_steps, job.steps_per_epoch):
+    for segment in fit_plan(start, job.trainer.train_steps, job.trainer.steps_per_epoch):
         model.fit(
             _train_input(strategy, job, task, segment.start),
             initial_epoch=segment.initial_epoch,
@@ -560,7 +561,8 @@ def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Ta
             shuffle=False,
         )
         if checkpoint.nonfinite_batch is not None:
-            on_cpu_in_bfloat16 = job.precision == "mixed_bfloat16" and not _has_accelerator()
+            on_cpu_in_bfloat16 = (job.runtime.precision == "mixed_bfloat16"
+                                  and not _has_accelerator())
             raise TrainingDiverged(
                 f"training stopped at batch {checkpoint.nonfinite_batch}: the loss or the "
                 f"weights became non-finite (the last good checkpoint is kept in "
@@ -586,8 +588,9 @@ def _held_out_metrics(model: AVTSModel, job: _Job) -> dict[str, float]:
     """The task's metrics on the held-out split (undefined ones left out)."""
     evaluation = job.evaluation
     eval_data = pipeline.eval_dataset(
-        job.dataset, evaluation.batch_size, task=model.objective, spec=job.clip_spec,
-        split=evaluation.split, clips_per_video=evaluation.clips_per_video, seed=job.seed,
+        job.dataset, evaluation.batch_size, task=model.objective, spec=job.model.clip_spec,
+        split=evaluation.split, clips_per_video=evaluation.clips_per_video,
+        seed=job.trainer.seed,
     )
     with warnings.catch_warnings():  # Keras warns at the end of any finite dataset.
         warnings.filterwarnings("ignore", message="Your input ran out of data")

@@ -22,6 +22,7 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
+from avts_tf.cli import flags as shared
 from avts_tf.errors import UserError
 
 VARIANTS = ("easy", "hard", "curriculum")  # experiments.ablation.VARIANTS (imports TensorFlow)
@@ -30,7 +31,7 @@ flags.DEFINE_integer("steps", 500, "Optimizer steps of every run (equal budgets)
                      lower_bound=1)
 flags.DEFINE_integer("eval_every", 50, "Steps between evaluations on the held-out videos.",
                      lower_bound=1)
-flags.DEFINE_string("output_dir", "runs/ablation", "Where runs, table and plot go.")
+shared.define_output_dir("runs/ablation", "Where runs, table and plot go.")
 flags.DEFINE_list("variants", list(VARIANTS), "Runs to train (comma list of "
                   f"{', '.join(VARIANTS)}).")
 flags.register_validator("variants", lambda v: bool(v) and set(v) <= set(VARIANTS),

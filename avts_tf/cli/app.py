@@ -7,6 +7,7 @@ with one line ``error: <problem>; <fix>`` on stderr and exit code 2, never a tra
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from avts_tf.errors import RunInterrupted, UserError, without_gin_note
 
@@ -25,6 +27,13 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # oneDNN kernels: 2x faster convs on AVX2 CPUs (benchmarks/towers.py).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def quiet_logs() -> None:
+    """Keeps TensorFlow's and absl's info chatter off the console."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def one_line(text: str) -> str:
@@ -83,10 +92,9 @@ def _adopt_help(module_name: str) -> None:
     if module is not None and main is not None and module is not main and module.__doc__:
         with contextlib.suppress(AttributeError, TypeError):
             main.__doc__ = module.__doc__
-    # The tool's own flags and the shared data flags some tools define there.
-    for name in (module_name, "avts_tf.evaluation.cli"):
-        for flag in flags.FLAGS.get_key_flags_for_module(name):
-            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    # The tool's own flags (those avts_tf.cli.flags defines for it included).
+    for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def run(main: Callable[[list[str]], int | None]) -> NoReturn:

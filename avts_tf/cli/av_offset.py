@@ -19,16 +19,16 @@ import sys
 from absl import flags
 
 from avts_tf.cli import app
+from avts_tf.cli import flags as shared
 
-flags.DEFINE_string("checkpoint", None, "A sync training run's model_dir.", required=True)
-flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
+shared.define_run("A sync training run's model_dir.")
 flags.DEFINE_float("max_offset_s", 1.0, "Largest offset tried either way, in seconds.",
                    lower_bound=0.0)
 flags.DEFINE_float("step_s", None, "Offset grid step (default: the run's log-mel hop).",
                    lower_bound=0.001)
 flags.DEFINE_integer("num_clips", 16, "Video clips averaged per file.", lower_bound=1)
 flags.DEFINE_string("plot", None, "Draw cost against offset into this PNG.")
-flags.DEFINE_string("output_json", None, "Write the estimates here.")
+shared.define_output_json("Write the estimates here.")
 FLAGS = flags.FLAGS
 
 

@@ -29,17 +29,17 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
+from avts_tf.cli import flags as shared
 from avts_tf.experiments.controls import CONTROLS  # No TensorFlow at import: flags first.
 
-flags.DEFINE_string("output_dir", "runs/controls", "Where runs, table and JSON go.")
+shared.define_output_dir("runs/controls", "Where runs, table and JSON go.")
 flags.DEFINE_list("controls", list(CONTROLS[1:]), f"Controls to train (comma list of "
                   f"{', '.join(CONTROLS)}; 'none' trains without a control, for reference).")
 flags.register_validator("controls", lambda v: bool(v) and set(v) <= set(CONTROLS),
                          f"unknown or no control; choose among {', '.join(CONTROLS)}")
 flags.DEFINE_list("seeds", [str(seed) for seed in range(10)], "train.Trainer.seed of each run "
                   "(comma list of integers).")
-flags.register_validator("seeds", lambda v: bool(v) and cli.integer_list(v),
+flags.register_validator("seeds", lambda v: bool(v) and shared.integer_list(v),
                          "must be integers >= 0 separated by commas, e.g. 0,1,2")
 flags.DEFINE_multi_string("gin_file", None, "Recipe of every run (default tssl_quickstart); "
                           "its objective must be objectives.temporal.")
@@ -52,7 +52,7 @@ FLAGS = flags.FLAGS
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
-    cli.quiet_logs()
+    app.quiet_logs()
     from avts_tf.evaluation import controls, report
     from avts_tf.experiments import controls as control_runs
 

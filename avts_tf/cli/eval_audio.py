@@ -22,13 +22,10 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
+from avts_tf.cli import flags as shared
 
-flags.DEFINE_string("checkpoint", None, "Audio tower: a .keras file or a training run's "
-                    "model_dir.")
-flags.register_validator("checkpoint", cli.exists_or_none,
-                         "does not exist; give a .keras tower or a training run's model_dir")
-flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
+shared.define_run("Audio tower: a .keras file or a training run's model_dir.", required=False,
+                  check=(shared.exists_or_none, shared.TOWER_OR_RUN))
 flags.DEFINE_multi_string("features", [], ".npz from avts-extract (repeatable).")
 flags.register_validator("features", lambda paths: all(Path(p).is_file() for p in paths),
                          "a features file does not exist; give .npz files from avts-extract")
@@ -36,8 +33,7 @@ flags.DEFINE_multi_enum("baseline", [], ["mfcc"], "Add the MFCC + linear SVM bas
 flags.DEFINE_enum("protocol", "auto",
                   ["auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers"],
                   "Folds: auto, esc50, dcase2014, split, kfold, group or fsdd_speakers.")
-flags.DEFINE_string("train_split", "train", "Training split (protocol split).")
-flags.DEFINE_string("test_split", "test", "Test split (protocol split).")
+shared.define_splits("Training split (protocol split).", "Test split (protocol split).")
 flags.DEFINE_integer("num_folds", None, "Folds of kfold (default 5) or group (default: one "
                      "per group).", lower_bound=2)
 flags.DEFINE_string("group_regex", None, "Protocol group: regex on file ids, first group = "
@@ -54,9 +50,9 @@ flags.DEFINE_integer("max_windows", None, "At most this many windows per file.",
                      lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed of the folds.")
-flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
-flags.DEFINE_bool("quiet", False, "No progress bars.")
-cli.define_data_flags(required=False)
+shared.define_output_json()
+shared.define_quiet()
+shared.define_data_flags(required=False)
 FLAGS = flags.FLAGS
 
 
@@ -70,7 +66,7 @@ def _positive_number(text: str) -> bool:
 def _feature_sets(args, stack):  # args: FLAGS
     """Yields ``(name, Features)`` for every feature set asked for."""
     from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint, features, mfcc
+    from avts_tf.evaluation import checkpoint, features, mfcc, prepared
 
     for path in args.features:
         if not Path(path).is_file():
@@ -89,8 +85,8 @@ def _feature_sets(args, stack):  # args: FLAGS
         features.resolve_layer(tower, args.layer)
         spec = checkpoint.clip_spec_for(args.checkpoint, audio_tower=tower)
         sample_rate = spec.log_mel.sample_rate
-    data = cli.prepared_data(cli.DataSource.from_flags(args.checkpoint), stack,
-                             sample_rate=sample_rate, audio_only=True)
+    data = prepared.prepared_data(shared.data_source(args.checkpoint), stack,
+                                  sample_rate=sample_rate, audio_only=True)
     if args.checkpoint:
         feats = features.tower_features(
             tower, "audio", data, spec, layer=args.layer, pool=args.pool,
@@ -109,7 +105,7 @@ def _feature_sets(args, stack):  # args: FLAGS
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
-    cli.quiet_logs()
+    app.quiet_logs()
     from avts_tf.errors import UserError
     from avts_tf.evaluation import audio_probe, report
 

@@ -18,20 +18,19 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
+from avts_tf.cli import flags as shared
 
-flags.DEFINE_string("model_dir", None, "A training run's model_dir.", required=True)
-flags.register_validator("model_dir", lambda p: p is None or Path(p).is_dir(),
-                         "does not exist (or is not a folder); give a training run's model_dir")
-flags.DEFINE_alias("checkpoint", "model_dir")  # the name the other evaluation tools use
+shared.define_run(name="model_dir", alias="checkpoint", check=(
+    lambda p: p is None or Path(p).is_dir(),
+    "does not exist (or is not a folder); give a training run's model_dir"))
 flags.DEFINE_string("split", "test", "Held-out split.")
 flags.DEFINE_list("kinds", ["easy", "hard", "super_hard"],
                   "Negative kinds to score (easy is always scored).")
 flags.DEFINE_integer("clips_per_video", 4, "Clips per video.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Pairs per forward pass.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed of the negative pairs.")
-flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
-cli.define_data_flags()
+shared.define_output_json()
+shared.define_data_flags()
 FLAGS = flags.FLAGS
 
 
@@ -49,15 +48,15 @@ def _split(data: Path) -> str:
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
-    cli.quiet_logs()
-    from avts_tf.evaluation import checkpoint, report, sync
+    app.quiet_logs()
+    from avts_tf.evaluation import checkpoint, prepared, report, sync
 
-    kinds = sync.check_kinds(cli.split_list(FLAGS.kinds) or ["easy"])
+    kinds = sync.check_kinds(shared.split_list(FLAGS.kinds) or ["easy"])
     spec_rate = checkpoint.run_clip_spec(FLAGS.model_dir).log_mel.sample_rate
     sync.clip_cutter(FLAGS.model_dir, kinds)  # A run without a sync task: before any decoding.
     with contextlib.ExitStack() as stack:
-        data = cli.prepared_data(cli.DataSource.from_flags(FLAGS.model_dir), stack,
-                                 sample_rate=spec_rate)
+        data = prepared.prepared_data(shared.data_source(FLAGS.model_dir), stack,
+                                      sample_rate=spec_rate)
         results = sync.evaluate_sync(
             FLAGS.model_dir, data, _split(data), kinds, FLAGS.clips_per_video, FLAGS.batch_size,
             FLAGS.seed,

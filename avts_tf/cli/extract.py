@@ -34,20 +34,17 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
+from avts_tf.cli import flags as shared
 
-flags.DEFINE_string("checkpoint", None, "A .keras tower or a training run's model_dir.",
-                    required=True)
-flags.register_validator("checkpoint", cli.exists_or_none,
-                         "does not exist; give a .keras tower or a training run's model_dir")
-flags.DEFINE_alias("model_dir", "checkpoint")  # the name avts-train and avts-eval-sync use
+shared.define_run("A .keras tower or a training run's model_dir.",
+                  check=(shared.exists_or_none, shared.TOWER_OR_RUN))
 flags.DEFINE_enum("tower", "auto", ["auto", "video", "audio"],
                   "Which tower (auto: from a .keras file's input).")
 flags.DEFINE_bool("list_layers", False, "Print the tower's layer names and exit.")
 flags.DEFINE_string("layer", "auto", "Layer to read (auto: 'avgpool' if present, else the "
                     "output; shared: the space the run compares audio with video in).")
 flags.DEFINE_enum("pool", "avg", ["avg", "max"], "Pooling over time and space.")
-flags.DEFINE_string("output", None, "The combined .npz to write.")
+shared.define_output("The combined .npz to write.")
 flags.DEFINE_string("output_dir", None, "Folder of one <file id>.npz per input file: "
                     "'embedding' [clips, dim] and 'timestamps' [clips] (start, seconds).")
 flags.DEFINE_float("hop_s", None, "With --output_dir: seconds between window starts "
@@ -60,8 +57,8 @@ flags.DEFINE_integer("max_windows", None, "At most this many audio windows per f
                      lower_bound=1)
 flags.DEFINE_float("window_s", 1.0, "Audio window when the tower accepts any length.")
 flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
-flags.DEFINE_bool("quiet", False, "No progress bar.")
-cli.define_data_flags(required=False)  # Not needed with --list_layers.
+shared.define_quiet("No progress bar.")
+shared.define_data_flags(required=False)  # Not needed with --list_layers.
 FLAGS = flags.FLAGS
 SHARED = "shared"  # --layer: the space the run compares audio with video in
 
@@ -93,9 +90,9 @@ def _which(checkpoint: str, tower: str) -> str:
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
-    cli.quiet_logs()
+    app.quiet_logs()
     from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint, features
+    from avts_tf.evaluation import checkpoint, features, prepared
 
     which = _which(FLAGS.checkpoint, FLAGS.tower)
     tower = checkpoint.load_tower(FLAGS.checkpoint, which)
@@ -111,11 +108,11 @@ def _main(argv: list[str]) -> None:
     spec = checkpoint.clip_spec_for(
         FLAGS.checkpoint, tower if which == "video" else None, tower if which == "audio" else None
     )
-    splits = cli.split_list(FLAGS.splits)
+    splits = shared.split_list(FLAGS.splits)
     with contextlib.ExitStack() as stack:
-        data = cli.prepared_data(cli.DataSource.from_flags(FLAGS.checkpoint), stack,
-                                 sample_rate=spec.log_mel.sample_rate,
-                                 audio_only=which == "audio", video_only=which == "video")
+        data = prepared.prepared_data(shared.data_source(FLAGS.checkpoint), stack,
+                                      sample_rate=spec.log_mel.sample_rate,
+                                      audio_only=which == "audio", video_only=which == "video")
         if FLAGS.output:
             feats = features.tower_features(
                 tower, which, data, spec, layer=layer, pool=FLAGS.pool, splits=splits,

@@ -41,7 +41,7 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
+from avts_tf.cli import flags as shared
 
 TORCHVISION = "torchvision:"
 
@@ -51,13 +51,12 @@ def _valid_init(init: str | None) -> bool:
         init).exists()
 
 
-flags.DEFINE_string("init", None, "'scratch', an AVTS model_dir / video_tower.keras, or "
-                    "torchvision:ARCH:FILE.pth.", required=True)
-flags.register_validator("init", _valid_init, "does not exist; give 'scratch', a training "
-                         "run's model_dir, a video_tower.keras or torchvision:ARCH:FILE.pth")
-flags.DEFINE_alias("model_dir", "init")  # the name avts-train and avts-eval-sync use
+shared.define_run("'scratch', an AVTS model_dir / video_tower.keras, or "
+                  "torchvision:ARCH:FILE.pth.", name="init", check=(
+                      _valid_init, "does not exist; give 'scratch', a training run's "
+                      "model_dir, a video_tower.keras or torchvision:ARCH:FILE.pth"))
 flags.DEFINE_string("arch", None, "scratch: checkpoint whose architecture is re-initialized.")
-flags.register_validator("arch", cli.exists_or_none, "does not exist; give a training run's "
+flags.register_validator("arch", shared.exists_or_none, "does not exist; give a training run's "
                          "model_dir or a video_tower.keras")
 flags.DEFINE_multi_string("gin_file", [], "scratch: training recipe that builds the towers "
                           "(a path or a built-in name); torchvision: recipe whose clip "
@@ -65,10 +64,9 @@ flags.DEFINE_multi_string("gin_file", [], "scratch: training recipe that builds 
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
 flags.DEFINE_bool("fusion", False, "Add the audio tower (concatenated features).")
 flags.DEFINE_list("folds", None, "Official splits of raw UCF101/HMDB51 to run, e.g. 1,2,3.")
-flags.register_validator("folds", lambda v: cli.integer_list(v) and "0" not in (v or []),
+flags.register_validator("folds", lambda v: shared.integer_list(v) and "0" not in (v or []),
                          "must be positive integers separated by commas, e.g. 1,2,3")
-flags.DEFINE_string("train_split", "train", "Training split.")
-flags.DEFINE_string("test_split", "test", "Test split.")
+shared.define_splits()
 flags.DEFINE_integer("few_shot", None, "Use only this many labelled training videos per "
                      "class.", lower_bound=1)
 flags.DEFINE_string("layer", "auto", "Tower layer fed to the classifier.")
@@ -83,10 +81,10 @@ flags.DEFINE_float("dropout", 0.5, "Dropout before the classifier.", lower_bound
 flags.DEFINE_integer("clips_per_video", 10, "Test clips per video.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("save", None, "Write the fine-tuned model (.keras).")
-flags.DEFINE_string("output_json", None, "Also write the results to this JSON file.")
+shared.define_output_json()
 flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0-2).", lower_bound=0,
                      upper_bound=2)
-cli.define_data_flags()
+shared.define_data_flags()
 FLAGS = flags.FLAGS
 
 
@@ -172,25 +170,25 @@ def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
-    cli.quiet_logs()
+    app.quiet_logs()
     import numpy as np
 
     from avts_tf.data.ingestion import sources
     from avts_tf.errors import UserError
-    from avts_tf.evaluation import records_io, report
+    from avts_tf.evaluation import prepared, records_io, report
 
     args = FLAGS
-    folds = [int(f) for f in cli.split_list(args.folds) or [args.fold]]
+    folds = [int(f) for f in shared.split_list(args.folds) or [args.fold]]
     if len(folds) > 1 and records_io.is_prepared(args.data):
         raise UserError("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
     results = []
-    source = cli.DataSource.from_flags(_tower_run(args))
+    source = shared.data_source(_tower_run(args))
     for fold in folds:
         with contextlib.ExitStack() as stack:
             prepared_dir = source.prepared_dir
             if prepared_dir and len(folds) > 1:
                 prepared_dir = f"{prepared_dir}/fold{fold}"
-            data = cli.prepared_data(  # Videos without sound count unless audio is fused.
+            data = prepared.prepared_data(  # Videos without sound count unless audio is fused.
                 dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack,
                 video_only=not args.fusion, test_fraction=sources.DEFAULT_TEST_FRACTION)
             result = run_fold(args, data, stack)

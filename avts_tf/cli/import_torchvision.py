@@ -30,17 +30,16 @@ from pathlib import Path
 from absl import flags
 
 from avts_tf.cli import app
-from avts_tf.evaluation import cli
+from avts_tf.cli import flags as shared
 
 ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
 flags.DEFINE_enum("arch", None, list(ARCHS), "torchvision architecture.", required=True)
-flags.DEFINE_string("checkpoint", None, "The .pth state_dict.", required=True)
-flags.register_validator("checkpoint", lambda p: p is None or Path(p).is_file(),
-                         "does not exist; give the .pth file torch.save wrote")
-flags.DEFINE_string("output", None, "The .keras file to write.", required=True)
-flags.register_validator("output", lambda p: p is None or Path(p).suffix == ".keras",
-                         "must end in .keras")
+shared.define_run("The .pth state_dict.", alias=None, check=(
+    lambda p: p is None or Path(p).is_file(), "does not exist; give the .pth file torch.save "
+    "wrote"))
+shared.define_output("The .keras file to write.", required=True, check=(
+    lambda p: p is None or Path(p).suffix == ".keras", "must end in .keras"))
 flags.DEFINE_string("input_shape", "16,112,112", "T,H,W of the tower's input ('none' for a "
                     "dynamic dimension).")
 flags.DEFINE_bool("no_head", False, "Drop the fc classifier.")
@@ -64,7 +63,7 @@ def parse_shape(text: str) -> tuple:
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
-    cli.quiet_logs()
+    app.quiet_logs()
     from avts_tf.errors import UserError
 
     shape = parse_shape(FLAGS.input_shape)

@@ -11,8 +11,9 @@ grow with ``--duration_s`` (about 150 MB at 128 px, for 1 minute or 20).
 from absl import flags
 
 from avts_tf.cli import app
+from avts_tf.cli import flags as shared
 
-OUTPUT = flags.DEFINE_string("output", None, "Output folder.", required=True)
+shared.define_output("Output folder.", required=True)
 NUM_VIDEOS = flags.DEFINE_integer("num_videos", 64, "Number of videos.", lower_bound=1)
 SEED = flags.DEFINE_integer("seed", 0, "Base random seed.")
 DURATION = flags.DEFINE_float("duration_s", 4.0, "Duration of each video in seconds.",
@@ -34,7 +35,7 @@ def _main(argv):
     from avts_tf.data.ingestion.synthetic import generate_synthetic_dataset
 
     csv_path = generate_synthetic_dataset(
-        OUTPUT.value,
+        flags.FLAGS.output,
         num_videos=NUM_VIDEOS.value,
         seed=SEED.value,
         duration_s=DURATION.value,

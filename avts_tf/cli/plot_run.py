@@ -12,10 +12,10 @@ from __future__ import annotations
 from absl import flags
 
 from avts_tf.cli import app
+from avts_tf.cli import flags as shared
 
-flags.DEFINE_string("model_dir", None, "An avts-train run.", required=True)
-flags.DEFINE_alias("checkpoint", "model_dir")  # the name the evaluation tools use
-flags.DEFINE_string("output", None, "PNG to write (default: <model_dir>/curves.png).")
+shared.define_run("An avts-train run.", name="model_dir", alias="checkpoint")
+shared.define_output("PNG to write (default: <model_dir>/curves.png).")
 flags.DEFINE_list("tags", None, "Tags to draw (default: every epoch metric).")
 FLAGS = flags.FLAGS
 

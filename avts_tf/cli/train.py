@@ -21,11 +21,13 @@ import os
 from absl import flags
 
 from avts_tf.cli import app
+from avts_tf.cli import flags as shared
 
 flags.DEFINE_multi_string("gin_file", [], "Gin recipes, applied in order: paths or built-in "
                           "names (quickstart, mc3_curriculum, tssl_quickstart, ...).")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'train.Trainer.train_steps=100'.")
-flags.DEFINE_string("model_dir", None, "Output folder (default: runs/<first recipe's name>).")
+shared.define_run("Output folder (default: runs/<first recipe's name>).", name="model_dir",
+                  alias=None, required=False)
 flags.DEFINE_bool("overwrite", False, "Start afresh in a model_dir whose saved configuration "
                   "differs from this one (its checkpoints and towers are replaced), or write "
                   "into a folder holding other files.")

@@ -13,6 +13,7 @@ normalisation with the max rule of multimodal biometrics: Jain, Nandakumar & Ros
 2005), so the modality a distortion left intact can decide. Per distortion: top-1
 identification accuracy (the best-scored database file is the query's
 original) and mAP (one relevant file per query, so the mean of ``1 / rank``).
+:func:`evaluate_run` runs it with a run's towers (``avts-eval-fingerprint``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,19 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
+from avts_tf.data import manifest
 from avts_tf.errors import UserError
-from avts_tf.evaluation import media_edit
+from avts_tf.evaluation import checkpoint, media_edit, plots, report
 
 
 def _low_bitrate(clip: media_edit.Clip, rng: np.random.Generator) -> tuple[media_edit.Clip,
@@ -267,3 +272,145 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
                 scores[f"{modality}_top1"] = alone["top1"]
             results[label][name] = scores
     return results
+
+
+# -- a run's towers on a dataset (avts-eval-fingerprint) ------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class RunFingerprints:
+    """Fingerprinting with a run's towers.
+
+    Attributes:
+        results: Towers (``"pretrained"``, ``"random init"``) -> distortion -> scores
+            (:func:`evaluate`'s).
+        fusion: The fusion scored (``top1``, ``mAP``); the other's top-1 is beside it.
+        queries: Query videos (per distortion).
+        distractors: Distractor videos in the database, besides the originals.
+    """
+
+    results: dict[str, dict[str, dict[str, float]]]
+    fusion: str
+    queries: int
+    distractors: int
+
+
+def evaluate_run(
+    checkpoint_path: str,
+    data: str | None = None,
+    query_split: str = "test",
+    distractor_split: str = "train",
+    distortions: Sequence[str] | None = None,
+    num_clips: int = 10,
+    fusion: str = "concat",
+    random_init: bool = False,
+    work_dir: str | None = None,
+    seed: int = 0,
+) -> RunFingerprints:
+    """Top-1 and mAP per distortion of a run's towers (see the module docstring).
+
+    Args:
+        checkpoint_path: The run (its model_dir).
+        data: A prepared dataset whose source files exist (None: the run's).
+        query_split: Split whose videos are distorted into queries.
+        distractor_split: Split added to the database.
+        distortions: Names in :data:`DISTORTIONS` (None: all).
+        num_clips: Clips averaged per file.
+        fusion: How the modalities are combined (:data:`FUSIONS`).
+        random_init: Also score the towers freshly initialised.
+        work_dir: Where the distorted copies go (None: a temporary folder).
+        seed: Seed of the random distortions.
+
+    Raises:
+        UserError: An unknown distortion, no prepared dataset, no usable query, or
+            source files that are gone.
+    """
+    distortions = list(distortions or DISTORTIONS)
+    unknown = [d for d in distortions if d not in DISTORTIONS]
+    if unknown:
+        raise UserError(f"unknown distortion {', '.join(unknown)}; valid: "
+                        f"{', '.join(DISTORTIONS)}")
+    data = data or checkpoint.run_dataset(checkpoint_path)
+    if not manifest.exists(data):
+        raise UserError(f"{data} is not a prepared dataset; prepare it with avts-prepare")
+    found = manifest.Manifest.read(data)
+    description = checkpoint.run_description(checkpoint_path)
+    window_s = description.clip_spec.window_seconds(description.fps)
+    queries = found.records(query_split)
+    if not queries:
+        raise UserError(f"no videos in split {query_split!r} of {data}; give --query_split "
+                        f"one of: {', '.join(found.split_names) or 'none'}, or prepare media "
+                        f"with a held-out split (avts-prepare --test_fraction)")
+    query_s = shortest_query_s(window_s, description.fps)
+    originals = _usable(queries, query_s, "query")
+    distractors = distinct_distractors(
+        originals, _usable(found.records(distractor_split), window_s, "distractor"))
+    if not originals:
+        raise UserError(f"no video with sound in split {query_split!r} of {data} is long "
+                        f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "
+                        "give longer videos with an audio track")
+    missing = [str(p) for p in [*originals, *distractors] if not p.is_file()]
+    if missing:
+        raise UserError(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
+                        "fingerprinting distorts the source files, so keep them")
+    video = checkpoint.load_tower(checkpoint_path, "video")
+    audio = checkpoint.load_tower(checkpoint_path, "audio")
+    towers = {"pretrained": (video, audio)}
+    if random_init:
+        keras.utils.set_random_seed(0)
+        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio))
+    with tempfile.TemporaryDirectory(prefix="avts_fingerprint_") as scratch:
+        results = evaluate(towers, description, originals, distractors,
+                           Path(work_dir or scratch), distortions, num_clips, seed,
+                           fusion=fusion)
+    return RunFingerprints(results, fusion, len(originals), len(distractors))
+
+
+def _usable(entries, seconds: float, role: str) -> list[Path]:
+    """Source files of the entries with video and sound lasting ``seconds`` or more.
+
+    The others are named in a warning (a fingerprint is made of both modalities). An entry
+    without a recorded duration (an old manifest) is kept.
+    """
+    kept, short, silent = [], [], []
+    for entry in entries:
+        if entry.duration and not (entry.num_frames and entry.num_samples):
+            silent.append(entry)
+        else:
+            (short if 0 < entry.duration < seconds else kept).append(entry)
+    if short:
+        logging.warning("%d %s video(s) shorter than %.2f s left out (e.g. %s)", len(short),
+                        role, seconds, short[0].path)
+    if silent:
+        logging.warning("%d %s file(s) without video or sound left out (e.g. %s)", len(silent),
+                        role, silent[0].path)
+    return [Path(e.path) for e in kept]
+
+
+def table(found: RunFingerprints) -> str:
+    """One row per towers and distortion: top-1, mAP, and the other scores' top-1.
+
+    The other scores: each modality alone, and the fusion not chosen.
+    """
+    other = "zmax" if found.fusion == "concat" else "concat"
+    rows = [[name, d, f"{v['top1']:.3f}", f"{v['mAP']:.3f}", f"{v['video_top1']:.3f}",
+             f"{v['audio_top1']:.3f}", f"{v[other + '_top1']:.3f}"]
+            for name, per in found.results.items() for d, v in per.items()]
+    return report.table(["towers", "distortion", "top-1", "mAP", "top-1 video only",
+                         "top-1 audio only", f"top-1 {other}"], rows)
+
+
+def write_results(path: str, results: Mapping[str, Mapping[str, Mapping[str, float]]]
+                  ) -> str | None:
+    """Writes ``results`` as JSON and a bar plot of top-1 beside it; the plot's path."""
+    report.write_json(path, results)
+    return plots.save_next_to(path, "fingerprinting: top-1 per distortion",
+                              lambda ax: plots.grouped_bars(ax, {
+                                  name: {d: v["top1"] for d, v in per.items()}
+                                  for name, per in results.items()}, "top-1 accuracy"))
+
+
+def headline(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """The last line: the run's top-1 and mAP, means over distortions."""
+    mine = results["pretrained"].values()
+    return (f"fingerprint: top1={np.mean([v['top1'] for v in mine]):.3f} "
+            f"mAP={np.mean([v['mAP'] for v in mine]):.3f}")

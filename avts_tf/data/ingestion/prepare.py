@@ -1064,19 +1064,19 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: 
     splits.check_disjoint(items, source=input_path)
     if require_video is None:
         require_video = used_layout not in sources.AUDIO_LAYOUTS
-    c = config
-    config = IngestConfig(fps=float(c.fps), short_side=int(c.short_side),
-                          sample_rate=int(c.sample_rate), jpeg_quality=int(c.jpeg_quality),
-                          video_stream=c.video_stream, audio_stream=c.audio_stream,
-                          require_audio=bool(c.require_audio), require_video=bool(require_video),
-                          num_shards=c.num_shards, layout=used_layout, fold=int(c.fold),
-                          media_dir=media_dir,
-                          test_fraction=c.test_fraction if used_layout == "folder" else None,
-                          max_record_s=None if not c.max_record_s else float(c.max_record_s),
-                          record_overlap_s=float(c.record_overlap_s))
-    segments.check_lengths(config.max_record_s, config.record_overlap_s)  # before any work
+    decided = IngestConfig(
+        fps=float(config.fps), short_side=int(config.short_side),
+        sample_rate=int(config.sample_rate), jpeg_quality=int(config.jpeg_quality),
+        video_stream=config.video_stream, audio_stream=config.audio_stream,
+        require_audio=bool(config.require_audio), require_video=bool(require_video),
+        num_shards=config.num_shards, layout=used_layout, fold=int(config.fold),
+        media_dir=media_dir,
+        test_fraction=config.test_fraction if used_layout == "folder" else None,
+        max_record_s=None if not config.max_record_s else float(config.max_record_s),
+        record_overlap_s=float(config.record_overlap_s))
+    segments.check_lengths(decided.max_record_s, decided.record_overlap_s)  # before any work
     labels = sorted({it.label for it in items} - {""})
-    return input_path, config, labels, plan_shards(items, labels, c.num_shards), duplicates
+    return input_path, decided, labels, plan_shards(items, labels, config.num_shards), duplicates
 
 
 def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str, str]]) -> list[dict]:

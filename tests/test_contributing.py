@@ -8,9 +8,9 @@ import re
 import sys
 
 import pytest
-from tiny import REPO_ROOT
+from tiny import REPO_ROOT, train_tiny
 
-from avts_tf.registry import BACKBONES
+from avts_tf.registry import BACKBONES, OBJECTIVES
 
 
 def guide_example(heading: str) -> str:
@@ -62,3 +62,24 @@ def test_the_guides_backbone_meets_the_tower_contract(guide_backbone, check, tmp
         contract(guide_backbone, tmp_path)
     else:
         contract(guide_backbone)
+
+
+@pytest.fixture(scope="module")
+def guide_task(tmp_path_factory):
+    """The task of the guide, registered for these tests."""
+    module = import_example("Add a task", "guide_reversal", tmp_path_factory.mktemp("guide"))
+    yield module.Reversal
+    del OBJECTIVES._entries["reversal"]
+
+
+def test_the_guides_task_trains_and_its_run_rebuilds_it(guide_task, tiny_prepared, tmp_path):
+    import functools
+
+    from avts_tf.run_description import RunDescription
+
+    results = train_tiny(tmp_path / "run", tiny_prepared,
+                         objective=functools.partial(guide_task, reverse_rate=0.25))
+    assert results.headline == "reversal_accuracy"
+    assert 0.0 <= results["reversal_accuracy"] <= 1.0
+    rebuilt = RunDescription.read(tmp_path / "run").build_task()
+    assert type(rebuilt) is guide_task and rebuilt.reverse_rate == 0.25

@@ -123,16 +123,18 @@ def replicas_main() -> None:
         halves_reference(reference, batch)
         two = build(mirrored, "replica_bn", hard)
         fit(two, batch)
-        two_xla = build(mirrored, "replica_bn", hard, jit=True)
-        assert two_xla.replica_jit_compile
-        fit(two_xla, batch)
         scale = max(float(np.max(np.abs(w))) for w in reference.get_weights())
         results[f"replica_bn/{precision}"] = {
             "weights": max_diff(reference.get_weights(), two.get_weights()),
             "bn_state": max_diff(state(reference), state(two)),
-            "xla_weights": max_diff(reference.get_weights(), two_xla.get_weights()),
             "scale": scale,
         }
+        if precision == "float32":  # XLA rounds bfloat16 differently (fusions): f32 only
+            two_xla = build(mirrored, "replica_bn", hard, jit=True)
+            assert two_xla.replica_jit_compile
+            fit(two_xla, batch)
+            results[f"replica_bn/{precision}"]["xla_weights"] = max_diff(
+                reference.get_weights(), two_xla.get_weights())
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     batch = _batch()
@@ -201,7 +203,7 @@ def test_two_replicas_with_per_replica_batch_norm_equal_the_halves_on_one_device
     diff = replicas_result[f"replica_bn/{precision}"]
     assert diff["weights"] < tolerance * diff["scale"]
     assert diff["bn_state"] < tolerance * max(1.0, diff["scale"])
-    if precision == "float32":  # XLA rounds bfloat16 differently (fusions): f32 only
+    if precision == "float32":  # XLA per replica; bfloat16 is rounded differently there
         assert diff["xla_weights"] < 1e-3 * diff["scale"]
 
 

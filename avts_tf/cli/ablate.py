@@ -15,15 +15,12 @@ Finished runs are reused (``<output_dir>/<variant>/results.json``); an interrupt
 resumes from its last backup when the same command is run again. ``--fresh`` starts over.
 """
 
-import shutil
-import time
 from pathlib import Path
 
 from absl import flags
 
 from avts_tf.cli import app
 from avts_tf.cli import flags as shared
-from avts_tf.errors import UserError
 
 VARIANTS = ("easy", "hard", "curriculum")  # experiments.ablation.VARIANTS (imports TensorFlow)
 
@@ -44,39 +41,11 @@ FLAGS = flags.FLAGS
 
 def _main(argv):
     app.no_positional(argv)
-    import json
-
     from avts_tf.experiments import ablation
 
     output_dir = Path(FLAGS.output_dir)
-    results = {}
-    for name in FLAGS.variants:
-        model_dir = output_dir / name
-        if FLAGS.fresh and model_dir.exists():
-            shutil.rmtree(model_dir)
-        done = model_dir / "results.json"
-        if done.is_file():
-            previous = json.loads(done.read_text(encoding="utf-8"))
-            if previous["train_steps"] == FLAGS.steps:
-                print(f"[{name}] reusing {done}", flush=True)
-                results[name] = previous
-                continue
-            raise UserError(
-                f"{model_dir} holds a {previous['train_steps']}-step run; use --fresh or "
-                f"another --output_dir for {FLAGS.steps} steps"
-            )
-        start = time.time()
-        results[name] = ablation.run_variant(
-            name, model_dir, FLAGS.steps, FLAGS.eval_every, FLAGS.gin_param
-        )
-        final = results[name]["final"]
-        print(
-            f"[{name}] {FLAGS.steps} steps in {time.time() - start:.0f} s: "
-            f"easy pairs {final.get('sync_accuracy', float('nan')):.3f}, "
-            f"hard pairs {final.get('sync_accuracy_hard', float('nan')):.3f}",
-            flush=True,
-        )
-
+    results = ablation.run_all(output_dir, FLAGS.variants, FLAGS.steps, FLAGS.eval_every,
+                               FLAGS.gin_param, FLAGS.fresh)
     table = ablation.format_table(results)
     (output_dir / "table.md").write_text(table + "\n", encoding="utf-8")
     plot = Path(FLAGS.plot) if FLAGS.plot else output_dir / "ablation.png"

@@ -37,49 +37,20 @@ def _main(argv: list[str]) -> int:
     if not paths:
         app.fail("no media file given; name one or more files: avts-av-offset VIDEO "
                  "--checkpoint RUN")
-    from pathlib import Path
+    from avts_tf.evaluation import offset, report
 
-    from avts_tf.data.ingestion import sources
-    from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint, offset, report, sync
-
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:
-        raise UserError(f"no such file: {', '.join(missing)}; give existing media files")
-    folders = [p for p in paths if Path(p).is_dir()]
-    paths = [str(f) for p in paths for f in (sources.walk_media(p) if Path(p).is_dir() else [p])]
-    if not paths:
-        raise UserError(f"no media file under {', '.join(folders)}; give media files or "
-                        "folders holding them")
-    model, _ = sync.sync_model(FLAGS.checkpoint, ("easy",))
-    description = checkpoint.run_description(FLAGS.checkpoint)
-    estimates, failed = [], []
-    for path in paths:
-        try:
-            estimates.append(offset.estimate_offset(
-                model, description, path, max_offset_s=FLAGS.max_offset_s,
-                step_s=FLAGS.step_s, num_clips=FLAGS.num_clips))
-        except UserError as err:
-            if len(paths) == 1:
-                raise
-            failed.append((path, str(err)))
-    if FLAGS.plot and estimates:
-        offset.plot(estimates, FLAGS.plot)
+    found = offset.estimate_files(FLAGS.checkpoint, paths, FLAGS.max_offset_s, FLAGS.step_s,
+                                  FLAGS.num_clips)
+    if FLAGS.plot and found.estimates:
+        offset.plot(found.estimates, FLAGS.plot)
     if FLAGS.output_json:
-        report.write_json(FLAGS.output_json, {
-            "estimates": [{"path": e.path, "offset_s": e.offset_s, "confidence": e.confidence,
-                           "clips": e.clips} for e in estimates],
-            "failed": [{"path": p, "error": m} for p, m in failed],
-        })
-    if len(paths) > 1:
-        rows = [[e.path, f"{e.offset_s:+.3f}", f"{e.confidence:.1f}", e.clips]
-                for e in estimates]
-        rows += [[p, "failed", "-", 0] for p, _ in failed]
-        print(report.table(["file", "offset_s", "confidence", "clips"], rows))
-        for _, message in failed:  # One line per file that failed, after the table.
+        report.write_json(FLAGS.output_json, offset.as_json(found))
+    if len(found.estimates) + len(found.failed) > 1:
+        print(offset.table(found))
+        for _, message in found.failed:  # One line per file that failed, after the table.
             print(f"error: {message}", file=sys.stderr)
-        return 1 if failed else 0
-    (estimate,) = estimates
+        return 1 if found.failed else 0
+    (estimate,) = found.estimates
     print(f"offset_s: {estimate.offset_s:+.3f} (confidence {estimate.confidence:.1f})")
     return 0
 

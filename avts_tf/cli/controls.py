@@ -22,8 +22,6 @@ mean of 0.560). The quickstart takes about 1.5 minutes a run on 2 cores: 3 contr
 seeds is about 50 minutes.
 """
 
-import shutil
-import time
 from pathlib import Path
 
 from absl import flags
@@ -56,31 +54,20 @@ def _main(argv: list[str]) -> None:
     from avts_tf.evaluation import controls, report
     from avts_tf.experiments import controls as control_runs
 
-    recipes = FLAGS.gin_file or ["tssl_quickstart"]
-    seeds = [int(s) for s in FLAGS.seeds]
-    runs = []
-    for control in dict.fromkeys(FLAGS.controls):
-        for seed in dict.fromkeys(seeds):
-            model_dir = control_runs.run_folder(FLAGS.output_dir, control, seed)
-            if FLAGS.fresh and model_dir.exists():
-                shutil.rmtree(model_dir)
-            start = time.monotonic()
-            reused = controls.finished(model_dir)
-            run = control_runs.train_control(control, seed, FLAGS.output_dir, recipes,
-                                             FLAGS.gin_param)
-            removed = run.removed or tuple(run.chance)[:1]
-            shown = ", ".join(f"{run.titles[m]} {run.held_out[m]:.3f}"
-                              for m in removed if m in run.held_out)
-            how = "reused" if reused else f"{time.monotonic() - start:.0f} s"
-            print(f"[{control} seed {seed}] {how}: {shown}", flush=True)
-            runs.append(run)
+    def trained(run: controls.ControlRun, seconds: float | None) -> None:
+        shown = ", ".join(f"{run.titles[m]} {run.held_out[m]:.3f}"
+                          for m in run.removed or tuple(run.chance)[:1] if m in run.held_out)
+        how = "reused" if seconds is None else f"{seconds:.0f} s"
+        print(f"[{run.control} seed {run.seed}] {how}: {shown}", flush=True)
 
+    runs = control_runs.train_all(
+        FLAGS.output_dir, FLAGS.controls, [int(s) for s in FLAGS.seeds],
+        FLAGS.gin_file or ["tssl_quickstart"], FLAGS.gin_param, FLAGS.fresh, on_run=trained)
     found = controls.verdicts(runs, FLAGS.margin)
     text = "\n".join([controls.table(runs), "", *(v.line() for v in found),
                       controls.summary(found)])
     (Path(FLAGS.output_dir) / "table.md").write_text(text + "\n", encoding="utf-8")
-    report.write_json(Path(FLAGS.output_dir) / "controls.json",
-                      controls.as_json(runs, found))
+    report.write_json(Path(FLAGS.output_dir) / "controls.json", controls.as_json(runs, found))
     print()
     print(text)
 

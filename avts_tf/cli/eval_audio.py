@@ -16,7 +16,6 @@ a test file's class is the argmax of its windows' averaged decision scores.
 Prints one row per feature set (mean ± std of accuracy over folds).
 """
 
-import contextlib
 from pathlib import Path
 
 from absl import flags
@@ -63,46 +62,6 @@ def _positive_number(text: str) -> bool:
         return False
 
 
-def _feature_sets(args, stack):  # args: FLAGS
-    """Yields ``(name, Features)`` for every feature set asked for."""
-    from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint, features, mfcc, prepared
-
-    for path in args.features:
-        if not Path(path).is_file():
-            raise UserError(f"features file {path} does not exist; give an .npz written by "
-                            "avts-extract")
-        feats = features.Features.load(path)
-        yield f"{Path(path).name} ({feats.info.get('layer', '?')})", feats
-    if not (args.checkpoint or args.baseline):
-        return
-    if not args.data:
-        raise UserError("give --data with --checkpoint or --baseline")
-    window = None
-    sample_rate = 16000
-    if args.checkpoint:
-        tower = checkpoint.load_tower(args.checkpoint, "audio")
-        features.resolve_layer(tower, args.layer)
-        spec = checkpoint.clip_spec_for(args.checkpoint, audio_tower=tower)
-        sample_rate = spec.log_mel.sample_rate
-    data = prepared.prepared_data(shared.data_source(args.checkpoint), stack,
-                                  sample_rate=sample_rate, audio_only=True)
-    if args.checkpoint:
-        feats = features.tower_features(
-            tower, "audio", data, spec, layer=args.layer, pool=args.pool,
-            batch_size=args.batch_size, window_s=args.window_s, max_windows=args.max_windows,
-            progress=not args.quiet,
-        )
-        window = int(feats.info["window_samples"])
-        yield f"audio tower ({feats.info['layer']})", feats
-    if "mfcc" in args.baseline:
-        feats = mfcc.mfcc_features(
-            data, window, window_s=args.window_s, max_windows=args.max_windows,
-            progress=not args.quiet,
-        )
-        yield f"MFCC baseline ({feats.features.shape[1]}-d)", feats
-
-
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     app.quiet_logs()
@@ -111,22 +70,19 @@ def _main(argv: list[str]) -> None:
 
     if not (FLAGS.checkpoint or FLAGS.features or FLAGS.baseline):
         raise UserError("nothing to evaluate: give --checkpoint, --features or --baseline mfcc")
-    cs = [float(c) for c in FLAGS.C]
-    rows, results = [], {}
-    with contextlib.ExitStack() as stack:
-        for name, feats in _feature_sets(FLAGS, stack):
-            folds = audio_probe.make_folds(
-                feats, FLAGS.protocol, train_split=FLAGS.train_split,
-                test_split=FLAGS.test_split, num_folds=FLAGS.num_folds,
-                group_regex=FLAGS.group_regex, seed=FLAGS.seed,
-            )
-            result = audio_probe.probe(feats, folds, cs)
-            result.update(protocol=FLAGS.protocol, info=feats.info, files=len(feats.ids),
-                          windows=int(len(feats.features)))
-            results[name] = result
-            per_fold = " ".join(f"{100 * f['accuracy']:.1f}" for f in result["folds"])
-            rows.append([name, len(folds), report.mean_std(result["mean"], result["std"]),
-                         per_fold])
+    asked = audio_probe.FeatureRequest(
+        feature_files=FLAGS.features, checkpoint=FLAGS.checkpoint,
+        mfcc="mfcc" in FLAGS.baseline,
+        source=shared.data_source(FLAGS.checkpoint) if FLAGS.data else None,
+        layer=FLAGS.layer, pool=FLAGS.pool, window_s=FLAGS.window_s,
+        max_windows=FLAGS.max_windows, batch_size=FLAGS.batch_size, progress=not FLAGS.quiet)
+    results = audio_probe.evaluate(
+        asked, FLAGS.protocol, [float(c) for c in FLAGS.C], train_split=FLAGS.train_split,
+        test_split=FLAGS.test_split, num_folds=FLAGS.num_folds, group_regex=FLAGS.group_regex,
+        seed=FLAGS.seed)
+    rows = [[name, len(result["folds"]), report.mean_std(result["mean"], result["std"]),
+             " ".join(f"{100 * f['accuracy']:.1f}" for f in result["folds"])]
+            for name, result in results.items()]
     print(report.table(["features", "folds", "accuracy % (mean ± std)", "per fold"], rows))
     if FLAGS.output_json:
         report.write_json(FLAGS.output_json, results)

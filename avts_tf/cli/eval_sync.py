@@ -12,7 +12,6 @@ overlapping) use the run's sampler settings. The model is rebuilt from the run's
 and ``run.json`` (task margin and threshold, clip and log-mel settings).
 """
 
-import contextlib
 from pathlib import Path
 
 from absl import flags
@@ -34,41 +33,16 @@ shared.define_data_flags()
 FLAGS = flags.FLAGS
 
 
-def _split(data: Path) -> str:
-    """``--split``; for media prepared here into one split (a folder, a file), that split."""
-    from avts_tf.data.manifest import Manifest
-    from avts_tf.evaluation import records_io
-
-    present = Manifest.read(data).split_names
-    if (FLAGS["split"].present or records_io.is_prepared(FLAGS.data)
-            or FLAGS.split in present or len(present) != 1):
-        return FLAGS.split
-    return present[0]  # every file given is scored
-
-
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     app.quiet_logs()
-    from avts_tf.evaluation import checkpoint, prepared, report, sync
+    from avts_tf.evaluation import report, sync
 
-    kinds = sync.check_kinds(shared.split_list(FLAGS.kinds) or ["easy"])
-    spec_rate = checkpoint.run_clip_spec(FLAGS.model_dir).log_mel.sample_rate
-    sync.clip_cutter(FLAGS.model_dir, kinds)  # A run without a sync task: before any decoding.
-    with contextlib.ExitStack() as stack:
-        data = prepared.prepared_data(shared.data_source(FLAGS.model_dir), stack,
-                                      sample_rate=spec_rate)
-        results = sync.evaluate_sync(
-            FLAGS.model_dir, data, _split(data), kinds, FLAGS.clips_per_video, FLAGS.batch_size,
-            FLAGS.seed,
-        )
-    rows = []
-    for kind in kinds:
-        key = "sync_accuracy" if kind == "easy" else f"sync_accuracy_{kind}"
-        label = "easy (paper protocol)" if kind == "easy" else kind
-        pairs = results[f"pairs_{kind}"]
-        accuracy = report.mean_std(results[key]) if pairs else "n/a (videos too short)"
-        rows.append([label, accuracy, pairs])
-    print(report.table(["negatives", "sync accuracy %", "negative pairs"], rows))
+    kinds, results = sync.evaluate_run(
+        FLAGS.model_dir, shared.data_source(FLAGS.model_dir),
+        shared.split_list(FLAGS.kinds) or ["easy"], FLAGS.split, FLAGS["split"].present,
+        FLAGS.clips_per_video, FLAGS.batch_size, FLAGS.seed)
+    print(sync.table(kinds, results))
     if FLAGS.output_json:
         report.write_json(FLAGS.output_json, results)
         print(f"wrote {FLAGS.output_json}")

@@ -29,7 +29,6 @@ window length, no overlap; video: one clip length, rounded to whole frames).
 """
 
 import contextlib
-from pathlib import Path
 
 from absl import flags
 
@@ -60,41 +59,15 @@ flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
 shared.define_quiet("No progress bar.")
 shared.define_data_flags(required=False)  # Not needed with --list_layers.
 FLAGS = flags.FLAGS
-SHARED = "shared"  # --layer: the space the run compares audio with video in
-
-
-def _which(checkpoint: str, tower: str) -> str:
-    from avts_tf.errors import UserError
-
-    if tower != "auto":
-        return tower
-    path = Path(checkpoint)
-    for name in ("video", "audio"):
-        if path.name.startswith(name):
-            return name
-    if path.suffix == ".keras":
-        import keras
-
-        import avts_tf.backbones  # noqa: F401
-
-        try:
-            rank = len(keras.saving.load_model(path, compile=False).inputs[0].shape)
-        except Exception as err:  # noqa: BLE001
-            raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
-        return "video" if rank == 5 else "audio"
-    if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist; give a .keras tower or a training "
-                        "run's model_dir")
-    raise UserError("--checkpoint is a model_dir: give --tower video or --tower audio")
 
 
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     app.quiet_logs()
     from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint, features, prepared
+    from avts_tf.evaluation import checkpoint, embeddings, features
 
-    which = _which(FLAGS.checkpoint, FLAGS.tower)
+    which = embeddings.which_tower(FLAGS.checkpoint, FLAGS.tower)
     tower = checkpoint.load_tower(FLAGS.checkpoint, which)
     if FLAGS.list_layers:
         print("\n".join(features.layer_names(tower)))
@@ -104,70 +77,26 @@ def _main(argv: list[str]) -> None:
     if FLAGS.output_dir and FLAGS.max_windows:
         raise UserError("--max_windows drops windows, so --output_dir would hold gaps; use "
                         "--hop_s to write fewer windows per file")
-    layer, head = _layer_and_head(which, tower)  # Fails early on a bad layer name.
-    spec = checkpoint.clip_spec_for(
-        FLAGS.checkpoint, tower if which == "video" else None, tower if which == "audio" else None
-    )
-    splits = shared.split_list(FLAGS.splits)
-    with contextlib.ExitStack() as stack:
-        data = prepared.prepared_data(shared.data_source(FLAGS.checkpoint), stack,
-                                      sample_rate=spec.log_mel.sample_rate,
-                                      audio_only=which == "audio", video_only=which == "video")
-        if FLAGS.output:
-            feats = features.tower_features(
-                tower, which, data, spec, layer=layer, pool=FLAGS.pool, splits=splits,
-                batch_size=FLAGS.batch_size, num_clips=FLAGS.num_clips,
-                window_s=FLAGS.window_s, max_windows=FLAGS.max_windows,
-                progress=not FLAGS.quiet, head=head,
-            )
-            feats.info["checkpoint"] = str(FLAGS.checkpoint)
-            Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
-            feats.save(FLAGS.output)
-            print(f"wrote {FLAGS.output}: {feats.features.shape[0]} windows x "
-                  f"{feats.features.shape[1]} features from {len(feats.ids)} files "
-                  f"({_described(feats.info)})")
-        if FLAGS.output_dir:
-            from avts_tf.evaluation import embeddings
-
-            feats, timestamps = embeddings.per_file_features(
-                tower, which, data, spec, hop_s=FLAGS.hop_s, layer=layer,
-                pool=FLAGS.pool, splits=splits, batch_size=FLAGS.batch_size,
-                window_s=FLAGS.window_s, progress=not FLAGS.quiet, head=head,
-            )
-            from avts_tf.data.manifest import Manifest
-
-            duplicates = {e.id: e.same_as for e in Manifest.read(data).skipped if e.same_as}
-            written = embeddings.write_per_file(feats, timestamps, FLAGS.output_dir,
-                                                duplicates)
-            copies = len(written) - len(feats.ids)
-            print(f"wrote {len(written)} files to {FLAGS.output_dir}: "
-                  f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
-                  f"({_described(feats.info)})"
-                  + (f"; {copies} of them for inputs that duplicate another (a link or a "
-                     "copy, ingested once)" if copies else ""))
-
-
-def _layer_and_head(which: str, tower):
-    """The layer to read and the head to map it through (``--layer=shared``: the run's).
-
-    Raises:
-        UserError: For an unknown layer, or ``shared`` without a training run.
-    """
-    from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint, features, shared_space
-
-    if FLAGS.layer != SHARED:
-        features.resolve_layer(tower, FLAGS.layer, also_valid=(SHARED,))
-        return FLAGS.layer, None
-    run = checkpoint.run_dir(FLAGS.checkpoint)
-    if run is None:
-        raise UserError(f"--layer={SHARED} reads the space of a training run's task, but "
-                        f"{FLAGS.checkpoint} is not in a run's model_dir; give the run's "
-                        "--model_dir")
-    towers = {which: tower, **{w: checkpoint.load_tower(run, w)
-                               for w in checkpoint.TOWERS if w != which}}
-    space = shared_space.of_run(run, towers["video"], towers["audio"])
-    return "output", space.head(which)
+    with contextlib.ExitStack() as stack:  # holds raw media's prepared copy
+        found = embeddings.extract(
+            FLAGS.checkpoint, which, tower, shared.data_source(FLAGS.checkpoint), stack,
+            layer=FLAGS.layer, pool=FLAGS.pool, splits=shared.split_list(FLAGS.splits),
+            batch_size=FLAGS.batch_size, num_clips=FLAGS.num_clips, window_s=FLAGS.window_s,
+            max_windows=FLAGS.max_windows, hop_s=FLAGS.hop_s, output=FLAGS.output,
+            output_dir=FLAGS.output_dir, progress=not FLAGS.quiet)
+    if found.combined is not None:
+        feats = found.combined
+        print(f"wrote {FLAGS.output}: {feats.features.shape[0]} windows x "
+              f"{feats.features.shape[1]} features from {len(feats.ids)} files "
+              f"({_described(feats.info)})")
+    if found.per_file is not None:
+        feats = found.per_file
+        copies = len(found.written) - len(feats.ids)
+        print(f"wrote {len(found.written)} files to {FLAGS.output_dir}: "
+              f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
+              f"({_described(feats.info)})"
+              + (f"; {copies} of them for inputs that duplicate another (a link or a "
+                 "copy, ingested once)" if copies else ""))
 
 
 def _described(info: dict[str, str]) -> str:

@@ -33,9 +33,6 @@ torchvision's weights were trained on 16 x 112 x 112 clips of frames resized to
 ``data.ClipSpec.num_frames = 16`` and ``data.ClipSpec.crop_size = 112``.
 """
 
-import contextlib
-import dataclasses
-import tempfile
 from pathlib import Path
 
 from absl import flags
@@ -43,7 +40,7 @@ from absl import flags
 from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 
-TORCHVISION = "torchvision:"
+TORCHVISION = "torchvision:"  # evaluation.finetune.TORCHVISION (imports TensorFlow)
 
 
 def _valid_init(init: str | None) -> bool:
@@ -89,112 +86,29 @@ FLAGS = flags.FLAGS
 
 
 
-def _torchvision_towers(args):
-    """``(video, None, spec)`` for ``--init torchvision:ARCH:FILE.pth``."""
-    from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint
-
-    arch, _, path = args.init[len(TORCHVISION):].partition(":")
-    if not arch or not path:
-        raise UserError(f"--init {args.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
-                        f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
-    if args.fusion or args.arch:
-        raise UserError("--init torchvision:... has no audio tower and no --arch: drop "
-                        "--fusion / --arch")
-    spec = checkpoint.recipe_clip_spec(args.gin_file, args.gin_param)
-    return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
-
-
-def _tower_run(args) -> str | None:
-    """The run (or ``.keras`` file) whose towers ``--init`` or ``--arch`` names, if any."""
-    if args.init.startswith(TORCHVISION):
-        return None
-    return args.init if args.init != "scratch" else args.arch
-
-
-def _towers(args, fps):
-    """``(video, audio or None, spec)`` for this run's initialization."""
-    from avts_tf.errors import UserError
-    from avts_tf.evaluation import checkpoint
-
-    if args.init.startswith(TORCHVISION):
-        return _torchvision_towers(args)
-    source = _tower_run(args)
-    if source:
-        video = checkpoint.load_tower(source, "video")
-        audio = checkpoint.load_tower(source, "audio") if args.fusion else None
-        spec = checkpoint.clip_spec_for(source, video, audio)
-        if args.init == "scratch":
-            video = checkpoint.fresh_copy(video)
-            audio = checkpoint.fresh_copy(audio) if audio is not None else None
-        return video, audio, spec
-    if not args.gin_file:
-        raise UserError("--init scratch needs --arch CHECKPOINT or --gin_file RECIPE")
-    video, audio, spec = checkpoint.towers_from_recipe(args.gin_file, args.gin_param, fps)
-    return video, (audio if args.fusion else None), spec
-
-
-def run_fold(args, data: Path, stack: contextlib.ExitStack) -> dict:
-    import keras
-
-    from avts_tf import portable
-    from avts_tf.data.manifest import Manifest
-    from avts_tf.evaluation import features, finetune, records_io
-
-    keras.utils.set_random_seed(args.seed)
-    fps = Manifest.read(data).fps
-    video, audio, spec = _towers(args, fps)
-    features.check_sample_rate(data, spec.log_mel)
-    if audio is not None:
-        finetune.check_audio_shape(audio, spec, fps)
-    num_classes = finetune.num_classes_of(data, [args.train_split, args.test_split])
-    train_data = data
-    if args.few_shot:
-        subset = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_few_shot_"))
-        train_data = records_io.few_shot_subset(
-            data, subset, args.few_shot, args.train_split, args.seed
-        )
-    model = finetune.classifier(video, num_classes, audio, args.layer, args.dropout)
-    clips = finetune.train_clips(
-        train_data, spec, args.batch_size, args.train_split, args.fusion, args.seed
-    )
-    finetune.fit(model, clips, args.steps, args.lr, args.head_steps, steps_per_epoch=100,
-                 verbose=args.verbose)
-    result = finetune.video_accuracy(
-        model, data, spec, args.test_split, args.clips_per_video, fusion=args.fusion
-    )
-    if args.save:
-        portable.portable_tower(model).save(args.save)  # Stock layers: loads without avts_tf.
-    return result
-
-
 def _main(argv: list[str]) -> None:
     app.no_positional(argv)
     app.quiet_logs()
     import numpy as np
 
-    from avts_tf.data.ingestion import sources
-    from avts_tf.errors import UserError
-    from avts_tf.evaluation import prepared, records_io, report
+    from avts_tf.evaluation import finetune, report
 
     args = FLAGS
-    folds = [int(f) for f in shared.split_list(args.folds) or [args.fold]]
-    if len(folds) > 1 and records_io.is_prepared(args.data):
-        raise UserError("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
-    results = []
-    source = shared.data_source(_tower_run(args))
-    for fold in folds:
-        with contextlib.ExitStack() as stack:
-            prepared_dir = source.prepared_dir
-            if prepared_dir and len(folds) > 1:
-                prepared_dir = f"{prepared_dir}/fold{fold}"
-            data = prepared.prepared_data(  # Videos without sound count unless audio is fused.
-                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack,
-                video_only=not args.fusion, test_fraction=sources.DEFAULT_TEST_FRACTION)
-            result = run_fold(args, data, stack)
-        results.append({"fold": fold, **result})
+    settings = finetune.Settings(
+        init=args.init, arch=args.arch, gin_files=args.gin_file, gin_params=args.gin_param,
+        fusion=args.fusion, train_split=args.train_split, test_split=args.test_split,
+        few_shot=args.few_shot, layer=args.layer, steps=args.steps, batch_size=args.batch_size,
+        learning_rate=args.lr, head_steps=args.head_steps, dropout=args.dropout,
+        clips_per_video=args.clips_per_video, seed=args.seed, save=args.save,
+        verbose=args.verbose)
+
+    def fold_done(fold: int, result: dict) -> None:
         print(f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "
               f"(clip {100 * result['clip_accuracy']:.1f}%, {result['videos']} videos)")
+
+    results = finetune.run_folds(
+        settings, shared.data_source(settings.tower_run),
+        [int(f) for f in shared.split_list(args.folds) or [args.fold]], on_fold=fold_done)
     accuracies = np.asarray([r["accuracy"] for r in results])
     name = args.init + (" + audio" if args.fusion else "")
     print(report.table(

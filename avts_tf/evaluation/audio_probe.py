@@ -19,10 +19,12 @@ Protocols (``make_folds``):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -37,7 +39,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from avts_tf.errors import UserError
+from avts_tf.evaluation import checkpoint, features, mfcc, prepared
 from avts_tf.evaluation.features import Features
+from avts_tf.evaluation.prepared import DataSource
 
 PROTOCOLS = ("auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers")
 FSDD_SPEAKER_REGEX = r"(?:^|/)\d+_([^_/]+)_\d+\.\w+$"
@@ -222,3 +226,106 @@ def probe(
     results = [{"name": f.name, **probe_fold(feats, f, Cs)} for f in folds]
     accuracies = np.asarray([r["accuracy"] for r in results])
     return {"mean": float(accuracies.mean()), "std": float(accuracies.std()), "folds": results}
+
+
+# -- feature sets of a command (avts-eval-audio) --------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FeatureRequest:
+    """The feature sets to probe.
+
+    Attributes:
+        feature_files: ``.npz`` files from ``avts-extract``.
+        checkpoint: An audio tower: a ``.keras`` file or a run's model_dir (None: none).
+        mfcc: Add the MFCC baseline.
+        source: The data the tower and the baseline read (None: none given).
+        layer: The tower's layer.
+        pool: ``avg`` or ``max`` over time and frequency.
+        window_s: Window when no tower fixes it.
+        max_windows: At most this many windows per file.
+        batch_size: Windows per forward pass.
+        progress: Show progress bars.
+    """
+
+    feature_files: Sequence[str] = ()
+    checkpoint: str | None = None
+    mfcc: bool = False
+    source: DataSource | None = None
+    layer: str = "auto"
+    pool: str = "avg"
+    window_s: float = 1.0
+    max_windows: int | None = None
+    batch_size: int = 64
+    progress: bool = True
+
+
+def feature_sets(asked: FeatureRequest, stack: contextlib.ExitStack
+                 ) -> Iterator[tuple[str, Features]]:
+    """Yields ``(name, Features)`` for every feature set asked for, in order.
+
+    Raises:
+        UserError: A features file that does not exist, or a tower or baseline without
+            data.
+    """
+    for path in asked.feature_files:
+        if not Path(path).is_file():
+            raise UserError(f"features file {path} does not exist; give an .npz written by "
+                            "avts-extract")
+        feats = Features.load(path)
+        yield f"{Path(path).name} ({feats.info.get('layer', '?')})", feats
+    if not (asked.checkpoint or asked.mfcc):
+        return
+    if asked.source is None or not asked.source.data:
+        raise UserError("give --data with --checkpoint or --baseline")
+    window = None
+    sample_rate = 16000
+    if asked.checkpoint:
+        tower = checkpoint.load_tower(asked.checkpoint, "audio")
+        features.resolve_layer(tower, asked.layer)
+        spec = checkpoint.clip_spec_for(asked.checkpoint, audio_tower=tower)
+        sample_rate = spec.log_mel.sample_rate
+    data = prepared.prepared_data(asked.source, stack, sample_rate=sample_rate,
+                                  audio_only=True)
+    if asked.checkpoint:
+        feats = features.tower_features(
+            tower, "audio", data, spec, layer=asked.layer, pool=asked.pool,
+            batch_size=asked.batch_size, window_s=asked.window_s,
+            max_windows=asked.max_windows, progress=asked.progress,
+        )
+        window = int(feats.info["window_samples"])
+        yield f"audio tower ({feats.info['layer']})", feats
+    if asked.mfcc:
+        feats = mfcc.mfcc_features(
+            data, window, window_s=asked.window_s, max_windows=asked.max_windows,
+            progress=asked.progress,
+        )
+        yield f"MFCC baseline ({feats.features.shape[1]}-d)", feats
+
+
+def evaluate(
+    asked: FeatureRequest,
+    protocol: str = "auto",
+    cs: Sequence[float] = (1.0,),
+    train_split: str = "train",
+    test_split: str = "test",
+    num_folds: int | None = None,
+    group_regex: str | None = None,
+    seed: int = 0,
+) -> dict[str, dict]:
+    """The linear probe of every feature set asked for over the protocol's folds.
+
+    Returns:
+        Feature set name -> :func:`probe`'s result with ``protocol``, ``info``, ``files``
+        and ``windows``.
+    """
+    results = {}
+    with contextlib.ExitStack() as stack:  # holds raw media's prepared copy
+        for name, feats in feature_sets(asked, stack):
+            folds = make_folds(feats, protocol, train_split=train_split,
+                               test_split=test_split, num_folds=num_folds,
+                               group_regex=group_regex, seed=seed)
+            result = probe(feats, folds, cs)
+            result.update(protocol=protocol, info=feats.info, files=len(feats.ids),
+                          windows=int(len(feats.features)))
+            results[name] = result
+    return results

@@ -5,11 +5,14 @@ seconds (default: the window length, no overlap); its video into clips starting 
 ``hop_s`` seconds (rounded to whole frames; default: the clip's length). Every window's
 features are its layer's output pooled over time and space (:mod:`features`). A file's
 ``.npz`` holds ``embedding`` ``[clips, dim]`` and ``timestamps`` ``[clips]``, the
-windows' start times in seconds.
+windows' start times in seconds. :func:`extract` writes them, or one combined ``.npz``,
+for ``avts-extract``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from avts_tf.data import pipeline
 from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
 from avts_tf.errors import UserError
-from avts_tf.evaluation import features
+from avts_tf.evaluation import checkpoint, features, prepared, shared_space
+from avts_tf.evaluation.prepared import DataSource
 
 
 def video_hop_clips_fn(
@@ -145,3 +149,139 @@ def write_per_file(feats: features.Features, timestamps: np.ndarray,
         np.savez(path, **by_id[original])
         written.append(path)
     return written
+
+
+# -- a tower's features of a dataset (avts-extract) -----------------------------------
+
+SHARED = "shared"
+"""The layer name that reads the space the run compares audio with video in."""
+
+
+def which_tower(checkpoint_path: str | Path, tower: str = "auto") -> str:
+    """``"video"`` or ``"audio"``: ``tower``, or for ``auto`` the file's name or input rank.
+
+    Raises:
+        UserError: ``auto`` for a run's folder, or a file that does not load.
+    """
+    if tower != "auto":
+        return tower
+    path = Path(checkpoint_path)
+    for name in checkpoint.TOWERS:
+        if path.name.startswith(name):
+            return name
+    if path.suffix == ".keras":
+        import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers)
+
+        try:
+            rank = len(keras.saving.load_model(path, compile=False).inputs[0].shape)
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
+        return "video" if rank == 5 else "audio"
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist; give a .keras tower or a training "
+                        "run's model_dir")
+    raise UserError("--checkpoint is a model_dir: give --tower video or --tower audio")
+
+
+def layer_and_head(checkpoint_path: str | Path, which: str, tower: keras.Model,
+                   layer: str) -> tuple[str, keras.layers.Layer | None]:
+    """The layer to read and the head to map it through (``shared``: the run's).
+
+    Raises:
+        UserError: For an unknown layer, or ``shared`` without a training run.
+    """
+    if layer != SHARED:
+        features.resolve_layer(tower, layer, also_valid=(SHARED,))
+        return layer, None
+    run = checkpoint.run_dir(checkpoint_path)
+    if run is None:
+        raise UserError(f"--layer={SHARED} reads the space of a training run's task, but "
+                        f"{checkpoint_path} is not in a run's model_dir; give the run's "
+                        "--model_dir")
+    towers = {which: tower, **{w: checkpoint.load_tower(run, w)
+                               for w in checkpoint.TOWERS if w != which}}
+    space = shared_space.of_run(run, towers["video"], towers["audio"])
+    return "output", space.head(which)
+
+
+@dataclasses.dataclass(frozen=True)
+class Extracted:
+    """What :func:`extract` wrote.
+
+    Attributes:
+        combined: The features written to one ``.npz`` (None: not asked for).
+        per_file: The features written one ``.npz`` per file (None: not asked for).
+        written: The per-file ``.npz`` files, duplicates of another input included.
+    """
+
+    combined: features.Features | None
+    per_file: features.Features | None
+    written: list[Path]
+
+
+def extract(
+    checkpoint_path: str | Path,
+    which: str,
+    tower: keras.Model,
+    source: DataSource,
+    stack: contextlib.ExitStack,
+    layer: str = "auto",
+    pool: str = "avg",
+    splits: Sequence[str] | None = None,
+    batch_size: int = 32,
+    num_clips: int = 10,
+    window_s: float = 1.0,
+    max_windows: int | None = None,
+    hop_s: float | None = None,
+    output: str | None = None,
+    output_dir: str | None = None,
+    progress: bool = True,
+) -> Extracted:
+    """Frozen features of ``tower`` (``which``) over a dataset, written as asked.
+
+    Args:
+        checkpoint_path: The ``.keras`` tower or run ``tower`` comes from.
+        which: ``"video"`` or ``"audio"``.
+        tower: The tower.
+        source: The data (media is prepared first, into ``stack``'s lifetime).
+        stack: Holds media's prepared copy.
+        layer: Layer to read (``auto``, a name, or :data:`SHARED`).
+        pool: ``avg`` or ``max`` over time and space.
+        splits: Splits to read (None: all).
+        batch_size: Windows per forward pass.
+        num_clips: Video clips per video (combined file).
+        window_s: Audio window when the tower accepts any length.
+        max_windows: At most this many audio windows per file (combined file).
+        hop_s: Seconds between window starts of the per-file files (None: no overlap).
+        output: The combined ``.npz`` to write, or None.
+        output_dir: The folder of per-file ``.npz`` files, or None.
+        progress: Show progress bars.
+
+    Raises:
+        UserError: An unknown layer, ``shared`` without a run, or unusable data.
+    """
+    layer, head = layer_and_head(checkpoint_path, which, tower, layer)  # Fails early.
+    spec = checkpoint.clip_spec_for(
+        checkpoint_path, tower if which == "video" else None, tower if which == "audio" else None
+    )
+    data = prepared.prepared_data(source, stack, sample_rate=spec.log_mel.sample_rate,
+                                  audio_only=which == "audio", video_only=which == "video")
+    combined = per_file = None
+    written: list[Path] = []
+    if output:
+        combined = features.tower_features(
+            tower, which, data, spec, layer=layer, pool=pool, splits=splits,
+            batch_size=batch_size, num_clips=num_clips, window_s=window_s,
+            max_windows=max_windows, progress=progress, head=head,
+        )
+        combined.info["checkpoint"] = str(checkpoint_path)
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        combined.save(output)
+    if output_dir:
+        per_file, timestamps = per_file_features(
+            tower, which, data, spec, hop_s=hop_s, layer=layer, pool=pool, splits=splits,
+            batch_size=batch_size, window_s=window_s, progress=progress, head=head,
+        )
+        duplicates = {e.id: e.same_as for e in Manifest.read(data).skipped if e.same_as}
+        written = write_per_file(per_file, timestamps, output_dir, duplicates)
+    return Extracted(combined, per_file, written)

@@ -11,17 +11,24 @@ two feature vectors are concatenated before the classifier.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from avts_tf import portable
 from avts_tf.data import pipeline
+from avts_tf.data.ingestion import sources
+from avts_tf.data.manifest import Manifest
 from avts_tf.errors import UserError
-from avts_tf.evaluation import features, records_io
+from avts_tf.evaluation import checkpoint, features, prepared, records_io
+from avts_tf.evaluation.prepared import DataSource
 
 _POOLING = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
             5: keras.layers.GlobalAveragePooling3D}
@@ -215,3 +222,168 @@ def num_classes_of(data_dir: str | Path, splits: Sequence[str]) -> int:
                         "put each class's files in a folder named after it, or give a CSV "
                         "with labels")
     return len(names)
+
+
+# -- one command's fine-tuning over official folds (avts-finetune) --------------------
+
+TORCHVISION = "torchvision:"
+"""``init`` prefix of a torchvision state_dict: ``torchvision:ARCH:FILE.pth``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the video tower starts and is fine-tuned (``avts-finetune``'s flags).
+
+    Attributes:
+        init: ``scratch``, an AVTS model_dir / ``video_tower.keras``, or
+            ``torchvision:ARCH:FILE.pth``.
+        arch: With ``scratch``: the checkpoint whose architecture is re-initialised.
+        gin_files: With ``scratch``: the recipe that builds the towers; with torchvision:
+            the recipe whose clip settings to use.
+        gin_params: Extra gin bindings.
+        fusion: Add the audio tower (concatenated features).
+        train_split: Training split.
+        test_split: Test split.
+        few_shot: Use only this many labelled training videos per class (None: all).
+        layer: Tower layer fed to the classifier.
+        steps: Training steps.
+        batch_size: Clips per training batch.
+        learning_rate: Adam learning rate.
+        head_steps: Classifier-only steps on frozen towers first (LP-FT).
+        dropout: Dropout before the classifier.
+        clips_per_video: Test clips per video.
+        seed: Random seed.
+        save: Write the fine-tuned model here (``.keras``), or None.
+        verbose: Keras fit verbosity.
+    """
+
+    init: str
+    arch: str | None = None
+    gin_files: Sequence[str] = ()
+    gin_params: Sequence[str] = ()
+    fusion: bool = False
+    train_split: str = "train"
+    test_split: str = "test"
+    few_shot: int | None = None
+    layer: str = "auto"
+    steps: int = 1000
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    head_steps: int = 0
+    dropout: float = 0.5
+    clips_per_video: int = 10
+    seed: int = 0
+    save: str | None = None
+    verbose: int = 2
+
+    @property
+    def tower_run(self) -> str | None:
+        """The run (or ``.keras`` file) whose towers ``init`` or ``arch`` names, if any."""
+        if self.init.startswith(TORCHVISION):
+            return None
+        return self.init if self.init != "scratch" else self.arch
+
+
+def _torchvision_towers(settings: Settings):
+    """``(video, None, spec)`` for ``init`` ``torchvision:ARCH:FILE.pth``."""
+    arch, _, path = settings.init[len(TORCHVISION):].partition(":")
+    if not arch or not path:
+        raise UserError(f"--init {settings.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
+                        f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
+    if settings.fusion or settings.arch:
+        raise UserError("--init torchvision:... has no audio tower and no --arch: drop "
+                        "--fusion / --arch")
+    spec = checkpoint.recipe_clip_spec(settings.gin_files, settings.gin_params)
+    return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
+
+
+def initial_towers(settings: Settings, fps: float):
+    """``(video, audio or None, spec)`` as ``settings.init`` starts them."""
+    if settings.init.startswith(TORCHVISION):
+        return _torchvision_towers(settings)
+    source = settings.tower_run
+    if source:
+        video = checkpoint.load_tower(source, "video")
+        audio = checkpoint.load_tower(source, "audio") if settings.fusion else None
+        spec = checkpoint.clip_spec_for(source, video, audio)
+        if settings.init == "scratch":
+            video = checkpoint.fresh_copy(video)
+            audio = checkpoint.fresh_copy(audio) if audio is not None else None
+        return video, audio, spec
+    if not settings.gin_files:
+        raise UserError("--init scratch needs --arch CHECKPOINT or --gin_file RECIPE")
+    video, audio, spec = checkpoint.towers_from_recipe(settings.gin_files, settings.gin_params,
+                                                       fps)
+    return video, (audio if settings.fusion else None), spec
+
+
+def run_fold(settings: Settings, data: Path, stack: contextlib.ExitStack) -> dict:
+    """Fine-tunes on ``data``'s training split; :func:`video_accuracy` on its test split."""
+    keras.utils.set_random_seed(settings.seed)
+    fps = Manifest.read(data).fps
+    video, audio, spec = initial_towers(settings, fps)
+    features.check_sample_rate(data, spec.log_mel)
+    if audio is not None:
+        check_audio_shape(audio, spec, fps)
+    num_classes = num_classes_of(data, [settings.train_split, settings.test_split])
+    train_data = data
+    if settings.few_shot:
+        subset = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_few_shot_"))
+        train_data = records_io.few_shot_subset(
+            data, subset, settings.few_shot, settings.train_split, settings.seed
+        )
+    model = classifier(video, num_classes, audio, settings.layer, settings.dropout)
+    clips = train_clips(
+        train_data, spec, settings.batch_size, settings.train_split, settings.fusion,
+        settings.seed
+    )
+    fit(model, clips, settings.steps, settings.learning_rate, settings.head_steps,
+        steps_per_epoch=100, verbose=settings.verbose)
+    result = video_accuracy(
+        model, data, spec, settings.test_split, settings.clips_per_video, fusion=settings.fusion
+    )
+    if settings.save:
+        portable.portable_tower(model).save(settings.save)  # Stock layers: load without avts_tf.
+    return result
+
+
+def run_folds(
+    settings: Settings,
+    source: DataSource,
+    folds: Sequence[int],
+    on_fold: Callable[[int, dict], None] | None = None,
+) -> list[dict]:
+    """:func:`run_fold` on each official split of raw UCF101/HMDB51 (or the one dataset).
+
+    Raw media is prepared with every video, sound or not, unless ``settings.fusion`` needs
+    the audio; a folder of labelled videos gets a held-out split ``test`` per label.
+
+    Args:
+        settings: How to fine-tune.
+        source: The data; with several ``folds``, raw media (each fold is prepared into
+            ``<prepared_dir>/fold<k>`` where a prepared_dir is given).
+        folds: Official splits to run.
+        on_fold: Called with each fold and its result as it finishes.
+
+    Returns:
+        ``{"fold", **result}`` per fold.
+
+    Raises:
+        UserError: Several folds of an already prepared folder, or unusable data.
+    """
+    if len(folds) > 1 and records_io.is_prepared(source.data):
+        raise UserError("--folds needs raw UCF101/HMDB51 input; a prepared folder holds one split")
+    results = []
+    for fold in folds:
+        with contextlib.ExitStack() as stack:
+            prepared_dir = source.prepared_dir
+            if prepared_dir and len(folds) > 1:
+                prepared_dir = f"{prepared_dir}/fold{fold}"
+            data = prepared.prepared_data(  # Videos without sound count unless audio is fused.
+                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack,
+                video_only=not settings.fusion, test_fraction=sources.DEFAULT_TEST_FRACTION)
+            result = run_fold(settings, data, stack)
+        results.append({"fold": fold, **result})
+        if on_fold is not None:
+            on_fold(fold, result)
+    return results

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from avts_tf.data.ingestion import sources
 from avts_tf.errors import UserError
-from avts_tf.evaluation import media_edit
+from avts_tf.evaluation import checkpoint, media_edit, report, sync
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,3 +248,78 @@ def write_shifted(source: str | os.PathLike, target: str | os.PathLike,
     else:
         moved = np.concatenate([audio[-shift:], np.zeros(-shift, np.float32)])
     media_edit.write(target, dataclasses.replace(clip, audio=moved))
+
+
+# -- a run's sync towers on media files (avts-av-offset) ------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class OffsetRun:
+    """The offsets of several files.
+
+    Attributes:
+        estimates: One per file measured.
+        failed: ``(path, problem)`` of each file that could not be measured.
+    """
+
+    estimates: list[OffsetEstimate]
+    failed: list[tuple[str, str]]
+
+
+def estimate_files(
+    checkpoint_path: str | os.PathLike,
+    paths: Sequence[str],
+    max_offset_s: float = 1.0,
+    step_s: float | None = None,
+    num_clips: int = 16,
+) -> OffsetRun:
+    """The offset of each media file (a folder stands for the media files under it).
+
+    Args:
+        checkpoint_path: A sync training run's model_dir.
+        paths: Media files or folders.
+        max_offset_s: Largest offset tried either way, in seconds.
+        step_s: Offset grid step (None: the run's log-mel hop).
+        num_clips: Video clips averaged per file.
+
+    Raises:
+        UserError: A path that does not exist, folders without media, or, for one file,
+            why it cannot be measured (of several, such a file is listed in ``failed``).
+    """
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise UserError(f"no such file: {', '.join(missing)}; give existing media files")
+    folders = [p for p in paths if Path(p).is_dir()]
+    paths = [str(f) for p in paths for f in (sources.walk_media(p) if Path(p).is_dir() else [p])]
+    if not paths:
+        raise UserError(f"no media file under {', '.join(folders)}; give media files or "
+                        "folders holding them")
+    model, _ = sync.sync_model(checkpoint_path, ("easy",))
+    description = checkpoint.run_description(checkpoint_path)
+    estimates, failed = [], []
+    for path in paths:
+        try:
+            estimates.append(estimate_offset(model, description, path,
+                                             max_offset_s=max_offset_s, step_s=step_s,
+                                             num_clips=num_clips))
+        except UserError as err:
+            if len(paths) == 1:
+                raise
+            failed.append((path, str(err)))
+    return OffsetRun(estimates, failed)
+
+
+def as_json(found: OffsetRun) -> dict:
+    """The estimates and failures, JSON-ready."""
+    return {
+        "estimates": [{"path": e.path, "offset_s": e.offset_s, "confidence": e.confidence,
+                       "clips": e.clips} for e in found.estimates],
+        "failed": [{"path": p, "error": m} for p, m in found.failed],
+    }
+
+
+def table(found: OffsetRun) -> str:
+    """One row per file: offset, confidence and clips (``failed`` rows last)."""
+    rows = [[e.path, f"{e.offset_s:+.3f}", f"{e.confidence:.1f}", e.clips]
+            for e in found.estimates]
+    rows += [[p, "failed", "-", 0] for p, _ in found.failed]
+    return report.table(["file", "offset_s", "confidence", "clips"], rows)

@@ -12,6 +12,7 @@ the accuracy on in-sync and on out-of-sync pairs).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,8 @@ import keras
 from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
 from avts_tf.errors import UserError
-from avts_tf.evaluation import checkpoint, features, records_io
+from avts_tf.evaluation import checkpoint, features, prepared, records_io, report
+from avts_tf.evaluation.prepared import DataSource
 from avts_tf.tasks.base import Task
 from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
 
@@ -133,3 +135,55 @@ def evaluate_sync(
                         "negatives need two or more videos long enough for a clip); pass a "
                         "--split with more videos or re-prepare with a larger --test_fraction")
     return out
+
+
+def evaluate_run(
+    model_dir: str | Path,
+    source: DataSource,
+    kinds: Sequence[str] = NEGATIVE_TYPES,
+    split: str = "test",
+    split_given: bool = True,
+    clips_per_video: int = 4,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> tuple[tuple[str, ...], dict[str, float]]:
+    """:func:`evaluate_sync` on the data ``source`` names (media is prepared first).
+
+    Args:
+        model_dir: A training run's folder.
+        source: A prepared dataset, or media prepared at the run's sample rate.
+        kinds: Negative kinds to score (easy is always scored).
+        split: The held-out split.
+        split_given: Whether ``split`` was asked for; if not, media prepared here into one
+            split (a folder, a file) is scored whole, whatever that split is named.
+        clips_per_video: Clips per video.
+        batch_size: Pairs per forward pass.
+        seed: Seed of the negative pairs.
+
+    Returns:
+        The kinds scored (easy first) and :func:`evaluate_sync`'s results.
+    """
+    kinds = check_kinds(kinds)
+    spec_rate = checkpoint.run_clip_spec(model_dir).log_mel.sample_rate
+    clip_cutter(model_dir, kinds)  # A run without a sync task: before any decoding.
+    with contextlib.ExitStack() as stack:
+        data = prepared.prepared_data(source, stack, sample_rate=spec_rate)
+        present = Manifest.read(data).split_names
+        if not (split_given or records_io.is_prepared(source.data) or split in present
+                or len(present) != 1):
+            split = present[0]  # every file given is scored
+        results = evaluate_sync(model_dir, data, split, kinds, clips_per_video, batch_size,
+                                seed)
+    return kinds, results
+
+
+def table(kinds: Sequence[str], results: dict[str, float]) -> str:
+    """Sync accuracy and negative pairs per negative kind (``n/a`` without pairs)."""
+    rows = []
+    for kind in kinds:
+        key = "sync_accuracy" if kind == "easy" else f"sync_accuracy_{kind}"
+        label = "easy (paper protocol)" if kind == "easy" else kind
+        pairs = results[f"pairs_{kind}"]
+        accuracy = report.mean_std(results[key]) if pairs else "n/a (videos too short)"
+        rows.append([label, accuracy, pairs])
+    return report.table(["negatives", "sync accuracy %", "negative pairs"], rows)

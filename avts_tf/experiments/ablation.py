@@ -5,9 +5,10 @@
   ``steps_per_epoch = %STEPS_PER_EPOCH``).
 * ``PeriodicSyncEvaluation``: a Keras callback that evaluates sync accuracy on a held-out
   dataset every N optimizer steps, without disturbing the training metrics.
-* ``run_variant`` / ``format_table`` / ``plot_history``: what ``tools/ablate.py``
-  runs: one gin recipe per variant (easy only, hard only, curriculum) with the same step
-  budget, then one table of accuracy on easy-negative and hard-negative test pairs.
+* ``run_all`` (``run_variant`` each) / ``format_table`` / ``plot_history``: what
+  ``avts-ablate`` runs: one gin recipe per variant (easy only, hard only, curriculum) with
+  the same step budget, then one table of accuracy on easy-negative and hard-negative test
+  pairs.
 
 How negatives are mixed: the curriculum gives a mixture over ``("easy", "hard",
 "super_hard")`` at each optimizer step; inside ``train_step`` the objective draws one kind
@@ -24,6 +25,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +35,7 @@ import gin
 import keras
 import tensorflow as tf
 
+from avts_tf.errors import UserError
 from avts_tf.train import epochs_to_steps  # noqa: F401  (re-exported)
 
 VARIANTS: dict[str, str] = {
@@ -222,6 +225,61 @@ def run_variant(
     (model_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     gin.clear_config()
     return result
+
+
+def run_all(
+    output_dir: str | os.PathLike,
+    variants: Sequence[str] = tuple(VARIANTS),
+    train_steps: int = 500,
+    eval_every: int = 50,
+    bindings: Sequence[str] = (),
+    fresh: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Trains each variant into ``<output_dir>/<variant>`` (or reuses its finished run).
+
+    Prints one progress line per variant.
+
+    Args:
+        output_dir: Folder of the runs.
+        variants: Keys of ``VARIANTS``.
+        train_steps: Optimizer steps of every run (equal budgets).
+        eval_every: Steps between evaluations on the held-out videos.
+        bindings: Extra gin bindings of every run.
+        fresh: Delete earlier runs first.
+
+    Returns:
+        Variant -> :func:`run_variant`'s results.
+
+    Raises:
+        UserError: A finished run of another step budget is in the way.
+    """
+    output_dir = Path(output_dir)
+    results = {}
+    for name in variants:
+        model_dir = output_dir / name
+        if fresh and model_dir.exists():
+            shutil.rmtree(model_dir)
+        done = model_dir / "results.json"
+        if done.is_file():
+            previous = json.loads(done.read_text(encoding="utf-8"))
+            if previous["train_steps"] == train_steps:
+                print(f"[{name}] reusing {done}", flush=True)
+                results[name] = previous
+                continue
+            raise UserError(
+                f"{model_dir} holds a {previous['train_steps']}-step run; use --fresh or "
+                f"another --output_dir for {train_steps} steps"
+            )
+        start = time.time()
+        results[name] = run_variant(name, model_dir, train_steps, eval_every, bindings)
+        final = results[name]["final"]
+        print(
+            f"[{name}] {train_steps} steps in {time.time() - start:.0f} s: "
+            f"easy pairs {final.get('sync_accuracy', float('nan')):.3f}, "
+            f"hard pairs {final.get('sync_accuracy_hard', float('nan')):.3f}",
+            flush=True,
+        )
+    return results
 
 
 def _accuracy(metrics: Mapping[str, float], pairs: str) -> float:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import shutil
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from avts_tf import atomic
@@ -74,6 +76,42 @@ def train_control(
         finally:
             gin.clear_config()
     return controls.read_run(model_dir)
+
+
+def train_all(
+    output_dir: str | os.PathLike,
+    names: Sequence[str],
+    seeds: Sequence[int],
+    recipes: Sequence[str],
+    bindings: Sequence[str] = (),
+    fresh: bool = False,
+    on_run: Callable[[controls.ControlRun, float | None], None] | None = None,
+) -> list[controls.ControlRun]:
+    """:func:`train_control` for every control and seed, in the order given.
+
+    Args:
+        output_dir: Folder of the runs.
+        names: Controls (keys of :data:`CONTROLS`).
+        seeds: ``train.Trainer.seed`` of each run.
+        recipes: Recipe of every run.
+        bindings: Extra gin bindings of every run.
+        fresh: Delete the runs of these controls and seeds first.
+        on_run: Called with each run as it is ready and the seconds it trained (None:
+            reused).
+    """
+    runs = []
+    for control in dict.fromkeys(names):
+        for seed in dict.fromkeys(seeds):
+            model_dir = run_folder(output_dir, control, seed)
+            if fresh and model_dir.exists():
+                shutil.rmtree(model_dir)
+            start = time.monotonic()
+            reused = controls.finished(model_dir)
+            run = train_control(control, seed, output_dir, recipes, bindings)
+            if on_run is not None:
+                on_run(run, None if reused else time.monotonic() - start)
+            runs.append(run)
+    return runs
 
 
 def _objective_selector() -> str | None:

@@ -50,7 +50,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from avts_tf import atomic, portable, preemption, run_checks
+from avts_tf import (
+    atomic,
+    portable,
+    preemption,
+    registry_imports,  # noqa: F401  (recipes name the built-in parts)
+    run_checks,
+)
 from avts_tf import callbacks as avts_callbacks
 from avts_tf.data import pipeline, splits
 from avts_tf.data.manifest import Manifest

@@ -116,6 +116,7 @@ def train_step_rate(data_dir: str, steps: int = 30, batch: int = 16) -> float:
     import avts_tf.backbones  # noqa: F401
     from avts_tf.models import AVTSModel
     from avts_tf.registry import BACKBONES
+    from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     video = BACKBONES.build(
         "mc3_18", input_shape=SPEC.video_shape(), width=16, depths=(1, 1, 1, 1), embedding_dim=64
@@ -124,7 +125,7 @@ def train_step_rate(data_dir: str, steps: int = 30, batch: int = 16) -> float:
         "avts_audio_vgg", input_shape=SPEC.audio_shape(FPS), width=16, depths=(1, 1, 1, 1),
         embedding_dim=64,
     )
-    model = AVTSModel(video, audio)
+    model = AVTSModel(video, audio, ContrastiveSync())
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     cached = pipeline.train_dataset(data_dir, batch, spec=SPEC).take(1).cache().repeat()
     model.fit(cached, steps_per_epoch=3, epochs=1, verbose=0)

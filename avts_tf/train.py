@@ -540,9 +540,9 @@ def _corrupted(job: _Job, split: str) -> RunInterrupted:
     )
 
 
-# TensorFlow 2.21's oneDNN bfloat16 kernels on CPU returned NaN in a few entries of one
-# Conv3D weight gradient of r2plus1d_18 (tssl_r2plus1d at batch 4 and 8, 2026-12-05; not
-# with TF_ENABLE_ONEDNN_OPTS=0, not in float32): see docs/temporal.md.
+# TensorFlow 2.21's oneDNN bfloat16 kernels on CPU can return NaN in a few entries of a
+# Conv3D weight gradient (not with TF_ENABLE_ONEDNN_OPTS=0, not in float32): see
+# docs/temporal.md.
 _BFLOAT16_ON_CPU_HINT = (
     " (on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train with "
     "train.Runtime.precision='float32' in a new --model_dir)")

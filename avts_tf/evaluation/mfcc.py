@@ -7,9 +7,6 @@ of each over all the file's frames: ``4 * 40 = 160`` numbers (Piczak, "ESC: Data
 Environmental Sound Classification", 2015, pools MFCC statistics over the clip the same
 way; the deltas follow common practice). With ``window`` set, the same statistics are
 taken per audio window instead (to match a tower's windows).
-
-Before 2026-12 the baseline was 13 MFCCs without deltas pooled per 1 s window; it scored
-lower than this standard one (docs/evaluation.md has both on FSDD).
 """
 
 from __future__ import annotations

@@ -135,9 +135,7 @@ def threads_per_decoder(processes: int) -> int:
 
     The cores shared out, at least 1; ``0`` (FFmpeg's choice: one per core) for a single
     process. Frame threading in every worker of a pool that already keeps each core busy
-    only adds contention: with 2 workers on 2 cores, single-threaded decoders ingested
-    720p H.264 clips 1.11x and 360p clips 1.16x faster than FFmpeg's default threads
-    (``benchmarks/ingest.py``, 2026-12-05).
+    only adds contention (measured by ``benchmarks/ingest.py``: docs/performance.md).
     """
     return 0 if processes <= 1 else max(1, _usable_cores() // processes)
 

@@ -34,6 +34,7 @@ from absl import logging
 from avts_tf.data import manifest
 from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, media_edit, plots, report
+from avts_tf.evaluation.features import feature_model
 
 
 def _low_bitrate(clip: media_edit.Clip, rng: np.random.Generator) -> tuple[media_edit.Clip,
@@ -252,8 +253,6 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     _check_fusion(fusion)
     distractors = distinct_distractors(originals, distractors)
     queries = distorted_copies(originals, distortions, work_dir, seed)
-    from avts_tf.evaluation.features import feature_model
-
     truth = np.arange(len(originals))
     results = {}
     for label, towers in towers_by_name.items():

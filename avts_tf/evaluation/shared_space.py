@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 
 from avts_tf.evaluation import checkpoint
+from avts_tf.models import AVTSModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,6 @@ def of_run(model_dir: str | Path, video: keras.Model, audio: keras.Model) -> Sha
         UserError: If the run has no ``run.json``, or its heads have no checkpoint to come
             from, or the checkpoint does not fit the run.
     """
-    from avts_tf.models import AVTSModel
-
     task = checkpoint.run_description(model_dir).build_task()
     model = AVTSModel(video, audio, task)
     projections = task.shared_space(model)

@@ -24,6 +24,7 @@ from avts_tf.data.manifest import Manifest
 from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, features, prepared, records_io, report
 from avts_tf.evaluation.prepared import DataSource
+from avts_tf.models import AVTSModel
 from avts_tf.tasks.base import Task
 from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
 
@@ -67,8 +68,6 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str]):
     Raises:
         UserError: If ``model_dir`` is not a training run's folder.
     """
-    from avts_tf.models import AVTSModel
-
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise UserError(f"model_dir {model_dir} does not exist; give the --model_dir of an "

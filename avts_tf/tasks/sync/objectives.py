@@ -295,7 +295,7 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
 
     # -- evaluation hooks ---------------------------------------------------------------
     def shared_space(self, model):
-        """None: the contrastive loss compares the two towers' outputs directly."""
+        """None: retrieval ranks the towers' outputs themselves (no projection heads)."""
         del model
         return None
 

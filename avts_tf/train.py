@@ -151,7 +151,8 @@ class Trainer:
 
     Attributes:
         optimizer: Factory of the optimizer (``@keras.optimizers.Adam``, ``SGD``,
-            ``AdamW``; its ``learning_rate`` may be a schedule such as
+            ``AdamW``, ``@optimizers.DecoupledAdamW`` whose decay is a per-step fraction
+            as in TF1's AdamW; its ``learning_rate`` may be a schedule such as
             ``@keras.optimizers.schedules.CosineDecay()``).
         batch_size: Global batch size (split across workers, then replicas).
         train_steps: Training batches. Each is one optimizer step, except that under

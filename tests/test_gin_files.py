@@ -187,6 +187,24 @@ def test_tssl_recipe_builds_its_towers_and_task_at_paper_scale():
     assert tuple(task.queues["video"][0].shape) == (65536, 128)
 
 
+def test_tssl_recipe_optimizer_is_the_sources_adamw():
+    """sjenni/temporal-ssl: AdamW lr 3e-4, betas (0.9, 0.99), decay 1e-4 per step, one
+    cosine (alpha 1e-3) on both, BatchNorm parameters and biases not decayed."""
+    from avts_tf.optimizers import DecoupledAdamW
+
+    config.parse_gin(["gin/tssl_r2plus1d.gin"])
+    optimizer = resolve("train.Trainer.optimizer")()
+    assert isinstance(optimizer, DecoupledAdamW)
+    assert optimizer.decoupled_weight_decay == pytest.approx(1e-4)
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.99, 1e-8)
+    assert optimizer.no_decay == ("gamma", "beta", "bias")
+    schedule = optimizer._learning_rate
+    steps = resolve("train.Trainer.train_steps")
+    assert float(schedule(0)) == pytest.approx(3e-4)
+    assert float(schedule(steps // 2)) == pytest.approx(3e-4 * (0.5 * 0.999 + 1e-3))
+    assert float(schedule(steps)) == pytest.approx(3e-4 * 1e-3)
+
+
 def test_avts_tssl_recipe_trains_both_tasks_in_one_objective():
     config.parse_gin(["gin/avts_tssl_quickstart.gin"])
     task = resolve("train.Model.objective")()

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "avts_tf"
 #: Lowest first. A module belongs to the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
     ("avts_tf.errors", "avts_tf.settings", "avts_tf.atomic", "avts_tf.registry",
-     "avts_tf.recipes"),
+     "avts_tf.recipes", "avts_tf.optimizers"),
     ("avts_tf.data", "avts_tf.backbones"),
     ("avts_tf.tasks",),
     ("avts_tf.models", "avts_tf.registry_imports"),

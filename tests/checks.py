@@ -12,6 +12,7 @@ def subprocess_env(*python_path: str | os.PathLike, **extra: str) -> dict[str, s
     """The environment of a test's child process: quiet TensorFlow on the CPU, ``tests/``
     (for ``import tiny``) and ``python_path`` importable, ``extra`` variables set."""
     path = [str(p) for p in python_path] + [str(REPO_ROOT / "tests")]
+    path += [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), TF_CPP_MIN_LOG_LEVEL="3",
                 CUDA_VISIBLE_DEVICES="", **extra)
 

@@ -7,7 +7,6 @@ Run as a script, this file is the training command the tests kill and re-run:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import kill9
 import numpy as np
 import pytest
+from checks import subprocess_env
 from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower
 
 # Tiny towers with BatchNorm, SGD with momentum, a curriculum that switches to hard
@@ -57,14 +57,10 @@ def _command(model_dir: Path, data_dir: Path, *bindings: str) -> list[str]:
     return [sys.executable, __file__, str(model_dir), str(data_dir), *bindings]
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-
-
 def _run(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=timeout
-    )
+        command, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
+        timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -84,7 +80,7 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared):
     # Kill -9 once a mid-epoch checkpoint (batch 12 or later) exists, while training.
     _, _, killed_at = kill9.reference_and_killed(
         _command(reference_dir, tiny_prepared), _command(killed_dir, tiny_prepared),
-        killed_dir, 12, _env(), timeout=240,
+        killed_dir, 12, subprocess_env(), timeout=240,
     )
     assert killed_at < 40 and not (killed_dir / "eval.json").exists()
 
@@ -118,13 +114,13 @@ def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
     points = sorted(rng.sample(range(2, 31, 2), 5))
     every_2 = "train.Trainer.checkpoint_every_steps = 2"
     reference = subprocess.Popen(_command(reference_dir, tiny_prepared), cwd=REPO_ROOT,
-                                 env=_env(), stdout=subprocess.DEVNULL,
+                                 env=subprocess_env(), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
     killed_at = []
     try:
         for point in points:
             victim = subprocess.Popen(_command(chaos_dir, tiny_prepared, every_2), cwd=REPO_ROOT,
-                                      env=_env(), stdout=subprocess.DEVNULL,
+                                      env=subprocess_env(), stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 240
             while kill9.checkpointed_batches(chaos_dir) < point and victim.poll() is None:

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from checks import error_line_of
 from tiny import REPO_ROOT, SPEC, SPEC_GIN, tiny_audio_tower, train_tiny
 
 from avts_tf import config, run_checks, train
@@ -361,7 +362,7 @@ def test_a_moved_train_run_binding_names_its_new_binding(tmp_path, old, new):
 def test_the_train_tool_names_the_new_binding_of_a_moved_one(tmp_path):
     recipe = tmp_path / "old.gin"
     recipe.write_text("include 'gin/quickstart.gin'\ntrain.run.batch_size = 16\n")
-    line = _one_error_line(_train_cli(f"--gin_file={recipe}", cwd=tmp_path))
+    line = error_line_of(_train_cli(f"--gin_file={recipe}", cwd=tmp_path))
     assert line == (f'error: train.run.batch_size (file "{recipe}", line 2) is now '
                     "train.Trainer.batch_size; write train.Trainer.batch_size = 16")
     assert not (tmp_path / "runs").exists()
@@ -381,21 +382,13 @@ def _train_cli(*args, cwd=REPO_ROOT):
     )
 
 
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0]
-    return errors[0]
-
-
 def test_train_tool_mistakes_end_in_one_line_exit_2(tmp_path):
-    line = _one_error_line(_train_cli("--gin_file=quickstrat", cwd=tmp_path))
+    line = error_line_of(_train_cli("--gin_file=quickstrat", cwd=tmp_path))
     assert line.startswith("error: gin file quickstrat not found; did you mean quickstart")
-    line = _one_error_line(_train_cli("--gin_file=quickstart", "--gin_param=train.run.bach_size=4",
+    line = error_line_of(_train_cli("--gin_file=quickstart", "--gin_param=train.run.bach_size=4",
                                       cwd=tmp_path))
     assert line.startswith("error: train.run has no parameter bach_size")
-    line = _one_error_line(_train_cli("--gin_file=quickstart", "--bogus", cwd=tmp_path))
+    line = error_line_of(_train_cli("--gin_file=quickstart", "--bogus", cwd=tmp_path))
     assert line.startswith("error: Unknown command line flag 'bogus'")
     assert not (tmp_path / "runs").exists()
 
@@ -406,7 +399,7 @@ def test_a_refused_clip_setting_is_one_line_before_anything_is_written(tmp_path,
     recipe = tmp_path / "tiny.gin"
     recipe.write_text(SPEC_GIN + f"include 'gin/quickstart.gin'\ntrain.run.dataset = "
                                  f"'{tiny_prepared}'\n")
-    line = _one_error_line(_train_cli(f"--gin_file={recipe}", f"--model_dir={tmp_path / 'run'}",
+    line = error_line_of(_train_cli(f"--gin_file={recipe}", f"--model_dir={tmp_path / 'run'}",
                                       "--gin_param=data.LogMelSpec.hop_s=0", cwd=tmp_path))
     assert line == ("error: data.LogMelSpec.hop_s must be a number > 0, got 0; fix the binding "
                     "of LogMelSpec in the recipe or --gin_param")
@@ -429,7 +422,7 @@ train.Runtime.verbose = 0
     assert first.returncode == 0, first.stderr[-3000:]
     towers = (run / "video_tower.keras").read_bytes()
     width = "--gin_param=backbones.mc3_18.width=8"
-    line = _one_error_line(_train_cli(f"--gin_file={recipe}", width, f"--model_dir={run}",
+    line = error_line_of(_train_cli(f"--gin_file={recipe}", width, f"--model_dir={run}",
                                       cwd=tmp_path))
     assert line == (f"error: model_dir {run} holds a run of another configuration "
                     "(mc3_18.width: 16 -> 8); re-run with --overwrite to replace it, or give "

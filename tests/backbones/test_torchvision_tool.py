@@ -6,7 +6,7 @@ import sys
 
 import keras
 import pytest
-from checks import error_line_of as error_line
+from checks import error_line_of
 from tiny import REPO_ROOT
 
 sys.modules.setdefault("triton", None)  # see test_torchvision_equality.py
@@ -46,9 +46,9 @@ def test_tool_bad_input_exits_2_with_one_error_line(tmp_path):
     checkpoint = tmp_path / "extra.pth"
     torch.save(state, checkpoint)
     common = ["--checkpoint", str(checkpoint), "--output", str(tmp_path / "out.keras")]
-    line = error_line(run_tool("--arch", "mc3_18", *common))
+    line = error_line_of(run_tool("--arch", "mc3_18", *common))
     assert "unexpected keys" in line and "layer4.0.extra.weight" in line
-    line = error_line(run_tool("--arch", "mc3_18", *common, "--input_shape", "8,32"))
+    line = error_line_of(run_tool("--arch", "mc3_18", *common, "--input_shape", "8,32"))
     assert "--input_shape must be T,H,W" in line
     assert not (tmp_path / "out.keras").exists()
 
@@ -93,5 +93,5 @@ def test_finetune_from_torchvision_checkpoint(tiny_prepared, tmp_path):
     names = [layer.name for layer in model.get_layer("video_trunk").layers]
     assert "kinetics_normalization" in names and "fc" not in names
     assert tuple(model.inputs[0].shape[1:]) == (4, 32, 32, 3)
-    line = error_line(run_finetune("--init", f"torchvision:r3d_18:{checkpoint}", *common))
+    line = error_line_of(run_finetune("--init", f"torchvision:r3d_18:{checkpoint}", *common))
     assert "looks like a mc3_18 checkpoint" in line

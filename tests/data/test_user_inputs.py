@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from checks import error_line_of
 from test_ingest import misbehaving_worker, write_clip
 from tiny import REPO_ROOT
 
@@ -20,14 +21,6 @@ from avts_tf.data.manifest import IngestConfig, Manifest
 def _prepare_cli(*args, timeout=170):
     return subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"), *args],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0]
-    return errors[0]
 
 
 def test_held_out_split_is_stratified_and_decided_by_a_hash_of_the_path():
@@ -109,7 +102,7 @@ def test_foreign_output_folder_is_refused_and_kept(tmp_path):
     out.mkdir()
     (out / "manifest.json").write_text('{"not": "ours"}')
     (out / "notes.txt").write_text("mine")
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output", str(out)))
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output", str(out)))
     assert line == (f"error: output {out} already holds files that are not a dataset of avts_tf "
                     "(manifest.json, notes.txt); give an empty or new --output, or --overwrite "
                     "to write into it anyway")
@@ -117,7 +110,7 @@ def test_foreign_output_folder_is_refused_and_kept(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
     target = tmp_path / "a_file"
     target.write_text("x")
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output", str(target)))
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output", str(target)))
     assert line.startswith(f"error: output {target} is a file, not a folder")
 
 
@@ -125,17 +118,17 @@ def test_bad_settings_and_empty_results_end_in_one_line(tmp_path):
     write_clip(tmp_path / "in" / "a" / "x.mkv", audio=False)
     for flag, value in (("--fps", "0"), ("--sample_rate", "-5"), ("--short_side", "0"),
                         ("--jpeg_quality", "0")):
-        line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+        line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                             str(tmp_path / "out"), flag, value))
         assert flag.lstrip("-") in line and "see --helpshort" in line
         assert not (tmp_path / "out").exists()  # checked before anything is written
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(tmp_path / "out"), "--max_record_s", "10",
                                         "--record_overlap_s", "10"))
     assert line == ("error: record overlap 10.0 s must be at least 0 and shorter than the "
                     "longest record, 10.0 s; give a --record_overlap_s below --max_record_s")
     assert not (tmp_path / "out").exists()
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(tmp_path / "out")))
     assert line == ("error: nothing was written (1 no_audio); video-only inputs need "
                     "--allow_missing_audio")
@@ -253,7 +246,7 @@ def test_media_is_probed_not_judged_by_extension(tmp_path):
 def test_audio_only_folder_is_refused_or_kept_with_the_flag(tmp_path):
     for i in range(2):
         _write_wav(tmp_path / "in" / "rain" / f"{i}.wav", rate=0.05 * (i + 1))  # not copies
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(tmp_path / "out"), "--test_fraction", "0"))
     assert line == ("error: nothing was written (2 no_video); audio-only inputs need "
                     "--allow_missing_video")
@@ -273,7 +266,7 @@ def test_rerun_with_other_settings_names_the_differing_keys(tmp_path):
             "--test_fraction", "0")
     assert _prepare_cli(*args, "--fps", "4").returncode == 0
     before = _snapshot(tmp_path / "out")
-    line = _one_error_line(_prepare_cli(*args, "--fps", "2", "--short_side", "16"))
+    line = error_line_of(_prepare_cli(*args, "--fps", "2", "--short_side", "16"))
     assert "fps: 4.0 there, 2.0 now" in line and "short_side: 40 there, 16 now" in line
     assert "jpeg_quality" not in line
     assert _snapshot(tmp_path / "out") == before
@@ -282,7 +275,7 @@ def test_rerun_with_other_settings_names_the_differing_keys(tmp_path):
 def test_output_that_cannot_be_a_folder_is_one_line(tmp_path):
     write_clip(tmp_path / "in" / "a" / "x.mkv")
     (tmp_path / "file").write_text("x")
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(tmp_path / "file" / "out")))
     assert line == (f"error: output {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, "
                     "not a folder; give a folder for --output")
@@ -298,7 +291,7 @@ def test_unwritable_output_is_one_line(tmp_path):
         locked = Path("/sys/kernel")  # root writes anywhere but in sysfs
     else:
         pytest.skip("running as root without sysfs: no folder is unwritable")
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "in"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
                                         str(locked / "avts_out")))
     assert line.startswith(f"error: output {locked / 'avts_out'}: permission denied")
     assert "choose a folder you can write to" in line
@@ -308,7 +301,7 @@ def test_unwritable_output_is_one_line(tmp_path):
 def test_csv_layouts_are_told_apart_by_their_header(tmp_path):
     write_clip(tmp_path / "x.mkv")
     (tmp_path / "list.csv").write_text("file,label\nx.mkv,cat\n")
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
                                         str(tmp_path / "out")))
     assert "first line 'file,label'" in line and "path,label[,split][,start,end]" in line
     assert "youtube_id" in line and not (tmp_path / "out").exists()
@@ -317,7 +310,7 @@ def test_csv_layouts_are_told_apart_by_their_header(tmp_path):
 def test_the_same_path_twice_in_a_csv_is_refused(tmp_path):
     write_clip(tmp_path / "x.mkv")
     (tmp_path / "list.csv").write_text("path,label\nx.mkv,cat\n./x.mkv,dog\n")
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
                                         str(tmp_path / "out")))
     assert "lines 2 and 3 list the same file" in line
     assert not (tmp_path / "out").exists()
@@ -416,7 +409,7 @@ def test_help_shows_the_tool_and_a_missing_input_is_one_line(tmp_path):
     assert proc.stdout.startswith("Ingest media files into TFRecord shards")
     for flag in ("--input", "--decode_timeout", "--test_fraction", "--allow_missing_video"):
         assert flag in proc.stdout
-    line = _one_error_line(_prepare_cli("--input", str(tmp_path / "nothing"), "--output",
+    line = error_line_of(_prepare_cli("--input", str(tmp_path / "nothing"), "--output",
                                         str(tmp_path / "out")))
     assert line == (f"error: input does not exist: {tmp_path / 'nothing'}; check the path "
                     "and its permissions")

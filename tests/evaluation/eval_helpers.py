@@ -49,14 +49,3 @@ def run_in_process(tool: str, *args: str) -> tuple[int, str, str]:
             delattr(flags.FLAGS, flag)
         sys.modules.pop(name, None)
     return code, out.getvalue(), err.getvalue()
-
-
-def assert_one_line_error(code: int, stderr: str, *words: str) -> str:
-    """Checks the tool failed with exit 2 and one ``error:`` line, no traceback."""
-    assert code == 2, stderr
-    assert "Traceback" not in stderr, stderr
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), stderr
-    for word in words:
-        assert word in last, last
-    return last

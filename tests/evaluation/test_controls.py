@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from eval_helpers import assert_one_line_error, run_in_process
+from checks import assert_one_error_line
+from eval_helpers import run_in_process
 
 from avts_tf.evaluation import controls
 from avts_tf.evaluation.controls import ControlRun
@@ -142,14 +143,14 @@ def test_controls_tool_trains_reuses_and_refuses(tmp_path, monkeypatch):
     assert "[shuffled_frames seed 3] reused" in stdout
     assert (out / "table.md").read_text() == table
     code, _, stderr = run_in_process("controls", *args[:-1])
-    assert_one_line_error(code, stderr, "seed3 holds a run of recipes", "--fresh")
+    assert_one_error_line(code, stderr, "seed3 holds a run of recipes", "--fresh")
     # A run folder of another control or seed is refused too.
     (out / "shuffled_frames" / "seed3").rename(out / "shuffled_frames" / "seed5")
     code, _, stderr = run_in_process("controls", *args[:2], "--seeds=5", *tiny)
-    assert_one_line_error(code, stderr, "holds a run of control 'shuffled_frames' at seed 3")
+    assert_one_error_line(code, stderr, "holds a run of control 'shuffled_frames' at seed 3")
     # A recipe of another task is refused before anything is trained or written.
     code, _, stderr = run_in_process("controls", f"--output_dir={tmp_path / 'avts'}",
                                      "--controls=none", "--seeds=0", "--gin_file=quickstart")
-    assert_one_line_error(code, stderr, "quickstart trains objectives.contrastive",
+    assert_one_error_line(code, stderr, "quickstart trains objectives.contrastive",
                           "@objectives.temporal")
     assert not (tmp_path / "avts" / "none" / "seed0").exists()

@@ -9,7 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from eval_helpers import assert_one_line_error, run_in_process
+from checks import assert_one_error_line
+from eval_helpers import run_in_process
 from tiny import REPO_ROOT
 
 from avts_tf.errors import UserError
@@ -205,9 +206,9 @@ def test_heads_of_a_run_without_a_checkpoint_are_refused(temporal_run, tmp_path)
     # The tool says so, but a split it cannot use first, before any weight is read.
     code, _, stderr = run_in_process("eval_retrieval", "--checkpoint", str(run),
                                      "--test_split=nope")
-    assert_one_line_error(code, stderr, "no videos in split 'nope' (queries)")
+    assert_one_error_line(code, stderr, "no videos in split 'nope' (queries)")
     code, _, stderr = run_in_process("eval_retrieval", "--checkpoint", str(run))
-    assert_one_line_error(code, stderr, "has no checkpoint yet")
+    assert_one_error_line(code, stderr, "has no checkpoint yet")
 
 
 def test_a_multi_task_run_is_compared_through_its_temporal_task_heads(tmp_path, tiny_prepared):
@@ -240,7 +241,8 @@ def test_extract_gives_embeddings_in_the_space_the_run_compares_them_in(
     """``avts-extract --layer=shared``: a temporal run's projections; an AVTS run's outputs."""
     import shutil
 
-    from eval_helpers import assert_one_line_error, run_in_process
+    from checks import assert_one_error_line
+    from eval_helpers import run_in_process
 
     def extract(run, which, layer):
         out = tmp_path / f"{run.name}_{which}_{layer}.npz"
@@ -267,6 +269,6 @@ def test_extract_gives_embeddings_in_the_space_the_run_compares_them_in(
     code, _, err = run_in_process("extract", "--checkpoint", str(alone), "--data",
                                   str(tiny_prepared), "--layer", "shared", "--output",
                                   str(tmp_path / "x.npz"))
-    assert_one_line_error(code, err, f"error: --layer=shared reads the space of a training "
+    assert_one_error_line(code, err, f"error: --layer=shared reads the space of a training "
                           f"run's task, but {alone} is not in a run's model_dir; give the "
                           "run's --model_dir")

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 import tiny
-from eval_helpers import assert_one_line_error, run_in_process
+from checks import assert_one_error_line
+from eval_helpers import run_in_process
 
 from avts_tf import config, train
 from avts_tf.backbones.video_resnet import mc3_18
@@ -138,7 +139,7 @@ def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_pa
         checkpoint.clip_spec_for(old)
     code, _, err = run_in_process("eval_sync", "--model_dir", str(old), "--data",
                                   str(tiny_prepared))
-    assert_one_line_error(code, err, f"{old} has no run.json", "re-run its training command")
+    assert_one_error_line(code, err, f"{old} has no run.json", "re-run its training command")
 
 
 def test_towers_are_described_by_their_factory():

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from eval_helpers import assert_one_line_error, run_in_process, run_subprocess
+from checks import assert_one_error_line, error_line_of
+from eval_helpers import run_in_process, run_subprocess
 from tiny import REPO_ROOT
 
 from avts_tf.data.manifest import IngestConfig, Manifest
@@ -103,30 +104,18 @@ def _script(tool: str) -> str | None:
     return shutil.which(SCRIPTS[tool], path=path)
 
 
-def assert_one_error_line(result: subprocess.CompletedProcess, *words: str) -> str:
-    """Exit 2, no traceback, one ``error: `` line on stderr and it is the last."""
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert [line for line in lines if line.startswith("error")] == lines[-1:], result.stderr
-    assert lines[-1].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[-1], lines[-1]
-    return lines[-1]
-
-
 @pytest.mark.parametrize("tool", sorted(MISTAKES))
 def test_user_mistakes_end_in_one_error_line(tool, tmp_path):
     for args, words in MISTAKES[tool]:
         result = run_subprocess(tool, *args, timeout=120)
-        assert_one_error_line(result, *words)
+        error_line_of(result, *words)
         assert result.stdout == ""
     # The console script is installed and takes the same path.
     script = _script(tool)
     assert script, f"console script {SCRIPTS[tool]} not found; pip install -e ."
     result = subprocess.run([script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=120)
-    assert_one_error_line(result, "Unknown command line flag 'no_such_flag'")
+    error_line_of(result, "Unknown command line flag 'no_such_flag'")
 
 
 def test_help_shows_the_tools_usage_and_flags():
@@ -146,20 +135,20 @@ def test_missing_checkpoint(tool, tiny_prepared, tmp_path):
              if tool == "extract" else [])
     code, _, err = run_in_process(tool, flag, str(tmp_path / "nope"), "--data",
                                   str(tiny_prepared), *extra)
-    assert_one_line_error(code, err, "does not exist")
+    assert_one_error_line(code, err, "does not exist")
 
 
 def test_eval_sync_missing_model_dir(tiny_prepared, tmp_path):
     code, _, err = run_in_process("eval_sync", "--model_dir", str(tmp_path / "nope"),
                                   "--data", str(tiny_prepared))
-    assert_one_line_error(code, err, "does not exist")
+    assert_one_error_line(code, err, "does not exist")
 
 
 def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared, tmp_path):
     """``--checkpoint RUN`` names the run in every tool (eval-sync and plot-run said model_dir)."""
     code, _, err = run_in_process("eval_sync", "--checkpoint", str(tiny_run), "--data",
                                   str(tiny_prepared), "--kinds", "medium")
-    assert_one_line_error(code, err, "unknown negative kind")  # got past the flags
+    assert_one_error_line(code, err, "unknown negative kind")  # got past the flags
     logs = tmp_path / "run" / "tensorboard" / "train"
     with tf.summary.create_file_writer(str(logs)).as_default():
         tf.summary.scalar("epoch_loss", 0.5, step=0)
@@ -190,7 +179,7 @@ def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_pre
     code, _, err = run_in_process(tool, "--model_dir", str(tiny_run), *data, *extra)
     assert "Unknown command line flag" not in err
     # Got past the run's flag to the next mistake: the missing data (or clip, distortion).
-    assert_one_line_error(code, err, "nope" if tool != "av_offset" else "clip.mp4")
+    assert_one_error_line(code, err, "nope" if tool != "av_offset" else "clip.mp4")
 
 
 def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
@@ -206,7 +195,7 @@ def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
                         written=found.records("train")).write(train_only)
     code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
                                   str(train_only))
-    assert_one_line_error(code, err)
+    assert_one_error_line(code, err)
     assert err == (f"error: no videos in split 'test' (queries) of {train_only} (splits with "
                    "videos: train); name two with --train_split (database) and --test_split "
                    "(queries), or prepare media with a held-out split (avts-prepare "
@@ -271,11 +260,11 @@ def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
     code, _, err = run_in_process("extract", "--checkpoint", str(tiny_run),
                                   "--tower", "video", "--data", str(tiny_prepared),
                                   "--output", str(tmp_path / "f.npz"), "--layer", "fc9")
-    line = assert_one_line_error(code, err, "unknown layer 'fc9'",
+    line = assert_one_error_line(code, err, "unknown layer 'fc9'",
                                  "valid layer names: auto, output, shared, video")
     code, _, err = run_in_process("eval_audio", "--checkpoint", str(tiny_run), "--data",
                                   str(tiny_prepared), "--layer", "fc9")
-    assert_one_line_error(code, err, "valid layer names: auto, output, audio")
+    assert_one_error_line(code, err, "valid layer names: auto, output, audio")
     assert "dense" in line
 
 
@@ -291,34 +280,34 @@ def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
         "downstream": ["--model_dir", str(tiny_run)],
     }[tool]
     code, _, err = run_in_process(tool, *args, "--data", str(empty_prepared))
-    assert_one_line_error(code, err, "empty set")
+    assert_one_error_line(code, err, "empty set")
 
 
 def test_missing_data_and_other_bad_flags(tiny_run, tiny_prepared, tmp_path):
     code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
                                   str(tmp_path / "nowhere"))
-    assert_one_line_error(code, err, "does not exist")
+    assert_one_error_line(code, err, "does not exist")
     code, _, err = run_in_process("eval_audio", "--data", str(tiny_prepared))
-    assert_one_line_error(code, err, "nothing to evaluate")
+    assert_one_error_line(code, err, "nothing to evaluate")
     code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
                                   str(tiny_prepared), "--protocol", "esc50", "--quiet")
-    assert_one_line_error(code, err, "needs splits fold1..fold5")
+    assert_one_error_line(code, err, "needs splits fold1..fold5")
     code, _, err = run_in_process("finetune", "--init", "scratch", "--data",
                                   str(tiny_prepared))
-    assert_one_line_error(code, err, "--arch CHECKPOINT or --gin_file")
+    assert_one_error_line(code, err, "--arch CHECKPOINT or --gin_file")
     code, _, err = run_in_process("eval_sync", "--model_dir", str(tiny_run), "--data",
                                   str(tiny_prepared), "--kinds", "medium")
-    assert_one_line_error(code, err, "unknown negative kind")
+    assert_one_error_line(code, err, "unknown negative kind")
     code, _, err = run_in_process("extract", "--checkpoint",
                                   str(tiny_run / "video_tower.keras"), "--tower", "audio",
                                   "--list_layers")
-    assert_one_line_error(code, err, "expected the audio tower")
+    assert_one_error_line(code, err, "expected the audio tower")
     code, _, err = run_in_process("downstream", "--model_dir", str(tiny_run),
                                   "--data", str(tmp_path))
-    assert_one_line_error(code, err, "is not a prepared dataset")
+    assert_one_error_line(code, err, "is not a prepared dataset")
     code, _, err = run_in_process("downstream", "--model_dir", str(tiny_run),
                                   "--data", str(tiny_prepared), "--head_steps", "x")
-    assert_one_line_error(code, err, "--head_steps=['x']", "must be integers")
+    assert_one_error_line(code, err, "--head_steps=['x']", "must be integers")
 
 
 def test_list_layers(tiny_run):
@@ -459,7 +448,7 @@ def test_a_refusal_of_media_names_the_media_not_the_temporary_folder(tiny_run, t
     media = tiny_prepared.parent / "videos" / "videos" / "test"  # two files, no class folders
     code, _, err = run_in_process("finetune", "--init", "scratch", "--arch",
                                   str(tiny_run), "--data", str(media), "--short_side", "32")
-    assert_one_line_error(
+    assert_one_error_line(
         code, err, f"error: {media} (as prepared) has 0 label(s); fine-tuning needs at least 2: "
         "put each class's files in a folder named after it, or give a CSV with labels")
     assert "avts_" not in err
@@ -477,7 +466,7 @@ def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
     describe_run(run, tiny_prepared, task=TemporalContrastive())
     media = tiny_prepared.parent / "videos" / "videos" / "test"
     code, out, err = run_in_process("eval_sync", "--model_dir", str(run), "--data", str(media))
-    assert_one_line_error(code, err, f"error: the task of run {run} (TemporalContrastive) is "
+    assert_one_error_line(code, err, f"error: the task of run {run} (TemporalContrastive) is "
                                      "not a synchronization task")
     assert "records in" not in out + err  # nothing was prepared
 

@@ -14,7 +14,6 @@ library edit either (the user's script imports the task, then runs the command).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import kill9
 import numpy as np
 import pytest
+from checks import subprocess_env
 from tiny import REPO_ROOT, SPEC_GIN
 
 TOY_MODULE = '''
@@ -132,11 +132,6 @@ def _command(gin_file: Path, model_dir: Path, *params: str) -> list[str]:
     ]
 
 
-def _env(module_dir: Path) -> dict[str, str]:
-    path = os.pathsep.join([str(module_dir), str(REPO_ROOT / "tests")])
-    return dict(os.environ, PYTHONPATH=path, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-
-
 def _state(model_dir: Path) -> dict:
     return json.loads((model_dir / "state.json").read_text())
 
@@ -148,7 +143,7 @@ def toy(tmp_path, tiny_prepared):
     (module_dir / "toy_reversal.py").write_text(TOY_MODULE)
     gin_file = tmp_path / "toy.gin"
     gin_file.write_text(RECIPE + f'train.run.dataset = "{tiny_prepared}"\n')
-    return gin_file, _env(module_dir)
+    return gin_file, subprocess_env(module_dir)
 
 
 @pytest.mark.slow
@@ -242,7 +237,7 @@ def test_a_users_task_gives_retrieval_its_shared_space(tmp_path, tiny_prepared):
     module_dir.mkdir()
     run.mkdir()
     (module_dir / "toy_space.py").write_text(SPACE_MODULE)
-    env = _env(module_dir)
+    env = subprocess_env(module_dir)
     written = subprocess.run([sys.executable, "-c", WRITE_RUN, str(run), str(tiny_prepared)],
                              cwd=REPO_ROOT, env=env, capture_output=True, text=True,
                              timeout=300)

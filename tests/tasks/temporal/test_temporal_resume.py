@@ -7,7 +7,6 @@ Run as a script, this file is the training command the test kills and re-runs:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, as a script too
 
 import kill9  # noqa: E402
+from checks import subprocess_env  # noqa: E402
 from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower  # noqa: E402
 
 QUEUE = 12  # Fills in 3 of the 40 steps of 4 examples, then turns over every 3.
@@ -77,10 +77,6 @@ def _command(model_dir: Path, data_dir: Path) -> list[str]:
     return [sys.executable, __file__, str(model_dir), str(data_dir)]
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-
-
 def _queues(model_dir: Path) -> dict[str, np.ndarray]:
     with np.load(model_dir / "queues.npz") as queues:
         return dict(queues)
@@ -91,11 +87,11 @@ def test_kill_9_then_rerun_equals_uninterrupted_run_queue_included(tmp_path, tin
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     _, reference_log, killed_at = kill9.reference_and_killed(
         _command(reference_dir, tiny_prepared), _command(killed_dir, tiny_prepared),
-        killed_dir, 12, _env(), timeout=300,
+        killed_dir, 12, subprocess_env(), timeout=300,
     )
     assert killed_at < 40 and not (killed_dir / "eval.json").exists()
-    resumed = subprocess.run(_command(killed_dir, tiny_prepared), cwd=REPO_ROOT, env=_env(),
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_command(killed_dir, tiny_prepared), cwd=REPO_ROOT,
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"batch {killed_at}, step {killed_at}" in resumed.stderr
 

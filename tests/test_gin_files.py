@@ -175,6 +175,8 @@ def test_tssl_recipe_builds_its_towers_and_task_at_paper_scale():
     config.parse_gin(["gin/tssl_r2plus1d.gin"])
     spec = resolve("train.Model.clip_spec")
     assert spec.video_shape() == (16, 112, 112, 3)
+    # temporal-ssl's training colours.
+    assert (spec.brightness, spec.saturation, spec.grayscale) == (32 / 255, 0.5, 0.2)
     video = resolve("train.Model.video_tower")(input_shape=spec.video_shape())
     audio = resolve("train.Model.audio_tower")(input_shape=spec.audio_shape(25.0))
     assert (video.name, audio.name) == ("r2plus1d_18", "audio_resnet18")

@@ -36,6 +36,15 @@ class ClipSpec:
             (``None``: use frames as stored).
         random_flip: Random horizontal flips in training.
         log_mel: Audio feature settings (its ``sample_rate`` must match the records).
+        brightness: Training clips' brightness shift, drawn in ``[-b, b]`` (pixels in
+            [0, 1]); 0: off. The authors' earlier code (``sjenni/temporal-ssl``) used 32/255.
+        saturation: Training clips' saturation factor, drawn in ``[1 - s, 1 + s]``; 0: off
+            (temporal-ssl: 0.5). With ``brightness``, the two go in a random order, as there.
+        grayscale: Chance a training clip is made grey (its luma in all three channels);
+            temporal-ssl: 0.2.
+
+    The colour draws are made once per clip (per view of a temporal example) and applied
+    to all its frames alike, after the crop; evaluation clips are never changed.
     """
 
     num_frames: int = 8
@@ -44,10 +53,18 @@ class ClipSpec:
     resize_short_side: int | None = None
     random_flip: bool = True
     log_mel: LogMelSpec = LogMelSpec()
+    brightness: float = 0.0
+    saturation: float = 0.0
+    grayscale: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("num_frames", "frame_stride", "crop_size"):
             number_setting(f"data.ClipSpec.{name}", getattr(self, name), integer=True)
+        for name in ("brightness", "saturation", "grayscale"):
+            value = number_setting(f"data.ClipSpec.{name}", getattr(self, name),
+                                   zero_allowed=True)
+            if value > 1:
+                raise ValueError(f"data.ClipSpec.{name} must be in [0, 1], got {value!r}")
         if self.resize_short_side is not None:
             number_setting("data.ClipSpec.resize_short_side", self.resize_short_side,
                            integer=True)
@@ -205,11 +222,51 @@ class Clips:
             frames = tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
         return tf.ensure_shape(frames, (None, size, size, 3))
 
+    @property
+    def changes_colors(self) -> bool:
+        """Whether training clips get a colour augmentation."""
+        spec = self.spec
+        return bool(spec.brightness or spec.saturation or spec.grayscale)
+
+    def color(self, frames: tf.Tensor, training: bool, seed: tf.Tensor) -> tf.Tensor:
+        """The spec's colour augmentation, one draw for all ``frames`` ([T, H, W, 3], [0, 1]).
+
+        Brightness and saturation in a random order, then greyscale, then a clip to
+        [0, 1] (the order of temporal-ssl's ``PreprocessorVideoSSL.color``). Identity
+        outside training or with every setting 0.
+        """
+        if not training or not self.changes_colors:
+            return frames
+        spec = self.spec
+        order_seed, bright_seed, sat_seed, grey_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 4))
+        delta = tf.random.stateless_uniform([], bright_seed, -spec.brightness, spec.brightness)
+        factor = tf.random.stateless_uniform([], sat_seed, 1.0 - spec.saturation,
+                                             1.0 + spec.saturation)
+
+        def brighten(x: tf.Tensor) -> tf.Tensor:
+            return x + delta if spec.brightness else x
+
+        def saturate(x: tf.Tensor) -> tf.Tensor:
+            return tf.image.adjust_saturation(x, factor) if spec.saturation else x
+
+        brightness_first = tf.random.stateless_uniform([], order_seed) < 0.5
+        frames = tf.cond(brightness_first, lambda: saturate(brighten(frames)),
+                         lambda: brighten(saturate(frames)))
+        if spec.grayscale:
+            grey = tf.random.stateless_uniform([], grey_seed) < spec.grayscale
+            frames = tf.cond(grey, lambda: tf.tile(tf.image.rgb_to_grayscale(frames),
+                                                   [1, 1, 1, 3]), lambda: frames)
+        return tf.clip_by_value(frames, 0.0, 1.0)
+
     def video(self, record: Record, start_frame: tf.Tensor, training: bool,
               seed: tf.Tensor) -> tf.Tensor:
-        """The cropped video clip starting at ``start_frame``, ``[T, S, S, 3]``."""
-        frames = self.decode(record, self.frame_indices(start_frame))
-        return tf.ensure_shape(self.crop(frames, training, seed), self.spec.video_shape())
+        """The cropped, in training colour-augmented, clip at ``start_frame``: [T, S, S, 3]."""
+        frames = self.crop(self.decode(record, self.frame_indices(start_frame)), training, seed)
+        if training and self.changes_colors:
+            frames = self.color(frames, training,
+                                tf.random.experimental.stateless_fold_in(seed, 7))
+        return tf.ensure_shape(frames, self.spec.video_shape())
 
     def audio(self, record: Record, start_sample: tf.Tensor) -> tf.Tensor:
         """Log-mel of the clip window starting at audio sample ``start_sample``."""

@@ -307,7 +307,9 @@ def cut_views(
 ) -> dict[str, tf.Tensor]:
     """The K views of one record, for use inside a ``tf.data`` map.
 
-    The K video clips share one crop (and flip), so views differ only in time.
+    The K video clips share one crop (and flip), so views differ only in time; colour
+    augmentations (``ViewSpec.color_jitter``, the clip spec's ``brightness``, ``saturation``
+    and ``grayscale``) are drawn per view.
 
     Args:
         clips: ``avts_tf.data.clips.Clips`` of the dataset.
@@ -341,6 +343,10 @@ def cut_views(
             tf.random.experimental.stateless_fold_in(seed, 1), 2 * k)
         video = tf.stack([jitter_colors(video[i], spec.color_jitter, jitter_seeds[2 * i],
                                         jitter_seeds[2 * i + 1]) for i in range(k)])
+    if training and clips.changes_colors:  # the clip spec's colour draws, one per view
+        color_seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, 2), k)
+        video = tf.stack([clips.color(video[i], True, color_seeds[i]) for i in range(k)])
     audio = tf.stack([
         view_audio(clips, record, views["view_start"][i], views["speed"][i],
                    views["backward"][i], spec)

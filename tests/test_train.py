@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from sync_reference import numpy_sync_accuracy
-from tiny import REPO_ROOT, grouped, tiny_audio_tower, tiny_video_tower
+from tiny import REPO_ROOT, train_tiny
 from tiny import SPEC as TINY_SPEC
 
 from avts_tf import callbacks, train
@@ -117,20 +117,11 @@ class _NaNAfter(ContrastiveSync):
 
 
 def _run(model_dir, data_dir, **kwargs):
-    params = dict(
-        dataset=str(data_dir),
-        video_tower=functools.partial(tiny_video_tower, batch_norm=True),
-        audio_tower=tiny_audio_tower,
-        clip_spec=SPEC,
-        batch_size=4,
-        train_steps=6,
-        steps_per_epoch=3,
-        objective=ContrastiveSync,
-        evaluation=train.Evaluation(batch_size=4, clips_per_video=2),
-        runtime=train.Runtime(verbose=0),
-    )
-    params.update(kwargs)
-    return train.run(model_dir, **grouped(**params))
+    """``tiny.train_tiny`` with this module's clip spec, two clips per held-out video and
+    non-deterministic ops."""
+    return train_tiny(model_dir, data_dir, **{
+        "clip_spec": SPEC, "evaluation": train.Evaluation(batch_size=4, clips_per_video=2),
+        "runtime": train.Runtime(verbose=0), **kwargs})
 
 
 def _scalar_tags(log_dir):

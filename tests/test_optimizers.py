@@ -1,4 +1,5 @@
-"""``DecoupledAdamW`` updates weights as the authors' TF1 AdamW did, and survives saving."""
+"""``DecoupledAdamW`` updates weights as the authors' TF1 AdamW did, and survives saving,
+checkpoints, ``MirroredStrategy`` and ``train.run``."""
 
 from __future__ import annotations
 
@@ -174,3 +175,22 @@ def test_under_mirrored_strategy_an_update_equals_the_source_rule():
     for variable, want in zip(model.trainable_variables, expected, strict=True):
         np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-8,
                                    err_msg=variable.path)
+
+
+def test_trains_through_train_run_with_colour_augmented_clips(tmp_path, tiny_prepared):
+    """``train.run`` compiles it into ``AVTSModel`` under its strategy, trains and
+    checkpoints; the same call again finds the run finished with the same results."""
+    import dataclasses
+    import functools
+
+    import tiny
+
+    optimizer = functools.partial(DecoupledAdamW, learning_rate=1e-3,
+                                  decoupled_weight_decay=1e-2, beta_2=BETA_2)
+    spec = dataclasses.replace(tiny.SPEC, brightness=0.1, saturation=0.5, grayscale=0.2)
+    first = tiny.train_tiny(tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec,
+                            checkpoint_every_steps=3)
+    assert all(np.isfinite(v) for v in first.values() if isinstance(v, float))
+    again = tiny.train_tiny(tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec,
+                            checkpoint_every_steps=3)
+    assert again == first

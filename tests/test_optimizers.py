@@ -194,3 +194,52 @@ def test_trains_through_train_run_with_colour_augmented_clips(tmp_path, tiny_pre
     again = tiny.train_tiny(tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec,
                             checkpoint_every_steps=3)
     assert again == first
+
+
+REPLICAS_SCRIPT = """
+import json
+import numpy as np
+from avts_tf.distribute import make_strategy
+strategy = make_strategy(cpu_replicas=2)  # before TensorFlow initialises
+import tensorflow as tf
+from test_optimizers import DECAYED, gradients, make_optimizer, small_model, source_rule
+
+with strategy.scope():
+    model, opt = small_model(), make_optimizer()
+    opt.build(model.trainable_variables)
+start = [v.numpy() for v in model.trainable_variables]
+grads = gradients(0, model)
+
+def parts(context):  # unequal shares, summed back to grads by Keras' all-reduce
+    share = 0.25 if context.replica_id_in_sync_group == 0 else 0.75
+    return [tf.constant(g * share) for g in grads]
+
+@tf.function
+def step(per_replica):
+    def replica_step(mine):
+        opt.apply_gradients(zip(mine, model.trainable_variables, strict=True))
+    strategy.run(replica_step, args=(per_replica,))
+
+step(strategy.experimental_distribute_values_from_function(parts))
+expected = source_rule(start, [grads], DECAYED)
+diff = max(float(np.abs(v.numpy() - w).max())
+           for v, w in zip(model.trainable_variables, expected, strict=True))
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "max_diff": diff}))
+"""
+
+
+def test_two_replicas_apply_the_source_rule_once():
+    """Under 2 logical CPU replicas one update equals the source rule: the decay is applied
+    once, not once per replica."""
+    import json
+    import subprocess
+    import sys
+
+    from checks import REPO_ROOT, subprocess_env
+
+    result = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], cwd=REPO_ROOT,
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert out["max_diff"] < 1e-6

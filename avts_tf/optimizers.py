@@ -91,7 +91,7 @@ class DecoupledAdamW(keras.optimizers.Adam):
                          epsilon=epsilon, weight_decay=keras_decay or None, name=name,
                          **kwargs)
         self.decoupled_weight_decay = float(decoupled_weight_decay)
-        self.no_decay = tuple(no_decay)
+        self.no_decay = (no_decay,) if isinstance(no_decay, str) else tuple(no_decay)
         if self.no_decay:
             self.exclude_from_weight_decay(var_names=[name_pattern(self.no_decay)])
 

@@ -108,6 +108,7 @@ def test_no_decay_matches_the_last_path_component_only():
     opt.apply([np.zeros((2, 2), "float32"), np.zeros(2, "float32")],
               [layer.kernel, layer.bias])
     np.testing.assert_allclose(layer.kernel.numpy(), before * 0.5, rtol=1e-6)
+    assert DecoupledAdamW(no_decay="bias").no_decay == ("bias",)
     with pytest.raises(ValueError, match="decoupled_weight_decay"):
         DecoupledAdamW(weight_decay=1e-4)
     with pytest.raises(ValueError, match="positive learning rate"):

@@ -18,13 +18,30 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 import tiny  # noqa: E402
 
+# The longest modules, longest first (measured under ``-n 2``): a worker that starts one late
+# would run alone at the end. Other modules holding a ``slow`` test follow, then the rest.
+LONGEST_FIRST = (
+    "tasks/temporal/test_tssl_quickstart.py", "test_quickstart.py", "test_fault_tolerance.py",
+    "test_distributed.py", "tasks/temporal/test_temporal_distributed.py", "test_train.py",
+    "data/test_user_inputs.py", "evaluation/test_controls.py",
+    "tasks/temporal/test_temporal_resume.py", "test_train_checks.py",
+    "tasks/test_task_contract.py", "evaluation/test_tools.py", "test_ablation.py",
+)
+
 
 def pytest_collection_modifyitems(items):
-    """Modules holding a ``slow`` test run first: under ``pytest-xdist`` (``-n 2 --dist
-    loadfile``, whole modules to a worker) the long ones start at once instead of last."""
+    """Orders modules so that ``pytest-xdist`` (``--dist loadfile``: whole modules to a
+    worker, handed out in this order) starts the long ones first."""
+    tests = Path(__file__).resolve().parent
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     order = {id(item): index for index, item in enumerate(items)}
-    items.sort(key=lambda item: (item.path not in slow_files, order[id(item)]))
+
+    def rank(item) -> tuple:
+        name = item.path.relative_to(tests).as_posix()
+        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return first, item.path not in slow_files, order[id(item)]
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -40,11 +40,37 @@ def checkpointed_batches(model_dir: Path) -> int:
     return max(c["batches"] for c in index["checkpoints"])
 
 
+def kill_when_checkpointed(victim: Sequence[str], victim_dir: Path, kill_at: int,
+                           env: Mapping[str, str], timeout: float = 300) -> int:
+    """Starts ``victim`` and kills it (``kill -9``) once its checkpoint index records at
+    least ``kill_at`` batches, while it trains; returns the batches checkpointed."""
+    killed = subprocess.Popen(victim, cwd=REPO_ROOT, env=dict(env),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _kill_when_checkpointed(killed, victim_dir, kill_at, time.monotonic() + timeout)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.wait()
+    return checkpointed_batches(victim_dir)
+
+
+def _kill_when_checkpointed(killed: subprocess.Popen, victim_dir: Path, kill_at: int,
+                            deadline: float) -> None:
+    while checkpointed_batches(victim_dir) < kill_at:
+        assert killed.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+
+
 def reference_and_killed(
     reference: Sequence[str], victim: Sequence[str], victim_dir: Path, kill_at: int,
     env: Mapping[str, str], timeout: float = 300,
 ) -> tuple[str, str, int]:
-    """Runs both commands; kills the victim at ``kill_at`` batches; waits for the reference.
+    """Runs both commands at once; kills the victim at ``kill_at`` batches; waits for the
+    reference.
 
     Returns:
         The reference's stdout and stderr, and the victim's checkpointed batches.
@@ -54,13 +80,7 @@ def reference_and_killed(
     killed = subprocess.Popen(victim, cwd=REPO_ROOT, env=dict(env),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + timeout
-        while checkpointed_batches(victim_dir) < kill_at:
-            assert killed.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
-            time.sleep(0.05)
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
+        _kill_when_checkpointed(killed, victim_dir, kill_at, time.monotonic() + timeout)
         out, err = done.communicate(timeout=timeout)
         assert done.returncode == 0, err[-4000:]
     finally:

@@ -74,14 +74,20 @@ def _tower_weights(model_dir: Path) -> list[np.ndarray]:
     return weights
 
 
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory, tiny_prepared) -> Path:
+    """The uninterrupted run both resume tests end equal to."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    _run(_command(run, tiny_prepared))
+    return run
+
+
 @pytest.mark.slow
-def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared):
-    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared, reference_dir):
+    killed_dir = tmp_path / "killed"
     # Kill -9 once a mid-epoch checkpoint (batch 12 or later) exists, while training.
-    _, _, killed_at = kill9.reference_and_killed(
-        _command(reference_dir, tiny_prepared), _command(killed_dir, tiny_prepared),
-        killed_dir, 12, subprocess_env(), timeout=240,
-    )
+    killed_at = kill9.kill_when_checkpointed(
+        _command(killed_dir, tiny_prepared), killed_dir, 12, subprocess_env(), timeout=240)
     assert killed_at < 40 and not (killed_dir / "eval.json").exists()
 
     resumed = _run(_command(killed_dir, tiny_prepared))
@@ -102,26 +108,23 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared):
 
 @pytest.mark.slow
 def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
-        tmp_path, tiny_prepared):
+        tmp_path, tiny_prepared, reference_dir):
     import random
     import signal
     import time
 
-    reference_dir, chaos_dir = tmp_path / "reference", tmp_path / "chaos"
+    chaos_dir = tmp_path / "chaos"
     rng = random.Random(20261204)
     # Five kill points among the 40 batches; a random delay after the checkpoint that
     # reaches each one lands some kills mid-batch, some mid-write.
     points = sorted(rng.sample(range(2, 31, 2), 5))
     every_2 = "train.Trainer.checkpoint_every_steps = 2"
-    reference = subprocess.Popen(_command(reference_dir, tiny_prepared), cwd=REPO_ROOT,
-                                 env=subprocess_env(), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
     killed_at = []
-    try:
-        for point in points:
-            victim = subprocess.Popen(_command(chaos_dir, tiny_prepared, every_2), cwd=REPO_ROOT,
-                                      env=subprocess_env(), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+    for point in points:
+        victim = subprocess.Popen(_command(chaos_dir, tiny_prepared, every_2), cwd=REPO_ROOT,
+                                  env=subprocess_env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
             deadline = time.monotonic() + 240
             while kill9.checkpointed_batches(chaos_dir) < point and victim.poll() is None:
                 assert time.monotonic() < deadline, "no progress"
@@ -129,12 +132,11 @@ def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
             time.sleep(rng.uniform(0.0, 0.05))
             victim.send_signal(signal.SIGKILL)
             victim.wait(timeout=30)
-            killed_at.append(kill9.checkpointed_batches(chaos_dir))
-        assert reference.wait(timeout=300) == 0
-    finally:
-        if reference.poll() is None:
-            reference.kill()
-            reference.wait()
+        finally:
+            if victim.poll() is None:
+                victim.kill()
+                victim.wait()
+        killed_at.append(kill9.checkpointed_batches(chaos_dir))
     assert len(killed_at) == 5 and killed_at[-1] < 40, killed_at
     assert not (chaos_dir / "eval.json").exists()
     _run(_command(chaos_dir, tiny_prepared, every_2))

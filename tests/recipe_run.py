@@ -30,7 +30,7 @@ def run_recipe(
     results = json.loads((model_dir / "eval.json").read_text())
     name, _, value = result.stdout.strip().splitlines()[-1].partition(": ")
     assert name == headline, result.stdout[-2000:]
-    # The printed value is eval.json's, to 3 decimals (a float comparison within 5e-4 failed
-    # on the rounding boundary: 0.5625 prints as 0.562).
+    # The printed value is eval.json's, to 3 decimals, compared as text (a float comparison
+    # within 5e-4 fails on the rounding boundary: 0.5625 prints as 0.562).
     assert value == f"{results[name]:.3f}", (value, results[name])
     return results

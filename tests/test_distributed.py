@@ -211,7 +211,8 @@ def test_two_replicas_with_per_replica_batch_norm_equal_the_halves_on_one_device
 def test_mixed_float16_overflow_on_one_replica(replicas_result):
     diff = replicas_result["overflow"]
     assert diff["replica0_alone_finite"]  # replica 0's own gradients did not overflow
-    assert diff["weights_finite"]  # was -inf: replica 0's decision applied replica 1's inf
+    assert diff["weights_finite"]  # both replicas decide together: replica 1's inf is not
+    # applied by a replica 0 that decided alone (that gives -inf weights)
     assert diff["weights_moved"] == 0.0  # the step was skipped on both replicas ...
     assert diff["weights_vs_single"] == 0.0  # ... as on one device, BN statistics included
     assert diff["scale_two"] == diff["scale_single"] == diff["initial_scale"] / 2
@@ -224,7 +225,7 @@ def test_evaluation_with_a_one_example_last_batch_equals_one_device(replicas_res
     single, two = result["single"], result["two"]
     assert set(single) == set(two)
     for name in single:
-        assert np.isfinite(two[name]), name  # the loss was NaN (0/0 on the empty replica)
+        assert np.isfinite(two[name]), name  # not NaN (0/0 on the empty replica)
         assert two[name] == pytest.approx(single[name], rel=1e-5, abs=1e-6), name
 
 

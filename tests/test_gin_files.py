@@ -63,8 +63,10 @@ def test_unknown_names_are_errors(tmp_path):
 def test_a_recipe_imports_modules_beside_it_or_in_the_current_folder(tmp_path, monkeypatch):
     """``import my_pkg.towers`` in a user's recipe, run with the installed ``avts-train``.
 
-    Neither folder was on ``sys.path`` (only ``python tools/train.py`` added the checkout):
-    gin's ModuleNotFoundError ended in a traceback.
+    ``config.parse_gin`` itself searches the recipe's folder and the current folder, so the
+    installed command finds such modules as ``python tools/train.py`` (which adds the
+    checkout) does; a module found in neither is a one-line error naming the recipe's import
+    and line, not gin's ModuleNotFoundError traceback.
     """
     import sys
 

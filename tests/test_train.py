@@ -177,7 +177,7 @@ def test_eval_json_leaves_out_a_kind_without_pairs(tmp_path, tiny_prepared):
     written = json.loads((tmp_path / "eval.json").read_text())
     assert written == results
     assert "sync_accuracy" in written and np.isfinite(written["sync_accuracy"])
-    assert "sync_accuracy_super_hard" not in written  # was 1.0: positives alone
+    assert "sync_accuracy_super_hard" not in written  # not 1.0 from the positives alone
 
 
 def _overlapping_manifest(data_dir):

@@ -42,15 +42,16 @@ def _run(model_dir, data_dir, **kwargs):
      "unknown gin name objectives.temporall (--gin_param 'train.Model.objective = "
      "@objectives.temporall'); did you mean "
      "objectives.temporal"),
-    # A task is a Keras layer taking **kwargs: gin let any name through, Keras refused it
-    # in a traceback after the model_dir was written to.
+    # A task is a Keras layer taking **kwargs: gin lets any name through, so the check is
+    # ours, before the model_dir is written (Keras would refuse it in a traceback).
     ("objectives.temporal.video_video_weigth = 0.1",
      "objectives.temporal has no parameter video_video_weigth (--gin_param "
      "'objectives.temporal.video_video_weigth = 0.1'); did you mean video_video_weight? valid: "
      "view_spec, projection_dim,"),
     ("samplers.hardd.max_shift_s = 1.0", "did you mean samplers.hard"),
     ("curricula.linear_rampp.start = 1", "did you mean curricula.linear_ramp"),
-    # A bare word is not a value (it was "malformed node or string ... <ast.Name object>").
+    # A bare word is not a value: named as such, not "malformed node or string ...
+    # <ast.Name object>".
     ("train.Trainer.train_steps = abc",
      "abc is not a gin value (--gin_param 'train.Trainer.train_steps = abc'); write a number, a "
      "quoted string ('abc'),"),
@@ -107,7 +108,7 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
      "train.Model.video_tower = @backbones.mc3_18"),
     (dict(precision="fp16"), "train.Runtime.precision is 'fp16'; use one of float32, "
      "mixed_float16, mixed_bfloat16"),
-    # Values the task's constructor refuses (a traceback once the model_dir was written).
+    # Values the task's constructor refuses: one line, before the model_dir is written.
     (dict(objective=functools.partial(TemporalContrastive, video_video_weight=-1)),
      "train.Model.objective cannot be built: video_video_weight must be a number >= 0, got -1; "
      "fix its "
@@ -115,8 +116,8 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
     (dict(objective=functools.partial(TemporalContrastive, control="shuffle")),
      "train.Model.objective cannot be built: Unknown control 'shuffle'; valid: none, "
      "permuted_labels, shuffled_frames, unrelated_audio; fix its binding"),
-    # Task settings that failed only once training ran (a ZeroDivisionError, a gather
-    # from an empty queue, a Dense of 0 units) or trained a head to maximise its loss.
+    # Task settings refused before training, where they would fail (a ZeroDivisionError,
+    # a gather from an empty queue, a Dense of 0 units) or train a head to maximise its loss.
     (dict(objective=functools.partial(TemporalContrastive, temperature=0)),
      "train.Model.objective cannot be built: temperature must be a number > 0, got 0; fix"),
     (dict(objective=functools.partial(TemporalContrastive, queue_size=0)),
@@ -130,19 +131,20 @@ def test_recipes_resolve_by_name_and_path_from_any_folder(tmp_path, monkeypatch)
      "train.Model.objective cannot be built: temperature must be a number > 0, got nan; fix"),
     (dict(objective=functools.partial(TemporalContrastive, temperature="0.1")),
      "train.Model.objective cannot be built: temperature must be a number > 0, got '0.1'; fix"),
-    # A control that pairs the two halves of a batch, on an odd batch: tf.split's
-    # traceback in the first step, after the model_dir was written.
+    # A control that pairs the two halves of a batch, on an odd batch: refused before the
+    # model_dir is written, not left to tf.split's traceback in the first step.
     (dict(objective=functools.partial(TemporalContrastive, control="permuted_labels"),
           batch_size=3),
      "train.Trainer.batch_size 3 gives 3 example(s) per replica; the task TemporalContrastive "
      "needs a multiple of 2 on each replica (control 'permuted_labels' pairs the two halves "
      "of each batch); set train.Trainer.batch_size to a multiple of 2"),
-    # A head the towers' outputs cannot feed (built after the model_dir was written).
+    # A head the towers' outputs cannot feed: built and refused before the model_dir is
+    # written.
     (dict(audio_tower=functools.partial(tiny_audio_tower, embedding_dim=4)),
      "train.Model.objective cannot be built: The contrastive objective compares embeddings "
      "directly, but the video tower outputs 8 and the audio tower 4 features; give both "
      "towers the same embedding_dim; fix"),
-    # Values a tower factory refuses (a traceback once the model_dir was written).
+    # Values a tower factory refuses: one line, before the model_dir is written.
     (dict(video_tower=functools.partial(mc3_18, width=-4)),
      "train.Model.video_tower cannot be built: Invalid value for argument `filters`. Expected a "
      "strictly positive value. Received filters=-4; fix its binding in the recipe or "
@@ -172,7 +174,7 @@ def _edited_copy(tmp_path, tiny_prepared, edit):
 
 
 def _refusal(tmp_path, data) -> str:
-    """The first line of the error a run on ``data`` is refused with; nothing was written."""
+    """The first line of the error a run on ``data`` is refused with; nothing is written."""
     with pytest.raises(UserError) as err:
         _run(tmp_path / "run", data)
     assert not (tmp_path / "run").exists()
@@ -242,8 +244,9 @@ def test_a_split_without_one_clip_window_is_refused_before_training(tmp_path, ti
 def test_records_too_short_for_the_slowest_view_are_refused_before_training(tmp_path,
                                                                            tiny_prepared):
     """The temporal task with only slow speeds (``speeds=(8,)``: 4 s views of a 0.5 s clip)
-    on 3 s videos passed the 1x check and failed in training on tf.data's assertion
-    "record holds none of the view speeds", after the model_dir was written."""
+    on 3 s videos is checked against its slowest view, not only 1x: refused before the
+    model_dir is written, not left to tf.data's assertion "record holds none of the view
+    speeds" in training."""
     slow = functools.partial(TemporalContrastive, view_spec=ViewSpec(speeds=(8,)))
     with pytest.raises(UserError) as err:
         _run(tmp_path / "run", tiny_prepared, objective=slow, batch_size=2)
@@ -273,8 +276,8 @@ def test_a_folder_of_other_files_is_refused_as_model_dir_and_left_as_it_was(tmp_
                                                                             tiny_prepared):
     """``--model_dir`` naming footage or a prepared dataset: refused, nothing added.
 
-    The run was written among the user's files (its checkpoints, towers and eval.json
-    beside the videos, any of the same name replaced).
+    A run written there would put its checkpoints, towers and eval.json beside the videos,
+    replacing any of the same name; the folder is left as it was.
     """
     footage = tmp_path / "footage"
     footage.mkdir()
@@ -394,8 +397,8 @@ def test_train_tool_mistakes_end_in_one_line_exit_2(tmp_path):
 
 
 def test_a_refused_clip_setting_is_one_line_before_anything_is_written(tmp_path, tiny_prepared):
-    """Gin builds ``@data.ClipSpec()`` before ``train.run`` begins: a value the spec refused
-    (or, before it checked them, a zero hop) ended in a traceback."""
+    """Gin builds ``@data.ClipSpec()`` and ``@data.LogMelSpec()`` before ``train.run``
+    begins: a value a spec refuses (here a zero hop) is one error line, not a traceback."""
     recipe = tmp_path / "tiny.gin"
     recipe.write_text(SPEC_GIN + f"include 'gin/quickstart.gin'\ntrain.run.dataset = "
                                  f"'{tiny_prepared}'\n")

@@ -162,8 +162,9 @@ def touch(root: Path, *names: str) -> None:
 def test_a_folder_with_its_dataset_csv_is_read_through_it(tmp_path):
     """``avts-make-synthetic``'s folder given as a folder: its CSV's labels and splits.
 
-    Read as a plain folder, every video took the label ``videos`` (its sub-folder), so
-    ``avts-finetune --data=syn`` said the set had one label.
+    The CSV is used rather than the folder layout: read as a plain folder, every video
+    would take the label ``videos`` (its sub-folder), and ``avts-finetune --data=syn``
+    would find one label.
     """
     csv_path = synthetic.generate_synthetic_dataset(
         tmp_path / "syn", num_videos=4, seed=1, duration_s=1.0, fps=4, size=16, num_classes=2,

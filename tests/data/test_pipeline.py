@@ -207,14 +207,16 @@ def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    # A fraction was truncated or made a float shape; 0 ended in a Keras shape error.
+    # Refused here, not truncated or made a float shape (a fraction), nor left to a Keras
+    # shape error (0).
     (lambda: ClipSpec(num_frames=8.5), "data.ClipSpec.num_frames must be an integer > 0, got 8.5"),
     (lambda: ClipSpec(crop_size=0), "data.ClipSpec.crop_size must be an integer > 0, got 0"),
     (lambda: ClipSpec(frame_stride=True), "data.ClipSpec.frame_stride must be an integer > 0, "
                                           "got True"),
     (lambda: ClipSpec(resize_short_side=-1),
      "data.ClipSpec.resize_short_side must be an integer > 0, got -1"),
-    # A ZeroDivisionError when the pipeline was built; mel_bins 0 a traceback in tf.data.
+    # Refused here, not a ZeroDivisionError when the pipeline is built (hop_s 0) or a
+    # traceback in tf.data (mel_bins 0).
     (lambda: LogMelSpec(hop_s=0), "data.LogMelSpec.hop_s must be a number > 0, got 0"),
     (lambda: LogMelSpec(mel_bins=0), "data.LogMelSpec.mel_bins must be an integer > 0, got 0"),
     (lambda: LogMelSpec(hop_s=1e-5), "data.LogMelSpec.hop_s is 1e-05 s, under one sample at "

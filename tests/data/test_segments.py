@@ -113,7 +113,8 @@ def test_a_long_file_becomes_pieces_equal_to_slices_of_the_whole(long_file):
 
 
 def test_whole_file_records_keep_their_bytes(long_file):
-    """Records of short files carry no piece fields: datasets prepared before stay valid."""
+    """Records of short files carry no piece fields, so datasets prepared by versions without
+    pieces stay valid."""
     item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
     _, whole = prepare.process_item(item, -1, dataclasses.replace(CONFIG, max_record_s=None))
     example = tf.train.SequenceExample.FromString(whole)
@@ -242,8 +243,9 @@ def test_verify_rebuilds_with_the_datasets_own_record_length(long_file, tmp_path
 
 def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path, caplog):
     """Features pool the windows of all pieces of a file under its id, and a few-shot
-    subset draws files, writing every piece of a chosen long file (before, each piece was
-    a file of its own: a subset could hold one piece, retrieval score pieces apart)."""
+    subset draws files, writing every piece of a chosen long file: a piece is not a file of
+    its own, so a subset never holds one piece alone and retrieval never scores pieces of
+    one file apart."""
     from avts_tf.evaluation import features, records_io
 
     out, _ = _prepare_long_and_short(long_file, tmp_path)

@@ -22,7 +22,7 @@ def write_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 
 def overlap_error():
-    from avts_tf.data import splits  # Absent before the check existed.
+    from avts_tf.data import splits  # Imported where the check is used.
 
     return splits.OverlappingSplits
 

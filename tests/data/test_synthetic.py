@@ -339,8 +339,9 @@ def test_cached_call_does_not_regenerate(tmp_path):
 def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
     """``--output`` naming the user's folder: refused, nothing written or deleted.
 
-    The generator wrote its CSV over the user's ``dataset.csv`` and deleted every
-    ``videos/**/*.mp4`` it had not written (stale videos of an earlier generation).
+    A regeneration writes its CSV over ``dataset.csv`` and deletes every
+    ``videos/**/*.mp4`` it did not write (stale videos of an earlier generation), so a
+    folder it did not generate is refused rather than overwritten and emptied.
     """
     mine = tmp_path / "mine"
     (mine / "videos" / "trip").mkdir(parents=True)

@@ -67,8 +67,9 @@ def test_held_out_picks_pass_over_files_ingestion_would_skip():
 
 
 def test_a_held_out_file_without_the_required_sound_is_replaced_by_the_next(tmp_path):
-    """Real footage: the one held-out file had no audio, was skipped, and the test split was
-    empty (avts-train then refused the dataset)."""
+    """A held-out file without audio is skipped and the next file by hash is held out
+    instead, so the test split is not left empty (avts-train refuses a dataset whose test
+    split is empty; real footage had exactly one such file)."""
     ids = _by_hash([f"street/{i}.mkv" for i in range(4)])
     for rank, name in enumerate(ids):
         write_clip(tmp_path / "in" / name, audio=rank > 0, level=40 * rank + 20)
@@ -177,8 +178,8 @@ def test_symlink_loops_end_and_a_file_is_ingested_once(tmp_path):
 def test_a_copy_of_a_file_is_ingested_once(tmp_path):
     """Byte-identical files under two paths (a clip saved twice, in two class folders).
 
-    Each copy was ingested as its own video: counted twice in training, and a copy could
-    sit in the held-out split beside its original.
+    A copy is ingested once, so it is not counted twice in training and cannot sit in the
+    held-out split beside its original.
     """
     root = tmp_path / "in"
     write_clip(root / "a" / "x.mkv")

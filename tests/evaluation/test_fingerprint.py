@@ -174,9 +174,9 @@ def test_a_distractor_split_holding_the_queries_adds_no_second_copy(tiny_run, ti
                                                                      tmp_path):
     """``--distractor_split`` the query split: each original is in the database once.
 
-    Each original was listed again as a distractor: fingerprinted twice and counted twice
-    in the printed database (the scores held only because a stable sort ranks the
-    original's identical copy second).
+    An original is not listed again as a distractor, so it is fingerprinted once and
+    counted once in the printed database (a second, identical copy would leave the scores
+    right only by the accident of a stable sort ranking it second).
     """
     from eval_helpers import run_in_process
 

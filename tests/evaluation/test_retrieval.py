@@ -83,7 +83,8 @@ def test_eval_retrieval_tool(tiny_run, tiny_prepared, tmp_path):
 
 
 def test_eval_retrieval_prepares_labelled_media_like_the_run(tiny_run, tiny_prepared, tmp_path):
-    """A CSV of videos (it said "is not a prepared dataset"): prepared at the run's settings."""
+    """A CSV of videos is taken as raw media, not refused as an unprepared dataset: it is
+    prepared at the run's settings."""
     from eval_helpers import run_in_process
 
     from avts_tf.data.manifest import Manifest

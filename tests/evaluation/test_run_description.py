@@ -112,7 +112,8 @@ def test_other_format_version_is_refused(trained, tmp_path):
 
 
 def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_path):
-    # A folder that is no run at all (the footage): said so, not "re-run its training".
+    # A folder that is no run at all (the footage): the error says so, rather than asking to
+    # re-run its training.
     footage = tmp_path / "footage"
     footage.mkdir()
     (footage / "a.mp4").write_bytes(b"video")

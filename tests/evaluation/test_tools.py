@@ -145,7 +145,7 @@ def test_eval_sync_missing_model_dir(tiny_prepared, tmp_path):
 
 
 def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared, tmp_path):
-    """``--checkpoint RUN`` names the run in every tool (eval-sync and plot-run said model_dir)."""
+    """``--checkpoint RUN`` names the run in every tool, eval-sync and plot-run included."""
     code, _, err = run_in_process("eval_sync", "--checkpoint", str(tiny_run), "--data",
                                   str(tiny_prepared), "--kinds", "medium")
     assert_one_error_line(code, err, "unknown negative kind")  # got past the flags
@@ -169,8 +169,8 @@ def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_pre
                                                        tmp_path):
     """``--model_dir RUN``, avts-train's name of the run, works in every tool reading one.
 
-    The tools that said ``--checkpoint`` (or ``--init``) answered ``Unknown command line
-    flag 'model_dir'. Did you mean: log_dir ?``.
+    The tools whose own name is ``--checkpoint`` (or ``--init``) take it too, rather than
+    answering ``Unknown command line flag 'model_dir'``.
     """
     extra = {"av_offset": [str(tmp_path / "clip.mp4")],
              "extract": ["--tower", "audio", "--output", str(tmp_path / "f.npz")],
@@ -186,8 +186,8 @@ def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
         tiny_run, tiny_prepared, tmp_path):
     """A split without videos names the flags to change; unlabelled videos are counted.
 
-    Both were found only after every video's features were computed, and said neither
-    which flag chooses the splits (``splits present: train``) nor how many lacked a label.
+    Both are found before any video's features are computed, and the errors say which
+    flags choose the splits and how many videos lack a label.
     """
     found = Manifest.read(tiny_prepared)
     train_only = tmp_path / "train_only"
@@ -456,7 +456,7 @@ def test_a_refusal_of_media_names_the_media_not_the_temporary_folder(tiny_run, t
 
 def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
         tiny_prepared, tmp_path):
-    """It decoded every file given first, then said the run had no sync task."""
+    """A run without a sync task is refused before any media file is decoded."""
     from tiny import describe_run
 
     from avts_tf.tasks.temporal.task import TemporalContrastive
@@ -473,7 +473,7 @@ def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
 
 def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path):
     """Raw media are prepared into a temporary folder first. A link to a file and a copy of
-    one are ingested once, and had no .npz of their own in --output_dir."""
+    one are ingested once, and get no .npz of their own in --output_dir."""
     import shutil
 
     media = tmp_path / "media"
@@ -517,7 +517,7 @@ def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run,
 def test_media_given_to_a_run_is_prepared_like_its_data_and_scored_whole(
         tiny_run, tiny_prepared, tmp_path):
     """Raw media takes the run's frame size (not --short_side's default); a folder (one
-    split) is scored whole (eval-sync asked for split 'test' and failed)."""
+    split) is scored whole, not asked for a split 'test' it does not have."""
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     description = json.loads((run / "run.json").read_text())
@@ -618,7 +618,7 @@ def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_pr
 
 
 def test_audio_features_leave_out_videos_without_sound(tiny_run, tmp_path):
-    """A silent file has no audio feature (it had one of zero-padded silence)."""
+    """A silent file has no audio feature, not one of zero-padded silence."""
     real_av = REPO_ROOT.parent / "shared" / "data" / "real_av"
     if not real_av.is_dir():
         pytest.skip(f"real media not found at {real_av} (the shared data folder is absent)")

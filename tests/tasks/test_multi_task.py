@@ -122,6 +122,6 @@ def test_config_round_trip_and_bad_settings():
     assert MultiTask({"a": ContrastiveSync(), "b": TemporalContrastive(
         control="unrelated_audio")}).batch_multiple == 2
     assert MultiTask({"a": ContrastiveSync(), "b": TemporalContrastive()}).batch_multiple == 1
-    # A negative weight trained that task to maximise its loss; it was taken silently.
+    # A negative weight would train that task to maximise its loss: it is refused.
     with pytest.raises(ValueError, match=r"^weights\['a'\] must be a number >= 0, got -0.1$"):
         MultiTask({"a": ContrastiveSync()}, weights={"a": -0.1})

@@ -174,7 +174,7 @@ def test_accuracy_of_a_kind_without_negatives_is_nan_not_positive_only():
     compute(objective, make_batch(VIDEO, AUDIO, [1, 2, 3, 4], VIDEO + 0.3, [True] * 4))
     hard = objective.kind_accuracy["hard"]
     assert counts(hard) == (4.0, 0.0)  # four positives seen, no hard negative
-    assert np.isnan(float(hard.result()))  # was 1.0: the positives' accuracy alone
+    assert np.isnan(float(hard.result()))  # not 1.0, the positives' accuracy alone
     pos_right = np.mean(distance(VIDEO, AUDIO) < MARGIN / 2)
     neg_right = np.mean(distance(VIDEO, np.roll(AUDIO, -1, axis=0)) >= MARGIN / 2)
     easy = float(objective.kind_accuracy["easy"].result())
@@ -210,7 +210,7 @@ def test_loss_is_divided_by_the_global_count_and_an_empty_share_is_zero():
         identity_towers(), empty, training=False, step=tf.constant(0, tf.int64),
         global_batch=tf.constant(1),
     )
-    assert float(loss) == 0.0  # was 0/0 = NaN on a replica without examples
+    assert float(loss) == 0.0  # not 0/0 = NaN on a replica without examples
 
 
 def test_easy_negatives_cut_by_the_pipeline_are_used():

@@ -115,7 +115,7 @@ def test_negative_starts_have_the_positives_distribution(sampler):
     assert valid.mean() > 0.97
     video, starts = video[valid], starts[valid]
     # Positives start within 0.25 s of an end 25% of the time; so must the negatives
-    # (uniform draws among allowed windows gave 58% for hard and 18% for super-hard).
+    # (uniform draws among allowed windows would give 58% for hard and 18% for super-hard).
     assert _near_edge(video, max_start) == pytest.approx(0.25, abs=0.03)
     assert _near_edge(starts, max_start) == pytest.approx(_near_edge(video, max_start), abs=0.03)
     bins = np.linspace(0, max_start + 1, 9)

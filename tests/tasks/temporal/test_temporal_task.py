@@ -49,7 +49,8 @@ def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
     assert task.retrieval_r1(model, test) == pytest.approx(expected)
     assert np.isnan(task.retrieval_r1(model, test.take(0)))  # No view: undefined, no crash.
     assert task.dataset_metrics(model, test) == {"retrieval_r1_v2a": pytest.approx(expected)}
-    # One held-out video: no anchor has a negative; its InfoNCE (0) was reported as a value.
+    # One held-out video: no anchor has a negative, so its InfoNCE (0) is undefined, not a
+    # value.
     first = views["video_id"][0]
     one = test.unbatch().filter(lambda example: example["video_id"] == first).batch(2)
     undefined = task.dataset_metrics(model, one)
@@ -85,7 +86,7 @@ def test_held_out_views_of_one_class_are_told(tiny_prepared):
     assert set(speeds) == {0, 1} and set(expected_order) == {0, 1, 2}
     # Few held-out views (2 records x 2 clips x 3 views) and, with 3 views, the pairs
     # (1, 2) that nothing balances: a class dominating its head's labels is told with the
-    # score a head answering it alone gets (chance was read as 1/3 whatever the shares).
+    # score a head answering it alone gets (chance is not 1/3 when the shares differ).
     speed_share = np.bincount(speeds, minlength=2) / len(speeds)
     pair_share = np.bincount(expected_order, minlength=3) / len(expected_order)
     cross = expected_order.reshape(-1, 3)[:, :2]  # pairs (0, 1) and (0, 2)

@@ -343,7 +343,8 @@ def test_view_spec_validation():
                 {"color_jitter": 1.5}):
         with pytest.raises(ValueError):
             ViewSpec(**bad)
-    # A fraction was truncated (2.5 trained as 2; 1.5 then failed as "(1, 1)").
+    # A fraction is refused, not truncated (2.5 would train as 2, and 1.5 would fail
+    # later as "(1, 1)"); so are a bare number and a bool.
     for speeds in ((1, 2.5), (1, 1.5), 2, (1, True)):
         with pytest.raises(ValueError, match=r"^speeds must be distinct positive integers, got "
                                              + re.escape(repr(speeds))):

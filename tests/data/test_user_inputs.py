@@ -69,7 +69,7 @@ def test_held_out_picks_pass_over_files_ingestion_would_skip():
 def test_a_held_out_file_without_the_required_sound_is_replaced_by_the_next(tmp_path):
     """A held-out file without audio is skipped and the next file by hash is held out
     instead, so the test split is not left empty (avts-train refuses a dataset whose test
-    split is empty; real footage had exactly one such file)."""
+    split is empty, as a small set holding out one silent file would have)."""
     ids = _by_hash([f"street/{i}.mkv" for i in range(4)])
     for rank, name in enumerate(ids):
         write_clip(tmp_path / "in" / name, audio=rank > 0, level=40 * rank + 20)
@@ -202,8 +202,8 @@ def test_a_copy_of_a_file_is_ingested_once(tmp_path):
                                       "as that id"),
         ("c/y.mkv", "duplicate", "the same bytes as b/y.mkv (a copy); ingested once, as that id")]
     assert [e.same_as for e in manifest.skipped] == ["a/x.mkv", "a/x.mkv", "b/y.mkv"]
-    # One row per kind in the printed table, however many originals (one row per reason
-    # printed a line per copy).
+    # One row per kind in the printed table, however many originals (not a line per copy,
+    # as one row per reason would print).
     assert prepare.format_summary(manifest).splitlines()[2] == (
         "skipped       3  duplicate: e.g. the same bytes as a/x.mkv (a copy); ingested once, as "
         "that id (2 reasons; manifest.json lists each file's)")
@@ -444,8 +444,9 @@ def test_a_worker_hung_past_its_alarm_is_killed_and_the_file_skipped(tmp_path, m
 
 
 def test_a_tilde_after_the_equals_sign_is_the_home_folder(tmp_path):
-    """The shell leaves `--output=~/data` as it is; taken literally it made a folder named
-    `~` in the current folder (one `rm -rf ~` away from deleting the user's home)."""
+    """The shell leaves `--output=~/data` as it is; the tool expands it, since taken
+    literally it would make a folder named `~` in the current folder (one `rm -rf ~` away
+    from deleting the user's home)."""
     home, here = tmp_path / "home", tmp_path / "here"
     write_clip(home / "clips" / "a.mkv")
     here.mkdir()

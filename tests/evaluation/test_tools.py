@@ -222,8 +222,8 @@ def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
 
 def test_retrieval_of_unlabelled_videos_measures_audio_and_video_alone(
         tiny_run, tiny_prepared, tmp_path, caplog):
-    """One's own footage has no labels: the tool refused it, though audio <-> video
-    retrieval needs none."""
+    """One's own footage has no labels: the tool still measures audio <-> video retrieval,
+    which needs none."""
     import shutil
 
     found = Manifest.read(tiny_prepared)

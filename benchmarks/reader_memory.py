@@ -31,36 +31,7 @@ Eval clips/s of the small set's short pass (384 clips) includes the fixed start 
 of its 4 clip passes (no decoding until the shuffle buffer is full), so only the train
 rows compare throughput.
 
-Measured alone on this 2-core development machine (nothing else running), defaults
-(``python benchmarks/reader_memory.py``, 8 min with the sets cached):
-
-    small: 96 train / 32 test records, 23.3 MB of train shards
-    large: 960 train / 320 test records, 232.7 MB of train shards
-
-    config          set      peak RSS MB     reader MB        clips/s
-    train stream    small        855-869       197-211        506-628
-    train stream    large        860-864       201-205        567-613
-    train cache     small        732-733         73-75        632-857
-    train cache     large      1058-1061       400-402        549-723
-    eval pass       small        777-790       120-133        276-477
-    eval pass       large        932-971       275-313        372-615
-    eval pass b32   small        745-753         88-96        296-374
-    eval pass b32   large        766-779       109-122        516-587
-
-    large / small (medians)    peak RSS   reader MB   clips/s
-    train stream                  1.00x       0.98x     0.97x
-    train cache                   1.45x       5.39x     0.78x
-    eval pass                     1.23x       2.40x     1.40x
-    eval pass b32                 1.04x       1.34x     1.41x
-
-* The streaming train reader keeps its peak RSS and its clips/s on 10x the data (1.00x,
-  0.97x, within the rounds' spread): its bound is the 256-record shuffle buffer (about
-  95 MB of parsed records here: JPEGs and float32 audio). With the record cache it grows
-  with the records read (5.4x the reader's share).
-* The eval reader's default ``shuffle_buffer=256`` holds the whole small split (96
-  records) but only 256 of the large one's 960: its memory grows up to that bound
-  (1.23x here) and no further. With a buffer below both sizes (``b32``) it is flat; the
-  remaining +4% follows the number of clips read, not the data size.
+Measurements: ``docs/performance.md``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ USAGE_EXIT_CODE = 2
 def quiet_tensorflow() -> None:
     """Keeps TensorFlow's C++ info lines off the console (before TensorFlow is imported)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # oneDNN kernels: 2x faster convs on AVX2 CPUs (benchmarks/towers.py).
+    # oneDNN kernels: much faster convs on CPUs (benchmarks/towers.py; docs/performance.md).
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 

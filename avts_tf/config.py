@@ -86,9 +86,9 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
 def _make_recipe_imports_findable(paths: Sequence[str]) -> None:
     """Lets a recipe's ``import my_pkg.towers`` find a module beside it or in the cwd.
 
-    ``python script.py`` and ``python -m`` look there; the installed ``avts-train`` did
-    not, so a recipe importing the user's own backbone failed unless it was installed.
-    Appended, so installed packages keep precedence.
+    ``python script.py`` and ``python -m`` look there; the installed ``avts-train`` does
+    not by itself, so without this a recipe importing the user's own backbone would fail
+    unless it was installed. Appended, so installed packages keep precedence.
     """
     import os
     import sys
@@ -131,8 +131,8 @@ def _accepted_parameters(wrapped: Any) -> set[str] | None:
 def _check_keyword_parameters(bindings: Sequence[str]) -> None:
     """Refuses a bound parameter a ``**kwargs`` class (a Keras layer) would reject later.
 
-    gin lets any name through to a signature with ``**kwargs``; Keras then fails while the
-    run is being built, after the model_dir was written to.
+    gin lets any name through to a signature with ``**kwargs``; Keras would then fail while
+    the run is being built, after the model_dir is written to.
     """
     for (_, selector), params in gin_config._CONFIG.items():  # noqa: SLF001
         configurable = gin_config._REGISTRY.get_match(selector)  # noqa: SLF001

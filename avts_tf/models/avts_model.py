@@ -143,8 +143,9 @@ class AVTSModel(keras.Model):
     def compile_from_config(self, config: dict) -> None:
         """Compiles a loaded model as it was saved (``keras.models.load_model``).
 
-        Keras skips this for a model whose ``compile`` is its own, so a loaded model had no
-        optimizer (and its saved optimizer state was dropped) until compiled again.
+        Keras skips this for a model whose ``compile`` is its own, so without this override a
+        loaded model would have no optimizer (and its saved optimizer state would be
+        dropped) until compiled again.
         """
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.built:  # the optimizer's variables, for the saved state to load into

@@ -141,8 +141,8 @@ def _edge_padded(plane: np.ndarray) -> np.ndarray:
     """``plane`` as a C-contiguous array whose buffer goes on with copies of its last row.
 
     libjpeg-turbo's planar encoder reads up to an MCU past the end of a plane of odd
-    height; over uninitialized memory that made the same frame encode to different bytes
-    from run to run. Past the end it now reads the edge row libjpeg would replicate.
+    height; over uninitialized memory that would make the same frame encode to different
+    bytes from run to run, so past the end it reads the edge row libjpeg would replicate.
     """
     height = plane.shape[0]
     buffer = np.empty((height + _MCU_ROWS, plane.shape[1]), np.uint8)

@@ -391,7 +391,8 @@ class TemporalContrastive(Task):
         """``retrieval_r1_v2a``; ``contrastive_loss`` NaN (undefined) under two videos.
 
         With one held-out video no anchor has a negative: its InfoNCE is 0 whatever the
-        towers, and was reported as a value. Caveats of the held-out labels are logged.
+        towers, so it is NaN here rather than a value. Caveats of the held-out labels are
+        logged.
         """
         embedded = self.embed_views(model, dataset)
         for caveat in self.held_out_caveats(embedded):

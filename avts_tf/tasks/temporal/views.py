@@ -60,7 +60,7 @@ class ViewSpec:
             raise ValueError(f"num_views must be an integer >= 1, got {self.num_views!r}.")
         speeds = tuple(self.speeds) if isinstance(self.speeds, (tuple, list)) else ()
         if (not speeds or not all(_is_count(s) for s in speeds)
-                or len(set(speeds)) != len(speeds)):  # 2.5 was taken as 2
+                or len(set(speeds)) != len(speeds)):  # int() would take 2.5 as 2
             raise ValueError(f"speeds must be distinct positive integers, got {self.speeds!r}.")
         object.__setattr__(self, "speeds", tuple(int(s) for s in speeds))
         if not 0.0 <= self.backward_probability <= 1.0:

@@ -56,10 +56,10 @@ def _home(value: str) -> str:
 
 
 def _expand_home(argv: list[str]) -> list[str]:
-    """``~`` in the given flag values and arguments made the home folder.
+    """Expands a leading ``~`` in the given flag values and arguments to the home folder.
 
     The shell leaves ``--model_dir=~/runs`` as it is (a ``~`` after ``--name=`` is not
-    expanded): taken literally, it made a folder named ``~`` in the current folder.
+    expanded): taken literally, it would make a folder named ``~`` in the current folder.
     """
     for name in list(flags.FLAGS):
         flag = flags.FLAGS[name]

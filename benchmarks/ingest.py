@@ -4,7 +4,7 @@
         [--fps 25 --short_side 128] [--num_files 24 --duration_s 10] [--reencode_height 720]
 
 Without ``--input``, ``--num_files`` clips of the synthetic world are generated once
-(``--duration_s`` s at 25 fps, 128 px, 16 kHz: like the real 10-second clips of the issue).
+(``--duration_s`` s at 25 fps, 128 px, 16 kHz: like real 10-second clips).
 ``--reencode_height H`` first re-encodes every input (H.264 CRF 23, 25 fps, AAC) at H lines
 with PyAV, ``--copies`` times: real content at the decode cost of a larger source (the real
 files at hand are at most 320 x 568), as corpus clips (Kinetics: mostly 360p-720p) have.

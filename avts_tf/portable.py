@@ -31,7 +31,11 @@ from avts_tf.backbones.layers import (
     UnfusedZeroPadding3D,
     VideoConv3D,
 )
+from avts_tf.data import manifest, records
+from avts_tf.data.clips import Clips
+from avts_tf.data.ingestion import prepare, sources
 from avts_tf.errors import RunInterrupted, UserError
+from avts_tf.run_description import RunDescription
 
 #: Fast training layer -> the stock Keras layer with the same weights and outputs.
 STOCK_LAYERS: dict[type, type] = {
@@ -124,8 +128,6 @@ def load_towers(run_dir: str | os.PathLike) -> LoadedTowers:
     Raises:
         UserError: ``run_dir`` holds no towers or no ``run.json``.
     """
-    from avts_tf.run_description import RunDescription
-
     run_dir = Path(run_dir)
     towers = []
     for name in ("video_tower.keras", "audio_tower.keras"):
@@ -143,8 +145,6 @@ def run_ingest_config(description: Any) -> Any:
     From ``run.json``; for a run written before it recorded them, from its dataset's
     manifest; ``None`` when neither is there.
     """
-    from avts_tf.data import manifest
-
     if description.ingest is not None:
         return manifest.IngestConfig.from_dict(description.ingest)
     if manifest.exists(description.dataset):  # a run written before ingest was recorded
@@ -166,9 +166,6 @@ def media_record(path: str | os.PathLike, description: Any, start: float | None 
         UserError: The file cannot be decoded (the reason in one line), or the run records
             no ingestion settings and its dataset is gone.
     """
-    from avts_tf.data import records
-    from avts_tf.data.ingestion import prepare, sources
-
     ingest = run_ingest_config(description)
     if ingest is None:
         raise UserError("run.json records no ingestion settings and its dataset "
@@ -195,8 +192,6 @@ def _tool_reason(reason: str) -> str:
 
 
 def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:
-    from avts_tf.data.clips import Clips
-
     cutter = Clips(description.clip_spec, description.fps)
 
     def inputs(path: str | os.PathLike, hop_s: float | None = None,

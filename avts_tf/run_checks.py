@@ -17,6 +17,7 @@ from typing import Any
 import gin
 
 from avts_tf import atomic
+from avts_tf.config import moved_binding
 from avts_tf.data import manifest as manifest_lib
 from avts_tf.errors import UserError, first_names, without_gin_note
 
@@ -170,8 +171,6 @@ def bindings(config_text: str) -> dict[str, str]:
     A ``run.<parameter>`` that moved into ``train.run``'s groups (a ``config.gin`` saved
     before they existed) reads under its new name, so such a run resumes.
     """
-    from avts_tf.config import moved_binding
-
     found: dict[str, str] = {}
     key = None
     for line in config_text.splitlines():

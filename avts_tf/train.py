@@ -36,13 +36,14 @@ writes to ``model_dir``; the others write to a temporary folder that is removed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import gin
@@ -52,13 +53,14 @@ from absl import logging
 
 from avts_tf import (
     atomic,
+    config,
     portable,
     preemption,
     registry_imports,  # noqa: F401  (recipes name the built-in parts)
     run_checks,
 )
 from avts_tf import callbacks as avts_callbacks
-from avts_tf.data import pipeline, splits
+from avts_tf.data import integrity, pipeline, splits
 from avts_tf.data.manifest import Manifest
 from avts_tf.distribute import make_strategy, worker_role
 from avts_tf.errors import RunInterrupted, TrainingDiverged, UserError
@@ -529,8 +531,6 @@ def _out_of_memory(err: tf.errors.ResourceExhaustedError, job: _Job, stage: str)
 
 def _corrupted(job: _Job, split: str) -> RunInterrupted:
     """One line for a corrupted record of ``split``: its shard, offset and the fix."""
-    from avts_tf.data import integrity
-
     problem = integrity.first_corrupt(job.dataset, split)
     where = f"{problem.file}: {problem.problem}" if problem else f"a shard of split {split!r}"
     since = avts_callbacks.resume_point(avts_callbacks.read_index(job.model_dir / "checkpoints"))
@@ -612,3 +612,82 @@ def _held_out_metrics(model: AVTSModel, job: _Job) -> dict[str, float]:
                         evaluation.split)
         results = {k: v for k, v in results.items() if k not in undefined}
     return results
+
+
+# -- a recipe's towers without training (avts-finetune --init scratch --gin_file) ----------
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training recipe read for its towers and clip spec, without training.
+
+    Here rather than in ``avts_tf.evaluation``: a recipe binds ``train.Model.*``, which only
+    this module registers. ``avts_tf.evaluation.finetune`` takes one as ``Settings.recipe``.
+
+    Attributes:
+        gin_files: Training recipes (for example ``gin/quickstart.gin``).
+        bindings: Extra gin bindings.
+    """
+
+    gin_files: Sequence[str] = ()
+    bindings: Sequence[str] = ()
+
+    def towers(self, fps: float) -> tuple[keras.Model, keras.Model, pipeline.ClipSpec]:
+        """Randomly initialized towers and clip spec as the recipe would build them.
+
+        Args:
+            fps: Frame rate of the data the towers will see (sets the audio input length).
+
+        Raises:
+            UserError: If the recipe does not parse or names no towers.
+        """
+        with self._parsed(f"the recipe {', '.join(self.gin_files)}"):
+            spec = self._clip_spec_unlocked()
+            towers = []
+            for which, shape in (("video", spec.video_shape()),
+                                 ("audio", spec.audio_shape(fps))):
+                reference = _binding(f"train.Model.{which}_tower")
+                if reference is None:
+                    raise UserError(f"the recipe does not set train.Model.{which}_tower")
+                towers.append(reference.scoped_configurable_fn(input_shape=shape))
+            return towers[0], towers[1], spec
+
+    def clip_spec(self) -> pipeline.ClipSpec:
+        """The recipe's ``ClipSpec`` (``train.Model.clip_spec``); defaults if none.
+
+        Raises:
+            UserError: If the recipe or bindings do not parse.
+        """
+        if not self.gin_files and not self.bindings:
+            return pipeline.ClipSpec()
+        with self._parsed(", ".join([*self.gin_files, *self.bindings])):
+            return self._clip_spec_unlocked()
+
+    @contextlib.contextmanager
+    def _parsed(self, what: str) -> Iterator[None]:
+        """The recipe parsed into a clean gin config for the block, cleared afterwards.
+
+        Raises:
+            UserError: ``cannot parse <what>: <reason>`` if the files or bindings do not parse.
+        """
+        gin.clear_config()
+        try:
+            try:
+                config.parse_gin(self.gin_files, self.bindings, finalize=False)
+            except (OSError, ValueError) as err:
+                raise UserError(f"cannot parse {what}: {err}") from None
+            yield
+        finally:
+            gin.clear_config()
+
+    @staticmethod
+    def _clip_spec_unlocked() -> pipeline.ClipSpec:
+        spec = copy.deepcopy(_binding("train.Model.clip_spec"))  # a ``@fn()`` reference is called
+        return spec if isinstance(spec, pipeline.ClipSpec) else pipeline.ClipSpec()
+
+
+def _binding(name: str):
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return None

@@ -91,11 +91,13 @@ def _main(argv: list[str]) -> None:
     app.quiet_logs()
     import numpy as np
 
+    from avts_tf import train
     from avts_tf.evaluation import finetune, report
 
     args = FLAGS
     settings = finetune.Settings(
-        init=args.init, arch=args.arch, gin_files=args.gin_file, gin_params=args.gin_param,
+        init=args.init, arch=args.arch,
+        recipe=train.Recipe(tuple(args.gin_file or ()), tuple(args.gin_param or ())),
         fusion=args.fusion, train_split=args.train_split, test_split=args.test_split,
         few_shot=args.few_shot, layer=args.layer, steps=args.steps, batch_size=args.batch_size,
         learning_rate=args.lr, head_steps=args.head_steps, dropout=args.dropout,

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from avts_tf.data import records
 from avts_tf.data.manifest import Manifest
+from avts_tf.data.pipeline import shard_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +90,6 @@ def check_shards(data_dir: str | os.PathLike) -> list[ShardProblem]:
 
 def first_corrupt(data_dir: str | os.PathLike, split: str) -> ShardProblem | None:
     """The first shard of ``split`` with an unreadable record (``None``: all read)."""
-    from avts_tf.data.pipeline import shard_files
-
     for path in shard_files(data_dir, split):
         _, problem = _read_ids(path)
         if problem is not None:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from avts_tf import atomic
+from avts_tf.data.ingestion.segments import piece_id
 from avts_tf.errors import UserError
 
 FILES_PER_SHARD = 128  # Default shard size of ingestion (``IngestConfig.num_shards = None``).
@@ -147,8 +148,6 @@ class WrittenEntry:
 
     def record_ids(self) -> tuple[str, ...]:
         """Ids of its records: its own, or those of its pieces (``ingestion.segments``)."""
-        from avts_tf.data.ingestion.segments import piece_id
-
         if self.records == 1:
             return (self.id,)
         return tuple(piece_id(self.id, k) for k in range(self.records))

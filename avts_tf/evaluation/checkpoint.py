@@ -11,25 +11,25 @@ A checkpoint is either
 The run's ``run.json`` (``avts_tf.run_description``, in the ``model_dir`` or next to a
 ``.keras`` file) gives the ``ClipSpec`` the towers were trained with (log-mel settings,
 frame stride, resizing), the dataset, the towers' factories and the task. No gin is read
-for a run; only ``towers_from_recipe`` and ``recipe_clip_spec`` parse a training recipe.
+here: a training recipe's towers come from ``avts_tf.train.Recipe``, which registers the
+``train.Model`` bindings a recipe sets.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import json
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import gin
 import keras
 from absl import logging
 
+import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers, for loading)
 from avts_tf import portable
+from avts_tf.backbones import torchvision_import
 from avts_tf.data import manifest, pipeline
 from avts_tf.errors import UserError
+from avts_tf.models import AVTSModel
 from avts_tf.run_description import FILENAME as RUN_DESCRIPTION
 from avts_tf.run_description import RunDescription
 
@@ -96,8 +96,6 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
     Raises:
         UserError: If the run has no ``run.json`` or checkpoint, or they do not fit.
     """
-    from avts_tf.models import AVTSModel
-
     model_dir = Path(model_dir)
     description = run_description(model_dir)
     weights = latest_weights(model_dir)
@@ -143,9 +141,6 @@ def load_task_weights(model: keras.Model, model_dir: str | Path, needs: str) -> 
 
 
 def _load_keras(path: Path, which: str) -> keras.Model:
-    import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers)
-    import avts_tf.models  # noqa: F401
-
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # noqa: BLE001 - any load failure is a bad checkpoint.
@@ -225,77 +220,7 @@ def clip_spec_for(
 
 def fresh_copy(model: keras.Model) -> keras.Model:
     """The same architecture with newly initialized weights (a from-scratch baseline)."""
-    import avts_tf.backbones  # noqa: F401  (custom layers)
-
     return keras.models.clone_model(model)
-
-
-@contextlib.contextmanager
-def _parsed_recipe(gin_files: Sequence[str], bindings: Sequence[str], what: str) -> Iterator[None]:
-    """Parses recipes into a clean gin config for the block, and clears it afterwards.
-
-    Raises:
-        UserError: ``cannot parse <what>: <reason>`` if the files or bindings do not parse.
-    """
-    from avts_tf import config
-
-    gin.clear_config()
-    try:
-        try:
-            config.parse_gin(gin_files, bindings, finalize=False)
-        except (OSError, ValueError) as err:
-            raise UserError(f"cannot parse {what}: {err}") from None
-        yield
-    finally:
-        gin.clear_config()
-
-
-def _binding(name: str):
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        return None
-
-
-def _recipe_clip_spec_unlocked() -> pipeline.ClipSpec:
-    spec = copy.deepcopy(_binding("train.Model.clip_spec"))  # a ``@fn()`` reference is called
-    return spec if isinstance(spec, pipeline.ClipSpec) else pipeline.ClipSpec()
-
-
-def towers_from_recipe(
-    gin_files: Sequence[str], bindings: Sequence[str], fps: float
-) -> tuple[keras.Model, keras.Model, pipeline.ClipSpec]:
-    """Randomly initialized towers and clip spec as a training recipe would build them.
-
-    Args:
-        gin_files: Training recipes (for example ``gin/quickstart.gin``).
-        bindings: Extra gin bindings.
-        fps: Frame rate of the data the towers will see (sets the audio input length).
-
-    Raises:
-        UserError: If the recipe does not parse or names no towers.
-    """
-    with _parsed_recipe(gin_files, bindings, f"the recipe {', '.join(gin_files)}"):
-        spec = _recipe_clip_spec_unlocked()
-        towers = []
-        for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
-            reference = _binding(f"train.Model.{which}_tower")
-            if reference is None:
-                raise UserError(f"the recipe does not set train.Model.{which}_tower")
-            towers.append(reference.scoped_configurable_fn(input_shape=shape))
-        return towers[0], towers[1], spec
-
-
-def recipe_clip_spec(gin_files: Sequence[str], bindings: Sequence[str]) -> pipeline.ClipSpec:
-    """The ``ClipSpec`` of a recipe and bindings (``data.ClipSpec.*``); defaults if none.
-
-    Raises:
-        UserError: If the recipe or bindings do not parse.
-    """
-    if not gin_files and not bindings:
-        return pipeline.ClipSpec()
-    with _parsed_recipe(gin_files, bindings, ", ".join([*gin_files, *bindings])):
-        return _recipe_clip_spec_unlocked()
 
 
 def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec) -> keras.Model:
@@ -308,8 +233,6 @@ def torchvision_video_tower(arch: str, path: str | Path, spec: pipeline.ClipSpec
     Raises:
         UserError: If the checkpoint cannot be read or does not fit ``arch``.
     """
-    from avts_tf.backbones import torchvision_import
-
     try:
         return torchvision_import.load_torchvision(
             arch, path, spec.video_shape(), include_head=False, normalize=True

@@ -17,6 +17,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -230,6 +231,18 @@ TORCHVISION = "torchvision:"
 """``init`` prefix of a torchvision state_dict: ``torchvision:ARCH:FILE.pth``."""
 
 
+class Recipe(Protocol):
+    """A training recipe's towers and clip spec (``avts_tf.train.Recipe``)."""
+
+    gin_files: Sequence[str]
+
+    def towers(self, fps: float) -> tuple[keras.Model, keras.Model, pipeline.ClipSpec]:
+        """Randomly initialized ``(video, audio, spec)`` for data at ``fps``."""
+
+    def clip_spec(self) -> pipeline.ClipSpec:
+        """The recipe's clip spec (defaults without a recipe)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How the video tower starts and is fine-tuned (``avts-finetune``'s flags).
@@ -238,9 +251,9 @@ class Settings:
         init: ``scratch``, an AVTS model_dir / ``video_tower.keras``, or
             ``torchvision:ARCH:FILE.pth``.
         arch: With ``scratch``: the checkpoint whose architecture is re-initialised.
-        gin_files: With ``scratch``: the recipe that builds the towers; with torchvision:
-            the recipe whose clip settings to use.
-        gin_params: Extra gin bindings.
+        recipe: With ``scratch``: the training recipe that builds the towers; with
+            torchvision: the recipe whose clip settings to use (``avts_tf.train.Recipe``,
+            which registers what a recipe binds); None: no recipe.
         fusion: Add the audio tower (concatenated features).
         train_split: Training split.
         test_split: Test split.
@@ -259,8 +272,7 @@ class Settings:
 
     init: str
     arch: str | None = None
-    gin_files: Sequence[str] = ()
-    gin_params: Sequence[str] = ()
+    recipe: Recipe | None = None
     fusion: bool = False
     train_split: str = "train"
     test_split: str = "test"
@@ -293,7 +305,7 @@ def _torchvision_towers(settings: Settings):
     if settings.fusion or settings.arch:
         raise UserError("--init torchvision:... has no audio tower and no --arch: drop "
                         "--fusion / --arch")
-    spec = checkpoint.recipe_clip_spec(settings.gin_files, settings.gin_params)
+    spec = settings.recipe.clip_spec() if settings.recipe is not None else pipeline.ClipSpec()
     return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
 
 
@@ -310,10 +322,9 @@ def initial_towers(settings: Settings, fps: float):
             video = checkpoint.fresh_copy(video)
             audio = checkpoint.fresh_copy(audio) if audio is not None else None
         return video, audio, spec
-    if not settings.gin_files:
+    if settings.recipe is None or not settings.recipe.gin_files:
         raise UserError("--init scratch needs --arch CHECKPOINT or --gin_file RECIPE")
-    video, audio, spec = checkpoint.towers_from_recipe(settings.gin_files, settings.gin_params,
-                                                       fps)
+    video, audio, spec = settings.recipe.towers(fps)
     return video, (audio if settings.fusion else None), spec
 
 

@@ -46,8 +46,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from avts_tf import atomic
+from avts_tf.data import integrity, records, splits
 from avts_tf.data import manifest as manifest_module
-from avts_tf.data import records, splits
 from avts_tf.data.ingestion import segments, sources
 from avts_tf.data.ingestion.media import (
     MediaError,
@@ -1103,8 +1103,6 @@ def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, worke
     Returns:
         The problems found, and those left after rebuilding (empty when all is well).
     """
-    from avts_tf.data import integrity
-
     out = Path(output_dir)
     found = integrity.check_shards(out)
     if not found or not rebuild:

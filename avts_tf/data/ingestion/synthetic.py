@@ -69,6 +69,7 @@ import av
 import numpy as np
 
 from avts_tf import atomic
+from avts_tf.errors import UserError, first_names
 
 # Bump when rendering changes, so cached datasets are regenerated.
 FORMAT_VERSION = 2
@@ -780,8 +781,6 @@ def _check_ours(out: pathlib.Path) -> None:
         UserError: ``out`` is a file, or holds visible entries and no ``params.json`` of
             a synthetic dataset.
     """
-    from avts_tf.errors import UserError, first_names
-
     if out.exists() and not out.is_dir():
         raise UserError(f"output {out} is a file; give a new or empty folder as --output")
     if not out.is_dir():

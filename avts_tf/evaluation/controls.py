@@ -16,7 +16,9 @@ removes and their chance levels (``Task.controls``, ``Task.control_metrics``).
 * on the **training views** of the last epoch (TensorBoard's ``epoch_<head>``), where the
   control acts: a head above chance there learned a cue the control should have removed.
 
-``avts-controls`` (:mod:`avts_tf.cli.controls`) runs them and prints the table.
+``avts-controls`` (:mod:`avts_tf.cli.controls`) runs them and prints the table. It imports
+this module before it checks its flags, so what loads TensorFlow is imported inside the
+functions.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 from avts_tf.errors import UserError
 from avts_tf.evaluation import report
+from avts_tf.evaluation.run_curves import read_scalars
 
 MARGIN = 0.05
 """How far from chance a removed head may land (the issue's ``chance ± 0.05``)."""
@@ -158,6 +161,7 @@ def described(model_dir: str | os.PathLike) -> tuple[str, int] | None:
     model_dir = Path(model_dir)
     if not (model_dir / "run.json").is_file():
         return None
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.run_description import RunDescription
 
     run = RunDescription.read(model_dir)
@@ -179,6 +183,7 @@ def finished(model_dir: str | os.PathLike) -> bool:
 @functools.lru_cache(maxsize=8)
 def _held_out_videos(dataset: str, split: str) -> int:
     """Distinct video ids in ``split`` of ``dataset`` (read once for all runs on it)."""
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.data import records
     from avts_tf.evaluation import records_io
 
@@ -188,7 +193,7 @@ def _held_out_videos(dataset: str, split: str) -> int:
 
 def read_run(model_dir: str | os.PathLike) -> ControlRun:
     """The :class:`ControlRun` of a finished run (eval.json, TensorBoard logs)."""
-    from avts_tf.evaluation.run_curves import read_scalars
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.run_description import RunDescription
 
     model_dir = Path(model_dir)

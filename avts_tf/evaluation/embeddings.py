@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers, for loading)
 from avts_tf.data import pipeline
 from avts_tf.data.clips import Clips
 from avts_tf.data.manifest import Manifest
@@ -170,8 +171,6 @@ def which_tower(checkpoint_path: str | Path, tower: str = "auto") -> str:
         if path.name.startswith(name):
             return name
     if path.suffix == ".keras":
-        import avts_tf.backbones  # noqa: F401  (registers the towers' custom layers)
-
         try:
             rank = len(keras.saving.load_model(path, compile=False).inputs[0].shape)
         except Exception as err:  # noqa: BLE001

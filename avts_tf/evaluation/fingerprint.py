@@ -31,7 +31,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from avts_tf import portable
 from avts_tf.data import manifest
+from avts_tf.data.audio_features import log_mel_spectrogram
+from avts_tf.data.clips import Clips
 from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, media_edit, plots, report
 from avts_tf.evaluation.features import feature_model
@@ -119,17 +122,13 @@ def file_fingerprints(
     L2-normalised feature, ``both`` their concatenation normalised again (see the module
     docstring).
     """
-    from avts_tf.data.audio_features import log_mel_spectrogram
-    from avts_tf.data.clips import Clips
-    from avts_tf.portable import media_record
-
     video_features, audio_features = feature_fns
     spec, fps = description.clip_spec, description.fps
     cutter = Clips(spec, fps)
     seed = tf.zeros([2], tf.int32)
     rows: dict[str, list[np.ndarray]] = {"video": [], "audio": [], "both": []}
     for path in paths:
-        record = media_record(path, description)
+        record = portable.media_record(path, description)
         if not bool(cutter.long_enough(record)):
             raise UserError(f"{path} is shorter than one clip; give longer files")
         starts = [cutter.evenly_spaced_start(record, k, num_clips) for k in range(num_clips)]

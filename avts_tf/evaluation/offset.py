@@ -26,7 +26,11 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from avts_tf import portable
+from avts_tf.data.audio_features import log_mel_spectrogram
+from avts_tf.data.clips import Clips
 from avts_tf.data.ingestion import sources
+from avts_tf.data.ingestion.media import probe_duration
 from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, media_edit, report, sync
 
@@ -93,8 +97,6 @@ def estimate_offset(
         UserError: The file is shorter than one clip plus twice ``max_offset_s``, or lacks a
             stream.
     """
-    from avts_tf.data.ingestion.media import probe_duration
-
     if max_offset_s <= 0:
         raise UserError(f"--max_offset_s is {max_offset_s}; give a positive number of seconds")
     spec, fps = description.clip_spec, description.fps
@@ -129,9 +131,7 @@ def estimate_offset(
 
 
 def _record(path, description, start: float | None = None, end: float | None = None):
-    from avts_tf.portable import media_record
-
-    record = media_record(path, description, start=start, end=end)
+    record = portable.media_record(path, description, start=start, end=end)
     if int(record["num_frames"]) == 0 or int(record["num_samples"]) == 0:
         raise UserError(f"{path} needs both video and audio to estimate their offset; give a "
                         "file with both")
@@ -168,8 +168,6 @@ class _ClipScorer:
     """Sync costs of video clips of a record against their audio shifted by ``shifts``."""
 
     def __init__(self, model, spec, fps: float, shifts: np.ndarray, batch_size: int):
-        from avts_tf.data.clips import Clips
-
         self.model, self.spec, self.fps = model, spec, fps
         self.shifts, self.batch_size = shifts, batch_size
         self.cutter = Clips(spec, fps)
@@ -187,8 +185,6 @@ class _ClipScorer:
 
     def costs(self, record, starts: np.ndarray) -> np.ndarray:
         """``[shifts, clips]`` costs of the clips starting at frames ``starts``."""
-        from avts_tf.data.audio_features import log_mel_spectrogram
-
         cutter, shifts = self.cutter, self.shifts
         window = int(cutter.windows(record).window)
         seed = tf.zeros([2], tf.int32)

@@ -45,6 +45,7 @@ class DataSource:
 
 def run_frames(run: str | Path) -> dict:
     """``fps`` and ``short_side`` of ``run``'s training data, as far as they are known."""
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf import portable
     from avts_tf.evaluation import checkpoint
 
@@ -73,6 +74,7 @@ def prepared_data(
     tool that reads one tower's modality should keep. ``test_fraction`` holds out that
     share of each label of a folder as split ``test``.
     """
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.evaluation import records_io
 
     if records_io.is_prepared(source.data):

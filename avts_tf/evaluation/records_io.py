@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from avts_tf.data import manifest, pipeline, records
+from avts_tf.data.ingestion import prepare
 from avts_tf.data.manifest import DEFAULTS, IngestConfig, Manifest, Shard, SplitInfo
 from avts_tf.errors import UserError
 
@@ -54,8 +55,6 @@ def ensure_prepared(
     Raises:
         UserError: If ``path`` does not exist or nothing could be prepared.
     """
-    from avts_tf.data.ingestion import prepare
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"dataset {path} does not exist; give a prepared dataset folder or media "

@@ -16,6 +16,7 @@ from typing import Any
 from absl import logging
 
 from avts_tf.errors import UserError
+from avts_tf.evaluation.plots import _pyplot
 
 
 def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -71,8 +72,6 @@ def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
         tags: Tags to draw (default: every ``epoch_*`` tag except ``epoch_learning_rate``
             and throughput, loss first).
     """
-    from avts_tf.evaluation.plots import _pyplot
-
     plt = _pyplot()
     if plt is None:
         raise UserError("plotting needs matplotlib; pip install 'avts_tf[plots]'")

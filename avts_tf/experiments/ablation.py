@@ -35,7 +35,10 @@ import gin
 import keras
 import tensorflow as tf
 
+from avts_tf import config, train
+from avts_tf.data import pipeline
 from avts_tf.errors import UserError
+from avts_tf.run_description import RunDescription
 from avts_tf.train import epochs_to_steps  # noqa: F401  (re-exported)
 
 VARIANTS: dict[str, str] = {
@@ -148,9 +151,6 @@ def eval_dataset_of_run(model_dir: str | os.PathLike) -> tf.data.Dataset:
     given ``functools.partial(eval_dataset_of_run, model_dir)`` builds them when
     training begins.
     """
-    from avts_tf.data import pipeline
-    from avts_tf.run_description import RunDescription
-
     run = RunDescription.read(model_dir)
     return pipeline.eval_dataset(
         run.dataset, run.eval_batch_size, task=run.build_task(), spec=run.clip_spec,
@@ -188,8 +188,6 @@ def run_variant(
     Returns:
         ``{"variant", "train_steps", "switch_step", "final": {...}, "history": [...]}``.
     """
-    from avts_tf import config, train
-
     if name not in VARIANTS:
         raise ValueError(f"Unknown ablation variant {name!r}; known: {', '.join(VARIANTS)}.")
     model_dir = Path(model_dir)

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from avts_tf import atomic
+import gin
+
+from avts_tf import atomic, config
 from avts_tf.errors import UserError
 from avts_tf.evaluation import controls
 
@@ -40,9 +42,8 @@ def train_control(
     Raises:
         UserError: The folder holds a run of another control or seed, or of another task.
     """
-    import gin
-
-    from avts_tf import config, train
+    # Loads TensorFlow: imported here, after the command has checked its flags.
+    from avts_tf import train
 
     if control not in CONTROLS:
         raise UserError(f"unknown control {control!r}; valid: {', '.join(CONTROLS)}")
@@ -116,8 +117,6 @@ def train_all(
 
 def _objective_selector() -> str | None:
     """The configurable bound to ``train.Model.objective`` (``objectives.temporal``), if any."""
-    import gin
-
     try:
         return getattr(gin.query_parameter("train.Model.objective"), "selector", None)
     except ValueError:  # Not bound.

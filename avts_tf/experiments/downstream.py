@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gin
+
+from avts_tf import config
 from avts_tf.errors import UserError
 from avts_tf.evaluation import report
 
@@ -44,9 +47,8 @@ def runs_of(model_dir: str | Path, methods: Sequence[str] | None = None,
 
 def pretrain(name: str, model_dir: Path, files: list[str], params: Sequence[str]) -> None:
     """Trains a run into ``model_dir`` with its recipe unless its towers exist."""
-    import gin
-
-    from avts_tf import config, train
+    # Loads TensorFlow: imported here, after the command has checked its flags.
+    from avts_tf import train
 
     if all((model_dir / f"{w}_tower.keras").is_file() for w in ("video", "audio")):
         print(f"{name}: using the run in {model_dir}")
@@ -111,6 +113,7 @@ def compare(
     Raises:
         UserError: ``data`` is not a prepared dataset.
     """
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.evaluation import checkpoint, downstream, records_io
 
     if data and not records_io.is_prepared(data):
@@ -152,6 +155,7 @@ def compare(
 def _prepared_fsdd(fsdd: str, work: str | None, stack: contextlib.ExitStack,
                    model_dirs: dict[str, Path]) -> Path:
     """FSDD prepared at the towers' sample rate (``fsdd`` may already be prepared)."""
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.evaluation import checkpoint, records_io
 
     rate = checkpoint.run_clip_spec(next(iter(model_dirs.values()))).log_mel.sample_rate
@@ -162,6 +166,7 @@ def _prepared_fsdd(fsdd: str, work: str | None, stack: contextlib.ExitStack,
 
 def table(found: Comparison) -> str:
     """Accuracy (mean ± std over draws or folds) per row of the comparison and column."""
+    # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.evaluation import downstream
 
     results, columns, budget = found.results, found.columns, found.results["budget"]

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 from sync_reference import numpy_sync_accuracy
 
+from avts_tf import train
 from avts_tf.data import pipeline
 from avts_tf.data.manifest import Manifest
 from avts_tf.errors import UserError
@@ -149,3 +150,18 @@ def test_clip_cutter_takes_the_sync_task_of_a_multi_task_run(tmp_path, tiny_prep
     with pytest.raises(UserError, match=r"\(TemporalContrastive\) is not a synchronization "
                                        r"task; give the model_dir of a run trained with"):
         sync.clip_cutter(tmp_path, ("easy",))
+
+
+def test_scratch_towers_come_from_a_training_recipe():
+    """``--init scratch --gin_file``: the recipe binds ``train.Model``, read by ``train.Recipe``."""
+    recipe = train.Recipe(("quickstart",), ("backbones.mc3_18.width = 8",))
+    settings = finetune.Settings(init="scratch", fusion=True, recipe=recipe)
+    video, audio, spec = finetune.initial_towers(settings, 8.0)
+    assert spec.crop_size == 32 and spec.log_mel.mel_bins == 40
+    assert tuple(video.inputs[0].shape[1:]) == spec.video_shape()
+    assert tuple(audio.inputs[0].shape[1:]) == spec.audio_shape(8.0)
+    assert recipe.clip_spec() == spec and train.Recipe().clip_spec() == pipeline.ClipSpec()
+    with pytest.raises(UserError, match="--init scratch needs --arch CHECKPOINT or --gin_file"):
+        finetune.initial_towers(finetune.Settings(init="scratch"), 8.0)
+    with pytest.raises(UserError, match="does not set train.Model.video_tower"):
+        train.Recipe(("quickstart",), ("train.Model.video_tower = None",)).towers(8.0)

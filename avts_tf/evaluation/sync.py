@@ -5,9 +5,9 @@ of its ``run.json`` (margin and decision threshold; a fusion task's head weights
 from the run's newest checkpoint), or everything from the newest checkpoint when the
 towers were not saved yet. Clips are the pipeline's deterministic evaluation clips;
 ``sync_accuracy`` uses easy negatives (the paper's protocol) and ``sync_accuracy_<kind>``
-each same-video negative kind, cut with the run's samplers (``negative_samplers()``'
-defaults for kinds the run did not train with). All are balanced accuracies (mean of
-the accuracy on in-sync and on out-of-sync pairs).
+each same-video negative kind the run's sync task knows, cut with the run's samplers
+(the task's defaults for kinds the run did not train with: ``SyncObjective.scoring``). All
+are balanced accuracies (mean of the accuracy on in-sync and on out-of-sync pairs).
 """
 
 from __future__ import annotations
@@ -26,27 +26,22 @@ from avts_tf.evaluation import checkpoint, features, prepared, records_io, repor
 from avts_tf.evaluation.prepared import DataSource
 from avts_tf.models import AVTSModel
 from avts_tf.tasks.base import Task
-from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, negative_samplers
 
 
-def check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
-    """``("easy", *others)`` after checking every kind is known."""
-    unknown = [k for k in kinds if k not in NEGATIVE_TYPES]
-    if unknown:
-        raise UserError(
-            f"unknown negative kind(s) {', '.join(unknown)}; valid: {', '.join(NEGATIVE_TYPES)}"
-        )
-    return ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
-
-
-def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> Task:
+def clip_cutter(model_dir: str | Path, kinds: Sequence[str] | None = None) -> Task:
     """The run's sync task, scoring ``kinds`` and cutting their negatives.
 
-    Kinds the run trained with keep its samplers; the others get ``negative_samplers()``.
-    A run of several tasks (``objectives.multi``, e.g. AVTS + temporal) gives its sync task.
+    The task says which kinds it knows and cuts them (``scoring``): kinds the run trained
+    with keep its samplers, the others get the task's defaults; its ``eval_kinds`` are
+    ``("easy", *others)``. A run of several tasks (``objectives.multi``, e.g. AVTS +
+    temporal) gives its sync task.
+
+    Args:
+        model_dir: The run's folder.
+        kinds: Negative kinds to score (None: every kind the task knows).
 
     Raises:
-        UserError: If the run has no ``run.json`` or no sync task.
+        UserError: If the run has no ``run.json`` or no sync task, or a kind is unknown.
     """
     description = checkpoint.run_description(model_dir)
     run_task = description.build_task()
@@ -56,14 +51,11 @@ def clip_cutter(model_dir: str | Path, kinds: Sequence[str]) -> Task:
         raise UserError(f"the task of run {model_dir} ({names}) is not a synchronization "
                         "task; give the model_dir of a run trained with objectives.contrastive "
                         "or objectives.fusion")
-    defaults = negative_samplers()
-    negatives = {k: task.negatives.get(k, defaults[k]) for k in kinds if k != "easy"}
-    return type(task).from_config({**task.get_config(), "eval_kinds": list(kinds),
-                                   "negatives": negatives})
+    return task.scoring(kinds)
 
 
-def sync_model(model_dir: str | Path, kinds: Sequence[str]):
-    """The run's ``AVTSModel`` (scoring ``kinds``) and its ``ClipSpec``.
+def sync_model(model_dir: str | Path, kinds: Sequence[str] | None = None):
+    """The run's ``AVTSModel`` (scoring ``kinds``, see :func:`clip_cutter`) and its ``ClipSpec``.
 
     Raises:
         UserError: If ``model_dir`` is not a training run's folder.
@@ -90,12 +82,15 @@ def evaluate_sync(
     model_dir: str | Path,
     data_dir: str | Path,
     split: str = "test",
-    kinds: Sequence[str] = NEGATIVE_TYPES,
+    kinds: Sequence[str] | None = None,
     clips_per_video: int = 4,
     batch_size: int = 32,
     seed: int = 0,
 ) -> dict[str, float]:
     """Sync accuracies of a run on ``split`` of a prepared dataset.
+
+    ``kinds``: the negative kinds to score (easy always; None: every kind the run's sync
+    task knows).
 
     Returns:
         ``sync_accuracy`` (easy negatives) and ``sync_accuracy_<kind>`` for the other
@@ -105,8 +100,8 @@ def evaluate_sync(
         UserError: For a bad run folder, an unknown kind, a missing split or clips that do
             not fit the towers.
     """
-    kinds = check_kinds(kinds)
     model, spec = sync_model(model_dir, kinds)
+    kinds = model.objective.eval_kinds
     records_io.check_splits(data_dir, [split])
     prepared = Manifest.read(data_dir)
     fps = prepared.fps
@@ -139,7 +134,7 @@ def evaluate_sync(
 def evaluate_run(
     model_dir: str | Path,
     source: DataSource,
-    kinds: Sequence[str] = NEGATIVE_TYPES,
+    kinds: Sequence[str] | None = None,
     split: str = "test",
     split_given: bool = True,
     clips_per_video: int = 4,
@@ -151,7 +146,8 @@ def evaluate_run(
     Args:
         model_dir: A training run's folder.
         source: A prepared dataset, or media prepared at the run's sample rate.
-        kinds: Negative kinds to score (easy is always scored).
+        kinds: Negative kinds to score (easy is always scored; None: every kind the run's
+            sync task knows).
         split: The held-out split.
         split_given: Whether ``split`` was asked for; if not, media prepared here into one
             split (a folder, a file) is scored whole, whatever that split is named.
@@ -162,9 +158,9 @@ def evaluate_run(
     Returns:
         The kinds scored (easy first) and :func:`evaluate_sync`'s results.
     """
-    kinds = check_kinds(kinds)
     spec_rate = checkpoint.run_clip_spec(model_dir).log_mel.sample_rate
-    clip_cutter(model_dir, kinds)  # A run without a sync task: before any decoding.
+    # A run without a sync task, or an unknown kind: refused before any decoding.
+    kinds = clip_cutter(model_dir, kinds).eval_kinds
     with contextlib.ExitStack() as stack:
         data = prepared.prepared_data(source, stack, sample_rate=spec_rate)
         present = Manifest.read(data).split_names

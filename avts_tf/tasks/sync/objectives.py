@@ -25,12 +25,18 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from avts_tf.errors import UserError
 from avts_tf.registry import OBJECTIVES, SAMPLERS
 from avts_tf.tasks.base import Task, global_batch_size, replica_id
 from avts_tf.tasks.sync import curricula, losses
 from avts_tf.tasks.sync.curricula import ConstantMixture, Curriculum
 from avts_tf.tasks.sync.metrics import BalancedSyncAccuracy
-from avts_tf.tasks.sync.samplers import NEGATIVE_TYPES, EasyNegativeSampler, NegativeSampler
+from avts_tf.tasks.sync.samplers import (
+    NEGATIVE_TYPES,
+    EasyNegativeSampler,
+    NegativeSampler,
+    negative_samplers,
+)
 
 EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
 
@@ -301,6 +307,34 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
 
     def sync_task(self):  # noqa: D102
         return self
+
+    @property
+    def negative_kinds(self) -> tuple[str, ...]:
+        """The negative kinds this task can score (``easy`` first)."""
+        return NEGATIVE_TYPES
+
+    def scoring(self, kinds: Sequence[str] | None = None) -> SyncObjective:
+        """A copy of this task that scores ``kinds`` (easy always) and cuts their negatives.
+
+        Kinds this task trained with keep its samplers; the others get
+        ``negative_samplers()``' defaults. Its ``eval_kinds`` are ``("easy", *others)``.
+
+        Args:
+            kinds: Negative kinds to score (None: every kind of :attr:`negative_kinds`).
+
+        Raises:
+            UserError: A kind is unknown.
+        """
+        kinds = self.negative_kinds if kinds is None else kinds
+        unknown = [k for k in kinds if k not in self.negative_kinds]
+        if unknown:
+            raise UserError(f"unknown negative kind(s) {', '.join(unknown)}; valid: "
+                            f"{', '.join(self.negative_kinds)}")
+        kinds = ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
+        defaults = negative_samplers()
+        negatives = {k: self.negatives.get(k, defaults[k]) for k in kinds if k != "easy"}
+        return type(self).from_config({**self.get_config(), "eval_kinds": list(kinds),
+                                       "negatives": negatives})
 
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()

@@ -83,3 +83,12 @@ def test_the_guides_task_trains_and_its_run_rebuilds_it(guide_task, tiny_prepare
     assert 0.0 <= results["reversal_accuracy"] <= 1.0
     rebuilt = RunDescription.read(tmp_path / "run").build_task()
     assert type(rebuilt) is guide_task and rebuilt.reverse_rate == 0.25
+
+
+def test_the_guides_command_is_the_code_of_avts_eval_sync():
+    """Every line of the guide's command example is a line of ``avts_tf/cli/eval_sync.py``."""
+    code = (REPO_ROOT / "avts_tf" / "cli" / "eval_sync.py").read_text(encoding="utf-8")
+    lines = {line.rstrip() for line in code.splitlines()}
+    missing = [line for line in guide_example("Add a command").splitlines()
+               if line.strip() and line.rstrip() not in lines]
+    assert not missing, missing

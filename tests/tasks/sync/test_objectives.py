@@ -275,3 +275,22 @@ def test_fusion_objective_trains():
     assert history["sync_accuracy"][-1] > 0.9
     head_after = [w.numpy() for w in model.objective.head.weights]
     assert any(not np.allclose(a, b) for a, b in zip(head_before, head_after, strict=True))
+
+
+def test_the_task_scores_the_kinds_evaluation_asks_for():
+    """``avts-eval-sync`` asks the task which kinds it knows and for a copy scoring them."""
+    from avts_tf.errors import UserError
+    from avts_tf.tasks.sync.samplers import HardNegativeSampler
+
+    trained = HardNegativeSampler(min_gap_s=0.25)
+    objective = ContrastiveSync(margin=MARGIN, negatives={"hard": trained})
+    assert objective.negative_kinds == NEGATIVE_TYPES
+    scoring = objective.scoring(["super_hard", "hard"])
+    assert scoring.eval_kinds == ("easy", "hard", "super_hard")
+    assert scoring.negatives["hard"].min_gap_s == 0.25  # the run's own sampler
+    assert set(scoring.negatives) == {"hard", "super_hard"} and scoring.margin == MARGIN
+    assert objective.scoring().eval_kinds == NEGATIVE_TYPES
+    with pytest.raises(UserError) as err:
+        objective.scoring(["easy", "medium"])
+    assert str(err.value) == ("unknown negative kind(s) medium; valid: "
+                              "easy, hard, super_hard")

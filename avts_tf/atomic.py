@@ -24,7 +24,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
     if _is_remote(path):
-        import tensorflow as tf
+        import tensorflow as tf  # remote paths only: this module is TensorFlow-free
 
         tf.io.gfile.makedirs(folder)
         with tf.io.gfile.GFile(tmp, "w") as f:

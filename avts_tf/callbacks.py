@@ -23,6 +23,7 @@ from typing import Any
 import gin
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from avts_tf import atomic
@@ -274,8 +275,6 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         if self.batches < self._next:
             return
         self._next = (self.batches // self.every_batches + 1) * self.every_batches
-        import tensorflow as tf
-
         results = {k: float(v) for k, v in self.evaluate().items()}
         self.history.append((self.batches, results))
         if self._writer is None:

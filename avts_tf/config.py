@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
+import sys
 import tokenize
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -90,9 +92,6 @@ def _make_recipe_imports_findable(paths: Sequence[str]) -> None:
     not by itself, so without this a recipe importing the user's own backbone would fail
     unless it was installed. Appended, so installed packages keep precedence.
     """
-    import os
-    import sys
-
     for folder in [os.getcwd(), *(os.path.dirname(os.path.abspath(p)) for p in paths)]:
         if folder not in sys.path:
             sys.path.append(folder)
@@ -104,7 +103,7 @@ def _accepted_parameters(wrapped: Any) -> set[str] | None:
     ``None`` for anything else (gin checks the names of a signature without ``**kwargs``;
     other ``**kwargs`` may be forwarded anywhere).
     """
-    import keras
+    import keras  # loads TensorFlow: config is imported before commands check their flags
 
     if not (inspect.isclass(wrapped) and issubclass(wrapped, keras.layers.Layer)):
         return None

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import gin
+from gin import config as gin_config
 
 from avts_tf.errors import UserError
 
@@ -27,8 +28,6 @@ def builtin_names() -> list[str]:
 
 def register_search_path() -> None:
     """Lets ``include 'gin/<name>.gin'`` inside any recipe find the built-in recipes."""
-    from gin import config as gin_config
-
     if _SEARCH_ROOT not in gin_config._LOCATION_PREFIXES:  # noqa: SLF001 (no public query)
         gin.add_config_file_search_path(_SEARCH_ROOT)
 

@@ -25,7 +25,7 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[i
     Raises:
         UserError: ``log_dir`` holds no event files.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # avts-controls imports this module before it checks its flags
 
     found: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
@@ -47,7 +47,7 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[i
 
 def _events(path: Path) -> Iterator[Any]:
     """The events of one TensorBoard file, up to a torn last record (a run killed mid-write)."""
-    import tensorflow as tf
+    import tensorflow as tf  # avts-controls imports this module before it checks its flags
 
     records = iter(tf.data.TFRecordDataset(str(path)))
     while True:

@@ -36,16 +36,17 @@ from __future__ import annotations
 from absl import flags, logging
 
 from avts_tf.cli import app
-from avts_tf.data.ingestion import sources  # prepare loads TensorFlow: imported in _main
+from avts_tf.cli import flags as shared
+from avts_tf.data.ingestion import ingest, sources  # no TensorFlow yet: flags first
 from avts_tf.data.manifest import DEFAULTS, FILES_PER_SHARD, IngestConfig
-from avts_tf.errors import RunInterrupted, UserError
+from avts_tf.errors import UserError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("input", None, "Folder of media (labels = sub-folder names; "
                     "--test_fraction held out), one media file, CSV with header "
                     "path,label[,split][,start,end] (relative paths from the CSV's folder), "
                     "or a dataset root / list in a --layout.")
-flags.DEFINE_string("output", None, "Output folder for shards and manifest.json.")
+shared.define_output("Output folder for shards and manifest.json.", required=True)
 flags.DEFINE_enum("layout", DEFAULTS.layout, list(sources.LAYOUTS), "Input layout; auto guesses "
                   "(folder, csv, esc50, ucf101, hmdb51, fsdd, youtube; dcase2014 must be named; "
                   "a folder holding a dataset.csv of its media is read through it).")
@@ -96,75 +97,11 @@ flags.DEFINE_string("beam_options", "", "Beam pipeline options for --runner, as 
 flags.DEFINE_bool("verify", False, "Check every shard of --output (CRCs, record counts, ids "
                   "against manifest.json) and rebuild the bad ones from their source files "
                   "with the dataset's own settings; --input is not needed.")
-flags.mark_flags_as_required(["output"])
-
-
-def _verify(prepare) -> int:
-    from avts_tf.data import manifest as manifest_lib
-
-    if not manifest_lib.exists(FLAGS.output):
-        raise UserError(f"{FLAGS.output} is not a prepared dataset (no manifest.json); give "
-                        "the --output of an avts-prepare run")
-    found, left = prepare.verify_dataset(FLAGS.output, workers=FLAGS.workers)
-    for problem in found:
-        print(f"bad shard {problem.file}: {problem.problem}")
-    if left:
-        raise UserError(f"{len(left)} shard(s) still bad after rebuilding (e.g. {left[0].file}: "
-                        f"{left[0].problem}); check that the source files are unchanged")
-    print(f"verify: {len(found)} bad shard(s) rebuilt; every shard of {FLAGS.output} reads back "
-          "as its manifest says" if found else
-          f"verify: every shard of {FLAGS.output} reads back as its manifest says")
-    return 0
-
-
-RUNNERS = ("local", "DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner")
-
-
-def _beam_runner():
-    """The Beam runner module after checking the flags that go with ``--runner``.
-
-    Returns:
-        ``avts_tf.data.ingestion.beam_runner``, or ``None`` for the local pool.
-    """
-    runner = FLAGS.runner
-    if runner not in RUNNERS:
-        raise UserError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
-    if runner == "local":
-        if FLAGS.beam_options:
-            raise UserError(f"--beam_options ({FLAGS.beam_options}) apply to a Beam runner, not "
-                            "the local pool; add --runner DirectRunner (or FlinkRunner, "
-                            "SparkRunner, DataflowRunner), or drop --beam_options")
-        return None
-    if FLAGS.verify:
-        raise UserError(f"--verify rebuilds bad shards with the local pool; drop --runner "
-                        f"{runner} (or re-run the ingestion itself with --runner)")
-    if FLAGS.workers != 1:
-        raise UserError(f"--workers sets the local pool's processes, not {runner}'s; drop it "
-                        "and give the runner's parallelism in --beam_options (e.g. "
-                        "--direct_num_workers=2 for DirectRunner)")
-    try:
-        from avts_tf.data.ingestion import beam_runner
-    except ImportError as err:
-        raise UserError(f"--runner {runner} needs Apache Beam ({err}); pip install "
-                        "'avts_tf[beam]', or use --runner local") from None
-    try:
-        beam_runner.parse_beam_options(runner, FLAGS.beam_options)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    return beam_runner
 
 
 def _main(argv: list[str]) -> int:
     app.no_positional(argv)
     logging.use_absl_handler()
-    beam_runner = _beam_runner()
-    from avts_tf.data.ingestion import prepare
-
-    if FLAGS.verify:
-        return _verify(prepare)
-    if FLAGS.input is None:
-        raise UserError("--input is required; give a folder, a media file or a CSV (or "
-                        "--verify to check an existing --output)")
     config = IngestConfig(
         layout=FLAGS.layout, fps=FLAGS.fps,
         short_side=FLAGS.short_side, sample_rate=FLAGS.sample_rate,
@@ -177,30 +114,14 @@ def _main(argv: list[str]) -> int:
         test_fraction=FLAGS.test_fraction or None, max_record_s=FLAGS.max_record_s or None,
         record_overlap_s=FLAGS.record_overlap_s,
     )
-    options = prepare.RunOptions(progress=True, overwrite=FLAGS.overwrite,
-                                 decode_timeout=FLAGS.decode_timeout)
-    try:
-        if beam_runner is None:
-            manifest = prepare.prepare_dataset(FLAGS.input, FLAGS.output, config,
-                                               workers=FLAGS.workers, options=options)
-        else:
-            manifest = beam_runner.prepare_dataset_beam(
-                FLAGS.input, FLAGS.output, config, runner=FLAGS.runner,
-                beam_args=beam_runner.parse_beam_options(FLAGS.runner, FLAGS.beam_options),
-                options=options)
-    except RunInterrupted:  # a full disk: exit 3, the complete shards are kept
-        raise
-    except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
-        raise UserError(str(err)) from None
-    print(f"prepare_data: wrote {sum(e.records for e in manifest.written)} records, skipped "
-          f"{len(manifest.skipped)} files; manifest at {FLAGS.output}/manifest.json")
-    if not manifest.written:
-        kinds = manifest.summary["skipped_by_kind"]
-        reasons = ", ".join(f"{count} {kind}" for kind, count in kinds.items()) or "no input"
-        hint = ("; audio-only inputs need --allow_missing_video" if "no_video" in kinds
-                else "; video-only inputs need --allow_missing_audio" if "no_audio" in kinds
-                else "; see the reasons in manifest.json")
-        raise UserError(f"nothing was written ({reasons}){hint}")
+    outcome = ingest.prepare(FLAGS.input, FLAGS.output, config, workers=FLAGS.workers,
+                             runner=FLAGS.runner, beam_options=FLAGS.beam_options,
+                             verify=FLAGS.verify, overwrite=FLAGS.overwrite,
+                             decode_timeout=FLAGS.decode_timeout)
+    for line in outcome.lines:
+        print(line)
+    if outcome.error:
+        raise UserError(outcome.error)
     return 0
 
 

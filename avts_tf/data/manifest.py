@@ -249,7 +249,7 @@ def exists(data_dir: str | os.PathLike) -> bool:
     path = manifest_path(data_dir)
     if "://" not in path:
         return os.path.isfile(path)
-    import tensorflow as tf
+    import tensorflow as tf  # remote paths only: this module is TensorFlow-free
 
     return tf.io.gfile.exists(path)
 
@@ -327,7 +327,7 @@ class Manifest:
                 f"{path} not found: {data_dir} is not a prepared dataset. "
                 f"Run tools/prepare_data.py --input ... --output {data_dir}."
             )
-        import tensorflow as tf
+        import tensorflow as tf  # remote paths only: this module is TensorFlow-free
 
         with tf.io.gfile.GFile(path, "r") as f:
             text = f.read()

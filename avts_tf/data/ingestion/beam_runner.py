@@ -39,6 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import apache_beam as beam
+import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from avts_tf.data.ingestion import prepare, sources
@@ -117,8 +118,6 @@ class _GfileShardWriter(prepare._ShardWriter):
     """``prepare._ShardWriter`` through ``tf.io.gfile``: local folders and ``gs://`` alike."""
 
     def __init__(self, out: str, plan: prepare.ShardPlan, config: IngestConfig):
-        import tensorflow as tf
-
         self.out, self.plan, self.config = out, plan, config
         # Unique per attempt: a runner may run a bundle twice (retries, speculation).
         self.tmp = os.path.join(out, f".{plan.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -131,8 +130,6 @@ class _GfileShardWriter(prepare._ShardWriter):
         self.spilled.extend(spilled.paths)
 
     def commit(self) -> None:
-        import tensorflow as tf
-
         self.writer.close()
         prepare._write_json(prepare._sidecar_path(self.out, self.plan), self.sidecar())
         if not prepare._is_remote(self.out):
@@ -145,8 +142,6 @@ class _GfileShardWriter(prepare._ShardWriter):
 
     def discard(self) -> None:
         """Closes and removes the temporary shard (after a failed write)."""
-        import tensorflow as tf
-
         with contextlib.suppress(Exception):
             self.writer.close()
         with contextlib.suppress(tf.errors.OpError):
@@ -195,8 +190,6 @@ def _parse_input(line: str) -> tuple[str, int, int, sources.SourceItem, int]:
 
 def _read_lines(path: str) -> Iterator[str]:
     """The lines of ``path`` through ``tf.io.gfile`` (as the outputs: no Beam file system)."""
-    import tensorflow as tf
-
     with tf.io.gfile.GFile(path, "r") as f:
         for line in f:
             if line.strip():
@@ -205,8 +198,6 @@ def _read_lines(path: str) -> Iterator[str]:
 
 def _write_inputs(path: str, plans: list[prepare.ShardPlan]) -> None:
     """Writes the planned files of ``plans``, one JSON line each (streamed)."""
-    import tensorflow as tf
-
     with tf.io.gfile.GFile(path, "w") as f:
         for plan in plans:
             for position in range(len(plan.items)):
@@ -215,8 +206,6 @@ def _write_inputs(path: str, plans: list[prepare.ShardPlan]) -> None:
 
 def _claim_remote(out: str, config: IngestConfig, input_path: str) -> None:
     """The owner check of a ``gs://`` output (no lock there: run one pipeline per output)."""
-    import tensorflow as tf
-
     tf.io.gfile.makedirs(os.path.join(out, prepare.STATE_DIR))
     state = {"config": asdict(config), "input": input_path}
     config_path = os.path.join(out, prepare.STATE_DIR, "config.json")
@@ -235,6 +224,7 @@ def _direct_runner(options: PipelineOptions):
     and ignores ``--direct_num_workers`` / ``--direct_running_mode``; this is the engine it
     falls back to, built as it builds it.
     """
+    # Beam's internals, loaded only for this fallback engine.
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
@@ -270,8 +260,6 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
              | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout, state_dir))
              | "ByShard" >> beam.GroupByKey()
              | "Write" >> beam.ParDo(_WriteShardFn(out, config)))
-    import tensorflow as tf
-
     tf.io.gfile.remove(inputs)
     prepare.remove_spill_files(state_dir)  # those of retried decode bundles
 

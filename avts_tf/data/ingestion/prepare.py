@@ -45,6 +45,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import tensorflow as tf
+from tqdm import tqdm
+
 from avts_tf import atomic
 from avts_tf.data import integrity, records, splits
 from avts_tf.data import manifest as manifest_module
@@ -185,8 +188,6 @@ class SpilledRecords:
         return len(self.paths)
 
     def __iter__(self) -> Iterator[bytes]:
-        import tensorflow as tf
-
         for serialized in tf.data.TFRecordDataset(list(self.paths)):
             yield serialized.numpy()
 
@@ -262,8 +263,6 @@ class _SpillWriter:
         self.paths: list[str] = []
 
     def append(self, record: bytes) -> None:
-        import tensorflow as tf
-
         path = f"{self.stem}-{len(self.paths):05d}.tmp-{os.getpid()}"
         self.paths.append(path)  # first, so a failed write's file is removed too
         with tf.io.TFRecordWriter(path) as writer:
@@ -393,8 +392,6 @@ class _Progress:
         self.last = self.t0
         self.bar = None
         if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, initial=done, unit="file", desc="ingest",
                             file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
 
@@ -435,15 +432,11 @@ def _is_remote(path: str | os.PathLike) -> bool:
 def _is_file(path: str | os.PathLike) -> bool:
     if not _is_remote(path):
         return os.path.isfile(path)
-    import tensorflow as tf
-
     return tf.io.gfile.exists(os.fspath(path)) and not tf.io.gfile.isdir(os.fspath(path))
 
 
 def _read_json(path: str | os.PathLike) -> dict | None:
     if _is_remote(path):
-        import tensorflow as tf
-
         try:
             with tf.io.gfile.GFile(os.fspath(path), "r") as f:
                 return json.loads(f.read())
@@ -479,8 +472,6 @@ class _ShardWriter:
     """Writes one shard under a temporary name; ``commit`` publishes it."""
 
     def __init__(self, out: Path, plan: ShardPlan, config: IngestConfig):
-        import tensorflow as tf
-
         self.out, self.plan, self.config = out, plan, config
         self.tmp = out / f".{plan.name}.tmp-{os.getpid()}"
         self.writer = tf.io.TFRecordWriter(str(self.tmp))
@@ -569,8 +560,6 @@ def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float
     """Whether a spill file of ``item`` was written in the last ``seconds``."""
     if spill_dir is None:
         return False
-    import tensorflow as tf
-
     now = time.time()
     for path in _spill_files(spill_dir, _spill_prefix(item)):
         with contextlib.suppress(tf.errors.NotFoundError):  # handed over meanwhile
@@ -581,8 +570,6 @@ def _grew_within(item: sources.SourceItem, spill_dir: str | None, seconds: float
 
 def _spill_files(spill_dir: str, prefix: str = ".spill-") -> list[str]:
     """Paths of the spill files in ``spill_dir`` (local or a URL) named ``prefix...``."""
-    import tensorflow as tf
-
     try:
         names = tf.io.gfile.listdir(spill_dir)
     except tf.errors.NotFoundError:
@@ -593,8 +580,6 @@ def _spill_files(spill_dir: str, prefix: str = ".spill-") -> list[str]:
 def _remove(path: str) -> None:
     """Deletes a local file, or one behind a URL (``gs://``) through ``tf.io.gfile``."""
     if _is_remote(path):
-        import tensorflow as tf
-
         tf.io.gfile.remove(path)
     else:
         os.unlink(path)
@@ -602,8 +587,6 @@ def _remove(path: str) -> None:
 
 def remove_spill_files(spill_dir: str) -> None:
     """Deletes the spill files left in ``spill_dir`` (by a killed or retried worker)."""
-    import tensorflow as tf
-
     for path in _spill_files(spill_dir):
         with contextlib.suppress(tf.errors.NotFoundError):
             tf.io.gfile.remove(path)
@@ -931,8 +914,6 @@ def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
         RunInterrupted: A shard or its sidecar could not be written (e.g. a full disk);
             its temporary files are removed, the shards committed before it stay.
     """
-    import tensorflow as tf
-
     for plan in plans:
         writer = _ShardWriter(out, plan, config)
         try:

@@ -82,7 +82,10 @@ def restore_latest(model: keras.Model, directory: str | os.PathLike) -> Checkpoi
             continue
         logging.info(
             "Restored %s: batch %d, step %d, curriculum stage %d.",
-            path, info.batches, info.step, info.curriculum_stage,
+            path,
+            info.batches,
+            info.step,
+            info.curriculum_stage,
         )
         return info
     return None
@@ -257,8 +260,13 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         initial_batches: Batches trained before this ``fit`` (a resumed run).
     """
 
-    def __init__(self, evaluate: Callable[[], dict[str, float]], every_batches: int,
-                 log_dir: str | os.PathLike, initial_batches: int = 0) -> None:
+    def __init__(
+        self,
+        evaluate: Callable[[], dict[str, float]],
+        every_batches: int,
+        log_dir: str | os.PathLike,
+        initial_batches: int = 0,
+    ) -> None:
         super().__init__()
         self.evaluate = evaluate
         self.every_batches = int(every_batches)

@@ -20,9 +20,19 @@ from avts_tf.errors import UserError
 #: ``train.run``'s parameters that moved into its groups: parameter -> configurable.
 MOVED_PARAMETERS = {
     **dict.fromkeys(("video_tower", "audio_tower", "objective", "clip_spec"), "train.Model"),
-    **dict.fromkeys(("optimizer", "batch_size", "train_steps", "steps_per_epoch", "seed",
-                     "checkpoint_every_steps", "eval_every_steps", "train_split"),
-                    "train.Trainer"),
+    **dict.fromkeys(
+        (
+            "optimizer",
+            "batch_size",
+            "train_steps",
+            "steps_per_epoch",
+            "seed",
+            "checkpoint_every_steps",
+            "eval_every_steps",
+            "train_split",
+        ),
+        "train.Trainer",
+    ),
     **dict.fromkeys(("precision", "jit_compile"), "train.Runtime"),
 }
 
@@ -68,11 +78,15 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str] = (), finalize: bool
     except ImportError as err:  # ``import my_pkg.towers`` in a recipe
         problem, *location = str(err).splitlines()
         found = re.search(r'In file "(.+)", line (\d+)', " ".join(location))
-        where = (f" ({location[-1].strip()} in {found.group(1)}, line {found.group(2)})"
-                 if found and len(location) > 1 else "")
+        where = (
+            f" ({location[-1].strip()} in {found.group(1)}, line {found.group(2)})"
+            if found and len(location) > 1
+            else ""
+        )
         raise UserError(
             f"a recipe's import failed{where}: {problem}; put the module in the current "
-            "folder or the recipe's, add its folder to PYTHONPATH, or pip install it") from None
+            "folder or the recipe's, add its folder to PYTHONPATH, or pip install it"
+        ) from None
     except OSError as err:  # a missing ``include``
         missing = re.search(r"Unable to open file: (\S+?)\.? Searched", str(err))
         name = missing.group(1) if missing else str(err)
@@ -119,9 +133,11 @@ def _accepted_parameters(wrapped: Any) -> set[str] | None:
         if init is None or cls is object:
             continue
         try:
-            accepted.update(name for name, p in inspect.signature(init).parameters.items()
-                            if p.kind not in (inspect.Parameter.VAR_KEYWORD,
-                                              inspect.Parameter.VAR_POSITIONAL))
+            accepted.update(
+                name
+                for name, p in inspect.signature(init).parameters.items()
+                if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+            )
         except (TypeError, ValueError):
             continue
     return (accepted | {"input_dim", "input_shape"}) - {"self"}  # Layer's own **kwargs
@@ -140,17 +156,24 @@ def _check_keyword_parameters(bindings: Sequence[str]) -> None:
             continue
         for param in params:
             if param not in accepted:
-                binding = next((b for b in bindings
-                                if re.match(rf"\s*{re.escape(selector)}\.{param}\s*=", b)), None)
+                binding = next(
+                    (b for b in bindings if re.match(rf"\s*{re.escape(selector)}\.{param}\s*=", b)),
+                    None,
+                )
                 where = f" (--gin_param {binding!r})" if binding else ""
-                raise UserError(f"{selector} has no parameter {param}{where}; "
-                                f"{_choices(param, parameter_names(selector))}")
+                raise UserError(
+                    f"{selector} has no parameter {param}{where}; "
+                    f"{_choices(param, parameter_names(selector))}"
+                )
 
 
 def configurable_names() -> list[str]:
     """Every registered gin configurable, as ``module.name``."""
-    return sorted(name for name, _ in gin_config._REGISTRY.items()  # noqa: SLF001
-                  if not name.startswith("gin."))
+    return sorted(
+        name
+        for name, _ in gin_config._REGISTRY.items()  # noqa: SLF001
+        if not name.startswith("gin.")
+    )
 
 
 def parameter_names(selector: str) -> list[str]:
@@ -166,8 +189,11 @@ def parameter_names(selector: str) -> list[str]:
         return []
     denied = set(configurable.denylist or ())
     allowed = configurable.allowlist
-    return [p for p in params if p not in ("self", "args", "kwargs") and p not in denied
-            and (not allowed or p in allowed)]
+    return [
+        p
+        for p in params
+        if p not in ("self", "args", "kwargs") and p not in denied and (not allowed or p in allowed)
+    ]
 
 
 def _choices(wrong: str, valid: Sequence[str], moved: Mapping[str, str] | None = None) -> str:
@@ -183,7 +209,8 @@ def _syntax_error(binding: str) -> Exception | None:
     """The error gin's parser raises on ``binding`` alone, names left unresolved."""
     try:
         for _ in gin_config.config_parser.ConfigParser(
-                binding, gin_config.ParserDelegate(skip_unknown=True)):
+            binding, gin_config.ParserDelegate(skip_unknown=True)
+        ):
             pass
     except (ValueError, SyntaxError, tokenize.TokenError) as err:
         return err
@@ -218,24 +245,29 @@ def explain_gin_error(err: Exception, bindings: Sequence[str] = ()) -> str:
         names = configurable_names()
         in_module = [n for n in names if module and n.startswith(module + ".")]
         return f"unknown gin name {name}{where}; {_choices(name, in_module or names)}"
-    parameter = re.match(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'",
-                         text)
+    parameter = re.match(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text)
     if parameter:
         selector, param = parameter.groups()
         moved = moved_binding(selector, param)
         if moved:
             value = re.match(r"[^=]*=\s*(.*\S)", text.rstrip().splitlines()[-1])
-            return (f"{selector}.{param}{where} is now {moved}; write {moved} = "
-                    f"{value.group(1) if value else '...'}")
+            return (
+                f"{selector}.{param}{where} is now {moved}; write {moved} = "
+                f"{value.group(1) if value else '...'}"
+            )
         elsewhere = {name: moved_binding(selector, name) for name in MOVED_PARAMETERS}
         elsewhere = {name: binding for name, binding in elsewhere.items() if binding}
-        return (f"{selector} has no parameter {param}{where}; "
-                f"{_choices(param, parameter_names(selector), elsewhere)}")
+        return (
+            f"{selector} has no parameter {param}{where}; "
+            f"{_choices(param, parameter_names(selector), elsewhere)}"
+        )
     token = re.search(r"Failed to parse token '([^']*)'", text)
     if token:
-        return (f"{token.group(1)} is not a gin value{where}; write a number, a quoted "
-                f"string ('{token.group(1)}'), True/False/None, a list or tuple, or a "
-                f"reference (@name or @name())")
+        return (
+            f"{token.group(1)} is not a gin value{where}; write a number, a quoted "
+            f"string ('{token.group(1)}'), True/False/None, a list or tuple, or a "
+            f"reference (@name or @name())"
+        )
     if isinstance(err, tokenize.TokenError):  # ('EOF in multi-line statement', (2, 0))
         text = "a bracket or quote is not closed"
     first = text.splitlines()[0] if text else type(err).__name__

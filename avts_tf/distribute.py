@@ -54,8 +54,9 @@ def cluster_spec() -> dict[str, list[str]]:
 
 
 @gin.configurable(module="train")
-def make_strategy(cpu_replicas: int = 0,
-                  collective_timeout_s: float | None = 600.0) -> tf.distribute.Strategy:
+def make_strategy(
+    cpu_replicas: int = 0, collective_timeout_s: float | None = 600.0
+) -> tf.distribute.Strategy:
     """The strategy of this process (see the module docstring).
 
     Args:
@@ -75,7 +76,8 @@ def make_strategy(cpu_replicas: int = 0,
         tasks = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
         logging.info("MultiWorkerMirroredStrategy over %d worker(s).", tasks)
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=collective_timeout_s)
+            timeout_seconds=collective_timeout_s
+        )
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     elif tf.config.list_physical_devices("GPU"):
         strategy = tf.distribute.MirroredStrategy()

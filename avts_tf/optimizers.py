@@ -31,14 +31,18 @@ def initial_rate(learning_rate: Any) -> float:
     if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
         value = float(learning_rate(0))
     elif callable(learning_rate):
-        raise ValueError("DecoupledAdamW.learning_rate must be a float or a "
-                         "keras.optimizers.schedules.LearningRateSchedule, not "
-                         f"{learning_rate!r}")
+        raise ValueError(
+            "DecoupledAdamW.learning_rate must be a float or a "
+            "keras.optimizers.schedules.LearningRateSchedule, not "
+            f"{learning_rate!r}"
+        )
     else:
         value = float(learning_rate)
     if not value > 0:
-        raise ValueError(f"DecoupledAdamW needs a positive learning rate at step 0 (got "
-                         f"{value}): its decay follows lr(t) / lr(0); start a warm-up above 0")
+        raise ValueError(
+            f"DecoupledAdamW needs a positive learning rate at step 0 (got "
+            f"{value}): its decay follows lr(t) / lr(0); start a warm-up above 0"
+        )
     return value
 
 
@@ -81,15 +85,24 @@ class DecoupledAdamW(keras.optimizers.Adam):
         **kwargs: Any,
     ) -> None:
         if "weight_decay" in kwargs:
-            raise ValueError("DecoupledAdamW takes decoupled_weight_decay (the fraction of a "
-                             "weight removed per step), not Keras' weight_decay")
+            raise ValueError(
+                "DecoupledAdamW takes decoupled_weight_decay (the fraction of a "
+                "weight removed per step), not Keras' weight_decay"
+            )
         if decoupled_weight_decay < 0:
-            raise ValueError("DecoupledAdamW.decoupled_weight_decay must be >= 0, got "
-                             f"{decoupled_weight_decay}")
+            raise ValueError(
+                f"DecoupledAdamW.decoupled_weight_decay must be >= 0, got {decoupled_weight_decay}"
+            )
         keras_decay = decoupled_weight_decay / initial_rate(learning_rate)
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, weight_decay=keras_decay or None, name=name,
-                         **kwargs)
+        super().__init__(
+            learning_rate=learning_rate,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            weight_decay=keras_decay or None,
+            name=name,
+            **kwargs,
+        )
         self.decoupled_weight_decay = float(decoupled_weight_decay)
         self.no_decay = (no_decay,) if isinstance(no_decay, str) else tuple(no_decay)
         if self.no_decay:

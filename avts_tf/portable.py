@@ -132,8 +132,9 @@ def load_towers(run_dir: str | os.PathLike) -> LoadedTowers:
     towers = []
     for name in ("video_tower.keras", "audio_tower.keras"):
         if not (run_dir / name).is_file():
-            raise UserError(f"{run_dir / name} does not exist; give the model_dir of a "
-                            "finished avts-train run")
+            raise UserError(
+                f"{run_dir / name} does not exist; give the model_dir of a finished avts-train run"
+            )
         towers.append(keras.saving.load_model(run_dir / name, compile=False))
     description = RunDescription.read(run_dir)
     return LoadedTowers(towers[0], towers[1], _inputs_fn(description), description)
@@ -152,8 +153,9 @@ def run_ingest_config(description: Any) -> Any:
     return None
 
 
-def media_record(path: str | os.PathLike, description: Any, start: float | None = None,
-                 end: float | None = None) -> dict[str, tf.Tensor]:
+def media_record(
+    path: str | os.PathLike, description: Any, start: float | None = None, end: float | None = None
+) -> dict[str, tf.Tensor]:
     """A media file decoded as the run's training data was, as a parsed record.
 
     Args:
@@ -168,8 +170,10 @@ def media_record(path: str | os.PathLike, description: Any, start: float | None 
     """
     ingest = run_ingest_config(description)
     if ingest is None:
-        raise UserError("run.json records no ingestion settings and its dataset "
-                        f"{description.dataset} is gone; re-train with this avts_tf")
+        raise UserError(
+            "run.json records no ingestion settings and its dataset "
+            f"{description.dataset} is gone; re-train with this avts_tf"
+        )
     # The whole file as one record, however long (the tools read every clip of it).
     config = dataclasses.replace(ingest, fps=float(description.fps), max_record_s=None)
     item = sources.SourceItem(os.fspath(path), os.fspath(path), "", "", start, end)
@@ -194,26 +198,39 @@ def _tool_reason(reason: str) -> str:
 def _inputs_fn(description: Any) -> Callable[..., dict[str, np.ndarray]]:
     cutter = Clips(description.clip_spec, description.fps)
 
-    def inputs(path: str | os.PathLike, hop_s: float | None = None,
-               num_clips: int | None = None) -> dict[str, np.ndarray]:
+    def inputs(
+        path: str | os.PathLike, hop_s: float | None = None, num_clips: int | None = None
+    ) -> dict[str, np.ndarray]:
         record = media_record(path, description)
         if not bool(cutter.long_enough(record)):
-            raise UserError(f"{path} is shorter than one clip "
-                            f"({description.clip_spec.window_seconds(description.fps):.2f} s); "
-                            "give a longer file")
+            raise UserError(
+                f"{path} is shorter than one clip "
+                f"({description.clip_spec.window_seconds(description.fps):.2f} s); "
+                "give a longer file"
+            )
         last = int(cutter.windows(record).last_frame)
         if num_clips:
-            starts = [int(cutter.evenly_spaced_start(record, k, num_clips))
-                      for k in range(num_clips)]
+            starts = [
+                int(cutter.evenly_spaced_start(record, k, num_clips)) for k in range(num_clips)
+            ]
         else:
-            step = max(1, round((hop_s or description.clip_spec.window_seconds(
-                description.fps)) * description.fps))
+            step = max(
+                1,
+                round(
+                    (hop_s or description.clip_spec.window_seconds(description.fps))
+                    * description.fps
+                ),
+            )
             starts = list(range(0, last + 1, step))
         seed = tf.zeros([2], tf.int32)
         video = [cutter.video(record, tf.constant(s, tf.int64), False, seed) for s in starts]
-        audio = [cutter.audio(record, cutter.frame_to_sample(tf.constant(s, tf.int64)))
-                 for s in starts]
-        return {"video": np.stack(video), "audio": np.stack(audio),
-                "start_s": np.asarray(starts, np.float64) / description.fps}
+        audio = [
+            cutter.audio(record, cutter.frame_to_sample(tf.constant(s, tf.int64))) for s in starts
+        ]
+        return {
+            "video": np.stack(video),
+            "audio": np.stack(audio),
+            "start_s": np.asarray(starts, np.float64) / description.fps,
+        }
 
     return inputs

@@ -46,8 +46,10 @@ class PreemptionWatcher:
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))  # second: default
-        logging.warning("Received %s; stopping after the current batch with a checkpoint.",
-                        signal.Signals(signum).name)
+        logging.warning(
+            "Received %s; stopping after the current batch with a checkpoint.",
+            signal.Signals(signum).name,
+        )
 
     def __enter__(self) -> PreemptionWatcher:
         if threading.current_thread() is threading.main_thread():
@@ -73,8 +75,12 @@ class StopOnPreemption(keras.callbacks.Callback):
             every worker stops after the same batch.
     """
 
-    def __init__(self, watcher: PreemptionWatcher, checkpoint: Any,
-                 strategy: tf.distribute.Strategy | None = None) -> None:
+    def __init__(
+        self,
+        watcher: PreemptionWatcher,
+        checkpoint: Any,
+        strategy: tf.distribute.Strategy | None = None,
+    ) -> None:
         super().__init__()
         self.watcher = watcher
         self.checkpoint = checkpoint

@@ -27,15 +27,26 @@ CONFIG_FILENAME = "config.gin"
 #: Bindings that may change between a run and its resumption: how long and how often,
 #: how it is evaluated and on how many devices, not what it learns.
 RESUMABLE_CHANGES = (
-    "Trainer.train_steps", "Trainer.checkpoint_every_steps", "run.callbacks",
-    "Runtime.keep_checkpoints", "Runtime.deterministic", "Runtime.verbose", "Evaluation.",
+    "Trainer.train_steps",
+    "Trainer.checkpoint_every_steps",
+    "run.callbacks",
+    "Runtime.keep_checkpoints",
+    "Runtime.deterministic",
+    "Runtime.verbose",
+    "Evaluation.",
     "make_strategy.",
 )
 
 #: What ``train.run`` writes into a model_dir (``--overwrite`` removes only these).
 RUN_OUTPUTS = (
-    "checkpoints", "tensorboard", "video_tower.keras", "audio_tower.keras", "run.json",
-    "eval.json", "operative_config.gin", CONFIG_FILENAME,
+    "checkpoints",
+    "tensorboard",
+    "video_tower.keras",
+    "audio_tower.keras",
+    "run.json",
+    "eval.json",
+    "operative_config.gin",
+    CONFIG_FILENAME,
 )
 
 
@@ -48,8 +59,10 @@ def check_positive(binding: str, value: Any, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
         kind = "a non-negative" if allow_zero else "a positive"
         example = 16 if binding.endswith(".batch_size") else 100
-        raise UserError(f"{binding} is {value!r}; set it to {kind} integer, e.g. "
-                        f"--gin_param={binding}={example}")
+        raise UserError(
+            f"{binding} is {value!r}; set it to {kind} integer, e.g. "
+            f"--gin_param={binding}={example}"
+        )
 
 
 def check_factory(binding: str, value: Any, registry: str) -> None:
@@ -75,13 +88,17 @@ def check_builds(binding: str, factory: Callable[[], Any]) -> Any:
         return factory()
     except (ValueError, TypeError) as err:
         problem = without_gin_note(err).strip().rstrip(".")
-        raise UserError(f"{binding} cannot be built: {problem}; fix its binding in the "
-                        "recipe or --gin_param") from None
+        raise UserError(
+            f"{binding} cannot be built: {problem}; fix its binding in the recipe or --gin_param"
+        ) from None
 
 
 def check_model_builds(
-    video_tower: Callable[..., Any], audio_tower: Callable[..., Any],
-    objective: Callable[[], Any], clip_spec: Any, dataset: str | os.PathLike,
+    video_tower: Callable[..., Any],
+    audio_tower: Callable[..., Any],
+    objective: Callable[[], Any],
+    clip_spec: Any,
+    dataset: str | os.PathLike,
 ) -> Any:
     """Refuses towers or a task whose bound settings they reject, at the run's input shapes.
 
@@ -93,21 +110,27 @@ def check_model_builds(
         The task built (to read its needs, e.g. ``window_multiple``; the run builds its own).
     """
     fps = manifest_lib.Manifest.read(os.fspath(dataset)).fps
-    video = check_builds("train.Model.video_tower",
-                         lambda: video_tower(input_shape=clip_spec.video_shape()))
-    audio = check_builds("train.Model.audio_tower",
-                         lambda: audio_tower(input_shape=clip_spec.audio_shape(fps)))
+    video = check_builds(
+        "train.Model.video_tower", lambda: video_tower(input_shape=clip_spec.video_shape())
+    )
+    audio = check_builds(
+        "train.Model.audio_tower", lambda: audio_tower(input_shape=clip_spec.audio_shape(fps))
+    )
     task = check_builds("train.Model.objective", objective)
-    check_builds("train.Model.objective", lambda: task.build_head(
-        int(video.outputs[0].shape[-1]), int(audio.outputs[0].shape[-1])))
+    check_builds(
+        "train.Model.objective",
+        lambda: task.build_head(int(video.outputs[0].shape[-1]), int(audio.outputs[0].shape[-1])),
+    )
     return task
 
 
 def check_replica_batch(batch_size: int, replicas: int, task: Any) -> None:
     """Refuses a batch the replicas cannot share evenly, or that the task cannot split."""
     if batch_size % replicas:
-        raise UserError(f"train.Trainer.batch_size {batch_size} is not a multiple of the "
-                        f"{replicas} replicas; set it to a multiple of {replicas}")
+        raise UserError(
+            f"train.Trainer.batch_size {batch_size} is not a multiple of the "
+            f"{replicas} replicas; set it to a multiple of {replicas}"
+        )
     per_replica, multiple = batch_size // replicas, task.batch_multiple
     if per_replica % multiple:
         control = getattr(task, "control", None)
@@ -116,21 +139,28 @@ def check_replica_batch(batch_size: int, replicas: int, task: Any) -> None:
             f"train.Trainer.batch_size {batch_size} gives {per_replica} example(s) per "
             f"replica; the task {type(task).__name__} needs a multiple of {multiple} on each "
             f"replica{why}; set train.Trainer.batch_size to a multiple of "
-            f"{multiple * replicas}")
+            f"{multiple * replicas}"
+        )
 
 
 def check_prepared(dataset: Any) -> None:
     """Refuses a dataset that is not a prepared dataset folder."""
     if not isinstance(dataset, str | os.PathLike):
-        raise UserError(f"train.run.dataset is {dataset!r}; bind a prepared dataset folder, "
-                        "e.g. @data.prepared_dataset() or @data.synthetic_dataset()")
+        raise UserError(
+            f"train.run.dataset is {dataset!r}; bind a prepared dataset folder, "
+            "e.g. @data.prepared_dataset() or @data.synthetic_dataset()"
+        )
     path = os.fspath(dataset)
     if "://" not in path and not os.path.isdir(path):
-        raise UserError(f"dataset {path} does not exist; prepare it first with avts-prepare "
-                        "--input MEDIA --output DIR and bind that DIR")
+        raise UserError(
+            f"dataset {path} does not exist; prepare it first with avts-prepare "
+            "--input MEDIA --output DIR and bind that DIR"
+        )
     if not manifest_lib.exists(path):
-        raise UserError(f"dataset {path} has no manifest.json; prepare it with avts-prepare "
-                        "--input MEDIA --output DIR and bind that DIR")
+        raise UserError(
+            f"dataset {path} has no manifest.json; prepare it with avts-prepare "
+            "--input MEDIA --output DIR and bind that DIR"
+        )
 
 
 def check_split_records(dataset: str | os.PathLike, train_split: str, eval_split: str) -> None:
@@ -149,8 +179,9 @@ def check_split_records(dataset: str | os.PathLike, train_split: str, eval_split
             )
 
 
-def check_clip_windows(dataset: str | os.PathLike, splits: dict[str, str],
-                       clip_spec: Any, multiple: int = 1) -> None:
+def check_clip_windows(
+    dataset: str | os.PathLike, splits: dict[str, str], clip_spec: Any, multiple: int = 1
+) -> None:
     """Refuses a dataset whose train or evaluation split holds no record of one clip window.
 
     Args:
@@ -219,7 +250,8 @@ def check_model_dir_holds_no_other_files(model_dir: str | os.PathLike, overwrite
     if set(others) - set(RUN_OUTPUTS):
         raise UserError(
             f"model_dir {path} holds files that are not a training run ({first_names(others)}); "
-            "give an empty or new --model_dir (or --overwrite to write the run beside them)")
+            "give an empty or new --model_dir (or --overwrite to write the run beside them)"
+        )
 
 
 LOCK_FILENAME = ".avts_train.lock"
@@ -255,8 +287,12 @@ def model_dir_lock(model_dir: str | os.PathLike, is_chief: bool = True) -> Itera
         yield
 
 
-def prepare_model_dir(model_dir: str | os.PathLike, overwrite: bool, is_chief: bool = True,
-                      config_text: Callable[[], str] = gin.config_str) -> None:
+def prepare_model_dir(
+    model_dir: str | os.PathLike,
+    overwrite: bool,
+    is_chief: bool = True,
+    config_text: Callable[[], str] = gin.config_str,
+) -> None:
     """Checks ``model_dir`` against this run's configuration before training starts.
 
     A folder holding a run of another configuration is refused (the message lists the

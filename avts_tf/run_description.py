@@ -138,8 +138,12 @@ class Tower:
             raise UserError(str(err.args[0])) from None
 
     def to_json(self) -> dict[str, Any]:  # noqa: D102
-        return {"name": self.name, "kwargs": self.kwargs, "input_shape": list(self.input_shape),
-                "factory": self.factory}
+        return {
+            "name": self.name,
+            "kwargs": self.kwargs,
+            "input_shape": list(self.input_shape),
+            "factory": self.factory,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Tower:  # noqa: D102
@@ -155,8 +159,11 @@ def _serialize_task(task: keras.layers.Layer) -> dict[str, Any] | None:
     else:
         reason = "its config is not JSON"
     if config is None:
-        logging.warning("The task %s cannot be serialized (%s); run.json records no task.",
-                        type(task).__name__, reason)
+        logging.warning(
+            "The task %s cannot be serialized (%s); run.json records no task.",
+            type(task).__name__,
+            reason,
+        )
     return config
 
 
@@ -262,8 +269,9 @@ class RunDescription:
         try:
             return keras.saving.deserialize_keras_object(serialized)
         except (TypeError, ValueError, ImportError) as err:
-            raise UserError(f"cannot rebuild the run's task {self.task.get('class_name')}: "
-                            f"{err}") from None
+            raise UserError(
+                f"cannot rebuild the run's task {self.task.get('class_name')}: {err}"
+            ) from None
 
     # -- JSON ------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -291,8 +299,9 @@ class RunDescription:
         data = {"ingest": None, **data}  # runs written before it was recorded
         if set(data) != names:
             missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
-            raise UserError(f"{where} is not a run description (missing {missing}, unknown "
-                            f"{unknown})")
+            raise UserError(
+                f"{where} is not a run description (missing {missing}, unknown {unknown})"
+            )
         fields = dict(data)
         try:
             fields["clip_spec"] = _clip_spec_from_json(data["clip_spec"])
@@ -322,12 +331,15 @@ class RunDescription:
         folder = os.fspath(model_dir)
         path = os.path.join(folder, FILENAME)
         if not tf.io.gfile.exists(path):
-            if not any(tf.io.gfile.exists(os.path.join(folder, name))
-                       for name in (CONFIG_FILENAME, "checkpoints")):
+            if not any(
+                tf.io.gfile.exists(os.path.join(folder, name))
+                for name in (CONFIG_FILENAME, "checkpoints")
+            ):
                 raise UserError(
                     f"{folder} is not a training run's model_dir (no {FILENAME}, "
                     f"{CONFIG_FILENAME} or checkpoints); give the --model_dir of an avts-train "
-                    "run")
+                    "run"
+                )
             raise UserError(
                 f"{folder} has no {FILENAME} (train.run writes it since "
                 f"avts_tf 0.1, format 1); re-run its training command, which resumes from "

@@ -14,9 +14,15 @@ def number_setting(name: str, value: Any, integer: bool = False, zero_allowed: b
     """
     kind = int if integer else float
     number = isinstance(value, numbers.Integral if integer else numbers.Real)
-    if (isinstance(value, bool) or not number or not math.isfinite(value) or value < 0
-            or (value == 0 and not zero_allowed)):
+    if (
+        isinstance(value, bool)
+        or not number
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero_allowed)
+    ):
         bound = ">= 0" if zero_allowed else "> 0"
-        raise ValueError(f"{name} must be {'an integer' if integer else 'a number'} {bound}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be {'an integer' if integer else 'a number'} {bound}, got {value!r}"
+        )
     return kind(value)

@@ -255,8 +255,9 @@ class Results(dict):
             there; no towers, no evaluation), else ``None``.
     """
 
-    def __init__(self, metrics: dict[str, float], headline: str,
-                 preempted_at: int | None = None) -> None:
+    def __init__(
+        self, metrics: dict[str, float], headline: str, preempted_at: int | None = None
+    ) -> None:
         super().__init__(metrics)
         self.headline = headline
         self.preempted_at = preempted_at
@@ -322,14 +323,16 @@ def run(
     evaluation = evaluation or Evaluation()
     runtime = runtime or Runtime()
     if runtime.precision not in PRECISIONS:
-        raise UserError(f"train.Runtime.precision is {runtime.precision!r}; use one of "
-                        f"{', '.join(PRECISIONS)}")
+        raise UserError(
+            f"train.Runtime.precision is {runtime.precision!r}; use one of {', '.join(PRECISIONS)}"
+        )
     if runtime.deterministic and runtime.jit_compile:
-        raise UserError("train.Runtime.deterministic needs train.Runtime.jit_compile=False "
-                        "(XLA ops are not all deterministic); turn one of them off")
+        raise UserError(
+            "train.Runtime.deterministic needs train.Runtime.jit_compile=False "
+            "(XLA ops are not all deterministic); turn one of them off"
+        )
     run_checks.check_positive("train.Trainer.batch_size", trainer.batch_size)
-    run_checks.check_positive("train.Trainer.train_steps", trainer.train_steps,
-                              allow_zero=True)
+    run_checks.check_positive("train.Trainer.train_steps", trainer.train_steps, allow_zero=True)
     run_checks.check_positive("train.Trainer.steps_per_epoch", trainer.steps_per_epoch)
     for name in ("checkpoint_every_steps", "eval_every_steps"):
         value = getattr(trainer, name)
@@ -344,11 +347,15 @@ def run(
     run_checks.check_split_records(dataset, trainer.train_split, evaluation.split)
     run_checks.check_model_dir_holds_no_other_files(model_dir, overwrite)
     model = dataclasses.replace(model, clip_spec=model.clip_spec or pipeline.ClipSpec())
-    task = run_checks.check_model_builds(model.video_tower, model.audio_tower, model.objective,
-                                         model.clip_spec, dataset)
+    task = run_checks.check_model_builds(
+        model.video_tower, model.audio_tower, model.objective, model.clip_spec, dataset
+    )
     run_checks.check_clip_windows(
-        dataset, {"train": trainer.train_split, "evaluation": evaluation.split},
-        model.clip_spec, multiple=task.window_multiple)
+        dataset,
+        {"train": trainer.train_split, "evaluation": evaluation.split},
+        model.clip_spec,
+        multiple=task.window_multiple,
+    )
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()  # for the rest of the process
     strategy = make_strategy()
@@ -362,8 +369,13 @@ def run(
         out_dir = Path(model_dir) if role.is_chief else Path(scratch)
         out_dir.mkdir(parents=True, exist_ok=True)
         job = _Job(
-            model_dir=Path(model_dir), out_dir=out_dir, is_chief=role.is_chief,
-            dataset=dataset, model=model, trainer=trainer, evaluation=evaluation,
+            model_dir=Path(model_dir),
+            out_dir=out_dir,
+            is_chief=role.is_chief,
+            dataset=dataset,
+            model=model,
+            trainer=trainer,
+            evaluation=evaluation,
             runtime=runtime if role.is_chief else dataclasses.replace(runtime, verbose=0),
             callbacks=tuple(callbacks),
         )
@@ -399,8 +411,13 @@ def _train_input(
 
     def worker_batches(context: tf.distribute.InputContext) -> tf.data.Dataset:
         batches = pipeline.train_dataset(
-            job.dataset, trainer.batch_size, task=task, spec=job.model.clip_spec,
-            split=trainer.train_split, seed=trainer.seed, skip_batches=start,
+            job.dataset,
+            trainer.batch_size,
+            task=task,
+            spec=job.model.clip_spec,
+            split=trainer.train_split,
+            seed=trainer.seed,
+            skip_batches=start,
             input_context=context,
         )
         # The task saw this worker's whole share; its replicas take consecutive parts.
@@ -418,13 +435,20 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
     task = model.objective
     if job.is_chief:  # before training, so that a run that crashes is described too
         RunDescription.of_run(
-            video_factory=job.model.video_tower, audio_factory=job.model.audio_tower,
-            task=task, clip_spec=job.model.clip_spec, fps=fps, dataset=job.dataset,
-            train_split=trainer.train_split, eval_split=job.evaluation.split,
+            video_factory=job.model.video_tower,
+            audio_factory=job.model.audio_tower,
+            task=task,
+            clip_spec=job.model.clip_spec,
+            fps=fps,
+            dataset=job.dataset,
+            train_split=trainer.train_split,
+            eval_split=job.evaluation.split,
             eval_batch_size=job.evaluation.batch_size,
             eval_clips_per_video=job.evaluation.clips_per_video,
-            precision=job.runtime.precision, seed=trainer.seed,
-            batch_size=trainer.batch_size, train_steps=trainer.train_steps,
+            precision=job.runtime.precision,
+            seed=trainer.seed,
+            batch_size=trainer.batch_size,
+            train_steps=trainer.train_steps,
             ingest=dataclasses.asdict(dataset_manifest.config),
         ).write(job.out_dir)
     restored = avts_callbacks.restore_latest(model, job.model_dir / "checkpoints")
@@ -448,10 +472,14 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
         *job.callbacks,
     ]
     if trainer.eval_every_steps:
-        callbacks.append(avts_callbacks.PeriodicEvaluation(
-            lambda: _held_out_metrics(model, job), trainer.eval_every_steps,
-            job.out_dir / "tensorboard", initial_batches=start,
-        ))
+        callbacks.append(
+            avts_callbacks.PeriodicEvaluation(
+                lambda: _held_out_metrics(model, job),
+                trainer.eval_every_steps,
+                job.out_dir / "tensorboard",
+                initial_batches=start,
+            )
+        )
     multi_worker = strategy.extended._in_multi_worker_mode()  # noqa: SLF001
     try:
         with watcher:
@@ -480,8 +508,12 @@ def _train_and_evaluate(strategy: tf.distribute.Strategy, job: _Job) -> Results:
 
 # What a collective raises when a peer worker exits (connection reset: at once) or hangs
 # (train.make_strategy.collective_timeout_s).
-_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                tf.errors.AbortedError, tf.errors.CancelledError)
+_PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+)
 
 
 def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
@@ -489,16 +521,22 @@ def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
     text = str(err)
     own = worker_role(make_strategy())
     peers = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text)
-    others = [f"{kind} {index}" for kind, index in dict.fromkeys(peers)
-              if (kind, int(index)) != (own.task_type, own.task_id)]
+    others = [
+        f"{kind} {index}"
+        for kind, index in dict.fromkeys(peers)
+        if (kind, int(index)) != (own.task_type, own.task_id)
+    ]
     remote = re.search(r"remote target /job:(\w+)/replica:\d+/task:(\d+)", text)
     lost = " ".join(remote.groups()) if remote else (others[0] if others else "a peer")
     cause = re.search(r"aborted by: ([^\n]+)", text)
     if "stopped sending heartbeats" in text:
         reason = "it stopped sending heartbeats"
     else:
-        reason = (cause.group(1) if cause else text.splitlines()[0] if text else
-                  type(err).__name__).strip().rstrip(":")
+        reason = (
+            (cause.group(1) if cause else text.splitlines()[0] if text else type(err).__name__)
+            .strip()
+            .rstrip(":")
+        )
     since = avts_callbacks.resume_point(avts_callbacks.read_index(checkpoint_dir))
     return RunInterrupted(
         f"lost worker {lost} ({type(err).__name__}: {reason}); re-run the same command on "
@@ -509,24 +547,38 @@ def _lost_worker(err: Exception, checkpoint_dir: Path) -> RunInterrupted:
 def _out_of_memory(err: tf.errors.ResourceExhaustedError, job: _Job, stage: str) -> UserError:
     """One line for a step that ran out of device memory: what, where, which setting."""
     text = str(err)
-    tensor = re.search(r"OOM when allocating tensor with shape\[([\d,]*)\] and type (\w+) on "
-                       r"(?:\S*/device:)?(\w+:\d+)", text)
-    what = (f"a {tensor.group(2)} tensor of shape [{tensor.group(1)}] on {tensor.group(3)}"
-            if tensor else text.strip().splitlines()[0] if text.strip() else "memory")
+    tensor = re.search(
+        r"OOM when allocating tensor with shape\[([\d,]*)\] and type (\w+) on "
+        r"(?:\S*/device:)?(\w+:\d+)",
+        text,
+    )
+    what = (
+        f"a {tensor.group(2)} tensor of shape [{tensor.group(1)}] on {tensor.group(3)}"
+        if tensor
+        else text.strip().splitlines()[0]
+        if text.strip()
+        else "memory"
+    )
     trained = avts_callbacks.read_index(job.model_dir / "checkpoints")
     if stage == "evaluation":  # evaluation settings may change on a resumed run
         return UserError(
             f"out of memory in the held-out evaluation, allocating {what}; lower "
             f"train.Evaluation.batch_size (now {job.evaluation.batch_size}) and re-run the "
-            "same command: training is finished, it only evaluates again")
-    again = ("give a new --model_dir (this one keeps the checkpoints trained so far)"
-             if trained else "re-run with --overwrite (nothing was trained yet)")
-    precision = ("train.Runtime.precision='mixed_bfloat16' or "
-                 if job.runtime.precision == "float32" else "")
+            "same command: training is finished, it only evaluates again"
+        )
+    again = (
+        "give a new --model_dir (this one keeps the checkpoints trained so far)"
+        if trained
+        else "re-run with --overwrite (nothing was trained yet)"
+    )
+    precision = (
+        "train.Runtime.precision='mixed_bfloat16' or " if job.runtime.precision == "float32" else ""
+    )
     return UserError(
         f"out of memory in a training step, allocating {what}; lower "
         f"train.Trainer.batch_size (now {job.trainer.batch_size}), use {precision}a smaller "
-        f"clip, then {again}")
+        f"clip, then {again}"
+    )
 
 
 def _corrupted(job: _Job, split: str) -> RunInterrupted:
@@ -546,16 +598,23 @@ def _corrupted(job: _Job, split: str) -> RunInterrupted:
 # docs/temporal.md.
 _BFLOAT16_ON_CPU_HINT = (
     " (on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train with "
-    "train.Runtime.precision='float32' in a new --model_dir)")
+    "train.Runtime.precision='float32' in a new --model_dir)"
+)
 
 
 def _has_accelerator() -> bool:
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
 
 
-def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Task,
-         start: int, callbacks: list[keras.callbacks.Callback],
-         checkpoint: avts_callbacks.StepCheckpoint) -> None:
+def _fit(
+    model: AVTSModel,
+    strategy: tf.distribute.Strategy,
+    job: _Job,
+    task: Task,
+    start: int,
+    callbacks: list[keras.callbacks.Callback],
+    checkpoint: avts_callbacks.StepCheckpoint,
+) -> None:
     """Trains from batch ``start`` to the end, one ``fit`` per segment of ``fit_plan``."""
     for segment in fit_plan(start, job.trainer.train_steps, job.trainer.steps_per_epoch):
         model.fit(
@@ -568,8 +627,9 @@ def _fit(model: AVTSModel, strategy: tf.distribute.Strategy, job: _Job, task: Ta
             shuffle=False,
         )
         if checkpoint.nonfinite_batch is not None:
-            on_cpu_in_bfloat16 = (job.runtime.precision == "mixed_bfloat16"
-                                  and not _has_accelerator())
+            on_cpu_in_bfloat16 = (
+                job.runtime.precision == "mixed_bfloat16" and not _has_accelerator()
+            )
             raise TrainingDiverged(
                 f"training stopped at batch {checkpoint.nonfinite_batch}: the loss or the "
                 f"weights became non-finite (the last good checkpoint is kept in "
@@ -595,8 +655,12 @@ def _held_out_metrics(model: AVTSModel, job: _Job) -> dict[str, float]:
     """The task's metrics on the held-out split (undefined ones left out)."""
     evaluation = job.evaluation
     eval_data = pipeline.eval_dataset(
-        job.dataset, evaluation.batch_size, task=model.objective, spec=job.model.clip_spec,
-        split=evaluation.split, clips_per_video=evaluation.clips_per_video,
+        job.dataset,
+        evaluation.batch_size,
+        task=model.objective,
+        spec=job.model.clip_spec,
+        split=evaluation.split,
+        clips_per_video=evaluation.clips_per_video,
         seed=job.trainer.seed,
     )
     with warnings.catch_warnings():  # Keras warns at the end of any finite dataset.
@@ -608,8 +672,9 @@ def _held_out_metrics(model: AVTSModel, job: _Job) -> dict[str, float]:
     # is NaN: leave it out rather than write NaN into eval.json.
     undefined = sorted(k for k, v in results.items() if math.isnan(v) and k != "loss")
     if undefined:
-        logging.warning("No examples to score for %s on %r; left out.", ", ".join(undefined),
-                        evaluation.split)
+        logging.warning(
+            "No examples to score for %s on %r; left out.", ", ".join(undefined), evaluation.split
+        )
         results = {k: v for k, v in results.items() if k not in undefined}
     return results
 
@@ -644,8 +709,7 @@ class Recipe:
         with self._parsed(f"the recipe {', '.join(self.gin_files)}"):
             spec = self._clip_spec_unlocked()
             towers = []
-            for which, shape in (("video", spec.video_shape()),
-                                 ("audio", spec.audio_shape(fps))):
+            for which, shape in (("video", spec.video_shape()), ("audio", spec.audio_shape(fps))):
                 reference = _binding(f"train.Model.{which}_tower")
                 if reference is None:
                     raise UserError(f"the recipe does not set train.Model.{which}_tower")

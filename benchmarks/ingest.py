@@ -46,8 +46,9 @@ def _decode(path: str) -> int:
 
     frames = 0
     with av.open(path) as container:
-        chosen = [s for kind in (container.streams.video, container.streams.audio)
-                  for s in kind[:1]]  # the streams ingestion reads
+        chosen = [
+            s for kind in (container.streams.video, container.streams.audio) for s in kind[:1]
+        ]  # the streams ingestion reads
         for frame in container.decode(*chosen):
             frame.to_ndarray()
             frames += 1
@@ -58,8 +59,12 @@ def _record(path: str) -> int:
     from avts_tf.data.ingestion import prepare, sources
     from avts_tf.data.manifest import IngestConfig
 
-    entry, record = prepare.process_item(sources.SourceItem(path, Path(path).name, "x"), 0,
-                                         IngestConfig(**_CONFIG), decode_threads=_THREADS[0])
+    entry, record = prepare.process_item(
+        sources.SourceItem(path, Path(path).name, "x"),
+        0,
+        IngestConfig(**_CONFIG),
+        decode_threads=_THREADS[0],
+    )
     return len(record or b"")
 
 
@@ -85,8 +90,9 @@ def _reencode(source: str, target: Path, height: int) -> None:
         count = 0
         for frame in src.decode(video, *audio):
             if isinstance(frame, av.VideoFrame):
-                scaled = frame.reformat(width=width, height=height, format="yuv420p",
-                                        interpolation="BICUBIC")
+                scaled = frame.reformat(
+                    width=width, height=height, format="yuv420p", interpolation="BICUBIC"
+                )
                 scaled.pts, scaled.time_base = count, fractions.Fraction(1, 25)
                 count += 1
                 out.mux(out_video.encode(scaled))
@@ -125,15 +131,17 @@ def _ingest_pass(source: Path, work: Path, args: argparse.Namespace) -> float:
     out = work / f"prepared_{time.perf_counter_ns()}"
     start = time.perf_counter()
     config = IngestConfig(fps=args.fps, short_side=args.short_side, require_audio=False)
-    prepare.prepare_dataset(source, out, config, workers=args.workers,
-                            options=prepare.RunOptions(progress=False))
+    prepare.prepare_dataset(
+        source, out, config, workers=args.workers, options=prepare.RunOptions(progress=False)
+    )
     elapsed = time.perf_counter() - start
     shutil.rmtree(out)
     return elapsed
 
 
-def _rss_by_count(files: list[str], work: Path, counts: list[int],
-                  args: argparse.Namespace) -> dict[int, list[float]]:
+def _rss_by_count(
+    files: list[str], work: Path, counts: list[int], args: argparse.Namespace
+) -> dict[int, list[float]]:
     """Peak RSS (MB) of ``avts-prepare`` on the first ``count`` files, per round."""
     from long_files import ingest
 
@@ -149,8 +157,9 @@ def _rss_by_count(files: list[str], work: Path, counts: list[int],
     for _ in range(args.rounds):
         for count in counts:
             out = work / f"rss_out_{count}"
-            _, peak = ingest(folders[count], out, f"--workers={args.workers}",
-                             "--allow_missing_audio")
+            _, peak = ingest(
+                folders[count], out, f"--workers={args.workers}", "--allow_missing_audio"
+            )
             shutil.rmtree(out)
             peaks[count].append(peak)
     return peaks
@@ -178,8 +187,15 @@ def main() -> None:
         else:
             source = work / "clips"
             synthetic.generate_synthetic_dataset(
-                source, num_videos=args.num_files, seed=1, duration_s=args.duration_s,
-                fps=25.0, size=128, num_classes=4, test_fraction=0.0)
+                source,
+                num_videos=args.num_files,
+                seed=1,
+                duration_s=args.duration_s,
+                fps=25.0,
+                size=128,
+                num_classes=4,
+                test_fraction=0.0,
+            )
             source = source / "videos"
         if args.reencode_height:
             scaled = work / "reencoded"
@@ -192,8 +208,9 @@ def main() -> None:
         context = multiprocessing.get_context("spawn")
         # Files without audio are ingested too: the decode pass reads them whole.
         config = {"fps": args.fps, "short_side": args.short_side, "require_audio": False}
-        with context.Pool(args.workers, initializer=_set_config,
-                          initargs=(config, args.workers)) as pool:
+        with context.Pool(
+            args.workers, initializer=_set_config, initargs=(config, args.workers)
+        ) as pool:
             list(pool.imap_unordered(_record, files[: args.workers]))  # warm the pool
             list(pool.imap_unordered(_decode, files[: args.workers]))
             rates = {"records": [], "pyav": [], "ingest": []}
@@ -202,20 +219,25 @@ def main() -> None:
                 rates["pyav"].append(len(files) / _pyav_pass(pool, files))
                 rates["ingest"].append(len(files) / _ingest_pass(source, work, args))
         if args.rss_counts:
-            peaks = _rss_by_count(files, work, [int(n) for n in args.rss_counts.split(",")],
-                                  args)
+            peaks = _rss_by_count(files, work, [int(n) for n in args.rss_counts.split(",")], args)
     print(f"{len(files)} files, {args.workers} workers, {args.rounds} interleaved rounds")
     if args.rss_counts:
         for count, values in peaks.items():
-            print(f"avts-prepare on {count:4d} files: peak RSS {min(values):.0f}-"
-                  f"{max(values):.0f} MB")
+            print(
+                f"avts-prepare on {count:4d} files: peak RSS {min(values):.0f}-{max(values):.0f} MB"
+            )
     for name, values in rates.items():
-        print(f"{name:7s} files/s: " + " ".join(f"{v:.2f}" for v in values)
-              + f"  (median {statistics.median(values):.2f})")
+        print(
+            f"{name:7s} files/s: "
+            + " ".join(f"{v:.2f}" for v in values)
+            + f"  (median {statistics.median(values):.2f})"
+        )
     for name in ("records", "ingest"):
         ratios = [a / p for a, p in zip(rates[name], rates["pyav"], strict=True)]
-        print(f"ratio {name}/pyav: median {statistics.median(ratios):.2f} "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        print(
+            f"ratio {name}/pyav: median {statistics.median(ratios):.2f} "
+            f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -122,7 +122,10 @@ def train_step_rate(data_dir: str, steps: int = 30, batch: int = 16) -> float:
         "mc3_18", input_shape=SPEC.video_shape(), width=16, depths=(1, 1, 1, 1), embedding_dim=64
     )
     audio = BACKBONES.build(
-        "avts_audio_vgg", input_shape=SPEC.audio_shape(FPS), width=16, depths=(1, 1, 1, 1),
+        "avts_audio_vgg",
+        input_shape=SPEC.audio_shape(FPS),
+        width=16,
+        depths=(1, 1, 1, 1),
         embedding_dim=64,
     )
     model = AVTSModel(video, audio, ContrastiveSync())
@@ -150,9 +153,17 @@ def prepare_peak_rss_mb(csv_path: Path, count: int, out: Path) -> float:
     subset_in_place = csv_path.parent / subset.name
     subset_in_place.write_text(subset.read_text())
     result = subprocess.run(
-        [sys.executable, "-c", code, str(Path(__file__).resolve().parents[1]),
-         str(subset_in_place), str(out / f"prepared_{count}")],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(Path(__file__).resolve().parents[1]),
+            str(subset_in_place),
+            str(out / f"prepared_{count}"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return int(result.stdout.strip().splitlines()[-1]) / 1024
 
@@ -171,14 +182,22 @@ def main() -> None:
         root = Path(tmp)
         count = max(args.videos, 200 if args.memory else 0)
         csv_path = synthetic.generate_synthetic_dataset(
-            root / "videos", num_videos=count, duration_s=4.0, fps=16.0, size=64,
+            root / "videos",
+            num_videos=count,
+            duration_s=4.0,
+            fps=16.0,
+            size=64,
             test_fraction=0.0,
         )
         subset = root / "videos" / "bench.csv"
         subset.write_text("\n".join(csv_path.read_text().splitlines()[: args.videos + 1]) + "\n")
         data_dir = root / "prepared"
-        prepare.prepare_dataset(subset, data_dir, IngestConfig(fps=FPS, short_side=SHORT_SIDE),
-                                options=prepare.RunOptions(progress=False))
+        prepare.prepare_dataset(
+            subset,
+            data_dir,
+            IngestConfig(fps=FPS, short_side=SHORT_SIDE),
+            options=prepare.RunOptions(progress=False),
+        )
         videos = sorted(str(p) for p in (root / "videos" / "videos").rglob("*.mp4"))[: args.videos]
 
         rows = []
@@ -189,8 +208,10 @@ def main() -> None:
         rows.append(("per-clip PyAV decode", per_clip, reader / per_clip))
         rows.append(("quickstart train step (consumer)", step, reader / step))
 
-        print(f"\nclip: {SPEC.video_shape()} video + {SPEC.audio_shape(FPS)} log-mel, "
-              f"{args.threads} threads, {args.videos} videos")
+        print(
+            f"\nclip: {SPEC.video_shape()} video + {SPEC.audio_shape(FPS)} log-mel, "
+            f"{args.threads} threads, {args.videos} videos"
+        )
         print(f"{'path':<36}{'clips/s':>10}{'reader / this':>16}")
         for name, rate, ratio in rows:
             print(f"{name:<36}{rate:>10.1f}{ratio:>15.1f}x")

@@ -78,17 +78,31 @@ print(steps * 16 / (time.perf_counter() - start))
 
 def train_rate(data_dir: Path, steps: int) -> float:
     """Clips/s of the quickstart towers' train step (8 x 112 px clips) fed by the reader."""
-    result = subprocess.run([sys.executable, "-c", _TRAIN, str(REPO), str(data_dir), str(steps)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _TRAIN, str(REPO), str(data_dir), str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(result.stdout.strip().splitlines()[-1])
 
 
 def generate(out: Path, duration_s: float, count: int = 1) -> Path:
     """``count`` synthetic videos of ``duration_s`` seconds in ``out`` (streamed)."""
-    subprocess.run([sys.executable, str(REPO / "tools" / "make_synthetic.py"),
-                    f"--output={out}", f"--num_videos={count}", f"--duration_s={duration_s}",
-                    f"--fps={FPS}", f"--size={SIZE}", "--test_fraction=0"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "make_synthetic.py"),
+            f"--output={out}",
+            f"--num_videos={count}",
+            f"--duration_s={duration_s}",
+            f"--fps={FPS}",
+            f"--size={SIZE}",
+            "--test_fraction=0",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -97,17 +111,33 @@ def ingest(source: Path, out: Path, *flags: str) -> tuple[float, float]:
 
     The peak is the larger of the main process's and its largest child's (a worker's).
     """
-    code = ("import sys, resource; sys.argv = sys.argv[1:];"
-            "from avts_tf.cli.prepare import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
-            " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))")
-    command = [sys.executable, "-c", code, "avts-prepare", f"--input={source}",
-               f"--output={out}", f"--fps={FPS}", f"--short_side={SIZE}", "--test_fraction=0",
-               *flags]
+    code = (
+        "import sys, resource; sys.argv = sys.argv[1:];"
+        "from avts_tf.cli.prepare import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))"
+    )
+    command = [
+        sys.executable,
+        "-c",
+        code,
+        "avts-prepare",
+        f"--input={source}",
+        f"--output={out}",
+        f"--fps={FPS}",
+        f"--short_side={SIZE}",
+        "--test_fraction=0",
+        *flags,
+    ]
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     if result.returncode:
         raise RuntimeError(result.stderr[-2000:])
     return time.perf_counter() - start, int(result.stdout.strip().splitlines()[-1]) / 1024
@@ -115,8 +145,12 @@ def ingest(source: Path, out: Path, *flags: str) -> tuple[float, float]:
 
 def read_rate(data_dir: Path, steps: int) -> tuple[float, float]:
     """Clips/s and peak RSS (MB) of the train reader over ``data_dir`` in a fresh process."""
-    result = subprocess.run([sys.executable, "-c", _READ, str(REPO), str(data_dir), str(steps)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _READ, str(REPO), str(data_dir), str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rate, rss = result.stdout.strip().splitlines()[-1].split()
     return float(rate), int(rss) / 1024
 
@@ -129,8 +163,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="Timed reader batches of 16.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work_dir", default=None)
-    parser.add_argument("--train_steps", type=int, default=15,
-                        help="Timed train steps per round (0: skip the training rows).")
+    parser.add_argument(
+        "--train_steps",
+        type=int,
+        default=15,
+        help="Timed train steps per round (0: skip the training rows).",
+    )
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="avts_long_"))
     sources = {
@@ -155,14 +193,20 @@ def main() -> None:
     for _ in range(args.rounds if args.train_steps else 0):
         for name, data in prepared.items():
             trained[name].append(train_rate(data, args.train_steps))
-    print("reading (train_dataset, 8 frames, 112 px crop, batch 16, cache off), clips/s "
-          f"over {args.rounds} interleaved rounds:")
+    print(
+        "reading (train_dataset, 8 frames, 112 px crop, batch 16, cache off), clips/s "
+        f"over {args.rounds} interleaved rounds:"
+    )
     for name in prepared:
-        print(f"  {name:>18}: {min(rates[name]):7.1f}-{max(rates[name]):7.1f} clips/s, "
-              f"peak RSS {max(peaks[name]):7.1f} MB")
+        print(
+            f"  {name:>18}: {min(rates[name]):7.1f}-{max(rates[name]):7.1f} clips/s, "
+            f"peak RSS {max(peaks[name]):7.1f} MB"
+        )
     if args.train_steps:
-        print("training (quickstart MC3 / VGG towers, same clips), clips/s over "
-              f"{args.rounds} interleaved rounds:")
+        print(
+            "training (quickstart MC3 / VGG towers, same clips), clips/s over "
+            f"{args.rounds} interleaved rounds:"
+        )
         for name in prepared:
             print(f"  {name:>18}: {min(trained[name]):7.1f}-{max(trained[name]):7.1f} clips/s")
 

@@ -61,8 +61,9 @@ def _with_policy(config, policy: str):
     return config
 
 
-def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
-            peer: bool = False) -> None:
+def measure(
+    towers: Path, batches: list[int], steps: int, peak_tflops: float, peer: bool = False
+) -> None:
     os.environ["KERAS_BACKEND"] = "jax"
     import jax
     import jax.numpy as jnp
@@ -74,14 +75,15 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
     shapes = json.loads((towers / "shapes.json").read_text())
     models = {}
     for name in ("video", "audio"):
-        config = _with_policy(json.loads((towers / f"{name}.json").read_text()),
-                              "mixed_bfloat16")
+        config = _with_policy(json.loads((towers / f"{name}.json").read_text()), "mixed_bfloat16")
         models[name] = keras.models.model_from_json(json.dumps(config))
     video, audio = models["video"], models["audio"]
-    print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; keras {keras.__version__}; "
-          f"params video {video.count_params():,} audio {audio.count_params():,}; "
-          f"layer policies {sorted({layer.dtype_policy.name for layer in video.layers})}",
-          flush=True)
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; keras {keras.__version__}; "
+        f"params video {video.count_params():,} audio {audio.count_params():,}; "
+        f"layer policies {sorted({layer.dtype_policy.name for layer in video.layers})}",
+        flush=True,
+    )
     optimizer = optax.sgd(0.01, momentum=0.9)
     margin = 1.0
 
@@ -100,7 +102,8 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
     @jax.jit
     def step(trainable, non_trainable, opt_state, batch):
         (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            trainable, non_trainable, batch)
+            trainable, non_trainable, batch
+        )
         updates, opt_state = optimizer.update(grads, opt_state, trainable)
         return optax.apply_updates(trainable, updates), non_trainable, opt_state, loss
 
@@ -115,24 +118,45 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
     # calls), so the FLOPs are counted on the CPU backend for one example, where every
     # convolution is an HLO op, and scaled by the batch (the optimizer's share is < 0.1%).
     cpu = jax.devices("cpu")[0]
-    one = jax.device_put((([v.value for v in video.trainable_variables],
-                           [v.value for v in audio.trainable_variables]),
-                          ([v.value for v in video.non_trainable_variables],
-                           [v.value for v in audio.non_trainable_variables]),
-                          inputs(1, np.random.default_rng(0))), cpu)
-    cost = jax.jit(lambda t, n, x: jax.value_and_grad(loss_fn, has_aux=True)(t, n, x)).lower(
-        *one).compile().cost_analysis()
+    one = jax.device_put(
+        (
+            (
+                [v.value for v in video.trainable_variables],
+                [v.value for v in audio.trainable_variables],
+            ),
+            (
+                [v.value for v in video.non_trainable_variables],
+                [v.value for v in audio.non_trainable_variables],
+            ),
+            inputs(1, np.random.default_rng(0)),
+        ),
+        cpu,
+    )
+    cost = (
+        jax.jit(lambda t, n, x: jax.value_and_grad(loss_fn, has_aux=True)(t, n, x))
+        .lower(*one)
+        .compile()
+        .cost_analysis()
+    )
     per_example = float((cost[0] if isinstance(cost, list) else cost)["flops"])
-    print(f"FLOPs per example (forward and backward, XLA on CPU): {per_example / 1e9:.1f} G",
-          flush=True)
+    print(
+        f"FLOPs per example (forward and backward, XLA on CPU): {per_example / 1e9:.1f} G",
+        flush=True,
+    )
 
     def jax_runner(b: int):
         """Compiles the jitted step at batch ``b``; returns a function running n steps."""
         batch = {k: jnp.asarray(v) for k, v in inputs(b, np.random.default_rng(0)).items()}
-        state = [([v.value for v in video.trainable_variables],
-                  [v.value for v in audio.trainable_variables]),
-                 ([v.value for v in video.non_trainable_variables],
-                  [v.value for v in audio.non_trainable_variables])]
+        state = [
+            (
+                [v.value for v in video.trainable_variables],
+                [v.value for v in audio.trainable_variables],
+            ),
+            (
+                [v.value for v in video.non_trainable_variables],
+                [v.value for v in audio.non_trainable_variables],
+            ),
+        ]
         state.append(optimizer.init(state[0]))
         compiled = step.lower(*state, batch).compile()
 
@@ -155,8 +179,7 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
             start = time.perf_counter()
             compiled[name] = make(b)
             compiled[name](3)  # warm-up
-            print(f"  batch {b} {name}: ready in {time.perf_counter() - start:.1f} s",
-                  flush=True)
+            print(f"  batch {b} {name}: ready in {time.perf_counter() - start:.1f} s", flush=True)
         times = {name: [] for name in runners}
         losses = {}
         for _ in range(3):  # interleaved rounds
@@ -166,16 +189,21 @@ def measure(towers: Path, batches: list[int], steps: int, peak_tflops: float,
                 times[name].append((time.perf_counter() - start) / steps)
         for name, values in times.items():
             best, worst = min(values), max(values)
-            print(f"  batch {b} {name}: {best * 1e3:.1f}-{worst * 1e3:.1f} ms/step, "
-                  f"{b / worst:.0f}-{b / best:.0f} clips/s, "
-                  f"{flops / worst / 1e12:.0f}-{flops / best / 1e12:.0f} TFLOP/s, "
-                  f"MFU {flops / worst / 1e12 / peak_tflops:.3f}-"
-                  f"{flops / best / 1e12 / peak_tflops:.3f} of {peak_tflops:g} TFLOP/s "
-                  f"(loss {losses[name]:.4f})", flush=True)
+            print(
+                f"  batch {b} {name}: {best * 1e3:.1f}-{worst * 1e3:.1f} ms/step, "
+                f"{b / worst:.0f}-{b / best:.0f} clips/s, "
+                f"{flops / worst / 1e12:.0f}-{flops / best / 1e12:.0f} TFLOP/s, "
+                f"MFU {flops / worst / 1e12 / peak_tflops:.3f}-"
+                f"{flops / best / 1e12 / peak_tflops:.3f} of {peak_tflops:g} TFLOP/s "
+                f"(loss {losses[name]:.4f})",
+                flush=True,
+            )
         if peer:
             ratios = [t / j for j, t in zip(times["keras-jax"], times["torch"], strict=True)]
-            print(f"  batch {b}: keras-jax speed / torch speed {min(ratios):.2f}-"
-                  f"{max(ratios):.2f}", flush=True)
+            print(
+                f"  batch {b}: keras-jax speed / torch speed {min(ratios):.2f}-{max(ratios):.2f}",
+                flush=True,
+            )
 
 
 def torch_runner(shapes: dict, b: int, margin: float):
@@ -194,15 +222,16 @@ def torch_runner(shapes: dict, b: int, margin: float):
     audio.fc = torch.nn.Identity()
     video = video.to(device, memory_format=torch.channels_last_3d)
     audio = audio.to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD([*video.parameters(), *audio.parameters()], lr=0.01,
-                                momentum=0.9)
+    optimizer = torch.optim.SGD([*video.parameters(), *audio.parameters()], lr=0.01, momentum=0.9)
     generator = torch.Generator(device="cpu").manual_seed(0)
     t, h, w, c = shapes["video"]
     frames, bins, _ = shapes["audio"]
     clips = torch.rand([b, c, t, h, w], generator=generator).to(
-        device, memory_format=torch.channels_last_3d)
+        device, memory_format=torch.channels_last_3d
+    )
     windows = torch.randn([2 * b, 1, frames, bins], generator=generator).to(
-        device, memory_format=torch.channels_last)
+        device, memory_format=torch.channels_last
+    )
 
     def loss_fn():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -233,16 +262,28 @@ def main() -> None:
     parser.add_argument("--export", action="store_true", help="Write --towers (needs TF).")
     parser.add_argument("--batch", default="32,64")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--peer", action="store_true",
-                        help="Also time the same step in PyTorch, interleaved (a ratio).")
-    parser.add_argument("--peak_tflops", type=float, default=989.5,
-                        help="Peak dense bf16 TFLOP/s (H100/H200 SXM: 989.5).")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="Also time the same step in PyTorch, interleaved (a ratio).",
+    )
+    parser.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=989.5,
+        help="Peak dense bf16 TFLOP/s (H100/H200 SXM: 989.5).",
+    )
     args = parser.parse_args()
     if args.export:
         export(args.towers)
         return
-    measure(args.towers, [int(b) for b in args.batch.split(",")], args.steps, args.peak_tflops,
-            args.peer)
+    measure(
+        args.towers,
+        [int(b) for b in args.batch.split(",")],
+        args.steps,
+        args.peak_tflops,
+        args.peer,
+    )
 
 
 if __name__ == "__main__":

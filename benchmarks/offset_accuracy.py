@@ -26,8 +26,7 @@ def main() -> int:
     parser.add_argument("--num_videos", type=int, default=20, help="Videos.")
     parser.add_argument("--seed", type=int, default=7, help="Seed of the videos and the shifts.")
     parser.add_argument("--duration_s", type=float, default=8.0, help="Video length.")
-    parser.add_argument("--max_shift_s", type=float, default=0.6,
-                        help="Largest shift either way.")
+    parser.add_argument("--max_shift_s", type=float, default=0.6, help="Largest shift either way.")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -37,22 +36,39 @@ def main() -> int:
 
     out = Path(args.output_dir)
     synthetic.generate_synthetic_dataset(
-        out / "videos", num_videos=args.num_videos, seed=args.seed,
-        duration_s=args.duration_s, fps=16.0, size=64, num_classes=4, test_fraction=0.0)
+        out / "videos",
+        num_videos=args.num_videos,
+        seed=args.seed,
+        duration_s=args.duration_s,
+        fps=16.0,
+        size=64,
+        num_classes=4,
+        test_fraction=0.0,
+    )
     videos = sorted((out / "videos").rglob("*.mp4"))
-    truths = np.round(np.random.default_rng(args.seed).uniform(
-        -args.max_shift_s, args.max_shift_s, len(videos)), 3)
+    truths = np.round(
+        np.random.default_rng(args.seed).uniform(-args.max_shift_s, args.max_shift_s, len(videos)),
+        3,
+    )
     model, _ = sync.sync_model(args.checkpoint, ("easy",))
     description = checkpoint.run_description(args.checkpoint)
     rows, errors = [], []
     for video, truth in zip(videos, truths, strict=True):
         shifted = out / f"shifted_{video.stem}.mp4"
         offset.write_shifted(video, shifted, float(truth))
-        estimate = offset.estimate_offset(model, description, shifted,
-                                          max_offset_s=max(1.0, args.max_shift_s + 0.2))
+        estimate = offset.estimate_offset(
+            model, description, shifted, max_offset_s=max(1.0, args.max_shift_s + 0.2)
+        )
         errors.append(estimate.offset_s - truth)
-        rows.append([video.name, f"{truth:+.3f}", f"{estimate.offset_s:+.3f}",
-                     f"{1000 * errors[-1]:+.0f}", f"{estimate.confidence:.1f}"])
+        rows.append(
+            [
+                video.name,
+                f"{truth:+.3f}",
+                f"{estimate.offset_s:+.3f}",
+                f"{1000 * errors[-1]:+.0f}",
+                f"{estimate.confidence:.1f}",
+            ]
+        )
     print(report.table(["video", "truth_s", "estimate_s", "error_ms", "confidence"], rows))
     errors = np.abs(np.array(errors))
     print(f"median_error_ms: {1000 * np.median(errors):.0f}")

@@ -75,12 +75,19 @@ def build_small(root: Path, videos: int, short_side: int, shards: int) -> Path:
     if manifest.exists(prepared):
         return prepared
     csv_path = synthetic.generate_synthetic_dataset(
-        root / "videos", num_videos=videos, duration_s=DURATION_S, fps=VIDEO_FPS,
+        root / "videos",
+        num_videos=videos,
+        duration_s=DURATION_S,
+        fps=VIDEO_FPS,
         size=short_side,
     )
-    prepare.prepare_dataset(csv_path, prepared,
-                            IngestConfig(fps=FPS, short_side=short_side, num_shards=shards),
-                            workers=2, options=prepare.RunOptions(progress=False))
+    prepare.prepare_dataset(
+        csv_path,
+        prepared,
+        IngestConfig(fps=FPS, short_side=short_side, num_shards=shards),
+        workers=2,
+        options=prepare.RunOptions(progress=False),
+    )
     return prepared
 
 
@@ -114,12 +121,15 @@ def build_large(small: Path, root: Path, copies: int) -> Path:
                         ids[0] = f"copy{k}/".encode() + ids[0]
                         writer.write(example.SerializeToString(deterministic=True))
                 new_shards.append(Shard(target, shard.records))
-                written += [dataclasses.replace(e, id=f"copy{k}/{e.id}", shard=target)
-                            for e in by_shard.get(shard.file, ())]
+                written += [
+                    dataclasses.replace(e, id=f"copy{k}/{e.id}", shard=target)
+                    for e in by_shard.get(shard.file, ())
+                ]
         splits[name] = SplitInfo(copies * info.records, tuple(new_shards))
     written.sort(key=lambda e: (e.split, e.id, e.start or 0.0))
-    dataclasses.replace(source, splits=splits, written=tuple(written),
-                        input=f"{small} x{copies}").write(large)
+    dataclasses.replace(
+        source, splits=splits, written=tuple(written), input=f"{small} x{copies}"
+    ).write(large)
     return large
 
 
@@ -145,17 +155,20 @@ def child(job: dict) -> dict:
     from avts_tf.data.audio_features import LogMelSpec
 
     spec = pipeline.ClipSpec(  # gin/quickstart.gin
-        num_frames=8, crop_size=job["crop_size"],
+        num_frames=8,
+        crop_size=job["crop_size"],
         log_mel=LogMelSpec(mel_bins=40, window_s=0.04, hop_s=0.02),
     )
     batch = job["batch_size"]
     if job["reader"] == "train":
-        dataset = pipeline.train_dataset(job["data_dir"], batch, spec=spec,
-                                         cache_records=job["cache_records"])
+        dataset = pipeline.train_dataset(
+            job["data_dir"], batch, spec=spec, cache_records=job["cache_records"]
+        )
     else:
         kwargs = {"shuffle_buffer": job["shuffle_buffer"]} if "shuffle_buffer" in job else {}
-        dataset = pipeline.eval_dataset(job["data_dir"], batch, spec=spec,
-                                        split=job["eval_split"], **kwargs)
+        dataset = pipeline.eval_dataset(
+            job["data_dir"], batch, spec=spec, split=job["eval_split"], **kwargs
+        )
     tf.constant(0.0) + 1.0  # initialise the runtime before the baseline
     baseline = vm_rss_mb()
     iterator = iter(dataset)
@@ -175,14 +188,15 @@ def child(job: dict) -> dict:
             clips += int(element["video"].shape[0])
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_mb": peak, "reader_mb": peak - baseline, "rate": clips / seconds,
-            "clips": clips}
+    return {"peak_mb": peak, "reader_mb": peak - baseline, "rate": clips / seconds, "clips": clips}
 
 
 def measure(job: dict) -> dict:
     result = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(job)],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     if result.returncode:
         sys.exit(f"child failed ({job}):\n{result.stderr[-3000:]}")
@@ -198,22 +212,36 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache_dir", default="/tmp/avts_reader_memory",
-                        help="Where the prepared sets are built once and reused.")
-    parser.add_argument("--videos", type=int, default=128,
-                        help="Synthetic videos of the small set (3/4 train, 1/4 test).")
+    parser.add_argument(
+        "--cache_dir",
+        default="/tmp/avts_reader_memory",
+        help="Where the prepared sets are built once and reused.",
+    )
+    parser.add_argument(
+        "--videos",
+        type=int,
+        default=128,
+        help="Synthetic videos of the small set (3/4 train, 1/4 test).",
+    )
     parser.add_argument("--copies", type=int, default=10, help="The large set is this many copies.")
     parser.add_argument("--short_side", type=int, default=128, help="Stored frame size.")
     parser.add_argument("--shards", type=int, default=4, help="Shards per split (small set).")
     parser.add_argument("--crop_size", type=int, default=32, help="Crop (quickstart: 32).")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--warmup", type=int, default=5,
-                        help="Untimed batches (eval: of a first pass, then a timed pass).")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=5,
+        help="Untimed batches (eval: of a first pass, then a timed pass).",
+    )
     parser.add_argument("--batches", type=int, default=50, help="Timed train batches.")
     parser.add_argument("--eval_split", default="train", help="Split of the eval passes.")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"Comma-separated subset of: {', '.join(CONFIGS)}.")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"Comma-separated subset of: {', '.join(CONFIGS)}.",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,9 +252,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configs {unknown}; choose from {list(CONFIGS)}")
 
-    key = hashlib.sha1(json.dumps(
-        [args.videos, args.short_side, args.shards, DURATION_S, FPS, VIDEO_FPS]
-    ).encode()).hexdigest()[:10]
+    key = hashlib.sha1(
+        json.dumps([args.videos, args.short_side, args.shards, DURATION_S, FPS, VIDEO_FPS]).encode()
+    ).hexdigest()[:10]
     root = Path(args.cache_dir) / f"set-{key}"
     start = time.perf_counter()
     small = build_small(root, args.videos, args.short_side, args.shards)
@@ -236,41 +264,55 @@ def main() -> None:
 
     from avts_tf.data.manifest import Manifest
 
-    base = {"crop_size": args.crop_size, "batch_size": args.batch_size,
-            "warmup": args.warmup, "batches": args.batches, "eval_split": args.eval_split}
+    base = {
+        "crop_size": args.crop_size,
+        "batch_size": args.batch_size,
+        "warmup": args.warmup,
+        "batches": args.batches,
+        "eval_split": args.eval_split,
+    }
     results: dict[tuple[str, str], list[dict]] = {}
     for r in range(args.rounds):
         for config in configs:
             for name, data_dir in sets.items():
                 out = measure({**base, **CONFIGS[config], "data_dir": str(data_dir)})
                 results.setdefault((config, name), []).append(out)
-                print(f"  round {r + 1} {config:<14} {name}: {out['peak_mb']:.0f} MB peak, "
-                      f"{out['reader_mb']:.0f} MB reader, {out['rate']:.1f} clips/s "
-                      f"({out['clips']} clips)", file=sys.stderr, flush=True)
+                print(
+                    f"  round {r + 1} {config:<14} {name}: {out['peak_mb']:.0f} MB peak, "
+                    f"{out['reader_mb']:.0f} MB reader, {out['rate']:.1f} clips/s "
+                    f"({out['clips']} clips)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     print()
     for name, data_dir in sets.items():
         prepared = Manifest.read(data_dir)
-        print(f"{name}: {prepared.num_records('train')} train / "
-              f"{prepared.num_records('test')} test records, "
-              f"{shard_megabytes(data_dir, 'train'):.1f} MB of train shards")
-    print(f"clip {(8, args.crop_size, args.crop_size, 3)} from frames at short side "
-          f"{args.short_side}, batch {args.batch_size}, {args.rounds} rounds; "
-          f"train: {args.batches} batches after {args.warmup}; eval: a full pass of "
-          f"{args.eval_split!r}\n")
+        print(
+            f"{name}: {prepared.num_records('train')} train / "
+            f"{prepared.num_records('test')} test records, "
+            f"{shard_megabytes(data_dir, 'train'):.1f} MB of train shards"
+        )
+    print(
+        f"clip {(8, args.crop_size, args.crop_size, 3)} from frames at short side "
+        f"{args.short_side}, batch {args.batch_size}, {args.rounds} rounds; "
+        f"train: {args.batches} batches after {args.warmup}; eval: a full pass of "
+        f"{args.eval_split!r}\n"
+    )
     print(f"{'config':<16}{'set':<7}{'peak RSS MB':>13}{'reader MB':>14}{'clips/s':>15}")
     for config in configs:
         for name in sets:
             runs = results[(config, name)]
-            print(f"{config:<16}{name:<7}{spread([x['peak_mb'] for x in runs]):>13}"
-                  f"{spread([x['reader_mb'] for x in runs]):>14}"
-                  f"{spread([x['rate'] for x in runs]):>15}")
+            print(
+                f"{config:<16}{name:<7}{spread([x['peak_mb'] for x in runs]):>13}"
+                f"{spread([x['reader_mb'] for x in runs]):>14}"
+                f"{spread([x['rate'] for x in runs]):>15}"
+            )
     print(f"\n{'large / small (medians)':<26}{'peak RSS':>9}{'reader MB':>12}{'clips/s':>10}")
     for config in configs:
         ratios = []
         for column in ("peak_mb", "reader_mb", "rate"):
-            small_runs, large_runs = (
-                [x[column] for x in results[(config, name)]] for name in sets)
+            small_runs, large_runs = ([x[column] for x in results[(config, name)]] for name in sets)
             ratios.append(statistics.median(large_runs) / statistics.median(small_runs))
         cells = (f"{x:>{w}.2f}x" for x, w in zip(ratios, (8, 11, 9), strict=True))
         print(f"{config:<26}" + "".join(cells))

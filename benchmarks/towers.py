@@ -42,7 +42,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--size", type=int, default=112)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--tf-inter-op", type=int, default=0,
+        "--tf-inter-op",
+        type=int,
+        default=0,
         help="TensorFlow ops run at once: 0 = TensorFlow's default, one per core, as "
         "tools/train.py runs; 1 = one at a time, as PyTorch's eager step",
     )
@@ -120,8 +122,6 @@ def torch_step(name: str, args: argparse.Namespace) -> Callable[[], None]:
         loss.item()
 
     return step
-
-
 
 
 def main() -> None:

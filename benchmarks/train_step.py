@@ -122,15 +122,24 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--task", choices=TASKS, default="avts", help="which train step to time")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     p.add_argument(
-        "--precisions", nargs="+", default=["float32"], choices=PRECISIONS,
+        "--precisions",
+        nargs="+",
+        default=["float32"],
+        choices=PRECISIONS,
         help="avts_tf dtype policies (16-bit ones are 30-50x slower on CPUs without AVX-512)",
     )
     p.add_argument("--xla", choices=("off", "on", "both"), default="both")
-    p.add_argument("--batch", type=int, default=None,
-                   help="override the config's clips per step (TSSL: batch // K examples)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="override the config's clips per step (TSSL: batch // K examples)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--tf-inter-op", type=int, default=0,
+        "--tf-inter-op",
+        type=int,
+        default=0,
         help="TensorFlow ops run at once: 0 = TensorFlow's default, one per core, as "
         "tools/train.py runs; 1 = one at a time, as PyTorch's eager step",
     )
@@ -139,7 +148,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     p.add_argument("--torch-bf16", action="store_true", help="also time torch bf16 autocast")
     p.add_argument(
-        "--torch-channels-last", action="store_true",
+        "--torch-channels-last",
+        action="store_true",
         help="also time torch with channels-last tensors (the faster torch float32 is the "
         "reference)",
     )
@@ -162,8 +172,11 @@ def keras_model(
     keras.mixed_precision.set_global_policy(precision)
     try:
         keras.utils.set_random_seed(0)
-        kwargs = {"width": config.width, "depths": config.depths,
-                  "embedding_dim": config.embedding_dim}
+        kwargs = {
+            "width": config.width,
+            "depths": config.depths,
+            "embedding_dim": config.embedding_dim,
+        }
         video = BACKBONES.build("mc3_18", input_shape=config.video_shape, **kwargs)
         audio = BACKBONES.build("avts_audio_vgg", input_shape=config.audio_shape, **kwargs)
         model = AVTSModel(video, audio, objective())
@@ -213,8 +226,10 @@ def tssl_task(settings: Tssl = TSSL) -> TemporalContrastive:
 
     return TemporalContrastive(
         view_spec=ViewSpec(num_views=settings.num_views, speeds=settings.speeds),
-        projection_dim=settings.projection_dim, hidden_units=settings.hidden_units,
-        temperature=settings.temperature, queue_size=settings.queue_size,
+        projection_dim=settings.projection_dim,
+        hidden_units=settings.hidden_units,
+        temperature=settings.temperature,
+        queue_size=settings.queue_size,
         video_video_weight=settings.video_video_weight,
     )
 
@@ -283,8 +298,10 @@ def planted_queues(seed: int = 0) -> NumpyQueues:
 
     rng = np.random.default_rng(seed)
     size, dim = TSSL.queue_size, TSSL.projection_dim
-    return {modality: (unit_rows(rng, size, dim), rng.integers(0, 2**62, size, dtype=np.int64))
-            for modality in ("video", "audio")}
+    return {
+        modality: (unit_rows(rng, size, dim), rng.integers(0, 2**62, size, dtype=np.int64))
+        for modality in ("video", "audio")
+    }
 
 
 def fill_task_queues(task: TemporalContrastive, queues: NumpyQueues) -> None:
@@ -312,13 +329,19 @@ def torch_video_resnet(width: int, depths: tuple[int, ...], head):
             )
             self.inplanes = width  # read by VideoResNet._make_layer
             builders = [resnet.Conv3DSimple] + [resnet.Conv3DNoTemporal] * 3
-            self.layers = nn.Sequential(*[
-                resnet.VideoResNet._make_layer(
-                    self, resnet.BasicBlock, builder, width * 2**g, depth,
-                    stride=1 if g == 0 else 2,
-                )
-                for g, (builder, depth) in enumerate(zip(builders, depths, strict=True))
-            ])
+            self.layers = nn.Sequential(
+                *[
+                    resnet.VideoResNet._make_layer(
+                        self,
+                        resnet.BasicBlock,
+                        builder,
+                        width * 2**g,
+                        depth,
+                        stride=1 if g == 0 else 2,
+                    )
+                    for g, (builder, depth) in enumerate(zip(builders, depths, strict=True))
+                ]
+            )
             self.head = head
 
         def forward(self, x):
@@ -390,9 +413,7 @@ def torch_sgd(*modules: torch.nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
 
-def torch_step(
-    config: Config, batch: int, bf16: bool = False, channels_last: bool = False
-) -> Step:
+def torch_step(config: Config, batch: int, bf16: bool = False, channels_last: bool = False) -> Step:
     """A callable running one AVTS train step of the PyTorch pair on fixed random data."""
     import torch
     import torch.nn.functional as F
@@ -431,25 +452,29 @@ def torch_tssl_heads(video_dim: int, audio_dim: int, settings: Tssl = TSSL) -> t
         return nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
     speeds = len(settings.speeds)
-    return nn.ModuleDict({
-        "speed_video": nn.Linear(video_dim, speeds),
-        "speed_audio": nn.Linear(audio_dim, speeds),
-        "direction_video": nn.Linear(video_dim, 2),
-        "direction_audio": nn.Linear(audio_dim, 2),
-        "order_video": mlp(2 * video_dim, ORDER_CLASSES),
-        "order_audio": mlp(2 * audio_dim, ORDER_CLASSES),
-        "order_cross": mlp(video_dim + audio_dim, ORDER_CLASSES),
-        "project_video": mlp(video_dim, settings.projection_dim),
-        "project_audio": mlp(audio_dim, settings.projection_dim),
-    })
+    return nn.ModuleDict(
+        {
+            "speed_video": nn.Linear(video_dim, speeds),
+            "speed_audio": nn.Linear(audio_dim, speeds),
+            "direction_video": nn.Linear(video_dim, 2),
+            "direction_audio": nn.Linear(audio_dim, 2),
+            "order_video": mlp(2 * video_dim, ORDER_CLASSES),
+            "order_audio": mlp(2 * audio_dim, ORDER_CLASSES),
+            "order_cross": mlp(video_dim + audio_dim, ORDER_CLASSES),
+            "project_video": mlp(video_dim, settings.projection_dim),
+            "project_audio": mlp(audio_dim, settings.projection_dim),
+        }
+    )
 
 
 def torch_queues(queues: NumpyQueues) -> Queues:
     """``queues`` (entries, video ids) as PyTorch queues ``(entries, ids, filled)``, full."""
     import torch
 
-    return {modality: (torch.from_numpy(entries), torch.from_numpy(ids), torch.tensor(len(ids)))
-            for modality, (entries, ids) in queues.items()}
+    return {
+        modality: (torch.from_numpy(entries), torch.from_numpy(ids), torch.tensor(len(ids)))
+        for modality, (entries, ids) in queues.items()
+    }
 
 
 def torch_order_labels(
@@ -463,8 +488,13 @@ def torch_order_labels(
 
 
 def torch_info_nce_with_queue(
-    anchors: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, queue: torch.Tensor,
-    queue_ids: torch.Tensor, queue_full: torch.Tensor, temperature: float,
+    anchors: torch.Tensor,
+    keys: torch.Tensor,
+    ids: torch.Tensor,
+    queue: torch.Tensor,
+    queue_ids: torch.Tensor,
+    queue_full: torch.Tensor,
+    temperature: float,
 ) -> torch.Tensor:
     """``contrastive.info_nce_with_queue`` on one device, both queue extras on: ``[B]``."""
     import torch
@@ -502,8 +532,12 @@ def torch_info_nce_with_queue(
 
 
 def torch_tssl_loss(
-    heads: torch.nn.ModuleDict, video: torch.Tensor, audio: torch.Tensor,
-    labels: dict[str, torch.Tensor], queues: Queues, settings: Tssl = TSSL,
+    heads: torch.nn.ModuleDict,
+    video: torch.Tensor,
+    audio: torch.Tensor,
+    labels: dict[str, torch.Tensor],
+    queues: Queues,
+    settings: Tssl = TSSL,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``TemporalContrastive.compute`` (training, one device) on tower embeddings.
 
@@ -535,8 +569,7 @@ def torch_tssl_loss(
     for i, j in itertools.combinations(range(k), 2):
         order = torch_order_labels(start[:, i], span[:, i], start[:, j], span[:, j])
         if i == 0:  # video view 0 against the audio of view j
-            terms.append(classify("order_cross", torch.cat([video[:, 0], audio[:, j]], -1),
-                                  order))
+            terms.append(classify("order_cross", torch.cat([video[:, 0], audio[:, j]], -1), order))
         for name, x in (("order_video", video), ("order_audio", audio)):
             terms.append(classify(name, torch.cat([x[:, i], x[:, j]], -1), order))
 
@@ -552,10 +585,12 @@ def torch_tssl_loss(
         ).sum()
 
     among_video = contrast(zv[0], zv[1], "video") + contrast(zv[1], zv[0], "video")
-    terms += [settings.video_video_weight * among_video,
-              contrast(zv[0], za, "audio"), contrast(za, zv[0], "video")]
-    keys = {"video": F.normalize(zv[0].detach(), dim=-1),
-            "audio": F.normalize(za.detach(), dim=-1)}
+    terms += [
+        settings.video_video_weight * among_video,
+        contrast(zv[0], za, "audio"),
+        contrast(za, zv[0], "video"),
+    ]
+    keys = {"video": F.normalize(zv[0].detach(), dim=-1), "audio": F.normalize(za.detach(), dim=-1)}
     return torch.stack(terms).sum() / size, keys
 
 
@@ -567,9 +602,11 @@ def torch_enqueue(queues: Queues, keys: dict[str, torch.Tensor], ids: torch.Tens
         for modality in list(queues):
             queue, queue_ids, filled = queues[modality]
             size = queue.shape[0]
-            queues[modality] = (torch.cat([keys[modality].flip(0), queue])[:size],
-                                torch.cat([ids.flip(0), queue_ids])[:size],
-                                torch.clamp(filled + len(ids), max=size))
+            queues[modality] = (
+                torch.cat([keys[modality].flip(0), queue])[:size],
+                torch.cat([ids.flip(0), queue_ids])[:size],
+                torch.clamp(filled + len(ids), max=size),
+            )
 
 
 def torch_tssl_step(
@@ -584,8 +621,10 @@ def torch_tssl_step(
     dim = config.embedding_dim or 8 * config.width
     heads = torch_tssl_heads(dim, dim)
     optimizer = torch_sgd(video_net, audio_net, heads)
-    labels = {key: torch.from_numpy(value).long()
-              for key, value in tssl_labels(np.random.default_rng(0), examples).items()}
+    labels = {
+        key: torch.from_numpy(value).long()
+        for key, value in tssl_labels(np.random.default_rng(0), examples).items()
+    }
     queues = torch_queues(planted_queues())
 
     def step() -> None:
@@ -593,8 +632,13 @@ def torch_tssl_step(
         with torch_autocast(bf16):
             v = video_net(video)
             a = audio_net(audio)
-        loss, keys = torch_tssl_loss(heads, v.float().reshape(examples, k, -1),
-                                     a.float().reshape(examples, k, -1), labels, queues)
+        loss, keys = torch_tssl_loss(
+            heads,
+            v.float().reshape(examples, k, -1),
+            a.float().reshape(examples, k, -1),
+            labels,
+            queues,
+        )
         loss.backward()
         optimizer.step()
         torch_enqueue(queues, keys, labels["video_id"])
@@ -690,8 +734,9 @@ def check_tssl_peer(
     batch.update(video=tf.constant(video), audio=tf.constant(audio))
     with tf.GradientTape() as tape:
         tape.watch([batch["video"], batch["audio"]])
-        loss, _, values = task.compute(stand_in, batch, training=True,
-                                       step=tf.constant(0, tf.int64))
+        loss, _, values = task.compute(
+            stand_in, batch, training=True, step=tf.constant(0, tf.int64)
+        )
     tf_grads = tape.gradient(loss, [batch["video"], batch["audio"]])
     task.after_step(values, tf.constant(True))
 
@@ -718,7 +763,9 @@ def check_tssl_peer(
 
 # -- measurement -----------------------------------------------------------------------------
 def variants(
-    args: argparse.Namespace, jits: list[bool], torch_factory: Callable[..., Step],
+    args: argparse.Namespace,
+    jits: list[bool],
+    torch_factory: Callable[..., Step],
     keras_factory: Callable[[str, bool], Step],
 ) -> dict[str, Step]:
     """The torch variants asked for, then avts_tf per precision and XLA setting."""
@@ -731,8 +778,7 @@ def variants(
             out["torch bf16 autocast"] = torch_factory(bf16=True)
     for precision in args.precisions:
         for jit in jits:
-            out[f"avts_tf {precision} xla={'on' if jit else 'off'}"] = keras_factory(
-                precision, jit)
+            out[f"avts_tf {precision} xla={'on' if jit else 'off'}"] = keras_factory(precision, jit)
     return out
 
 
@@ -751,18 +797,25 @@ def run_task(task: str, args: argparse.Namespace, jits: list[bool]) -> None:
     """Times the ``avts`` or ``tssl`` train step over the configs and prints its table."""
     onednn = f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}"
     inter_op = args.tf_inter_op or "TensorFlow's default"
-    timing = (f"{args.threads} threads, TensorFlow inter-op {inter_op}, {args.rounds} rounds x "
-              f"{args.steps} steps, {onednn}")
+    timing = (
+        f"{args.threads} threads, TensorFlow inter-op {inter_op}, {args.rounds} rounds x "
+        f"{args.steps} steps, {onednn}"
+    )
     if task == "avts":
         print(f"AVTS train step (video B clips + audio 2B windows + contrastive + SGD), {timing}")
     else:
-        print(f"TSSL train step (B examples x {TSSL.num_views} views: towers on B*K clips + "
-              f"speed/direction/ordering heads + queue InfoNCE + SGD + enqueue, queue "
-              f"{TSSL.queue_size} filled), {timing}")
+        print(
+            f"TSSL train step (B examples x {TSSL.num_views} views: towers on B*K clips + "
+            f"speed/direction/ordering heads + queue InfoNCE + SGD + enqueue, queue "
+            f"{TSSL.queue_size} filled), {timing}"
+        )
         if not args.no_torch:
             differences = check_tssl_peer()
-            print("PyTorch TSSL step vs TemporalContrastive.compute, max relative difference: "
-                  + ", ".join(f"{k} {v:.1e}" for k, v in differences.items()), flush=True)
+            print(
+                "PyTorch TSSL step vs TemporalContrastive.compute, max relative difference: "
+                + ", ".join(f"{k} {v:.1e}" for k, v in differences.items()),
+                flush=True,
+            )
     header = f"{'config':<11} {'variant':<30} {'clips/s':>8} {'min-max':>13} {'vs torch':>9}"
     print(header + "\n" + "-" * len(header), flush=True)
     for name in args.configs:
@@ -780,11 +833,14 @@ def run_task(task: str, args: argparse.Namespace, jits: list[bool]) -> None:
             clips = examples * TSSL.num_views
             torch_factory = functools.partial(torch_tssl_step, config, examples)
             keras_factory = functools.partial(keras_tssl_step, config, examples)
-            title = (f"{examples} examples x {TSSL.num_views} views: video {clips}x{t}x{h}x{w}, "
-                     f"audio {clips}x{frames}x{mels}")
+            title = (
+                f"{examples} examples x {TSSL.num_views} views: video {clips}x{t}x{h}x{w}, "
+                f"audio {clips}x{frames}x{mels}"
+            )
         steps = variants(args, jits, torch_factory, keras_factory)
-        report(name, title, bench_common.measure(steps, clips, args.steps, args.rounds,
-                                                 args.warmup))
+        report(
+            name, title, bench_common.measure(steps, clips, args.steps, args.rounds, args.warmup)
+        )
 
 
 def main() -> None:

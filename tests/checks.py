@@ -13,8 +13,13 @@ def subprocess_env(*python_path: str | os.PathLike, **extra: str) -> dict[str, s
     (for ``import tiny``) and ``python_path`` importable, ``extra`` variables set."""
     path = [str(p) for p in python_path] + [str(REPO_ROOT / "tests")]
     path += [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), TF_CPP_MIN_LOG_LEVEL="3",
-                CUDA_VISIBLE_DEVICES="", **extra)
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(path),
+        TF_CPP_MIN_LOG_LEVEL="3",
+        CUDA_VISIBLE_DEVICES="",
+        **extra,
+    )
 
 
 def assert_one_error_line(returncode: int, stderr: str, *words: str, code: int = 2) -> str:
@@ -33,4 +38,3 @@ def assert_one_error_line(returncode: int, stderr: str, *words: str, code: int =
 def error_line_of(result, *words: str, code: int = 2) -> str:
     """:func:`assert_one_error_line` of a ``subprocess.CompletedProcess``."""
     return assert_one_error_line(result.returncode, result.stderr, *words, code=code)
-

@@ -21,11 +21,19 @@ import tiny  # noqa: E402
 # The longest modules, longest first (measured under ``-n 2``): a worker that starts one late
 # would run alone at the end. Other modules holding a ``slow`` test follow, then the rest.
 LONGEST_FIRST = (
-    "tasks/temporal/test_tssl_quickstart.py", "test_quickstart.py", "test_fault_tolerance.py",
-    "test_distributed.py", "tasks/temporal/test_temporal_distributed.py", "test_train.py",
-    "data/test_user_inputs.py", "evaluation/test_controls.py",
-    "tasks/temporal/test_temporal_resume.py", "test_train_checks.py",
-    "tasks/test_task_contract.py", "evaluation/test_tools.py", "test_ablation.py",
+    "tasks/temporal/test_tssl_quickstart.py",
+    "test_quickstart.py",
+    "test_fault_tolerance.py",
+    "test_distributed.py",
+    "tasks/temporal/test_temporal_distributed.py",
+    "test_train.py",
+    "data/test_user_inputs.py",
+    "evaluation/test_controls.py",
+    "tasks/temporal/test_temporal_resume.py",
+    "test_train_checks.py",
+    "tasks/test_task_contract.py",
+    "evaluation/test_tools.py",
+    "test_ablation.py",
 )
 
 
@@ -76,12 +84,22 @@ def tiny_prepared(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_synthetic")
     csv_path = synthetic.generate_synthetic_dataset(
-        root / "videos", num_videos=8, seed=3, duration_s=3.0, fps=tiny.FPS, size=32,
-        num_classes=2, test_fraction=0.25,
+        root / "videos",
+        num_videos=8,
+        seed=3,
+        duration_s=3.0,
+        fps=tiny.FPS,
+        size=32,
+        num_classes=2,
+        test_fraction=0.25,
     )
     out = root / "prepared"
-    prepare.prepare_dataset(csv_path, out, IngestConfig(fps=tiny.FPS, short_side=32),
-                            options=prepare.RunOptions(progress=False))
+    prepare.prepare_dataset(
+        csv_path,
+        out,
+        IngestConfig(fps=tiny.FPS, short_side=32),
+        options=prepare.RunOptions(progress=False),
+    )
     return out
 
 

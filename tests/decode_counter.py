@@ -25,8 +25,7 @@ class CountingContrastive(ContrastiveSync):
 
     def train_example(self, clips, record, seed):  # noqa: D102
         example = super().train_example(clips, record, seed)
-        note = tf.py_function(lambda s: DECODED.append(s.numpy().tolist()) or 0, [seed],
-                              tf.int32)
+        note = tf.py_function(lambda s: DECODED.append(s.numpy().tolist()) or 0, [seed], tf.int32)
         with tf.control_dependencies([note]):
             example["video"] = tf.identity(example["video"])
         return example

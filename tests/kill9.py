@@ -40,12 +40,18 @@ def checkpointed_batches(model_dir: Path) -> int:
     return max(c["batches"] for c in index["checkpoints"])
 
 
-def kill_when_checkpointed(victim: Sequence[str], victim_dir: Path, kill_at: int,
-                           env: Mapping[str, str], timeout: float = 300) -> int:
+def kill_when_checkpointed(
+    victim: Sequence[str],
+    victim_dir: Path,
+    kill_at: int,
+    env: Mapping[str, str],
+    timeout: float = 300,
+) -> int:
     """Starts ``victim`` and kills it (``kill -9``) once its checkpoint index records at
     least ``kill_at`` batches, while it trains; returns the batches checkpointed."""
-    killed = subprocess.Popen(victim, cwd=REPO_ROOT, env=dict(env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        victim, cwd=REPO_ROOT, env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _kill_when_checkpointed(killed, victim_dir, kill_at, time.monotonic() + timeout)
     finally:
@@ -55,8 +61,9 @@ def kill_when_checkpointed(victim: Sequence[str], victim_dir: Path, kill_at: int
     return checkpointed_batches(victim_dir)
 
 
-def _kill_when_checkpointed(killed: subprocess.Popen, victim_dir: Path, kill_at: int,
-                            deadline: float) -> None:
+def _kill_when_checkpointed(
+    killed: subprocess.Popen, victim_dir: Path, kill_at: int, deadline: float
+) -> None:
     while checkpointed_batches(victim_dir) < kill_at:
         assert killed.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint in time"
@@ -66,8 +73,12 @@ def _kill_when_checkpointed(killed: subprocess.Popen, victim_dir: Path, kill_at:
 
 
 def reference_and_killed(
-    reference: Sequence[str], victim: Sequence[str], victim_dir: Path, kill_at: int,
-    env: Mapping[str, str], timeout: float = 300,
+    reference: Sequence[str],
+    victim: Sequence[str],
+    victim_dir: Path,
+    kill_at: int,
+    env: Mapping[str, str],
+    timeout: float = 300,
 ) -> tuple[str, str, int]:
     """Runs both commands at once; kills the victim at ``kill_at`` batches; waits for the
     reference.
@@ -75,10 +86,17 @@ def reference_and_killed(
     Returns:
         The reference's stdout and stderr, and the victim's checkpointed batches.
     """
-    done = subprocess.Popen(reference, cwd=REPO_ROOT, env=dict(env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    killed = subprocess.Popen(victim, cwd=REPO_ROOT, env=dict(env),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.Popen(
+        reference,
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killed = subprocess.Popen(
+        victim, cwd=REPO_ROOT, env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _kill_when_checkpointed(killed, victim_dir, kill_at, time.monotonic() + timeout)
         out, err = done.communicate(timeout=timeout)

@@ -19,8 +19,11 @@ def run_recipe(
     """
     env = dict(os.environ, AVTS_CACHE_DIR=str(cache_dir), TF_CPP_MIN_LOG_LEVEL="3")
     command = [
-        sys.executable, "tools/train.py", f"--gin_file={gin_file}",
-        f"--model_dir={model_dir}", "--gin_param=train.Runtime.verbose=2",
+        sys.executable,
+        "tools/train.py",
+        f"--gin_file={gin_file}",
+        f"--model_dir={model_dir}",
+        "--gin_param=train.Runtime.verbose=2",
         *[f"--gin_param={p}" for p in params],
     ]
     result = subprocess.run(

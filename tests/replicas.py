@@ -23,9 +23,14 @@ from checks import REPO_ROOT, subprocess_env
 
 def run_check(script: str | Path, *args: str, timeout: float) -> dict:
     """Runs ``python script *args`` in a fresh process; its last stdout line, as JSON."""
-    result = subprocess.run([sys.executable, str(script), *args], cwd=REPO_ROOT,
-                            env=subprocess_env(REPO_ROOT), capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(REPO_ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -43,8 +48,10 @@ def strategies():
 
 def max_diff(a, b) -> float:
     """Largest absolute difference between two equally long lists of arrays."""
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in zip(a, b, strict=True))
+    return max(
+        float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 class HalfBatchTowers:
@@ -65,7 +72,9 @@ class HalfBatchTowers:
                 out, state = tower.stateless_call(
                     [v.value for v in tower.trainable_variables],
                     [tf.convert_to_tensor(v) for v in tower.non_trainable_variables],
-                    part, training=training)
+                    part,
+                    training=training,
+                )
                 outputs.append(out)
                 states.append(state)
             self.states.append((tower, states))
@@ -92,8 +101,12 @@ def halves_step(model, batch: dict) -> float:
     towers = HalfBatchTowers(model)
     with tf.GradientTape() as tape:
         loss, _, *values = model.objective.compute(
-            towers, tensors, training=True, step=model.optimizer.iterations,
-            global_batch=tf.constant(len(next(iter(batch.values())))))
+            towers,
+            tensors,
+            training=True,
+            step=model.optimizer.iterations,
+            global_batch=tf.constant(len(next(iter(batch.values())))),
+        )
     grads = tape.gradient(loss, model.trainable_variables)
     model.optimizer.apply(grads, model.trainable_variables)
     for tower, (a, b) in towers.states:
@@ -112,11 +125,14 @@ def separate_halves_step(model, batch: dict) -> None:
     half = len(next(iter(batch.values()))) // 2
     grads, states = None, []
     for part in range(2):
-        piece = {k: tf.constant(v[part * half:(part + 1) * half]) for k, v in batch.items()}
+        piece = {k: tf.constant(v[part * half : (part + 1) * half]) for k, v in batch.items()}
         _, _, g, new_state, _ = model._loss_and_gradients(
-            piece, tf.constant(2 * half), stateless=True)
+            piece, tf.constant(2 * half), stateless=True
+        )
         grads = g if grads is None else [x + y for x, y in zip(grads, g, strict=True)]
         states.append(new_state)
     model.optimizer.apply(grads, model.trainable_variables)
-    _assign_mean(model.video_tower.non_trainable_variables
-                 + model.audio_tower.non_trainable_variables, *states)
+    _assign_mean(
+        model.video_tower.non_trainable_variables + model.audio_tower.non_trainable_variables,
+        *states,
+    )

@@ -17,13 +17,19 @@ def _embed(tower, x) -> np.ndarray:
 
 def _distance(video: np.ndarray, audio: np.ndarray, normalize: bool) -> np.ndarray:
     if normalize:
-        video = video / np.sqrt(np.maximum((video ** 2).sum(-1, keepdims=True), 1e-12))
-        audio = audio / np.sqrt(np.maximum((audio ** 2).sum(-1, keepdims=True), 1e-12))
+        video = video / np.sqrt(np.maximum((video**2).sum(-1, keepdims=True), 1e-12))
+        audio = audio / np.sqrt(np.maximum((audio**2).sum(-1, keepdims=True), 1e-12))
     return np.sqrt(((video - audio) ** 2).sum(-1) + 1e-12)
 
 
-def numpy_sync_accuracy(video_tower, audio_tower, batches, kind: str = "easy",
-                        threshold: float = 0.5, normalize: bool = True) -> dict[str, float]:
+def numpy_sync_accuracy(
+    video_tower,
+    audio_tower,
+    batches,
+    kind: str = "easy",
+    threshold: float = 0.5,
+    normalize: bool = True,
+) -> dict[str, float]:
     """Balanced sync accuracy of ``kind`` negatives over evaluation ``batches``.
 
     Args:

@@ -67,9 +67,11 @@ def test_periodic_evaluation_every_n_steps_leaves_training_logs_alone(tmp_path):
     plain = make_model().fit(train_data(), steps_per_epoch=3, epochs=2, verbose=0).history
     path = tmp_path / "history.jsonl"
     callback = ablation.PeriodicSyncEvaluation(eval_data(), every_n_steps=2, history_path=path)
-    logged = make_model().fit(
-        train_data(), steps_per_epoch=3, epochs=2, verbose=0, callbacks=[callback]
-    ).history
+    logged = (
+        make_model()
+        .fit(train_data(), steps_per_epoch=3, epochs=2, verbose=0, callbacks=[callback])
+        .history
+    )
     for key in ("loss", "sync_accuracy", "sync_accuracy_hard", "negatives_hard"):
         np.testing.assert_allclose(logged[key], plain[key], rtol=1e-6, err_msg=key)
     assert [p["step"] for p in callback.history] == [0, 2, 4, 6]
@@ -78,11 +80,14 @@ def test_periodic_evaluation_every_n_steps_leaves_training_logs_alone(tmp_path):
         assert {"sync_accuracy", "sync_accuracy_hard", "loss", "wall_s"} <= set(point)
     # The first point is the untrained model's, the last the trained one's: both as NumPy
     # scores the towers' embeddings of the evaluation batches.
-    for point, model in ((callback.history[0], make_model()), (callback.history[-1],
-                                                               callback.model)):
+    for point, model in (
+        (callback.history[0], make_model()),
+        (callback.history[-1], callback.model),
+    ):
         for kind, key in (("easy", "sync_accuracy"), ("hard", "sync_accuracy_hard")):
-            reference = numpy_sync_accuracy(model.video_tower, model.audio_tower, eval_data(),
-                                            kind=kind)
+            reference = numpy_sync_accuracy(
+                model.video_tower, model.audio_tower, eval_data(), kind=kind
+            )
             assert reference["pairs"] == 12, kind
             assert point[key] == pytest.approx(reference["accuracy"], abs=1e-6), (point, kind)
     # The last point is the trained model's evaluation.
@@ -105,13 +110,16 @@ def fake_results(easy, hard, curriculum):
             {"step": 10, "sync_accuracy": values[0], "sync_accuracy_hard": values[1]},
         ]
         return {
-            "variant": name, "train_steps": 10, "history": history,
+            "variant": name,
+            "train_steps": 10,
+            "history": history,
             "switch_step": 6 if name == "curriculum" else None,
             "final": {"sync_accuracy": values[0], "sync_accuracy_hard": values[1]},
         }
 
     return {
-        "easy": run("easy", easy), "hard": run("hard", hard),
+        "easy": run("easy", easy),
+        "hard": run("hard", hard),
         "curriculum": run("curriculum", curriculum),
     }
 
@@ -149,7 +157,10 @@ def test_tool_prints_the_table_and_writes_the_plot(tmp_path, tiny_prepared):
     pytest.importorskip("matplotlib")
     out = tmp_path / "ablation"
     command = [
-        sys.executable, "tools/ablate.py", "--steps=4", "--eval_every=2",
+        sys.executable,
+        "tools/ablate.py",
+        "--steps=4",
+        "--eval_every=2",
         f"--output_dir={out}",
         "--gin_param=train.run.dataset = @data.prepared_dataset()",
         f"--gin_param=data.prepared_dataset.data_dir = '{tiny_prepared}'",
@@ -165,7 +176,9 @@ def test_tool_prints_the_table_and_writes_the_plot(tmp_path, tiny_prepared):
     table = lines[-5:]
     assert table[0].startswith("| training negatives")
     assert [row.split("|")[1].strip() for row in table[2:]] == [
-        "easy only", "hard only", "curriculum easy -> 75/25",
+        "easy only",
+        "hard only",
+        "curriculum easy -> 75/25",
     ]
     assert (out / "table.md").read_text().strip() == "\n".join(table)
     assert any(line.startswith("paper's ordering in kind: ") for line in lines)

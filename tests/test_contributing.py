@@ -52,10 +52,16 @@ def guide_backbone(tmp_path_factory):
     del BACKBONES._entries[name]
 
 
-@pytest.mark.parametrize("check", [
-    "test_named_input_and_pooled_output", "test_embedding_and_head", "test_config_round_trip",
-    "test_keras_save_reload_identical", "test_predict_over_dataset",
-])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "test_named_input_and_pooled_output",
+        "test_embedding_and_head",
+        "test_config_round_trip",
+        "test_keras_save_reload_identical",
+        "test_predict_over_dataset",
+    ],
+)
 def test_the_guides_backbone_meets_the_tower_contract(guide_backbone, check, tmp_path):
     contract = getattr(_tower_contract(), check)
     if "tmp_path" in contract.__code__.co_varnames[: contract.__code__.co_argcount]:
@@ -77,8 +83,9 @@ def test_the_guides_task_trains_and_its_run_rebuilds_it(guide_task, tiny_prepare
 
     from avts_tf.run_description import RunDescription
 
-    results = train_tiny(tmp_path / "run", tiny_prepared,
-                         objective=functools.partial(guide_task, reverse_rate=0.25))
+    results = train_tiny(
+        tmp_path / "run", tiny_prepared, objective=functools.partial(guide_task, reverse_rate=0.25)
+    )
     assert results.headline == "reversal_accuracy"
     assert 0.0 <= results["reversal_accuracy"] <= 1.0
     rebuilt = RunDescription.read(tmp_path / "run").build_task()
@@ -89,6 +96,9 @@ def test_the_guides_command_is_the_code_of_avts_eval_sync():
     """Every line of the guide's command example is a line of ``avts_tf/cli/eval_sync.py``."""
     code = (REPO_ROOT / "avts_tf" / "cli" / "eval_sync.py").read_text(encoding="utf-8")
     lines = {line.rstrip() for line in code.splitlines()}
-    missing = [line for line in guide_example("Add a command").splitlines()
-               if line.strip() and line.rstrip() not in lines]
+    missing = [
+        line
+        for line in guide_example("Add a command").splitlines()
+        if line.strip() and line.rstrip() not in lines
+    ]
     assert not missing, missing

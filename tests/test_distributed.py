@@ -39,8 +39,10 @@ def _batch(seed: int = 0, valid_hard=None) -> dict:
         "video_id": np.array([0, 1, 2, 3, 4, 5, 6, 6], np.int64),  # 6 -> 7: no easy pair
         "audio_start": np.zeros(GLOBAL_BATCH, np.int64),
     }
-    return {k: v.numpy() for k, v in add_easy_negatives(
-        {k: tf.constant(v) for k, v in batch.items()}).items()}
+    return {
+        k: v.numpy()
+        for k, v in add_easy_negatives({k: tf.constant(v) for k, v in batch.items()}).items()
+    }
 
 
 def replicas_main() -> None:
@@ -87,8 +89,11 @@ def replicas_main() -> None:
         return model.fit(dataset, steps_per_epoch=steps, verbose=0).history
 
     def state(model):
-        return [v.numpy() for v in model.video_tower.non_trainable_variables
-                + model.audio_tower.non_trainable_variables]
+        return [
+            v.numpy()
+            for v in model.video_tower.non_trainable_variables
+            + model.audio_tower.non_trainable_variables
+        ]
 
     def halves_reference(model, batch, steps=2):
         for _ in range(steps):
@@ -105,8 +110,11 @@ def replicas_main() -> None:
             "weights": max_diff(one.get_weights(), two.get_weights()),
             "bn_state": max_diff(state(one), state(two)),
             "moved": max_diff(one.get_weights(), untrained),
-            "logged_metrics": max(abs(logs_1[k][-1] - logs_2[k][-1]) for k in logs_1
-                                  if k.startswith(("sync_accuracy", "negatives", "pos_", "neg_"))),
+            "logged_metrics": max(
+                abs(logs_1[k][-1] - logs_2[k][-1])
+                for k in logs_1
+                if k.startswith(("sync_accuracy", "negatives", "pos_", "neg_"))
+            ),
             "logged_loss": abs(logs_1["loss"][-1] - logs_2["loss"][-1]),
             "logged_accuracy": abs(logs_1["sync_accuracy"][-1] - logs_2["sync_accuracy"][-1]),
         }
@@ -134,11 +142,12 @@ def replicas_main() -> None:
             assert two_xla.replica_jit_compile
             fit(two_xla, batch)
             results[f"replica_bn/{precision}"]["xla_weights"] = max_diff(
-                reference.get_weights(), two_xla.get_weights())
+                reference.get_weights(), two_xla.get_weights()
+            )
 
     keras.mixed_precision.set_global_policy("mixed_float16")
     batch = _batch()
-    batch["video"][GLOBAL_BATCH // 2:] = 6e4  # finite in float16; replica 1's convs overflow
+    batch["video"][GLOBAL_BATCH // 2 :] = 6e4  # finite in float16; replica 1's convs overflow
     one = build(single_device, "replica_bn", {"hard": 1.0}, loss_scale=True)
     two = build(mirrored, "replica_bn", {"hard": 1.0}, loss_scale=True)
     before = one.get_weights()
@@ -146,7 +155,8 @@ def replicas_main() -> None:
     half = {k: v[: GLOBAL_BATCH // 2] for k, v in batch.items()}
     probe = build(single_device, "replica_bn", {"hard": 1.0}, loss_scale=True)
     _, _, g0, _, _ = probe._loss_and_gradients(
-        {k: tf.constant(v) for k, v in half.items()}, tf.constant(GLOBAL_BATCH), stateless=True)
+        {k: tf.constant(v) for k, v in half.items()}, tf.constant(GLOBAL_BATCH), stateless=True
+    )
     results["overflow"] = {
         "replica0_alone_finite": bool(all(np.all(np.isfinite(g)) for g in g0)),
         "logged_loss": [logs_1["loss"][-1], logs_2["loss"][-1]],
@@ -166,8 +176,9 @@ def replicas_main() -> None:
         one = build(single_device, "replica_bn", {"easy": 1.0})
         two = build(mirrored, "replica_bn", {"easy": 1.0})
         eval_1 = one.evaluate(data, return_dict=True, verbose=0)
-        eval_2 = two.evaluate(mirrored.experimental_distribute_dataset(data), return_dict=True,
-                              verbose=0)
+        eval_2 = two.evaluate(
+            mirrored.experimental_distribute_dataset(data), return_dict=True, verbose=0
+        )
         results[f"eval/{precision}"] = {
             "single": {k: float(v) for k, v in eval_1.items()},
             "two": {k: float(v) for k, v in eval_2.items()},
@@ -250,13 +261,21 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
         "train.Evaluation.clips_per_video = 2",
         "train.Runtime.verbose = 2",
     ]
-    processes = workers.start(2, lambda index: [
-        "--gin_file=gin/quickstart.gin", f"--gin_file={counting}",
-        f"--model_dir={tmp_path / f'worker{index}'}",
-        *[f"--gin_param={p}" for p in [
-            *params, f"counter.WriteDecoded.path = '{tmp_path / f'decoded{index}.json'}'"
-        ]],
-    ])
+    processes = workers.start(
+        2,
+        lambda index: [
+            "--gin_file=gin/quickstart.gin",
+            f"--gin_file={counting}",
+            f"--model_dir={tmp_path / f'worker{index}'}",
+            *[
+                f"--gin_param={p}"
+                for p in [
+                    *params,
+                    f"counter.WriteDecoded.path = '{tmp_path / f'decoded{index}.json'}'",
+                ]
+            ],
+        ],
+    )
     outputs = workers.finish(processes)
     # A worker that failed by itself names the cause; its peer only sees it vanish.
     for index in sorted(range(2), key=lambda i: "unhealthy" in outputs[i][1]):
@@ -273,8 +292,10 @@ def test_two_workers_train_quickstart_to_identical_weights(tmp_path, tiny_prepar
         assert out.strip().splitlines()[-1].startswith("sync_accuracy: ")
     # Each worker decoded its own half of every step: at least its 6 x 4 clips, and no
     # clip was decoded by both.
-    decoded = [{tuple(s) for s in json.loads((tmp_path / f"decoded{i}.json").read_text())}
-               for i in range(2)]
+    decoded = [
+        {tuple(s) for s in json.loads((tmp_path / f"decoded{i}.json").read_text())}
+        for i in range(2)
+    ]
     assert len(decoded[0]) >= 24 and len(decoded[1]) >= 24
     assert not decoded[0] & decoded[1]
 

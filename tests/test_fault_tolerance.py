@@ -20,12 +20,15 @@ from tiny import REPO_ROOT, SPEC_GIN, tiny_audio_tower, tiny_video_tower
 # Tiny towers with BatchNorm, SGD with momentum, a curriculum that switches to hard
 # negatives mid-run, checkpoints every 4 batches on 10-batch epochs (so most of them
 # fall mid-epoch), and deterministic ops so "equal" means bit-equal.
-RECIPE = """
+RECIPE = (
+    """
 train.Model.video_tower = @tests.tiny_video_tower
 tests.tiny_video_tower.batch_norm = True
 train.Model.audio_tower = @tests.tiny_audio_tower
 tests.tiny_audio_tower.batch_norm = True
-""" + SPEC_GIN + """
+"""
+    + SPEC_GIN
+    + """
 objectives.contrastive.negatives = @samplers.negative_samplers()
 samplers.negative_samplers.hard_min_gap_s = 0.0
 train.Model.objective = @objectives.contrastive
@@ -33,7 +36,9 @@ objectives.contrastive.curriculum = @curricula.step_switch()
 curricula.step_switch.boundaries = [14]
 curricula.step_switch.mixtures = [{"easy": 1.0}, {"easy": 0.5, "hard": 0.5}]
 train.Runtime.deterministic = True
-""" + kill9.SCHEDULE_GIN
+"""
+    + kill9.SCHEDULE_GIN
+)
 
 
 def main(argv: list[str]) -> None:
@@ -59,8 +64,13 @@ def _command(model_dir: Path, data_dir: Path, *bindings: str) -> list[str]:
 
 def _run(command: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        command, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True,
-        timeout=timeout)
+        command,
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -87,7 +97,8 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared, ref
     killed_dir = tmp_path / "killed"
     # Kill -9 once a mid-epoch checkpoint (batch 12 or later) exists, while training.
     killed_at = kill9.kill_when_checkpointed(
-        _command(killed_dir, tiny_prepared), killed_dir, 12, subprocess_env(), timeout=240)
+        _command(killed_dir, tiny_prepared), killed_dir, 12, subprocess_env(), timeout=240
+    )
     assert killed_at < 40 and not (killed_dir / "eval.json").exists()
 
     resumed = _run(_command(killed_dir, tiny_prepared))
@@ -95,7 +106,10 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared, ref
     assert f"curriculum stage {int(killed_at >= 14)}" in resumed.stderr
     index = json.loads((killed_dir / "checkpoints" / "checkpoint.json").read_text())
     assert index["checkpoints"][-1] == {
-        "batches": 40, "step": 40, "curriculum_stage": 1, "file": "ckpt-000000040.weights.h5"
+        "batches": 40,
+        "step": 40,
+        "curriculum_stage": 1,
+        "file": "ckpt-000000040.weights.h5",
     }
     assert json.loads((killed_dir / "eval.json").read_text()) == json.loads(
         (reference_dir / "eval.json").read_text()
@@ -108,7 +122,8 @@ def test_kill_9_then_rerun_equals_uninterrupted_run(tmp_path, tiny_prepared, ref
 
 @pytest.mark.slow
 def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
-        tmp_path, tiny_prepared, reference_dir):
+    tmp_path, tiny_prepared, reference_dir
+):
     import random
     import signal
     import time
@@ -121,9 +136,13 @@ def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
     every_2 = "train.Trainer.checkpoint_every_steps = 2"
     killed_at = []
     for point in points:
-        victim = subprocess.Popen(_command(chaos_dir, tiny_prepared, every_2), cwd=REPO_ROOT,
-                                  env=subprocess_env(), stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        victim = subprocess.Popen(
+            _command(chaos_dir, tiny_prepared, every_2),
+            cwd=REPO_ROOT,
+            env=subprocess_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 240
             while kill9.checkpointed_batches(chaos_dir) < point and victim.poll() is None:
@@ -141,7 +160,8 @@ def test_chaos_five_kills_at_random_batches_end_equal_to_an_uninterrupted_run(
     assert not (chaos_dir / "eval.json").exists()
     _run(_command(chaos_dir, tiny_prepared, every_2))
     assert json.loads((chaos_dir / "eval.json").read_text()) == json.loads(
-        (reference_dir / "eval.json").read_text())
+        (reference_dir / "eval.json").read_text()
+    )
     for chaos_w, reference_w in zip(
         _tower_weights(chaos_dir), _tower_weights(reference_dir), strict=True
     ):

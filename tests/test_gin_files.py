@@ -73,13 +73,16 @@ def test_a_recipe_imports_modules_beside_it_or_in_the_current_folder(tmp_path, m
     from avts_tf.errors import UserError
 
     monkeypatch.setattr(sys, "path", list(sys.path))
-    for folder, module in ((tmp_path / "project", "towers_in_cwd_7f3"),
-                           (tmp_path / "recipes", "towers_beside_7f3")):
+    for folder, module in (
+        (tmp_path / "project", "towers_in_cwd_7f3"),
+        (tmp_path / "recipes", "towers_beside_7f3"),
+    ):
         folder.mkdir()
         (folder / f"{module}.py").write_text("IMPORTED = True\n")
     recipe = tmp_path / "recipes" / "mine.gin"
-    recipe.write_text("import towers_in_cwd_7f3\nimport towers_beside_7f3\n"
-                      "include 'gin/quickstart.gin'\n")
+    recipe.write_text(
+        "import towers_in_cwd_7f3\nimport towers_beside_7f3\ninclude 'gin/quickstart.gin'\n"
+    )
     monkeypatch.chdir(tmp_path / "project")
     try:
         config.parse_gin([str(recipe)])
@@ -96,7 +99,8 @@ def test_a_recipe_imports_modules_beside_it_or_in_the_current_folder(tmp_path, m
     assert str(err.value) == (
         f"a recipe's import failed (import not_here_7f3.towers in {missing}, line 2): No module "
         "named 'not_here_7f3'; put the module in the current folder or the recipe's, add its "
-        "folder to PYTHONPATH, or pip install it")
+        "folder to PYTHONPATH, or pip install it"
+    )
 
 
 def objective_from_gin():
@@ -182,8 +186,10 @@ def test_tssl_recipe_builds_its_towers_and_task_at_paper_scale():
     video = resolve("train.Model.video_tower")(input_shape=spec.video_shape())
     audio = resolve("train.Model.audio_tower")(input_shape=spec.audio_shape(25.0))
     assert (video.name, audio.name) == ("r2plus1d_18", "audio_resnet18")
-    assert sum(int(np.prod(w.shape)) for w in video.trainable_weights) == PER_TOWER[
-        "gin/r2plus1d_curriculum.gin"][1]
+    assert (
+        sum(int(np.prod(w.shape)) for w in video.trainable_weights)
+        == PER_TOWER["gin/r2plus1d_curriculum.gin"][1]
+    )
     assert video.outputs[0].shape[-1] == audio.outputs[0].shape[-1] == 512
     task = resolve("train.Model.objective")()
     assert task.view_spec.speeds == (1, 2, 4, 8) and task.queue_size == 65536

@@ -16,13 +16,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "avts_tf"
 
 #: Lowest first. A module belongs to the longest prefix listed.
 LAYERS: list[tuple[str, ...]] = [
-    ("avts_tf.errors", "avts_tf.settings", "avts_tf.atomic", "avts_tf.registry",
-     "avts_tf.recipes", "avts_tf.optimizers"),
+    (
+        "avts_tf.errors",
+        "avts_tf.settings",
+        "avts_tf.atomic",
+        "avts_tf.registry",
+        "avts_tf.recipes",
+        "avts_tf.optimizers",
+    ),
     ("avts_tf.data", "avts_tf.backbones"),
     ("avts_tf.tasks",),
     ("avts_tf.models", "avts_tf.registry_imports"),
-    ("avts_tf.config", "avts_tf.run_description", "avts_tf.portable", "avts_tf.distribute",
-     "avts_tf.preemption", "avts_tf.callbacks", "avts_tf.run_checks"),
+    (
+        "avts_tf.config",
+        "avts_tf.run_description",
+        "avts_tf.portable",
+        "avts_tf.distribute",
+        "avts_tf.preemption",
+        "avts_tf.callbacks",
+        "avts_tf.run_checks",
+    ),
     ("avts_tf.evaluation",),
     ("avts_tf.train",),
     ("avts_tf.experiments",),
@@ -86,17 +99,21 @@ def test_every_module_has_a_layer():
 def test_no_module_imports_a_higher_layer():
     problems = []
     for module, path in sorted(library_modules().items()):
-        problems += upward_imports(path.read_text(encoding="utf-8"), module,
-                                   path.name == "__init__.py")
+        problems += upward_imports(
+            path.read_text(encoding="utf-8"), module, path.name == "__init__.py"
+        )
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("source", [
-    "from avts_tf import train\n",
-    "import avts_tf.evaluation.report\n",
-    "def f():\n    from avts_tf.cli import flags\n",
-    "from ..evaluation import report\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from avts_tf import train\n",
+        "import avts_tf.evaluation.report\n",
+        "def f():\n    from avts_tf.cli import flags\n",
+        "from ..evaluation import report\n",
+    ],
+)
 def test_an_upward_import_is_found_at_any_depth(source):
     (problem,) = upward_imports(textwrap.dedent(source), "avts_tf.data.pipeline")
     assert problem.startswith("avts_tf.data.pipeline:")
@@ -114,8 +131,9 @@ def test_no_import_cycle():
     graph = {}
     for module, path in modules.items():
         targets = set()
-        for name, _ in imported_modules(path.read_text(encoding="utf-8"), module,
-                                        path.name == "__init__.py"):
+        for name, _ in imported_modules(
+            path.read_text(encoding="utf-8"), module, path.name == "__init__.py"
+        ):
             while name and name not in modules:
                 name = name.rpartition(".")[0]
             if name and name != module and not module.startswith(name + "."):
@@ -129,7 +147,7 @@ def test_no_import_cycle():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, [*stack, nxt])
         state[node] = 2

@@ -66,8 +66,13 @@ def source_rule(weights, grads_by_step, decayed):
 
 def make_optimizer() -> DecoupledAdamW:
     schedule = keras.optimizers.schedules.CosineDecay(LR, STEPS, alpha=ALPHA)
-    return DecoupledAdamW(learning_rate=schedule, decoupled_weight_decay=DECAY,
-                          beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON)
+    return DecoupledAdamW(
+        learning_rate=schedule,
+        decoupled_weight_decay=DECAY,
+        beta_1=BETA_1,
+        beta_2=BETA_2,
+        epsilon=EPSILON,
+    )
 
 
 NAMES = ["dense/kernel", "dense/bias", "bn/gamma", "bn/beta"]
@@ -84,19 +89,23 @@ def test_three_updates_equal_the_source_rule_by_hand():
         opt.apply(grads, model.trainable_variables)
     expected = source_rule(start, grads_by_step, DECAYED)
     for variable, want in zip(model.trainable_variables, expected, strict=True):
-        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-8,
-                                   err_msg=variable.path)
+        np.testing.assert_allclose(
+            variable.numpy(), want, rtol=1e-6, atol=1e-8, err_msg=variable.path
+        )
 
 
 def test_the_decay_is_the_sources_strength_not_keras_lr_times_it():
     """Zero gradients leave Adam's step at 0: only the decay moves a weight."""
-    for opt, expected in ((make_optimizer(), 1 - DECAY),
-                          (keras.optimizers.AdamW(LR, weight_decay=DECAY), 1 - LR * DECAY)):
+    for opt, expected in (
+        (make_optimizer(), 1 - DECAY),
+        (keras.optimizers.AdamW(LR, weight_decay=DECAY), 1 - LR * DECAY),
+    ):
         model = small_model()
         before = [v.numpy() for v in model.trainable_variables]
         opt.apply([np.zeros_like(w) for w in before], model.trainable_variables)
-        np.testing.assert_allclose(model.trainable_variables[0].numpy(), before[0] * expected,
-                                   rtol=1e-7)
+        np.testing.assert_allclose(
+            model.trainable_variables[0].numpy(), before[0] * expected, rtol=1e-7
+        )
 
 
 def test_no_decay_matches_the_last_path_component_only():
@@ -105,15 +114,17 @@ def test_no_decay_matches_the_last_path_component_only():
     layer = keras.layers.Dense(2, name="bias_head")
     keras.Model(inputs, layer(inputs))
     before = layer.kernel.numpy()
-    opt.apply([np.zeros((2, 2), "float32"), np.zeros(2, "float32")],
-              [layer.kernel, layer.bias])
+    opt.apply([np.zeros((2, 2), "float32"), np.zeros(2, "float32")], [layer.kernel, layer.bias])
     np.testing.assert_allclose(layer.kernel.numpy(), before * 0.5, rtol=1e-6)
     assert DecoupledAdamW(no_decay="bias").no_decay == ("bias",)
     with pytest.raises(ValueError, match="decoupled_weight_decay"):
         DecoupledAdamW(weight_decay=1e-4)
     with pytest.raises(ValueError, match="positive learning rate"):
-        DecoupledAdamW(learning_rate=keras.optimizers.schedules.CosineDecay(
-            0.0, 10, warmup_target=1e-3, warmup_steps=5))
+        DecoupledAdamW(
+            learning_rate=keras.optimizers.schedules.CosineDecay(
+                0.0, 10, warmup_target=1e-3, warmup_steps=5
+            )
+        )
 
 
 def test_config_round_trip_and_keras_saving(tmp_path):
@@ -167,15 +178,18 @@ def test_under_mirrored_strategy_an_update_equals_the_source_rule():
     @tf.function
     def step():
         def replica_step():
-            opt.apply_gradients(zip([tf.constant(g) for g in grads],
-                                    model.trainable_variables, strict=True))
+            opt.apply_gradients(
+                zip([tf.constant(g) for g in grads], model.trainable_variables, strict=True)
+            )
+
         strategy.run(replica_step)
 
     step()
     expected = source_rule(start, [grads], DECAYED)
     for variable, want in zip(model.trainable_variables, expected, strict=True):
-        np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, atol=1e-8,
-                                   err_msg=variable.path)
+        np.testing.assert_allclose(
+            variable.numpy(), want, rtol=1e-6, atol=1e-8, err_msg=variable.path
+        )
 
 
 def test_trains_through_train_run_with_colour_augmented_clips(tmp_path, tiny_prepared):
@@ -186,14 +200,17 @@ def test_trains_through_train_run_with_colour_augmented_clips(tmp_path, tiny_pre
 
     import tiny
 
-    optimizer = functools.partial(DecoupledAdamW, learning_rate=1e-3,
-                                  decoupled_weight_decay=1e-2, beta_2=BETA_2)
+    optimizer = functools.partial(
+        DecoupledAdamW, learning_rate=1e-3, decoupled_weight_decay=1e-2, beta_2=BETA_2
+    )
     spec = dataclasses.replace(tiny.SPEC, brightness=0.1, saturation=0.5, grayscale=0.2)
-    first = tiny.train_tiny(tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec,
-                            checkpoint_every_steps=3)
+    first = tiny.train_tiny(
+        tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec, checkpoint_every_steps=3
+    )
     assert all(np.isfinite(v) for v in first.values() if isinstance(v, float))
-    again = tiny.train_tiny(tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec,
-                            checkpoint_every_steps=3)
+    again = tiny.train_tiny(
+        tmp_path, tiny_prepared, optimizer=optimizer, clip_spec=spec, checkpoint_every_steps=3
+    )
     assert again == first
 
 
@@ -238,8 +255,14 @@ def test_two_replicas_apply_the_source_rule_once():
 
     from checks import REPO_ROOT, subprocess_env
 
-    result = subprocess.run([sys.executable, "-c", REPLICAS_SCRIPT], cwd=REPO_ROOT,
-                            env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", REPLICAS_SCRIPT],
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2

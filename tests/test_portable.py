@@ -24,12 +24,16 @@ from avts_tf.evaluation import checkpoint, features, finetune, records_io
 VIDEO = (4, 32, 32, 3)
 
 
-@pytest.mark.parametrize("build", [
-    lambda: video_resnet.mc3_18(input_shape=VIDEO, width=4, depths=(1, 1, 1, 1)),
-    lambda: video_resnet.r2plus1d_18(input_shape=VIDEO, width=4, depths=(1, 1, 1, 1)),
-    lambda: i3d.i3d(input_shape=(8, 32, 32, 3), width=8),
-    lambda: audio.avts_audio_vgg(input_shape=(24, 16, 1), width=4, depths=(1, 1, 1, 1)),
-], ids=["mc3_18", "r2plus1d_18", "i3d", "avts_audio_vgg"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: video_resnet.mc3_18(input_shape=VIDEO, width=4, depths=(1, 1, 1, 1)),
+        lambda: video_resnet.r2plus1d_18(input_shape=VIDEO, width=4, depths=(1, 1, 1, 1)),
+        lambda: i3d.i3d(input_shape=(8, 32, 32, 3), width=8),
+        lambda: audio.avts_audio_vgg(input_shape=(24, 16, 1), width=4, depths=(1, 1, 1, 1)),
+    ],
+    ids=["mc3_18", "r2plus1d_18", "i3d", "avts_audio_vgg"],
+)
 def test_portable_tower_has_only_stock_layers_and_the_same_outputs(build):
     keras.utils.set_random_seed(0)
     tower = build()
@@ -56,14 +60,15 @@ def test_saved_tower_loads_in_safe_mode_without_avts_tf(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video_tower.keras", "x.npy", "y.npy"]
     script = textwrap.dedent(f"""
         import sys, keras, numpy as np
-        model = keras.saving.load_model({str(tmp_path / 'video_tower.keras')!r}, safe_mode=True)
-        y = model(np.load({str(tmp_path / 'x.npy')!r}), training=False)
-        np.testing.assert_array_equal(y, np.load({str(tmp_path / 'y.npy')!r}))
+        model = keras.saving.load_model({str(tmp_path / "video_tower.keras")!r}, safe_mode=True)
+        y = model(np.load({str(tmp_path / "x.npy")!r}), training=False)
+        np.testing.assert_array_equal(y, np.load({str(tmp_path / "y.npy")!r}))
         assert not [m for m in sys.modules if m.startswith("avts_tf")]
         print("ok")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
@@ -82,19 +87,22 @@ def test_load_towers_turns_a_media_file_into_the_training_inputs(tmp_path, tiny_
     manifest = Manifest.read(tiny_prepared)
     entry = manifest.records("test")[0]
     got = loaded.inputs(entry.path, num_clips=3)
-    record = next(r for r in records_io.parsed_records(tiny_prepared, ["test"])
-                  if r["id"].numpy().decode() == entry.id)
+    record = next(
+        r
+        for r in records_io.parsed_records(tiny_prepared, ["test"])
+        if r["id"].numpy().decode() == entry.id
+    )
     want = features.video_clips_fn(SPEC, FPS, 3)(record)
     np.testing.assert_array_equal(got["video"], want)
     assert got["video"].shape == (3, *tiny.VIDEO_SHAPE)
     assert got["audio"].shape == (3, *tiny.AUDIO_SHAPE)
-    last = (entry.num_frames - SPEC.num_frames * SPEC.frame_stride)
+    last = entry.num_frames - SPEC.num_frames * SPEC.frame_stride
     np.testing.assert_array_equal(got["start_s"], np.array([0, last // 2, last]) / FPS)
     sample = int(round(got["start_s"][1] * manifest.sample_rate))
     window = features.window_samples(SPEC.log_mel, tiny.AUDIO_SHAPE[0])
     from avts_tf.data.audio_features import log_mel_spectrogram
 
-    expected = log_mel_spectrogram(record["waveform"][sample: sample + window], SPEC.log_mel)
+    expected = log_mel_spectrogram(record["waveform"][sample : sample + window], SPEC.log_mel)
     np.testing.assert_allclose(got["audio"][1], expected, atol=1e-5)
     hop = loaded.inputs(entry.path, hop_s=1.0)
     np.testing.assert_array_equal(hop["start_s"], np.arange(0, last + 1, 8) / FPS)
@@ -120,8 +128,9 @@ def test_a_file_without_audio_gets_the_fix_a_tool_user_can_apply(tmp_path):
     description = types.SimpleNamespace(fps=8, dataset="", ingest={"fps": 8.0, "short_side": 32})
     with pytest.raises(UserError) as caught:
         portable.media_record(path, description)
-    assert str(caught.value) == (f"{path}: no audio stream; the towers need its video and "
-                                 "audio: give a file with both")
+    assert str(caught.value) == (
+        f"{path}: no audio stream; the towers need its video and audio: give a file with both"
+    )
 
 
 def _layer_kinds(model: keras.Model) -> set[type]:

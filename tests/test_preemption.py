@@ -33,7 +33,8 @@ def _run(model_dir, data_dir, **kwargs):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_signal_checkpoints_the_batch_reached_and_the_rerun_resumes_exactly(
-        tmp_path, tiny_prepared, signum):
+    tmp_path, tiny_prepared, signum
+):
     whole = _run(tmp_path / "whole", tiny_prepared)
     run = tmp_path / "run"
     before = signal.getsignal(signum)  # SIG_IGN for SIGINT in a background shell job
@@ -80,17 +81,24 @@ def test_two_workers_stop_at_the_same_batch_when_one_is_signalled(tmp_path, tiny
     params = [
         "train.run.dataset = @data.prepared_dataset()",
         f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
-        "backbones.mc3_18.width = 4", "backbones.avts_audio_vgg.width = 4",
-        "train.Trainer.batch_size = 8", "train.Trainer.train_steps = 400",
-        "train.Trainer.steps_per_epoch = 100", "train.Trainer.checkpoint_every_steps = 2",
-        "train.Evaluation.batch_size = 4", "train.Evaluation.clips_per_video = 2",
+        "backbones.mc3_18.width = 4",
+        "backbones.avts_audio_vgg.width = 4",
+        "train.Trainer.batch_size = 8",
+        "train.Trainer.train_steps = 400",
+        "train.Trainer.steps_per_epoch = 100",
+        "train.Trainer.checkpoint_every_steps = 2",
+        "train.Evaluation.batch_size = 4",
+        "train.Evaluation.clips_per_video = 2",
         "train.Runtime.verbose = 2",
     ]
     run = tmp_path / "run"  # both workers see the chief's model_dir (a shared folder)
 
     def args(index):
-        return ["--gin_file=gin/quickstart.gin", f"--model_dir={run}",
-                *[f"--gin_param={p}" for p in params]]
+        return [
+            "--gin_file=gin/quickstart.gin",
+            f"--model_dir={run}",
+            *[f"--gin_param={p}" for p in params],
+        ]
 
     processes = workers.start(2, args)
     try:
@@ -101,8 +109,11 @@ def test_two_workers_stop_at_the_same_batch_when_one_is_signalled(tmp_path, tiny
     for index, process in enumerate(processes):
         assert process.returncode == 0, f"worker {index}:\n{outputs[index][1][-4000:]}"
     lines = [out.strip().splitlines()[-1] for out, _ in outputs]
-    batch = int(re.fullmatch(r"preempted at batch (\d+); re-run the same command to resume",
-                             lines[0]).group(1))
+    batch = int(
+        re.fullmatch(
+            r"preempted at batch (\d+); re-run the same command to resume", lines[0]
+        ).group(1)
+    )
     assert lines[1] == lines[0]  # the same batch on both workers
     assert 2 <= batch < 400
     assert max(c.batches for c in callbacks.read_index(run / "checkpoints")) == batch

@@ -29,7 +29,11 @@ def test_quickstart_learns_synchronization(tmp_path, cache_dir):
 def test_shuffled_audio_control_stays_at_chance(tmp_path, cache_dir):
     # Same recipe, but every training clip is paired with unrelated audio: nothing to learn.
     # 400 of the 1000 steps (suite time); with real audio the same 400 steps reach 0.930.
-    accuracy = train(tmp_path / "control", cache_dir, "objectives.contrastive.shuffle_audio=True",
-                     "train.Trainer.train_steps=400",
-                     "keras.optimizers.schedules.CosineDecay.decay_steps=400")
+    accuracy = train(
+        tmp_path / "control",
+        cache_dir,
+        "objectives.contrastive.shuffle_audio=True",
+        "train.Trainer.train_steps=400",
+        "keras.optimizers.schedules.CosineDecay.decay_steps=400",
+    )
     assert 0.40 <= accuracy <= 0.60

@@ -99,8 +99,12 @@ def test_the_trainer_names_no_task(path):
 
 def test_unknown_precision_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="mixed_bfloat16"):
-        train.run(tmp_path, dataset="x", model=train.Model(None, None, None),
-                  runtime=train.Runtime(precision="fp8"))
+        train.run(
+            tmp_path,
+            dataset="x",
+            model=train.Model(None, None, None),
+            runtime=train.Runtime(precision="fp8"),
+        )
 
 
 # -- the job end to end (in process) --------------------------------------------------------
@@ -119,9 +123,16 @@ class _NaNAfter(ContrastiveSync):
 def _run(model_dir, data_dir, **kwargs):
     """``tiny.train_tiny`` with this module's clip spec, two clips per held-out video and
     non-deterministic ops."""
-    return train_tiny(model_dir, data_dir, **{
-        "clip_spec": SPEC, "evaluation": train.Evaluation(batch_size=4, clips_per_video=2),
-        "runtime": train.Runtime(verbose=0), **kwargs})
+    return train_tiny(
+        model_dir,
+        data_dir,
+        **{
+            "clip_spec": SPEC,
+            "evaluation": train.Evaluation(batch_size=4, clips_per_video=2),
+            "runtime": train.Runtime(verbose=0),
+            **kwargs,
+        },
+    )
 
 
 def _scalar_tags(log_dir):
@@ -151,15 +162,20 @@ def test_run_writes_outputs_and_a_rerun_resumes_finished(tmp_path, tiny_prepared
     assert "Trainer.seed = 0" in (tmp_path / "operative_config.gin").read_text()
     tags = _scalar_tags(tmp_path / "tensorboard")
     for tag in (
-        "epoch_loss", "epoch_sync_accuracy_easy", "epoch_negatives_easy",
-        "epoch_curriculum/easy", "epoch_learning_rate", "epoch_clips_per_second",
+        "epoch_loss",
+        "epoch_sync_accuracy_easy",
+        "epoch_negatives_easy",
+        "epoch_curriculum/easy",
+        "epoch_learning_rate",
+        "epoch_clips_per_second",
     ):
         assert tag in tags, sorted(tags)
     # Checkpoints at batches 4 and 6 (the end), newest two kept.
     index = callbacks.read_index(tmp_path / "checkpoints")
     assert [c.batches for c in index] == [4, 6]
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.h5")) == [
-        "ckpt-000000004.weights.h5", "ckpt-000000006.weights.h5"
+        "ckpt-000000004.weights.h5",
+        "ckpt-000000006.weights.h5",
     ]
     # The same call again finds the run finished: no training, same evaluation.
     start = time.monotonic()
@@ -190,8 +206,12 @@ def _overlapping_manifest(data_dir):
         {"id": "b_copy.mp4", "path": "/d/b.mp4", "split": "test"},
         {"id": "c.mp4", "path": "/d/c.mp4", "split": "test"},
     ]
-    manifest = {"config": {"fps": 8.0, "sample_rate": 16000}, "written": written,
-                "skipped": [], "splits": {}}
+    manifest = {
+        "config": {"fps": 8.0, "sample_rate": 16000},
+        "written": written,
+        "skipped": [],
+        "splits": {},
+    }
     (data_dir / "manifest.json").write_text(json.dumps(manifest))
     return data_dir
 
@@ -212,9 +232,17 @@ def test_run_refuses_train_and_eval_splits_that_share_videos(tmp_path):
 def test_train_tool_reports_overlapping_splits_in_one_line(tmp_path):
     data = _overlapping_manifest(tmp_path / "data")
     proc = subprocess.run(
-        [sys.executable, "tools/train.py", "--gin_file=gin/quickstart.gin",
-         f"--gin_param=train.run.dataset='{data}'", f"--model_dir={tmp_path / 'run'}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "tools/train.py",
+            "--gin_file=gin/quickstart.gin",
+            f"--gin_param=train.run.dataset='{data}'",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -226,10 +254,17 @@ def test_train_tool_reports_overlapping_splits_in_one_line(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(
     tmp_path, tiny_prepared
 ):
-    with pytest.raises(FloatingPointError, match=r"batch 4.*non-finite.*last good checkpoint"
-                       ) as err:
-        _run(tmp_path, tiny_prepared, objective=_NaNAfter, checkpoint_every_steps=2,
-             train_steps=10, steps_per_epoch=10)
+    with pytest.raises(
+        FloatingPointError, match=r"batch 4.*non-finite.*last good checkpoint"
+    ) as err:
+        _run(
+            tmp_path,
+            tiny_prepared,
+            objective=_NaNAfter,
+            checkpoint_every_steps=2,
+            train_steps=10,
+            steps_per_epoch=10,
+        )
     assert isinstance(err.value, RunInterrupted)  # the tools: one line, exit 3 (no traceback)
     assert [c.batches for c in callbacks.read_index(tmp_path / "checkpoints")] == [2]
     assert not (tmp_path / "eval.json").exists()
@@ -239,13 +274,21 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
-def test_a_non_finite_loss_in_bfloat16_on_cpu_points_to_float32(
-        tmp_path, tiny_prepared, precision):
+def test_a_non_finite_loss_in_bfloat16_on_cpu_points_to_float32(tmp_path, tiny_prepared, precision):
     with pytest.raises(TrainingDiverged) as err:
-        _run(tmp_path, tiny_prepared, objective=_NaNAfter, precision=precision,
-             checkpoint_every_steps=2, train_steps=6, steps_per_epoch=6)
-    hint = ("(on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train "
-            "with train.Runtime.precision='float32' in a new --model_dir)")
+        _run(
+            tmp_path,
+            tiny_prepared,
+            objective=_NaNAfter,
+            precision=precision,
+            checkpoint_every_steps=2,
+            train_steps=6,
+            steps_per_epoch=6,
+        )
+    hint = (
+        "(on CPU, TensorFlow's oneDNN bfloat16 kernels can return NaN gradients: train "
+        "with train.Runtime.precision='float32' in a new --model_dir)"
+    )
     first_line = str(err.value).splitlines()[0]
     assert first_line.endswith(hint) == (precision == "mixed_bfloat16"), first_line
 
@@ -264,30 +307,45 @@ class _AllocateTooMuch(keras.callbacks.Callback):
             tf.zeros([2**41], tf.float32)
 
 
-@pytest.mark.parametrize(("at_batch", "then"), [
-    (1, "then re-run with --overwrite (nothing was trained yet)"),
-    (4, "then give a new --model_dir (this one keeps the checkpoints trained so far)"),
-])
+@pytest.mark.parametrize(
+    ("at_batch", "then"),
+    [
+        (1, "then re-run with --overwrite (nothing was trained yet)"),
+        (4, "then give a new --model_dir (this one keeps the checkpoints trained so far)"),
+    ],
+)
 def test_a_step_out_of_memory_ends_in_one_line_naming_the_batch_size(
-        tmp_path, tiny_prepared, at_batch, then):
+    tmp_path, tiny_prepared, at_batch, then
+):
     with pytest.raises(UserError) as err:
-        _run(tmp_path, tiny_prepared, callbacks=[_AllocateTooMuch(at_batch)],
-             checkpoint_every_steps=2, train_steps=6, steps_per_epoch=6)
+        _run(
+            tmp_path,
+            tiny_prepared,
+            callbacks=[_AllocateTooMuch(at_batch)],
+            checkpoint_every_steps=2,
+            train_steps=6,
+            steps_per_epoch=6,
+        )
     assert str(err.value).splitlines()[0] == (
         "out of memory in a training step, allocating a float tensor of shape "
         "[2199023255552] on CPU:0; lower train.Trainer.batch_size (now 4), use "
-        f"train.Runtime.precision='mixed_bfloat16' or a smaller clip, {then}")
+        f"train.Runtime.precision='mixed_bfloat16' or a smaller clip, {then}"
+    )
 
 
 def test_an_evaluation_out_of_memory_says_to_lower_its_batch_and_re_run(
-        tmp_path, tiny_prepared, monkeypatch):
+    tmp_path, tiny_prepared, monkeypatch
+):
     def allocate_too_much(model, job):
         tf.zeros([2**41], tf.float32)
 
     monkeypatch.setattr(train, "_held_out_metrics", allocate_too_much)
-    with pytest.raises(UserError, match=r"^out of memory in the held-out evaluation, allocating "
-                       r"a float tensor of shape \[2199023255552\] on CPU:0; lower "
-                       r"train.Evaluation.batch_size \(now 4\) and re-run the same command"):
+    with pytest.raises(
+        UserError,
+        match=r"^out of memory in the held-out evaluation, allocating "
+        r"a float tensor of shape \[2199023255552\] on CPU:0; lower "
+        r"train.Evaluation.batch_size \(now 4\) and re-run the same command",
+    ):
         _run(tmp_path, tiny_prepared)
     assert (tmp_path / "video_tower.keras").is_file()  # the trained towers are kept
 
@@ -298,8 +356,11 @@ def _h5_floats(path):
     values = []
     with h5py.File(path, "r") as f:
         f.visititems(
-            lambda _, obj: values.append(obj[()])
-            if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" else None
+            lambda _, obj: (
+                values.append(obj[()])
+                if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f"
+                else None
+            )
         )
     return values
 
@@ -317,10 +378,8 @@ def test_step_checkpoint_saves_atomically_keeps_newest_and_skips_unreadable(tmp_
     model = _dense_model()
     x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
     checkpoint = callbacks.StepCheckpoint(tmp_path, every_batches=2, total_batches=5, keep=2)
-    model.fit(x, y, batch_size=2, epochs=1, steps_per_epoch=4, callbacks=[checkpoint],
-              verbose=0)
-    model.fit(x, y, batch_size=2, epochs=1, steps_per_epoch=1, callbacks=[checkpoint],
-              verbose=0)
+    model.fit(x, y, batch_size=2, epochs=1, steps_per_epoch=4, callbacks=[checkpoint], verbose=0)
+    model.fit(x, y, batch_size=2, epochs=1, steps_per_epoch=1, callbacks=[checkpoint], verbose=0)
     assert [c.batches for c in callbacks.read_index(tmp_path)] == [4, 5]
     assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]  # no temporary left behind
     final = [w.numpy().copy() for w in model.weights]
@@ -361,13 +420,15 @@ class _BatchLogs(keras.callbacks.Callback):
 def test_clips_per_second_is_batch_size_over_the_measured_time(monkeypatch):
     # Epoch 1 begins at 0 s, its 4 batches end at 1 s (tracing), 1.5, 2.0, 2.5; epoch 2
     # begins at 10 s and its batches end every 0.25 s.
-    monkeypatch.setattr(callbacks, "time", _FakeClock(
-        [0.0, 1.0, 1.5, 2.0, 2.5, 10.0, 10.25, 10.5, 10.75, 11.0]))
+    monkeypatch.setattr(
+        callbacks, "time", _FakeClock([0.0, 1.0, 1.5, 2.0, 2.5, 10.0, 10.25, 10.5, 10.75, 11.0])
+    )
     model = _dense_model()
     x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
     batch_logs = _BatchLogs()
-    history = model.fit(x, y, batch_size=2, epochs=2, verbose=0,
-                        callbacks=[callbacks.ClipsPerSecond(2), batch_logs])
+    history = model.fit(
+        x, y, batch_size=2, epochs=2, verbose=0, callbacks=[callbacks.ClipsPerSecond(2), batch_logs]
+    )
     # Per batch: 2 clips over the time since the previous batch (or the epoch's start).
     assert batch_logs.rates == [2 / 1.0, 2 / 0.5, 2 / 0.5, 2 / 0.5] + [2 / 0.25] * 4
     # Per epoch: the clips of batches 2-4 over the time from the end of batch 1 to the end.
@@ -387,9 +448,7 @@ def test_chief_is_the_chief_task_or_worker_0(monkeypatch):
     assert WorkerRole().is_chief
     assert WorkerRole("worker", 0, 2).is_chief
     assert not WorkerRole("worker", 1, 2).is_chief
-    monkeypatch.setenv(
-        "TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}})
-    )
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}}))
     assert WorkerRole("chief", 0, 2).is_chief
     assert not WorkerRole("worker", 0, 2).is_chief
 
@@ -403,20 +462,20 @@ def _event_scalars(log_dir):
     return found
 
 
-def test_periodic_evaluation_writes_validation_curves_and_changes_nothing(tmp_path,
-                                                                         tiny_prepared):
+def test_periodic_evaluation_writes_validation_curves_and_changes_nothing(tmp_path, tiny_prepared):
     runtime = train.Runtime(verbose=0, deterministic=True)
     plain = _run(tmp_path / "plain", tiny_prepared, runtime=runtime)
     watched = _run(tmp_path / "watched", tiny_prepared, runtime=runtime, eval_every_steps=3)
     assert watched == plain  # same final evaluation ...
     for name in ("video_tower.keras", "audio_tower.keras"):  # ... from the same weights
-        for a, b in zip(keras.saving.load_model(tmp_path / "plain" / name).weights,
-                        keras.saving.load_model(tmp_path / "watched" / name).weights,
-                        strict=True):
+        for a, b in zip(
+            keras.saving.load_model(tmp_path / "plain" / name).weights,
+            keras.saving.load_model(tmp_path / "watched" / name).weights,
+            strict=True,
+        ):
             np.testing.assert_array_equal(a, b)
     scalars = _event_scalars(tmp_path / "watched" / "tensorboard" / "validation")
     # Epochs 0 and 1 (3 batches each): after batch 6 the weights are the final ones.
     assert {step for tag, step in scalars if tag == "epoch_sync_accuracy"} == {0, 1}
-    assert scalars[("epoch_sync_accuracy", 1)] == pytest.approx(plain["sync_accuracy"],
-                                                                abs=1e-6)
+    assert scalars[("epoch_sync_accuracy", 1)] == pytest.approx(plain["sync_accuracy"], abs=1e-6)
     assert not (tmp_path / "plain" / "tensorboard" / "validation").exists()

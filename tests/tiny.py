@@ -35,10 +35,13 @@ data.LogMelSpec.window_s = {SPEC.log_mel.window_s}
 """
 
 # The operative config of the ``tiny_run`` fixture's model_dir.
-RUN_GIN = SPEC_GIN + """\
+RUN_GIN = (
+    SPEC_GIN
+    + """\
 train.Model.objective = @objectives.contrastive
 objectives.contrastive.margin = 1.0
 """
+)
 
 
 def describe_run(model_dir: Path, dataset: Path, task=None) -> None:
@@ -50,10 +53,20 @@ def describe_run(model_dir: Path, dataset: Path, task=None) -> None:
     from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     RunDescription.of_run(
-        video_factory=tiny_video_tower, audio_factory=tiny_audio_tower,
-        task=task or ContrastiveSync(margin=1.0), clip_spec=SPEC, fps=FPS, dataset=dataset,
-        train_split="train", eval_split="test", eval_batch_size=32, eval_clips_per_video=4,
-        precision="float32", seed=0, batch_size=16, train_steps=1000,
+        video_factory=tiny_video_tower,
+        audio_factory=tiny_audio_tower,
+        task=task or ContrastiveSync(margin=1.0),
+        clip_spec=SPEC,
+        fps=FPS,
+        dataset=dataset,
+        train_split="train",
+        eval_split="test",
+        eval_batch_size=32,
+        eval_clips_per_video=4,
+        precision="float32",
+        seed=0,
+        batch_size=16,
+        train_steps=1000,
     ).write(model_dir)
 
 
@@ -68,8 +81,20 @@ def write_finished_run(model_dir: Path, dataset: Path, model) -> None:
     portable.save_tower(model.audio_tower, model_dir / "audio_tower.keras")
     (model_dir / "checkpoints").mkdir()
     model.save_weights(model_dir / "checkpoints" / "ckpt-000000006.weights.h5")
-    (model_dir / "checkpoints" / "checkpoint.json").write_text(json.dumps({"checkpoints": [
-        {"batches": 6, "step": 6, "curriculum_stage": 0, "file": "ckpt-000000006.weights.h5"}]}))
+    (model_dir / "checkpoints" / "checkpoint.json").write_text(
+        json.dumps(
+            {
+                "checkpoints": [
+                    {
+                        "batches": 6,
+                        "step": 6,
+                        "curriculum_stage": 0,
+                        "file": "ckpt-000000006.weights.h5",
+                    }
+                ]
+            }
+        )
+    )
     describe_run(model_dir, dataset, task=model.objective)
 
 
@@ -106,8 +131,10 @@ def distributed_towers(kind: str) -> tuple[keras.Model, keras.Model]:
         return tiny_video_tower(batch_norm="sync"), tiny_audio_tower(batch_norm="sync")
     from avts_tf.registry import BACKBONES
 
-    return (BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, embedding_dim=8),
-            BACKBONES.build("avts_audio_vgg", input_shape=(24, 16, 1), width=4, embedding_dim=8))
+    return (
+        BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, embedding_dim=8),
+        BACKBONES.build("avts_audio_vgg", input_shape=(24, 16, 1), width=4, embedding_dim=8),
+    )
 
 
 def grouped(**settings):
@@ -121,8 +148,11 @@ def grouped(**settings):
 
     from avts_tf import train
 
-    for name, group in (("model", train.Model), ("trainer", train.Trainer),
-                        ("runtime", train.Runtime)):
+    for name, group in (
+        ("model", train.Model),
+        ("trainer", train.Trainer),
+        ("runtime", train.Runtime),
+    ):
         names = {field.name for field in dataclasses.fields(group)}
         mine = {key: settings.pop(key) for key in list(settings) if key in names}
         if mine:
@@ -144,9 +174,14 @@ def train_tiny(model_dir, data_dir, **overrides):
     from avts_tf.tasks.sync.objectives import ContrastiveSync
 
     params = dict(
-        dataset=str(data_dir), video_tower=functools.partial(tiny_video_tower, batch_norm=True),
-        audio_tower=tiny_audio_tower, clip_spec=SPEC, batch_size=4, train_steps=6,
-        steps_per_epoch=3, objective=ContrastiveSync,
+        dataset=str(data_dir),
+        video_tower=functools.partial(tiny_video_tower, batch_norm=True),
+        audio_tower=tiny_audio_tower,
+        clip_spec=SPEC,
+        batch_size=4,
+        train_steps=6,
+        steps_per_epoch=3,
+        objective=ContrastiveSync,
         evaluation=train.Evaluation(batch_size=4, clips_per_video=1),
         runtime=train.Runtime(verbose=0, deterministic=True),
     )
@@ -158,5 +193,8 @@ def tower_weights(model_dir: Path) -> list:
     """The saved towers' weights of a run, video then audio, as NumPy arrays."""
     import numpy as np
 
-    return [np.asarray(w) for name in ("video_tower.keras", "audio_tower.keras")
-            for w in keras.saving.load_model(Path(model_dir) / name).weights]
+    return [
+        np.asarray(w)
+        for name in ("video_tower.keras", "audio_tower.keras")
+        for w in keras.saving.load_model(Path(model_dir) / name).weights
+    ]

@@ -30,16 +30,24 @@ def start(count: int, args: Callable[[int], Sequence[str]]) -> list[subprocess.P
     processes = []
     for index in range(count):
         env = dict(
-            os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            CUDA_VISIBLE_DEVICES="",
             PYTHONPATH=str(REPO_ROOT / "tests"),
             TF_CONFIG=json.dumps(
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             ),
         )
-        processes.append(subprocess.Popen(
-            [sys.executable, str(Path(REPO_ROOT) / "tools" / "train.py"), *args(index)],
-            cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, str(Path(REPO_ROOT) / "tools" / "train.py"), *args(index)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return processes
 
 

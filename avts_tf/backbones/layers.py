@@ -114,8 +114,9 @@ class _PadV2Mixin:
         if self.data_format != "channels_last":
             return super().call(inputs)
         paddings = [[0, 0], *(list(pair) for pair in self.padding), [0, 0]]
-        return tf.raw_ops.PadV2(input=inputs, paddings=paddings,
-                                constant_values=tf.zeros([], inputs.dtype))
+        return tf.raw_ops.PadV2(
+            input=inputs, paddings=paddings, constant_values=tf.zeros([], inputs.dtype)
+        )
 
 
 @keras.saving.register_keras_serializable(package="avts_tf")

@@ -230,8 +230,7 @@ def convert_state_dict(
     unknown = set(tensors) - set(expected)
     if unknown:
         raise TorchvisionImportError(
-            f"unexpected keys in the {arch} state_dict: {_names(unknown)}; "
-            f"{_hint(arch, tensors)}"
+            f"unexpected keys in the {arch} state_dict: {_names(unknown)}; {_hint(arch, tensors)}"
         )
     missing = set(expected) - set(tensors)
     if missing:
@@ -261,8 +260,10 @@ def _load_failure(path: Path, err: Exception) -> str:
         return f"not a file torch.save writes: it starts with {head!r}"
     unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
     if unsupported:  # torch.save(model): a pickled module, loadable only by running code
-        return (f"it holds a pickled {unsupported.group(1)} object, not only tensors; we load "
-                "tensors only")
+        return (
+            f"it holds a pickled {unsupported.group(1)} object, not only tensors; we load "
+            "tensors only"
+        )
     return " ".join(f"{type(err).__name__}: {err}".split())[:200]
 
 

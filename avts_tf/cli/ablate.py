@@ -24,15 +24,19 @@ from avts_tf.cli import flags as shared
 
 VARIANTS = ("easy", "hard", "curriculum")  # experiments.ablation.VARIANTS (imports TensorFlow)
 
-flags.DEFINE_integer("steps", 500, "Optimizer steps of every run (equal budgets).",
-                     lower_bound=1)
-flags.DEFINE_integer("eval_every", 50, "Steps between evaluations on the held-out videos.",
-                     lower_bound=1)
+flags.DEFINE_integer("steps", 500, "Optimizer steps of every run (equal budgets).", lower_bound=1)
+flags.DEFINE_integer(
+    "eval_every", 50, "Steps between evaluations on the held-out videos.", lower_bound=1
+)
 shared.define_output_dir("runs/ablation", "Where runs, table and plot go.")
-flags.DEFINE_list("variants", list(VARIANTS), "Runs to train (comma list of "
-                  f"{', '.join(VARIANTS)}).")
-flags.register_validator("variants", lambda v: bool(v) and set(v) <= set(VARIANTS),
-                         f"unknown or no variant; choose among {', '.join(VARIANTS)}")
+flags.DEFINE_list(
+    "variants", list(VARIANTS), f"Runs to train (comma list of {', '.join(VARIANTS)})."
+)
+flags.register_validator(
+    "variants",
+    lambda v: bool(v) and set(v) <= set(VARIANTS),
+    f"unknown or no variant; choose among {', '.join(VARIANTS)}",
+)
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings for every run.")
 flags.DEFINE_string("plot", None, "PNG path (default: <output_dir>/ablation.png).")
 flags.DEFINE_bool("fresh", False, "Delete earlier runs in output_dir first.")
@@ -44,8 +48,9 @@ def _main(argv):
     from avts_tf.experiments import ablation
 
     output_dir = Path(FLAGS.output_dir)
-    results = ablation.run_all(output_dir, FLAGS.variants, FLAGS.steps, FLAGS.eval_every,
-                               FLAGS.gin_param, FLAGS.fresh)
+    results = ablation.run_all(
+        output_dir, FLAGS.variants, FLAGS.steps, FLAGS.eval_every, FLAGS.gin_param, FLAGS.fresh
+    )
     table = ablation.format_table(results)
     (output_dir / "table.md").write_text(table + "\n", encoding="utf-8")
     plot = Path(FLAGS.plot) if FLAGS.plot else output_dir / "ablation.png"

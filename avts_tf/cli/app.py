@@ -78,8 +78,7 @@ def _parse_flags(argv: Sequence[str]) -> list[str]:
         return _expand_home(flags.FLAGS(list(argv)))
     except flags.Error as err:
         text = str(err)
-        missing = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None",
-                           text)
+        missing = re.match(r"flag --(\w+)=None: Flag --\w+ must have a value other than None", text)
         if missing:
             text = f"--{missing.group(1)} is required"
         fail(f"{text}; see --helpshort for the flags and their valid values")
@@ -114,8 +113,7 @@ def run(main: Callable[[list[str]], int | None]) -> NoReturn:
             fail(str(err))
         except RunInterrupted as err:  # a lost worker, a full disk: exit 3
             fail(str(err), code=err.exit_code)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError,
-                PermissionError) as err:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
             where = f" {err.filename}" if getattr(err, "filename", None) else ""
             fail(f"{err.strerror or err}:{where}; check the path and its permissions")
         except app.UsageError as err:

@@ -22,10 +22,12 @@ from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 
 shared.define_run("A sync training run's model_dir.")
-flags.DEFINE_float("max_offset_s", 1.0, "Largest offset tried either way, in seconds.",
-                   lower_bound=0.0)
-flags.DEFINE_float("step_s", None, "Offset grid step (default: the run's log-mel hop).",
-                   lower_bound=0.001)
+flags.DEFINE_float(
+    "max_offset_s", 1.0, "Largest offset tried either way, in seconds.", lower_bound=0.0
+)
+flags.DEFINE_float(
+    "step_s", None, "Offset grid step (default: the run's log-mel hop).", lower_bound=0.001
+)
 flags.DEFINE_integer("num_clips", 16, "Video clips averaged per file.", lower_bound=1)
 flags.DEFINE_string("plot", None, "Draw cost against offset into this PNG.")
 shared.define_output_json("Write the estimates here.")
@@ -35,12 +37,14 @@ FLAGS = flags.FLAGS
 def _main(argv: list[str]) -> int:
     paths = argv[1:]
     if not paths:
-        app.fail("no media file given; name one or more files: avts-av-offset VIDEO "
-                 "--checkpoint RUN")
+        app.fail(
+            "no media file given; name one or more files: avts-av-offset VIDEO --checkpoint RUN"
+        )
     from avts_tf.evaluation import offset, report
 
-    found = offset.estimate_files(FLAGS.checkpoint, paths, FLAGS.max_offset_s, FLAGS.step_s,
-                                  FLAGS.num_clips)
+    found = offset.estimate_files(
+        FLAGS.checkpoint, paths, FLAGS.max_offset_s, FLAGS.step_s, FLAGS.num_clips
+    )
     if FLAGS.plot and found.estimates:
         offset.plot(found.estimates, FLAGS.plot)
     if FLAGS.output_json:

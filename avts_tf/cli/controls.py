@@ -31,16 +31,32 @@ from avts_tf.cli import flags as shared
 from avts_tf.experiments.controls import CONTROLS  # No TensorFlow at import: flags first.
 
 shared.define_output_dir("runs/controls", "Where runs, table and JSON go.")
-flags.DEFINE_list("controls", list(CONTROLS[1:]), f"Controls to train (comma list of "
-                  f"{', '.join(CONTROLS)}; 'none' trains without a control, for reference).")
-flags.register_validator("controls", lambda v: bool(v) and set(v) <= set(CONTROLS),
-                         f"unknown or no control; choose among {', '.join(CONTROLS)}")
-flags.DEFINE_list("seeds", [str(seed) for seed in range(10)], "train.Trainer.seed of each run "
-                  "(comma list of integers).")
-flags.register_validator("seeds", lambda v: bool(v) and shared.integer_list(v),
-                         "must be integers >= 0 separated by commas, e.g. 0,1,2")
-flags.DEFINE_multi_string("gin_file", None, "Recipe of every run (default tssl_quickstart); "
-                          "its objective must be objectives.temporal.")
+flags.DEFINE_list(
+    "controls",
+    list(CONTROLS[1:]),
+    f"Controls to train (comma list of "
+    f"{', '.join(CONTROLS)}; 'none' trains without a control, for reference).",
+)
+flags.register_validator(
+    "controls",
+    lambda v: bool(v) and set(v) <= set(CONTROLS),
+    f"unknown or no control; choose among {', '.join(CONTROLS)}",
+)
+flags.DEFINE_list(
+    "seeds",
+    [str(seed) for seed in range(10)],
+    "train.Trainer.seed of each run (comma list of integers).",
+)
+flags.register_validator(
+    "seeds",
+    lambda v: bool(v) and shared.integer_list(v),
+    "must be integers >= 0 separated by commas, e.g. 0,1,2",
+)
+flags.DEFINE_multi_string(
+    "gin_file",
+    None,
+    "Recipe of every run (default tssl_quickstart); its objective must be objectives.temporal.",
+)
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings of every run.")
 flags.DEFINE_float("margin", 0.05, "Allowed distance of a removed head from chance.")
 flags.register_validator("margin", lambda v: 0 < v < 1, "must be in (0, 1)")
@@ -55,17 +71,27 @@ def _main(argv: list[str]) -> None:
     from avts_tf.experiments import controls as control_runs
 
     def trained(run: controls.ControlRun, seconds: float | None) -> None:
-        shown = ", ".join(f"{run.titles[m]} {run.held_out[m]:.3f}"
-                          for m in run.removed or tuple(run.chance)[:1] if m in run.held_out)
+        shown = ", ".join(
+            f"{run.titles[m]} {run.held_out[m]:.3f}"
+            for m in run.removed or tuple(run.chance)[:1]
+            if m in run.held_out
+        )
         how = "reused" if seconds is None else f"{seconds:.0f} s"
         print(f"[{run.control} seed {run.seed}] {how}: {shown}", flush=True)
 
     runs = control_runs.train_all(
-        FLAGS.output_dir, FLAGS.controls, [int(s) for s in FLAGS.seeds],
-        FLAGS.gin_file or ["tssl_quickstart"], FLAGS.gin_param, FLAGS.fresh, on_run=trained)
+        FLAGS.output_dir,
+        FLAGS.controls,
+        [int(s) for s in FLAGS.seeds],
+        FLAGS.gin_file or ["tssl_quickstart"],
+        FLAGS.gin_param,
+        FLAGS.fresh,
+        on_run=trained,
+    )
     found = controls.verdicts(runs, FLAGS.margin)
-    text = "\n".join([controls.table(runs), "", *(v.line() for v in found),
-                      controls.summary(found)])
+    text = "\n".join(
+        [controls.table(runs), "", *(v.line() for v in found), controls.summary(found)]
+    )
     (Path(FLAGS.output_dir) / "table.md").write_text(text + "\n", encoding="utf-8")
     report.write_json(Path(FLAGS.output_dir) / "controls.json", controls.as_json(runs, found))
     print()

@@ -29,30 +29,48 @@ from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 from avts_tf.experiments.downstream import METHODS  # No TensorFlow at import: flags first.
 
-shared.define_run("A trained run (or where to train one); with --methods, the folder of one "
-                  "run per method.", name="model_dir", alias=None)
-flags.DEFINE_list("methods", None, f"Pretraining methods compared, one run each "
-                  f"(comma list of {', '.join(METHODS)}).")
-flags.register_validator("methods", lambda v: set(v or []) <= set(METHODS),
-                         f"unknown method; choose among {', '.join(METHODS)}")
+shared.define_run(
+    "A trained run (or where to train one); with --methods, the folder of one run per method.",
+    name="model_dir",
+    alias=None,
+)
+flags.DEFINE_list(
+    "methods",
+    None,
+    f"Pretraining methods compared, one run each (comma list of {', '.join(METHODS)}).",
+)
+flags.register_validator(
+    "methods",
+    lambda v: set(v or []) <= set(METHODS),
+    f"unknown method; choose among {', '.join(METHODS)}",
+)
 flags.DEFINE_multi_string("gin_file", None, "Recipe of the single run (default quickstart).")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings of every pretraining.")
-shared.define_data("Labelled prepared dataset (default: the first run's dataset).",
-                   check="does not exist; give a prepared dataset folder (avts-prepare)")
-flags.DEFINE_string("fsdd", None, "FSDD recordings (or their prepared set): speaker-held-out "
-                    "audio probe.")
-flags.register_validator("fsdd", shared.exists_or_none, "does not exist; give the FSDD "
-                         "recordings folder")
-flags.DEFINE_string("fsdd_prepared", None, "Where FSDD is prepared (kept and re-used; "
-                    "default: temporary).")
+shared.define_data(
+    "Labelled prepared dataset (default: the first run's dataset).",
+    check="does not exist; give a prepared dataset folder (avts-prepare)",
+)
+flags.DEFINE_string(
+    "fsdd", None, "FSDD recordings (or their prepared set): speaker-held-out audio probe."
+)
+flags.register_validator(
+    "fsdd", shared.exists_or_none, "does not exist; give the FSDD recordings folder"
+)
+flags.DEFINE_string(
+    "fsdd_prepared", None, "Where FSDD is prepared (kept and re-used; default: temporary)."
+)
 flags.DEFINE_integer("shots", 1, "Labelled files per class.", lower_bound=1)
 flags.DEFINE_integer("repeats", 3, "Few-shot draws.", lower_bound=1)
-flags.DEFINE_integer("finetune_steps", 40, "Fine-tuning steps training every layer.",
-                     lower_bound=1)
-flags.DEFINE_list("head_steps", ["0", "20"], "Comma list: classifier-only steps on frozen "
-                  "towers before fine-tuning (LP-FT); one table row each.")
-flags.register_validator("head_steps", shared.integer_list,
-                         "must be integers >= 0 separated by commas, e.g. 0,20")
+flags.DEFINE_integer("finetune_steps", 40, "Fine-tuning steps training every layer.", lower_bound=1)
+flags.DEFINE_list(
+    "head_steps",
+    ["0", "20"],
+    "Comma list: classifier-only steps on frozen "
+    "towers before fine-tuning (LP-FT); one table row each.",
+)
+flags.register_validator(
+    "head_steps", shared.integer_list, "must be integers >= 0 separated by commas, e.g. 0,20"
+)
 flags.DEFINE_integer("finetune_batch", 8, "Fine-tuning batch size.", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Fine-tuning learning rate.")
 flags.register_validator("lr", lambda v: v > 0, "must be > 0")
@@ -72,16 +90,27 @@ def _main(argv: list[str]) -> None:
     from avts_tf.experiments import downstream as comparison
 
     budget = downstream.Budget(
-        shots=FLAGS.shots, repeats=FLAGS.repeats, finetune_steps=FLAGS.finetune_steps,
-        finetune_batch=FLAGS.finetune_batch, learning_rate=FLAGS.lr,
-        clips_per_video=FLAGS.clips_per_video, C=FLAGS.C,
+        shots=FLAGS.shots,
+        repeats=FLAGS.repeats,
+        finetune_steps=FLAGS.finetune_steps,
+        finetune_batch=FLAGS.finetune_batch,
+        learning_rate=FLAGS.lr,
+        clips_per_video=FLAGS.clips_per_video,
+        C=FLAGS.C,
     )
     found = comparison.compare(
-        FLAGS.model_dir, budget, methods=FLAGS.methods, gin_files=FLAGS.gin_file,
-        gin_params=FLAGS.gin_param, data=FLAGS.data, fsdd=FLAGS.fsdd,
+        FLAGS.model_dir,
+        budget,
+        methods=FLAGS.methods,
+        gin_files=FLAGS.gin_file,
+        gin_params=FLAGS.gin_param,
+        data=FLAGS.data,
+        fsdd=FLAGS.fsdd,
         fsdd_prepared=FLAGS.fsdd_prepared,
         head_steps=[int(h) for h in shared.split_list(FLAGS.head_steps) or ["0"]],
-        fusion=FLAGS.fusion, skip_finetune=FLAGS.skip_finetune)
+        fusion=FLAGS.fusion,
+        skip_finetune=FLAGS.skip_finetune,
+    )
     print()
     print(comparison.table(found))
     if FLAGS.output_json:

@@ -23,30 +23,47 @@ from absl import flags
 from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 
-shared.define_run("Audio tower: a .keras file or a training run's model_dir.", required=False,
-                  check=(shared.exists_or_none, shared.TOWER_OR_RUN))
+shared.define_run(
+    "Audio tower: a .keras file or a training run's model_dir.",
+    required=False,
+    check=(shared.exists_or_none, shared.TOWER_OR_RUN),
+)
 flags.DEFINE_multi_string("features", [], ".npz from avts-extract (repeatable).")
-flags.register_validator("features", lambda paths: all(Path(p).is_file() for p in paths),
-                         "a features file does not exist; give .npz files from avts-extract")
+flags.register_validator(
+    "features",
+    lambda paths: all(Path(p).is_file() for p in paths),
+    "a features file does not exist; give .npz files from avts-extract",
+)
 flags.DEFINE_multi_enum("baseline", [], ["mfcc"], "Add the MFCC + linear SVM baseline.")
-flags.DEFINE_enum("protocol", "auto",
-                  ["auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers"],
-                  "Folds: auto, esc50, dcase2014, split, kfold, group or fsdd_speakers.")
+flags.DEFINE_enum(
+    "protocol",
+    "auto",
+    ["auto", "esc50", "dcase2014", "split", "kfold", "group", "fsdd_speakers"],
+    "Folds: auto, esc50, dcase2014, split, kfold, group or fsdd_speakers.",
+)
 shared.define_splits("Training split (protocol split).", "Test split (protocol split).")
-flags.DEFINE_integer("num_folds", None, "Folds of kfold (default 5) or group (default: one "
-                     "per group).", lower_bound=2)
-flags.DEFINE_string("group_regex", None, "Protocol group: regex on file ids, first group = "
-                    "group name.")
+flags.DEFINE_integer(
+    "num_folds",
+    None,
+    "Folds of kfold (default 5) or group (default: one per group).",
+    lower_bound=2,
+)
+flags.DEFINE_string(
+    "group_regex", None, "Protocol group: regex on file ids, first group = group name."
+)
 flags.DEFINE_list("C", ["1.0"], "SVM C; a comma list picks C by 3-fold CV on training files.")
-flags.register_validator("C", lambda cs: bool(cs) and all(_positive_number(c) for c in cs),
-                         "must be positive numbers separated by commas, e.g. 0.1,1,10")
+flags.register_validator(
+    "C",
+    lambda cs: bool(cs) and all(_positive_number(c) for c in cs),
+    "must be positive numbers separated by commas, e.g. 0.1,1,10",
+)
 flags.DEFINE_string("layer", "auto", "Audio tower layer (default: avgpool).")
 flags.DEFINE_enum("pool", "avg", ["avg", "max"], "Pooling over time and frequency.")
-flags.DEFINE_float("window_s", 1.0, "Window when no tower fixes it (MFCC only, or an "
-                   "any-length tower).")
+flags.DEFINE_float(
+    "window_s", 1.0, "Window when no tower fixes it (MFCC only, or an any-length tower)."
+)
 flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
-flags.DEFINE_integer("max_windows", None, "At most this many windows per file.",
-                     lower_bound=1)
+flags.DEFINE_integer("max_windows", None, "At most this many windows per file.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 64, "Windows per forward pass.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed of the folds.")
 shared.define_output_json()
@@ -71,18 +88,36 @@ def _main(argv: list[str]) -> None:
     if not (FLAGS.checkpoint or FLAGS.features or FLAGS.baseline):
         raise UserError("nothing to evaluate: give --checkpoint, --features or --baseline mfcc")
     asked = audio_probe.FeatureRequest(
-        feature_files=FLAGS.features, checkpoint=FLAGS.checkpoint,
+        feature_files=FLAGS.features,
+        checkpoint=FLAGS.checkpoint,
         mfcc="mfcc" in FLAGS.baseline,
         source=shared.data_source(FLAGS.checkpoint) if FLAGS.data else None,
-        layer=FLAGS.layer, pool=FLAGS.pool, window_s=FLAGS.window_s,
-        max_windows=FLAGS.max_windows, batch_size=FLAGS.batch_size, progress=not FLAGS.quiet)
+        layer=FLAGS.layer,
+        pool=FLAGS.pool,
+        window_s=FLAGS.window_s,
+        max_windows=FLAGS.max_windows,
+        batch_size=FLAGS.batch_size,
+        progress=not FLAGS.quiet,
+    )
     results = audio_probe.evaluate(
-        asked, FLAGS.protocol, [float(c) for c in FLAGS.C], train_split=FLAGS.train_split,
-        test_split=FLAGS.test_split, num_folds=FLAGS.num_folds, group_regex=FLAGS.group_regex,
-        seed=FLAGS.seed)
-    rows = [[name, len(result["folds"]), report.mean_std(result["mean"], result["std"]),
-             " ".join(f"{100 * f['accuracy']:.1f}" for f in result["folds"])]
-            for name, result in results.items()]
+        asked,
+        FLAGS.protocol,
+        [float(c) for c in FLAGS.C],
+        train_split=FLAGS.train_split,
+        test_split=FLAGS.test_split,
+        num_folds=FLAGS.num_folds,
+        group_regex=FLAGS.group_regex,
+        seed=FLAGS.seed,
+    )
+    rows = [
+        [
+            name,
+            len(result["folds"]),
+            report.mean_std(result["mean"], result["std"]),
+            " ".join(f"{100 * f['accuracy']:.1f}" for f in result["folds"]),
+        ]
+        for name, result in results.items()
+    ]
     print(report.table(["features", "folds", "accuracy % (mean ± std)", "per fold"], rows))
     if FLAGS.output_json:
         report.write_json(FLAGS.output_json, results)

@@ -25,9 +25,14 @@ flags.DEFINE_string("query_split", "test", "Split whose videos are distorted int
 flags.DEFINE_string("distractor_split", "train", "Split added to the database.")
 flags.DEFINE_list("distortions", None, "Distortions (default: all).")
 flags.DEFINE_integer("num_clips", 10, "Clips averaged per file.", lower_bound=1)
-flags.DEFINE_enum("fusion", "concat", ["concat", "zmax"], "How the video and audio "
-                  "fingerprints are combined: concat (one concatenated feature) or zmax "
-                  "(each modality's similarities z-normalised, the larger of the two).")
+flags.DEFINE_enum(
+    "fusion",
+    "concat",
+    ["concat", "zmax"],
+    "How the video and audio "
+    "fingerprints are combined: concat (one concatenated feature) or zmax "
+    "(each modality's similarities z-normalised, the larger of the two).",
+)
 flags.DEFINE_bool("random_init", False, "Also score the towers freshly initialised.")
 flags.DEFINE_string("work_dir", None, "Where the distorted copies go (default: temporary).")
 flags.DEFINE_integer("seed", 0, "Seed of the random distortions.")
@@ -40,11 +45,21 @@ def _main(argv: list[str]) -> int:
     from avts_tf.evaluation import fingerprint
 
     found = fingerprint.evaluate_run(
-        FLAGS.checkpoint, FLAGS.data, FLAGS.query_split, FLAGS.distractor_split,
-        FLAGS.distortions, FLAGS.num_clips, FLAGS.fusion, FLAGS.random_init, FLAGS.work_dir,
-        FLAGS.seed)
-    print(f"{found.queries} queries per distortion, database of {found.queries} originals + "
-          f"{found.distractors} distractors")
+        FLAGS.checkpoint,
+        FLAGS.data,
+        FLAGS.query_split,
+        FLAGS.distractor_split,
+        FLAGS.distortions,
+        FLAGS.num_clips,
+        FLAGS.fusion,
+        FLAGS.random_init,
+        FLAGS.work_dir,
+        FLAGS.seed,
+    )
+    print(
+        f"{found.queries} queries per distortion, database of {found.queries} originals + "
+        f"{found.distractors} distractors"
+    )
     print(fingerprint.table(found))
     if FLAGS.output_json:
         png = fingerprint.write_results(FLAGS.output_json, found.results)

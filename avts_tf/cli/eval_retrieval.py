@@ -45,8 +45,15 @@ def _main(argv: list[str]) -> int:
     source = shared.data_source(FLAGS.checkpoint) if FLAGS.data else None
     with contextlib.ExitStack() as stack:  # holds raw media's prepared copy
         found = retrieval.evaluate_run(
-            FLAGS.checkpoint, source, stack, FLAGS.train_split, FLAGS.test_split,
-            FLAGS.num_clips, FLAGS.batch_size, FLAGS.random_init)
+            FLAGS.checkpoint,
+            source,
+            stack,
+            FLAGS.train_split,
+            FLAGS.test_split,
+            FLAGS.num_clips,
+            FLAGS.batch_size,
+            FLAGS.random_init,
+        )
     print(retrieval.table(found.results))
     if found.with_sound >= 2:
         print(f"audio <-> video compared in {found.space}")

@@ -19,12 +19,18 @@ from absl import flags
 from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 
-shared.define_run(name="model_dir", alias="checkpoint", check=(
-    lambda p: p is None or Path(p).is_dir(),
-    "does not exist (or is not a folder); give a training run's model_dir"))
+shared.define_run(
+    name="model_dir",
+    alias="checkpoint",
+    check=(
+        lambda p: p is None or Path(p).is_dir(),
+        "does not exist (or is not a folder); give a training run's model_dir",
+    ),
+)
 flags.DEFINE_string("split", "test", "Held-out split.")
-flags.DEFINE_list("kinds", ["easy", "hard", "super_hard"],
-                  "Negative kinds to score (easy is always scored).")
+flags.DEFINE_list(
+    "kinds", ["easy", "hard", "super_hard"], "Negative kinds to score (easy is always scored)."
+)
 flags.DEFINE_integer("clips_per_video", 4, "Clips per video.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 32, "Pairs per forward pass.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed of the negative pairs.")
@@ -39,9 +45,15 @@ def _main(argv: list[str]) -> None:
     from avts_tf.evaluation import report, sync
 
     kinds, results = sync.evaluate_run(
-        FLAGS.model_dir, shared.data_source(FLAGS.model_dir),
-        shared.split_list(FLAGS.kinds) or ["easy"], FLAGS.split, FLAGS["split"].present,
-        FLAGS.clips_per_video, FLAGS.batch_size, FLAGS.seed)
+        FLAGS.model_dir,
+        shared.data_source(FLAGS.model_dir),
+        shared.split_list(FLAGS.kinds) or ["easy"],
+        FLAGS.split,
+        FLAGS["split"].present,
+        FLAGS.clips_per_video,
+        FLAGS.batch_size,
+        FLAGS.seed,
+    )
     print(sync.table(kinds, results))
     if FLAGS.output_json:
         report.write_json(FLAGS.output_json, results)

@@ -35,25 +35,40 @@ from absl import flags
 from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 
-shared.define_run("A .keras tower or a training run's model_dir.",
-                  check=(shared.exists_or_none, shared.TOWER_OR_RUN))
-flags.DEFINE_enum("tower", "auto", ["auto", "video", "audio"],
-                  "Which tower (auto: from a .keras file's input).")
+shared.define_run(
+    "A .keras tower or a training run's model_dir.",
+    check=(shared.exists_or_none, shared.TOWER_OR_RUN),
+)
+flags.DEFINE_enum(
+    "tower", "auto", ["auto", "video", "audio"], "Which tower (auto: from a .keras file's input)."
+)
 flags.DEFINE_bool("list_layers", False, "Print the tower's layer names and exit.")
-flags.DEFINE_string("layer", "auto", "Layer to read (auto: 'avgpool' if present, else the "
-                    "output; shared: the space the run compares audio with video in).")
+flags.DEFINE_string(
+    "layer",
+    "auto",
+    "Layer to read (auto: 'avgpool' if present, else the "
+    "output; shared: the space the run compares audio with video in).",
+)
 flags.DEFINE_enum("pool", "avg", ["avg", "max"], "Pooling over time and space.")
 shared.define_output("The combined .npz to write.")
-flags.DEFINE_string("output_dir", None, "Folder of one <file id>.npz per input file: "
-                    "'embedding' [clips, dim] and 'timestamps' [clips] (start, seconds).")
-flags.DEFINE_float("hop_s", None, "With --output_dir: seconds between window starts "
-                   "(default: the window length, no overlap).")
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "Folder of one <file id>.npz per input file: "
+    "'embedding' [clips, dim] and 'timestamps' [clips] (start, seconds).",
+)
+flags.DEFINE_float(
+    "hop_s",
+    None,
+    "With --output_dir: seconds between window starts (default: the window length, no overlap).",
+)
 flags.register_validator("hop_s", lambda v: v is None or v > 0, "must be > 0 seconds")
 flags.DEFINE_list("splits", None, "Comma-separated splits (default: all).")
 flags.DEFINE_integer("batch_size", 32, "Windows per forward pass.", lower_bound=1)
 flags.DEFINE_integer("num_clips", 10, "Video clips per video.", lower_bound=1)
-flags.DEFINE_integer("max_windows", None, "At most this many audio windows per file.",
-                     lower_bound=1)
+flags.DEFINE_integer(
+    "max_windows", None, "At most this many audio windows per file.", lower_bound=1
+)
 flags.DEFINE_float("window_s", 1.0, "Audio window when the tower accepts any length.")
 flags.register_validator("window_s", lambda v: v > 0, "must be > 0 seconds")
 shared.define_quiet("No progress bar.")
@@ -75,28 +90,50 @@ def _main(argv: list[str]) -> None:
     if not FLAGS.data or not (FLAGS.output or FLAGS.output_dir):
         raise UserError("give --data and --output or --output_dir (or --list_layers)")
     if FLAGS.output_dir and FLAGS.max_windows:
-        raise UserError("--max_windows drops windows, so --output_dir would hold gaps; use "
-                        "--hop_s to write fewer windows per file")
+        raise UserError(
+            "--max_windows drops windows, so --output_dir would hold gaps; use "
+            "--hop_s to write fewer windows per file"
+        )
     with contextlib.ExitStack() as stack:  # holds raw media's prepared copy
         found = embeddings.extract(
-            FLAGS.checkpoint, which, tower, shared.data_source(FLAGS.checkpoint), stack,
-            layer=FLAGS.layer, pool=FLAGS.pool, splits=shared.split_list(FLAGS.splits),
-            batch_size=FLAGS.batch_size, num_clips=FLAGS.num_clips, window_s=FLAGS.window_s,
-            max_windows=FLAGS.max_windows, hop_s=FLAGS.hop_s, output=FLAGS.output,
-            output_dir=FLAGS.output_dir, progress=not FLAGS.quiet)
+            FLAGS.checkpoint,
+            which,
+            tower,
+            shared.data_source(FLAGS.checkpoint),
+            stack,
+            layer=FLAGS.layer,
+            pool=FLAGS.pool,
+            splits=shared.split_list(FLAGS.splits),
+            batch_size=FLAGS.batch_size,
+            num_clips=FLAGS.num_clips,
+            window_s=FLAGS.window_s,
+            max_windows=FLAGS.max_windows,
+            hop_s=FLAGS.hop_s,
+            output=FLAGS.output,
+            output_dir=FLAGS.output_dir,
+            progress=not FLAGS.quiet,
+        )
     if found.combined is not None:
         feats = found.combined
-        print(f"wrote {FLAGS.output}: {feats.features.shape[0]} windows x "
-              f"{feats.features.shape[1]} features from {len(feats.ids)} files "
-              f"({_described(feats.info)})")
+        print(
+            f"wrote {FLAGS.output}: {feats.features.shape[0]} windows x "
+            f"{feats.features.shape[1]} features from {len(feats.ids)} files "
+            f"({_described(feats.info)})"
+        )
     if found.per_file is not None:
         feats = found.per_file
         copies = len(found.written) - len(feats.ids)
-        print(f"wrote {len(found.written)} files to {FLAGS.output_dir}: "
-              f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
-              f"({_described(feats.info)})"
-              + (f"; {copies} of them for inputs that duplicate another (a link or a "
-                 "copy, ingested once)" if copies else ""))
+        print(
+            f"wrote {len(found.written)} files to {FLAGS.output_dir}: "
+            f"{feats.features.shape[0]} windows x {feats.features.shape[1]} features "
+            f"({_described(feats.info)})"
+            + (
+                f"; {copies} of them for inputs that duplicate another (a link or a "
+                "copy, ingested once)"
+                if copies
+                else ""
+            )
+        )
 
 
 def _described(info: dict[str, str]) -> str:

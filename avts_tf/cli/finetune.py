@@ -44,46 +44,61 @@ TORCHVISION = "torchvision:"  # evaluation.finetune.TORCHVISION (imports TensorF
 
 
 def _valid_init(init: str | None) -> bool:
-    return init is None or init == "scratch" or init.startswith(TORCHVISION) or Path(
-        init).exists()
+    return init is None or init == "scratch" or init.startswith(TORCHVISION) or Path(init).exists()
 
 
-shared.define_run("'scratch', an AVTS model_dir / video_tower.keras, or "
-                  "torchvision:ARCH:FILE.pth.", name="init", check=(
-                      _valid_init, "does not exist; give 'scratch', a training run's "
-                      "model_dir, a video_tower.keras or torchvision:ARCH:FILE.pth"))
+shared.define_run(
+    "'scratch', an AVTS model_dir / video_tower.keras, or torchvision:ARCH:FILE.pth.",
+    name="init",
+    check=(
+        _valid_init,
+        "does not exist; give 'scratch', a training run's "
+        "model_dir, a video_tower.keras or torchvision:ARCH:FILE.pth",
+    ),
+)
 flags.DEFINE_string("arch", None, "scratch: checkpoint whose architecture is re-initialized.")
-flags.register_validator("arch", shared.exists_or_none, "does not exist; give a training run's "
-                         "model_dir or a video_tower.keras")
-flags.DEFINE_multi_string("gin_file", [], "scratch: training recipe that builds the towers "
-                          "(a path or a built-in name); torchvision: recipe whose clip "
-                          "settings to use.")
+flags.register_validator(
+    "arch",
+    shared.exists_or_none,
+    "does not exist; give a training run's model_dir or a video_tower.keras",
+)
+flags.DEFINE_multi_string(
+    "gin_file",
+    [],
+    "scratch: training recipe that builds the towers "
+    "(a path or a built-in name); torchvision: recipe whose clip "
+    "settings to use.",
+)
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings.")
 flags.DEFINE_bool("fusion", False, "Add the audio tower (concatenated features).")
 flags.DEFINE_list("folds", None, "Official splits of raw UCF101/HMDB51 to run, e.g. 1,2,3.")
-flags.register_validator("folds", lambda v: shared.integer_list(v) and "0" not in (v or []),
-                         "must be positive integers separated by commas, e.g. 1,2,3")
+flags.register_validator(
+    "folds",
+    lambda v: shared.integer_list(v) and "0" not in (v or []),
+    "must be positive integers separated by commas, e.g. 1,2,3",
+)
 shared.define_splits()
-flags.DEFINE_integer("few_shot", None, "Use only this many labelled training videos per "
-                     "class.", lower_bound=1)
+flags.DEFINE_integer(
+    "few_shot", None, "Use only this many labelled training videos per class.", lower_bound=1
+)
 flags.DEFINE_string("layer", "auto", "Tower layer fed to the classifier.")
 flags.DEFINE_integer("steps", 1000, "Training steps.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 16, "Clips per training batch.", lower_bound=1)
 flags.DEFINE_float("lr", 1e-3, "Adam learning rate.")
 flags.register_validator("lr", lambda v: v > 0, "must be > 0")
-flags.DEFINE_integer("head_steps", 0, "First train only the classifier on frozen towers "
-                     "(LP-FT).", lower_bound=0)
-flags.DEFINE_float("dropout", 0.5, "Dropout before the classifier.", lower_bound=0.0,
-                   upper_bound=0.99)
+flags.DEFINE_integer(
+    "head_steps", 0, "First train only the classifier on frozen towers (LP-FT).", lower_bound=0
+)
+flags.DEFINE_float(
+    "dropout", 0.5, "Dropout before the classifier.", lower_bound=0.0, upper_bound=0.99
+)
 flags.DEFINE_integer("clips_per_video", 10, "Test clips per video.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("save", None, "Write the fine-tuned model (.keras).")
 shared.define_output_json()
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0-2).", lower_bound=0,
-                     upper_bound=2)
+flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (0-2).", lower_bound=0, upper_bound=2)
 shared.define_data_flags()
 FLAGS = flags.FLAGS
-
 
 
 def _main(argv: list[str]) -> None:
@@ -96,32 +111,56 @@ def _main(argv: list[str]) -> None:
 
     args = FLAGS
     settings = finetune.Settings(
-        init=args.init, arch=args.arch,
+        init=args.init,
+        arch=args.arch,
         recipe=train.Recipe(tuple(args.gin_file or ()), tuple(args.gin_param or ())),
-        fusion=args.fusion, train_split=args.train_split, test_split=args.test_split,
-        few_shot=args.few_shot, layer=args.layer, steps=args.steps, batch_size=args.batch_size,
-        learning_rate=args.lr, head_steps=args.head_steps, dropout=args.dropout,
-        clips_per_video=args.clips_per_video, seed=args.seed, save=args.save,
-        verbose=args.verbose)
+        fusion=args.fusion,
+        train_split=args.train_split,
+        test_split=args.test_split,
+        few_shot=args.few_shot,
+        layer=args.layer,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        head_steps=args.head_steps,
+        dropout=args.dropout,
+        clips_per_video=args.clips_per_video,
+        seed=args.seed,
+        save=args.save,
+        verbose=args.verbose,
+    )
 
     def fold_done(fold: int, result: dict) -> None:
-        print(f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "
-              f"(clip {100 * result['clip_accuracy']:.1f}%, {result['videos']} videos)")
+        print(
+            f"fold {fold}: video accuracy {100 * result['accuracy']:.1f}% "
+            f"(clip {100 * result['clip_accuracy']:.1f}%, {result['videos']} videos)"
+        )
 
     results = finetune.run_folds(
-        settings, shared.data_source(settings.tower_run),
-        [int(f) for f in shared.split_list(args.folds) or [args.fold]], on_fold=fold_done)
+        settings,
+        shared.data_source(settings.tower_run),
+        [int(f) for f in shared.split_list(args.folds) or [args.fold]],
+        on_fold=fold_done,
+    )
     accuracies = np.asarray([r["accuracy"] for r in results])
     name = args.init + (" + audio" if args.fusion else "")
-    print(report.table(
-        ["init", "folds", "video accuracy % (mean ± std)"],
-        [[name, len(results), report.mean_std(accuracies.mean(), accuracies.std())]],
-    ))
+    print(
+        report.table(
+            ["init", "folds", "video accuracy % (mean ± std)"],
+            [[name, len(results), report.mean_std(accuracies.mean(), accuracies.std())]],
+        )
+    )
     if args.output_json:
-        report.write_json(args.output_json, {
-            "init": args.init, "fusion": args.fusion, "mean": float(accuracies.mean()),
-            "std": float(accuracies.std()), "folds": results,
-        })
+        report.write_json(
+            args.output_json,
+            {
+                "init": args.init,
+                "fusion": args.fusion,
+                "mean": float(accuracies.mean()),
+                "std": float(accuracies.std()),
+                "folds": results,
+            },
+        )
         print(f"wrote {args.output_json}")
 
 

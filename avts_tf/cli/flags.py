@@ -47,6 +47,7 @@ def split_list(text: str | list[str] | None) -> list[str] | None:
 
 # -- the run --------------------------------------------------------------------------
 
+
 def define_run(
     help: str = RUN,
     name: str = "checkpoint",
@@ -72,6 +73,7 @@ def define_run(
 
 # -- the data -------------------------------------------------------------------------
 
+
 def define_data(help: str, check: str | None = None) -> None:
     """``--data`` alone: a prepared dataset (``check``: the message when it does not exist)."""
     flags.DEFINE_string("data", None, help)
@@ -82,20 +84,38 @@ def define_data(help: str, check: str | None = None) -> None:
 def define_data_flags(required: bool = True) -> None:
     """``--data`` (prepared folder or raw media) and how raw media is prepared."""
     flags.DEFINE_string(
-        "data", None, "A prepared dataset folder, or media (folder, CSV, or a known layout) "
-        "that is prepared first.", required=required)
-    flags.register_validator("data", exists_or_none, "does not exist; give a prepared "
-                             "dataset folder or media (folder, CSV, dataset root)")
-    flags.DEFINE_enum("layout", DEFAULTS.layout, list(LAYOUTS), "Layout of raw media (see "
-                      "avts-prepare).")
-    flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split of raw media (1-3).",
-                         lower_bound=1)
-    flags.DEFINE_string("prepared_dir", None, "Where raw media is prepared (kept and re-used); "
-                        "default: a temporary folder.")
-    flags.DEFINE_float("fps", DEFAULTS.fps, "Frame rate when preparing (default: the run's "
-                       "dataset's, where a run is given).", lower_bound=0.1)
-    flags.DEFINE_integer("short_side", DEFAULTS.short_side, "Frame size when preparing "
-                         "(default: the run's dataset's, where a run is given).", lower_bound=8)
+        "data",
+        None,
+        "A prepared dataset folder, or media (folder, CSV, or a known layout) "
+        "that is prepared first.",
+        required=required,
+    )
+    flags.register_validator(
+        "data",
+        exists_or_none,
+        "does not exist; give a prepared dataset folder or media (folder, CSV, dataset root)",
+    )
+    flags.DEFINE_enum(
+        "layout", DEFAULTS.layout, list(LAYOUTS), "Layout of raw media (see avts-prepare)."
+    )
+    flags.DEFINE_integer("fold", DEFAULTS.fold, "Official split of raw media (1-3).", lower_bound=1)
+    flags.DEFINE_string(
+        "prepared_dir",
+        None,
+        "Where raw media is prepared (kept and re-used); default: a temporary folder.",
+    )
+    flags.DEFINE_float(
+        "fps",
+        DEFAULTS.fps,
+        "Frame rate when preparing (default: the run's dataset's, where a run is given).",
+        lower_bound=0.1,
+    )
+    flags.DEFINE_integer(
+        "short_side",
+        DEFAULTS.short_side,
+        "Frame size when preparing (default: the run's dataset's, where a run is given).",
+        lower_bound=8,
+    )
     flags.DEFINE_integer("workers", 1, "Decoding processes when preparing.", lower_bound=1)
 
 
@@ -114,8 +134,7 @@ def data_source(run: str | Path | None = None) -> DataSource:
     return DataSource(**values)
 
 
-def define_splits(train_help: str = "Training split.",
-                  test_help: str = "Test split.") -> None:
+def define_splits(train_help: str = "Training split.", test_help: str = "Test split.") -> None:
     """``--train_split`` (default ``train``) and ``--test_split`` (default ``test``)."""
     flags.DEFINE_string("train_split", "train", train_help)
     flags.DEFINE_string("test_split", "test", test_help)
@@ -123,8 +142,10 @@ def define_splits(train_help: str = "Training split.",
 
 # -- output ---------------------------------------------------------------------------
 
-def define_output(help: str, required: bool = False,
-                  check: tuple[Callable[[str | None], bool], str] | None = None) -> None:
+
+def define_output(
+    help: str, required: bool = False, check: tuple[Callable[[str | None], bool], str] | None = None
+) -> None:
     """``--output``: the file or folder a command writes."""
     flags.DEFINE_string("output", None, help, required=required)
     if check is not None:

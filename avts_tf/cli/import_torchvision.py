@@ -35,16 +35,26 @@ from avts_tf.cli import flags as shared
 ARCHS = ("r3d_18", "mc3_18", "r2plus1d_18")
 
 flags.DEFINE_enum("arch", None, list(ARCHS), "torchvision architecture.", required=True)
-shared.define_run("The .pth state_dict.", alias=None, check=(
-    lambda p: p is None or Path(p).is_file(), "does not exist; give the .pth file torch.save "
-    "wrote"))
-shared.define_output("The .keras file to write.", required=True, check=(
-    lambda p: p is None or Path(p).suffix == ".keras", "must end in .keras"))
-flags.DEFINE_string("input_shape", "16,112,112", "T,H,W of the tower's input ('none' for a "
-                    "dynamic dimension).")
+shared.define_run(
+    "The .pth state_dict.",
+    alias=None,
+    check=(
+        lambda p: p is None or Path(p).is_file(),
+        "does not exist; give the .pth file torch.save wrote",
+    ),
+)
+shared.define_output(
+    "The .keras file to write.",
+    required=True,
+    check=(lambda p: p is None or Path(p).suffix == ".keras", "must end in .keras"),
+)
+flags.DEFINE_string(
+    "input_shape", "16,112,112", "T,H,W of the tower's input ('none' for a dynamic dimension)."
+)
 flags.DEFINE_bool("no_head", False, "Drop the fc classifier.")
-flags.DEFINE_bool("normalize", False, "Add torchvision's Kinetics normalisation: input "
-                  "frames in [0, 1].")
+flags.DEFINE_bool(
+    "normalize", False, "Add torchvision's Kinetics normalisation: input frames in [0, 1]."
+)
 FLAGS = flags.FLAGS
 
 
@@ -71,7 +81,10 @@ def _main(argv: list[str]) -> None:
 
     try:
         model = torchvision_import.load_torchvision(
-            FLAGS.arch, FLAGS.checkpoint, shape, include_head=not FLAGS.no_head,
+            FLAGS.arch,
+            FLAGS.checkpoint,
+            shape,
+            include_head=not FLAGS.no_head,
             normalize=FLAGS.normalize,
         )
     except torchvision_import.TorchvisionImportError as err:
@@ -79,9 +92,11 @@ def _main(argv: list[str]) -> None:
     Path(FLAGS.output).parent.mkdir(parents=True, exist_ok=True)
     model.save(FLAGS.output)
     head = "fc" in [layer.name for layer in model.layers]
-    print(f"wrote {FLAGS.output}: {FLAGS.arch}, input {tuple(model.inputs[0].shape[1:])}, "
-          f"output {tuple(model.outputs[0].shape[1:])} ({'logits' if head else 'features'})"
-          f"{', Kinetics normalisation' if FLAGS.normalize else ''}")
+    print(
+        f"wrote {FLAGS.output}: {FLAGS.arch}, input {tuple(model.inputs[0].shape[1:])}, "
+        f"output {tuple(model.outputs[0].shape[1:])} ({'logits' if head else 'features'})"
+        f"{', Kinetics normalisation' if FLAGS.normalize else ''}"
+    )
 
 
 main = app.entry_point(_main)

@@ -16,18 +16,23 @@ from avts_tf.cli import flags as shared
 shared.define_output("Output folder.", required=True)
 NUM_VIDEOS = flags.DEFINE_integer("num_videos", 64, "Number of videos.", lower_bound=1)
 SEED = flags.DEFINE_integer("seed", 0, "Base random seed.")
-DURATION = flags.DEFINE_float("duration_s", 4.0, "Duration of each video in seconds.",
-                              lower_bound=0.1)
+DURATION = flags.DEFINE_float(
+    "duration_s", 4.0, "Duration of each video in seconds.", lower_bound=0.1
+)
 FPS = flags.DEFINE_float("fps", 16.0, "Frame rate.", lower_bound=1.0)
-SIZE = flags.DEFINE_integer("size", 64, "Frame height and width in pixels (even).",
-                            lower_bound=8)
-flags.register_validator("size", lambda v: v is None or v % 2 == 0,
-                         "must be even (frames are encoded as yuv420p), e.g. --size=64")
-SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.",
-                                   lower_bound=8000)
+SIZE = flags.DEFINE_integer("size", 64, "Frame height and width in pixels (even).", lower_bound=8)
+flags.register_validator(
+    "size",
+    lambda v: v is None or v % 2 == 0,
+    "must be even (frames are encoded as yuv420p), e.g. --size=64",
+)
+SAMPLE_RATE = flags.DEFINE_integer(
+    "sample_rate", 16000, "Audio sample rate in Hz.", lower_bound=8000
+)
 NUM_CLASSES = flags.DEFINE_integer("num_classes", 4, "Number of classes.", lower_bound=1)
-TEST_FRACTION = flags.DEFINE_float("test_fraction", 0.25, "Fraction of videos in split 'test'.",
-                                   lower_bound=0.0, upper_bound=1.0)
+TEST_FRACTION = flags.DEFINE_float(
+    "test_fraction", 0.25, "Fraction of videos in split 'test'.", lower_bound=0.0, upper_bound=1.0
+)
 
 
 def _main(argv):

@@ -23,14 +23,26 @@ from absl import flags
 from avts_tf.cli import app
 from avts_tf.cli import flags as shared
 
-flags.DEFINE_multi_string("gin_file", [], "Gin recipes, applied in order: paths or built-in "
-                          "names (quickstart, mc3_curriculum, tssl_quickstart, ...).")
+flags.DEFINE_multi_string(
+    "gin_file",
+    [],
+    "Gin recipes, applied in order: paths or built-in "
+    "names (quickstart, mc3_curriculum, tssl_quickstart, ...).",
+)
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. 'train.Trainer.train_steps=100'.")
-shared.define_run("Output folder (default: runs/<first recipe's name>).", name="model_dir",
-                  alias=None, required=False)
-flags.DEFINE_bool("overwrite", False, "Start afresh in a model_dir whose saved configuration "
-                  "differs from this one (its checkpoints and towers are replaced), or write "
-                  "into a folder holding other files.")
+shared.define_run(
+    "Output folder (default: runs/<first recipe's name>).",
+    name="model_dir",
+    alias=None,
+    required=False,
+)
+flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Start afresh in a model_dir whose saved configuration "
+    "differs from this one (its checkpoints and towers are replaced), or write "
+    "into a folder holding other files.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -48,18 +60,27 @@ def _main(argv: list[str]) -> int:
     try:
         # The groups are built here, outside train.run, so that a binding gin evaluates
         # while building them (a refused @data.ClipSpec()) is named by failed_binding.
-        results = train.run(model_dir=model_dir, model=train.Model(), trainer=train.Trainer(),
-                            evaluation=train.Evaluation(), runtime=train.Runtime(),
-                            overwrite=FLAGS.overwrite)
+        results = train.run(
+            model_dir=model_dir,
+            model=train.Model(),
+            trainer=train.Trainer(),
+            evaluation=train.Evaluation(),
+            runtime=train.Runtime(),
+            overwrite=FLAGS.overwrite,
+        )
     except (ValueError, TypeError) as err:  # A binding gin evaluated before the run began.
         configurable = errors.failed_binding(err)
         if configurable is None:
             raise
-        app.fail(f"{errors.without_gin_note(err).strip().rstrip('.')}; fix the binding of "
-                 f"{configurable} in the recipe or --gin_param")
+        app.fail(
+            f"{errors.without_gin_note(err).strip().rstrip('.')}; fix the binding of "
+            f"{configurable} in the recipe or --gin_param"
+        )
     if results.preempted_at is not None:
-        print(f"preempted at batch {results.preempted_at}; re-run the same command to resume",
-              flush=True)
+        print(
+            f"preempted at batch {results.preempted_at}; re-run the same command to resume",
+            flush=True,
+        )
         return 0
     print(f"eval: {dict(results)}")
     headline = results.get(results.headline)

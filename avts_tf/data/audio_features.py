@@ -41,13 +41,17 @@ class LogMelSpec:
         number_setting("data.LogMelSpec.lower_hz", self.lower_hz, zero_allowed=True)
         nyquist = self.sample_rate / 2
         if self.upper_hz is not None and not self.lower_hz < self.upper_hz <= nyquist:
-            raise ValueError(f"data.LogMelSpec.upper_hz must be above lower_hz "
-                             f"({self.lower_hz}) and at most {nyquist:g} Hz (Nyquist), got "
-                             f"{self.upper_hz!r}")
+            raise ValueError(
+                f"data.LogMelSpec.upper_hz must be above lower_hz "
+                f"({self.lower_hz}) and at most {nyquist:g} Hz (Nyquist), got "
+                f"{self.upper_hz!r}"
+            )
         for name, samples in (("window_s", self.window_samples), ("hop_s", self.hop_samples)):
             if samples < 1:
-                raise ValueError(f"data.LogMelSpec.{name} is {getattr(self, name)!r} s, under one "
-                                 f"sample at {self.sample_rate} Hz")
+                raise ValueError(
+                    f"data.LogMelSpec.{name} is {getattr(self, name)!r} s, under one "
+                    f"sample at {self.sample_rate} Hz"
+                )
 
     @property
     def window_samples(self) -> int:

@@ -61,13 +61,11 @@ class ClipSpec:
         for name in ("num_frames", "frame_stride", "crop_size"):
             number_setting(f"data.ClipSpec.{name}", getattr(self, name), integer=True)
         for name in ("brightness", "saturation", "grayscale"):
-            value = number_setting(f"data.ClipSpec.{name}", getattr(self, name),
-                                   zero_allowed=True)
+            value = number_setting(f"data.ClipSpec.{name}", getattr(self, name), zero_allowed=True)
             if value > 1:
                 raise ValueError(f"data.ClipSpec.{name} must be in [0, 1], got {value!r}")
         if self.resize_short_side is not None:
-            number_setting("data.ClipSpec.resize_short_side", self.resize_short_side,
-                           integer=True)
+            number_setting("data.ClipSpec.resize_short_side", self.resize_short_side, integer=True)
 
     def window_seconds(self, fps: float) -> float:
         """Duration covered by one clip at ``fps``."""
@@ -138,8 +136,13 @@ class Clips:
         last_frame = record["num_frames"] - spec.num_frames * spec.frame_stride * speed
         max_audio_start = record["num_samples"] - window * speed
         if self.video_only:
-            return Windows(window, last_frame, max_audio_start, self.frame_to_sample(last_frame),
-                           needs_audio=False)
+            return Windows(
+                window,
+                last_frame,
+                max_audio_start,
+                self.frame_to_sample(last_frame),
+                needs_audio=False,
+            )
         # The latest start frame whose aligned audio window is still inside the audio.
         audio_bound = tf.floor(tf.cast(max_audio_start, tf.float64) * self.fps / rate)
         last_frame = tf.minimum(last_frame, tf.cast(audio_bound, tf.int64))
@@ -152,8 +155,7 @@ class Clips:
 
     def frame_to_sample(self, frame: tf.Tensor) -> tf.Tensor:
         """Audio sample (int64) at which ``frame`` starts."""
-        return tf.cast(tf.round(tf.cast(frame, tf.float64) * self.sample_rate / self.fps),
-                       tf.int64)
+        return tf.cast(tf.round(tf.cast(frame, tf.float64) * self.sample_rate / self.fps), tf.int64)
 
     def random_start(self, record: Record, seed: tf.Tensor) -> tf.Tensor:
         """A start frame drawn uniformly among the record's clip windows."""
@@ -239,10 +241,12 @@ class Clips:
             return frames
         spec = self.spec
         order_seed, bright_seed, sat_seed, grey_seed = tf.unstack(
-            tf.random.experimental.stateless_split(seed, 4))
+            tf.random.experimental.stateless_split(seed, 4)
+        )
         delta = tf.random.stateless_uniform([], bright_seed, -spec.brightness, spec.brightness)
-        factor = tf.random.stateless_uniform([], sat_seed, 1.0 - spec.saturation,
-                                             1.0 + spec.saturation)
+        factor = tf.random.stateless_uniform(
+            [], sat_seed, 1.0 - spec.saturation, 1.0 + spec.saturation
+        )
 
         def brighten(x: tf.Tensor) -> tf.Tensor:
             return x + delta if spec.brightness else x
@@ -251,21 +255,25 @@ class Clips:
             return tf.image.adjust_saturation(x, factor) if spec.saturation else x
 
         brightness_first = tf.random.stateless_uniform([], order_seed) < 0.5
-        frames = tf.cond(brightness_first, lambda: saturate(brighten(frames)),
-                         lambda: brighten(saturate(frames)))
+        frames = tf.cond(
+            brightness_first, lambda: saturate(brighten(frames)), lambda: brighten(saturate(frames))
+        )
         if spec.grayscale:
             grey = tf.random.stateless_uniform([], grey_seed) < spec.grayscale
-            frames = tf.cond(grey, lambda: tf.tile(tf.image.rgb_to_grayscale(frames),
-                                                   [1, 1, 1, 3]), lambda: frames)
+            frames = tf.cond(
+                grey,
+                lambda: tf.tile(tf.image.rgb_to_grayscale(frames), [1, 1, 1, 3]),
+                lambda: frames,
+            )
         return tf.clip_by_value(frames, 0.0, 1.0)
 
-    def video(self, record: Record, start_frame: tf.Tensor, training: bool,
-              seed: tf.Tensor) -> tf.Tensor:
+    def video(
+        self, record: Record, start_frame: tf.Tensor, training: bool, seed: tf.Tensor
+    ) -> tf.Tensor:
         """The cropped, in training colour-augmented, clip at ``start_frame``: [T, S, S, 3]."""
         frames = self.crop(self.decode(record, self.frame_indices(start_frame)), training, seed)
         if training and self.changes_colors:
-            frames = self.color(frames, training,
-                                tf.random.experimental.stateless_fold_in(seed, 7))
+            frames = self.color(frames, training, tf.random.experimental.stateless_fold_in(seed, 7))
         return tf.ensure_shape(frames, self.spec.video_shape())
 
     def audio(self, record: Record, start_sample: tf.Tensor) -> tf.Tensor:
@@ -274,8 +282,9 @@ class Clips:
         wave = record["waveform"][start_sample : start_sample + window]
         return log_mel_spectrogram(wave, self.spec.log_mel)
 
-    def aligned(self, record: Record, start_frame: tf.Tensor, training: bool,
-                seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    def aligned(
+        self, record: Record, start_frame: tf.Tensor, training: bool, seed: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         """The video clip at ``start_frame`` (crop drawn from ``seed``) and its in-sync audio.
 
         Returns:
@@ -287,5 +296,9 @@ class Clips:
         example = {"video": self.video(record, start_frame, training, seed)}
         if not self.video_only:
             example.update(audio=self.audio(record, start), audio_start=start)
-        return {**example, "video_start": start, "video_id": records.video_id(record),
-                "label": record["label_index"]}
+        return {
+            **example,
+            "video_start": start,
+            "video_id": records.video_id(record),
+            "label": record["label_index"],
+        }

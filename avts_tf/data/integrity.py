@@ -39,15 +39,15 @@ def _read_ids(path: str) -> tuple[list[str], ShardProblem | None]:
     """The record ids of shard ``path`` up to its first unreadable record."""
     ids: list[str] = []
     try:
-        for serialized in tf.data.TFRecordDataset(path).map(
-                lambda s: records.parse(s)["id"]):
+        for serialized in tf.data.TFRecordDataset(path).map(lambda s: records.parse(s)["id"]):
             ids.append(serialized.numpy().decode())
     except tf.errors.DataLossError as err:
         found = re.search(r"corrupted record at (\d+)", str(err))
         offset = int(found.group(1)) if found else None
         where = f"at byte {offset}" if offset is not None else "(truncated)"
-        return ids, ShardProblem(path, f"corrupted record {where} after {len(ids)} good "
-                                       "record(s)", offset)
+        return ids, ShardProblem(
+            path, f"corrupted record {where} after {len(ids)} good record(s)", offset
+        )
     except tf.errors.NotFoundError:
         return ids, ShardProblem(path, "shard file missing")
     except tf.errors.InvalidArgumentError as err:  # bytes that are not our records
@@ -76,15 +76,22 @@ def check_shards(data_dir: str | os.PathLike) -> list[ShardProblem]:
                 problems.append(problem)
                 continue
             if len(ids) != shard.records:
-                problems.append(ShardProblem(path, f"holds {len(ids)} records, the manifest "
-                                                   f"says {shard.records}"))
+                problems.append(
+                    ShardProblem(
+                        path, f"holds {len(ids)} records, the manifest says {shard.records}"
+                    )
+                )
                 continue
             want = expected_ids.get(os.path.basename(shard.file))
             if want is not None and sorted(ids) != sorted(want):
                 missing = sorted(set(want) - set(ids))[:3]
                 extra = sorted(set(ids) - set(want))[:3]
-                problems.append(ShardProblem(path, f"ids differ from the manifest (missing "
-                                                   f"{missing}, unexpected {extra})"))
+                problems.append(
+                    ShardProblem(
+                        path,
+                        f"ids differ from the manifest (missing {missing}, unexpected {extra})",
+                    )
+                )
     return problems
 
 

@@ -106,8 +106,12 @@ class IngestConfig:
         """
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name, kind in (("fps", float), ("short_side", int), ("sample_rate", int),
-                           ("record_overlap_s", float)):
+        for name, kind in (
+            ("fps", float),
+            ("short_side", int),
+            ("sample_rate", int),
+            ("record_overlap_s", float),
+        ):
             if name in values:
                 values[name] = kind(values[name])
         values.setdefault("require_video", True)
@@ -156,21 +160,37 @@ class WrittenEntry:
     def from_dict(cls, data: Mapping[str, Any]) -> WrittenEntry:
         """The entry of one item of a manifest's ``written`` list."""
         return cls(
-            id=str(data["id"]), split=str(data.get("split", "train")),
-            path=data.get("path") or "", label=data.get("label") or "",
-            start=data.get("start"), end=data.get("end"), shard=data.get("shard"),
-            records=int(data.get("records", 1)), num_frames=int(data.get("num_frames", 0)),
-            num_samples=int(data.get("num_samples", 0)), height=int(data.get("height", 0)),
-            width=int(data.get("width", 0)), duration=float(data.get("duration", 0.0)),
+            id=str(data["id"]),
+            split=str(data.get("split", "train")),
+            path=data.get("path") or "",
+            label=data.get("label") or "",
+            start=data.get("start"),
+            end=data.get("end"),
+            shard=data.get("shard"),
+            records=int(data.get("records", 1)),
+            num_frames=int(data.get("num_frames", 0)),
+            num_samples=int(data.get("num_samples", 0)),
+            height=int(data.get("height", 0)),
+            width=int(data.get("width", 0)),
+            duration=float(data.get("duration", 0.0)),
             warnings=tuple(data.get("warnings", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``start``/``end``, ``warnings``, ``shard`` only when set)."""
-        out = {"path": self.path, "id": self.id, "label": self.label, "split": self.split,
-               **_cut(asdict(self)), "records": self.records, "num_frames": self.num_frames,
-               "num_samples": self.num_samples, "height": self.height, "width": self.width,
-               "duration": self.duration}
+        out = {
+            "path": self.path,
+            "id": self.id,
+            "label": self.label,
+            "split": self.split,
+            **_cut(asdict(self)),
+            "records": self.records,
+            "num_frames": self.num_frames,
+            "num_samples": self.num_samples,
+            "height": self.height,
+            "width": self.width,
+            "duration": self.duration,
+        }
         if self.warnings:
             out["warnings"] = list(self.warnings)
         if self.shard is not None:
@@ -200,17 +220,29 @@ class SkippedEntry:
     def from_dict(cls, data: Mapping[str, Any]) -> SkippedEntry:
         """The entry of one item of a manifest's ``skipped`` list."""
         return cls(
-            id=str(data["id"]), kind=str(data.get("kind", "error")),
-            reason=str(data.get("reason", "")), split=str(data.get("split", "train")),
-            path=data.get("path") or "", label=data.get("label") or "",
-            start=data.get("start"), end=data.get("end"), same_as=data.get("same_as") or "",
+            id=str(data["id"]),
+            kind=str(data.get("kind", "error")),
+            reason=str(data.get("reason", "")),
+            split=str(data.get("split", "train")),
+            path=data.get("path") or "",
+            label=data.get("label") or "",
+            start=data.get("start"),
+            end=data.get("end"),
+            same_as=data.get("same_as") or "",
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``start``/``end`` and ``same_as`` only when set)."""
-        return {"path": self.path, "id": self.id, "label": self.label, "split": self.split,
-                **_cut(asdict(self)), "kind": self.kind, "reason": self.reason,
-                **({"same_as": self.same_as} if self.same_as else {})}
+        return {
+            "path": self.path,
+            "id": self.id,
+            "label": self.label,
+            "split": self.split,
+            **_cut(asdict(self)),
+            "kind": self.kind,
+            "reason": self.reason,
+            **({"same_as": self.same_as} if self.same_as else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -292,8 +324,10 @@ class Manifest:
         where = manifest_path(data_dir) if data_dir is not None else "manifest"
         version = data.get("format_version", 1)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-            raise ManifestError(f"{where}: format_version {version!r} is not a version number; "
-                                "re-run tools/prepare_data.py to write it again")
+            raise ManifestError(
+                f"{where}: format_version {version!r} is not a version number; "
+                "re-run tools/prepare_data.py to write it again"
+            )
         if version > FORMAT_VERSION:
             raise ManifestError(
                 f"{where} has format version {version}, newer than this avts_tf reads "
@@ -334,11 +368,15 @@ class Manifest:
         try:
             data = json.loads(text)
         except ValueError as err:
-            raise ManifestError(f"{path} is not valid JSON ({err}); prepare the data again: "
-                                f"tools/prepare_data.py --input ... --output {data_dir}") from None
+            raise ManifestError(
+                f"{path} is not valid JSON ({err}); prepare the data again: "
+                f"tools/prepare_data.py --input ... --output {data_dir}"
+            ) from None
         if not isinstance(data, Mapping):
-            raise ManifestError(f"{path} holds no JSON object; prepare the data again: "
-                                f"tools/prepare_data.py --input ... --output {data_dir}")
+            raise ManifestError(
+                f"{path} holds no JSON object; prepare the data again: "
+                f"tools/prepare_data.py --input ... --output {data_dir}"
+            )
         return cls.from_dict(data, data_dir)
 
     def to_dict(self) -> dict[str, Any]:
@@ -378,8 +416,12 @@ class Manifest:
     def summary(self) -> dict[str, Any]:
         """Counts of files, written and skipped, and skipped files per kind."""
         kinds = collections.Counter(e.kind for e in self.skipped)
-        return {"files": len(self.written) + len(self.skipped), "written": len(self.written),
-                "skipped": len(self.skipped), "skipped_by_kind": dict(sorted(kinds.items()))}
+        return {
+            "files": len(self.written) + len(self.skipped),
+            "written": len(self.written),
+            "skipped": len(self.skipped),
+            "skipped_by_kind": dict(sorted(kinds.items())),
+        }
 
     @property
     def split_names(self) -> list[str]:
@@ -399,8 +441,9 @@ class Manifest:
         """Written entries of ``split`` shorter than ``seconds`` (no duration counts as 0)."""
         return sum(1 for e in self.records(split) if e.duration < seconds)
 
-    def without_clip_window(self, split: str, seconds: float,
-                            needs_audio: bool = True) -> dict[str, int]:
+    def without_clip_window(
+        self, split: str, seconds: float, needs_audio: bool = True
+    ) -> dict[str, int]:
         """Entries of ``split`` that hold no ``seconds`` clip window, by cause.
 
         Returns:
@@ -419,11 +462,20 @@ class Manifest:
                 causes["without audio"] += 1
             elif entry.duration < seconds or (needs_audio and entry.num_samples < samples):
                 causes["shorter"] += 1
-        return {cause: causes[cause] for cause in ("without video", "without audio", "shorter")
-                if causes[cause]}
+        return {
+            cause: causes[cause]
+            for cause in ("without video", "without audio", "shorter")
+            if causes[cause]
+        }
 
-    def require_clip_windows(self, split: str, seconds: float, role: str = "train",
-                             needs_audio: bool = True, multiple: int = 1) -> dict[str, int]:
+    def require_clip_windows(
+        self,
+        split: str,
+        seconds: float,
+        role: str = "train",
+        needs_audio: bool = True,
+        multiple: int = 1,
+    ) -> dict[str, int]:
         """Refuses a ``split`` none of whose records holds one ``seconds`` clip window.
 
         The pipelines skip such records (audio-only files, and with ``needs_audio`` files
@@ -445,8 +497,11 @@ class Manifest:
         why = ", ".join(f"{count} {cause}" for cause, count in causes.items())
         where = f" of {self.data_dir}" if self.data_dir else ""
         wanted = "longer videos with an audio track" if needs_audio else "longer videos"
-        slowest = (f" (the task's slowest view: {multiple}x a {seconds / multiple:.2f} s clip)"
-                   if multiple > 1 else "")
+        slowest = (
+            f" (the task's slowest view: {multiple}x a {seconds / multiple:.2f} s clip)"
+            if multiple > 1
+            else ""
+        )
         raise UserError(
             f"no record of the {role} split {split!r}{where} holds one {seconds:.2f} s clip "
             f"window{' of video and audio' if needs_audio else ' of video'}{slowest} "

@@ -57,10 +57,12 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     data_dir = os.fspath(data_dir)
     files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f"{split}-*.tfrecord")))
     if not files:
-        present = sorted({
-            os.path.basename(f).split("-")[0]
-            for f in tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecord"))
-        })
+        present = sorted(
+            {
+                os.path.basename(f).split("-")[0]
+                for f in tf.io.gfile.glob(os.path.join(data_dir, "*.tfrecord"))
+            }
+        )
         raise FileNotFoundError(
             f"No shards for split {split!r} in {data_dir}; splits present: "
             f"{', '.join(present) or 'none'}. Run tools/prepare_data.py first."
@@ -68,23 +70,30 @@ def shard_files(data_dir: str | os.PathLike, split: str) -> list[str]:
     return files
 
 
-def count_too_short(data_dir: str | os.PathLike, split: str, spec: ClipSpec,
-                    video_only: bool = False) -> int:
+def count_too_short(
+    data_dir: str | os.PathLike, split: str, spec: ClipSpec, video_only: bool = False
+) -> int:
     """Number of records in ``split`` without one clip window (the reader drops them).
 
     Shorter records, audio-only ones and, unless ``video_only``, videos without sound
     (``Manifest.without_clip_window``, the rule :func:`train_dataset` warns with).
     """
     prepared = Manifest.read(data_dir)
-    return sum(prepared.without_clip_window(split, spec.window_seconds(prepared.fps),
-                                            needs_audio=not video_only).values())
+    return sum(
+        prepared.without_clip_window(
+            split, spec.window_seconds(prepared.fps), needs_audio=not video_only
+        ).values()
+    )
 
 
 def _log_skipped(lost: tf.Tensor, expected: tf.Tensor, path: tf.Tensor) -> bool:
     logging.warning(
         "skipped %d of %d records of corrupted shard %s (a corrupted record and everything "
         "after it, on every pass over the data); rebuild it with avts-prepare --verify",
-        int(lost), int(expected), path.numpy().decode())
+        int(lost),
+        int(expected),
+        path.numpy().decode(),
+    )
     return False
 
 
@@ -99,7 +108,8 @@ def _read_shard_skipping_corrupted(path: tf.Tensor, expected: tf.Tensor) -> tf.d
     records_read = tf.data.TFRecordDataset(path).ignore_errors().map(lambda r: (r, False))
     end_marker = tf.data.Dataset.from_tensors((tf.constant(b""), True))
     counted = records_read.concatenate(end_marker).scan(
-        tf.constant(0, tf.int64), lambda n, item: (n + 1, (n, item[0], item[1])))
+        tf.constant(0, tf.int64), lambda n, item: (n + 1, (n, item[0], item[1]))
+    )
 
     def keep(position: tf.Tensor, record: tf.Tensor, at_end: tf.Tensor) -> tf.Tensor:
         del record
@@ -114,7 +124,10 @@ def _read_shard_skipping_corrupted(path: tf.Tensor, expected: tf.Tensor) -> tf.d
 
 
 def _records(
-    files: list[str], shuffle_files: bool, seed: int | None, cycle_length: int = 4,
+    files: list[str],
+    shuffle_files: bool,
+    seed: int | None,
+    cycle_length: int = 4,
     expected_counts: dict[str, int] | None = None,
 ) -> tf.data.Dataset:
     """Parsed records of ``files``.
@@ -157,9 +170,11 @@ def _worker_share(
 
     def positions(dataset: tf.data.Dataset) -> tf.data.Dataset:
         # Before decoding: the other workers' examples are read, never decoded.
-        return dataset.enumerate().filter(
-            lambda i, example: tf.equal(i % workers, worker)
-        ).map(lambda i, example: example)
+        return (
+            dataset.enumerate()
+            .filter(lambda i, example: tf.equal(i % workers, worker))
+            .map(lambda i, example: example)
+        )
 
     return files, batch_size // workers, positions
 
@@ -179,8 +194,9 @@ class ExampleSource(Protocol):
     def train_example(self, clips: Clips, record: Batch, seed: tf.Tensor) -> Batch:
         """One training example from a decoded record (``seed``: [2] int32, stateless)."""
 
-    def eval_example(self, clips: Clips, record: Batch, seed: tf.Tensor,
-                     clip_index: tf.Tensor, num_clips: int) -> Batch:
+    def eval_example(
+        self, clips: Clips, record: Batch, seed: tf.Tensor, clip_index: tf.Tensor, num_clips: int
+    ) -> Batch:
         """Evaluation example ``clip_index`` of ``num_clips`` from a decoded record."""
 
     def batch_examples(self, batch: Batch, training: bool) -> Batch:
@@ -208,7 +224,11 @@ class AlignedClips:
         return clips.aligned(record, clips.random_start(record, start_seed), True, crop_seed)
 
     def eval_example(
-        self, clips: Any, record: Batch, seed: tf.Tensor, clip_index: tf.Tensor,
+        self,
+        clips: Any,
+        record: Batch,
+        seed: tf.Tensor,
+        clip_index: tf.Tensor,
         num_clips: int,
     ) -> Batch:
         """Evaluation example ``clip_index`` of ``num_clips`` evenly spaced ones."""
@@ -221,8 +241,9 @@ class AlignedClips:
         return batch
 
 
-def _prepare(data_dir: str | os.PathLike, split: str, spec: ClipSpec | None,
-             video_only: bool = False):
+def _prepare(
+    data_dir: str | os.PathLike, split: str, spec: ClipSpec | None, video_only: bool = False
+):
     spec = spec or ClipSpec()
     prepared = Manifest.read(data_dir)
     if not video_only:
@@ -278,21 +299,30 @@ def train_dataset(
     spec, prepared, clips, files = _prepare(data_dir, split, spec, video_only)
     multiple = task.window_multiple
     window = spec.window_seconds(clips.fps) * multiple
-    skipped = prepared.require_clip_windows(split, window, needs_audio=not video_only,
-                                            multiple=multiple)
+    skipped = prepared.require_clip_windows(
+        split, window, needs_audio=not video_only, multiple=multiple
+    )
     if skipped:
         logging.warning(
             "%d record(s) of split %r hold no %.2f s clip window (%s) and are skipped.",
-            sum(skipped.values()), split, window,
+            sum(skipped.values()),
+            split,
+            window,
             ", ".join(f"{count} {cause}" for cause, count in skipped.items()),
         )
     files, share, keep_mine = _worker_share(files, batch_size, input_context)
     expected_counts = None
     if skip_corrupted:
-        expected_counts = {os.path.basename(shard.file): shard.records
-                           for shard in prepared.splits[split].shards}
-    records_ds = _records(files, shuffle_files=True, seed=seed, cycle_length=cycle_length,
-                          expected_counts=expected_counts)
+        expected_counts = {
+            os.path.basename(shard.file): shard.records for shard in prepared.splits[split].shards
+        }
+    records_ds = _records(
+        files,
+        shuffle_files=True,
+        seed=seed,
+        cycle_length=cycle_length,
+        expected_counts=expected_counts,
+    )
     records_ds = records_ds.filter(lambda record: clips.long_enough(record, multiple))
     if cache_records:
         records_ds = records_ds.cache()
@@ -333,7 +363,8 @@ def eval_dataset(
     task = task or AlignedClips()
     spec, _, clips, files = _prepare(data_dir, split, spec, video_only)
     records_ds = _records(files, shuffle_files=False, seed=None).filter(
-        lambda record: clips.long_enough(record, task.window_multiple))
+        lambda record: clips.long_enough(record, task.window_multiple)
+    )
     records_ds = records_ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
 
     def clip_pass(k):

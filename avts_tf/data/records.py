@@ -141,8 +141,7 @@ def source_name(record: dict[str, tf.Tensor]) -> tf.Tensor:
     """The string id of the file a parsed record comes from (shared by a file's pieces)."""
     source = record["id"]
     if "source_id" in record:  # records parsed by ``parse``; hand-made ones may lack it
-        source = tf.where(tf.strings.length(record["source_id"]) > 0, record["source_id"],
-                          source)
+        source = tf.where(tf.strings.length(record["source_id"]) > 0, record["source_id"], source)
     return source
 
 

@@ -38,8 +38,9 @@ def _fields(entry: Any) -> tuple[str, str | None, str]:
     return str(entry.id), entry.path or None, str(entry.split)
 
 
-def find_overlaps(entries: Iterable[Any],
-                  splits: Collection[str] | None = None) -> list[tuple[str, tuple[str, ...]]]:
+def find_overlaps(
+    entries: Iterable[Any], splits: Collection[str] | None = None
+) -> list[tuple[str, tuple[str, ...]]]:
     """Ids and files found in more than one split.
 
     Args:

@@ -112,8 +112,10 @@ def make_folds(
         raise UserError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     labelled = np.flatnonzero(feats.labels >= 0)
     if len(labelled) == 0:
-        raise UserError("no labelled file to evaluate (empty set); give files in class folders "
-                        "or a CSV with labels")
+        raise UserError(
+            "no labelled file to evaluate (empty set); give files in class folders "
+            "or a CSV with labels"
+        )
     splits = set(feats.splits[labelled].tolist())
     fold_splits = sorted((s for s in splits if _FOLD_SPLIT.match(s)), key=lambda s: int(s[4:]))
     if protocol == "auto":
@@ -143,8 +145,10 @@ def make_folds(
     k = num_folds or 5
     counts = np.bincount(feats.labels[labelled])
     if counts[counts > 0].min() < k:
-        raise UserError(f"kfold with {k} folds needs at least {k} files per class; lower "
-                        "--num_folds or give more files")
+        raise UserError(
+            f"kfold with {k} folds needs at least {k} files per class; lower "
+            "--num_folds or give more files"
+        )
     splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     return [
         Fold(f"fold {i + 1}/{k}", labelled[tr], labelled[te])
@@ -161,9 +165,7 @@ def _windows_of(feats: Features, files: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isin(feats.file_index, files))
 
 
-def file_scores(
-    scores: np.ndarray, file_index: np.ndarray, files: np.ndarray
-) -> np.ndarray:
+def file_scores(scores: np.ndarray, file_index: np.ndarray, files: np.ndarray) -> np.ndarray:
     """Mean decision score per file: ``[len(files), classes]``."""
     if scores.ndim == 1:  # Binary LinearSVC: one score for the second class.
         scores = np.stack([-scores, scores], axis=1)
@@ -175,7 +177,9 @@ def file_scores(
 
 
 def probe_fold(
-    feats: Features, fold: Fold, Cs: Sequence[float] = (1.0,)  # noqa: N803
+    feats: Features,
+    fold: Fold,
+    Cs: Sequence[float] = (1.0,),  # noqa: N803
 ) -> dict[str, float]:
     """Trains the probe on ``fold.train`` files and scores ``fold.test`` files.
 
@@ -188,8 +192,10 @@ def probe_fold(
     train, test = _windows_of(feats, fold.train), _windows_of(feats, fold.test)
     x_train, y_train = feats.features[train], feats.window_labels[train]
     if len(np.unique(y_train)) < 2:
-        raise UserError(f"{fold.name}: the training files hold fewer than 2 classes; give files "
-                        "of at least two classes in each fold")
+        raise UserError(
+            f"{fold.name}: the training files hold fewer than 2 classes; give files "
+            "of at least two classes in each fold"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if len(Cs) > 1:
@@ -216,7 +222,9 @@ def probe_fold(
 
 
 def probe(
-    feats: Features, folds: Sequence[Fold], Cs: Sequence[float] = (1.0,)  # noqa: N803
+    feats: Features,
+    folds: Sequence[Fold],
+    Cs: Sequence[float] = (1.0,),  # noqa: N803
 ) -> dict:
     """Runs ``probe_fold`` on every fold.
 
@@ -229,6 +237,7 @@ def probe(
 
 
 # -- feature sets of a command (avts-eval-audio) --------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureRequest:
@@ -259,8 +268,9 @@ class FeatureRequest:
     progress: bool = True
 
 
-def feature_sets(asked: FeatureRequest, stack: contextlib.ExitStack
-                 ) -> Iterator[tuple[str, Features]]:
+def feature_sets(
+    asked: FeatureRequest, stack: contextlib.ExitStack
+) -> Iterator[tuple[str, Features]]:
     """Yields ``(name, Features)`` for every feature set asked for, in order.
 
     Raises:
@@ -269,8 +279,9 @@ def feature_sets(asked: FeatureRequest, stack: contextlib.ExitStack
     """
     for path in asked.feature_files:
         if not Path(path).is_file():
-            raise UserError(f"features file {path} does not exist; give an .npz written by "
-                            "avts-extract")
+            raise UserError(
+                f"features file {path} does not exist; give an .npz written by avts-extract"
+            )
         feats = Features.load(path)
         yield f"{Path(path).name} ({feats.info.get('layer', '?')})", feats
     if not (asked.checkpoint or asked.mfcc):
@@ -284,19 +295,28 @@ def feature_sets(asked: FeatureRequest, stack: contextlib.ExitStack
         features.resolve_layer(tower, asked.layer)
         spec = checkpoint.clip_spec_for(asked.checkpoint, audio_tower=tower)
         sample_rate = spec.log_mel.sample_rate
-    data = prepared.prepared_data(asked.source, stack, sample_rate=sample_rate,
-                                  audio_only=True)
+    data = prepared.prepared_data(asked.source, stack, sample_rate=sample_rate, audio_only=True)
     if asked.checkpoint:
         feats = features.tower_features(
-            tower, "audio", data, spec, layer=asked.layer, pool=asked.pool,
-            batch_size=asked.batch_size, window_s=asked.window_s,
-            max_windows=asked.max_windows, progress=asked.progress,
+            tower,
+            "audio",
+            data,
+            spec,
+            layer=asked.layer,
+            pool=asked.pool,
+            batch_size=asked.batch_size,
+            window_s=asked.window_s,
+            max_windows=asked.max_windows,
+            progress=asked.progress,
         )
         window = int(feats.info["window_samples"])
         yield f"audio tower ({feats.info['layer']})", feats
     if asked.mfcc:
         feats = mfcc.mfcc_features(
-            data, window, window_s=asked.window_s, max_windows=asked.max_windows,
+            data,
+            window,
+            window_s=asked.window_s,
+            max_windows=asked.max_windows,
             progress=asked.progress,
         )
         yield f"MFCC baseline ({feats.features.shape[1]}-d)", feats
@@ -321,11 +341,21 @@ def evaluate(
     results = {}
     with contextlib.ExitStack() as stack:  # holds raw media's prepared copy
         for name, feats in feature_sets(asked, stack):
-            folds = make_folds(feats, protocol, train_split=train_split,
-                               test_split=test_split, num_folds=num_folds,
-                               group_regex=group_regex, seed=seed)
+            folds = make_folds(
+                feats,
+                protocol,
+                train_split=train_split,
+                test_split=test_split,
+                num_folds=num_folds,
+                group_regex=group_regex,
+                seed=seed,
+            )
             result = probe(feats, folds, cs)
-            result.update(protocol=protocol, info=feats.info, files=len(feats.ids),
-                          windows=int(len(feats.features)))
+            result.update(
+                protocol=protocol,
+                info=feats.info,
+                files=len(feats.ids),
+                windows=int(len(feats.features)),
+            )
             results[name] = result
     return results

@@ -100,8 +100,10 @@ def rebuild_run_model(model_dir: str | Path, task: keras.layers.Layer | None = N
     description = run_description(model_dir)
     weights = latest_weights(model_dir)
     if weights is None:
-        raise UserError(f"{model_dir} has no training checkpoint yet; wait for its first "
-                        "checkpoint (train.Trainer.checkpoint_every_steps) or give a finished run")
+        raise UserError(
+            f"{model_dir} has no training checkpoint yet; wait for its first "
+            "checkpoint (train.Trainer.checkpoint_every_steps) or give a finished run"
+        )
     video = description.video_tower.build()
     audio = description.audio_tower.build()
     model = AVTSModel(video, audio, task if task is not None else description.build_task())
@@ -131,13 +133,17 @@ def load_task_weights(model: keras.Model, model_dir: str | Path, needs: str) -> 
     """
     weights = latest_weights(model_dir)
     if weights is None:
-        raise UserError(f"{needs} but {model_dir} has no checkpoint yet; wait for its first "
-                        "checkpoint (train.Trainer.checkpoint_every_steps)")
+        raise UserError(
+            f"{needs} but {model_dir} has no checkpoint yet; wait for its first "
+            "checkpoint (train.Trainer.checkpoint_every_steps)"
+        )
     try:
         model.load_weights(weights, objects_to_skip=[model.video_tower, model.audio_tower])
     except (ValueError, OSError) as err:
-        raise UserError(f"{weights} does not fit the run's task: {err}; give the model_dir "
-                        "the checkpoint was trained in") from None
+        raise UserError(
+            f"{weights} does not fit the run's task: {err}; give the model_dir "
+            "the checkpoint was trained in"
+        ) from None
 
 
 def _load_keras(path: Path, which: str) -> keras.Model:
@@ -148,8 +154,10 @@ def _load_keras(path: Path, which: str) -> keras.Model:
     rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else None
     if rank != _INPUT_RANK[which]:
         other = {5: "a video", 4: "an audio"}.get(rank, "not a")
-        raise UserError(f"{path} is {other} tower, expected the {which} tower; give the "
-                        f"run's {which}_tower.keras or its model_dir")
+        raise UserError(
+            f"{path} is {other} tower, expected the {which} tower; give the "
+            f"run's {which}_tower.keras or its model_dir"
+        )
     return portable.training_tower(model)  # Saved with stock layers; fine-tuned with fast.
 
 
@@ -196,7 +204,9 @@ def clip_spec_for(
     if checkpoint is not None and folder is None:
         logging.warning(
             "No %s next to %s: using default log-mel settings (%s).",
-            RUN_DESCRIPTION, checkpoint, spec.log_mel,
+            RUN_DESCRIPTION,
+            checkpoint,
+            spec.log_mel,
         )
     if video_tower is not None:
         frames, height, width = video_tower.inputs[0].shape[1:4]
@@ -249,6 +259,7 @@ def run_dataset(model_dir: str | Path) -> str:
     """
     dataset = run_description(model_dir).dataset
     if not manifest.exists(dataset):
-        raise UserError(f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset; "
-                        "give --data")
+        raise UserError(
+            f"the dataset of run {model_dir} ({dataset}) is not a prepared dataset; give --data"
+        )
     return dataset

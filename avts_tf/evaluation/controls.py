@@ -117,39 +117,54 @@ class Verdict:
     @property
     def singles_outside(self) -> list[int]:
         """Seeds whose held-out value lies farther than the margin from chance."""
-        return [seed for seed, value in self.held_out.items()
-                if round(abs(value - self.chance), 9) > self.margin]
+        return [
+            seed
+            for seed, value in self.held_out.items()
+            if round(abs(value - self.chance), 9) > self.margin
+        ]
 
     @property
     def training_outside(self) -> list[int]:
         """Seeds whose training value lies farther than the margin from chance."""
-        return [seed for seed, value in self.training.items()
-                if round(abs(value - self.chance), 9) > self.margin]
+        return [
+            seed
+            for seed, value in self.training.items()
+            if round(abs(value - self.chance), 9) > self.margin
+        ]
 
     def line(self) -> str:
         """One line: chance, seed mean, single runs, training views, and the verdict."""
         seeds = len(self.held_out)
         text = f"{self.control} / {self.metric}: chance {self.chance:.3f}, held-out "
         if seeds > 1:
-            text += (f"mean {self.mean:.3f} ± {self.standard_error:.3f} (s.e.) over {seeds} "
-                     "seeds (single runs "
-                     f"{_span(self.held_out.values())}, {len(self.singles_outside)} of "
-                     f"{seeds} outside ± {self.margin:g})")
+            text += (
+                f"mean {self.mean:.3f} ± {self.standard_error:.3f} (s.e.) over {seeds} "
+                "seeds (single runs "
+                f"{_span(self.held_out.values())}, {len(self.singles_outside)} of "
+                f"{seeds} outside ± {self.margin:g})"
+            )
         else:
             text += f"{self.mean:.3f} (one seed)"
         if self.training:
-            text += (f"; training views {_span(self.training.values())} "
-                     f"({len(self.training_outside)} of {len(self.training)} outside)")
+            text += (
+                f"; training views {_span(self.training.values())} "
+                f"({len(self.training_outside)} of {len(self.training)} outside)"
+            )
         what = "mean " if seeds > 1 else ""
-        return text + f": {what}{'within' if self.mean_holds else 'NOT within'} chance ± " \
+        return (
+            text + f": {what}{'within' if self.mean_holds else 'NOT within'} chance ± "
             f"{self.margin:g}"
+        )
 
 
 def _span(values) -> str:
     """``"0.484-0.630"``, or the one value."""
     ordered = sorted(values)
-    return (f"{ordered[0]:.3f}" if len(ordered) == 1 or ordered[0] == ordered[-1]
-            else f"{ordered[0]:.3f}-{ordered[-1]:.3f}")
+    return (
+        f"{ordered[0]:.3f}"
+        if len(ordered) == 1 or ordered[0] == ordered[-1]
+        else f"{ordered[0]:.3f}-{ordered[-1]:.3f}"
+    )
 
 
 def described(model_dir: str | os.PathLike) -> tuple[str, int] | None:
@@ -170,8 +185,10 @@ def described(model_dir: str | os.PathLike) -> tuple[str, int] | None:
 
 def _control_and_seed(model_dir: Path, run, task) -> tuple[str, int]:
     if not task.controls():
-        raise UserError(f"{model_dir} holds a run of another task than the temporal one; "
-                        "use another --output_dir")
+        raise UserError(
+            f"{model_dir} holds a run of another task than the temporal one; "
+            "use another --output_dir"
+        )
     return task.control, int(run.seed)
 
 
@@ -187,8 +204,9 @@ def _held_out_videos(dataset: str, split: str) -> int:
     from avts_tf.data import records
     from avts_tf.evaluation import records_io
 
-    return len({int(records.video_id(r).numpy())
-                for r in records_io.parsed_records(dataset, [split])})
+    return len(
+        {int(records.video_id(r).numpy()) for r in records_io.parsed_records(dataset, [split])}
+    )
 
 
 def read_run(model_dir: str | os.PathLike) -> ControlRun:
@@ -198,8 +216,10 @@ def read_run(model_dir: str | os.PathLike) -> ControlRun:
 
     model_dir = Path(model_dir)
     if not finished(model_dir):
-        raise UserError(f"{model_dir} holds no finished run (run.json and eval.json); train "
-                        "it with avts-controls")
+        raise UserError(
+            f"{model_dir} holds no finished run (run.json and eval.json); train "
+            "it with avts-controls"
+        )
 
     run = RunDescription.read(model_dir)
     task = run.build_task()
@@ -210,11 +230,16 @@ def read_run(model_dir: str | os.PathLike) -> ControlRun:
     held_out = json.loads((model_dir / "eval.json").read_text(encoding="utf-8"))
     logged = read_scalars(model_dir / "tensorboard").get("train", {})
     training = {m: logged[f"epoch_{m}"][-1][1] for m in chance if logged.get(f"epoch_{m}")}
-    return ControlRun(control=control, seed=seed,
-                      held_out={m: float(held_out[m]) for m in chance if m in held_out},
-                      training=training, chance=chance, model_dir=str(model_dir),
-                      removes=dict(task.controls()),
-                      titles={m.name: m.title for m in metrics})
+    return ControlRun(
+        control=control,
+        seed=seed,
+        held_out={m: float(held_out[m]) for m in chance if m in held_out},
+        training=training,
+        chance=chance,
+        model_dir=str(model_dir),
+        removes=dict(task.controls()),
+        titles={m.name: m.title for m in metrics},
+    )
 
 
 def verdicts(runs: Sequence[ControlRun], margin: float = MARGIN) -> list[Verdict]:
@@ -226,13 +251,18 @@ def verdicts(runs: Sequence[ControlRun], margin: float = MARGIN) -> list[Verdict
             held_out = {run.seed: run.held_out[metric] for run in mine if metric in run.held_out}
             if not held_out:
                 continue
-            found.append(Verdict(
-                control=control, metric=metric,
-                chance=float(sum(run.chance[metric] for run in mine) / len(mine)),
-                held_out=held_out,
-                training={run.seed: run.training[metric] for run in mine
-                          if metric in run.training},
-                margin=margin))
+            found.append(
+                Verdict(
+                    control=control,
+                    metric=metric,
+                    chance=float(sum(run.chance[metric] for run in mine) / len(mine)),
+                    held_out=held_out,
+                    training={
+                        run.seed: run.training[metric] for run in mine if metric in run.training
+                    },
+                    margin=margin,
+                )
+            )
     return found
 
 
@@ -248,13 +278,19 @@ def table(runs: Sequence[ControlRun]) -> str:
         mine = sorted((run for run in runs if run.control == control), key=lambda r: r.seed)
         removed = mine[0].removed
         for run in mine:
-            rows.append([control, str(run.seed)] + [
-                _cell(run.held_out.get(metric), metric in removed) for metric in metrics])
+            rows.append(
+                [control, str(run.seed)]
+                + [_cell(run.held_out.get(metric), metric in removed) for metric in metrics]
+            )
         if len(mine) > 1:
             means = [[run.held_out[m] for run in mine if m in run.held_out] for m in metrics]
-            rows.append([control, "mean"] + [
-                _cell(sum(v) / len(v) if v else None, m in removed)
-                for m, v in zip(metrics, means, strict=True)])
+            rows.append(
+                [control, "mean"]
+                + [
+                    _cell(sum(v) / len(v) if v else None, m in removed)
+                    for m, v in zip(metrics, means, strict=True)
+                ]
+            )
     if runs:
         rows.append(["chance", ""] + [f"{runs[0].chance[m]:.3f}" for m in metrics])
     titles = runs[0].titles if runs else {}
@@ -276,21 +312,33 @@ def summary(found: Sequence[Verdict]) -> str:
     over = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     over += " seed" if counts == [1] else " seeds"
     if failing:
-        return (f"controls: seed mean NOT within chance ± {found[0].margin:g} for "
-                f"{', '.join(failing)} (over {over})")
-    return (f"controls: every removed head's seed mean within chance ± {found[0].margin:g} "
-            f"(over {over})")
+        return (
+            f"controls: seed mean NOT within chance ± {found[0].margin:g} for "
+            f"{', '.join(failing)} (over {over})"
+        )
+    return (
+        f"controls: every removed head's seed mean within chance ± {found[0].margin:g} "
+        f"(over {over})"
+    )
 
 
 def as_json(runs: Sequence[ControlRun], found: Sequence[Verdict]) -> dict[str, Any]:
     """Runs and verdicts as a JSON-ready dict."""
     return {
-        "runs": [{k: v for k, v in dataclasses.asdict(run).items()
-                  if k not in ("removes", "titles")} for run in runs],
-        "verdicts": [{**dataclasses.asdict(v), "mean": v.mean,
-                      "standard_error": None if math.isnan(v.standard_error) else v.standard_error,
-                      "mean_holds": v.mean_holds,
-                      "singles_outside": v.singles_outside,
-                      "training_outside": v.training_outside} for v in found],
+        "runs": [
+            {k: v for k, v in dataclasses.asdict(run).items() if k not in ("removes", "titles")}
+            for run in runs
+        ],
+        "verdicts": [
+            {
+                **dataclasses.asdict(v),
+                "mean": v.mean,
+                "standard_error": None if math.isnan(v.standard_error) else v.standard_error,
+                "mean_holds": v.mean_holds,
+                "singles_outside": v.singles_outside,
+                "training_outside": v.training_outside,
+            }
+            for v in found
+        ],
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

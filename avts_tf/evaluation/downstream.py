@@ -80,9 +80,7 @@ def few_shot_fold(feats: features.Features, budget: Budget, seed: int) -> audio_
     train = np.flatnonzero(feats.splits == budget.train_split)
     test = np.flatnonzero((feats.splits == budget.test_split) & (feats.labels >= 0))
     if len(train) == 0 or len(test) == 0:
-        raise UserError(
-            f"need files in splits {budget.train_split!r} and {budget.test_split!r}"
-        )
+        raise UserError(f"need files in splits {budget.train_split!r} and {budget.test_split!r}")
     chosen = train[records_io.choose_per_class(feats.labels[train], budget.shots, seed)]
     return audio_probe.Fold(f"{budget.shots}-shot seed {seed}", chosen, test)
 
@@ -129,8 +127,10 @@ def audio_feature_sets(
     keras.utils.set_random_seed(0)
     towers = {SCRATCH: checkpoint.fresh_copy(first)}
     towers.update({name: checkpoint.load_tower(path, "audio") for name, path in runs.items()})
-    sets = {name: features.tower_features(model, "audio", data_dir, spec, progress=progress)
-            for name, model in towers.items()}
+    sets = {
+        name: features.tower_features(model, "audio", data_dir, spec, progress=progress)
+        for name, model in towers.items()
+    }
     return {MFCC: mfcc.mfcc_features(data_dir, progress=progress), **sets}
 
 
@@ -144,14 +144,16 @@ def video_feature_sets(
     towers = {SCRATCH: checkpoint.fresh_copy(first)}
     towers.update({name: checkpoint.load_tower(path, "video") for name, path in runs.items()})
     return {
-        name: features.tower_features(model, "video", data_dir, spec, num_clips=num_clips,
-                                      progress=progress)
+        name: features.tower_features(
+            model, "video", data_dir, spec, num_clips=num_clips, progress=progress
+        )
         for name, model in towers.items()
     }
 
 
 def speaker_probe_results(
-    feature_sets: dict[str, features.Features], C: float = 1.0  # noqa: N803
+    feature_sets: dict[str, features.Features],
+    C: float = 1.0,  # noqa: N803
 ) -> dict[str, dict]:
     """Linear probe with one fold per held-out speaker (FSDD file names), per feature set."""
     out = {}
@@ -201,13 +203,25 @@ def finetune_results(
                 clips = finetune.train_clips(
                     train_dir, spec, budget.finetune_batch, budget.train_split, fusion, seed
                 )
-                finetune.fit(model, clips, budget.finetune_steps, budget.learning_rate,
-                             head_steps=head_steps, verbose=0)
+                finetune.fit(
+                    model,
+                    clips,
+                    budget.finetune_steps,
+                    budget.learning_rate,
+                    head_steps=head_steps,
+                    verbose=0,
+                )
                 accuracy = finetune.video_accuracy(
-                    model, data_dir, spec, budget.test_split, budget.clips_per_video,
+                    model,
+                    data_dir,
+                    spec,
+                    budget.test_split,
+                    budget.clips_per_video,
                     fusion=fusion,
                 )["accuracy"]
                 results[name].append(accuracy)
-                log(f"fine-tuning{' (audio+video)' if fusion else ''}, head steps "
-                    f"{head_steps}, {name}, seed {seed}: {100 * accuracy:.1f}%")
+                log(
+                    f"fine-tuning{' (audio+video)' if fusion else ''}, head steps "
+                    f"{head_steps}, {name}, seed {seed}: {100 * accuracy:.1f}%"
+                )
     return {name: _summary(values) for name, values in results.items()}

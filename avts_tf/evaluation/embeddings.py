@@ -40,8 +40,9 @@ def video_hop_clips_fn(
         seed = tf.zeros([2], tf.int32)
         last = cutter.windows(record).last_frame
         starts = tf.range(0, last + 1, hop_frames, dtype=tf.int64)
-        return tf.map_fn(lambda s: cutter.video(record, s, False, seed), starts,
-                         fn_output_signature=signature)
+        return tf.map_fn(
+            lambda s: cutter.video(record, s, False, seed), starts, fn_output_signature=signature
+        )
 
     return clips
 
@@ -86,25 +87,40 @@ def per_file_features(
         features.check_sample_rate(data_dir, spec.log_mel)
         rate = spec.log_mel.sample_rate
         frames = tower.inputs[0].shape[1]
-        window = (features.window_samples(spec.log_mel, frames) if frames
-                  else int(round(window_s * rate)))
+        window = (
+            features.window_samples(spec.log_mel, frames) if frames else int(round(window_s * rate))
+        )
         hop = max(1, int(round(hop_s * rate))) if hop_s else window
         info.update(window_samples=str(window), hop_samples=str(hop))
         feats = features.extract(
-            data_dir, features.audio_windows_fn(spec.log_mel, window, hop=hop), embed, splits,
-            batch_size, keep_fn=features.has_audio, progress=progress, info=info)
+            data_dir,
+            features.audio_windows_fn(spec.log_mel, window, hop=hop),
+            embed,
+            splits,
+            batch_size,
+            keep_fn=features.has_audio,
+            progress=progress,
+            info=info,
+        )
         step = hop / rate
     else:
         fps = Manifest.read(data_dir).fps
         if fps <= 0:
-            raise UserError(f"{data_dir} holds no video frames (audio-only records); give "
-                            "media with video")
+            raise UserError(
+                f"{data_dir} holds no video frames (audio-only records); give media with video"
+            )
         hop = max(1, int(round(hop_s * fps))) if hop_s else spec.num_frames * spec.frame_stride
         info["hop_frames"] = str(hop)
         feats = features.extract(  # Video clips only: files without sound count.
-            data_dir, video_hop_clips_fn(spec, fps, hop), embed, splits, batch_size,
-            keep_fn=features.long_enough_fn(spec, fps, video_only=True), progress=progress,
-            info=info)
+            data_dir,
+            video_hop_clips_fn(spec, fps, hop),
+            embed,
+            splits,
+            batch_size,
+            keep_fn=features.long_enough_fn(spec, fps, video_only=True),
+            progress=progress,
+            info=info,
+        )
         step = hop / fps
     return feats, window_starts(feats.file_index) * step
 
@@ -118,9 +134,12 @@ def window_starts(file_index: np.ndarray) -> np.ndarray:
     return starts
 
 
-def write_per_file(feats: features.Features, timestamps: np.ndarray,
-                   output_dir: str | Path,
-                   duplicates: Mapping[str, str] | None = None) -> list[Path]:
+def write_per_file(
+    feats: features.Features,
+    timestamps: np.ndarray,
+    output_dir: str | Path,
+    duplicates: Mapping[str, str] | None = None,
+) -> list[Path]:
     """Writes ``<output_dir>/<file id>.npz`` (``embedding``, ``timestamps``) per file.
 
     Args:
@@ -138,11 +157,14 @@ def write_per_file(feats: features.Features, timestamps: np.ndarray,
     by_id = {}
     for index, file_id in enumerate(feats.ids):
         rows = feats.file_index == index
-        by_id[file_id] = {"embedding": feats.features[rows],
-                          "timestamps": timestamps[rows].astype(np.float64)}
+        by_id[file_id] = {
+            "embedding": feats.features[rows],
+            "timestamps": timestamps[rows].astype(np.float64),
+        }
     original_of = {file_id: file_id for file_id in by_id}
-    original_of.update((duplicate, kept) for duplicate, kept in sorted((duplicates or {}).items())
-                       if kept in by_id)
+    original_of.update(
+        (duplicate, kept) for duplicate, kept in sorted((duplicates or {}).items()) if kept in by_id
+    )
     written = []
     for name, original in original_of.items():
         path = root / f"{name}.npz"
@@ -177,13 +199,15 @@ def which_tower(checkpoint_path: str | Path, tower: str = "auto") -> str:
             raise UserError(f"cannot load {path}: {type(err).__name__}: {err}") from None
         return "video" if rank == 5 else "audio"
     if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist; give a .keras tower or a training "
-                        "run's model_dir")
+        raise UserError(
+            f"checkpoint {path} does not exist; give a .keras tower or a training run's model_dir"
+        )
     raise UserError("--checkpoint is a model_dir: give --tower video or --tower audio")
 
 
-def layer_and_head(checkpoint_path: str | Path, which: str, tower: keras.Model,
-                   layer: str) -> tuple[str, keras.layers.Layer | None]:
+def layer_and_head(
+    checkpoint_path: str | Path, which: str, tower: keras.Model, layer: str
+) -> tuple[str, keras.layers.Layer | None]:
     """The layer to read and the head to map it through (``shared``: the run's).
 
     Raises:
@@ -194,11 +218,15 @@ def layer_and_head(checkpoint_path: str | Path, which: str, tower: keras.Model,
         return layer, None
     run = checkpoint.run_dir(checkpoint_path)
     if run is None:
-        raise UserError(f"--layer={SHARED} reads the space of a training run's task, but "
-                        f"{checkpoint_path} is not in a run's model_dir; give the run's "
-                        "--model_dir")
-    towers = {which: tower, **{w: checkpoint.load_tower(run, w)
-                               for w in checkpoint.TOWERS if w != which}}
+        raise UserError(
+            f"--layer={SHARED} reads the space of a training run's task, but "
+            f"{checkpoint_path} is not in a run's model_dir; give the run's "
+            "--model_dir"
+        )
+    towers = {
+        which: tower,
+        **{w: checkpoint.load_tower(run, w) for w in checkpoint.TOWERS if w != which},
+    }
     space = shared_space.of_run(run, towers["video"], towers["audio"])
     return "output", space.head(which)
 
@@ -263,23 +291,48 @@ def extract(
     spec = checkpoint.clip_spec_for(
         checkpoint_path, tower if which == "video" else None, tower if which == "audio" else None
     )
-    data = prepared.prepared_data(source, stack, sample_rate=spec.log_mel.sample_rate,
-                                  audio_only=which == "audio", video_only=which == "video")
+    data = prepared.prepared_data(
+        source,
+        stack,
+        sample_rate=spec.log_mel.sample_rate,
+        audio_only=which == "audio",
+        video_only=which == "video",
+    )
     combined = per_file = None
     written: list[Path] = []
     if output:
         combined = features.tower_features(
-            tower, which, data, spec, layer=layer, pool=pool, splits=splits,
-            batch_size=batch_size, num_clips=num_clips, window_s=window_s,
-            max_windows=max_windows, progress=progress, head=head,
+            tower,
+            which,
+            data,
+            spec,
+            layer=layer,
+            pool=pool,
+            splits=splits,
+            batch_size=batch_size,
+            num_clips=num_clips,
+            window_s=window_s,
+            max_windows=max_windows,
+            progress=progress,
+            head=head,
         )
         combined.info["checkpoint"] = str(checkpoint_path)
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         combined.save(output)
     if output_dir:
         per_file, timestamps = per_file_features(
-            tower, which, data, spec, hop_s=hop_s, layer=layer, pool=pool, splits=splits,
-            batch_size=batch_size, window_s=window_s, progress=progress, head=head,
+            tower,
+            which,
+            data,
+            spec,
+            hop_s=hop_s,
+            layer=layer,
+            pool=pool,
+            splits=splits,
+            batch_size=batch_size,
+            window_s=window_s,
+            progress=progress,
+            head=head,
         )
         duplicates = {e.id: e.same_as for e in Manifest.read(data).skipped if e.same_as}
         written = write_per_file(per_file, timestamps, output_dir, duplicates)

@@ -105,8 +105,9 @@ def layer_names(model: keras.Model) -> list[str]:
     return [layer.name for layer in model.layers]
 
 
-def resolve_layer(model: keras.Model, layer: str = "auto",
-                  also_valid: Sequence[str] = ()) -> str | None:
+def resolve_layer(
+    model: keras.Model, layer: str = "auto", also_valid: Sequence[str] = ()
+) -> str | None:
     """The layer name to read (``None``: the model output).
 
     Args:
@@ -131,7 +132,9 @@ def resolve_layer(model: keras.Model, layer: str = "auto",
 
 
 def feature_model(
-    model: keras.Model, layer: str = "auto", pool: str = "avg",
+    model: keras.Model,
+    layer: str = "auto",
+    pool: str = "avg",
     head: keras.layers.Layer | None = None,
 ) -> Callable[[tf.Tensor], tf.Tensor]:
     """A function ``inputs -> (B, C)`` features of ``layer``, pooled (see module docstring).
@@ -164,8 +167,9 @@ def feature_model(
     return features
 
 
-def feature_info(tower: keras.Model, which: str, layer: str, pool: str,
-                 head: keras.layers.Layer | None = None) -> dict[str, str]:
+def feature_info(
+    tower: keras.Model, which: str, layer: str, pool: str, head: keras.layers.Layer | None = None
+) -> dict[str, str]:
     """Provenance of features (``Features.info``): tower, layer read, pooling, head."""
     info = {"tower": which, "layer": resolve_layer(tower, layer) or "output", "pool": pool}
     if head is not None:
@@ -215,10 +219,12 @@ def video_clips_fn(
 
     def clips(record: dict) -> tf.Tensor:
         seed = tf.zeros([2], tf.int32)
-        return tf.stack([
-            cutter.video(record, cutter.evenly_spaced_start(record, k, num_clips), False, seed)
-            for k in range(num_clips)
-        ])
+        return tf.stack(
+            [
+                cutter.video(record, cutter.evenly_spaced_start(record, k, num_clips), False, seed)
+                for k in range(num_clips)
+            ]
+        )
 
     return clips
 
@@ -228,8 +234,9 @@ def has_audio(record: dict) -> tf.Tensor:
     return record["num_samples"] > 0
 
 
-def long_enough_fn(spec: pipeline.ClipSpec, fps: float,
-                   video_only: bool = False) -> Callable[[dict], tf.Tensor]:
+def long_enough_fn(
+    spec: pipeline.ClipSpec, fps: float, video_only: bool = False
+) -> Callable[[dict], tf.Tensor]:
     """Whether a record holds one clip window of video (and audio; the reader's rule)."""
     return Clips(spec, fps, video_only=video_only).long_enough
 
@@ -300,8 +307,9 @@ def extract(
             bar.update(total, finalize=True)
     skipped = total - read
     if skipped:
-        logging.warning("%d record(s) shorter than one clip or without this modality were "
-                        "skipped.", skipped)
+        logging.warning(
+            "%d record(s) shorter than one clip or without this modality were skipped.", skipped
+        )
     if not ids:
         raise UserError(
             f"no usable record in split(s) {', '.join(splits)} of {data_dir} (empty set); give "
@@ -374,15 +382,28 @@ def tower_features(
         )
         info["window_samples"] = str(window)
         return extract(  # Files without sound have no audio feature (not a silent one).
-            data_dir, audio_windows_fn(spec.log_mel, window, max_windows=max_windows), embed,
-            splits, batch_size, keep_fn=has_audio, progress=progress, info=info,
+            data_dir,
+            audio_windows_fn(spec.log_mel, window, max_windows=max_windows),
+            embed,
+            splits,
+            batch_size,
+            keep_fn=has_audio,
+            progress=progress,
+            info=info,
         )
     fps = Manifest.read(data_dir).fps
     if fps <= 0:
-        raise UserError(f"{data_dir} holds no video frames (audio-only records); give media "
-                        "with video")
+        raise UserError(
+            f"{data_dir} holds no video frames (audio-only records); give media with video"
+        )
     info["num_clips"] = str(num_clips)
     return extract(  # Video clips only: files without sound count.
-        data_dir, video_clips_fn(spec, fps, num_clips), embed, splits, batch_size,
-        keep_fn=long_enough_fn(spec, fps, video_only=True), progress=progress, info=info,
+        data_dir,
+        video_clips_fn(spec, fps, num_clips),
+        embed,
+        splits,
+        batch_size,
+        keep_fn=long_enough_fn(spec, fps, video_only=True),
+        progress=progress,
+        info=info,
     )

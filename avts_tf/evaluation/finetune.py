@@ -31,8 +31,11 @@ from avts_tf.errors import UserError
 from avts_tf.evaluation import checkpoint, features, prepared, records_io
 from avts_tf.evaluation.prepared import DataSource
 
-_POOLING = {3: keras.layers.GlobalAveragePooling1D, 4: keras.layers.GlobalAveragePooling2D,
-            5: keras.layers.GlobalAveragePooling3D}
+_POOLING = {
+    3: keras.layers.GlobalAveragePooling1D,
+    4: keras.layers.GlobalAveragePooling2D,
+    5: keras.layers.GlobalAveragePooling3D,
+}
 
 
 def _trunk(tower: keras.Model, layer: str, which: str) -> keras.Model:
@@ -99,8 +102,9 @@ def train_clips(
     seed: int = 0,
 ) -> tf.data.Dataset:
     """Endless ``(inputs, label, weight)`` batches of random clips; unlabelled weigh 0."""
-    data = pipeline.train_dataset(data_dir, batch_size, spec=spec, split=split, seed=seed,
-                                  video_only=not fusion)
+    data = pipeline.train_dataset(
+        data_dir, batch_size, spec=spec, split=split, seed=seed, video_only=not fusion
+    )
 
     def to_supervised(batch):
         label = batch["label"]
@@ -110,8 +114,14 @@ def train_clips(
     return data.map(to_supervised, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _fit(model: keras.Model, data: tf.data.Dataset, steps: int, learning_rate: float,
-         steps_per_epoch: int | None, verbose: int | str) -> keras.callbacks.History:
+def _fit(
+    model: keras.Model,
+    data: tf.data.Dataset,
+    steps: int,
+    learning_rate: float,
+    steps_per_epoch: int | None,
+    verbose: int | str,
+) -> keras.callbacks.History:
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -181,7 +191,11 @@ def video_accuracy(
     """
     predict = tf.function(lambda x: tf.nn.softmax(model(x, training=False)), reduce_retracing=True)
     data = pipeline.eval_dataset(
-        data_dir, batch_size, spec=spec, split=split, clips_per_video=clips_per_video,
+        data_dir,
+        batch_size,
+        spec=spec,
+        split=split,
+        clips_per_video=clips_per_video,
         video_only=not fusion,
     )
     sums: dict[int, np.ndarray] = {}
@@ -189,8 +203,9 @@ def video_accuracy(
     clip_hits, clip_count = 0, 0
     for batch in data:
         probs = predict(_inputs(batch, fusion)).numpy()
-        for vid, label, p in zip(batch["video_id"].numpy(), batch["label"].numpy(), probs,
-                                 strict=True):
+        for vid, label, p in zip(
+            batch["video_id"].numpy(), batch["label"].numpy(), probs, strict=True
+        ):
             if label < 0:
                 continue
             sums[int(vid)] = sums.get(int(vid), 0.0) + p
@@ -219,9 +234,11 @@ def num_classes_of(data_dir: str | Path, splits: Sequence[str]) -> int:
     records_io.check_splits(data_dir, splits)
     names = records_io.label_names(data_dir)
     if len(names) < 2:
-        raise UserError(f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2: "
-                        "put each class's files in a folder named after it, or give a CSV "
-                        "with labels")
+        raise UserError(
+            f"{data_dir} has {len(names)} label(s); fine-tuning needs at least 2: "
+            "put each class's files in a folder named after it, or give a CSV "
+            "with labels"
+        )
     return len(names)
 
 
@@ -298,13 +315,16 @@ class Settings:
 
 def _torchvision_towers(settings: Settings):
     """``(video, None, spec)`` for ``init`` ``torchvision:ARCH:FILE.pth``."""
-    arch, _, path = settings.init[len(TORCHVISION):].partition(":")
+    arch, _, path = settings.init[len(TORCHVISION) :].partition(":")
     if not arch or not path:
-        raise UserError(f"--init {settings.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
-                        f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth")
+        raise UserError(
+            f"--init {settings.init!r}: write torchvision:ARCH:FILE.pth, e.g. "
+            f"torchvision:r2plus1d_18:r2plus1d_18-91a641e6.pth"
+        )
     if settings.fusion or settings.arch:
-        raise UserError("--init torchvision:... has no audio tower and no --arch: drop "
-                        "--fusion / --arch")
+        raise UserError(
+            "--init torchvision:... has no audio tower and no --arch: drop --fusion / --arch"
+        )
     spec = settings.recipe.clip_spec() if settings.recipe is not None else pipeline.ClipSpec()
     return checkpoint.torchvision_video_tower(arch, path, spec), None, spec
 
@@ -345,11 +365,17 @@ def run_fold(settings: Settings, data: Path, stack: contextlib.ExitStack) -> dic
         )
     model = classifier(video, num_classes, audio, settings.layer, settings.dropout)
     clips = train_clips(
-        train_data, spec, settings.batch_size, settings.train_split, settings.fusion,
-        settings.seed
+        train_data, spec, settings.batch_size, settings.train_split, settings.fusion, settings.seed
     )
-    fit(model, clips, settings.steps, settings.learning_rate, settings.head_steps,
-        steps_per_epoch=100, verbose=settings.verbose)
+    fit(
+        model,
+        clips,
+        settings.steps,
+        settings.learning_rate,
+        settings.head_steps,
+        steps_per_epoch=100,
+        verbose=settings.verbose,
+    )
     result = video_accuracy(
         model, data, spec, settings.test_split, settings.clips_per_video, fusion=settings.fusion
     )
@@ -391,8 +417,11 @@ def run_folds(
             if prepared_dir and len(folds) > 1:
                 prepared_dir = f"{prepared_dir}/fold{fold}"
             data = prepared.prepared_data(  # Videos without sound count unless audio is fused.
-                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir), stack,
-                video_only=not settings.fusion, test_fraction=sources.DEFAULT_TEST_FRACTION)
+                dataclasses.replace(source, fold=fold, prepared_dir=prepared_dir),
+                stack,
+                video_only=not settings.fusion,
+                test_fraction=sources.DEFAULT_TEST_FRACTION,
+            )
             result = run_fold(settings, data, stack)
         results.append({"fold": fold, **result})
         if on_fold is not None:

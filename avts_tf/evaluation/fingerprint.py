@@ -40,8 +40,7 @@ from avts_tf.evaluation import checkpoint, media_edit, plots, report
 from avts_tf.evaluation.features import feature_model
 
 
-def _low_bitrate(clip: media_edit.Clip, rng: np.random.Generator) -> tuple[media_edit.Clip,
-                                                                            dict]:
+def _low_bitrate(clip: media_edit.Clip, rng: np.random.Generator) -> tuple[media_edit.Clip, dict]:
     return clip, {"video_bitrate": 30_000, "audio_bitrate": 16_000}
 
 
@@ -63,11 +62,13 @@ def _brightness(clip, rng):
 def _speed(factor: float):
     def change(clip, rng):
         count = int(len(clip.frames) / factor)
-        frames = clip.frames[np.minimum((np.arange(count) * factor).round().astype(int),
-                                        len(clip.frames) - 1)]
+        frames = clip.frames[
+            np.minimum((np.arange(count) * factor).round().astype(int), len(clip.frames) - 1)
+        ]
         samples = int(len(clip.audio) / factor)
-        audio = np.interp(np.arange(samples) * factor, np.arange(len(clip.audio)),
-                          clip.audio).astype(np.float32)
+        audio = np.interp(
+            np.arange(samples) * factor, np.arange(len(clip.audio)), clip.audio
+        ).astype(np.float32)
         return dataclasses.replace(clip, frames=frames, audio=audio), {}
 
     return change
@@ -83,12 +84,12 @@ _FASTEST = 1.1  # The speed-up distortion's factor: the shortest distorted copy.
 
 #: Distortion name -> ``(clip, rng) -> (distorted clip, encoder settings)``.
 DISTORTIONS: Mapping[str, Callable] = {
-    "low_bitrate": _low_bitrate,       # H.264 at 30 kbit/s, AAC at 16 kbit/s
-    "crop_resize": _crop_resize,       # a random 80% crop scaled back to the frame size
-    "brightness": _brightness,         # every pixel x1.4 or x0.6
-    "speed_up": _speed(_FASTEST),      # 10% faster: frames dropped, audio resampled
-    "slow_down": _speed(0.9),          # 10% slower: frames repeated, audio resampled
-    "audio_noise": _audio_noise,       # white noise at 10 dB SNR
+    "low_bitrate": _low_bitrate,  # H.264 at 30 kbit/s, AAC at 16 kbit/s
+    "crop_resize": _crop_resize,  # a random 80% crop scaled back to the frame size
+    "brightness": _brightness,  # every pixel x1.4 or x0.6
+    "speed_up": _speed(_FASTEST),  # 10% faster: frames dropped, audio resampled
+    "slow_down": _speed(0.9),  # 10% slower: frames repeated, audio resampled
+    "audio_noise": _audio_noise,  # white noise at 10 dB SNR
 }
 
 
@@ -100,8 +101,7 @@ def shortest_query_s(window_s: float, fps: float) -> float:
     return window_s * _FASTEST + 1.0 / fps
 
 
-def distort(source: str | os.PathLike, target: str | os.PathLike, name: str,
-            seed: int = 0) -> None:
+def distort(source: str | os.PathLike, target: str | os.PathLike, name: str, seed: int = 0) -> None:
     """Writes ``source`` distorted by :data:`DISTORTIONS` ``[name]`` to ``target``."""
     if name not in DISTORTIONS:
         raise UserError(f"unknown distortion {name!r}; valid: {', '.join(DISTORTIONS)}")
@@ -112,7 +112,9 @@ def distort(source: str | os.PathLike, target: str | os.PathLike, name: str,
 
 
 def file_fingerprints(
-    feature_fns: tuple[Callable, Callable], description, paths: Sequence[str | os.PathLike],
+    feature_fns: tuple[Callable, Callable],
+    description,
+    paths: Sequence[str | os.PathLike],
     num_clips: int = 10,
 ) -> dict[str, np.ndarray]:
     """Fingerprints of ``paths``: ``video``, ``audio`` and ``both`` (``[len(paths), dim]``).
@@ -137,8 +139,7 @@ def file_fingerprints(
         wave = record["waveform"]
         frames = tf.signal.frame(wave, window, window)
         video = tf.reduce_mean(video_features(clips), axis=0)
-        audio = tf.reduce_mean(audio_features(log_mel_spectrogram(frames, spec.log_mel)),
-                               axis=0)
+        audio = tf.reduce_mean(audio_features(log_mel_spectrogram(frames, spec.log_mel)), axis=0)
         video, audio = tf.math.l2_normalize(video, -1), tf.math.l2_normalize(audio, -1)
         rows["video"].append(video.numpy())
         rows["audio"].append(audio.numpy())
@@ -154,8 +155,9 @@ def _check_fusion(fusion: str) -> None:
         raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
 
 
-def fused_scores(queries: Mapping[str, np.ndarray], database: Mapping[str, np.ndarray],
-                 fusion: str = "concat") -> np.ndarray:
+def fused_scores(
+    queries: Mapping[str, np.ndarray], database: Mapping[str, np.ndarray], fusion: str = "concat"
+) -> np.ndarray:
     """Scores ``[queries, database]`` of fingerprints from :func:`file_fingerprints`.
 
     Args:
@@ -173,13 +175,15 @@ def fused_scores(queries: Mapping[str, np.ndarray], database: Mapping[str, np.nd
     for modality in ("video", "audio"):
         similarity = queries[modality] @ database[modality].T
         spread = similarity.std(axis=1, keepdims=True)
-        normalised.append((similarity - similarity.mean(axis=1, keepdims=True))
-                          / np.maximum(spread, 1e-12))
+        normalised.append(
+            (similarity - similarity.mean(axis=1, keepdims=True)) / np.maximum(spread, 1e-12)
+        )
     return np.maximum(*normalised)
 
 
-def identification(queries: np.ndarray, database: np.ndarray,
-                   truth: np.ndarray) -> dict[str, float]:
+def identification(
+    queries: np.ndarray, database: np.ndarray, truth: np.ndarray
+) -> dict[str, float]:
     """Top-1 accuracy and mAP of queries whose original is ``database[truth[i]]``."""
     return identification_from_scores(queries @ database.T, truth)
 
@@ -201,8 +205,9 @@ def _source_key(path: Path, seed: int) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
-def distorted_copies(originals: Sequence[Path], distortions: Sequence[str], work_dir: Path,
-                     seed: int = 0) -> dict[str, list[Path]]:
+def distorted_copies(
+    originals: Sequence[Path], distortions: Sequence[str], work_dir: Path, seed: int = 0
+) -> dict[str, list[Path]]:
     """The distorted copies of ``originals`` per distortion, made in ``work_dir``.
 
     Original ``i`` is distorted with seed ``seed + i``. Copies already in ``work_dir``
@@ -239,10 +244,17 @@ def distinct_distractors(originals: Sequence[Path], distractors: Sequence[Path])
     return kept
 
 
-def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequence[Path],
-             distractors: Sequence[Path], work_dir: Path,
-             distortions: Sequence[str] = tuple(DISTORTIONS), num_clips: int = 10,
-             seed: int = 0, fusion: str = "concat") -> dict[str, dict[str, dict[str, float]]]:
+def evaluate(
+    towers_by_name: Mapping[str, tuple],
+    description,
+    originals: Sequence[Path],
+    distractors: Sequence[Path],
+    work_dir: Path,
+    distortions: Sequence[str] = tuple(DISTORTIONS),
+    num_clips: int = 10,
+    seed: int = 0,
+    fusion: str = "concat",
+) -> dict[str, dict[str, dict[str, float]]]:
     """``{towers: {distortion: {top1, mAP, <fusion>_top1..., video_top1, audio_top1}}}``.
 
     ``top1`` and ``mAP`` rank by ``fusion`` of both modalities (:func:`fused_scores`);
@@ -256,15 +268,15 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
     results = {}
     for label, towers in towers_by_name.items():
         fns = (feature_model(towers[0]), feature_model(towers[1]))
-        database = file_fingerprints(fns, description, [*originals, *distractors],
-                                     num_clips)
+        database = file_fingerprints(fns, description, [*originals, *distractors], num_clips)
         results[label] = {}
         for name, paths in queries.items():
             found = file_fingerprints(fns, description, paths, num_clips)
             scores = identification_from_scores(fused_scores(found, database, fusion), truth)
             for other in FUSIONS:
                 scores[f"{other}_top1"] = identification_from_scores(
-                    fused_scores(found, database, other), truth)["top1"]
+                    fused_scores(found, database, other), truth
+                )["top1"]
             for modality in ("video", "audio"):
                 alone = identification(found[modality], database[modality], truth)
                 scores[f"{modality}_top1"] = alone["top1"]
@@ -273,6 +285,7 @@ def evaluate(towers_by_name: Mapping[str, tuple], description, originals: Sequen
 
 
 # -- a run's towers on a dataset (avts-eval-fingerprint) ------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class RunFingerprints:
@@ -325,8 +338,7 @@ def evaluate_run(
     distortions = list(distortions or DISTORTIONS)
     unknown = [d for d in distortions if d not in DISTORTIONS]
     if unknown:
-        raise UserError(f"unknown distortion {', '.join(unknown)}; valid: "
-                        f"{', '.join(DISTORTIONS)}")
+        raise UserError(f"unknown distortion {', '.join(unknown)}; valid: {', '.join(DISTORTIONS)}")
     data = data or checkpoint.run_dataset(checkpoint_path)
     if not manifest.exists(data):
         raise UserError(f"{data} is not a prepared dataset; prepare it with avts-prepare")
@@ -335,21 +347,28 @@ def evaluate_run(
     window_s = description.clip_spec.window_seconds(description.fps)
     queries = found.records(query_split)
     if not queries:
-        raise UserError(f"no videos in split {query_split!r} of {data}; give --query_split "
-                        f"one of: {', '.join(found.split_names) or 'none'}, or prepare media "
-                        f"with a held-out split (avts-prepare --test_fraction)")
+        raise UserError(
+            f"no videos in split {query_split!r} of {data}; give --query_split "
+            f"one of: {', '.join(found.split_names) or 'none'}, or prepare media "
+            f"with a held-out split (avts-prepare --test_fraction)"
+        )
     query_s = shortest_query_s(window_s, description.fps)
     originals = _usable(queries, query_s, "query")
     distractors = distinct_distractors(
-        originals, _usable(found.records(distractor_split), window_s, "distractor"))
+        originals, _usable(found.records(distractor_split), window_s, "distractor")
+    )
     if not originals:
-        raise UserError(f"no video with sound in split {query_split!r} of {data} is long "
-                        f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "
-                        "give longer videos with an audio track")
+        raise UserError(
+            f"no video with sound in split {query_split!r} of {data} is long "
+            f"enough to query with ({query_s:.2f} s: one clip, also 10% faster); "
+            "give longer videos with an audio track"
+        )
     missing = [str(p) for p in [*originals, *distractors] if not p.is_file()]
     if missing:
-        raise UserError(f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
-                        "fingerprinting distorts the source files, so keep them")
+        raise UserError(
+            f"{len(missing)} source file(s) of {data} are gone (e.g. {missing[0]}); "
+            "fingerprinting distorts the source files, so keep them"
+        )
     video = checkpoint.load_tower(checkpoint_path, "video")
     audio = checkpoint.load_tower(checkpoint_path, "audio")
     towers = {"pretrained": (video, audio)}
@@ -357,9 +376,17 @@ def evaluate_run(
         keras.utils.set_random_seed(0)
         towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio))
     with tempfile.TemporaryDirectory(prefix="avts_fingerprint_") as scratch:
-        results = evaluate(towers, description, originals, distractors,
-                           Path(work_dir or scratch), distortions, num_clips, seed,
-                           fusion=fusion)
+        results = evaluate(
+            towers,
+            description,
+            originals,
+            distractors,
+            Path(work_dir or scratch),
+            distortions,
+            num_clips,
+            seed,
+            fusion=fusion,
+        )
     return RunFingerprints(results, fusion, len(originals), len(distractors))
 
 
@@ -376,11 +403,20 @@ def _usable(entries, seconds: float, role: str) -> list[Path]:
         else:
             (short if 0 < entry.duration < seconds else kept).append(entry)
     if short:
-        logging.warning("%d %s video(s) shorter than %.2f s left out (e.g. %s)", len(short),
-                        role, seconds, short[0].path)
+        logging.warning(
+            "%d %s video(s) shorter than %.2f s left out (e.g. %s)",
+            len(short),
+            role,
+            seconds,
+            short[0].path,
+        )
     if silent:
-        logging.warning("%d %s file(s) without video or sound left out (e.g. %s)", len(silent),
-                        role, silent[0].path)
+        logging.warning(
+            "%d %s file(s) without video or sound left out (e.g. %s)",
+            len(silent),
+            role,
+            silent[0].path,
+        )
     return [Path(e.path) for e in kept]
 
 
@@ -390,25 +426,53 @@ def table(found: RunFingerprints) -> str:
     The other scores: each modality alone, and the fusion not chosen.
     """
     other = "zmax" if found.fusion == "concat" else "concat"
-    rows = [[name, d, f"{v['top1']:.3f}", f"{v['mAP']:.3f}", f"{v['video_top1']:.3f}",
-             f"{v['audio_top1']:.3f}", f"{v[other + '_top1']:.3f}"]
-            for name, per in found.results.items() for d, v in per.items()]
-    return report.table(["towers", "distortion", "top-1", "mAP", "top-1 video only",
-                         "top-1 audio only", f"top-1 {other}"], rows)
+    rows = [
+        [
+            name,
+            d,
+            f"{v['top1']:.3f}",
+            f"{v['mAP']:.3f}",
+            f"{v['video_top1']:.3f}",
+            f"{v['audio_top1']:.3f}",
+            f"{v[other + '_top1']:.3f}",
+        ]
+        for name, per in found.results.items()
+        for d, v in per.items()
+    ]
+    return report.table(
+        [
+            "towers",
+            "distortion",
+            "top-1",
+            "mAP",
+            "top-1 video only",
+            "top-1 audio only",
+            f"top-1 {other}",
+        ],
+        rows,
+    )
 
 
-def write_results(path: str, results: Mapping[str, Mapping[str, Mapping[str, float]]]
-                  ) -> str | None:
+def write_results(
+    path: str, results: Mapping[str, Mapping[str, Mapping[str, float]]]
+) -> str | None:
     """Writes ``results`` as JSON and a bar plot of top-1 beside it; the plot's path."""
     report.write_json(path, results)
-    return plots.save_next_to(path, "fingerprinting: top-1 per distortion",
-                              lambda ax: plots.grouped_bars(ax, {
-                                  name: {d: v["top1"] for d, v in per.items()}
-                                  for name, per in results.items()}, "top-1 accuracy"))
+    return plots.save_next_to(
+        path,
+        "fingerprinting: top-1 per distortion",
+        lambda ax: plots.grouped_bars(
+            ax,
+            {name: {d: v["top1"] for d, v in per.items()} for name, per in results.items()},
+            "top-1 accuracy",
+        ),
+    )
 
 
 def headline(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """The last line: the run's top-1 and mAP, means over distortions."""
     mine = results["pretrained"].values()
-    return (f"fingerprint: top1={np.mean([v['top1'] for v in mine]):.3f} "
-            f"mAP={np.mean([v['mAP'] for v in mine]):.3f}")
+    return (
+        f"fingerprint: top1={np.mean([v['top1'] for v in mine]):.3f} "
+        f"mAP={np.mean([v['mAP'] for v in mine]):.3f}"
+    )

@@ -48,8 +48,14 @@ def read(path: str | os.PathLike) -> Clip:
     return Clip(frames, Fraction(fps), audio, int(rate))
 
 
-def write(path: str | os.PathLike, clip: Clip, *, crf: int = 18,
-          video_bitrate: int | None = None, audio_bitrate: int | None = None) -> None:
+def write(
+    path: str | os.PathLike,
+    clip: Clip,
+    *,
+    crf: int = 18,
+    video_bitrate: int | None = None,
+    audio_bitrate: int | None = None,
+) -> None:
     """Encodes ``clip`` as an ``.mp4`` (H.264 ``yuv420p``, mono AAC).
 
     Args:
@@ -78,8 +84,9 @@ def write(path: str | os.PathLike, clip: Clip, *, crf: int = 18,
         samples = np.clip(clip.audio, -1.0, 1.0).astype(np.float32)
         block = 1024
         for begin in range(0, len(samples), block):
-            frame = av.AudioFrame.from_ndarray(samples[begin : begin + block][None],
-                                               format="flt", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                samples[begin : begin + block][None], format="flt", layout="mono"
+            )
             frame.sample_rate = clip.sample_rate
             frame.pts = begin
             for packet in audio.encode(frame):
@@ -90,8 +97,11 @@ def write(path: str | os.PathLike, clip: Clip, *, crf: int = 18,
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:
     """Frames resized to ``width`` x ``height`` (FFmpeg's bicubic scaler)."""
-    return np.stack([
-        av.VideoFrame.from_ndarray(f, format="rgb24")
-        .reformat(width=width, height=height, format="rgb24").to_ndarray()
-        for f in frames
-    ])
+    return np.stack(
+        [
+            av.VideoFrame.from_ndarray(f, format="rgb24")
+            .reformat(width=width, height=height, format="rgb24")
+            .to_ndarray()
+            for f in frames
+        ]
+    )

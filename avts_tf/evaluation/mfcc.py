@@ -43,8 +43,9 @@ def deltas(coefficients: tf.Tensor, width: int = DELTA_WIDTH) -> tf.Tensor:
     return total / (2.0 * sum(k * k for k in range(1, half + 1)))
 
 
-def mfcc_statistics(log_mel: tf.Tensor, num_coefficients: int = NUM_COEFFICIENTS,
-                    with_deltas: bool = True) -> tf.Tensor:
+def mfcc_statistics(
+    log_mel: tf.Tensor, num_coefficients: int = NUM_COEFFICIENTS, with_deltas: bool = True
+) -> tf.Tensor:
     """``[..., frames, mel_bins, 1]`` log-mels -> ``[..., 2 or 4 * num_coefficients]``.
 
     The mean and standard deviation over frames of the MFCCs (then of their deltas).
@@ -58,8 +59,9 @@ def mfcc_statistics(log_mel: tf.Tensor, num_coefficients: int = NUM_COEFFICIENTS
     return tf.concat(stats, axis=-1)
 
 
-def mfcc_embed_fn(num_coefficients: int = NUM_COEFFICIENTS,
-                  with_deltas: bool = True) -> Callable[[tf.Tensor], tf.Tensor]:
+def mfcc_embed_fn(
+    num_coefficients: int = NUM_COEFFICIENTS, with_deltas: bool = True
+) -> Callable[[tf.Tensor], tf.Tensor]:
     """``[B, frames, mel_bins, 1]`` log-mels of windows -> ``[B, D]`` MFCC statistics."""
 
     @tf.function(reduce_retracing=True)
@@ -69,15 +71,15 @@ def mfcc_embed_fn(num_coefficients: int = NUM_COEFFICIENTS,
     return embed
 
 
-def _whole_file_fn(spec: LogMelSpec, num_coefficients: int,
-                   with_deltas: bool) -> Callable[[dict], tf.Tensor]:
+def _whole_file_fn(
+    spec: LogMelSpec, num_coefficients: int, with_deltas: bool
+) -> Callable[[dict], tf.Tensor]:
     """``record -> [1, D]``: the statistics over every frame of the file."""
 
     def stats(record: dict) -> tf.Tensor:
         wave = record["waveform"]
         wave = tf.pad(wave, [[0, tf.maximum(spec.window_samples - tf.shape(wave)[0], 0)]])
-        return mfcc_statistics(log_mel_spectrogram(wave, spec), num_coefficients,
-                               with_deltas)[None]
+        return mfcc_statistics(log_mel_spectrogram(wave, spec), num_coefficients, with_deltas)[None]
 
     return stats
 
@@ -113,10 +115,19 @@ def mfcc_features(
     name = f"mfcc{num_coefficients}" + ("+delta" if with_deltas else "")
     if window is None and window_s is None:
         return features.extract(  # Files without sound have no MFCC feature.
-            data_dir, _whole_file_fn(spec, num_coefficients, with_deltas), tf.identity,
-            splits, batch_size, keep_fn=features.has_audio, progress=progress,
-            info={"tower": "mfcc", "layer": name, "pool": "mean+std over the file",
-                  "window_samples": "file"},
+            data_dir,
+            _whole_file_fn(spec, num_coefficients, with_deltas),
+            tf.identity,
+            splits,
+            batch_size,
+            keep_fn=features.has_audio,
+            progress=progress,
+            info={
+                "tower": "mfcc",
+                "layer": name,
+                "pool": "mean+std over the file",
+                "window_samples": "file",
+            },
         )
     window = window or int(round(window_s * rate))
     return features.extract(
@@ -127,6 +138,5 @@ def mfcc_features(
         batch_size,
         keep_fn=features.has_audio,
         progress=progress,
-        info={"tower": "mfcc", "layer": name, "pool": "mean+std",
-              "window_samples": str(window)},
+        info={"tower": "mfcc", "layer": name, "pool": "mean+std", "window_samples": str(window)},
     )

@@ -126,26 +126,31 @@ def estimate_offset(
             refined += 0.5 * (left - right) / bend * step
     spread = 1.4826 * float(np.median(np.abs(curve - np.median(curve))))
     confidence = float((np.median(curve) - curve[best]) / max(spread, 1e-12))
-    return OffsetEstimate(os.fspath(path), refined / rate, confidence, shifts / rate, curve,
-                          costs.shape[1])
+    return OffsetEstimate(
+        os.fspath(path), refined / rate, confidence, shifts / rate, curve, costs.shape[1]
+    )
 
 
 def _record(path, description, start: float | None = None, end: float | None = None):
     record = portable.media_record(path, description, start=start, end=end)
     if int(record["num_frames"]) == 0 or int(record["num_samples"]) == 0:
-        raise UserError(f"{path} needs both video and audio to estimate their offset; give a "
-                        "file with both")
+        raise UserError(
+            f"{path} needs both video and audio to estimate their offset; give a file with both"
+        )
     return record
 
 
 def _too_short(path, window_s: float, max_offset_s: float) -> UserError:
-    return UserError(f"{path} is too short to try offsets of ±{max_offset_s:g} s (needs "
-                     f"{window_s + 2 * max_offset_s:.2f} s of video and audio); lower "
-                     "--max_offset_s")
+    return UserError(
+        f"{path} is too short to try offsets of ±{max_offset_s:g} s (needs "
+        f"{window_s + 2 * max_offset_s:.2f} s of video and audio); lower "
+        "--max_offset_s"
+    )
 
 
-def _costs_of_cuts(scorer: _ClipScorer, description, path, duration: float, num_clips: int,
-                   max_offset_s: float) -> np.ndarray:
+def _costs_of_cuts(
+    scorer: _ClipScorer, description, path, duration: float, num_clips: int, max_offset_s: float
+) -> np.ndarray:
     """Costs of one clip in each of ``num_clips`` evenly spaced cuts of a long file."""
     fps = description.fps
     # A window plus both reaches, and two frames to spare for rounding at the cut's ends.
@@ -179,8 +184,14 @@ class _ClipScorer:
         windows = self.cutter.windows(record)
         reach = int(self.shifts[-1])
         first = int(np.ceil(reach * self.fps / rate))
-        last = min(int(windows.last_frame), int(np.floor(
-            (int(record["num_samples"]) - int(windows.window) - reach) * self.fps / rate)))
+        last = min(
+            int(windows.last_frame),
+            int(
+                np.floor(
+                    (int(record["num_samples"]) - int(windows.window) - reach) * self.fps / rate
+                )
+            ),
+        )
         return first, last
 
     def costs(self, record, starts: np.ndarray) -> np.ndarray:
@@ -198,8 +209,9 @@ class _ClipScorer:
             chunk = pairs[begin : begin + self.batch_size]
             offsets = [int(audio_starts[j] + shifts[i]) for i, j in chunk]
             frames = tf.stack([wave[o : o + window] for o in offsets])
-            audio = self.model.audio_tower(log_mel_spectrogram(frames, self.spec.log_mel),
-                                           training=False)
+            audio = self.model.audio_tower(
+                log_mel_spectrogram(frames, self.spec.log_mel), training=False
+            )
             values = self.cost(tf.gather(video, [j for _, j in chunk]), audio).numpy()
             for (i, j), value in zip(chunk, values, strict=True):
                 costs[i, j] = value
@@ -217,7 +229,7 @@ def plot(estimates: Sequence[OffsetEstimate], path: str | os.PathLike) -> None:
         raise UserError("--plot needs matplotlib; pip install 'avts_tf[plots]'") from None
     fig, ax = plt.subplots(figsize=(7, 4))
     for estimate in estimates:
-        line, = ax.plot(estimate.offsets_s, estimate.costs, label=Path(estimate.path).name)
+        (line,) = ax.plot(estimate.offsets_s, estimate.costs, label=Path(estimate.path).name)
         ax.axvline(estimate.offset_s, color=line.get_color(), linestyle="--", linewidth=1)
     ax.set_xlabel("offset (s): audio lags video when positive")
     ax.set_ylabel("sync cost (lower: in sync)")
@@ -228,8 +240,7 @@ def plot(estimates: Sequence[OffsetEstimate], path: str | os.PathLike) -> None:
     plt.close(fig)
 
 
-def write_shifted(source: str | os.PathLike, target: str | os.PathLike,
-                  offset_s: float) -> None:
+def write_shifted(source: str | os.PathLike, target: str | os.PathLike, offset_s: float) -> None:
     """Re-encodes ``source`` with its audio moved ``offset_s`` later (earlier if negative).
 
     The audio is delayed by prepending silence (or advanced by dropping its start) and cut
@@ -247,6 +258,7 @@ def write_shifted(source: str | os.PathLike, target: str | os.PathLike,
 
 
 # -- a run's sync towers on media files (avts-av-offset) ------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class OffsetRun:
@@ -287,16 +299,24 @@ def estimate_files(
     folders = [p for p in paths if Path(p).is_dir()]
     paths = [str(f) for p in paths for f in (sources.walk_media(p) if Path(p).is_dir() else [p])]
     if not paths:
-        raise UserError(f"no media file under {', '.join(folders)}; give media files or "
-                        "folders holding them")
+        raise UserError(
+            f"no media file under {', '.join(folders)}; give media files or folders holding them"
+        )
     model, _ = sync.sync_model(checkpoint_path, ("easy",))
     description = checkpoint.run_description(checkpoint_path)
     estimates, failed = [], []
     for path in paths:
         try:
-            estimates.append(estimate_offset(model, description, path,
-                                             max_offset_s=max_offset_s, step_s=step_s,
-                                             num_clips=num_clips))
+            estimates.append(
+                estimate_offset(
+                    model,
+                    description,
+                    path,
+                    max_offset_s=max_offset_s,
+                    step_s=step_s,
+                    num_clips=num_clips,
+                )
+            )
         except UserError as err:
             if len(paths) == 1:
                 raise
@@ -307,15 +327,16 @@ def estimate_files(
 def as_json(found: OffsetRun) -> dict:
     """The estimates and failures, JSON-ready."""
     return {
-        "estimates": [{"path": e.path, "offset_s": e.offset_s, "confidence": e.confidence,
-                       "clips": e.clips} for e in found.estimates],
+        "estimates": [
+            {"path": e.path, "offset_s": e.offset_s, "confidence": e.confidence, "clips": e.clips}
+            for e in found.estimates
+        ],
         "failed": [{"path": p, "error": m} for p, m in found.failed],
     }
 
 
 def table(found: OffsetRun) -> str:
     """One row per file: offset, confidence and clips (``failed`` rows last)."""
-    rows = [[e.path, f"{e.offset_s:+.3f}", f"{e.confidence:.1f}", e.clips]
-            for e in found.estimates]
+    rows = [[e.path, f"{e.offset_s:+.3f}", f"{e.confidence:.1f}", e.clips] for e in found.estimates]
     rows += [[p, "failed", "-", 0] for p, _ in found.failed]
     return report.table(["file", "offset_s", "confidence", "clips"], rows)

@@ -41,13 +41,16 @@ def grouped_bars(ax: Any, groups: Mapping[str, Mapping[str, float]], ylabel: str
     ax.legend(fontsize="small")
 
 
-def save_next_to(json_path: str | os.PathLike, title: str,
-                 draw: Callable[[Any], None]) -> Path | None:
+def save_next_to(
+    json_path: str | os.PathLike, title: str, draw: Callable[[Any], None]
+) -> Path | None:
     """Calls ``draw(ax)`` on a new figure and saves it as ``<json_path stem>.png``."""
     plt = _pyplot()
     if plt is None:
-        logging.warning("matplotlib is not installed: no chart next to %s "
-                        "(pip install 'avts_tf[plots]').", json_path)
+        logging.warning(
+            "matplotlib is not installed: no chart next to %s (pip install 'avts_tf[plots]').",
+            json_path,
+        )
         return None
     png = Path(json_path).with_suffix(".png")
     fig, ax = plt.subplots(figsize=(8, 4))

@@ -80,16 +80,26 @@ def prepared_data(
     if records_io.is_prepared(source.data):
         return Path(source.data)
     if not Path(source.data).exists():
-        raise UserError(f"dataset {source.data} does not exist; give a prepared dataset folder or "
-                        "media (a folder, a CSV or a dataset root)")
+        raise UserError(
+            f"dataset {source.data} does not exist; give a prepared dataset folder or "
+            "media (a folder, a CSV or a dataset root)"
+        )
     work = source.prepared_dir
     if work is None:
         work = stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_"))
         stack.push(_naming_the_media(work, source.data))
     return records_io.ensure_prepared(
-        source.data, work, layout=source.layout, fold=source.fold, sample_rate=sample_rate,
-        fps=source.fps, short_side=source.short_side, audio_only=audio_only,
-        video_only=video_only, test_fraction=test_fraction, workers=source.workers,
+        source.data,
+        work,
+        layout=source.layout,
+        fold=source.fold,
+        sample_rate=sample_rate,
+        fps=source.fps,
+        short_side=source.short_side,
+        audio_only=audio_only,
+        video_only=video_only,
+        test_fraction=test_fraction,
+        workers=source.workers,
     )
 
 
@@ -99,6 +109,7 @@ def _naming_the_media(work: str, media: str) -> Callable[..., bool]:
     Raw media is prepared into a folder the user never sees; a later refusal of the
     prepared data (no labels, no video frames) should name what they gave.
     """
+
     def rename(exc_type: Any, exc: BaseException | None, traceback: Any) -> bool:
         del exc_type, traceback
         if isinstance(exc, UserError) and exc.args and isinstance(exc.args[0], str):

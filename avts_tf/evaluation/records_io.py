@@ -57,17 +57,26 @@ def ensure_prepared(
     """
     path = Path(path)
     if not path.exists():
-        raise UserError(f"dataset {path} does not exist; give a prepared dataset folder or media "
-                        "(a folder, a CSV or a dataset root)")
+        raise UserError(
+            f"dataset {path} does not exist; give a prepared dataset folder or media "
+            "(a folder, a CSV or a dataset root)"
+        )
     if is_prepared(path):
         return path
     try:
-        config = IngestConfig(layout=layout, fold=fold, sample_rate=sample_rate, fps=fps,
-                              short_side=short_side,
-                              require_video=False if audio_only else None,
-                              require_audio=not video_only, test_fraction=test_fraction)
-        prepared = prepare.prepare_dataset(path, work_dir, config, workers=workers,
-                                           options=prepare.RunOptions(progress=True))
+        config = IngestConfig(
+            layout=layout,
+            fold=fold,
+            sample_rate=sample_rate,
+            fps=fps,
+            short_side=short_side,
+            require_video=False if audio_only else None,
+            require_audio=not video_only,
+            test_fraction=test_fraction,
+        )
+        prepared = prepare.prepare_dataset(
+            path, work_dir, config, workers=workers, options=prepare.RunOptions(progress=True)
+        )
     except ValueError as err:
         raise UserError(f"cannot prepare {path}: {err}") from None
     if not prepared.written:
@@ -103,8 +112,9 @@ def check_splits(data_dir: str | Path, splits: Sequence[str] | None) -> list[str
     """
     present = splits_of(data_dir)
     if not present:
-        raise UserError(f"{data_dir} holds no records (empty set); prepare it from media with "
-                        "avts-prepare")
+        raise UserError(
+            f"{data_dir} holds no records (empty set); prepare it from media with avts-prepare"
+        )
     chosen = list(splits) if splits else present
     unknown = [s for s in chosen if s not in present]
     if unknown:
@@ -166,8 +176,10 @@ def few_shot_subset(
     chosen = set(choose_per_class(np.asarray(labels), per_class, seed).tolist())
     keep = [i for i, owner in enumerate(owners) if owner in chosen]
     if not keep:
-        raise UserError(f"split {split!r} of {data_dir} has no labelled record; prepare it from "
-                        "class folders or a CSV with labels")
+        raise UserError(
+            f"split {split!r} of {data_dir} has no labelled record; prepare it from "
+            "class folders or a CSV with labels"
+        )
     name = f"{split}-00000-of-00001.tfrecord"
     with tf.io.TFRecordWriter(str(out_dir / name)) as writer:
         for i in keep:

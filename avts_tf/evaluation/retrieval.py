@@ -59,24 +59,31 @@ def ranked(queries: np.ndarray, database: np.ndarray) -> np.ndarray:
     return np.argsort(-similarity, axis=1, kind="stable")
 
 
-def class_recall(query_feats: np.ndarray, query_labels: np.ndarray, db_feats: np.ndarray,
-                 db_labels: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+def class_recall(
+    query_feats: np.ndarray,
+    query_labels: np.ndarray,
+    db_feats: np.ndarray,
+    db_labels: np.ndarray,
+    ks: Sequence[int] = KS,
+) -> dict[str, float]:
     """``R@k``: the share of queries with a same-class item among their ``k`` nearest."""
     order = ranked(query_feats, db_feats)
     hits = db_labels[order] == query_labels[:, None]
     return {f"R@{k}": float(np.mean(hits[:, :k].any(axis=1))) for k in ks}
 
 
-def instance_recall(queries: np.ndarray, database: np.ndarray,
-                    ks: Sequence[int] = KS) -> dict[str, float]:
+def instance_recall(
+    queries: np.ndarray, database: np.ndarray, ks: Sequence[int] = KS
+) -> dict[str, float]:
     """``R@k`` when query ``i``'s only match is database item ``i``."""
     order = ranked(queries, database)
     rank = np.argmax(order == np.arange(len(queries))[:, None], axis=1)
     return {f"R@{k}": float(np.mean(rank < k)) for k in ks}
 
 
-def video_retrieval(feats: Features, train_split: str, test_split: str,
-                    ks: Sequence[int] = KS) -> dict[str, float]:
+def video_retrieval(
+    feats: Features, train_split: str, test_split: str, ks: Sequence[int] = KS
+) -> dict[str, float]:
     """Test videos query training videos by class (see the module docstring).
 
     Raises:
@@ -87,21 +94,28 @@ def video_retrieval(feats: Features, train_split: str, test_split: str,
     train = np.flatnonzero(feats.splits == train_split)
     for name, rows in ((test_split, test), (train_split, train)):
         if not len(rows):
-            raise UserError(f"no videos in split {name!r}; splits present: "
-                            f"{', '.join(sorted(set(feats.splits)))}")
+            raise UserError(
+                f"no videos in split {name!r}; splits present: "
+                f"{', '.join(sorted(set(feats.splits)))}"
+            )
     if (feats.labels[np.concatenate([test, train])] < 0).any():
-        raise UserError("retrieval by class needs labelled videos; prepare the dataset from "
-                        "class folders or a CSV with labels")
+        raise UserError(
+            "retrieval by class needs labelled videos; prepare the dataset from "
+            "class folders or a CSV with labels"
+        )
     return class_recall(files[test], feats.labels[test], files[train], feats.labels[train], ks)
 
 
-def cross_modal_retrieval(video: Features, audio: Features, split: str,
-                          ks: Sequence[int] = KS) -> dict[str, float]:
+def cross_modal_retrieval(
+    video: Features, audio: Features, split: str, ks: Sequence[int] = KS
+) -> dict[str, float]:
     """Video -> audio and audio -> video retrieval of the same video within ``split``."""
     common = sorted(set(video.ids[video.splits == split]) & set(audio.ids[audio.splits == split]))
     if len(common) < 2:
-        raise UserError(f"cross-modal retrieval needs two videos with both modalities in split "
-                        f"{split!r}, found {len(common)}; give a split with two or more")
+        raise UserError(
+            f"cross-modal retrieval needs two videos with both modalities in split "
+            f"{split!r}, found {len(common)}; give a split with two or more"
+        )
     v_index = {rid: i for i, rid in enumerate(video.ids)}
     a_index = {rid: i for i, rid in enumerate(audio.ids)}
     v = per_file(video)[[v_index[r] for r in common]]
@@ -112,6 +126,7 @@ def cross_modal_retrieval(video: Features, audio: Features, split: str,
 
 
 # -- a run's towers on a dataset (avts-eval-retrieval) ---------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class RunRetrieval:
@@ -160,9 +175,15 @@ def evaluate_run(
     audio = checkpoint.load_tower(checkpoint_path, "audio")
     spec = checkpoint.clip_spec_for(checkpoint_path, video_tower=video, audio_tower=audio)
     if source is not None:
-        data = str(prepared.prepared_data(
-            source, stack, sample_rate=spec.log_mel.sample_rate, video_only=True,
-            test_fraction=sources.DEFAULT_TEST_FRACTION))
+        data = str(
+            prepared.prepared_data(
+                source,
+                stack,
+                sample_rate=spec.log_mel.sample_rate,
+                video_only=True,
+                test_fraction=sources.DEFAULT_TEST_FRACTION,
+            )
+        )
     else:
         data = checkpoint.run_dataset(checkpoint_path)
         if not manifest.exists(data):
@@ -177,36 +198,69 @@ def evaluate_run(
     towers = {"pretrained": (video, audio, space)}
     if random_init:
         keras.utils.set_random_seed(0)
-        towers["random init"] = (checkpoint.fresh_copy(video), checkpoint.fresh_copy(audio),
-                                 space.freshly_initialised())
+        towers["random init"] = (
+            checkpoint.fresh_copy(video),
+            checkpoint.fresh_copy(audio),
+            space.freshly_initialised(),
+        )
     if with_sound < 2:
-        logging.warning("cross-modal retrieval left out: it needs two videos with sound in split "
-                        "%r, found %d", test_split, with_sound)
+        logging.warning(
+            "cross-modal retrieval left out: it needs two videos with sound in split %r, found %d",
+            test_split,
+            with_sound,
+        )
     results = {}
     for name, (v, a, compared_in) in towers.items():
         by_class = cross = None
         if labelled:
-            pooled = features.tower_features(v, "video", data, spec, splits=splits,
-                                             num_clips=num_clips, progress=False,
-                                             batch_size=batch_size)
+            pooled = features.tower_features(
+                v,
+                "video",
+                data,
+                spec,
+                splits=splits,
+                num_clips=num_clips,
+                progress=False,
+                batch_size=batch_size,
+            )
             by_class = video_retrieval(pooled, train_split, test_split)
         if with_sound >= 2:
-            v_out = features.tower_features(v, "video", data, spec, layer="output",
-                                            splits=[test_split], num_clips=num_clips,
-                                            progress=False, batch_size=batch_size,
-                                            head=compared_in.video_head)
-            a_out = features.tower_features(a, "audio", data, spec, layer="output",
-                                            splits=[test_split], window_s=window_s,
-                                            progress=False, batch_size=batch_size,
-                                            head=compared_in.audio_head)
+            v_out = features.tower_features(
+                v,
+                "video",
+                data,
+                spec,
+                layer="output",
+                splits=[test_split],
+                num_clips=num_clips,
+                progress=False,
+                batch_size=batch_size,
+                head=compared_in.video_head,
+            )
+            a_out = features.tower_features(
+                a,
+                "audio",
+                data,
+                spec,
+                layer="output",
+                splits=[test_split],
+                window_s=window_s,
+                progress=False,
+                batch_size=batch_size,
+                head=compared_in.audio_head,
+            )
             cross = cross_modal_retrieval(v_out, a_out, test_split)
-        results[name] = {"video_to_video": by_class, "cross_modal": cross,
-                         "cross_modal_space": compared_in.name if cross else None}
+        results[name] = {
+            "video_to_video": by_class,
+            "cross_modal": cross,
+            "cross_modal_space": compared_in.name if cross else None,
+        }
     return RunRetrieval(results, space.name, with_sound)
 
 
-def _check_splits(found: manifest.Manifest, data: str, train_split: str, test_split: str,
-                  with_sound: int) -> bool:
+def _check_splits(
+    found: manifest.Manifest, data: str, train_split: str, test_split: str, with_sound: int
+) -> bool:
     """Whether retrieval by class can run (every video labelled), checked before decoding.
 
     Without labels only audio <-> video retrieval runs (a warning says why); with neither
@@ -223,19 +277,28 @@ def _check_splits(found: manifest.Manifest, data: str, train_split: str, test_sp
                 f"no videos in split {split!r} ({role}) of {data} (splits with videos: "
                 f"{', '.join(found.split_names) or 'none'}); name two with --train_split "
                 "(database) and --test_split (queries), or prepare media with a held-out "
-                "split (avts-prepare --test_fraction)")
+                "split (avts-prepare --test_fraction)"
+            )
     for split, videos in videos_of.items():
         unlabelled = sum(1 for e in videos if not e.label)
         if not unlabelled:
             continue
-        problem = (f"retrieval by class needs labelled videos: {unlabelled} of {len(videos)} "
-                   f"in split {split!r} of {data} have no label")
+        problem = (
+            f"retrieval by class needs labelled videos: {unlabelled} of {len(videos)} "
+            f"in split {split!r} of {data} have no label"
+        )
         fix = "prepare the dataset from class folders or a CSV with labels"
         if with_sound < 2:
-            raise UserError(f"{problem}, and audio <-> video retrieval needs two videos with "
-                            f"sound in split {test_split!r} (found {with_sound}); {fix}")
-        logging.warning("video -> video retrieval by class left out: %s (%s); audio <-> video "
-                        "retrieval goes on", problem, fix)
+            raise UserError(
+                f"{problem}, and audio <-> video retrieval needs two videos with "
+                f"sound in split {test_split!r} (found {with_sound}); {fix}"
+            )
+        logging.warning(
+            "video -> video retrieval by class left out: %s (%s); audio <-> video "
+            "retrieval goes on",
+            problem,
+            fix,
+        )
         return False
     return True
 
@@ -245,11 +308,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     rows = []
     for name, found in results.items():
         by_class, cross = found["video_to_video"], found["cross_modal"]
-        for kind, values, prefix in (("video -> video (class)", by_class, ""),
-                                     ("video -> audio (same video)", cross, "v2a_"),
-                                     ("audio -> video (same video)", cross, "a2v_")):
-            rows.append([name, kind, *[f"{values[f'{prefix}R@{k}']:.3f}" if values else "n/a"
-                                       for k in KS]])
+        for kind, values, prefix in (
+            ("video -> video (class)", by_class, ""),
+            ("video -> audio (same video)", cross, "v2a_"),
+            ("audio -> video (same video)", cross, "a2v_"),
+        ):
+            rows.append(
+                [name, kind, *[f"{values[f'{prefix}R@{k}']:.3f}" if values else "n/a" for k in KS]]
+            )
     return report.table(["towers", "retrieval", *[f"R@{k}" for k in KS]], rows)
 
 
@@ -258,23 +324,24 @@ def write_results(path: str, results: dict[str, dict[str, Any]]) -> str | None:
     report.write_json(path, results)
 
     def bars(r: dict) -> dict[str, float]:
-        out = {f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5)
-               if r["video_to_video"]}
+        out = {f"v->v R@{k}": r["video_to_video"][f"R@{k}"] for k in (1, 5) if r["video_to_video"]}
         for label, prefix in (("v->a", "v2a_"), ("a->v", "a2v_")):
             if r["cross_modal"]:
-                out.update({f"{label} R@{k}": r["cross_modal"][f"{prefix}R@{k}"]
-                            for k in (1, 5)})
+                out.update({f"{label} R@{k}": r["cross_modal"][f"{prefix}R@{k}"] for k in (1, 5)})
         return out
 
-    return plots.save_next_to(path, "retrieval", lambda ax: plots.grouped_bars(
-        ax, {name: bars(r) for name, r in results.items()}, "recall"))
+    return plots.save_next_to(
+        path,
+        "retrieval",
+        lambda ax: plots.grouped_bars(ax, {name: bars(r) for name, r in results.items()}, "recall"),
+    )
 
 
 def headline(results: dict[str, dict[str, Any]]) -> str:
     """The last line: the run's video -> video R@k, or video -> audio without labels."""
     mine = results["pretrained"]
     if mine["video_to_video"]:
-        return "retrieval: " + " ".join(f"R@{k}={mine['video_to_video'][f'R@{k}']:.3f}"
-                                        for k in KS)
+        return "retrieval: " + " ".join(f"R@{k}={mine['video_to_video'][f'R@{k}']:.3f}" for k in KS)
     return "retrieval (video -> audio, unlabelled videos): " + " ".join(
-        f"R@{k}={mine['cross_modal'][f'v2a_R@{k}']:.3f}" for k in KS)
+        f"R@{k}={mine['cross_modal'][f'v2a_R@{k}']:.3f}" for k in KS
+    )

@@ -30,8 +30,9 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[i
     found: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     files = sorted(Path(log_dir).rglob("events.out.tfevents.*"))
     if not files:
-        raise UserError(f"no TensorBoard logs under {log_dir}; give the model_dir of an "
-                        "avts-train run")
+        raise UserError(
+            f"no TensorBoard logs under {log_dir}; give the model_dir of an avts-train run"
+        )
     for path in files:
         stage = "validation" if "validation" in path.parts else "train"
         for event in _events(path):
@@ -41,8 +42,10 @@ def read_scalars(log_dir: str | os.PathLike) -> dict[str, dict[str, list[tuple[i
                 else:
                     number = float(value.simple_value)
                 found[stage][value.tag].append((int(event.step), number))
-    return {stage: {tag: sorted(points) for tag, points in tags.items()}
-            for stage, tags in found.items()}
+    return {
+        stage: {tag: sorted(points) for tag, points in tags.items()}
+        for stage, tags in found.items()
+    }
 
 
 def _events(path: Path) -> Iterator[Any]:
@@ -56,14 +59,18 @@ def _events(path: Path) -> Iterator[Any]:
         except StopIteration:
             return
         except tf.errors.DataLossError:
-            logging.warning("%s ends in a torn record (the run was stopped while writing it); "
-                            "read what came before", path)
+            logging.warning(
+                "%s ends in a torn record (the run was stopped while writing it); "
+                "read what came before",
+                path,
+            )
             return
         yield tf.compat.v1.Event.FromString(record.numpy())
 
 
-def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
-             tags: list[str] | None = None) -> list[str]:
+def plot_run(
+    model_dir: str | os.PathLike, png: str | os.PathLike, tags: list[str] | None = None
+) -> list[str]:
     """Draws the run's epoch curves into ``png``; returns the tags drawn.
 
     Args:
@@ -78,11 +85,14 @@ def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
     scalars = read_scalars(Path(model_dir) / "tensorboard")
     every = sorted({t for stage in scalars.values() for t in stage if t.startswith("epoch_")})
     skip = {"epoch_learning_rate", "epoch_clips_per_second"}
-    chosen = tags or sorted((t for t in every if t not in skip),
-                            key=lambda t: (t != "epoch_loss", t))
+    chosen = tags or sorted(
+        (t for t in every if t not in skip), key=lambda t: (t != "epoch_loss", t)
+    )
     if not chosen:
-        raise UserError(f"no epoch curves in {model_dir}/tensorboard; train for one epoch "
-                        "(train.Trainer.steps_per_epoch batches) or more")
+        raise UserError(
+            f"no epoch curves in {model_dir}/tensorboard; train for one epoch "
+            "(train.Trainer.steps_per_epoch batches) or more"
+        )
     columns = min(3, len(chosen))
     rows = -(-len(chosen) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
@@ -90,12 +100,17 @@ def plot_run(model_dir: str | os.PathLike, png: str | os.PathLike,
         for stage, style in (("train", "-"), ("validation", "o--")):
             points = scalars.get(stage, {}).get(tag)
             if points:
-                ax.plot([p[0] + 1 for p in points], [p[1] for p in points], style,
-                        label=stage, markersize=3)
+                ax.plot(
+                    [p[0] + 1 for p in points],
+                    [p[1] for p in points],
+                    style,
+                    label=stage,
+                    markersize=3,
+                )
         ax.set_title(tag.removeprefix("epoch_"), fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(chosen):]:
+    for ax in list(axes.flat)[len(chosen) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

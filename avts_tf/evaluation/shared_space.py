@@ -44,9 +44,11 @@ class SharedSpace:
         if self.video_head is None:
             return self
         return dataclasses.replace(
-            self, name=f"{self.name}, freshly initialised",
+            self,
+            name=f"{self.name}, freshly initialised",
             video_head=checkpoint.fresh_copy(self.video_head),
-            audio_head=checkpoint.fresh_copy(self.audio_head))
+            audio_head=checkpoint.fresh_copy(self.audio_head),
+        )
 
 
 TOWER_OUTPUTS = SharedSpace("tower outputs")

@@ -48,9 +48,11 @@ def clip_cutter(model_dir: str | Path, kinds: Sequence[str] | None = None) -> Ta
     task = run_task.sync_task()
     if task is None:
         names = ", ".join(type(t).__name__ for t in run_task.parts())
-        raise UserError(f"the task of run {model_dir} ({names}) is not a synchronization "
-                        "task; give the model_dir of a run trained with objectives.contrastive "
-                        "or objectives.fusion")
+        raise UserError(
+            f"the task of run {model_dir} ({names}) is not a synchronization "
+            "task; give the model_dir of a run trained with objectives.contrastive "
+            "or objectives.fusion"
+        )
     return task.scoring(kinds)
 
 
@@ -62,8 +64,9 @@ def sync_model(model_dir: str | Path, kinds: Sequence[str] | None = None):
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise UserError(f"model_dir {model_dir} does not exist; give the --model_dir of an "
-                        "avts-train run")
+        raise UserError(
+            f"model_dir {model_dir} does not exist; give the --model_dir of an avts-train run"
+        )
     task = clip_cutter(model_dir, kinds)
     saved = all((model_dir / f"{w}_tower.keras").is_file() for w in checkpoint.TOWERS)
     if not saved:
@@ -114,8 +117,13 @@ def evaluate_sync(
             f"audio tower takes {expected}; prepare it at the run's fps"
         )
     data = pipeline.eval_dataset(
-        data_dir, batch_size, task=model.objective, spec=spec, split=split,
-        clips_per_video=clips_per_video, seed=seed,
+        data_dir,
+        batch_size,
+        task=model.objective,
+        spec=spec,
+        split=split,
+        clips_per_video=clips_per_video,
+        seed=seed,
     )
     model.compile(optimizer=keras.optimizers.SGD())
     with warnings.catch_warnings():  # Keras warns at the end of any finite dataset.
@@ -125,9 +133,11 @@ def evaluate_sync(
     for kind in kinds:
         out[f"pairs_{kind}"] = int(model.objective.kind_accuracy[kind].neg_count.numpy())
     if out["pairs_easy"] == 0:
-        raise UserError(f"split {split!r} of {data_dir} gives no out-of-sync pair (easy "
-                        "negatives need two or more videos long enough for a clip); pass a "
-                        "--split with more videos or re-prepare with a larger --test_fraction")
+        raise UserError(
+            f"split {split!r} of {data_dir} gives no out-of-sync pair (easy "
+            "negatives need two or more videos long enough for a clip); pass a "
+            "--split with more videos or re-prepare with a larger --test_fraction"
+        )
     return out
 
 
@@ -164,11 +174,14 @@ def evaluate_run(
     with contextlib.ExitStack() as stack:
         data = prepared.prepared_data(source, stack, sample_rate=spec_rate)
         present = Manifest.read(data).split_names
-        if not (split_given or records_io.is_prepared(source.data) or split in present
-                or len(present) != 1):
+        if not (
+            split_given
+            or records_io.is_prepared(source.data)
+            or split in present
+            or len(present) != 1
+        ):
             split = present[0]  # every file given is scored
-        results = evaluate_sync(model_dir, data, split, kinds, clips_per_video, batch_size,
-                                seed)
+        results = evaluate_sync(model_dir, data, split, kinds, clips_per_video, batch_size, seed)
     return kinds, results
 
 

@@ -153,8 +153,13 @@ def eval_dataset_of_run(model_dir: str | os.PathLike) -> tf.data.Dataset:
     """
     run = RunDescription.read(model_dir)
     return pipeline.eval_dataset(
-        run.dataset, run.eval_batch_size, task=run.build_task(), spec=run.clip_spec,
-        split=run.eval_split, clips_per_video=run.eval_clips_per_video, seed=run.seed,
+        run.dataset,
+        run.eval_batch_size,
+        task=run.build_task(),
+        spec=run.clip_spec,
+        split=run.eval_split,
+        clips_per_video=run.eval_clips_per_video,
+        seed=run.seed,
     )
 
 

@@ -31,8 +31,12 @@ def run_folder(output_dir: str | os.PathLike, control: str, seed: int) -> Path:
 
 
 def train_control(
-    control: str, seed: int, output_dir: str | os.PathLike, recipes: Sequence[str],
-    bindings: Sequence[str] = (), verbose: int | str = 0,
+    control: str,
+    seed: int,
+    output_dir: str | os.PathLike,
+    recipes: Sequence[str],
+    bindings: Sequence[str] = (),
+    verbose: int | str = 0,
 ) -> controls.ControlRun:
     """Trains ``recipes`` under ``control`` at ``seed`` (or reuses its finished run).
 
@@ -50,8 +54,10 @@ def train_control(
     model_dir = run_folder(output_dir, control, seed)
     found = controls.described(model_dir)
     if found is not None and found != (control, seed):
-        raise UserError(f"{model_dir} holds a run of control {found[0]!r} at seed {found[1]}; "
-                        "use --fresh or another --output_dir")
+        raise UserError(
+            f"{model_dir} holds a run of control {found[0]!r} at seed {found[1]}; "
+            "use --fresh or another --output_dir"
+        )
     asked = {"recipes": list(recipes), "bindings": list(bindings)}
     marker = model_dir.with_name(f"{model_dir.name}.json")  # Beside the run, not in it.
     if found is not None and marker.is_file():
@@ -60,17 +66,26 @@ def train_control(
             raise UserError(
                 f"{model_dir} holds a run of recipes {before['recipes']} with bindings "
                 f"{before['bindings']}, not {asked['recipes']} with {asked['bindings']}; use "
-                "--fresh or another --output_dir")
+                "--fresh or another --output_dir"
+            )
     if not controls.finished(model_dir):
         gin.clear_config()
-        config.parse_gin(list(recipes), [*bindings, f"objectives.temporal.control = '{control}'",
-                                         f"train.Trainer.seed = {seed}"])
+        config.parse_gin(
+            list(recipes),
+            [
+                *bindings,
+                f"objectives.temporal.control = '{control}'",
+                f"train.Trainer.seed = {seed}",
+            ],
+        )
         try:
             selector = _objective_selector()
             if selector != "objectives.temporal":
-                raise UserError(f"{', '.join(recipes)} trains {selector or 'no objective'}, "
-                                "not the temporal task; give a recipe whose train.Model.objective "
-                                "is @objectives.temporal (e.g. tssl_quickstart)")
+                raise UserError(
+                    f"{', '.join(recipes)} trains {selector or 'no objective'}, "
+                    "not the temporal task; give a recipe whose train.Model.objective "
+                    "is @objectives.temporal (e.g. tssl_quickstart)"
+                )
             model_dir.mkdir(parents=True, exist_ok=True)
             atomic.write_json(marker, asked)
             train.run(model_dir=model_dir, runtime=train.Runtime(verbose=verbose))

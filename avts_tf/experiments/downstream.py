@@ -31,8 +31,11 @@ METHODS = {
 """Method -> (column name, pretraining recipe)."""
 
 
-def runs_of(model_dir: str | Path, methods: Sequence[str] | None = None,
-            gin_files: Sequence[str] | None = None) -> dict[str, tuple[Path, list[str]]]:
+def runs_of(
+    model_dir: str | Path,
+    methods: Sequence[str] | None = None,
+    gin_files: Sequence[str] | None = None,
+) -> dict[str, tuple[Path, list[str]]]:
     """Column name -> (model_dir, pretraining recipe files) of every compared run.
 
     Without ``methods``, ``model_dir`` is one AVTS run (``gin_files``, default the
@@ -117,8 +120,7 @@ def compare(
     from avts_tf.evaluation import checkpoint, downstream, records_io
 
     if data and not records_io.is_prepared(data):
-        raise UserError(f"--data {data} is not a prepared dataset; prepare it with "
-                        "avts-prepare")
+        raise UserError(f"--data {data} is not a prepared dataset; prepare it with avts-prepare")
     runs = runs_of(model_dir, methods, gin_files)
     for name, (run_dir, files) in runs.items():
         pretrain(name, run_dir, files, gin_params)
@@ -128,8 +130,11 @@ def compare(
         print(f"note: the runs were pretrained on different datasets: {sorted(datasets)}")
     data = data or checkpoint.run_dataset(next(iter(model_dirs.values())))
     columns = [downstream.MFCC, downstream.SCRATCH, *model_dirs]
-    results = {"budget": budget.__dict__, "data": str(data),
-               "runs": {name: str(path) for name, path in model_dirs.items()}}
+    results = {
+        "budget": budget.__dict__,
+        "data": str(data),
+        "runs": {name: str(path) for name, path in model_dirs.items()},
+    }
     feature_sets = downstream.audio_feature_sets(model_dirs, data)
     results["audio_probe"] = downstream.probe_results(feature_sets, budget)
     video_sets = downstream.video_feature_sets(model_dirs, data, budget.clips_per_video)
@@ -139,8 +144,7 @@ def compare(
         with contextlib.ExitStack() as stack:
             prepared = _prepared_fsdd(fsdd, fsdd_prepared, stack, model_dirs)
             speaker_sets = downstream.audio_feature_sets(model_dirs, prepared)
-            results["fsdd_speaker_probe"] = downstream.speaker_probe_results(
-                speaker_sets, budget.C)
+            results["fsdd_speaker_probe"] = downstream.speaker_probe_results(speaker_sets, budget.C)
     finetunes = [] if skip_finetune else [(False, h) for h in head_steps]
     if fusion and not skip_finetune:
         finetunes.append((True, head_steps[-1]))
@@ -152,16 +156,16 @@ def compare(
     return Comparison(results, columns, train_files, done)
 
 
-def _prepared_fsdd(fsdd: str, work: str | None, stack: contextlib.ExitStack,
-                   model_dirs: dict[str, Path]) -> Path:
+def _prepared_fsdd(
+    fsdd: str, work: str | None, stack: contextlib.ExitStack, model_dirs: dict[str, Path]
+) -> Path:
     """FSDD prepared at the towers' sample rate (``fsdd`` may already be prepared)."""
     # Loads TensorFlow: imported here, after the command has checked its flags.
     from avts_tf.evaluation import checkpoint, records_io
 
     rate = checkpoint.run_clip_spec(next(iter(model_dirs.values()))).log_mel.sample_rate
     work = work or stack.enter_context(tempfile.TemporaryDirectory(prefix="avts_fsdd_"))
-    return records_io.ensure_prepared(fsdd, work, layout="fsdd", sample_rate=rate,
-                                      audio_only=True)
+    return records_io.ensure_prepared(fsdd, work, layout="fsdd", sample_rate=rate, audio_only=True)
 
 
 def table(found: Comparison) -> str:
@@ -182,14 +186,21 @@ def table(found: Comparison) -> str:
         ]
     if "fsdd_speaker_probe" in results:
         speakers = len(results["fsdd_speaker_probe"][downstream.MFCC]["runs"])
-        rows.append([f"FSDD audio linear probe, {speakers} held-out speakers"]
-                    + [_cell(results["fsdd_speaker_probe"], c) for c in columns])
+        rows.append(
+            [f"FSDD audio linear probe, {speakers} held-out speakers"]
+            + [_cell(results["fsdd_speaker_probe"], c) for c in columns]
+        )
     for key, fused, head in found.finetunes:
         towers = "audio+video" if fused else "video"
-        steps = f"{head} head + {budget['finetune_steps']} steps" if head else (
-            f"{budget['finetune_steps']} steps")
-        rows.append([f"{towers} fine-tuning, {shots} per class, {steps}"]
-                    + [_cell(results[key], c) for c in columns])
+        steps = (
+            f"{head} head + {budget['finetune_steps']} steps"
+            if head
+            else (f"{budget['finetune_steps']} steps")
+        )
+        rows.append(
+            [f"{towers} fine-tuning, {shots} per class, {steps}"]
+            + [_cell(results[key], c) for c in columns]
+        )
     return report.table(["accuracy % (mean ± std)", *columns], rows)
 
 

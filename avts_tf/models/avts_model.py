@@ -133,7 +133,8 @@ class AVTSModel(keras.Model):
                 logging.warning(
                     "jit_compile=True: the task %r gathers features over the %d replicas "
                     "inside its loss, so its train step runs without XLA.",
-                    self.objective.name, replicas,
+                    self.objective.name,
+                    replicas,
                 )
         requested = jit_compile
         super().compile(*args, jit_compile=jit_compile, **kwargs)
@@ -164,9 +165,11 @@ class AVTSModel(keras.Model):
         step = self.optimizer.iterations
         towers = _StatelessTowers(self) if stateless else self
         with tf.GradientTape() as tape:
-            loss, logs, values = unpack_compute(self.objective.compute(
-                towers, batch, training=True, step=step, global_batch=global_batch
-            ))
+            loss, logs, values = unpack_compute(
+                self.objective.compute(
+                    towers, batch, training=True, step=step, global_batch=global_batch
+                )
+            )
             scaled = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled, self.trainable_variables)
         state = towers.new_state() if stateless else []
@@ -214,8 +217,9 @@ class AVTSModel(keras.Model):
         Keras' ``LossScaleOptimizer`` looks at replica 0's gradients only: if another
         replica alone overflowed, the all-reduced update would write inf into the weights.
         """
-        local = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in gradients
-                               if g is not None])
+        local = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
+        )
         if tf.distribute.get_strategy().num_replicas_in_sync == 1:
             return local
         context = tf.distribute.get_replica_context()
@@ -246,9 +250,7 @@ class AVTSModel(keras.Model):
                 # Every replica now skips, or none: the optimizer sees non-finite gradients
                 # on all replicas as soon as one overflowed.
                 poison = tf.where(finite, 0.0, float("nan"))
-                gradients = [
-                    None if g is None else g + tf.cast(poison, g.dtype) for g in gradients
-                ]
+                gradients = [None if g is None else g + tf.cast(poison, g.dtype) for g in gradients]
         else:
             loss, logs, gradients, _, values = self._loss_and_gradients(
                 batch, global_batch, stateless=False
@@ -266,9 +268,11 @@ class AVTSModel(keras.Model):
         step = self.optimizer.iterations if self.optimizer else 0
 
         def evaluate() -> tf.Tensor:
-            loss, _, _ = unpack_compute(self.objective.compute(
-                self, batch, training=False, step=step, global_batch=global_batch
-            ))
+            loss, _, _ = unpack_compute(
+                self.objective.compute(
+                    self, batch, training=False, step=step, global_batch=global_batch
+                )
+            )
             return tf.cast(loss, tf.float32)
 
         # A replica can get no example of the last batch. Its towers are not run: oneDNN's

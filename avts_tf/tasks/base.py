@@ -211,15 +211,20 @@ class Task(AlignedClips, keras.layers.Layer):
                 overflowed and was skipped); state should then stay as it was.
         """
 
-    def add_state(self, name: str, shape: tuple[int, ...], dtype: str = "float32",
-                  initializer: str = "zeros") -> keras.Variable:
+    def add_state(
+        self, name: str, shape: tuple[int, ...], dtype: str = "float32", initializer: str = "zeros"
+    ) -> keras.Variable:
         """A non-trainable state variable, saved in checkpoints, changed by ``after_step``.
 
         Every replica assigns it the same value in ``after_step`` (from gathered values),
         so replica 0's value is the variable's value under any strategy.
         """
         return self.add_weight(
-            name=name, shape=shape, dtype=dtype, initializer=initializer, trainable=False,
+            name=name,
+            shape=shape,
+            dtype=dtype,
+            initializer=initializer,
+            trainable=False,
             aggregation="only_first_replica",
         )
 

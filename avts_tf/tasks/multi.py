@@ -48,8 +48,9 @@ class MultiTask(Task):
         weights = dict(weights or {})
         unknown = sorted(set(weights) - set(self.tasks))
         if unknown:
-            raise ValueError(f"weights name unknown tasks {unknown}; tasks: "
-                             f"{', '.join(self.tasks)}.")
+            raise ValueError(
+                f"weights name unknown tasks {unknown}; tasks: {', '.join(self.tasks)}."
+            )
         self.weights_by_task = {
             name: number_setting(f"weights[{name!r}]", weights.get(name, 1.0), zero_allowed=True)
             for name in self.tasks
@@ -58,24 +59,31 @@ class MultiTask(Task):
         for name, task in self.tasks.items():
             for metric in {m.name for t in (True, False) for m in task.reported_metrics(t)}:
                 if metric in seen:
-                    raise ValueError(f"tasks {seen[metric]!r} and {name!r} both report "
-                                     f"{metric!r}; give their metrics distinct names.")
+                    raise ValueError(
+                        f"tasks {seen[metric]!r} and {name!r} both report "
+                        f"{metric!r}; give their metrics distinct names."
+                    )
                 seen[metric] = name
         self.headline = headline or next(iter(self.tasks.values())).headline
 
     def train_example(self, clips, record, seed):  # noqa: D102
         seeds = tf.random.experimental.stateless_split(seed, len(self.tasks))
-        return {name: task.train_example(clips, record, seeds[i])
-                for i, (name, task) in enumerate(self.tasks.items())}
+        return {
+            name: task.train_example(clips, record, seeds[i])
+            for i, (name, task) in enumerate(self.tasks.items())
+        }
 
     def eval_example(self, clips, record, seed, clip_index, num_clips):  # noqa: D102
         seeds = tf.random.experimental.stateless_split(seed, len(self.tasks))
-        return {name: task.eval_example(clips, record, seeds[i], clip_index, num_clips)
-                for i, (name, task) in enumerate(self.tasks.items())}
+        return {
+            name: task.eval_example(clips, record, seeds[i], clip_index, num_clips)
+            for i, (name, task) in enumerate(self.tasks.items())
+        }
 
     def batch_examples(self, batch, training):  # noqa: D102
-        return {name: task.batch_examples(batch[name], training)
-                for name, task in self.tasks.items()}
+        return {
+            name: task.batch_examples(batch[name], training) for name, task in self.tasks.items()
+        }
 
     def build_head(self, video_dim, audio_dim):  # noqa: D102
         for task in self.tasks.values():
@@ -116,7 +124,7 @@ class MultiTask(Task):
     def after_step(self, values, applied):  # noqa: D102
         for name, task in self.tasks.items():
             prefix = f"{name}/"
-            own = {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+            own = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
             if own:
                 task.after_step(own, applied)
 
@@ -131,8 +139,7 @@ class MultiTask(Task):
 
     def shared_space(self, model):
         """The first task's that has one (the temporal task's heads beside AVTS)."""
-        return next((p for p in (t.shared_space(model) for t in self.tasks.values()) if p),
-                    None)
+        return next((p for p in (t.shared_space(model) for t in self.tasks.values()) if p), None)
 
     def sync_task(self):
         """The first task that scores synchronization."""
@@ -140,19 +147,25 @@ class MultiTask(Task):
 
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()
-        config.update({
-            "tasks": {name: keras.saving.serialize_keras_object(task)
-                      for name, task in self.tasks.items()},
-            "weights": dict(self.weights_by_task),
-            "headline": self.headline,
-        })
+        config.update(
+            {
+                "tasks": {
+                    name: keras.saving.serialize_keras_object(task)
+                    for name, task in self.tasks.items()
+                },
+                "weights": dict(self.weights_by_task),
+                "headline": self.headline,
+            }
+        )
         return config
 
     @classmethod
     def from_config(cls, config: dict) -> MultiTask:  # noqa: D102
         config = dict(config)
-        config["tasks"] = {name: keras.saving.deserialize_keras_object(task)
-                           for name, task in config["tasks"].items()}
+        config["tasks"] = {
+            name: keras.saving.deserialize_keras_object(task)
+            for name, task in config["tasks"].items()
+        }
         return cls(**config)
 
 

@@ -116,10 +116,18 @@ def test_stock_layers_have_identical_weights():
     np.testing.assert_allclose(fast(x), stock(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("cls, stock, shape, padding", [
-    (UnfusedZeroPadding3D, keras.layers.ZeroPadding3D, (2, 3, 5, 6, 2), ((1, 1), (3, 3), (2, 0))),
-    (UnfusedZeroPadding2D, keras.layers.ZeroPadding2D, (2, 5, 6, 2), ((3, 3), (1, 2))),
-])
+@pytest.mark.parametrize(
+    "cls, stock, shape, padding",
+    [
+        (
+            UnfusedZeroPadding3D,
+            keras.layers.ZeroPadding3D,
+            (2, 3, 5, 6, 2),
+            ((1, 1), (3, 3), (2, 0)),
+        ),
+        (UnfusedZeroPadding2D, keras.layers.ZeroPadding2D, (2, 5, 6, 2), ((3, 3), (1, 2))),
+    ],
+)
 def test_unfused_zero_padding_is_stock_zero_padding(cls, stock, shape, padding):
     x = RNG.standard_normal(shape).astype("float32")
     layer = cls(padding)
@@ -159,7 +167,12 @@ def test_a_train_step_of_a_tower_with_strided_convs_is_fully_optimized():
     import sys
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, "-c", TRAIN_STEP_SCRIPT], capture_output=True,
-                          text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN_STEP_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0 and "stepped" in done.stdout, done.stderr[-2000:]
     assert "remapper failed" not in done.stderr, done.stderr[-2000:]

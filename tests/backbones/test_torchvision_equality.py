@@ -158,8 +158,14 @@ def _audio_name(keras_name: str) -> str:
     if keras_name == "fc":
         return "fc"
     group, block, rest = keras_name.split("_", 2)
-    module = {"1_conv": "conv1", "1_bn": "bn1", "2_conv": "conv2", "2_bn": "bn2",
-              "downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}[rest]
+    module = {
+        "1_conv": "conv1",
+        "1_bn": "bn1",
+        "2_conv": "conv2",
+        "2_bn": "bn2",
+        "downsample_conv": "downsample.0",
+        "downsample_bn": "downsample.1",
+    }[rest]
     return f"{group}.{block}.{module}"
 
 
@@ -172,12 +178,13 @@ def test_audio_resnet18_pads_as_torchvision():
     reference.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)  # one spectrogram channel
     randomize(reference)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
-    model = BACKBONES.build("audio_resnet18", input_shape=(None, None, 1), depths=(1, 1, 1, 1),
-                            num_classes=NUM_CLASSES)
+    model = BACKBONES.build(
+        "audio_resnet18", input_shape=(None, None, 1), depths=(1, 1, 1, 1), num_classes=NUM_CLASSES
+    )
     for layer in model.layers:
         if layer.weights:
             prefix = _audio_name(layer.name) + "."
-            params = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            params = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             layer.set_weights(torchvision_import.keras_weights(layer, params))
     rng = np.random.default_rng(3)
     for size in [(32, 16), (33, 17), (30, 22)]:

@@ -20,7 +20,11 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "import_torchvision.py"), *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -31,8 +35,16 @@ def test_tool_writes_a_keras_model_with_torchvision_logits(tmp_path):
     checkpoint = tmp_path / "r2plus1d.pth"
     torch.save({"state_dict": reference.state_dict()}, checkpoint)
     output = tmp_path / "r2plus1d.keras"
-    result = run_tool("--arch", "r2plus1d_18", "--checkpoint", str(checkpoint),
-                      "--output", str(output), "--input_shape", "7,33,35")
+    result = run_tool(
+        "--arch",
+        "r2plus1d_18",
+        "--checkpoint",
+        str(checkpoint),
+        "--output",
+        str(output),
+        "--input_shape",
+        "7,33,35",
+    )
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "(logits)" in result.stdout
     model = keras.models.load_model(output)
@@ -58,14 +70,20 @@ def test_a_file_that_is_no_state_dict_says_what_it_is(tmp_path):
 
     text = tmp_path / "notes.pth"
     text.write_text("garbage")
-    with pytest.raises(TorchvisionImportError, match=r"\(not a file torch.save writes: it "
-                                                      r"starts with b'ga'\); pass a file"):
+    with pytest.raises(
+        TorchvisionImportError,
+        match=r"\(not a file torch.save writes: it "
+        r"starts with b'ga'\); pass a file",
+    ):
         load_state_dict(text)
     whole = tmp_path / "whole.pth"  # torch.save(model): a pickled module, not tensors
     torch.save(torchvision_model("mc3_18"), whole)
-    with pytest.raises(TorchvisionImportError, match=r"\(it holds a pickled torchvision.models."
-                                                      r"video.resnet.VideoResNet object, not "
-                                                      r"only tensors; we load tensors only\)"):
+    with pytest.raises(
+        TorchvisionImportError,
+        match=r"\(it holds a pickled torchvision.models."
+        r"video.resnet.VideoResNet object, not "
+        r"only tensors; we load tensors only\)",
+    ):
         load_state_dict(whole)
 
 
@@ -73,18 +91,38 @@ def run_finetune(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / "finetune.py"), *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
 def test_finetune_from_torchvision_checkpoint(tiny_prepared, tmp_path):
     checkpoint = tmp_path / "mc3.pth"
     torch.save(torchvision_model("mc3_18").state_dict(), checkpoint)
-    common = ["--data", str(tiny_prepared), "--steps", "1", "--batch_size", "2",
-              "--clips_per_video", "1", "--verbose", "0"]
-    result = run_finetune("--init", f"torchvision:mc3_18:{checkpoint}", *common,
-                          "--gin_param", "data.ClipSpec.num_frames = 4",
-                          "--save", str(tmp_path / "ft.keras"))
+    common = [
+        "--data",
+        str(tiny_prepared),
+        "--steps",
+        "1",
+        "--batch_size",
+        "2",
+        "--clips_per_video",
+        "1",
+        "--verbose",
+        "0",
+    ]
+    result = run_finetune(
+        "--init",
+        f"torchvision:mc3_18:{checkpoint}",
+        *common,
+        "--gin_param",
+        "data.ClipSpec.num_frames = 4",
+        "--save",
+        str(tmp_path / "ft.keras"),
+    )
     assert result.returncode == 0, result.stderr
     assert "video accuracy" in result.stdout
     import avts_tf.backbones  # noqa: F401

@@ -101,8 +101,9 @@ def bfloat16_gradients_main() -> None:
         grads = tape.gradient(loss, model.trainable_weights)
         results[name] = {
             "dtype": out.dtype.name,
-            "finite": all(g is not None and bool(tf.reduce_all(tf.math.is_finite(g)))
-                          for g in grads),
+            "finite": all(
+                g is not None and bool(tf.reduce_all(tf.math.is_finite(g))) for g in grads
+            ),
         }
     print(json.dumps(results))
 
@@ -121,13 +122,17 @@ def bfloat16_gradients():
     import sys
     from pathlib import Path
 
-    code = ("import sys; sys.path[:0] = ['tests/backbones', 'tests', '.']; "
-            "import test_towers; test_towers.bfloat16_gradients_main()")
+    code = (
+        "import sys; sys.path[:0] = ['tests/backbones', 'tests', '.']; "
+        "import test_towers; test_towers.bfloat16_gradients_main()"
+    )
     root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3",
-               CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

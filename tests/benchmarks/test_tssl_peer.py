@@ -33,8 +33,9 @@ def test_labels_cover_every_ordering_class():
     start, span = labels["view_start"], labels["view_span"]
     classes = order_labels(start[:, 0], span[:, 0], start[:, 1], span[:, 1]).numpy()
     assert set(classes.tolist()) == {0, 1, 2}
-    mine = train_step.torch_order_labels(*(torch.from_numpy(x) for x in (
-        start[:, 0], span[:, 0], start[:, 1], span[:, 1])))
+    mine = train_step.torch_order_labels(
+        *(torch.from_numpy(x) for x in (start[:, 0], span[:, 0], start[:, 1], span[:, 1]))
+    )
     assert np.array_equal(mine.numpy(), classes)
     assert set(labels["speed"].ravel().tolist()) <= {0, 1, 2}
 
@@ -47,8 +48,13 @@ def test_enqueue_matches_the_task():
     queue_ids = np.arange(5, dtype=np.int64)
     keys = rng.standard_normal((3, 3)).astype(np.float32)
     ids = np.array([7, 8, 9], np.int64)
-    expected = contrastive.enqueue(tf.constant(queue), tf.constant(queue_ids), tf.constant(3),
-                                   tf.constant(keys), tf.constant(ids))
+    expected = contrastive.enqueue(
+        tf.constant(queue),
+        tf.constant(queue_ids),
+        tf.constant(3),
+        tf.constant(keys),
+        tf.constant(ids),
+    )
     queues = {"video": (torch.from_numpy(queue), torch.from_numpy(queue_ids), torch.tensor(3))}
     train_step.torch_enqueue(queues, {"video": torch.from_numpy(keys)}, torch.from_numpy(ids))
     for mine, theirs in zip(queues["video"], expected, strict=True):

@@ -57,8 +57,7 @@ def test_saturation_scales_each_pixel_s_distance_from_its_value_by_one_factor():
 
 def test_grayscale_puts_the_luma_in_all_channels_at_its_rate():
     out = colored(0, grayscale=1.0)
-    np.testing.assert_allclose(out, np.repeat(FRAMES @ LUMA, 3).reshape(FRAMES.shape),
-                               atol=1e-6)
+    np.testing.assert_allclose(out, np.repeat(FRAMES @ LUMA, 3).reshape(FRAMES.shape), atol=1e-6)
     grey = [np.ptp(colored(seed, grayscale=0.2), axis=-1).max() < 1e-6 for seed in range(200)]
     assert 0.12 < np.mean(grey) < 0.28
 
@@ -80,8 +79,7 @@ def test_a_training_clip_gets_one_draw_for_all_its_frames():
     record = {"frames": tf.stack([tf.io.encode_jpeg(image)] * 20)}
     spec = ClipSpec(num_frames=4, crop_size=16, brightness=0.2, saturation=0.5, grayscale=0.3)
     clips = Clips(spec, fps=8.0)
-    plain = Clips(dataclasses.replace(spec, brightness=0.0, saturation=0.0, grayscale=0.0),
-                  fps=8.0)
+    plain = Clips(dataclasses.replace(spec, brightness=0.0, saturation=0.0, grayscale=0.0), fps=8.0)
     changed = 0
     for seed in range(6):
         out = clips.video(record, tf.constant(2, tf.int64), True, tf.constant([seed, 1]))
@@ -89,8 +87,10 @@ def test_a_training_clip_gets_one_draw_for_all_its_frames():
         np.testing.assert_array_equal(out, np.broadcast_to(out[:1], out.shape))
         base = plain.video(record, tf.constant(2, tf.int64), True, tf.constant([seed, 1]))
         changed += int(np.abs(out - base.numpy()).max() > 1e-3)
-        evaluation = [c.video(record, tf.constant(2, tf.int64), False, tf.constant([seed, 1]))
-                      for c in (clips, plain)]
+        evaluation = [
+            c.video(record, tf.constant(2, tf.int64), False, tf.constant([seed, 1]))
+            for c in (clips, plain)
+        ]
         np.testing.assert_array_equal(evaluation[0], evaluation[1])
     assert changed >= 5
 
@@ -116,8 +116,12 @@ def test_each_temporal_view_gets_its_own_draw():
 
 
 def test_settings_are_checked_and_recorded():
-    for bad in ({"brightness": -0.1}, {"saturation": 1.5}, {"grayscale": 2.0},
-                {"brightness": "0.1"}):
+    for bad in (
+        {"brightness": -0.1},
+        {"saturation": 1.5},
+        {"grayscale": 2.0},
+        {"brightness": "0.1"},
+    ):
         with pytest.raises(ValueError, match="data.ClipSpec"):
             ClipSpec(**bad)
     spec = ClipSpec(brightness=32 / 255, saturation=0.5, grayscale=0.2)

@@ -22,29 +22,64 @@ from avts_tf.data.manifest import (
 from avts_tf.errors import UserError
 
 CUT = WrittenEntry(
-    id="v_000001_000003", split="test", path="/m/v.mkv", label="dog", start=1.0, end=3.0,
-    shard="test-00000-of-00001.tfrecord", num_frames=16, num_samples=32000, height=40,
-    width=53, duration=2.0, warnings=("decoded 1.90 s of the 2.00 s the container declares",),
+    id="v_000001_000003",
+    split="test",
+    path="/m/v.mkv",
+    label="dog",
+    start=1.0,
+    end=3.0,
+    shard="test-00000-of-00001.tfrecord",
+    num_frames=16,
+    num_samples=32000,
+    height=40,
+    width=53,
+    duration=2.0,
+    warnings=("decoded 1.90 s of the 2.00 s the container declares",),
 )
 WHOLE = WrittenEntry(
-    id="a.mp4", split="train", path="/m/a.mp4", label="cat",
-    shard="train-00000-of-00001.tfrecord", num_frames=8, num_samples=16000, height=40,
-    width=40, duration=1.0,
+    id="a.mp4",
+    split="train",
+    path="/m/a.mp4",
+    label="cat",
+    shard="train-00000-of-00001.tfrecord",
+    num_frames=8,
+    num_samples=16000,
+    height=40,
+    width=40,
+    duration=1.0,
 )
-SKIP = SkippedEntry(id="b.mp4", kind="no_audio", reason="no audio stream", split="train",
-                    path="/m/b.mp4", label="cat")
+SKIP = SkippedEntry(
+    id="b.mp4",
+    kind="no_audio",
+    reason="no audio stream",
+    split="train",
+    path="/m/b.mp4",
+    label="cat",
+)
 
 
 def example() -> Manifest:
     """A manifest with every field away from its default."""
     return Manifest(
-        config=IngestConfig(fps=5.0, short_side=24, sample_rate=8000, jpeg_quality=80,
-                            video_stream=1, audio_stream=0, require_audio=False,
-                            require_video=True, num_shards=1, layout="youtube", fold=2,
-                            media_dir="/m"),
+        config=IngestConfig(
+            fps=5.0,
+            short_side=24,
+            sample_rate=8000,
+            jpeg_quality=80,
+            video_stream=1,
+            audio_stream=0,
+            require_audio=False,
+            require_video=True,
+            num_shards=1,
+            layout="youtube",
+            fold=2,
+            media_dir="/m",
+        ),
         labels=("cat", "dog"),
-        splits={"test": SplitInfo(1, (Shard("test-00000-of-00001.tfrecord", 1),)),
-                "train": SplitInfo(1, (Shard("train-00000-of-00001.tfrecord", 1),))},
+        splits={
+            "test": SplitInfo(1, (Shard("test-00000-of-00001.tfrecord", 1),)),
+            "train": SplitInfo(1, (Shard("train-00000-of-00001.tfrecord", 1),)),
+        },
         written=(CUT, WHOLE),
         skipped=(SKIP,),
         input="/m/list.csv",
@@ -68,21 +103,41 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert back.num_records("train") == 1 and back.num_records(["train", "test", "val"]) == 2
     assert back.count_shorter_than("test", 2.0) == 0
     assert back.count_shorter_than("test", 2.5) == 1
-    assert back.summary == {"files": 3, "written": 2, "skipped": 1,
-                            "skipped_by_kind": {"no_audio": 1}}
+    assert back.summary == {
+        "files": 3,
+        "written": 2,
+        "skipped": 1,
+        "skipped_by_kind": {"no_audio": 1},
+    }
     data = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert data["format_version"] == 1 and data["format"] == "avts_tf.records/1"
     assert data["written"][0] == {
-        "path": "/m/v.mkv", "id": "v_000001_000003", "label": "dog", "split": "test",
-        "start": 1.0, "end": 3.0, "records": 1, "num_frames": 16, "num_samples": 32000,
-        "height": 40, "width": 53, "duration": 2.0,
+        "path": "/m/v.mkv",
+        "id": "v_000001_000003",
+        "label": "dog",
+        "split": "test",
+        "start": 1.0,
+        "end": 3.0,
+        "records": 1,
+        "num_frames": 16,
+        "num_samples": 32000,
+        "height": 40,
+        "width": 53,
+        "duration": 2.0,
         "warnings": ["decoded 1.90 s of the 2.00 s the container declares"],
         "shard": "test-00000-of-00001.tfrecord",
     }
     assert "start" not in data["written"][1] and "warnings" not in data["written"][1]
-    assert data["skipped"] == [{"path": "/m/b.mp4", "id": "b.mp4", "label": "cat",
-                                "split": "train", "kind": "no_audio",
-                                "reason": "no audio stream"}]
+    assert data["skipped"] == [
+        {
+            "path": "/m/b.mp4",
+            "id": "b.mp4",
+            "label": "cat",
+            "split": "train",
+            "kind": "no_audio",
+            "reason": "no audio stream",
+        }
+    ]
 
 
 def test_remote_paths_go_through_gfile():
@@ -95,8 +150,11 @@ def test_remote_paths_go_through_gfile():
 def test_newer_or_bad_version_is_refused(tmp_path):
     data = {**example().to_dict(), "format_version": FORMAT_VERSION + 1}
     (tmp_path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="format version 2, newer than this avts_tf reads "
-                                            r"\(up to 1\); upgrade avts_tf") as err:
+    with pytest.raises(
+        ManifestError,
+        match="format version 2, newer than this avts_tf reads "
+        r"\(up to 1\); upgrade avts_tf",
+    ) as err:
         Manifest.read(tmp_path)
     assert isinstance(err.value, UserError)  # The tools report it as one line.
     assert str(tmp_path / "manifest.json") in str(err.value)
@@ -109,9 +167,13 @@ def test_newer_or_bad_version_is_refused(tmp_path):
 
 def test_missing_or_broken_manifest_names_the_folder_and_the_fix(tmp_path):
     missing = tmp_path / "nope"
-    with pytest.raises(FileNotFoundError, match=re.escape(
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(
             f"{missing}/manifest.json not found: {missing} is not a prepared dataset. "
-            f"Run tools/prepare_data.py --input ... --output {missing}.")):
+            f"Run tools/prepare_data.py --input ... --output {missing}."
+        ),
+    ):
         Manifest.read(missing)
     assert not manifest.exists(missing)
     (tmp_path / "manifest.json").write_text("{not json")
@@ -130,10 +192,14 @@ def test_manifest_without_version_reads_as_version_1(tmp_path):
     back = Manifest.read(tmp_path)
     assert back.format_version == 1 and back == example()
     # A hand-written minimal one (as in the split checks): defaults fill the rest.
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "config": {"fps": 10, "sample_rate": 22050},
-        "written": [{"id": "a.mp4", "path": "/d/a.mp4", "split": "val"}],
-    }))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "config": {"fps": 10, "sample_rate": 22050},
+                "written": [{"id": "a.mp4", "path": "/d/a.mp4", "split": "val"}],
+            }
+        )
+    )
     back = Manifest.read(tmp_path)
     assert (back.fps, back.sample_rate, back.config.short_side) == (10.0, 22050, 40)
     assert back.written == (WrittenEntry(id="a.mp4", split="val", path="/d/a.mp4"),)
@@ -145,9 +211,13 @@ def test_check_sample_rate(tmp_path):
     example().write(tmp_path)
     prepared = Manifest.read(tmp_path)
     prepared.check_sample_rate(8000)
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
             f"{tmp_path} stores audio at 8000 Hz but the log-mel spec expects 16000 Hz; set "
-            "LogMelSpec.sample_rate = 8000 or re-run prepare_data with --sample_rate.")):
+            "LogMelSpec.sample_rate = 8000 or re-run prepare_data with --sample_rate."
+        ),
+    ):
         prepared.check_sample_rate(16000)
 
 
@@ -172,7 +242,8 @@ def test_written_by_ingestion_of_the_synthetic_set(tiny_prepared):
     assert prepared.to_dict() == on_disk
     assert (prepared.fps, prepared.sample_rate, prepared.config.short_side) == (8.0, 16000, 32)
     assert prepared.config == dataclasses.replace(
-        manifest.DEFAULTS, short_side=32, layout=prepared.config.layout, require_video=True)
+        manifest.DEFAULTS, short_side=32, layout=prepared.config.layout, require_video=True
+    )
     assert len(prepared.labels) == 2
     assert prepared.split_names == ["test", "train"]
     assert (prepared.num_records("train"), prepared.num_records("test")) == (6, 2)
@@ -194,24 +265,41 @@ def test_written_by_ingestion_of_the_synthetic_set(tiny_prepared):
 
 
 def test_records_without_a_clip_window_are_counted_by_cause(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({
-        "config": {"fps": 10, "sample_rate": 1000},
-        "written": [
-            {"id": "ok.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 2000},
-            {"id": "silent.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 0},
-            {"id": "speech.wav", "duration": 2.0, "num_frames": 0, "num_samples": 2000},
-            {"id": "short.mp4", "duration": 0.5, "num_frames": 5, "num_samples": 500},
-            {"id": "short_audio.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 900},
-        ],
-    }))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "config": {"fps": 10, "sample_rate": 1000},
+                "written": [
+                    {"id": "ok.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 2000},
+                    {"id": "silent.mp4", "duration": 2.0, "num_frames": 20, "num_samples": 0},
+                    {"id": "speech.wav", "duration": 2.0, "num_frames": 0, "num_samples": 2000},
+                    {"id": "short.mp4", "duration": 0.5, "num_frames": 5, "num_samples": 500},
+                    {
+                        "id": "short_audio.mp4",
+                        "duration": 2.0,
+                        "num_frames": 20,
+                        "num_samples": 900,
+                    },
+                ],
+            }
+        )
+    )
     found = Manifest.read(tmp_path)
     assert found.without_clip_window("train", 1.0) == {
-        "without video": 1, "without audio": 1, "shorter": 2}
+        "without video": 1,
+        "without audio": 1,
+        "shorter": 2,
+    }
     assert found.without_clip_window("train", 1.0, needs_audio=False) == {
-        "without video": 1, "shorter": 1}
+        "without video": 1,
+        "shorter": 1,
+    }
     found.require_clip_windows("train", 1.0)  # ok.mp4 holds one.
-    with pytest.raises(UserError, match=r"^no record of the evaluation split 'train' of .* "
-                                        r"holds one 2\.50 s clip window of video and audio \(5 "
-                                        r"record\(s\): 1 without video, 1 without audio, 3 "
-                                        r"shorter\); prepare longer videos with an audio track"):
+    with pytest.raises(
+        UserError,
+        match=r"^no record of the evaluation split 'train' of .* "
+        r"holds one 2\.50 s clip window of video and audio \(5 "
+        r"record\(s\): 1 without video, 1 without audio, 3 "
+        r"shorter\); prepare longer videos with an audio track",
+    ):
         found.require_clip_windows("train", 2.5, "evaluation")

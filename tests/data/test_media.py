@@ -13,11 +13,27 @@ import tensorflow as tf
 from avts_tf.data.ingestion.media import MediaError, decode_media
 
 
-def write_media(path: Path, *, frame_times=None, fps=10, seconds=1.0, size=(32, 32),
-                audio=True, video=True, sample_rate=16000, audio_start=0.0,
-                audio_seconds=None, click_at=None, levels=None, rotation=None,
-                vcodec="mpeg4", acodec="pcm_s16le", faststart=False, metadata=None,
-                metadata_encoding="utf-8") -> Path:
+def write_media(
+    path: Path,
+    *,
+    frame_times=None,
+    fps=10,
+    seconds=1.0,
+    size=(32, 32),
+    audio=True,
+    video=True,
+    sample_rate=16000,
+    audio_start=0.0,
+    audio_seconds=None,
+    click_at=None,
+    levels=None,
+    rotation=None,
+    vcodec="mpeg4",
+    acodec="pcm_s16le",
+    faststart=False,
+    metadata=None,
+    metadata_encoding="utf-8",
+) -> Path:
     """Writes a tiny file: frame ``k`` is a flat gray of ``levels[k]`` (default ``20k``).
 
     Audio is silent mono PCM starting at ``audio_start`` seconds, with one full-scale
@@ -58,8 +74,9 @@ def write_media(path: Path, *, frame_times=None, fps=10, seconds=1.0, size=(32, 
             if click_at is not None:
                 pcm[round((click_at - audio_start) * sample_rate)] = 30000
             for s in range(0, n, 1024):
-                frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 1024], format="s16",
-                                                   layout="mono")
+                frame = av.AudioFrame.from_ndarray(
+                    pcm[None, s : s + 1024], format="s16", layout="mono"
+                )
                 frame.sample_rate = sample_rate
                 frame.pts = s + round(audio_start * sample_rate)
                 frame.time_base = Fraction(1, sample_rate)
@@ -81,8 +98,9 @@ def skip_kind(path: Path, **kwargs) -> str:
 
 
 def test_constant_rate_resampled_by_timestamps(tmp_path):
-    path = write_media(tmp_path / "a.mp4", fps=10, seconds=2, vcodec="libx264", acodec="aac",
-                       faststart=True)
+    path = write_media(
+        tmp_path / "a.mp4", fps=10, seconds=2, vcodec="libx264", acodec="aac", faststart=True
+    )
     media = decode_media(path, fps=8, short_side=40)
     assert len(media.jpeg_frames) == 16  # 2 s at 8 fps.
     # Output frame i shows source frame floor(i * 10 / 8), whose level is 20 * that.
@@ -102,14 +120,23 @@ def test_variable_frame_rate(tmp_path):
     assert np.allclose(levels_of(media), expected, atol=6)
 
 
-@pytest.mark.parametrize(("rate", "audio_start", "click"), [
-    (16000, 0.25, 0.5),   # Audio starts late: padded in front.
-    (16000, -0.2, 0.3),   # Audio starts early: trimmed in front.
-    (44100, 0.0, 0.625),  # Resampled.
-])
+@pytest.mark.parametrize(
+    ("rate", "audio_start", "click"),
+    [
+        (16000, 0.25, 0.5),  # Audio starts late: padded in front.
+        (16000, -0.2, 0.3),  # Audio starts early: trimmed in front.
+        (44100, 0.0, 0.625),  # Resampled.
+    ],
+)
 def test_audio_alignment_click(tmp_path, rate, audio_start, click):
-    path = write_media(tmp_path / "click.mkv", sample_rate=rate, audio_start=audio_start,
-                       click_at=click, seconds=1.0, audio_seconds=0.7)
+    path = write_media(
+        tmp_path / "click.mkv",
+        sample_rate=rate,
+        audio_start=audio_start,
+        click_at=click,
+        seconds=1.0,
+        audio_seconds=0.7,
+    )
     media = decode_media(path, fps=10, sample_rate=16000)
     assert media.audio.shape == (16000,)  # Padded to the 1 s of video.
     assert abs(int(np.argmax(np.abs(media.audio))) - round(click * 16000)) <= 2
@@ -122,11 +149,13 @@ def test_audio_longer_than_video_is_trimmed(tmp_path):
     assert len(media.jpeg_frames) == 4 and media.audio.shape == (8000,)
 
 
-@pytest.mark.parametrize(("degrees", "corner"), [(90, "bottom_left"), (-90, "top_right"),
-                                                 (180, "bottom_right")])
+@pytest.mark.parametrize(
+    ("degrees", "corner"), [(90, "bottom_left"), (-90, "top_right"), (180, "bottom_right")]
+)
 def test_rotation(tmp_path, degrees, corner):
-    path = write_media(tmp_path / "rot.mp4", size=(32, 48), rotation=degrees, audio=False,
-                       vcodec="libx264")
+    path = write_media(
+        tmp_path / "rot.mp4", size=(32, 48), rotation=degrees, audio=False, vcodec="libx264"
+    )
     media = decode_media(path, fps=10, short_side=40, require_audio=False)
     img = tf.io.decode_jpeg(media.jpeg_frames[0]).numpy().mean(-1)
     if degrees % 180:
@@ -134,8 +163,12 @@ def test_rotation(tmp_path, degrees, corner):
     else:
         assert img.shape == (60, 40)
     h, w = img.shape
-    quadrants = {"top_left": img[: h // 2, : w // 2], "top_right": img[: h // 2, w // 2:],
-                 "bottom_left": img[h // 2:, : w // 2], "bottom_right": img[h // 2:, w // 2:]}
+    quadrants = {
+        "top_left": img[: h // 2, : w // 2],
+        "top_right": img[: h // 2, w // 2 :],
+        "bottom_left": img[h // 2 :, : w // 2],
+        "bottom_right": img[h // 2 :, w // 2 :],
+    }
     assert max(quadrants, key=lambda k: quadrants[k].mean()) == corner
 
 
@@ -185,8 +218,11 @@ def test_stream_choice(tmp_path):
 
 
 def test_non_utf8_metadata(tmp_path):
-    path = write_media(tmp_path / "meta.mkv", metadata={"title": "caf\u00e9 \u00e0 la cr\u00e8me"},
-                       metadata_encoding="latin-1")
+    path = write_media(
+        tmp_path / "meta.mkv",
+        metadata={"title": "caf\u00e9 \u00e0 la cr\u00e8me"},
+        metadata_encoding="latin-1",
+    )
     with pytest.raises(UnicodeDecodeError):
         with av.open(str(path)) as c:
             dict(c.metadata)
@@ -206,8 +242,9 @@ def test_skip_reasons(tmp_path):
     with pytest.raises(MediaError, match=r"^a folder, not a media file \(list the files"):
         decode_media(folder)
     for faststart in (True, False):
-        full = write_media(tmp_path / "full.mp4", seconds=2, vcodec="libx264", acodec="aac",
-                           faststart=faststart)
+        full = write_media(
+            tmp_path / "full.mp4", seconds=2, vcodec="libx264", acodec="aac", faststart=faststart
+        )
         cut = tmp_path / f"cut{faststart}.mp4"
         cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
         assert skip_kind(cut) == "truncated"
@@ -215,8 +252,9 @@ def test_skip_reasons(tmp_path):
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(mkv.read_bytes()[:400])
     assert skip_kind(cut) == "truncated"
-    zero = write_media(tmp_path / "zero.mp4", frame_times=[], audio_seconds=0,
-                       vcodec="libx264", acodec="aac")
+    zero = write_media(
+        tmp_path / "zero.mp4", frame_times=[], audio_seconds=0, vcodec="libx264", acodec="aac"
+    )
     assert skip_kind(zero) == "zero_length"
     clip = write_media(tmp_path / "clip.mkv", seconds=1)
     assert skip_kind(clip, start=5.0, end=6.0) == "zero_length"
@@ -236,8 +274,9 @@ def test_frame_jpeg_same_bytes_every_time_at_odd_heights():
     blocks = rng.integers(0, 256, (29, 16, 3), np.uint8)  # 16 x 16 px patches of one colour
     rgb = np.repeat(np.repeat(blocks, 16, 0), 16, 1)[:454]
     frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")  # 256 x 454: 128 x 227 out
-    convert = media._FrameConverter(SimpleNamespace(sample_aspect_ratio=None, metadata={}),
-                                    short_side=128, quality=90)
+    convert = media._FrameConverter(
+        SimpleNamespace(sample_aspect_ratio=None, metadata={}), short_side=128, quality=90
+    )
     encoded = set()
     for _ in range(20):
         _ = [rng.integers(0, 256, (300, 300), np.uint8) for _ in range(4)]  # reuse memory
@@ -245,8 +284,9 @@ def test_frame_jpeg_same_bytes_every_time_at_odd_heights():
     assert (convert.height, convert.width) == (227, 128)
     assert len(encoded) == 1
     decoded = tf.io.decode_jpeg(encoded.pop()).numpy().astype(float)
-    expected = frame.reformat(width=128, height=227, format="rgb24",
-                              interpolation="AREA").to_ndarray()
+    expected = frame.reformat(
+        width=128, height=227, format="rgb24", interpolation="AREA"
+    ).to_ndarray()
     assert decoded.shape == (227, 128, 3)
     rows, cols = np.mgrid[:227, :128]
     inside = (rows % 8 >= 2) & (rows % 8 <= 5) & (cols % 8 >= 2) & (cols % 8 <= 5)
@@ -264,8 +304,16 @@ def test_decoder_threads_change_nothing_but_speed(tmp_path, monkeypatch):
     assert [prepare.threads_per_decoder(n) for n in (1, 2, 4, 32)] == [0, 8, 4, 1]
 
     levels = [(37 * k) % 256 for k in range(30)]
-    path = write_media(tmp_path / "a.mp4", fps=25, seconds=1.2, size=(160, 96), levels=levels,
-                       vcodec="libx264", acodec="aac", faststart=True)
+    path = write_media(
+        tmp_path / "a.mp4",
+        fps=25,
+        seconds=1.2,
+        size=(160, 96),
+        levels=levels,
+        vcodec="libx264",
+        acodec="aac",
+        faststart=True,
+    )
     decoded = [decode_media(path, fps=25, short_side=64, decode_threads=n) for n in (0, 1, 2)]
     for media in decoded[1:]:
         assert media.jpeg_frames == decoded[0].jpeg_frames
@@ -273,8 +321,9 @@ def test_decoder_threads_change_nothing_but_speed(tmp_path, monkeypatch):
     assert np.allclose(levels_of(decoded[1]), levels, atol=6)
 
 
-def _write_audio_parts(path: Path, parts: list[tuple[float, np.ndarray]], seconds: float,
-                       sample_rate: int = 16000) -> Path:
+def _write_audio_parts(
+    path: Path, parts: list[tuple[float, np.ndarray]], seconds: float, sample_rate: int = 16000
+) -> Path:
     """A flat 10 fps video of ``seconds`` and PCM audio parts, each stamped at its start."""
     with av.open(str(path), "w") as c:
         video = c.add_stream("mpeg4", rate=10)
@@ -286,8 +335,9 @@ def _write_audio_parts(path: Path, parts: list[tuple[float, np.ndarray]], second
         c.mux(video.encode())
         for start_s, pcm in parts:
             for s in range(0, len(pcm), 800):  # 50 ms frames: exact in Matroska's 1 ms ticks
-                frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 800], format="s16",
-                                                   layout="mono")
+                frame = av.AudioFrame.from_ndarray(
+                    pcm[None, s : s + 800], format="s16", layout="mono"
+                )
                 frame.sample_rate = sample_rate
                 frame.pts = round(start_s * sample_rate) + s
                 frame.time_base = Fraction(1, sample_rate)
@@ -308,7 +358,8 @@ def test_audio_after_a_dropout_stays_at_its_timestamps(tmp_path):
     np.testing.assert_array_equal(media.audio, want)
     assert media.warnings == [
         "the audio timestamps jump 1 time(s) (largest +0.500 s at 1.00 s); kept each sample "
-        "at its timestamp (silence in gaps, overlaps dropped)"]
+        "at its timestamp (silence in gaps, overlaps dropped)"
+    ]
 
 
 def test_audio_stamped_twice_keeps_the_later_part_at_its_timestamps():
@@ -319,15 +370,15 @@ def test_audio_stamped_twice_keeps_the_later_part_at_its_timestamps():
     collector = _AudioCollector(16000)
     for start_s, pcm in [(0.0, first), (0.75, second)]:
         for s in range(0, len(pcm), 800):
-            frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 800], format="s16",
-                                               layout="mono")
+            frame = av.AudioFrame.from_ndarray(pcm[None, s : s + 800], format="s16", layout="mono")
             frame.sample_rate = 16000
             frame.pts, frame.time_base = round(start_s * 16000) + s, Fraction(1, 16000)
             collector.push(frame)
     collector.flush()
     audio = collector.finish(0.0, 32000, None)
-    np.testing.assert_array_equal(audio, np.concatenate([first, second[4000:],
-                                                         np.zeros(4000, np.int16)]))
+    np.testing.assert_array_equal(
+        audio, np.concatenate([first, second[4000:], np.zeros(4000, np.int16)])
+    )
     assert collector.gaps == [(1.0, -0.25)]
 
 
@@ -337,7 +388,7 @@ def test_audio_frames_without_timestamps_go_before_the_first_stamped_one():
     pcm = _ramp(8000, 1000)
     collector = _AudioCollector(16000)
     for s in range(0, 8000, 800):  # The first three frames carry no timestamp.
-        frame = av.AudioFrame.from_ndarray(pcm[None, s:s + 800], format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(pcm[None, s : s + 800], format="s16", layout="mono")
         frame.sample_rate = 16000
         if s >= 2400:
             frame.pts, frame.time_base = 1600 + s, Fraction(1, 16000)  # 0.1 s + s
@@ -353,8 +404,7 @@ def test_audio_far_shorter_than_the_video_is_named(tmp_path):
     media = decode_media(path, fps=10, short_side=32, sample_rate=16000)
     np.testing.assert_array_equal(media.audio[:4800], _ramp(4800, 1000))
     assert not media.audio[4800:].any() and media.audio.shape == (48000,)
-    assert media.warnings == ["the audio covers 0.30 s of the 3.00 s of video; the rest is "
-                              "silence"]
+    assert media.warnings == ["the audio covers 0.30 s of the 3.00 s of video; the rest is silence"]
 
 
 def test_a_cut_of_a_file_without_an_index_starts_at_a_key_frame(tmp_path):
@@ -373,15 +423,17 @@ def test_a_cut_of_a_file_without_an_index_starts_at_a_key_frame(tmp_path):
         c.mux(video.encode())
         tone = (0.3 * np.sin(np.arange(12 * 16000) / 9.0)).astype(np.float32)
         for s in range(0, len(tone), 1024):
-            frame = av.AudioFrame.from_ndarray(tone[None, s:s + 1024], format="fltp",
-                                               layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                tone[None, s : s + 1024], format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = 16000, s
             c.mux(audio.encode(frame))
         c.mux(audio.encode())
     whole = decode_media(path, fps=25, short_side=32, sample_rate=16000)
     for start in (5.0, 7.2):
-        cut = decode_media(path, fps=25, short_side=32, sample_rate=16000, start=start,
-                           end=start + 2.0)
+        cut = decode_media(
+            path, fps=25, short_side=32, sample_rate=16000, start=start, end=start + 2.0
+        )
         first = round(start * 25)
-        assert cut.jpeg_frames == whole.jpeg_frames[first:first + 50], start
-        np.testing.assert_array_equal(cut.audio, whole.audio[first * 640:(first + 50) * 640])
+        assert cut.jpeg_frames == whole.jpeg_frames[first : first + 50], start
+        np.testing.assert_array_equal(cut.audio, whole.audio[first * 640 : (first + 50) * 640])

@@ -51,11 +51,13 @@ def test_clips_are_exactly_aligned_with_their_source(tiny_prepared):
             assert int(batch["audio_start"][i]) == video_start
             frame = tf.io.decode_jpeg(record["frames"][video_start // 2000])
             np.testing.assert_allclose(
-                batch["video"][i, 0].numpy(), tf.image.convert_image_dtype(frame, tf.float32),
+                batch["video"][i, 0].numpy(),
+                tf.image.convert_image_dtype(frame, tf.float32),
                 atol=1e-6,
             )
             for key, start_key in [
-                ("audio", "audio_start"), ("audio_hard", "audio_start_hard"),
+                ("audio", "audio_start"),
+                ("audio_hard", "audio_start_hard"),
                 ("audio_super_hard", "audio_start_super_hard"),
             ]:
                 start = int(batch[start_key][i])
@@ -87,8 +89,13 @@ def test_eval_is_deterministic_and_clip_major(tiny_prepared):
 
 
 def test_shuffle_audio_control_breaks_alignment(tiny_prepared):
-    batch = next(iter(pipeline.train_dataset(
-        tiny_prepared, 8, task=ContrastiveSync(shuffle_audio=True), spec=SPEC)))
+    batch = next(
+        iter(
+            pipeline.train_dataset(
+                tiny_prepared, 8, task=ContrastiveSync(shuffle_audio=True), spec=SPEC
+            )
+        )
+    )
     source = parsed_records(tiny_prepared, "train")
     mismatched = 0
     for i in range(8):
@@ -151,8 +158,9 @@ def test_each_worker_decodes_only_its_share_of_every_step(tiny_prepared):
                 assert not decoded & decoded_other  # no clip is decoded by two workers
     for step in range(3):
         # Together the workers' batches of a step are the one-worker batch of that step.
-        together = sorted(tuple(s) for _, (batches, _) in enumerate(shares)
-                          for s in batches[step]["seed"])
+        together = sorted(
+            tuple(s) for _, (batches, _) in enumerate(shares) for s in batches[step]["seed"]
+        )
         assert together == sorted(tuple(s) for s in one[step]["seed"])
 
 
@@ -169,17 +177,22 @@ def test_workers_read_disjoint_shards_when_there_are_enough(tiny_prepared):
 
 def test_records_are_streamed_not_cached_by_default(tiny_prepared):
     dataset = pipeline.train_dataset(tiny_prepared, 2, spec=SPEC)
-    ops = {node.op for node in tf.compat.v1.GraphDef.FromString(
-        dataset._as_serialized_graph().numpy()).node}
+    ops = {
+        node.op
+        for node in tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy()).node
+    }
     assert "CacheDatasetV2" not in ops and "CacheDataset" not in ops
     cached = pipeline.train_dataset(tiny_prepared, 2, spec=SPEC, cache_records=True)
-    cached_ops = {node.op for node in tf.compat.v1.GraphDef.FromString(
-        cached._as_serialized_graph().numpy()).node}
+    cached_ops = {
+        node.op
+        for node in tf.compat.v1.GraphDef.FromString(cached._as_serialized_graph().numpy()).node
+    }
     assert cached_ops & {"CacheDatasetV2", "CacheDataset"}
 
 
 def test_skipping_a_corrupted_record_keeps_the_records_before_it_and_logs_the_count(
-        tmp_path, caplog):
+    tmp_path, caplog
+):
     path = str(tmp_path / "train-00000-of-00001.tfrecord")
     with tf.io.TFRecordWriter(path) as writer:
         for i in range(5):
@@ -193,7 +206,8 @@ def test_skipping_a_corrupted_record_keeps_the_records_before_it_and_logs_the_co
     # Once per pass over the shard:
     assert [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()] == [
         f"skipped 3 of 5 records of corrupted shard {path} (a corrupted record and everything "
-        "after it, on every pass over the data); rebuild it with avts-prepare --verify"] * 2
+        "after it, on every pass over the data); rebuild it with avts-prepare --verify"
+    ] * 2
 
 
 def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
@@ -206,25 +220,40 @@ def test_a_whole_shard_logs_nothing_when_skipping_is_on(tmp_path, caplog):
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    # Refused here, not truncated or made a float shape (a fraction), nor left to a Keras
-    # shape error (0).
-    (lambda: ClipSpec(num_frames=8.5), "data.ClipSpec.num_frames must be an integer > 0, got 8.5"),
-    (lambda: ClipSpec(crop_size=0), "data.ClipSpec.crop_size must be an integer > 0, got 0"),
-    (lambda: ClipSpec(frame_stride=True), "data.ClipSpec.frame_stride must be an integer > 0, "
-                                          "got True"),
-    (lambda: ClipSpec(resize_short_side=-1),
-     "data.ClipSpec.resize_short_side must be an integer > 0, got -1"),
-    # Refused here, not a ZeroDivisionError when the pipeline is built (hop_s 0) or a
-    # traceback in tf.data (mel_bins 0).
-    (lambda: LogMelSpec(hop_s=0), "data.LogMelSpec.hop_s must be a number > 0, got 0"),
-    (lambda: LogMelSpec(mel_bins=0), "data.LogMelSpec.mel_bins must be an integer > 0, got 0"),
-    (lambda: LogMelSpec(hop_s=1e-5), "data.LogMelSpec.hop_s is 1e-05 s, under one sample at "
-                                     "16000 Hz"),
-    (lambda: LogMelSpec(upper_hz=9000), "data.LogMelSpec.upper_hz must be above lower_hz (20.0) "
-                                        "and at most 8000 Hz (Nyquist), got 9000"),
-    (lambda: LogMelSpec(lower_hz=-1), "data.LogMelSpec.lower_hz must be a number >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        # Refused here, not truncated or made a float shape (a fraction), nor left to a Keras
+        # shape error (0).
+        (
+            lambda: ClipSpec(num_frames=8.5),
+            "data.ClipSpec.num_frames must be an integer > 0, got 8.5",
+        ),
+        (lambda: ClipSpec(crop_size=0), "data.ClipSpec.crop_size must be an integer > 0, got 0"),
+        (
+            lambda: ClipSpec(frame_stride=True),
+            "data.ClipSpec.frame_stride must be an integer > 0, got True",
+        ),
+        (
+            lambda: ClipSpec(resize_short_side=-1),
+            "data.ClipSpec.resize_short_side must be an integer > 0, got -1",
+        ),
+        # Refused here, not a ZeroDivisionError when the pipeline is built (hop_s 0) or a
+        # traceback in tf.data (mel_bins 0).
+        (lambda: LogMelSpec(hop_s=0), "data.LogMelSpec.hop_s must be a number > 0, got 0"),
+        (lambda: LogMelSpec(mel_bins=0), "data.LogMelSpec.mel_bins must be an integer > 0, got 0"),
+        (
+            lambda: LogMelSpec(hop_s=1e-5),
+            "data.LogMelSpec.hop_s is 1e-05 s, under one sample at 16000 Hz",
+        ),
+        (
+            lambda: LogMelSpec(upper_hz=9000),
+            "data.LogMelSpec.upper_hz must be above lower_hz (20.0) "
+            "and at most 8000 Hz (Nyquist), got 9000",
+        ),
+        (lambda: LogMelSpec(lower_hz=-1), "data.LogMelSpec.lower_hz must be a number >= 0, got -1"),
+    ],
+)
 def test_clip_and_log_mel_settings_are_checked_by_name(make, message):
     with pytest.raises(ValueError) as err:
         make()
@@ -251,8 +280,11 @@ def test_video_only_clips_keep_records_without_sound_and_carry_no_audio(tiny_pre
     from avts_tf.data.clips import Clips
 
     record = next(iter(parsed_records(tiny_prepared, "test").values()))
-    silent = {**record, "waveform": record["waveform"][:0],
-              "num_samples": tf.constant(0, record["num_samples"].dtype)}
+    silent = {
+        **record,
+        "waveform": record["waveform"][:0],
+        "num_samples": tf.constant(0, record["num_samples"].dtype),
+    }
     frames = int(record["num_frames"])
     aligned, video_only = Clips(SPEC, 8.0), Clips(SPEC, 8.0, video_only=True)
     assert not bool(aligned.long_enough(silent)) and bool(video_only.long_enough(silent))

@@ -27,8 +27,9 @@ def need(path: Path) -> None:
 
 def test_real_av_require_audio(tmp_path):
     need(REAL_AV)
-    manifest = prepare.prepare_dataset(REAL_AV, tmp_path / "out",
-                                       options=prepare.RunOptions(progress=False))
+    manifest = prepare.prepare_dataset(
+        REAL_AV, tmp_path / "out", options=prepare.RunOptions(progress=False)
+    )
     assert manifest.summary["files"] == len(ALL)
     skipped = {Path(e.path).name: e.kind for e in manifest.skipped}
     assert skipped == dict.fromkeys(SILENT, "no_audio")
@@ -42,11 +43,13 @@ def test_real_av_require_audio(tmp_path):
     # 13 s; the best streams are the 480x270 video and the 16 kHz audio.
     nasa = written["nasa_13013.mp4"]
     assert (nasa.height, nasa.width) == (40, 71) and 104 <= nasa.num_frames <= 105
-    assert (written["mmaction2_test.avi"].height, written["mmaction2_test.avi"].width) == (
-        40, 53)
+    assert (written["mmaction2_test.avi"].height, written["mmaction2_test.avi"].width) == (40, 53)
     (split,) = manifest.splits.values()
-    parsed = [records.parse(s) for f in split.shards
-              for s in tf.data.TFRecordDataset(str(tmp_path / "out" / f.file))]
+    parsed = [
+        records.parse(s)
+        for f in split.shards
+        for s in tf.data.TFRecordDataset(str(tmp_path / "out" / f.file))
+    ]
     assert len(parsed) == 3
     for rec in parsed:
         frames = rec["frames"].numpy()
@@ -57,8 +60,12 @@ def test_real_av_require_audio(tmp_path):
 
 def test_real_av_video_only_allowed(tmp_path):
     need(REAL_AV)
-    manifest = prepare.prepare_dataset(REAL_AV, tmp_path / "out", IngestConfig(require_audio=False),
-                                       options=prepare.RunOptions(progress=False))
+    manifest = prepare.prepare_dataset(
+        REAL_AV,
+        tmp_path / "out",
+        IngestConfig(require_audio=False),
+        options=prepare.RunOptions(progress=False),
+    )
     assert manifest.skipped == ()
     written = {Path(e.path).name: e for e in manifest.written}
     assert set(written) == ALL
@@ -92,8 +99,9 @@ def test_fsdd_subset(tmp_path):
     assert len(chosen) == 40
     for path in chosen:
         (root / path.name).symlink_to(path)
-    manifest = prepare.prepare_dataset(root, tmp_path / "out",
-                                       options=prepare.RunOptions(progress=False))
+    manifest = prepare.prepare_dataset(
+        root, tmp_path / "out", options=prepare.RunOptions(progress=False)
+    )
     assert manifest.config.layout == "fsdd" and not manifest.config.require_video
     assert manifest.skipped == () and manifest.labels == tuple(str(d) for d in range(10))
     assert {s: v.records for s, v in manifest.splits.items()} == {"test": 20, "train": 20}

@@ -19,8 +19,11 @@ from avts_tf.data.manifest import IngestConfig, Manifest
 def test_pieces_of_a_70_s_file_by_hand():
     pieces = segments.plan_pieces(70.0, 8.0, 30.0, 5.0)
     # 240-frame pieces stepping by 200 frames (25 s): [0, 30), [25, 55), [50, end).
-    assert pieces == [segments.Piece(0, 0.0, 30.0, 0), segments.Piece(1, 25.0, 55.0, 200),
-                      segments.Piece(2, 50.0, None, 400)]
+    assert pieces == [
+        segments.Piece(0, 0.0, 30.0, 0),
+        segments.Piece(1, 25.0, 55.0, 200),
+        segments.Piece(2, 50.0, None, 400),
+    ]
     assert pieces[1].offset_samples(8.0, 16000) == 400_000
     assert segments.piece_id("cat/a.mp4", 2) == "cat/a.mp4@00002"
 
@@ -30,8 +33,11 @@ def test_short_or_unknown_files_stay_whole():
     assert segments.plan_pieces(30.0, 8.0, 30.0, 5.0) == whole  # exactly the limit
     assert segments.plan_pieces(None, 8.0, 30.0, 5.0) == whole  # duration unknown
     assert segments.plan_pieces(7200.0, 8.0, None, 5.0) == whole  # cutting off
-    with pytest.raises(ValueError, match="record overlap 30.0 s must be at least 0 and "
-                                         "shorter than the longest record, 30.0 s"):
+    with pytest.raises(
+        ValueError,
+        match="record overlap 30.0 s must be at least 0 and "
+        "shorter than the longest record, 30.0 s",
+    ):
         segments.plan_pieces(70.0, 8.0, 30.0, 30.0)
 
 
@@ -61,14 +67,13 @@ def write_counting_video(path: Path, seconds: float, fps: int = 10, rate: int = 
         vs.codec_context.gop_size = 12
         a_s = c.add_stream("pcm_s16le", rate=rate, layout="mono")
         for k in range(round(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 2 * k % 256, np.uint8),
-                                               "rgb24")
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 2 * k % 256, np.uint8), "rgb24")
             frame.pts, frame.time_base = k, Fraction(1, fps)
             c.mux(vs.encode(frame))
         c.mux(vs.encode())
         pcm = (np.arange(round(seconds * rate)) % 20000 - 10000).astype(np.int16)
         for i in range(0, len(pcm), 1600):
-            frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 1600], format="s16", layout="mono")
+            frame = av.AudioFrame.from_ndarray(pcm[None, i : i + 1600], format="s16", layout="mono")
             frame.sample_rate, frame.pts = rate, i
             c.mux(a_s.encode(frame))
         c.mux(a_s.encode())
@@ -86,7 +91,8 @@ def long_file(tmp_path_factory) -> Path:
 def test_a_long_file_becomes_pieces_equal_to_slices_of_the_whole(long_file):
     item = sources.SourceItem(path=str(long_file), id="long.mkv", label="", split="train")
     whole_entry, whole = prepare.process_item(
-        item, -1, dataclasses.replace(CONFIG, max_record_s=None))
+        item, -1, dataclasses.replace(CONFIG, max_record_s=None)
+    )
     entry, pieces = prepare.process_item(item, -1, CONFIG)
     assert isinstance(whole, bytes) and whole_entry["records"] == 1
     # 17 s at 10 fps: 60-frame pieces stepping by 40 frames -> [0, 60), [40, 100), [80, 140),
@@ -105,10 +111,13 @@ def test_a_long_file_becomes_pieces_equal_to_slices_of_the_whole(long_file):
         n = int(piece["num_frames"])
         assert n == (60 if k < 3 else 50)
         # The same frames (JPEG bytes) and samples as the whole file's at those positions.
-        assert piece["frames"].numpy().tolist() == full["frames"][first:first + n].numpy().tolist()
+        assert (
+            piece["frames"].numpy().tolist() == full["frames"][first : first + n].numpy().tolist()
+        )
         np.testing.assert_array_equal(
             piece["waveform"].numpy(),
-            full["waveform"][first * 1600:first * 1600 + n * 1600].numpy())
+            full["waveform"][first * 1600 : first * 1600 + n * 1600].numpy(),
+        )
         assert int(records.video_id(piece)) == int(records.video_id(full))
 
 
@@ -129,14 +138,17 @@ def _prepare_long_and_short(long_file: Path, tmp_path: Path) -> tuple[Path, Mani
     write_counting_video(folder / "short.mkv", 3.0)
     out = tmp_path / "prepared"
     config = IngestConfig(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0)
-    return out, prepare.prepare_dataset(tmp_path / "in", out, config,
-                                        options=prepare.RunOptions(progress=False))
+    return out, prepare.prepare_dataset(
+        tmp_path / "in", out, config, options=prepare.RunOptions(progress=False)
+    )
 
 
 def test_prepared_pieces_are_counted_checked_and_share_a_video_id(long_file, tmp_path):
     out, manifest = _prepare_long_and_short(long_file, tmp_path)
     assert [(e.id, e.records) for e in manifest.written] == [
-        ("clips/long.mkv", 4), ("clips/short.mkv", 1)]
+        ("clips/long.mkv", 4),
+        ("clips/short.mkv", 1),
+    ]
     assert manifest.splits["train"].records == 5
     assert Manifest.read(out).config.max_record_s == 6.0
     assert integrity.check_shards(out) == []
@@ -211,8 +223,9 @@ def test_workers_write_the_same_shards_and_leave_no_spill(long_file, tmp_path):
     for name in ("a.mkv", "b.mkv"):
         (folder / name).symlink_to(long_file)
     write_counting_video(folder / "short.mkv", 3.0)
-    config = IngestConfig(fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0,
-                          num_shards=1)
+    config = IngestConfig(
+        fps=10.0, short_side=32, max_record_s=6.0, record_overlap_s=2.0, num_shards=1
+    )
     quiet = prepare.RunOptions(progress=False)
     prepare.prepare_dataset(folder, tmp_path / "one", config, workers=1, options=quiet)
     prepare.prepare_dataset(folder, tmp_path / "two", config, workers=2, options=quiet)
@@ -251,8 +264,11 @@ def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path, c
     out, _ = _prepare_long_and_short(long_file, tmp_path)
 
     feats = features.extract(
-        out, lambda r: tf.reshape(tf.cast(r["offset_samples"], tf.float32), [1, 1]),
-        lambda x: x, progress=False)
+        out,
+        lambda r: tf.reshape(tf.cast(r["offset_samples"], tf.float32), [1, 1]),
+        lambda x: x,
+        progress=False,
+    )
     assert feats.ids.tolist() == ["clips/long.mkv", "clips/short.mkv"]
     assert feats.file_index.tolist() == [0, 0, 0, 0, 1]
     assert feats.features[:, 0].tolist() == [0.0, 64000.0, 128000.0, 192000.0, 0.0]
@@ -261,13 +277,16 @@ def test_evaluation_takes_a_long_files_pieces_as_one_file(long_file, tmp_path, c
     chosen = {}
     for seed in range(6):
         subset = records_io.few_shot_subset(out, tmp_path / f"subset{seed}", 1, "train", seed)
-        ids = [records.parse(raw)["id"].numpy().decode() for raw in
-               tf.data.TFRecordDataset([str(p) for p in subset.glob("train-*.tfrecord")])]
+        ids = [
+            records.parse(raw)["id"].numpy().decode()
+            for raw in tf.data.TFRecordDataset([str(p) for p in subset.glob("train-*.tfrecord")])
+        ]
         written = [e.id for e in Manifest.read(subset).written]
         chosen[seed] = (ids, written)
     assert set(map(str, chosen.values())) == {
         str(([f"clips/long.mkv@{k:05d}" for k in range(4)], ["clips/long.mkv"])),
-        str((["clips/short.mkv"], ["clips/short.mkv"]))}
+        str((["clips/short.mkv"], ["clips/short.mkv"])),
+    }
 
 
 def test_the_hard_limit_counts_per_piece_while_a_worker_writes_pieces(tmp_path, monkeypatch):

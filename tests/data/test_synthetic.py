@@ -37,8 +37,9 @@ def dataset(tmp_path_factory):
 def drift_dataset(tmp_path_factory):
     """Two 8 s videos at 64x64 (a bell and a drum), long enough to see the drift."""
     out = tmp_path_factory.mktemp("drift")
-    synthetic.generate_synthetic_dataset(out, **dict(PARAMS, num_videos=2, seed=11,
-                                                     duration_s=8.0, size=64))
+    synthetic.generate_synthetic_dataset(
+        out, **dict(PARAMS, num_videos=2, seed=11, duration_s=8.0, size=64)
+    )
     return out, json.loads((out / "events.json").read_text())
 
 
@@ -74,8 +75,9 @@ def _light(u):
     """Expected RGB pixel gain ``[..., 3]`` at world time ``u``: gain times tint."""
     v = np.asarray(u, dtype=np.float64) / PERIOD
     gain = 0.45 + (1.25 - 0.45) * v
-    return gain[..., None] * np.stack([1 + 0.25 * (v - 0.5), np.ones_like(v),
-                                       1 - 0.25 * (v - 0.5)], axis=-1)
+    return gain[..., None] * np.stack(
+        [1 + 0.25 * (v - 0.5), np.ones_like(v), 1 - 0.25 * (v - 0.5)], axis=-1
+    )
 
 
 def _hum_hz(u):
@@ -109,10 +111,12 @@ def _background_patch(frames):
 def _quiet_windows(strikes, duration, phase, step=0.05):
     """Starts of windows that no strike sound overlaps and the world time does not wrap in."""
     starts = np.arange(0.0, duration - HUM_WINDOW_S + 1e-9, step)
-    free = [a for a in starts
-            if not np.any((strikes < a + HUM_WINDOW_S)
-                          & (strikes + synthetic.SOUND_LENGTH_S > a))
-            and _world_time(a, phase) < _world_time(a + HUM_WINDOW_S, phase)]
+    free = [
+        a
+        for a in starts
+        if not np.any((strikes < a + HUM_WINDOW_S) & (strikes + synthetic.SOUND_LENGTH_S > a))
+        and _world_time(a, phase) < _world_time(a + HUM_WINDOW_S, phase)
+    ]
     return np.array(free)
 
 
@@ -178,8 +182,10 @@ def test_decoded_arrays_match_rendering(dataset):
         assert np.abs(frames.astype(np.float32) - rendered.frames).mean() < 6.0
         n = len(rendered.audio)
         # Zero lag: the decoded waveform lines up sample-exactly with the rendered one.
-        xcorr = [np.dot(rendered.audio[50:-50], samples[50 + lag : n - 50 + lag])
-                 for lag in range(-40, 41)]
+        xcorr = [
+            np.dot(rendered.audio[50:-50], samples[50 + lag : n - 50 + lag])
+            for lag in range(-40, 41)
+        ]
         assert int(np.argmax(xcorr)) - 40 == 0
 
 
@@ -232,8 +238,7 @@ def test_hum_follows_world_time(label, index, duration):
     assert len(starts) >= 5
     centres = starts + HUM_WINDOW_S / 2
     measured = np.array([_hum_peak(v.audio, a) for a in starts])
-    np.testing.assert_allclose(measured, _hum_hz(_world_time(centres, v.drift_phase_s)),
-                               rtol=0.01)
+    np.testing.assert_allclose(measured, _hum_hz(_world_time(centres, v.drift_phase_s)), rtol=0.01)
     if duration > PERIOD:  # Back down after the wrap.
         assert centres.max() > PERIOD
         assert measured[centres > PERIOD].max() < 1.2 * 300.0
@@ -284,8 +289,7 @@ def test_render_is_deterministic_by_seed():
 
 
 def test_strike_statistics():
-    strikes = [synthetic.render_video(0, (0, i), 4.0, FPS, SIZE, SR).strike_times
-               for i in range(8)]
+    strikes = [synthetic.render_video(0, (0, i), 4.0, FPS, SIZE, SR).strike_times for i in range(8)]
     for s in strikes:
         assert np.all((s >= 0) & (s < 4.0))
     # Different windows of a video have different strike patterns.
@@ -349,12 +353,13 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
     (mine / "dataset.csv").write_text("my list")
     with pytest.raises(UserError) as err:
         synthetic.generate_synthetic_dataset(mine, **dict(PARAMS, num_videos=2, duration_s=1.0))
-    assert str(err.value) == (f"output {mine} holds files that are not a synthetic dataset "
-                              "(dataset.csv, videos); give a new or empty folder as --output")
+    assert str(err.value) == (
+        f"output {mine} holds files that are not a synthetic dataset "
+        "(dataset.csv, videos); give a new or empty folder as --output"
+    )
     assert (mine / "videos" / "trip" / "beach.mp4").read_bytes() == b"my video"
     assert (mine / "dataset.csv").read_text() == "my list"
-    assert sorted(p.name for p in mine.rglob("*")) == ["beach.mp4", "dataset.csv", "trip",
-                                                      "videos"]
+    assert sorted(p.name for p in mine.rglob("*")) == ["beach.mp4", "dataset.csv", "trip", "videos"]
     # An interrupted generation (videos, no CSV yet) is ours: a re-run finishes it.
     ours = tmp_path / "ours"
     params = dict(PARAMS, num_videos=2, duration_s=1.0)
@@ -365,18 +370,42 @@ def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path):
 
 def test_cli(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--output", str(tmp_path),
-         "--num_videos", "2", "--duration_s", "1", "--size", "32"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "tools" / "make_synthetic.py"),
+            "--output",
+            str(tmp_path),
+            "--num_videos",
+            "2",
+            "--duration_s",
+            "1",
+            "--size",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert result.stdout.strip().splitlines()[-1] == str(tmp_path / "dataset.csv")
     assert len(list(tmp_path.rglob("*.mp4"))) == 2
     odd = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--output",
-         str(tmp_path / "odd"), "--size", "33"], capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(REPO / "tools" / "make_synthetic.py"),
+            "--output",
+            str(tmp_path / "odd"),
+            "--size",
+            "33",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert odd.returncode == 2 and odd.stderr.strip().splitlines()[-1] == (
         "error: flag --size=33: must be even (frames are encoded as yuv420p), e.g. --size=64; "
-        "see --helpshort for the flags and their valid values")
+        "see --helpshort for the flags and their valid values"
+    )
     assert not (tmp_path / "odd").exists()
 
 
@@ -396,17 +425,25 @@ def test_a_first_use_waits_for_another_process_building_the_same_dataset(tmp_pat
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     first = subprocess.run(  # Learns the cache folder's name (a hash of the arguments).
-        [sys.executable, "-c", BUILD, str(tmp_path / "a")], capture_output=True, text=True,
-        env=env, timeout=300)
+        [sys.executable, "-c", BUILD, str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     root = Path(first.stdout.strip().splitlines()[-1]).parent
     cache = tmp_path / "b" / root.name
     cache.mkdir(parents=True)
     with open(cache / ".building.lock", "w") as lock:  # Another process is building it.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        waiting = subprocess.Popen([sys.executable, "-c", BUILD, str(tmp_path / "b")],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env=env)
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(tmp_path / "b")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert waiting.stdout.readline().strip() == "imported"
         time.sleep(3)  # Unlocked, 4 one-second videos are made and their ingestion begun.
         assert waiting.poll() is None and not (cache / "prepared").exists()

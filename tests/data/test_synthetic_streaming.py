@@ -49,8 +49,13 @@ def test_streamed_file_equals_file_from_whole_arrays(tmp_path):
     fps, sample_rate = case[3], case[5]
     synthetic.write_video(tmp_path / "whole.mp4", whole.frames, whole.audio, fps, sample_rate)
     scene = synthetic.draw_scene(*case)
-    synthetic.write_video(tmp_path / "streamed.mp4", synthetic.iter_frames(scene, 7),
-                          synthetic.iter_audio(scene, 4097), fps, sample_rate)
+    synthetic.write_video(
+        tmp_path / "streamed.mp4",
+        synthetic.iter_frames(scene, 7),
+        synthetic.iter_audio(scene, 4097),
+        fps,
+        sample_rate,
+    )
     assert (tmp_path / "streamed.mp4").read_bytes() == (tmp_path / "whole.mp4").read_bytes()
     with pytest.raises(ValueError, match="at least one chunk"):
         synthetic.write_video(tmp_path / "empty.mp4", iter([]), whole.audio, fps, sample_rate)
@@ -74,8 +79,14 @@ _CHILD = textwrap.dedent("""
 
 
 def _generate(out, duration_s):
-    result = subprocess.run([sys.executable, "-c", _CHILD, str(out), str(duration_s)],
-                            capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(out), str(duration_s)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_kib"]
 

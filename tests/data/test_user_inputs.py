@@ -19,13 +19,20 @@ from avts_tf.data.manifest import IngestConfig, Manifest
 
 
 def _prepare_cli(*args, timeout=170):
-    return subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"), *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_held_out_split_is_stratified_and_decided_by_a_hash_of_the_path():
-    items = [sources.SourceItem(f"/x/{label}/{i}.mp4", f"{label}/{i}.mp4", label)
-             for label, count in (("cat", 10), ("dog", 3), ("eel", 1)) for i in range(count)]
+    items = [
+        sources.SourceItem(f"/x/{label}/{i}.mp4", f"{label}/{i}.mp4", label)
+        for label, count in (("cat", 10), ("dog", 3), ("eel", 1))
+        for i in range(count)
+    ]
     split = sources.held_out_split(items, 0.1)
     test = {it.id for it in split if it.split == "test"}
 
@@ -37,7 +44,8 @@ def test_held_out_split_is_stratified_and_decided_by_a_hash_of_the_path():
     assert test == first_by_hash("cat", 1) | first_by_hash("dog", 1)
     assert sources.held_out_split(list(reversed(items)), 0.1) == split  # order-independent
     assert {it.id for it in sources.held_out_split(items, 0.3) if it.split == "test"} == (
-        first_by_hash("cat", 3) | first_by_hash("dog", 1))
+        first_by_hash("cat", 3) | first_by_hash("dog", 1)
+    )
     with pytest.raises(ValueError, match=r"test_fraction must be in \[0, 1\), got 1.5"):
         sources.held_out_split(items, 1.5)
 
@@ -48,8 +56,10 @@ def _by_hash(ids):
 
 def test_held_out_picks_pass_over_files_ingestion_would_skip():
     cat = [f"cat/{i}.mp4" for i in range(10)]
-    items = [sources.SourceItem(f"/x/{i}", i, i.split("/")[0])
-             for i in (*cat, "dog/a.mp4", "dog/notes.txt")]
+    items = [
+        sources.SourceItem(f"/x/{i}", i, i.split("/")[0])
+        for i in (*cat, "dog/a.mp4", "dog/notes.txt")
+    ]
     skipped = {_by_hash(cat)[0], "dog/notes.txt"}
     asked = []
 
@@ -73,9 +83,12 @@ def test_a_held_out_file_without_the_required_sound_is_replaced_by_the_next(tmp_
     ids = _by_hash([f"street/{i}.mkv" for i in range(4)])
     for rank, name in enumerate(ids):
         write_clip(tmp_path / "in" / name, audio=rank > 0, level=40 * rank + 20)
-    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out",
-                                       IngestConfig(fps=4, test_fraction=0.1),
-                                       options=prepare.RunOptions(progress=False))
+    manifest = prepare.prepare_dataset(
+        tmp_path / "in",
+        tmp_path / "out",
+        IngestConfig(fps=4, test_fraction=0.1),
+        options=prepare.RunOptions(progress=False),
+    )
     assert [e.id for e in manifest.written if e.split == "test"] == [ids[1]]
     assert [(e.id, e.split, e.kind) for e in manifest.skipped] == [(ids[0], "train", "no_audio")]
 
@@ -84,16 +97,20 @@ def test_folder_input_gets_a_test_split_and_one_file_works(tmp_path):
     for label in ("indoor", "outdoor"):
         for i in range(3):
             write_clip(tmp_path / "in" / label / f"{i}.mkv")
-    proc = _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                        "--fps", "4")
+    proc = _prepare_cli(
+        "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--fps", "4"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = Manifest.read(tmp_path / "out")
     assert manifest.num_records("test") == 2 and manifest.num_records("train") == 4
     assert {e.label for e in manifest.records("test")} == {"indoor", "outdoor"}
     assert manifest.config.test_fraction == 0.1
-    single = prepare.prepare_dataset(tmp_path / "in" / "indoor" / "0.mkv", tmp_path / "one",
-                                     IngestConfig(fps=4.0),
-                                     options=prepare.RunOptions(progress=False))
+    single = prepare.prepare_dataset(
+        tmp_path / "in" / "indoor" / "0.mkv",
+        tmp_path / "one",
+        IngestConfig(fps=4.0),
+        options=prepare.RunOptions(progress=False),
+    )
     assert [(e.id, e.split) for e in single.written] == [("0.mkv", "train")]
 
 
@@ -104,9 +121,11 @@ def test_foreign_output_folder_is_refused_and_kept(tmp_path):
     (out / "manifest.json").write_text('{"not": "ours"}')
     (out / "notes.txt").write_text("mine")
     line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output", str(out)))
-    assert line == (f"error: output {out} already holds files that are not a dataset of avts_tf "
-                    "(manifest.json, notes.txt); give an empty or new --output, or --overwrite "
-                    "to write into it anyway")
+    assert line == (
+        f"error: output {out} already holds files that are not a dataset of avts_tf "
+        "(manifest.json, notes.txt); give an empty or new --output, or --overwrite "
+        "to write into it anyway"
+    )
     assert (out / "manifest.json").read_text() == '{"not": "ours"}'
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
     target = tmp_path / "a_file"
@@ -117,27 +136,50 @@ def test_foreign_output_folder_is_refused_and_kept(tmp_path):
 
 def test_bad_settings_and_empty_results_end_in_one_line(tmp_path):
     write_clip(tmp_path / "in" / "a" / "x.mkv", audio=False)
-    for flag, value in (("--fps", "0"), ("--sample_rate", "-5"), ("--short_side", "0"),
-                        ("--jpeg_quality", "0")):
-        line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
-                                            str(tmp_path / "out"), flag, value))
+    for flag, value in (
+        ("--fps", "0"),
+        ("--sample_rate", "-5"),
+        ("--short_side", "0"),
+        ("--jpeg_quality", "0"),
+    ):
+        line = error_line_of(
+            _prepare_cli(
+                "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), flag, value
+            )
+        )
         assert flag.lstrip("-") in line and "see --helpshort" in line
         assert not (tmp_path / "out").exists()  # checked before anything is written
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
-                                        str(tmp_path / "out"), "--max_record_s", "10",
-                                        "--record_overlap_s", "10"))
-    assert line == ("error: record overlap 10.0 s must be at least 0 and shorter than the "
-                    "longest record, 10.0 s; give a --record_overlap_s below --max_record_s")
+    line = error_line_of(
+        _prepare_cli(
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--max_record_s",
+            "10",
+            "--record_overlap_s",
+            "10",
+        )
+    )
+    assert line == (
+        "error: record overlap 10.0 s must be at least 0 and shorter than the "
+        "longest record, 10.0 s; give a --record_overlap_s below --max_record_s"
+    )
     assert not (tmp_path / "out").exists()
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
-                                        str(tmp_path / "out")))
-    assert line == ("error: nothing was written (1 no_audio); video-only inputs need "
-                    "--allow_missing_audio")
+    line = error_line_of(
+        _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    )
+    assert line == (
+        "error: nothing was written (1 no_audio); video-only inputs need --allow_missing_audio"
+    )
 
 
 def _snapshot(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _write_wav(path, seconds=0.5, rate=0.05):
@@ -159,19 +201,30 @@ def test_symlink_loops_end_and_a_file_is_ingested_once(tmp_path):
     root = tmp_path / "in"
     write_clip(root / "a" / "x.mkv")
     write_clip(root / "b" / "y.mkv", level=200)
-    (root / "a" / "loop").symlink_to(root / "a")         # a loop
-    (root / "b" / "up").symlink_to(root)                 # a link to a parent folder
+    (root / "a" / "loop").symlink_to(root / "a")  # a loop
+    (root / "b" / "up").symlink_to(root)  # a link to a parent folder
     (root / "b" / "again.mkv").symlink_to(root / "a" / "x.mkv")  # one file, two paths
-    (root / "b" / "gone.mkv").symlink_to(root / "nowhere.mkv")    # a broken link
+    (root / "b" / "gone.mkv").symlink_to(root / "nowhere.mkv")  # a broken link
     out = root / "out"  # an output inside the input folder is not ingested on a re-run
     for _ in range(2):
-        proc = _prepare_cli("--input", str(root), "--output", str(out), "--fps", "4",
-                            "--test_fraction", "0", timeout=120)
+        proc = _prepare_cli(
+            "--input",
+            str(root),
+            "--output",
+            str(out),
+            "--fps",
+            "4",
+            "--test_fraction",
+            "0",
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         manifest = Manifest.read(out)
         assert [e.id for e in manifest.written] == ["a/x.mkv", "b/y.mkv"]
-        assert [(e.id, e.kind) for e in manifest.skipped] == [("b/again.mkv", "duplicate"),
-                                                              ("b/gone.mkv", "missing")]
+        assert [(e.id, e.kind) for e in manifest.skipped] == [
+            ("b/again.mkv", "duplicate"),
+            ("b/gone.mkv", "missing"),
+        ]
         assert "the same file as a/x.mkv" in manifest.skipped[0].reason
 
 
@@ -190,23 +243,40 @@ def test_a_copy_of_a_file_is_ingested_once(tmp_path):
     shutil.copyfile(root / "b" / "y.mkv", root / "c" / "y.mkv")
     write_clip(root / "b" / "z.mkv", level=60)  # another clip of the same size, other bytes
     assert (root / "b" / "z.mkv").stat().st_size == (root / "a" / "x.mkv").stat().st_size
-    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
-                        "--test_fraction", "0", timeout=120)
+    proc = _prepare_cli(
+        "--input",
+        str(root),
+        "--output",
+        str(tmp_path / "out"),
+        "--fps",
+        "4",
+        "--test_fraction",
+        "0",
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = Manifest.read(tmp_path / "out")
     assert [e.id for e in manifest.written] == ["a/x.mkv", "b/y.mkv", "b/z.mkv"]
     assert [(e.id, e.kind, e.reason) for e in manifest.skipped] == [
-        ("a/x_again.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
-                                       "as that id"),
-        ("b/x_copy.mkv", "duplicate", "the same bytes as a/x.mkv (a copy); ingested once, "
-                                      "as that id"),
-        ("c/y.mkv", "duplicate", "the same bytes as b/y.mkv (a copy); ingested once, as that id")]
+        (
+            "a/x_again.mkv",
+            "duplicate",
+            "the same bytes as a/x.mkv (a copy); ingested once, as that id",
+        ),
+        (
+            "b/x_copy.mkv",
+            "duplicate",
+            "the same bytes as a/x.mkv (a copy); ingested once, as that id",
+        ),
+        ("c/y.mkv", "duplicate", "the same bytes as b/y.mkv (a copy); ingested once, as that id"),
+    ]
     assert [e.same_as for e in manifest.skipped] == ["a/x.mkv", "a/x.mkv", "b/y.mkv"]
     # One row per kind in the printed table, however many originals (not a line per copy,
     # as one row per reason would print).
     assert prepare.format_summary(manifest).splitlines()[2] == (
         "skipped       3  duplicate: e.g. the same bytes as a/x.mkv (a copy); ingested once, as "
-        "that id (2 reasons; manifest.json lists each file's)")
+        "that id (2 reasons; manifest.json lists each file's)"
+    )
 
 
 def test_empty_and_unreadable_files_are_not_called_copies(tmp_path, monkeypatch):
@@ -234,26 +304,52 @@ def test_media_is_probed_not_judged_by_extension(tmp_path):
         write_clip(root / "a" / "clip.mkv").rename(root / "a" / name)
     (root / "a" / "notes.txt").write_text("shot on a phone\n")
     (root / "a" / "blob.bin").write_bytes(bytes(range(256)) * 8)
-    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--fps", "4",
-                        "--test_fraction", "0")
+    proc = _prepare_cli(
+        "--input",
+        str(root),
+        "--output",
+        str(tmp_path / "out"),
+        "--fps",
+        "4",
+        "--test_fraction",
+        "0",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = Manifest.read(tmp_path / "out")
     assert [e.id for e in manifest.written] == ["a/x.m2ts", "a/y.mxf", "a/z.divx"]
-    assert [(e.id, e.kind) for e in manifest.skipped] == [("a/blob.bin", "not_media"),
-                                                          ("a/notes.txt", "not_media")]
+    assert [(e.id, e.kind) for e in manifest.skipped] == [
+        ("a/blob.bin", "not_media"),
+        ("a/notes.txt", "not_media"),
+    ]
     assert manifest.summary["files"] == 5
 
 
 def test_audio_only_folder_is_refused_or_kept_with_the_flag(tmp_path):
     for i in range(2):
         _write_wav(tmp_path / "in" / "rain" / f"{i}.wav", rate=0.05 * (i + 1))  # not copies
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
-                                        str(tmp_path / "out"), "--test_fraction", "0"))
-    assert line == ("error: nothing was written (2 no_video); audio-only inputs need "
-                    "--allow_missing_video")
+    line = error_line_of(
+        _prepare_cli(
+            "--input",
+            str(tmp_path / "in"),
+            "--output",
+            str(tmp_path / "out"),
+            "--test_fraction",
+            "0",
+        )
+    )
+    assert line == (
+        "error: nothing was written (2 no_video); audio-only inputs need --allow_missing_video"
+    )
     # The corrected command, same --output: the run that wrote nothing is replaced.
-    proc = _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-                        "--test_fraction", "0", "--allow_missing_video")
+    proc = _prepare_cli(
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--test_fraction",
+        "0",
+        "--allow_missing_video",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = Manifest.read(tmp_path / "out")
     assert not manifest.skipped
@@ -263,8 +359,14 @@ def test_audio_only_folder_is_refused_or_kept_with_the_flag(tmp_path):
 
 def test_rerun_with_other_settings_names_the_differing_keys(tmp_path):
     write_clip(tmp_path / "in" / "a" / "x.mkv")
-    args = ("--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-            "--test_fraction", "0")
+    args = (
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--test_fraction",
+        "0",
+    )
     assert _prepare_cli(*args, "--fps", "4").returncode == 0
     before = _snapshot(tmp_path / "out")
     line = error_line_of(_prepare_cli(*args, "--fps", "2", "--short_side", "16"))
@@ -276,10 +378,13 @@ def test_rerun_with_other_settings_names_the_differing_keys(tmp_path):
 def test_output_that_cannot_be_a_folder_is_one_line(tmp_path):
     write_clip(tmp_path / "in" / "a" / "x.mkv")
     (tmp_path / "file").write_text("x")
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
-                                        str(tmp_path / "file" / "out")))
-    assert line == (f"error: output {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, "
-                    "not a folder; give a folder for --output")
+    line = error_line_of(
+        _prepare_cli("--input", str(tmp_path / "in"), "--output", str(tmp_path / "file" / "out"))
+    )
+    assert line == (
+        f"error: output {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, "
+        "not a folder; give a folder for --output"
+    )
     assert (tmp_path / "file").read_text() == "x"
 
 
@@ -292,8 +397,9 @@ def test_unwritable_output_is_one_line(tmp_path):
         locked = Path("/sys/kernel")  # root writes anywhere but in sysfs
     else:
         pytest.skip("running as root without sysfs: no folder is unwritable")
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "in"), "--output",
-                                        str(locked / "avts_out")))
+    line = error_line_of(
+        _prepare_cli("--input", str(tmp_path / "in"), "--output", str(locked / "avts_out"))
+    )
     assert line.startswith(f"error: output {locked / 'avts_out'}: permission denied")
     assert "choose a folder you can write to" in line
     assert not (locked / "avts_out").exists()
@@ -302,8 +408,9 @@ def test_unwritable_output_is_one_line(tmp_path):
 def test_csv_layouts_are_told_apart_by_their_header(tmp_path):
     write_clip(tmp_path / "x.mkv")
     (tmp_path / "list.csv").write_text("file,label\nx.mkv,cat\n")
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
-                                        str(tmp_path / "out")))
+    line = error_line_of(
+        _prepare_cli("--input", str(tmp_path / "list.csv"), "--output", str(tmp_path / "out"))
+    )
     assert "first line 'file,label'" in line and "path,label[,split][,start,end]" in line
     assert "youtube_id" in line and not (tmp_path / "out").exists()
 
@@ -311,8 +418,9 @@ def test_csv_layouts_are_told_apart_by_their_header(tmp_path):
 def test_the_same_path_twice_in_a_csv_is_refused(tmp_path):
     write_clip(tmp_path / "x.mkv")
     (tmp_path / "list.csv").write_text("path,label\nx.mkv,cat\n./x.mkv,dog\n")
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "list.csv"), "--output",
-                                        str(tmp_path / "out")))
+    line = error_line_of(
+        _prepare_cli("--input", str(tmp_path / "list.csv"), "--output", str(tmp_path / "out"))
+    )
     assert "lines 2 and 3 list the same file" in line
     assert not (tmp_path / "out").exists()
 
@@ -331,9 +439,11 @@ def test_a_hung_decoder_becomes_a_timeout_skip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(prepare, "process_item", hangs_on_c0)
     start = time.monotonic()
-    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out",
-                                       options=prepare.RunOptions(progress=False,
-                                                                  decode_timeout=1.0))
+    manifest = prepare.prepare_dataset(
+        tmp_path / "in",
+        tmp_path / "out",
+        options=prepare.RunOptions(progress=False, decode_timeout=1.0),
+    )
     assert time.monotonic() - start < 30
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c0.mkv", "timeout")]
     assert "longer than 1 s" in manifest.skipped[0].reason
@@ -391,15 +501,32 @@ def test_real_files_under_awkward_names_links_and_two_workers(tmp_path):
         (root / "silent" / name).symlink_to(REAL_AV / name)
     (root / "silent" / "loop").symlink_to(root)
     (root / "talk" / "README.txt").write_text("clips from the trial\n")
-    proc = _prepare_cli("--input", str(root), "--output", str(tmp_path / "out"), "--workers",
-                        "2", "--allow_missing_audio", "--fps", "2", timeout=300)
+    proc = _prepare_cli(
+        "--input",
+        str(root),
+        "--output",
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+        "--allow_missing_audio",
+        "--fps",
+        "2",
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = Manifest.read(tmp_path / "out")
     assert sorted(e.id for e in manifest.written) == [
-        "silent/av1_video.mkv", "silent/h264_10bits.mp4", "silent/h265_video.mp4",
-        "talk/bento.m2ts", "talk/nasa.mxf", "talk/test.divx"]
+        "silent/av1_video.mkv",
+        "silent/h264_10bits.mp4",
+        "silent/h265_video.mp4",
+        "talk/bento.m2ts",
+        "talk/nasa.mxf",
+        "talk/test.divx",
+    ]
     assert {e.id: e.kind for e in manifest.skipped} == {
-        "talk/README.txt": "not_media", "talk/nasa_again.mp4": "duplicate"}
+        "talk/README.txt": "not_media",
+        "talk/nasa_again.mp4": "duplicate",
+    }
     assert set(manifest.splits) == {"train", "test"}
     assert "crash" not in proc.stderr
 
@@ -410,21 +537,27 @@ def test_help_shows_the_tool_and_a_missing_input_is_one_line(tmp_path):
     assert proc.stdout.startswith("Ingest media files into TFRecord shards")
     for flag in ("--input", "--decode_timeout", "--test_fraction", "--allow_missing_video"):
         assert flag in proc.stdout
-    line = error_line_of(_prepare_cli("--input", str(tmp_path / "nothing"), "--output",
-                                        str(tmp_path / "out")))
-    assert line == (f"error: input does not exist: {tmp_path / 'nothing'}; check the path "
-                    "and its permissions")
+    line = error_line_of(
+        _prepare_cli("--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "out"))
+    )
+    assert line == (
+        f"error: input does not exist: {tmp_path / 'nothing'}; check the path and its permissions"
+    )
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_a_hung_decoder_in_a_worker_becomes_a_timeout_skip(tmp_path, monkeypatch):
     """With --workers 2 the alarm fires in the worker; the other files are kept."""
-    misbehaving_worker(tmp_path, monkeypatch, "hanging_worker", "import time",
-                       "        time.sleep(120)")
-    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
-                                       options=prepare.RunOptions(progress=False,
-                                                                  decode_timeout=2.0))
+    misbehaving_worker(
+        tmp_path, monkeypatch, "hanging_worker", "import time", "        time.sleep(120)"
+    )
+    manifest = prepare.prepare_dataset(
+        tmp_path / "in",
+        tmp_path / "out",
+        workers=2,
+        options=prepare.RunOptions(progress=False, decode_timeout=2.0),
+    )
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
 
@@ -432,13 +565,21 @@ def test_a_hung_decoder_in_a_worker_becomes_a_timeout_skip(tmp_path, monkeypatch
 @pytest.mark.slow
 def test_a_worker_hung_past_its_alarm_is_killed_and_the_file_skipped(tmp_path, monkeypatch):
     """A hang the alarm cannot stop (native code): the parent kills the worker."""
-    misbehaving_worker(tmp_path, monkeypatch, "deaf_worker", "import signal\nimport time",
-                       "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
-                       "        time.sleep(120)")
+    misbehaving_worker(
+        tmp_path,
+        monkeypatch,
+        "deaf_worker",
+        "import signal\nimport time",
+        "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\n"
+        "        time.sleep(120)",
+    )
     monkeypatch.setattr(prepare, "HARD_LIMIT_MARGIN_S", 2.0)
-    manifest = prepare.prepare_dataset(tmp_path / "in", tmp_path / "out", workers=2,
-                                       options=prepare.RunOptions(progress=False,
-                                                                  decode_timeout=1.0))
+    manifest = prepare.prepare_dataset(
+        tmp_path / "in",
+        tmp_path / "out",
+        workers=2,
+        options=prepare.RunOptions(progress=False, decode_timeout=1.0),
+    )
     assert [(e.id, e.kind) for e in manifest.skipped] == [("c1.mkv", "timeout")]
     assert [e.id for e in manifest.written] == ["c0.mkv", "c2.mkv"]
 
@@ -451,10 +592,19 @@ def test_a_tilde_after_the_equals_sign_is_the_home_folder(tmp_path):
     write_clip(home / "clips" / "a.mkv")
     here.mkdir()
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / "prepare_data.py"), "--input=~/clips",
-         "--output=~/prepared", "--fps=4"],
-        capture_output=True, text=True, timeout=170, cwd=here,
-        env={**os.environ, "HOME": str(home)})
+        [
+            sys.executable,
+            str(REPO_ROOT / "tools" / "prepare_data.py"),
+            "--input=~/clips",
+            "--output=~/prepared",
+            "--fps=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        cwd=here,
+        env={**os.environ, "HOME": str(home)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Manifest.read(home / "prepared").num_records("train") == 1
     assert list(here.iterdir()) == []

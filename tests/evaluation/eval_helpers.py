@@ -17,7 +17,11 @@ def run_subprocess(tool: str, *args: str, timeout: int = 600) -> subprocess.Comp
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "tools" / f"{tool}.py"), *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

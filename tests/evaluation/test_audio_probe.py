@@ -15,15 +15,20 @@ def make_features(ids, labels, splits, windows_per_file=2, separable=True, seed=
     centers = rng.normal(size=(labels.max() + 1, 6)) * (5.0 if separable else 0.0)
     feats = centers[labels[file_index]] + rng.normal(size=(len(file_index), 6))
     return Features(
-        features=feats.astype(np.float32), file_index=file_index, ids=np.asarray(ids),
-        labels=labels, splits=np.asarray(splits), label_names=[],
+        features=feats.astype(np.float32),
+        file_index=file_index,
+        ids=np.asarray(ids),
+        labels=labels,
+        splits=np.asarray(splits),
+        label_names=[],
     )
 
 
 def test_esc50_protocol_holds_out_each_fold_once():
     n = 20
-    feats = make_features([f"a{i}.wav" for i in range(n)], np.arange(n) % 4,
-                          [f"fold{i % 5 + 1}" for i in range(n)])
+    feats = make_features(
+        [f"a{i}.wav" for i in range(n)], np.arange(n) % 4, [f"fold{i % 5 + 1}" for i in range(n)]
+    )
     folds = audio_probe.make_folds(feats, "auto")
     assert [f.name for f in folds] == ["fold1", "fold2", "fold3", "fold4", "fold5"]
     tested = np.concatenate([f.test for f in folds])
@@ -34,8 +39,9 @@ def test_esc50_protocol_holds_out_each_fold_once():
 
 
 def test_split_protocol_and_unlabelled_files():
-    feats = make_features(["a", "b", "c", "d", "e"], [0, 1, -1, 0, 1],
-                          ["train", "train", "train", "test", "test"])
+    feats = make_features(
+        ["a", "b", "c", "d", "e"], [0, 1, -1, 0, 1], ["train", "train", "train", "test", "test"]
+    )
     (fold,) = audio_probe.make_folds(feats, "auto")
     assert fold.train.tolist() == [0, 1] and fold.test.tolist() == [3, 4]
     with pytest.raises(UserError, match="splits present: test, train"):
@@ -53,8 +59,12 @@ def test_kfold_is_stratified_and_checks_class_sizes():
 
 
 def test_fsdd_speakers_holds_out_one_speaker_per_fold():
-    ids = [f"{d}_{s}_{i}.wav" for s in ("george", "jackson", "theo") for d in range(2)
-           for i in range(2)]
+    ids = [
+        f"{d}_{s}_{i}.wav"
+        for s in ("george", "jackson", "theo")
+        for d in range(2)
+        for i in range(2)
+    ]
     feats = make_features(ids, [int(x[0]) for x in ids], ["train"] * len(ids))
     folds = audio_probe.make_folds(feats, "fsdd_speakers")
     assert [f.name for f in folds] == ["held out george", "held out jackson", "held out theo"]
@@ -88,8 +98,12 @@ def test_file_scores_average_windows_and_handle_binary_scores():
 @pytest.mark.parametrize("num_classes", [2, 4])
 def test_probe_separates_separable_classes(num_classes):
     n = 40
-    feats = make_features([str(i) for i in range(n)], np.arange(n) % num_classes,
-                          ["train" if i < 28 else "test" for i in range(n)], windows_per_file=3)
+    feats = make_features(
+        [str(i) for i in range(n)],
+        np.arange(n) % num_classes,
+        ["train" if i < 28 else "test" for i in range(n)],
+        windows_per_file=3,
+    )
     result = audio_probe.probe(feats, audio_probe.make_folds(feats, "split"), [0.1, 1.0])
     assert result["mean"] == 1.0 and result["std"] == 0.0
     fold = result["folds"][0]
@@ -98,7 +112,11 @@ def test_probe_separates_separable_classes(num_classes):
 
 def test_probe_is_at_chance_on_noise():
     n = 200
-    feats = make_features([str(i) for i in range(n)], np.arange(n) % 2,
-                          ["train" if i < 100 else "test" for i in range(n)], separable=False)
+    feats = make_features(
+        [str(i) for i in range(n)],
+        np.arange(n) % 2,
+        ["train" if i < 100 else "test" for i in range(n)],
+        separable=False,
+    )
     result = audio_probe.probe(feats, audio_probe.make_folds(feats, "split"))
     assert 0.3 < result["mean"] < 0.7

@@ -35,12 +35,16 @@ def test_load_tower_bad_inputs(tiny_run, tmp_path):
     assert str(err.value) == f"checkpoint {tmp_path / 'missing'} does not exist; {fix}"
     with pytest.raises(UserError) as err:
         checkpoint.load_tower(tiny_run / "video_tower.keras", "audio")
-    assert str(err.value) == (f"{tiny_run / 'video_tower.keras'} is a video tower, expected the "
-                              "audio tower; give the run's audio_tower.keras or its model_dir")
+    assert str(err.value) == (
+        f"{tiny_run / 'video_tower.keras'} is a video tower, expected the "
+        "audio tower; give the run's audio_tower.keras or its model_dir"
+    )
     with pytest.raises(UserError) as err:
         checkpoint.load_tower(tmp_path, "video")
-    assert str(err.value) == (f"{tmp_path} holds neither video_tower.keras nor a training "
-                              f"checkpoint: not a training run's model_dir; {fix}")
+    assert str(err.value) == (
+        f"{tmp_path} holds neither video_tower.keras nor a training "
+        f"checkpoint: not a training run's model_dir; {fix}"
+    )
     (tmp_path / "broken.keras").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="cannot load"):
         checkpoint.load_tower(tmp_path / "broken.keras", "video")
@@ -59,9 +63,18 @@ def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path):
     RunDescription.of_run(
         video_factory=functools.partial(mc3_18, **args),
         audio_factory=functools.partial(avts_audio_vgg, **args),
-        task=ContrastiveSync(), clip_spec=SPEC, fps=8.0, dataset=tiny_prepared,
-        train_split="train", eval_split="test", eval_batch_size=4, eval_clips_per_video=2,
-        precision="float32", seed=0, batch_size=4, train_steps=2,
+        task=ContrastiveSync(),
+        clip_spec=SPEC,
+        fps=8.0,
+        dataset=tiny_prepared,
+        train_split="train",
+        eval_split="test",
+        eval_batch_size=4,
+        eval_clips_per_video=2,
+        precision="float32",
+        seed=0,
+        batch_size=4,
+        train_steps=2,
     ).write(tmp_path)
     spec = checkpoint.run_clip_spec(tmp_path)
     keras.utils.set_random_seed(1)
@@ -71,8 +84,12 @@ def test_towers_rebuilt_from_training_checkpoint(tiny_prepared, tmp_path):
     # avts_tf.callbacks.StepCheckpoint: an index, newest last (the older file is gone).
     (tmp_path / "checkpoints").mkdir()
     model.save_weights(tmp_path / "checkpoints" / "ckpt-000000002.weights.h5")
-    index = {"checkpoints": [{"file": "ckpt-000000001.weights.h5"},
-                             {"file": "ckpt-000000002.weights.h5"}]}
+    index = {
+        "checkpoints": [
+            {"file": "ckpt-000000001.weights.h5"},
+            {"file": "ckpt-000000002.weights.h5"},
+        ]
+    }
     (tmp_path / "checkpoints" / "checkpoint.json").write_text(json.dumps(index))
     loaded = checkpoint.load_tower(tmp_path, "audio")
     for a, b in zip(loaded.weights, audio.weights, strict=True):
@@ -126,9 +143,16 @@ def test_extract_audio_and_video_features(tiny_prepared, tiny_run, tmp_path):
 
     video = checkpoint.load_tower(tiny_run, "video")
     vspec = checkpoint.clip_spec_for(tiny_run, video_tower=video)
-    vfeats = features.tower_features(video, "video", tiny_prepared, vspec, splits=["test"],
-                                     num_clips=3, layer=video.layers[2].name,
-                                     progress=False)
+    vfeats = features.tower_features(
+        video,
+        "video",
+        tiny_prepared,
+        vspec,
+        splits=["test"],
+        num_clips=3,
+        layer=video.layers[2].name,
+        progress=False,
+    )
     assert vfeats.features.shape == (6, 4) and vfeats.file_index.tolist() == [0, 0, 0, 1, 1, 1]
 
 
@@ -153,8 +177,13 @@ def _numpy_mfcc_statistics(log_mel, num=40):
     mfcc_ = (x @ basis)[..., :num]
     padded = np.concatenate([mfcc_[:1]] * 4 + [mfcc_] + [mfcc_[-1:]] * 4)
     frames = len(mfcc_)
-    delta = sum(k * (padded[4 + k: 4 + k + frames] - padded[4 - k: 4 - k + frames])
-                for k in range(1, 5)) / 60.0
+    delta = (
+        sum(
+            k * (padded[4 + k : 4 + k + frames] - padded[4 - k : 4 - k + frames])
+            for k in range(1, 5)
+        )
+        / 60.0
+    )
     return np.concatenate([mfcc_.mean(0), mfcc_.std(0), delta.mean(0), delta.std(0)])
 
 
@@ -171,8 +200,9 @@ def test_mfcc_baseline_equals_a_numpy_computation(tiny_prepared):
     record = next(iter(records_io.parsed_records(tiny_prepared, ["test"])))
     index = list(feats.ids).index(record["id"].numpy().decode())
     whole = log_mel_spectrogram(record["waveform"], spec).numpy()
-    np.testing.assert_allclose(feats.features[index], _numpy_mfcc_statistics(whole),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        feats.features[index], _numpy_mfcc_statistics(whole), rtol=1e-4, atol=1e-4
+    )
     per_window = mfcc.mfcc_features(tiny_prepared, 8000, progress=False)
     assert per_window.features.shape == (48, 160)
     assert per_window.info["window_samples"] == "8000"

@@ -54,8 +54,10 @@ def test_finetune_and_video_accuracy(tiny_prepared, tiny_run):
     data = finetune.train_clips(tiny_prepared, spec, 4, fusion=True)
 
     def tower_moved():
-        return any(not np.allclose(a, b.numpy()) for a, b in zip(before, video.trainable_weights,
-                                                                  strict=True))
+        return any(
+            not np.allclose(a, b.numpy())
+            for a, b in zip(before, video.trainable_weights, strict=True)
+        )
 
     finetune.fit(model, data, steps=0, head_steps=1, verbose=0)  # Classifier only.
     assert not tower_moved()
@@ -73,10 +75,14 @@ def test_finetune_and_video_accuracy(tiny_prepared, tiny_run):
         labels.append(batch["label"].numpy())
     probs, videos, labels = np.concatenate(probs), np.concatenate(videos), np.concatenate(labels)
     assert len(videos) == 6 and (labels >= 0).all()  # 2 labelled test videos x 3 clips.
-    hits = [np.argmax(probs[videos == v].mean(0)) == labels[videos == v][0]
-            for v in np.unique(videos)]
-    assert result == {"accuracy": np.mean(hits), "videos": 2,
-                      "clip_accuracy": np.mean(np.argmax(probs, -1) == labels)}
+    hits = [
+        np.argmax(probs[videos == v].mean(0)) == labels[videos == v][0] for v in np.unique(videos)
+    ]
+    assert result == {
+        "accuracy": np.mean(hits),
+        "videos": 2,
+        "clip_accuracy": np.mean(np.argmax(probs, -1) == labels),
+    }
 
 
 def test_audio_shape_mismatch_is_reported(tiny_run):
@@ -87,16 +93,21 @@ def test_audio_shape_mismatch_is_reported(tiny_run):
 
 
 def test_sync_accuracy_per_negative_kind(tiny_prepared, tiny_run):
-    results = sync.evaluate_sync(tiny_run, tiny_prepared, "test", ("easy", "hard"),
-                                 clips_per_video=4)
+    results = sync.evaluate_sync(
+        tiny_run, tiny_prepared, "test", ("easy", "hard"), clips_per_video=4
+    )
     assert {"sync_accuracy", "sync_accuracy_hard", "pairs_easy", "pairs_hard"} <= set(results)
     assert results["pairs_easy"] == 8  # 2 videos x 4 clips, each against the other video.
     assert results["pairs_hard"] == 8  # 3 s videos hold a non-overlapping 0.5 s window.
     # The run's towers on the same clips, scored with NumPy (margin 1: threshold 0.5).
     model, spec = sync.sync_model(tiny_run, ("easy", "hard"))
     data = pipeline.eval_dataset(
-        tiny_prepared, 32, task=sync.clip_cutter(tiny_run, ("easy", "hard")), spec=spec,
-        split="test", clips_per_video=4,
+        tiny_prepared,
+        32,
+        task=sync.clip_cutter(tiny_run, ("easy", "hard")),
+        spec=spec,
+        split="test",
+        clips_per_video=4,
     )
     for kind, key in (("easy", "sync_accuracy"), ("hard", "sync_accuracy_hard")):
         reference = numpy_sync_accuracy(model.video_tower, model.audio_tower, data, kind=kind)
@@ -137,9 +148,16 @@ def test_clip_cutter_takes_the_sync_task_of_a_multi_task_run(tmp_path, tiny_prep
     from avts_tf.tasks.temporal.task import TemporalContrastive
 
     hard = HardNegativeSampler(min_gap_s=0.25)
-    tiny.describe_run(tmp_path, tiny_prepared, task=MultiTask(
-        {"sync": ContrastiveSync(margin=0.7, negatives={"hard": hard}),
-         "temporal": TemporalContrastive()}))
+    tiny.describe_run(
+        tmp_path,
+        tiny_prepared,
+        task=MultiTask(
+            {
+                "sync": ContrastiveSync(margin=0.7, negatives={"hard": hard}),
+                "temporal": TemporalContrastive(),
+            }
+        ),
+    )
     cutter = sync.clip_cutter(tmp_path, ("easy", "hard", "super_hard"))
     assert type(cutter) is ContrastiveSync
     assert cutter.margin == 0.7 and cutter.eval_kinds == ("easy", "hard", "super_hard")
@@ -147,8 +165,11 @@ def test_clip_cutter_takes_the_sync_task_of_a_multi_task_run(tmp_path, tiny_prep
     assert cutter.negatives["hard"].min_gap_s == 0.25
     assert set(cutter.negatives) == {"hard", "super_hard"}
     tiny.describe_run(tmp_path, tiny_prepared, task=TemporalContrastive())
-    with pytest.raises(UserError, match=r"\(TemporalContrastive\) is not a synchronization "
-                                       r"task; give the model_dir of a run trained with"):
+    with pytest.raises(
+        UserError,
+        match=r"\(TemporalContrastive\) is not a synchronization "
+        r"task; give the model_dir of a run trained with",
+    ):
         sync.clip_cutter(tmp_path, ("easy",))
 
 

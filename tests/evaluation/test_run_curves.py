@@ -22,8 +22,7 @@ def test_curves_of_train_and_validation_logs(tmp_path):
     scalars = run_curves.read_scalars(logs)
     steps, values = zip(*scalars["train"]["epoch_loss"], strict=True)
     assert steps == (0, 1, 2) and values == pytest.approx([0.9, 0.5, 0.25])
-    assert [v for _, v in scalars["validation"]["epoch_sync_accuracy"]] == pytest.approx(
-        [0.2, 0.4])
+    assert [v for _, v in scalars["validation"]["epoch_sync_accuracy"]] == pytest.approx([0.2, 0.4])
     drawn = run_curves.plot_run(tmp_path, tmp_path / "curves.png")
     assert drawn == ["epoch_loss", "epoch_sync_accuracy"]
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

@@ -29,26 +29,34 @@ def trained(tiny_prepared, tmp_path_factory):
     """A model_dir of a 2-step train.run from gin, with registered towers and samplers."""
     model_dir = tmp_path_factory.mktemp("described")
     gin.clear_config()
-    config.parse_gin([], [
-        *tiny.SPEC_GIN.strip().splitlines(),
-        "train.run.dataset = @data.prepared_dataset()",
-        f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
-        "train.Model.video_tower = @backbones.mc3_18",
-        "backbones.mc3_18.width = 4", "backbones.mc3_18.depths = (1, 1, 1, 1)",
-        "backbones.mc3_18.embedding_dim = 8",
-        "train.Model.audio_tower = @video/backbones.avts_audio_vgg",  # scoped: still read
-        "video/backbones.avts_audio_vgg.width = 4",
-        "backbones.avts_audio_vgg.depths = (1, 1, 1, 1)",
-        "backbones.avts_audio_vgg.embedding_dim = 8",
-        "train.Model.objective = @objectives.contrastive",
-        "objectives.contrastive.margin = 0.8",
-        "objectives.contrastive.negatives = @samplers.negative_samplers()",
-        "samplers.negative_samplers.super_hard_min_shift_s = 0.3",
-        "train.Trainer.batch_size = 4", "train.Trainer.train_steps = 2",
-        "train.Trainer.steps_per_epoch = 2", "train.Trainer.seed = 3",
-        "train.Evaluation.batch_size = 4", "train.Evaluation.clips_per_video = 2",
-        "train.Runtime.verbose = 0",
-    ], finalize=False)
+    config.parse_gin(
+        [],
+        [
+            *tiny.SPEC_GIN.strip().splitlines(),
+            "train.run.dataset = @data.prepared_dataset()",
+            f"data.prepared_dataset.data_dir = '{tiny_prepared}'",
+            "train.Model.video_tower = @backbones.mc3_18",
+            "backbones.mc3_18.width = 4",
+            "backbones.mc3_18.depths = (1, 1, 1, 1)",
+            "backbones.mc3_18.embedding_dim = 8",
+            "train.Model.audio_tower = @video/backbones.avts_audio_vgg",  # scoped: still read
+            "video/backbones.avts_audio_vgg.width = 4",
+            "backbones.avts_audio_vgg.depths = (1, 1, 1, 1)",
+            "backbones.avts_audio_vgg.embedding_dim = 8",
+            "train.Model.objective = @objectives.contrastive",
+            "objectives.contrastive.margin = 0.8",
+            "objectives.contrastive.negatives = @samplers.negative_samplers()",
+            "samplers.negative_samplers.super_hard_min_shift_s = 0.3",
+            "train.Trainer.batch_size = 4",
+            "train.Trainer.train_steps = 2",
+            "train.Trainer.steps_per_epoch = 2",
+            "train.Trainer.seed = 3",
+            "train.Evaluation.batch_size = 4",
+            "train.Evaluation.clips_per_video = 2",
+            "train.Runtime.verbose = 0",
+        ],
+        finalize=False,
+    )
     try:
         train.run(model_dir)
     finally:
@@ -66,15 +74,20 @@ def test_run_json_describes_the_run(trained, tiny_prepared):
     assert (run.eval_batch_size, run.eval_clips_per_video) == (4, 2)
     assert (run.batch_size, run.train_steps, run.seed, run.precision) == (4, 2, 3, "float32")
     assert run.headline == "sync_accuracy"
-    assert run.video_tower == Tower("mc3_18", TOWER_ARGS, (4, 32, 32, 3),
-                                    "avts_tf.backbones.video_resnet.mc3_18")
-    assert run.audio_tower == Tower("avts_audio_vgg", TOWER_ARGS, (24, 16, 1),
-                                    "avts_tf.backbones.audio.avts_audio_vgg")
+    assert run.video_tower == Tower(
+        "mc3_18", TOWER_ARGS, (4, 32, 32, 3), "avts_tf.backbones.video_resnet.mc3_18"
+    )
+    assert run.audio_tower == Tower(
+        "avts_audio_vgg", TOWER_ARGS, (24, 16, 1), "avts_tf.backbones.audio.avts_audio_vgg"
+    )
     # The task as the trainer built it, gin bindings included, and back.
     task = run.build_task()
     assert type(task) is ContrastiveSync
-    assert (task.margin, task.threshold, task.eval_kinds) == (0.8, 0.4, ("easy", "hard",
-                                                                          "super_hard"))
+    assert (task.margin, task.threshold, task.eval_kinds) == (
+        0.8,
+        0.4,
+        ("easy", "hard", "super_hard"),
+    )
     assert task.negatives["super_hard"].min_shift_s == 0.3
     assert keras.saving.serialize_keras_object(task) == run.task
     assert RunDescription.from_json(run.to_json()) == run
@@ -95,9 +108,11 @@ def test_towers_rebuilt_from_run_json_embed_as_the_saved_ones(trained, tmp_path)
         inputs = rng.uniform(size=shape).astype(np.float32)
         expected = saved(inputs, training=False).numpy()
         np.testing.assert_array_equal(
-            getattr(model, f"{which}_tower")(inputs, training=False).numpy(), expected)
+            getattr(model, f"{which}_tower")(inputs, training=False).numpy(), expected
+        )
         np.testing.assert_array_equal(
-            checkpoint.load_tower(running, which)(inputs, training=False).numpy(), expected)
+            checkpoint.load_tower(running, which)(inputs, training=False).numpy(), expected
+        )
     assert checkpoint.run_clip_spec(running) == tiny.SPEC
 
 
@@ -121,7 +136,8 @@ def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_pa
         RunDescription.read(footage)
     assert str(error.value) == (
         f"{footage} is not a training run's model_dir (no run.json, config.gin or "
-        "checkpoints); give the --model_dir of an avts-train run")
+        "checkpoints); give the --model_dir of an avts-train run"
+    )
     # A run folder from before run.json: operative config and checkpoints only.
     old = tmp_path / "old"
     shutil.copytree(trained, old, ignore=shutil.ignore_patterns("*.keras", "run.json"))
@@ -138,8 +154,9 @@ def test_run_without_run_json_is_a_one_line_error(trained, tiny_prepared, tmp_pa
         checkpoint.load_tower(old, "video")
     with pytest.raises(UserError, match="has no run.json"):
         checkpoint.clip_spec_for(old)
-    code, _, err = run_in_process("eval_sync", "--model_dir", str(old), "--data",
-                                  str(tiny_prepared))
+    code, _, err = run_in_process(
+        "eval_sync", "--model_dir", str(old), "--data", str(tiny_prepared)
+    )
     assert_one_error_line(code, err, f"{old} has no run.json", "re-run its training command")
 
 
@@ -147,8 +164,11 @@ def test_towers_are_described_by_their_factory():
     shape = (4, 32, 32, 3)
     partial = functools.partial(mc3_18, width=4, depths=(1, 1, 1, 1))
     assert Tower.of_factory(partial, shape) == Tower(
-        "mc3_18", {"width": 4, "depths": [1, 1, 1, 1]}, shape,
-        "avts_tf.backbones.video_resnet.mc3_18")
+        "mc3_18",
+        {"width": 4, "depths": [1, 1, 1, 1]},
+        shape,
+        "avts_tf.backbones.video_resnet.mc3_18",
+    )
     # A plain Python call of the registered function gets no gin bindings.
     gin.parse_config("import avts_tf.backbones\nbackbones.mc3_18.width = 16")
     assert Tower.of_factory(mc3_18, shape).kwargs == {}

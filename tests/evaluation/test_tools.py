@@ -30,10 +30,14 @@ def empty_prepared(tiny_prepared, tmp_path_factory):
 # -- user mistakes on the command line: one line on stderr, exit code 2 (subprocesses) ---
 
 SCRIPTS = {
-    "eval_audio": "avts-eval-audio", "eval_sync": "avts-eval-sync",
-    "extract": "avts-extract", "finetune": "avts-finetune",
-    "import_torchvision": "avts-import-torchvision", "make_synthetic": "avts-make-synthetic",
-    "ablate": "avts-ablate", "downstream": "avts-downstream",
+    "eval_audio": "avts-eval-audio",
+    "eval_sync": "avts-eval-sync",
+    "extract": "avts-extract",
+    "finetune": "avts-finetune",
+    "import_torchvision": "avts-import-torchvision",
+    "make_synthetic": "avts-make-synthetic",
+    "ablate": "avts-ablate",
+    "downstream": "avts-downstream",
     "controls": "avts-controls",
 }
 NOPE = "/nonexistent/avts"
@@ -69,10 +73,11 @@ MISTAKES = {
     ],
     "import_torchvision": [
         (["--arch=r50", "--checkpoint=.", "--output=a.keras"], ["--arch", "r2plus1d_18"]),
-        (["--arch=r3d_18", f"--checkpoint={NOPE}.pth", "--output=a.keras"],
-         ["--checkpoint", "does not exist"]),
-        (["--arch=r3d_18", f"--checkpoint={__file__}", "--output=a.h5"],
-         ["--output", ".keras"]),
+        (
+            ["--arch=r3d_18", f"--checkpoint={NOPE}.pth", "--output=a.keras"],
+            ["--checkpoint", "does not exist"],
+        ),
+        (["--arch=r3d_18", f"--checkpoint={__file__}", "--output=a.h5"], ["--output", ".keras"]),
     ],
     "make_synthetic": [
         ([], ["--output", "is required"]),
@@ -113,8 +118,9 @@ def test_user_mistakes_end_in_one_error_line(tool, tmp_path):
     # The console script is installed and takes the same path.
     script = _script(tool)
     assert script, f"console script {SCRIPTS[tool]} not found; pip install -e ."
-    result = subprocess.run([script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [script, "--no_such_flag=1"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     error_line_of(result, "Unknown command line flag 'no_such_flag'")
 
 
@@ -128,26 +134,35 @@ def test_help_shows_the_tools_usage_and_flags():
 
 # -- bad input: one line on stderr, exit code 2 (in process, fast) ----------------------
 
+
 @pytest.mark.parametrize("tool", ["extract", "eval_audio", "finetune"])
 def test_missing_checkpoint(tool, tiny_prepared, tmp_path):
     flag = "--init" if tool == "finetune" else "--checkpoint"
-    extra = (["--tower", "audio", "--output", str(tmp_path / "f.npz")]
-             if tool == "extract" else [])
-    code, _, err = run_in_process(tool, flag, str(tmp_path / "nope"), "--data",
-                                  str(tiny_prepared), *extra)
+    extra = ["--tower", "audio", "--output", str(tmp_path / "f.npz")] if tool == "extract" else []
+    code, _, err = run_in_process(
+        tool, flag, str(tmp_path / "nope"), "--data", str(tiny_prepared), *extra
+    )
     assert_one_error_line(code, err, "does not exist")
 
 
 def test_eval_sync_missing_model_dir(tiny_prepared, tmp_path):
-    code, _, err = run_in_process("eval_sync", "--model_dir", str(tmp_path / "nope"),
-                                  "--data", str(tiny_prepared))
+    code, _, err = run_in_process(
+        "eval_sync", "--model_dir", str(tmp_path / "nope"), "--data", str(tiny_prepared)
+    )
     assert_one_error_line(code, err, "does not exist")
 
 
 def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared, tmp_path):
     """``--checkpoint RUN`` names the run in every tool, eval-sync and plot-run included."""
-    code, _, err = run_in_process("eval_sync", "--checkpoint", str(tiny_run), "--data",
-                                  str(tiny_prepared), "--kinds", "medium")
+    code, _, err = run_in_process(
+        "eval_sync",
+        "--checkpoint",
+        str(tiny_run),
+        "--data",
+        str(tiny_prepared),
+        "--kinds",
+        "medium",
+    )
     assert_one_error_line(code, err, "unknown negative kind")  # got past the flags
     logs = tmp_path / "run" / "tensorboard" / "train"
     with tf.summary.create_file_writer(str(logs)).as_default():
@@ -159,22 +174,26 @@ def test_every_tool_reading_a_run_takes_it_as_checkpoint(tiny_run, tiny_prepared
     with tf.summary.create_file_writer(str(early)).as_default():
         tf.summary.scalar("batch_loss", 0.5, step=0)
     code, _, err = run_in_process("plot_run", "--checkpoint", str(tmp_path / "early"))
-    assert err == (f"error: no epoch curves in {tmp_path / 'early'}/tensorboard; train for one "
-                   "epoch (train.Trainer.steps_per_epoch batches) or more\n")
+    assert err == (
+        f"error: no epoch curves in {tmp_path / 'early'}/tensorboard; train for one "
+        "epoch (train.Trainer.steps_per_epoch batches) or more\n"
+    )
 
 
-@pytest.mark.parametrize("tool", ["av_offset", "eval_audio", "eval_fingerprint",
-                                  "eval_retrieval", "extract", "finetune"])
-def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_prepared,
-                                                       tmp_path):
+@pytest.mark.parametrize(
+    "tool", ["av_offset", "eval_audio", "eval_fingerprint", "eval_retrieval", "extract", "finetune"]
+)
+def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_prepared, tmp_path):
     """``--model_dir RUN``, avts-train's name of the run, works in every tool reading one.
 
     The tools whose own name is ``--checkpoint`` (or ``--init``) take it too, rather than
     answering ``Unknown command line flag 'model_dir'``.
     """
-    extra = {"av_offset": [str(tmp_path / "clip.mp4")],
-             "extract": ["--tower", "audio", "--output", str(tmp_path / "f.npz")],
-             "eval_fingerprint": ["--distortions", "nope"]}.get(tool, [])
+    extra = {
+        "av_offset": [str(tmp_path / "clip.mp4")],
+        "extract": ["--tower", "audio", "--output", str(tmp_path / "f.npz")],
+        "eval_fingerprint": ["--distortions", "nope"],
+    }.get(tool, [])
     data = [] if tool in ("av_offset", "eval_fingerprint") else ["--data", str(tmp_path / "nope")]
     code, _, err = run_in_process(tool, "--model_dir", str(tiny_run), *data, *extra)
     assert "Unknown command line flag" not in err
@@ -183,7 +202,8 @@ def test_every_tool_reading_a_run_takes_it_as_model_dir(tool, tiny_run, tiny_pre
 
 
 def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
-        tiny_run, tiny_prepared, tmp_path):
+    tiny_run, tiny_prepared, tmp_path
+):
     """A split without videos names the flags to change; unlabelled videos are counted.
 
     Both are found before any video's features are computed, and the errors say which
@@ -191,37 +211,53 @@ def test_retrieval_refuses_missing_splits_and_unlabelled_videos_before_decoding(
     """
     found = Manifest.read(tiny_prepared)
     train_only = tmp_path / "train_only"
-    dataclasses.replace(found, splits={"train": found.splits["train"]},
-                        written=found.records("train")).write(train_only)
-    code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
-                                  str(train_only))
+    dataclasses.replace(
+        found, splits={"train": found.splits["train"]}, written=found.records("train")
+    ).write(train_only)
+    code, _, err = run_in_process(
+        "eval_retrieval", "--checkpoint", str(tiny_run), "--data", str(train_only)
+    )
     assert_one_error_line(code, err)
-    assert err == (f"error: no videos in split 'test' (queries) of {train_only} (splits with "
-                   "videos: train); name two with --train_split (database) and --test_split "
-                   "(queries), or prepare media with a held-out split (avts-prepare "
-                   "--test_fraction)\n")
+    assert err == (
+        f"error: no videos in split 'test' (queries) of {train_only} (splits with "
+        "videos: train); name two with --train_split (database) and --test_split "
+        "(queries), or prepare media with a held-out split (avts-prepare "
+        "--test_fraction)\n"
+    )
     unlabelled = tmp_path / "unlabelled"
-    dataclasses.replace(found, written=tuple(
-        dataclasses.replace(e, label="") if e.split == "test" and i % 2 else e
-        for i, e in enumerate(found.written))).write(unlabelled)
+    dataclasses.replace(
+        found,
+        written=tuple(
+            dataclasses.replace(e, label="") if e.split == "test" and i % 2 else e
+            for i, e in enumerate(found.written)
+        ),
+    ).write(unlabelled)
     test_records = found.records("test")
     cleared = sum(1 for i, e in enumerate(found.written) if e.split == "test" and i % 2)
     assert 0 < cleared < len(test_records)
     silent = tmp_path / "unlabelled_silent"
     unlabelled_found = Manifest.read(unlabelled)
-    dataclasses.replace(unlabelled_found, written=tuple(
-        dataclasses.replace(e, num_samples=0) if e.split == "test" else e
-        for e in unlabelled_found.written)).write(silent)
-    code, _, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run), "--data",
-                                  str(silent))
-    assert err == (f"error: retrieval by class needs labelled videos: {cleared} of "
-                   f"{len(test_records)} in split 'test' of {silent} have no label, and "
-                   "audio <-> video retrieval needs two videos with sound in split 'test' "
-                   "(found 0); prepare the dataset from class folders or a CSV with labels\n")
+    dataclasses.replace(
+        unlabelled_found,
+        written=tuple(
+            dataclasses.replace(e, num_samples=0) if e.split == "test" else e
+            for e in unlabelled_found.written
+        ),
+    ).write(silent)
+    code, _, err = run_in_process(
+        "eval_retrieval", "--checkpoint", str(tiny_run), "--data", str(silent)
+    )
+    assert err == (
+        f"error: retrieval by class needs labelled videos: {cleared} of "
+        f"{len(test_records)} in split 'test' of {silent} have no label, and "
+        "audio <-> video retrieval needs two videos with sound in split 'test' "
+        "(found 0); prepare the dataset from class folders or a CSV with labels\n"
+    )
 
 
 def test_retrieval_of_unlabelled_videos_measures_audio_and_video_alone(
-        tiny_run, tiny_prepared, tmp_path, caplog):
+    tiny_run, tiny_prepared, tmp_path, caplog
+):
     """One's own footage has no labels: the tool still measures audio <-> video retrieval,
     which needs none."""
     import shutil
@@ -229,51 +265,89 @@ def test_retrieval_of_unlabelled_videos_measures_audio_and_video_alone(
     found = Manifest.read(tiny_prepared)
     unlabelled = tmp_path / "unlabelled"
     shutil.copytree(tiny_prepared, unlabelled)
-    dataclasses.replace(found, written=tuple(
-        dataclasses.replace(e, label="") for e in found.written)).write(unlabelled)
+    dataclasses.replace(
+        found, written=tuple(dataclasses.replace(e, label="") for e in found.written)
+    ).write(unlabelled)
     out = tmp_path / "r.json"
-    code, stdout, err = run_in_process("eval_retrieval", "--checkpoint", str(tiny_run),
-                                       "--data", str(unlabelled), "--num_clips", "3",
-                                       "--output_json", str(out))
+    code, stdout, err = run_in_process(
+        "eval_retrieval",
+        "--checkpoint",
+        str(tiny_run),
+        "--data",
+        str(unlabelled),
+        "--num_clips",
+        "3",
+        "--output_json",
+        str(out),
+    )
     assert code == 0, err
-    assert ("video -> video retrieval by class left out: retrieval by class needs labelled "
-            f"videos: 6 of 6 in split 'train' of {unlabelled} have no label") in caplog.text
+    assert (
+        "video -> video retrieval by class left out: retrieval by class needs labelled "
+        f"videos: 6 of 6 in split 'train' of {unlabelled} have no label"
+    ) in caplog.text
     results = json.loads(out.read_text())["pretrained"]
     assert results["video_to_video"] is None
     cross = results["cross_modal"]
     assert stdout.strip().splitlines()[-1] == (
         "retrieval (video -> audio, unlabelled videos): "
-        + " ".join(f"R@{k}={cross[f'v2a_R@{k}']:.3f}" for k in (1, 5, 10, 20)))
+        + " ".join(f"R@{k}={cross[f'v2a_R@{k}']:.3f}" for k in (1, 5, 10, 20))
+    )
     class_row = next(line for line in stdout.splitlines() if "(class)" in line)
     assert class_row.split()[-4:] == ["n/a"] * 4
 
 
 def test_fingerprint_names_the_query_split_flag(tiny_run, tiny_prepared):
-    code, _, err = run_in_process("eval_fingerprint", "--checkpoint", str(tiny_run), "--data",
-                                  str(tiny_prepared), "--query_split", "val")
-    assert err == (f"error: no videos in split 'val' of {tiny_prepared}; give --query_split "
-                   "one of: test, train, or prepare media with a held-out split (avts-prepare "
-                   "--test_fraction)\n")
+    code, _, err = run_in_process(
+        "eval_fingerprint",
+        "--checkpoint",
+        str(tiny_run),
+        "--data",
+        str(tiny_prepared),
+        "--query_split",
+        "val",
+    )
+    assert err == (
+        f"error: no videos in split 'val' of {tiny_prepared}; give --query_split "
+        "one of: test, train, or prepare media with a held-out split (avts-prepare "
+        "--test_fraction)\n"
+    )
 
 
 def test_unknown_layer_lists_valid_names(tiny_run, tiny_prepared, tmp_path):
-    code, _, err = run_in_process("extract", "--checkpoint", str(tiny_run),
-                                  "--tower", "video", "--data", str(tiny_prepared),
-                                  "--output", str(tmp_path / "f.npz"), "--layer", "fc9")
-    line = assert_one_error_line(code, err, "unknown layer 'fc9'",
-                                 "valid layer names: auto, output, shared, video")
-    code, _, err = run_in_process("eval_audio", "--checkpoint", str(tiny_run), "--data",
-                                  str(tiny_prepared), "--layer", "fc9")
+    code, _, err = run_in_process(
+        "extract",
+        "--checkpoint",
+        str(tiny_run),
+        "--tower",
+        "video",
+        "--data",
+        str(tiny_prepared),
+        "--output",
+        str(tmp_path / "f.npz"),
+        "--layer",
+        "fc9",
+    )
+    line = assert_one_error_line(
+        code, err, "unknown layer 'fc9'", "valid layer names: auto, output, shared, video"
+    )
+    code, _, err = run_in_process(
+        "eval_audio", "--checkpoint", str(tiny_run), "--data", str(tiny_prepared), "--layer", "fc9"
+    )
     assert_one_error_line(code, err, "valid layer names: auto, output, audio")
     assert "dense" in line
 
 
-@pytest.mark.parametrize("tool", ["extract", "eval_audio", "eval_sync",
-                                  "finetune", "downstream"])
+@pytest.mark.parametrize("tool", ["extract", "eval_audio", "eval_sync", "finetune", "downstream"])
 def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
     args = {
-        "extract": ["--checkpoint", str(tiny_run), "--tower", "audio",
-                             "--output", str(tmp_path / "f.npz")],
+        "extract": [
+            "--checkpoint",
+            str(tiny_run),
+            "--tower",
+            "audio",
+            "--output",
+            str(tmp_path / "f.npz"),
+        ],
         "eval_audio": ["--checkpoint", str(tiny_run)],
         "eval_sync": ["--model_dir", str(tiny_run)],
         "finetune": ["--init", str(tiny_run)],
@@ -284,35 +358,58 @@ def test_empty_set(tool, tiny_run, empty_prepared, tmp_path):
 
 
 def test_missing_data_and_other_bad_flags(tiny_run, tiny_prepared, tmp_path):
-    code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
-                                  str(tmp_path / "nowhere"))
+    code, _, err = run_in_process(
+        "eval_audio", "--baseline", "mfcc", "--data", str(tmp_path / "nowhere")
+    )
     assert_one_error_line(code, err, "does not exist")
     code, _, err = run_in_process("eval_audio", "--data", str(tiny_prepared))
     assert_one_error_line(code, err, "nothing to evaluate")
-    code, _, err = run_in_process("eval_audio", "--baseline", "mfcc", "--data",
-                                  str(tiny_prepared), "--protocol", "esc50", "--quiet")
+    code, _, err = run_in_process(
+        "eval_audio",
+        "--baseline",
+        "mfcc",
+        "--data",
+        str(tiny_prepared),
+        "--protocol",
+        "esc50",
+        "--quiet",
+    )
     assert_one_error_line(code, err, "needs splits fold1..fold5")
-    code, _, err = run_in_process("finetune", "--init", "scratch", "--data",
-                                  str(tiny_prepared))
+    code, _, err = run_in_process("finetune", "--init", "scratch", "--data", str(tiny_prepared))
     assert_one_error_line(code, err, "--arch CHECKPOINT or --gin_file")
-    code, _, err = run_in_process("eval_sync", "--model_dir", str(tiny_run), "--data",
-                                  str(tiny_prepared), "--kinds", "medium")
+    code, _, err = run_in_process(
+        "eval_sync", "--model_dir", str(tiny_run), "--data", str(tiny_prepared), "--kinds", "medium"
+    )
     assert_one_error_line(code, err, "unknown negative kind")
-    code, _, err = run_in_process("extract", "--checkpoint",
-                                  str(tiny_run / "video_tower.keras"), "--tower", "audio",
-                                  "--list_layers")
+    code, _, err = run_in_process(
+        "extract",
+        "--checkpoint",
+        str(tiny_run / "video_tower.keras"),
+        "--tower",
+        "audio",
+        "--list_layers",
+    )
     assert_one_error_line(code, err, "expected the audio tower")
-    code, _, err = run_in_process("downstream", "--model_dir", str(tiny_run),
-                                  "--data", str(tmp_path))
+    code, _, err = run_in_process(
+        "downstream", "--model_dir", str(tiny_run), "--data", str(tmp_path)
+    )
     assert_one_error_line(code, err, "is not a prepared dataset")
-    code, _, err = run_in_process("downstream", "--model_dir", str(tiny_run),
-                                  "--data", str(tiny_prepared), "--head_steps", "x")
+    code, _, err = run_in_process(
+        "downstream",
+        "--model_dir",
+        str(tiny_run),
+        "--data",
+        str(tiny_prepared),
+        "--head_steps",
+        "x",
+    )
     assert_one_error_line(code, err, "--head_steps=['x']", "must be integers")
 
 
 def test_list_layers(tiny_run):
-    code, out, _ = run_in_process("extract", "--checkpoint",
-                                  str(tiny_run / "audio_tower.keras"), "--list_layers")
+    code, out, _ = run_in_process(
+        "extract", "--checkpoint", str(tiny_run / "audio_tower.keras"), "--list_layers"
+    )
     assert code == 0 and out.split()[0] == "audio" and len(out.split()) == 4
 
 
@@ -321,8 +418,10 @@ def _waveform_lengths(data) -> dict[str, int]:
     from avts_tf.evaluation import records_io
 
     splits = records_io.check_splits(data, None)
-    return {r["id"].decode(): len(r["waveform"])
-            for r in records_io.parsed_records(data, splits).as_numpy_iterator()}
+    return {
+        r["id"].decode(): len(r["waveform"])
+        for r in records_io.parsed_records(data, splits).as_numpy_iterator()
+    }
 
 
 def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_path):
@@ -333,9 +432,14 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
 
     combined, per_file = tmp_path / "all.npz", tmp_path / "per_file"
     code, out, err = run_in_process(
-        "extract", f"--checkpoint={tiny_run}", "--tower=audio",
-        f"--data={tiny_prepared}", f"--output={combined}", f"--output_dir={per_file}",
-        "--quiet")
+        "extract",
+        f"--checkpoint={tiny_run}",
+        "--tower=audio",
+        f"--data={tiny_prepared}",
+        f"--output={combined}",
+        f"--output_dir={per_file}",
+        "--quiet",
+    )
     assert code == 0, err
     assert f"wrote 8 files to {per_file}" in out
     feats = Features.load(combined)
@@ -345,15 +449,20 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
     for index, file_id in enumerate(feats.ids):
         saved = np.load(per_file / f"{file_id}.npz")
         assert sorted(saved.files) == ["embedding", "timestamps"]
-        np.testing.assert_array_equal(saved["embedding"],
-                                      feats.features[feats.file_index == index])
+        np.testing.assert_array_equal(saved["embedding"], feats.features[feats.file_index == index])
         count = 1 + (lengths[file_id] - window) // window
         assert saved["timestamps"].tolist() == [k * window / rate for k in range(count)]
 
     hop = tmp_path / "hop"
     code, out, err = run_in_process(
-        "extract", f"--checkpoint={tiny_run}", "--tower=audio",
-        f"--data={tiny_prepared}", f"--output_dir={hop}", "--hop_s=0.25", "--quiet")
+        "extract",
+        f"--checkpoint={tiny_run}",
+        "--tower=audio",
+        f"--data={tiny_prepared}",
+        f"--output_dir={hop}",
+        "--hop_s=0.25",
+        "--quiet",
+    )
     assert code == 0, err
     for file_id, length in lengths.items():
         saved = np.load(hop / f"{file_id}.npz")
@@ -363,13 +472,20 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
         assert saved["embedding"].shape == (count, 8)
     # The first window of every file is the same with either hop.
     first = np.load(per_file / f"{feats.ids[0]}.npz")["embedding"][0]
-    np.testing.assert_allclose(np.load(hop / f"{feats.ids[0]}.npz")["embedding"][0], first,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.load(hop / f"{feats.ids[0]}.npz")["embedding"][0], first, rtol=1e-5, atol=1e-6
+    )
 
     video = tmp_path / "video"
     code, out, err = run_in_process(
-        "extract", f"--checkpoint={tiny_run}", "--tower=video",
-        f"--data={tiny_prepared}", f"--output_dir={video}", "--hop_s=0.5", "--quiet")
+        "extract",
+        f"--checkpoint={tiny_run}",
+        "--tower=video",
+        f"--data={tiny_prepared}",
+        f"--output_dir={video}",
+        "--hop_s=0.5",
+        "--quiet",
+    )
     assert code == 0, err
     for file_id in lengths:
         saved = np.load(video / f"{file_id}.npz")
@@ -379,6 +495,7 @@ def test_extract_features_output_dir_timestamps(tiny_run, tiny_prepared, tmp_pat
 
 
 # -- happy paths in subprocesses --------------------------------------------------------
+
 
 def _probe_accuracies(feats, num_folds, seed):
     """Per-file accuracy of each kfold fold, computed here with scikit-learn and NumPy."""
@@ -406,18 +523,41 @@ def _probe_accuracies(feats, num_folds, seed):
 @pytest.mark.slow
 def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
     out = tmp_path / "audio.npz"
-    result = run_subprocess("extract", "--checkpoint", str(tiny_run), "--tower",
-                            "audio", "--data", str(tiny_prepared), "--output", str(out))
+    result = run_subprocess(
+        "extract",
+        "--checkpoint",
+        str(tiny_run),
+        "--tower",
+        "audio",
+        "--data",
+        str(tiny_prepared),
+        "--output",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wrote" in result.stdout and "48 windows x 8 features from 8 files" in result.stdout
     feats = Features.load(out)
     assert feats.features.shape == (48, 8) and feats.info["checkpoint"] == str(tiny_run)
 
     report = tmp_path / "audio.json"
-    result = run_subprocess("eval_audio", "--features", str(out), "--checkpoint",
-                            str(tiny_run), "--baseline", "mfcc", "--data", str(tiny_prepared),
-                            "--protocol", "kfold", "--num_folds", "2", "--quiet",
-                            "--output_json", str(report))
+    result = run_subprocess(
+        "eval_audio",
+        "--features",
+        str(out),
+        "--checkpoint",
+        str(tiny_run),
+        "--baseline",
+        "mfcc",
+        "--data",
+        str(tiny_prepared),
+        "--protocol",
+        "kfold",
+        "--num_folds",
+        "2",
+        "--quiet",
+        "--output_json",
+        str(report),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert lines[0].split()[:2] == ["features", "folds"]
@@ -430,7 +570,8 @@ def test_extract_features_and_eval_audio_cli(tiny_run, tiny_prepared, tmp_path):
         assert entry["std"] == np.std(accuracies)
         for fold in entry["folds"]:  # A fraction of the fold's test files.
             assert fold["accuracy"] * fold["test_files"] == pytest.approx(
-                round(fold["accuracy"] * fold["test_files"]), abs=1e-9)
+                round(fold["accuracy"] * fold["test_files"]), abs=1e-9
+            )
     # The .npz's per-file accuracies recomputed: stratified 2-fold split of the files (seed
     # 0), scaler + linear SVM (C=1) on their windows, decision scores averaged per file.
     expected = _probe_accuracies(feats, num_folds=2, seed=0)
@@ -446,16 +587,29 @@ def test_a_refusal_of_media_names_the_media_not_the_temporary_folder(tiny_run, t
     """Raw media are prepared into a temporary folder; refusing what it holds named that
     folder (``/tmp/avts_e1wcnusx has 0 label(s)``), which the user never saw."""
     media = tiny_prepared.parent / "videos" / "videos" / "test"  # two files, no class folders
-    code, _, err = run_in_process("finetune", "--init", "scratch", "--arch",
-                                  str(tiny_run), "--data", str(media), "--short_side", "32")
+    code, _, err = run_in_process(
+        "finetune",
+        "--init",
+        "scratch",
+        "--arch",
+        str(tiny_run),
+        "--data",
+        str(media),
+        "--short_side",
+        "32",
+    )
     assert_one_error_line(
-        code, err, f"error: {media} (as prepared) has 0 label(s); fine-tuning needs at least 2: "
-        "put each class's files in a folder named after it, or give a CSV with labels")
+        code,
+        err,
+        f"error: {media} (as prepared) has 0 label(s); fine-tuning needs at least 2: "
+        "put each class's files in a folder named after it, or give a CSV with labels",
+    )
     assert "avts_" not in err
 
 
 def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
-        tiny_prepared, tmp_path):
+    tiny_prepared, tmp_path
+):
     """A run without a sync task is refused before any media file is decoded."""
     from tiny import describe_run
 
@@ -466,8 +620,11 @@ def test_eval_sync_refuses_a_run_without_a_sync_task_before_preparing_media(
     describe_run(run, tiny_prepared, task=TemporalContrastive())
     media = tiny_prepared.parent / "videos" / "videos" / "test"
     code, out, err = run_in_process("eval_sync", "--model_dir", str(run), "--data", str(media))
-    assert_one_error_line(code, err, f"error: the task of run {run} (TemporalContrastive) is "
-                                     "not a synchronization task")
+    assert_one_error_line(
+        code,
+        err,
+        f"error: the task of run {run} (TemporalContrastive) is not a synchronization task",
+    )
     assert "records in" not in out + err  # nothing was prepared
 
 
@@ -482,23 +639,40 @@ def test_extract_features_from_a_media_folder(tiny_run, tiny_prepared, tmp_path)
     shutil.copy(media / first, media / "z_copy.mp4")
     (media / "z_link.mp4").symlink_to(media / second)
     out, per_file = tmp_path / "video.npz", tmp_path / "per_file"
-    result = run_subprocess("extract", "--checkpoint", str(tiny_run), "--tower",
-                            "video", "--data", str(media), "--output", str(out),
-                            "--output_dir", str(per_file), "--num_clips", "2",
-                            "--short_side", "32", "--quiet")
+    result = run_subprocess(
+        "extract",
+        "--checkpoint",
+        str(tiny_run),
+        "--tower",
+        "video",
+        "--data",
+        str(media),
+        "--output",
+        str(out),
+        "--output_dir",
+        str(per_file),
+        "--num_clips",
+        "2",
+        "--short_side",
+        "32",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     feats = Features.load(out)
     assert sorted(feats.ids) == [first, second]
     assert np.bincount(feats.file_index).tolist() == [2, 2]
     assert sorted(p.name for p in per_file.iterdir()) == sorted(
-        f"{name}.npz" for name in (first, second, "z_copy.mp4", "z_link.mp4"))
+        f"{name}.npz" for name in (first, second, "z_copy.mp4", "z_link.mp4")
+    )
     for duplicate, original in (("z_copy.mp4", first), ("z_link.mp4", second)):
         got, want = np.load(per_file / f"{duplicate}.npz"), np.load(per_file / f"{original}.npz")
         for key in ("embedding", "timestamps"):
             np.testing.assert_array_equal(got[key], want[key])
     assert "wrote 4 files to" in result.stdout
-    assert "; 2 of them for inputs that duplicate another (a link or a copy, ingested once)" \
+    assert (
+        "; 2 of them for inputs that duplicate another (a link or a copy, ingested once)"
         in result.stdout
+    )
 
 
 def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run, tmp_path):
@@ -507,15 +681,29 @@ def test_video_features_of_a_media_folder_keep_the_files_without_sound(tiny_run,
     if not real_av.is_dir():
         pytest.skip(f"real media not found at {real_av} (the shared data folder is absent)")
     out = tmp_path / "video.npz"
-    result = run_subprocess("extract", "--checkpoint", str(tiny_run), "--tower",
-                            "video", "--data", str(real_av), "--output", str(out),
-                            "--num_clips", "2", "--short_side", "32", "--quiet")
+    result = run_subprocess(
+        "extract",
+        "--checkpoint",
+        str(tiny_run),
+        "--tower",
+        "video",
+        "--data",
+        str(real_av),
+        "--output",
+        str(out),
+        "--num_clips",
+        "2",
+        "--short_side",
+        "32",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(Features.load(out).ids) == sorted(p.name for p in real_av.iterdir())
 
 
 def test_media_given_to_a_run_is_prepared_like_its_data_and_scored_whole(
-        tiny_run, tiny_prepared, tmp_path):
+    tiny_run, tiny_prepared, tmp_path
+):
     """Raw media takes the run's frame size (not --short_side's default); a folder (one
     split) is scored whole, not asked for a split 'test' it does not have."""
     run = tmp_path / "run"
@@ -525,10 +713,21 @@ def test_media_given_to_a_run_is_prepared_like_its_data_and_scored_whole(
     (run / "run.json").write_text(json.dumps(description))
     videos = tiny_prepared.parent / "videos" / "videos"  # the files, not their dataset.csv
     report = tmp_path / "sync.json"
-    code, _, err = run_in_process("eval_sync", "--checkpoint", str(run), "--data", str(videos),
-                                  "--prepared_dir", str(tmp_path / "prepared"), "--kinds",
-                                  "easy", "--clips_per_video", "1", "--output_json",
-                                  str(report))
+    code, _, err = run_in_process(
+        "eval_sync",
+        "--checkpoint",
+        str(run),
+        "--data",
+        str(videos),
+        "--prepared_dir",
+        str(tmp_path / "prepared"),
+        "--kinds",
+        "easy",
+        "--clips_per_video",
+        "1",
+        "--output_json",
+        str(report),
+    )
     assert code == 0, err
     prepared = Manifest.read(tmp_path / "prepared")
     assert (prepared.config.short_side, prepared.fps) == (24, 8.0)
@@ -539,8 +738,15 @@ def test_media_given_to_a_run_is_prepared_like_its_data_and_scored_whole(
 @pytest.mark.slow
 def test_eval_sync_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "sync.json"
-    result = run_subprocess("eval_sync", "--model_dir", str(tiny_run), "--data",
-                            str(tiny_prepared), "--output_json", str(report))
+    result = run_subprocess(
+        "eval_sync",
+        "--model_dir",
+        str(tiny_run),
+        "--data",
+        str(tiny_prepared),
+        "--output_json",
+        str(report),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[2:5]}
     assert set(rows) == {"easy", "hard", "super_hard"}
@@ -552,10 +758,28 @@ def test_eval_sync_cli(tiny_run, tiny_prepared, tmp_path):
 @pytest.mark.slow
 def test_finetune_video_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "ft.json"
-    result = run_subprocess("finetune", "--init", "scratch", "--arch", str(tiny_run),
-                            "--fusion", "--data", str(tiny_prepared), "--steps", "2",
-                            "--batch_size", "4", "--clips_per_video", "10", "--few_shot", "1",
-                            "--verbose", "0", "--output_json", str(report))
+    result = run_subprocess(
+        "finetune",
+        "--init",
+        "scratch",
+        "--arch",
+        str(tiny_run),
+        "--fusion",
+        "--data",
+        str(tiny_prepared),
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--clips_per_video",
+        "10",
+        "--few_shot",
+        "1",
+        "--verbose",
+        "0",
+        "--output_json",
+        str(report),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "fold 1: video accuracy" in result.stdout
     results = json.loads(report.read_text())
@@ -565,10 +789,27 @@ def test_finetune_video_cli(tiny_run, tiny_prepared, tmp_path):
 @pytest.mark.slow
 def test_downstream_results_cli(tiny_run, tiny_prepared, tmp_path):
     report = tmp_path / "downstream.json"
-    result = run_subprocess("downstream", "--model_dir", str(tiny_run), "--data",
-                            str(tiny_prepared), "--shots", "1", "--repeats", "1",
-                            "--finetune_steps", "2", "--finetune_batch", "4", "--head_steps", "1",
-                            "--clips_per_video", "2", "--output_json", str(report))
+    result = run_subprocess(
+        "downstream",
+        "--model_dir",
+        str(tiny_run),
+        "--data",
+        str(tiny_prepared),
+        "--shots",
+        "1",
+        "--repeats",
+        "1",
+        "--finetune_steps",
+        "2",
+        "--finetune_batch",
+        "4",
+        "--head_steps",
+        "1",
+        "--clips_per_video",
+        "2",
+        "--output_json",
+        str(report),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     header = [line for line in result.stdout.splitlines() if line.startswith("accuracy %")]
     assert header and "MFCC" in header[0] and "AVTS pretrained" in header[0]
@@ -582,8 +823,7 @@ FSDD = REPO_ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 
 
 @pytest.mark.slow
-def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_prepared,
-                                                               tmp_path):
+def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_prepared, tmp_path):
     if not FSDD.is_dir():
         pytest.skip(f"FSDD not found at {FSDD} (the shared data folder is absent)")
     root = tmp_path / "runs"
@@ -596,17 +836,31 @@ def test_downstream_results_compares_methods_and_fsdd_speakers(tiny_run, tiny_pr
         for path in sorted(FSDD.glob(f"*_{speaker}_[01].wav")):
             (fsdd / path.name).symlink_to(path)
     report = tmp_path / "downstream.json"
-    result = run_subprocess("downstream", "--model_dir", str(root),
-                            "--methods=avts,tssl", "--data", str(tiny_prepared),
-                            "--fsdd", str(fsdd),
-                            "--repeats", "1", "--clips_per_video", "2", "--skip_finetune",
-                            "--output_json", str(report))
+    result = run_subprocess(
+        "downstream",
+        "--model_dir",
+        str(root),
+        "--methods=avts,tssl",
+        "--data",
+        str(tiny_prepared),
+        "--fsdd",
+        str(fsdd),
+        "--repeats",
+        "1",
+        "--clips_per_video",
+        "2",
+        "--skip_finetune",
+        "--output_json",
+        str(report),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     header = [line for line in result.stdout.splitlines() if line.startswith("accuracy %")]
     for column in ("MFCC", "random init", "AVTS pretrained", "TSSL pretrained"):
         assert column in header[0]
-    assert any(line.startswith("FSDD audio linear probe, 2 held-out speakers")
-               for line in result.stdout.splitlines())
+    assert any(
+        line.startswith("FSDD audio linear probe, 2 held-out speakers")
+        for line in result.stdout.splitlines()
+    )
     results = json.loads(report.read_text())
     columns = {"MFCC", "random init", "AVTS pretrained", "TSSL pretrained"}
     assert set(results["fsdd_speaker_probe"]) == columns
@@ -626,8 +880,12 @@ def test_audio_features_leave_out_videos_without_sound(tiny_run, tmp_path):
     from avts_tf.evaluation import checkpoint, features
 
     data = tmp_path / "prepared"
-    prepare.prepare_dataset(real_av, data, IngestConfig(short_side=32, require_audio=False),
-                            options=prepare.RunOptions(progress=False))
+    prepare.prepare_dataset(
+        real_av,
+        data,
+        IngestConfig(short_side=32, require_audio=False),
+        options=prepare.RunOptions(progress=False),
+    )
     tower = checkpoint.load_tower(tiny_run, "audio")
     spec = checkpoint.clip_spec_for(tiny_run, audio_tower=tower)
     feats = features.tower_features(tower, "audio", data, spec, progress=False)

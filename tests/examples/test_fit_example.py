@@ -16,10 +16,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def test_fit_example_runs_and_reports_sync_accuracy(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "fit_example.py"), "--steps", "3",
-         "--batch_size", "4", "--num_videos", "8", "--cache_dir", str(tmp_path / "cache"),
-         "--save_dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "fit_example.py"),
+            "--steps",
+            "3",
+            "--batch_size",
+            "4",
+            "--num_videos",
+            "8",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--save_dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
@@ -50,15 +65,35 @@ def test_fit_example_runs_and_reports_sync_accuracy(tmp_path):
 def test_fit_example_trains_the_temporal_method(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "fit_example.py"), "--method", "temporal",
-         "--steps", "3", "--batch_size", "4", "--num_videos", "8", "--cache_dir",
-         str(tmp_path / "cache"), "--save_dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=600, env=env, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "fit_example.py"),
+            "--method",
+            "temporal",
+            "--steps",
+            "3",
+            "--batch_size",
+            "4",
+            "--num_videos",
+            "8",
+            "--cache_dir",
+            str(tmp_path / "cache"),
+            "--save_dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO_ROOT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "eval.json").read_text())
     last = result.stdout.strip().splitlines()[-1]
     assert last == f"speed_accuracy_video: {results['speed_accuracy_video']:.3f}"
-    heads = {f"{kind}_accuracy_{modality}" for kind in ("speed", "direction", "order")
-             for modality in ("video", "audio")} | {"order_accuracy_cross"}
+    heads = {
+        f"{kind}_accuracy_{modality}"
+        for kind in ("speed", "direction", "order")
+        for modality in ("video", "audio")
+    } | {"order_accuracy_cross"}
     assert heads | {"retrieval_r1_v2a", "contrastive_loss", "loss"} == set(results)

@@ -98,8 +98,7 @@ def test_a_saved_model_loads_compiled_and_trains_on_as_the_original(tmp_path):
     assert not [w for w in caught if "compile()" in str(w.message)]
     assert loaded.compiled and loaded.jit_compile is True
     assert int(loaded.optimizer.iterations.numpy()) == 2
-    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables,
-                               strict=True):
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
         np.testing.assert_array_equal(restored.numpy(), saved.numpy(), err_msg=saved.path)
     for m in (model, loaded):
         m.fit(data, steps_per_epoch=1, verbose=0, shuffle=False)
@@ -117,22 +116,29 @@ def test_a_saved_model_loads_in_a_new_process_after_importing_avts_tf_models(tmp
     from avts_tf.registry import BACKBONES
 
     keras.utils.set_random_seed(0)
-    video = BACKBONES.build("mc3_18", input_shape=(4, 32, 32, 3), width=4, depths=(1, 1, 1, 1),
-                            embedding_dim=8)
+    video = BACKBONES.build(
+        "mc3_18", input_shape=(4, 32, 32, 3), width=4, depths=(1, 1, 1, 1), embedding_dim=8
+    )
     model = AVTSModel(video, tiny_audio_tower(), ContrastiveSync(margin=1.0))
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    model.fit(tf.data.Dataset.from_tensors(_batch()).repeat(), steps_per_epoch=1, verbose=0,
-              shuffle=False)
+    model.fit(
+        tf.data.Dataset.from_tensors(_batch()).repeat(), steps_per_epoch=1, verbose=0, shuffle=False
+    )
     model.save(tmp_path / "model.keras")
     script = (
         "import sys, keras, numpy as np\n"
         "import avts_tf.models\n"
         "m = keras.models.load_model(sys.argv[1])\n"
         "print(type(m.objective).__name__, int(m.optimizer.iterations.numpy()),\n"
-        "      float(sum(np.abs(np.asarray(w)).sum() for w in m.weights)))\n")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.keras")],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        "      float(sum(np.abs(np.asarray(w)).sum() for w in m.weights)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.keras")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     total = float(sum(np.abs(w.numpy()).sum() for w in model.weights))
     name, iterations, loaded_total = result.stdout.split()

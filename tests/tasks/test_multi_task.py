@@ -34,8 +34,9 @@ class Backwards(Task):
 
     def train_example(self, clips, record, seed):
         example = super().train_example(clips, record, seed)
-        backwards = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(
-            seed, 7)) < 0.5
+        backwards = (
+            tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 7)) < 0.5
+        )
         example["video"] = tf.where(backwards, example["video"][::-1], example["video"])
         example["backwards"] = tf.cast(backwards, tf.float32)
         return example
@@ -62,8 +63,10 @@ class Backwards(Task):
 
 
 def _multi(weights=None):
-    tasks = {"sync": ContrastiveSync(negatives={"hard": HardNegativeSampler()}),
-             "backwards": Backwards()}
+    tasks = {
+        "sync": ContrastiveSync(negatives={"hard": HardNegativeSampler()}),
+        "backwards": Backwards(),
+    }
     return MultiTask(tasks, weights=weights or {"sync": 1.0, "backwards": 0.25})
 
 
@@ -119,8 +122,12 @@ def test_config_round_trip_and_bad_settings():
     with pytest.raises(ValueError, match="weights name unknown tasks"):
         MultiTask({"a": ContrastiveSync()}, weights={"b": 1.0})
     # The batch must suit every task: the least common multiple of their needs.
-    assert MultiTask({"a": ContrastiveSync(), "b": TemporalContrastive(
-        control="unrelated_audio")}).batch_multiple == 2
+    assert (
+        MultiTask(
+            {"a": ContrastiveSync(), "b": TemporalContrastive(control="unrelated_audio")}
+        ).batch_multiple
+        == 2
+    )
     assert MultiTask({"a": ContrastiveSync(), "b": TemporalContrastive()}).batch_multiple == 1
     # A negative weight would train that task to maximise its loss: it is refused.
     with pytest.raises(ValueError, match=r"^weights\['a'\] must be a number >= 0, got -0.1$"):

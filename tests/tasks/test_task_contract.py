@@ -114,20 +114,27 @@ class DumpState(keras.callbacks.Callback):
             json.dump(state, f)
 '''
 
-RECIPE = """
+RECIPE = (
+    """
 import toy_reversal
 
 train.Model.video_tower = @backbones.toy_video_tower
 train.Model.audio_tower = @backbones.toy_audio_tower
 train.Model.objective = @objectives.toy_reversal
 train.run.callbacks = [@toy.DumpState()]
-""" + kill9.SCHEDULE_GIN + SPEC_GIN
+"""
+    + kill9.SCHEDULE_GIN
+    + SPEC_GIN
+)
 
 
 def _command(gin_file: Path, model_dir: Path, *params: str) -> list[str]:
     return [
-        sys.executable, str(REPO_ROOT / "tools" / "train.py"), f"--gin_file={gin_file}",
-        f"--model_dir={model_dir}", f"--gin_param=toy.DumpState.path='{model_dir}/state.json'",
+        sys.executable,
+        str(REPO_ROOT / "tools" / "train.py"),
+        f"--gin_file={gin_file}",
+        f"--model_dir={model_dir}",
+        f"--gin_param=toy.DumpState.path='{model_dir}/state.json'",
         *(f"--gin_param={p}" for p in params),
     ]
 
@@ -149,13 +156,17 @@ def toy(tmp_path, tiny_prepared):
 @pytest.mark.slow
 def test_a_users_task_trains_on_one_and_two_replicas_and_resumes_exactly(tmp_path, toy):
     gin_file, env = toy
-    before = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
-                            capture_output=True, text=True).stdout
+    before = subprocess.run(
+        ["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
     one, two, killed = tmp_path / "one", tmp_path / "two", tmp_path / "killed"
     deterministic = "train.Runtime.deterministic=True"
     out, _, killed_at = kill9.reference_and_killed(
-        _command(gin_file, one, deterministic), _command(gin_file, killed, deterministic),
-        killed, 12, env,
+        _command(gin_file, one, deterministic),
+        _command(gin_file, killed, deterministic),
+        killed,
+        12,
+        env,
     )
     assert killed_at < 40 and not (killed / "state.json").exists()
     # The trainer prints the task's headline metric last.
@@ -164,16 +175,26 @@ def test_a_users_task_trains_on_one_and_two_replicas_and_resumes_exactly(tmp_pat
     accuracy = json.loads((one / "eval.json").read_text())["reversal_accuracy"]
     assert last == f"reversal_accuracy: {accuracy:.3f}"  # 0.4375 prints as 0.438
 
-    resumed = subprocess.run(_command(gin_file, killed, deterministic), cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(gin_file, killed, deterministic),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"batch {killed_at}, step {killed_at}" in resumed.stderr
     # kill -9 and re-run: the state is restored from the checkpoint and ends bit-equal.
     assert _state(killed) == _state(one)
 
     replicas = subprocess.run(
-        _command(gin_file, two, "train.make_strategy.cpu_replicas=2"), cwd=REPO_ROOT, env=env,
-        capture_output=True, text=True, timeout=400,
+        _command(gin_file, two, "train.make_strategy.cpu_replicas=2"),
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert replicas.returncode == 0, replicas.stderr[-4000:]
     single, double = _state(one), _state(two)
@@ -184,8 +205,9 @@ def test_a_users_task_trains_on_one_and_two_replicas_and_resumes_exactly(tmp_pat
     # ... and it is the one-device run's (the same examples; sums in another order).
     np.testing.assert_allclose(double["queue"][0], single["queue"][0], rtol=1e-4, atol=1e-5)
     assert np.abs(np.asarray(single["queue"][0])).sum() > 0  # the queue was filled
-    after = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
-                           capture_output=True, text=True).stdout
+    after = subprocess.run(
+        ["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
     assert after == before  # no file under avts_tf/ was touched
 
 
@@ -231,16 +253,22 @@ tiny.write_finished_run(__import__("pathlib").Path(sys.argv[1]), sys.argv[2], mo
 
 
 def test_a_users_task_gives_retrieval_its_shared_space(tmp_path, tiny_prepared):
-    before = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
-                            capture_output=True, text=True).stdout
+    before = subprocess.run(
+        ["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
     module_dir, run = tmp_path / "user_code", tmp_path / "run"
     module_dir.mkdir()
     run.mkdir()
     (module_dir / "toy_space.py").write_text(SPACE_MODULE)
     env = subprocess_env(module_dir)
-    written = subprocess.run([sys.executable, "-c", WRITE_RUN, str(run), str(tiny_prepared)],
-                             cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                             timeout=300)
+    written = subprocess.run(
+        [sys.executable, "-c", WRITE_RUN, str(run), str(tiny_prepared)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert written.returncode == 0, written.stderr[-4000:]
     # run.json names the task's module: the tool imports it to rebuild the task.
     assert json.loads((run / "run.json").read_text())["task"]["module"] == "toy_space"
@@ -248,13 +276,27 @@ def test_a_users_task_gives_retrieval_its_shared_space(tmp_path, tiny_prepared):
     # The user's script imports their task (registering it), then runs the command.
     command = "import toy_space; from avts_tf.cli.eval_retrieval import main; main()"
     result = subprocess.run(
-        [sys.executable, "-c", command, f"--checkpoint={run}", f"--data={tiny_prepared}",
-         "--num_clips=1", f"--output_json={out}"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-c",
+            command,
+            f"--checkpoint={run}",
+            f"--data={tiny_prepared}",
+            "--num_clips=1",
+            f"--output_json={out}",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "audio <-> video compared in the toy task's projections" in result.stdout
     assert json.loads(out.read_text())["pretrained"]["cross_modal_space"] == (
-        "the toy task's projections")
-    after = subprocess.run(["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT,
-                           capture_output=True, text=True).stdout
+        "the toy task's projections"
+    )
+    after = subprocess.run(
+        ["git", "status", "--porcelain", "avts_tf"], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout
     assert after == before  # no file under avts_tf/ was touched

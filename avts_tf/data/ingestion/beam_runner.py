@@ -65,27 +65,33 @@ def parse_beam_options(runner: str, beam_options: str | Sequence[str] = ()) -> l
             silently drop them).
     """
     if runner not in BEAM_RUNNERS:
-        raise ValueError(f"unknown Beam runner {runner!r}; choose one of "
-                         f"{', '.join(BEAM_RUNNERS)}")
+        raise ValueError(f"unknown Beam runner {runner!r}; choose one of {', '.join(BEAM_RUNNERS)}")
     if isinstance(beam_options, str):
         try:
             args = shlex.split(beam_options)
         except ValueError as err:
-            raise ValueError(f"--beam_options {beam_options!r}: {err}; quote it as one "
-                             "shell word, e.g. --beam_options='--direct_num_workers=2'") from None
+            raise ValueError(
+                f"--beam_options {beam_options!r}: {err}; quote it as one "
+                "shell word, e.g. --beam_options='--direct_num_workers=2'"
+            ) from None
     else:
         args = list(beam_options)
     if any(a == "--runner" or a.startswith("--runner=") for a in args):
-        raise ValueError("--beam_options must not name a runner; give it as --runner "
-                         f"({', '.join(BEAM_RUNNERS)})")
+        raise ValueError(
+            "--beam_options must not name a runner; give it as --runner "
+            f"({', '.join(BEAM_RUNNERS)})"
+        )
     options = PipelineOptions(args)
-    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
-                     - set(options.get_all_options()))
+    unknown = sorted(
+        set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    )
     if unknown:
         names = ", ".join(f"--{name}" for name in unknown)
-        raise ValueError(f"--beam_options: Beam does not know {names}; check the spelling "
-                         "against Beam's pipeline options (https://beam.apache.org/releases/"
-                         "pydoc/current/apache_beam.options.pipeline_options.html)")
+        raise ValueError(
+            f"--beam_options: Beam does not know {names}; check the spelling "
+            "against Beam's pipeline options (https://beam.apache.org/releases/"
+            "pydoc/current/apache_beam.options.pipeline_options.html)"
+        )
     return args
 
 
@@ -101,8 +107,9 @@ class _DecodeFn(beam.DoFn):
         # paths pass on), so no step holds a long file's records in memory.
         # Runners start one SDK worker process per core (docs/ingestion.md), so each
         # decodes single-threaded, as the local pool's workers do.
-        self.decoder = prepare.IsolatedDecoder(self.config, self.timeout, self.spill_dir,
-                                               decode_threads=1)
+        self.decoder = prepare.IsolatedDecoder(
+            self.config, self.timeout, self.spill_dir, decode_threads=1
+        )
 
     def process(self, element: str) -> Iterator[tuple[str, tuple]]:
         shard, count, position, item, label_index = _parse_input(element)
@@ -159,10 +166,12 @@ class _WriteShardFn(beam.DoFn):
         ordered = sorted(results, key=lambda r: r[1])
         count = ordered[0][0]
         if [r[1] for r in ordered] != list(range(count)):  # a runner bug, not a bad file
-            raise RuntimeError(f"shard {name}: got positions {[r[1] for r in ordered]} of "
-                               f"{count} planned files")
-        plan = prepare.ShardPlan(name, ordered[0][2].split, tuple(r[2] for r in ordered),
-                                 tuple(r[3] for r in ordered))
+            raise RuntimeError(
+                f"shard {name}: got positions {[r[1] for r in ordered]} of {count} planned files"
+            )
+        plan = prepare.ShardPlan(
+            name, ordered[0][2].split, tuple(r[2] for r in ordered), tuple(r[3] for r in ordered)
+        )
         if prepare._finished(self.out, plan, self.config) is None:  # else a retried bundle
             writer = _GfileShardWriter(self.out, plan, self.config)
             try:
@@ -177,15 +186,27 @@ class _WriteShardFn(beam.DoFn):
 
 
 def _input_line(plan: prepare.ShardPlan, position: int) -> str:
-    return json.dumps({"shard": plan.name, "count": len(plan.items), "position": position,
-                       "item": asdict(plan.items[position]),
-                       "label_index": plan.label_indices[position]}, sort_keys=True)
+    return json.dumps(
+        {
+            "shard": plan.name,
+            "count": len(plan.items),
+            "position": position,
+            "item": asdict(plan.items[position]),
+            "label_index": plan.label_indices[position],
+        },
+        sort_keys=True,
+    )
 
 
 def _parse_input(line: str) -> tuple[str, int, int, sources.SourceItem, int]:
     data = json.loads(line)
-    return (data["shard"], data["count"], data["position"], sources.SourceItem(**data["item"]),
-            data["label_index"])
+    return (
+        data["shard"],
+        data["count"],
+        data["position"],
+        sources.SourceItem(**data["item"]),
+        data["label_index"],
+    )
 
 
 def _read_lines(path: str) -> Iterator[str]:
@@ -213,8 +234,10 @@ def _claim_remote(out: str, config: IngestConfig, input_path: str) -> None:
     if previous is None:
         prepare._write_json(config_path, state)
     elif previous != state:
-        raise ValueError(f"{out} holds a run with another input or config; re-run with the "
-                         "same flags to resume, or choose another --output")
+        raise ValueError(
+            f"{out} holds a run with another input or config; re-run with the "
+            "same flags to resume, or choose another --output"
+        )
 
 
 def _direct_runner(options: PipelineOptions):
@@ -230,12 +253,21 @@ def _direct_runner(options: PipelineOptions):
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+        )
+    )
 
 
-def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
-                 runner: str, beam_args: Sequence[str], decode_timeout: float | None) -> None:
+def run_pipeline(
+    out: str,
+    plans: list[prepare.ShardPlan],
+    config: IngestConfig,
+    runner: str,
+    beam_args: Sequence[str],
+    decode_timeout: float | None,
+) -> None:
     """Runs the Beam pipeline that writes ``plans`` (shards not yet finished) into ``out``.
 
     Args:
@@ -253,13 +285,15 @@ def run_pipeline(out: str, plans: list[prepare.ShardPlan], config: IngestConfig,
     options = PipelineOptions([f"--runner={runner}", *beam_args])
     engine = _direct_runner(options) if runner == "DirectRunner" else None
     with beam.Pipeline(runner=engine, options=options) as pipeline:
-        _ = (pipeline
-             | "Inputs" >> beam.Create([inputs])
-             | "Lines" >> beam.FlatMap(_read_lines)
-             | "Spread" >> beam.Reshuffle()
-             | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout, state_dir))
-             | "ByShard" >> beam.GroupByKey()
-             | "Write" >> beam.ParDo(_WriteShardFn(out, config)))
+        _ = (
+            pipeline
+            | "Inputs" >> beam.Create([inputs])
+            | "Lines" >> beam.FlatMap(_read_lines)
+            | "Spread" >> beam.Reshuffle()
+            | "Decode" >> beam.ParDo(_DecodeFn(config, decode_timeout, state_dir))
+            | "ByShard" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(_WriteShardFn(out, config))
+        )
     tf.io.gfile.remove(inputs)
     prepare.remove_spill_files(state_dir)  # those of retried decode bundles
 
@@ -294,10 +328,11 @@ def prepare_dataset_beam(
     beam_args = parse_beam_options(runner, beam_args)
     remote = prepare._is_remote(output_dir)
     if runner == "DataflowRunner" and not remote:
-        raise ValueError(f"--runner DataflowRunner writes from cloud workers, which cannot "
-                         f"reach {output_dir}; give a gs:// --output")
-    input_path, config, labels, plans, duplicates = prepare._plan_run(input, output_dir,
-                                                                       config)
+        raise ValueError(
+            f"--runner DataflowRunner writes from cloud workers, which cannot "
+            f"reach {output_dir}; give a gs:// --output"
+        )
+    input_path, config, labels, plans, duplicates = prepare._plan_run(input, output_dir, config)
     progress = options.progress
     out = os.fspath(output_dir) if remote else str(Path(output_dir).absolute())
     if remote:
@@ -315,14 +350,22 @@ def prepare_dataset_beam(
         todo = [p for p in plans if prepare._finished(out, p, config) is None]
         if progress:
             files = sum(len(p.items) for p in todo)
-            print(f"ingest: {files} files in {len(todo)}/{len(plans)} shards on {runner}"
-                  + (f" ({len(plans) - len(todo)} shards already complete)"
-                     if len(todo) < len(plans) else ""), file=sys.stderr, flush=True)
+            print(
+                f"ingest: {files} files in {len(todo)}/{len(plans)} shards on {runner}"
+                + (
+                    f" ({len(plans) - len(todo)} shards already complete)"
+                    if len(todo) < len(plans)
+                    else ""
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
         if todo:
             run_pipeline(out, todo, config, runner, beam_args, options.decode_timeout)
         extra = prepare._duplicate_entries(duplicates)
-        manifest = prepare.build_manifest(config, input_path, labels, plans, out,
-                                          extra_skipped=extra)
+        manifest = prepare.build_manifest(
+            config, input_path, labels, plans, out, extra_skipped=extra
+        )
         manifest.write(out)
     if progress:
         print(prepare.format_summary(manifest), file=sys.stderr)

@@ -85,6 +85,11 @@ def synthetic_dataset(
         if not manifest.exists(prepared):
             logging.info("Generating the synthetic dataset in %s (first use).", root)
             csv_path = synthetic.generate_synthetic_dataset(root / "videos", **generation)
-            prepare.prepare_dataset(csv_path, prepared, config, workers=workers,
-                                    options=prepare.RunOptions(progress=False))
+            prepare.prepare_dataset(
+                csv_path,
+                prepared,
+                config,
+                workers=workers,
+                options=prepare.RunOptions(progress=False),
+            )
     return str(prepared)

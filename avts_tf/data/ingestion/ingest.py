@@ -35,8 +35,9 @@ class Outcome:
     manifest: Manifest | None = None
 
 
-def beam_runner_for(runner: str, beam_options: str, verify: bool, workers: int
-                    ) -> ModuleType | None:
+def beam_runner_for(
+    runner: str, beam_options: str, verify: bool, workers: int
+) -> ModuleType | None:
     """The Beam runner module after checking the settings that go with ``runner``.
 
     Returns:
@@ -49,22 +50,30 @@ def beam_runner_for(runner: str, beam_options: str, verify: bool, workers: int
         raise UserError(f"unknown --runner {runner!r}; choose one of {', '.join(RUNNERS)}")
     if runner == "local":
         if beam_options:
-            raise UserError(f"--beam_options ({beam_options}) apply to a Beam runner, not "
-                            "the local pool; add --runner DirectRunner (or FlinkRunner, "
-                            "SparkRunner, DataflowRunner), or drop --beam_options")
+            raise UserError(
+                f"--beam_options ({beam_options}) apply to a Beam runner, not "
+                "the local pool; add --runner DirectRunner (or FlinkRunner, "
+                "SparkRunner, DataflowRunner), or drop --beam_options"
+            )
         return None
     if verify:
-        raise UserError(f"--verify rebuilds bad shards with the local pool; drop --runner "
-                        f"{runner} (or re-run the ingestion itself with --runner)")
+        raise UserError(
+            f"--verify rebuilds bad shards with the local pool; drop --runner "
+            f"{runner} (or re-run the ingestion itself with --runner)"
+        )
     if workers != 1:
-        raise UserError(f"--workers sets the local pool's processes, not {runner}'s; drop it "
-                        "and give the runner's parallelism in --beam_options (e.g. "
-                        "--direct_num_workers=2 for DirectRunner)")
+        raise UserError(
+            f"--workers sets the local pool's processes, not {runner}'s; drop it "
+            "and give the runner's parallelism in --beam_options (e.g. "
+            "--direct_num_workers=2 for DirectRunner)"
+        )
     try:
         from avts_tf.data.ingestion import beam_runner  # optional: apache_beam
     except ImportError as err:
-        raise UserError(f"--runner {runner} needs Apache Beam ({err}); pip install "
-                        "'avts_tf[beam]', or use --runner local") from None
+        raise UserError(
+            f"--runner {runner} needs Apache Beam ({err}); pip install "
+            "'avts_tf[beam]', or use --runner local"
+        ) from None
     try:
         beam_runner.parse_beam_options(runner, beam_options)
     except ValueError as err:
@@ -109,48 +118,70 @@ def prepare(
 
     if verify:
         return _verify(prepare_lib, output, workers)
-    options = prepare_lib.RunOptions(progress=True, overwrite=overwrite,
-                                     decode_timeout=decode_timeout)
+    options = prepare_lib.RunOptions(
+        progress=True, overwrite=overwrite, decode_timeout=decode_timeout
+    )
     if input_path is None:
-        raise UserError("--input is required; give a folder, a media file or a CSV (or "
-                        "--verify to check an existing --output)")
+        raise UserError(
+            "--input is required; give a folder, a media file or a CSV (or "
+            "--verify to check an existing --output)"
+        )
     try:
         if beam_runner is None:
-            manifest = prepare_lib.prepare_dataset(input_path, output, config,
-                                                   workers=workers, options=options)
+            manifest = prepare_lib.prepare_dataset(
+                input_path, output, config, workers=workers, options=options
+            )
         else:
             manifest = beam_runner.prepare_dataset_beam(
-                input_path, output, config, runner=runner,
+                input_path,
+                output,
+                config,
+                runner=runner,
                 beam_args=beam_runner.parse_beam_options(runner, beam_options),
-                options=options)
+                options=options,
+            )
     except RunInterrupted:  # a full disk: exit 3, the complete shards are kept
         raise
     except (ValueError, RuntimeError) as err:  # bad listings, layouts, settings
         raise UserError(str(err)) from None
-    lines = (f"prepare_data: wrote {sum(e.records for e in manifest.written)} records, skipped "
-             f"{len(manifest.skipped)} files; manifest at {output}/manifest.json",)
+    lines = (
+        f"prepare_data: wrote {sum(e.records for e in manifest.written)} records, skipped "
+        f"{len(manifest.skipped)} files; manifest at {output}/manifest.json",
+    )
     error = None
     if not manifest.written:
         kinds = manifest.summary["skipped_by_kind"]
         reasons = ", ".join(f"{count} {kind}" for kind, count in kinds.items()) or "no input"
-        hint = ("; audio-only inputs need --allow_missing_video" if "no_video" in kinds
-                else "; video-only inputs need --allow_missing_audio" if "no_audio" in kinds
-                else "; see the reasons in manifest.json")
+        hint = (
+            "; audio-only inputs need --allow_missing_video"
+            if "no_video" in kinds
+            else "; video-only inputs need --allow_missing_audio"
+            if "no_audio" in kinds
+            else "; see the reasons in manifest.json"
+        )
         error = f"nothing was written ({reasons}){hint}"
     return Outcome(lines, error, manifest)
 
 
 def _verify(prepare_lib: ModuleType, output: str, workers: int) -> Outcome:
     if not manifest_lib.exists(output):
-        raise UserError(f"{output} is not a prepared dataset (no manifest.json); give "
-                        "the --output of an avts-prepare run")
+        raise UserError(
+            f"{output} is not a prepared dataset (no manifest.json); give "
+            "the --output of an avts-prepare run"
+        )
     found, left = prepare_lib.verify_dataset(output, workers=workers)
     lines = [f"bad shard {problem.file}: {problem.problem}" for problem in found]
     if left:
-        return Outcome(tuple(lines), f"{len(left)} shard(s) still bad after rebuilding (e.g. "
-                       f"{left[0].file}: {left[0].problem}); check that the source files are "
-                       "unchanged")
-    lines.append(f"verify: {len(found)} bad shard(s) rebuilt; every shard of {output} reads "
-                 "back as its manifest says" if found else
-                 f"verify: every shard of {output} reads back as its manifest says")
+        return Outcome(
+            tuple(lines),
+            f"{len(left)} shard(s) still bad after rebuilding (e.g. "
+            f"{left[0].file}: {left[0].problem}); check that the source files are "
+            "unchanged",
+        )
+    lines.append(
+        f"verify: {len(found)} bad shard(s) rebuilt; every shard of {output} reads "
+        "back as its manifest says"
+        if found
+        else f"verify: every shard of {output} reads back as its manifest says"
+    )
     return Outcome(tuple(lines))

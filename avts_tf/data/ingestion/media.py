@@ -113,8 +113,9 @@ def _start_seconds(stream: av.stream.Stream) -> float | None:
     return float(stream.start_time * stream.time_base)
 
 
-def _output_size(width: int, height: int, sar: Fraction | None, quarter_turns: int,
-                 short_side: int) -> tuple[int, int]:
+def _output_size(
+    width: int, height: int, sar: Fraction | None, quarter_turns: int, short_side: int
+) -> tuple[int, int]:
     """Size to scale the unrotated frame to, so the rotated one has ``short_side``."""
     display_w = width * float(sar) if sar else float(width)
     display_h = float(height)
@@ -183,19 +184,25 @@ class _FrameConverter:
             rotation = self.tag_rotation
         turns = round(rotation / 90) % 4
         width, height = _output_size(frame.width, frame.height, self.sar, turns, self.short_side)
-        yuv = self._reformatter.reformat(frame, width=width, height=height, format="yuvj420p",
-                                         interpolation="AREA")
+        yuv = self._reformatter.reformat(
+            frame, width=width, height=height, format="yuvj420p", interpolation="AREA"
+        )
         planes = [np.rot90(_plane(p), turns) for p in yuv.planes]
         self.height, self.width = planes[0].shape
-        return simplejpeg.encode_jpeg_yuv_planes(*map(_edge_padded, planes),
-                                                 quality=self.quality)
+        return simplejpeg.encode_jpeg_yuv_planes(*map(_edge_padded, planes), quality=self.quality)
 
 
 class _FrameSampler:
     """Turns decoded frames (any rate) into frames at ``fps`` by timestamps."""
 
-    def __init__(self, fps: float, t0: float, t_end: float | None,
-                 convert: Callable[[av.VideoFrame], bytes], nominal_rate: float | None):
+    def __init__(
+        self,
+        fps: float,
+        t0: float,
+        t_end: float | None,
+        convert: Callable[[av.VideoFrame], bytes],
+        nominal_rate: float | None,
+    ):
         self.fps = fps
         self.t0 = t0
         self.t_end = t_end
@@ -358,11 +365,14 @@ def _audio_warnings(collector: _AudioCollector, num_samples: int) -> list[str]:
         warnings.append(
             f"the audio timestamps jump {len(collector.gaps)} time(s) (largest {drift:+.3f} s "
             f"at {at:.2f} s); kept each sample at its timestamp (silence in gaps, overlaps "
-            "dropped)")
+            "dropped)"
+        )
     rate = collector.sample_rate
     if num_samples and collector.padded / rate > max(0.5, 0.1 * num_samples / rate):
-        warnings.append(f"the audio covers {(num_samples - collector.padded) / rate:.2f} s of "
-                        f"the {num_samples / rate:.2f} s of video; the rest is silence")
+        warnings.append(
+            f"the audio covers {(num_samples - collector.padded) / rate:.2f} s of "
+            f"the {num_samples / rate:.2f} s of video; the rest is silence"
+        )
     return warnings
 
 
@@ -386,8 +396,10 @@ def _check_mp4_boxes(path: str, size: int) -> None:
                 break
             if offset + box_size > size:
                 raise MediaError(
-                    "truncated", f"truncated: the mp4 box {kind!r} needs {offset + box_size} "
-                    f"bytes but the file has {size} (re-download or re-encode it)")
+                    "truncated",
+                    f"truncated: the mp4 box {kind!r} needs {offset + box_size} "
+                    f"bytes but the file has {size} (re-download or re-encode it)",
+                )
             offset += box_size
 
 
@@ -410,15 +422,25 @@ def _check_length(container, origin: float, sampler, collector, warnings: list[s
     got = max(ends)
     # Audio-only durations may be bitrate estimates (VBR MP3): only warn for those.
     if got < 0.5 * declared and sampler is not None:
-        raise MediaError("truncated", f"truncated: decoded {got:.2f} s of the {declared:.2f} s "
-                                      "the container declares (re-download or re-encode it)")
+        raise MediaError(
+            "truncated",
+            f"truncated: decoded {got:.2f} s of the {declared:.2f} s "
+            "the container declares (re-download or re-encode it)",
+        )
     elif got < declared - max(0.5, 0.1 * declared):
         warnings.append(f"decoded {got:.2f} s of the {declared:.2f} s the container declares")
 
 
-_SIGNATURES = ((0, b"\x1aE\xdf\xa3", "Matroska/WebM"), (0, b"RIFF", "RIFF (WAV/AVI)"),
-               (4, b"ftyp", "MP4/MOV"), (0, b"OggS", "Ogg"), (0, b"fLaC", "FLAC"),
-               (0, b"ID3", "MP3"), (0, b"FLV", "FLV"), (0, b"\x00\x00\x01\xba", "MPEG-PS"))
+_SIGNATURES = (
+    (0, b"\x1aE\xdf\xa3", "Matroska/WebM"),
+    (0, b"RIFF", "RIFF (WAV/AVI)"),
+    (4, b"ftyp", "MP4/MOV"),
+    (0, b"OggS", "Ogg"),
+    (0, b"fLaC", "FLAC"),
+    (0, b"ID3", "MP3"),
+    (0, b"FLV", "FLV"),
+    (0, b"\x00\x00\x01\xba", "MPEG-PS"),
+)
 
 
 def _container_name(path: str) -> str | None:
@@ -429,45 +451,58 @@ def _container_name(path: str) -> str | None:
     except OSError:
         return None
     for offset, magic, name in _SIGNATURES:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return name
     return None
 
 
 def _open(path: str) -> av.container.InputContainer:
     if os.path.isdir(path):
-        raise MediaError("unreadable", "a folder, not a media file (list the files inside it, "
-                                       "or give the folder itself as the input)")
+        raise MediaError(
+            "unreadable",
+            "a folder, not a media file (list the files inside it, "
+            "or give the folder itself as the input)",
+        )
     try:
         size = os.path.getsize(path)
     except FileNotFoundError as err:
-        raise MediaError("missing", "file not found (fix the path in the list or restore "
-                                    "the file)") from err
+        raise MediaError(
+            "missing", "file not found (fix the path in the list or restore the file)"
+        ) from err
     except OSError as err:
-        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)} (check the "
-                                       "path and its permissions)") from err
+        raise MediaError(
+            "unreadable",
+            f"cannot read the file: {_one_line(err)} (check the path and its permissions)",
+        ) from err
     if size == 0:
-        raise MediaError("zero_byte", "zero-byte file (the copy or download is empty; fetch it "
-                                      "again)")
+        raise MediaError(
+            "zero_byte", "zero-byte file (the copy or download is empty; fetch it again)"
+        )
     try:
         _check_mp4_boxes(path, size)
     except OSError as err:
-        raise MediaError("unreadable", f"cannot read the file: {_one_line(err)} (check the "
-                                       "file's permissions)") from err
+        raise MediaError(
+            "unreadable", f"cannot read the file: {_one_line(err)} (check the file's permissions)"
+        ) from err
     try:
         return av.open(path, metadata_errors="replace")
     except av.EOFError as err:
-        raise MediaError("truncated", "truncated: the file ends before its first media data "
-                                      "(re-download or re-encode it)") from err
+        raise MediaError(
+            "truncated",
+            "truncated: the file ends before its first media data (re-download or re-encode it)",
+        ) from err
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as err:
         name = _container_name(path)
         if name is not None:
-            raise MediaError("truncated", f"truncated or corrupt {name} file: could not open: "
-                                          f"{_one_line(err)} (re-download or re-encode it)"
-                             ) from err
+            raise MediaError(
+                "truncated",
+                f"truncated or corrupt {name} file: could not open: "
+                f"{_one_line(err)} (re-download or re-encode it)",
+            ) from err
         raise MediaError(
-            "not_media", f"not a media file / could not open: {_one_line(err)} (check the "
-                         "file's type; remove it or re-encode it)"
+            "not_media",
+            f"not a media file / could not open: {_one_line(err)} (check the "
+            "file's type; remove it or re-encode it)",
         ) from err
 
 
@@ -513,14 +548,24 @@ def decode_media(
     path = os.fspath(path)
     # A cut decodes from a seek this many seconds before its start; ``None``: from the file's
     # start. The next one is tried when the seek lands after the cut's first key frame.
-    for seek_back in ((0.0, 10.0, 60.0, None) if start else (None,)):
+    for seek_back in (0.0, 10.0, 60.0, None) if start else (None,):
         container = _open(path)
         try:
-            return _decode(container, fps=fps, short_side=short_side, sample_rate=sample_rate,
-                           jpeg_quality=jpeg_quality, video_stream=video_stream,
-                           audio_stream=audio_stream, require_audio=require_audio,
-                           require_video=require_video, start=start, end=end,
-                           decode_threads=decode_threads, seek_back=seek_back)
+            return _decode(
+                container,
+                fps=fps,
+                short_side=short_side,
+                sample_rate=sample_rate,
+                jpeg_quality=jpeg_quality,
+                video_stream=video_stream,
+                audio_stream=audio_stream,
+                require_audio=require_audio,
+                require_video=require_video,
+                start=start,
+                end=end,
+                decode_threads=decode_threads,
+                seek_back=seek_back,
+            )
         except _SeekMissed:
             continue
         finally:
@@ -552,25 +597,35 @@ def _check_is_media(container) -> None:
     """Refuses files FFmpeg opens but which are stills or text (a README, a JPEG)."""
     names = set((getattr(container.format, "name", "") or "").split(","))
     if names & _NOT_MEDIA_FORMATS or any(n.endswith("_pipe") for n in names):
-        raise MediaError("not_media", f"not a media file: FFmpeg reads it as "
-                                      f"{container.format.name!r} (a still image or text), not "
-                                      "audio or video (remove it from the input)")
+        raise MediaError(
+            "not_media",
+            f"not a media file: FFmpeg reads it as "
+            f"{container.format.name!r} (a still image or text), not "
+            "audio or video (remove it from the input)",
+        )
 
 
 def _streams(container, *, video_stream, audio_stream, require_audio, require_video):
     """The video and audio streams to decode (``None``: none), after the header's refusals."""
     _check_is_media(container)
     if not container.streams:
-        raise MediaError("zero_length", "zero-length clip: the file holds no stream with data "
-                                        "(remove the file)")
+        raise MediaError(
+            "zero_length", "zero-length clip: the file holds no stream with data (remove the file)"
+        )
     vstream = _select(container, "video", video_stream)
     astream = _select(container, "audio", audio_stream)
     if vstream is None and require_video:
-        raise MediaError("no_video", "no video stream (this dataset requires video; pass "
-                                     "--allow_missing_video to keep audio-only files)")
+        raise MediaError(
+            "no_video",
+            "no video stream (this dataset requires video; pass "
+            "--allow_missing_video to keep audio-only files)",
+        )
     if astream is None and require_audio:
-        raise MediaError("no_audio", "no audio stream (this dataset requires audio; pass "
-                                     "--allow_missing_audio to keep video-only files)")
+        raise MediaError(
+            "no_audio",
+            "no audio stream (this dataset requires audio; pass "
+            "--allow_missing_audio to keep video-only files)",
+        )
     if vstream is None and astream is None:
         raise MediaError("no_streams", "no video or audio stream (remove the file)")
     return vstream, astream
@@ -594,8 +649,13 @@ def header_problem(
     except MediaError as err:
         return err
     try:
-        _streams(container, video_stream=video_stream, audio_stream=audio_stream,
-                 require_audio=require_audio, require_video=require_video)
+        _streams(
+            container,
+            video_stream=video_stream,
+            audio_stream=audio_stream,
+            require_audio=require_audio,
+            require_video=require_video,
+        )
     except MediaError as err:
         return err
     finally:
@@ -603,14 +663,34 @@ def header_problem(
     return None
 
 
-def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stream,
-            audio_stream, require_audio, require_video, start, end,
-            decode_threads, seek_back=None) -> DecodedMedia:
-    vstream, astream = _streams(container, video_stream=video_stream, audio_stream=audio_stream,
-                                require_audio=require_audio, require_video=require_video)
+def _decode(
+    container,
+    *,
+    fps,
+    short_side,
+    sample_rate,
+    jpeg_quality,
+    video_stream,
+    audio_stream,
+    require_audio,
+    require_video,
+    start,
+    end,
+    decode_threads,
+    seek_back=None,
+) -> DecodedMedia:
+    vstream, astream = _streams(
+        container,
+        video_stream=video_stream,
+        audio_stream=audio_stream,
+        require_audio=require_audio,
+        require_video=require_video,
+    )
     if start is not None and end is not None and end <= start:
-        raise MediaError("zero_length", f"zero-length clip: cut [{start}, {end}] is empty "
-                                        "(fix the start/end in the list)")
+        raise MediaError(
+            "zero_length",
+            f"zero-length clip: cut [{start}, {end}] is empty (fix the start/end in the list)",
+        )
 
     main = vstream if vstream is not None else astream
     origin = _start_seconds(main)
@@ -621,8 +701,9 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
     sought = False
     if start and seek_back is not None:
         try:
-            container.seek(int(max(t0 - seek_back, 0.0) / main.time_base), stream=main,
-                           backward=True)
+            container.seek(
+                int(max(t0 - seek_back, 0.0) / main.time_base), stream=main, backward=True
+            )
             sought = True
         except av.FFmpegError:
             pass  # Decode from the beginning instead.
@@ -690,36 +771,52 @@ def _decode(container, *, fps, short_side, sample_rate, jpeg_quality, video_stre
         if not sampler.decoded:
             declared = packets[vstream.index] or vstream.frames or vstream.duration
             if declared:
-                raise MediaError("truncated", "truncated: decoded 0 frames (the file is cut "
-                                              "short or corrupt; re-download or re-encode it)")
-            raise MediaError("zero_length", "zero-length clip: the video stream holds no "
-                                            "frames (remove the file)")
+                raise MediaError(
+                    "truncated",
+                    "truncated: decoded 0 frames (the file is cut "
+                    "short or corrupt; re-download or re-encode it)",
+                )
+            raise MediaError(
+                "zero_length",
+                "zero-length clip: the video stream holds no frames (remove the file)",
+            )
         if not frames:
-            raise MediaError("zero_length", "zero-length clip: no frames inside the cut "
-                                            f"[{start}, {end}] (fix the start/end in the list)")
+            raise MediaError(
+                "zero_length",
+                "zero-length clip: no frames inside the cut "
+                f"[{start}, {end}] (fix the start/end in the list)",
+            )
         result.jpeg_frames, result.fps = frames, float(fps)
         result.height, result.width = convert.height, convert.width
     if collector is not None:
         num_samples = round(len(result.jpeg_frames) * sample_rate / fps) if sampler else None
         if collector.count == 0 and sampler is None:
-            raise MediaError("zero_length", "zero-length clip: no audio samples (remove the "
-                                            "file or fix its start/end)")
+            raise MediaError(
+                "zero_length",
+                "zero-length clip: no audio samples (remove the file or fix its start/end)",
+            )
         if collector.count == 0:
             if packets[astream.index]:
                 problem, kind = "truncated: decoded 0 audio samples", "truncated"
             else:
                 problem, kind = "the audio stream holds no samples", "no_audio"
             if require_audio:
-                raise MediaError(kind, f"{problem} (re-encode the file or pass "
-                                       "--allow_missing_audio to keep it video-only)")
+                raise MediaError(
+                    kind,
+                    f"{problem} (re-encode the file or pass "
+                    "--allow_missing_audio to keep it video-only)",
+                )
             result.warnings.append(f"{problem}; kept video only")
         else:
             result.audio = collector.finish(t0, num_samples, t_end)
             result.sample_rate = int(sample_rate)
             result.warnings.extend(_audio_warnings(collector, result.audio.shape[0]))
             if sampler is None and result.audio.shape[0] == 0:
-                raise MediaError("zero_length", "zero-length clip: no audio samples inside the "
-                                                f"cut [{start}, {end}] (fix the start/end)")
+                raise MediaError(
+                    "zero_length",
+                    "zero-length clip: no audio samples inside the "
+                    f"cut [{start}, {end}] (fix the start/end)",
+                )
     return result
 
 

@@ -90,8 +90,9 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def plan_shards(items: list[sources.SourceItem], labels: list[str],
-                num_shards: int | None = None) -> list[ShardPlan]:
+def plan_shards(
+    items: list[sources.SourceItem], labels: list[str], num_shards: int | None = None
+) -> list[ShardPlan]:
     """Assigns sorted items to shards: item ``k`` of a split goes to shard ``k % n``.
 
     Args:
@@ -114,16 +115,29 @@ def plan_shards(items: list[sources.SourceItem], labels: list[str],
         n = max(1, min(n, len(group)))
         for i in range(n):
             chosen = tuple(group[i::n])
-            plans.append(ShardPlan(shard_name(split, i, n), split, chosen,
-                                   tuple(index.get(it.label, -1) for it in chosen)))
+            plans.append(
+                ShardPlan(
+                    shard_name(split, i, n),
+                    split,
+                    chosen,
+                    tuple(index.get(it.label, -1) for it in chosen),
+                )
+            )
     return plans
 
 
 def _decode_settings(config: IngestConfig, decode_threads: int) -> dict:
-    return dict(fps=config.fps, short_side=config.short_side, sample_rate=config.sample_rate,
-                jpeg_quality=config.jpeg_quality, video_stream=config.video_stream,
-                audio_stream=config.audio_stream, require_audio=config.require_audio,
-                require_video=config.require_video, decode_threads=decode_threads)
+    return dict(
+        fps=config.fps,
+        short_side=config.short_side,
+        sample_rate=config.sample_rate,
+        jpeg_quality=config.jpeg_quality,
+        video_stream=config.video_stream,
+        audio_stream=config.audio_stream,
+        require_audio=config.require_audio,
+        require_video=config.require_video,
+        decode_threads=decode_threads,
+    )
 
 
 def _usable_cores() -> int:
@@ -149,16 +163,24 @@ def _pieces(item: sources.SourceItem, config: IngestConfig) -> list[segments.Pie
         return segments.plan_pieces(None, config.fps, None, config.record_overlap_s)
     end = item.end if item.end is not None else probe_duration(item.path)
     length = None if end is None else end - (item.start or 0.0)
-    return segments.plan_pieces(length, config.fps, config.max_record_s,
-                                config.record_overlap_s)
+    return segments.plan_pieces(length, config.fps, config.max_record_s, config.record_overlap_s)
 
 
-def _media_record(item: sources.SourceItem, label_index: int, media,
-                  **piece) -> records.MediaRecord:
+def _media_record(
+    item: sources.SourceItem, label_index: int, media, **piece
+) -> records.MediaRecord:
     return records.MediaRecord(
-        id=item.id, jpeg_frames=media.jpeg_frames, fps=media.fps, height=media.height,
-        width=media.width, audio=media.audio, sample_rate=media.sample_rate,
-        label=item.label, label_index=label_index, split=item.split, **piece,
+        id=item.id,
+        jpeg_frames=media.jpeg_frames,
+        fps=media.fps,
+        height=media.height,
+        width=media.width,
+        audio=media.audio,
+        sample_rate=media.sample_rate,
+        label=item.label,
+        label_index=label_index,
+        split=item.split,
+        **piece,
     )
 
 
@@ -166,8 +188,11 @@ def _failure_entry(entry: dict, err: Exception) -> dict:
     if isinstance(err, MediaError):
         return {**entry, "kind": err.kind, "reason": err.reason}
     text = " ".join(f"{type(err).__name__}: {err}".split())
-    return {**entry, "kind": "error",
-            "reason": f"unexpected error: {text} (please report this file)"}
+    return {
+        **entry,
+        "kind": "error",
+        "reason": f"unexpected error: {text} (please report this file)",
+    }
 
 
 @dataclass(frozen=True)
@@ -195,9 +220,13 @@ class SpilledRecords:
 Records = bytes | list[bytes] | SpilledRecords
 
 
-def process_item(item: sources.SourceItem, label_index: int, config: IngestConfig,
-                 spill_dir: str | None = None, decode_threads: int = 0,
-                 ) -> tuple[dict, Records | None]:
+def process_item(
+    item: sources.SourceItem,
+    label_index: int,
+    config: IngestConfig,
+    spill_dir: str | None = None,
+    decode_threads: int = 0,
+) -> tuple[dict, Records | None]:
     """Decodes and encodes one file (runs in a worker).
 
     A file longer than ``config.max_record_s`` becomes several records
@@ -221,30 +250,39 @@ def process_item(item: sources.SourceItem, label_index: int, config: IngestConfi
         entry.update(start=item.start, end=item.end)
     pieces = _pieces(item, config)
     if len(pieces) > 1:
-        return _process_pieces(item, label_index, config, decode_threads, entry, pieces,
-                               spill_dir)
+        return _process_pieces(item, label_index, config, decode_threads, entry, pieces, spill_dir)
     try:
-        media = decode_media(item.path, **_decode_settings(config, decode_threads),
-                             start=item.start, end=item.end)
+        media = decode_media(
+            item.path, **_decode_settings(config, decode_threads), start=item.start, end=item.end
+        )
     except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
         return _failure_entry(entry, err), None
     record = _media_record(item, label_index, media)
     entry.update(
-        records=1, num_frames=len(media.jpeg_frames), num_samples=int(media.audio.shape[0]),
-        height=media.height, width=media.width, duration=round(record.duration, 6),
+        records=1,
+        num_frames=len(media.jpeg_frames),
+        num_samples=int(media.audio.shape[0]),
+        height=media.height,
+        width=media.width,
+        duration=round(record.duration, 6),
     )
     if media.warnings:
         entry["warnings"] = media.warnings
     return entry, records.encode(record)
 
 
-def _process_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
-                    decode_threads: int, entry: dict, pieces: list[segments.Piece],
-                    spill_dir: str | None) -> tuple[dict, Records | None]:
+def _process_pieces(
+    item: sources.SourceItem,
+    label_index: int,
+    config: IngestConfig,
+    decode_threads: int,
+    entry: dict,
+    pieces: list[segments.Piece],
+    spill_dir: str | None,
+) -> tuple[dict, Records | None]:
     """The records of a long file's pieces; a piece past the decodable end ends the file."""
     with _piece_sink(spill_dir, item) as out:
-        entry, count = _decode_pieces(item, label_index, config, decode_threads, entry,
-                                      pieces, out)
+        entry, count = _decode_pieces(item, label_index, config, decode_threads, entry, pieces, out)
         if not count:
             return entry, None
         if spill_dir is None:
@@ -295,9 +333,15 @@ def _piece_sink(spill_dir: str | None, item: sources.SourceItem):
                     _remove(path)
 
 
-def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestConfig,
-                   decode_threads: int, entry: dict, pieces: list[segments.Piece], out,
-                   ) -> tuple[dict, int]:
+def _decode_pieces(
+    item: sources.SourceItem,
+    label_index: int,
+    config: IngestConfig,
+    decode_threads: int,
+    entry: dict,
+    pieces: list[segments.Piece],
+    out,
+) -> tuple[dict, int]:
     """Decodes the pieces into ``out`` (``append``); the entry and the number written."""
     base = item.start or 0.0
     warnings: list[str] = []
@@ -308,29 +352,49 @@ def _decode_pieces(item: sources.SourceItem, label_index: int, config: IngestCon
             signal.setitimer(signal.ITIMER_REAL, per_piece)
         end = base + piece.end if piece.end is not None else item.end
         try:
-            media = decode_media(item.path, **_decode_settings(config, decode_threads),
-                                 start=base + piece.start, end=end)
+            media = decode_media(
+                item.path,
+                **_decode_settings(config, decode_threads),
+                start=base + piece.start,
+                end=end,
+            )
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the run.
             if not len(out):
                 return _failure_entry(entry, err), 0
-            warnings.append(f"piece {piece.index} of {len(pieces)} (from {piece.start:.3f} s) "
-                            f"not decoded, kept the {len(out)} before it: "
-                            f"{_failure_entry(entry, err)['reason']}")
+            warnings.append(
+                f"piece {piece.index} of {len(pieces)} (from {piece.start:.3f} s) "
+                f"not decoded, kept the {len(out)} before it: "
+                f"{_failure_entry(entry, err)['reason']}"
+            )
             break
         warnings.extend(f"piece {piece.index}: {w}" for w in media.warnings)
         record = _media_record(
-            item, label_index, media, source_id=item.id,
+            item,
+            label_index,
+            media,
+            source_id=item.id,
             offset_frames=piece.offset_frames,
-            offset_samples=piece.offset_samples(config.fps, config.sample_rate))
+            offset_samples=piece.offset_samples(config.fps, config.sample_rate),
+        )
         record.id = segments.piece_id(item.id, piece.index)
         out.append(records.encode(record))
-        ends = (record.offset_frames + len(media.jpeg_frames),
-                record.offset_samples + int(media.audio.shape[0]),
-                media.height, media.width, piece.offset_frames / config.fps + record.duration)
+        ends = (
+            record.offset_frames + len(media.jpeg_frames),
+            record.offset_samples + int(media.audio.shape[0]),
+            media.height,
+            media.width,
+            piece.offset_frames / config.fps + record.duration,
+        )
         del media, record  # one piece in memory at a time
     num_frames, num_samples, height, width, duration = ends
-    entry.update(records=len(out), num_frames=num_frames, num_samples=num_samples,
-                 height=height, width=width, duration=round(duration, 6))
+    entry.update(
+        records=len(out),
+        num_frames=num_frames,
+        num_samples=num_samples,
+        height=height,
+        width=width,
+        duration=round(duration, 6),
+    )
     if warnings:
         entry["warnings"] = warnings
     return entry, len(out)
@@ -344,8 +408,9 @@ def _on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature.
     raise DecodeTimeout
 
 
-def _timed(process, item: sources.SourceItem, label_index: int, config: IngestConfig,
-           timeout: float | None) -> tuple[dict, bytes | None]:
+def _timed(
+    process, item: sources.SourceItem, label_index: int, config: IngestConfig, timeout: float | None
+) -> tuple[dict, bytes | None]:
     """``process(item, label_index, config)`` stopped after ``timeout`` seconds.
 
     A file whose decoding hangs becomes a skip of kind ``timeout``. The alarm needs the
@@ -373,9 +438,12 @@ def _base_entry(item: sources.SourceItem) -> dict:
 
 
 def _timeout_entry(item: sources.SourceItem, timeout: float | None) -> dict:
-    return {**_base_entry(item), "kind": "timeout",
-            "reason": f"decoding took longer than {timeout:g} s (a hung decoder; re-encode the "
-                      "file, or raise --decode_timeout)"}
+    return {
+        **_base_entry(item),
+        "kind": "timeout",
+        "reason": f"decoding took longer than {timeout:g} s (a hung decoder; re-encode the "
+        "file, or raise --decode_timeout)",
+    }
 
 
 class _Progress:
@@ -392,8 +460,15 @@ class _Progress:
         self.last = self.t0
         self.bar = None
         if enabled and sys.stderr.isatty():
-            self.bar = tqdm(total=total, initial=done, unit="file", desc="ingest",
-                            file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                initial=done,
+                unit="file",
+                desc="ingest",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
 
     def step(self, skipped: bool) -> None:
         self.done += 1
@@ -409,9 +484,12 @@ class _Progress:
             self.last = now
             rate = (self.done - self.start_done) / max(now - self.t0, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            print(f"ingest: {self.done}/{self.total} files ({self.skipped} skipped) "
-                  f"{rate:.1f} files/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"ingest: {self.done}/{self.total} files ({self.skipped} skipped) "
+                f"{rate:.1f} files/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -527,9 +605,12 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _crash_entry(item: sources.SourceItem) -> dict:
-    return {**_base_entry(item), "kind": "crash",
-            "reason": "the decoder crashed on this file, also when decoded alone (remove "
-                      "or re-encode it)"}
+    return {
+        **_base_entry(item),
+        "kind": "crash",
+        "reason": "the decoder crashed on this file, also when decoded alone (remove "
+        "or re-encode it)",
+    }
 
 
 HARD_LIMIT_MARGIN_S = 30.0  # Beyond 2x the timeout, a worker hung in native code is killed.
@@ -540,8 +621,12 @@ def _hard_limit(timeout: float | None) -> float | None:
     return None if not timeout else 2 * timeout + HARD_LIMIT_MARGIN_S
 
 
-def _result(future: concurrent.futures.Future, item: sources.SourceItem,
-            timeout: float | None, spill_dir: str | None = None):
+def _result(
+    future: concurrent.futures.Future,
+    item: sources.SourceItem,
+    timeout: float | None,
+    spill_dir: str | None = None,
+):
     """A worker's result, or ``TimeoutError`` once it has shown no progress for the hard limit.
 
     The hard limit counts per piece of a long file: while the worker keeps writing pieces
@@ -607,8 +692,11 @@ def _kill(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 def _new_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     """A pool of spawned workers that exit with this process."""
     return concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
-        initargs=(os.getpid(),))
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 class IsolatedDecoder:
@@ -628,22 +716,26 @@ class IsolatedDecoder:
         decode_threads: FFmpeg decoder threads of the child (:func:`threads_per_decoder`).
     """
 
-    def __init__(self, config: IngestConfig, timeout: float | None = None,
-                 spill_dir: str | None = None, decode_threads: int = 0):
+    def __init__(
+        self,
+        config: IngestConfig,
+        timeout: float | None = None,
+        spill_dir: str | None = None,
+        decode_threads: int = 0,
+    ):
         self.config, self.timeout, self.spill_dir = config, timeout, spill_dir
         self.decode_threads = decode_threads
         self.pool: concurrent.futures.ProcessPoolExecutor | None = None
 
-    def __call__(self, item: sources.SourceItem, label_index: int
-                 ) -> tuple[dict, Records | None]:
+    def __call__(self, item: sources.SourceItem, label_index: int) -> tuple[dict, Records | None]:
         """The manifest entry and records of ``item`` (``None``: skipped), as ``process_item``."""
         if self.pool is None:
             self.pool = _new_pool(1)
             self.pool.submit(_ready).result()  # start-up is not counted in the time limit
-        process = functools.partial(process_item, spill_dir=self.spill_dir,
-                                    decode_threads=self.decode_threads)
-        future = self.pool.submit(_timed, process, item, label_index, self.config,
-                                  self.timeout)
+        process = functools.partial(
+            process_item, spill_dir=self.spill_dir, decode_threads=self.decode_threads
+        )
+        future = self.pool.submit(_timed, process, item, label_index, self.config, self.timeout)
         try:
             return _result(future, item, self.timeout, self.spill_dir)
         except BrokenProcessPool:
@@ -661,9 +753,12 @@ class IsolatedDecoder:
             self.pool = None
 
 
-def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-              timeout: float | None = None, spill_dir: str | None = None,
-              ) -> Iterator[tuple[dict, Records | None]]:
+def _isolated(
+    tasks: list[tuple[sources.SourceItem, int]],
+    config: IngestConfig,
+    timeout: float | None = None,
+    spill_dir: str | None = None,
+) -> Iterator[tuple[dict, Records | None]]:
     """Runs tasks one at a time in a single worker (:class:`IsolatedDecoder`).
 
     Only a file that crashes (or hangs) alone is blamed; the others are decoded normally.
@@ -677,9 +772,13 @@ def _isolated(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
         decoder.close()
 
 
-def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
-             workers: int, timeout: float | None = None, spill_dir: str | None = None,
-             ) -> Iterator[tuple[dict, Records | None]]:
+def _results(
+    tasks: list[tuple[sources.SourceItem, int]],
+    config: IngestConfig,
+    workers: int,
+    timeout: float | None = None,
+    spill_dir: str | None = None,
+) -> Iterator[tuple[dict, Records | None]]:
     """Processes tasks, yielding results in task order with few in flight.
 
     A long file's pieces come back through ``spill_dir`` (:class:`SpilledRecords`).
@@ -689,8 +788,9 @@ def _results(tasks: list[tuple[sources.SourceItem, int]], config: IngestConfig,
     that crashes alone is reported as skipped (kind ``crash``), the others are kept.
     A file taking longer than ``timeout`` seconds is skipped (kind ``timeout``).
     """
-    process = functools.partial(process_item, spill_dir=spill_dir,
-                                decode_threads=threads_per_decoder(workers))
+    process = functools.partial(
+        process_item, spill_dir=spill_dir, decode_threads=threads_per_decoder(workers)
+    )
     if workers <= 1:
         for item, label_index in tasks:
             yield _timed(process, item, label_index, config, timeout)
@@ -727,8 +827,9 @@ def _lock(out: Path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            raise RuntimeError(f"another prepare_data run is writing {out}; wait for it or "
-                               "choose another --output") from err
+            raise RuntimeError(
+                f"another prepare_data run is writing {out}; wait for it or choose another --output"
+            ) from err
         yield
 
 
@@ -760,20 +861,25 @@ def _check_writable(out: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"output {out}: {existing} is a file, not a folder; give a folder "
-                         "for --output")
+        raise ValueError(
+            f"output {out}: {existing} is a file, not a folder; give a folder for --output"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"output {out}: permission denied, {existing} is not writable; "
-                         "choose a folder you can write to or fix its permissions")
+        raise ValueError(
+            f"output {out}: permission denied, {existing} is not writable; "
+            "choose a folder you can write to or fix its permissions"
+        )
 
 
 def _make_output(out: Path) -> None:
     try:
         (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
     except PermissionError as err:  # e.g. root on a read-only file system
-        raise ValueError(f"output {out}: permission denied, cannot create "
-                         f"{err.filename or out} ({err.strerror}); choose a folder you can "
-                         "write to or fix its permissions") from None
+        raise ValueError(
+            f"output {out}: permission denied, cannot create "
+            f"{err.filename or out} ({err.strerror}); choose a folder you can "
+            "write to or fix its permissions"
+        ) from None
 
 
 def _check_foreign(out: Path, overwrite: bool) -> None:
@@ -782,13 +888,18 @@ def _check_foreign(out: Path, overwrite: bool) -> None:
     if not out.is_dir() or overwrite:
         return
     entries = sorted(p.name for p in out.iterdir())
-    ours = (out / STATE_DIR / "config.json").is_file() or (out / "manifest.json").is_file() and (
-        out / STATE_DIR).is_dir()
+    ours = (
+        (out / STATE_DIR / "config.json").is_file()
+        or (out / "manifest.json").is_file()
+        and (out / STATE_DIR).is_dir()
+    )
     if entries and not ours:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-        raise ValueError(f"output {out} already holds files that are not a dataset of avts_tf "
-                         f"({shown}); give an empty or new --output, or --overwrite to write "
-                         "into it anyway")
+        raise ValueError(
+            f"output {out} already holds files that are not a dataset of avts_tf "
+            f"({shown}); give an empty or new --output, or --overwrite to write "
+            "into it anyway"
+        )
 
 
 def _wrote_nothing(out: Path) -> bool:
@@ -800,7 +911,7 @@ def _wrote_nothing(out: Path) -> bool:
 def _start_afresh(out: Path) -> None:
     """Removes our shards, sidecars, config and manifest from ``out`` (nothing else)."""
     for sidecar in sorted((out / STATE_DIR).glob("*.tfrecord.json")):
-        (out / sidecar.name[:-len(".json")]).unlink(missing_ok=True)
+        (out / sidecar.name[: -len(".json")]).unlink(missing_ok=True)
         sidecar.unlink()
     for path in (out / "manifest.json", out / STATE_DIR / "config.json"):
         path.unlink(missing_ok=True)
@@ -821,8 +932,11 @@ def _check_owner(out: Path, config: IngestConfig, input_path: str) -> None:
     if previous is not None and previous != state:
         old = {"input": previous.get("input"), **(previous.get("config") or {})}
         new = {"input": input_path, **state["config"]}
-        diff = ", ".join(f"{key}: {old.get(key)!r} there, {new.get(key)!r} now"
-                         for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key))
+        diff = ", ".join(
+            f"{key}: {old.get(key)!r} there, {new.get(key)!r} now"
+            for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key)
+        )
         raise ValueError(
             f"{out} holds a run with another input or config ({diff}); re-run with the "
             "same flags to resume, or choose another --output (or delete that folder)"
@@ -835,9 +949,14 @@ def _entry_order(entry: dict) -> tuple:
     return entry["split"], entry["id"], entry.get("start") or 0.0
 
 
-def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
-                   plans: list[ShardPlan], out: str | os.PathLike,
-                   extra_skipped: list[dict] | None = None) -> Manifest:
+def build_manifest(
+    config: IngestConfig,
+    input_path: str,
+    labels: list[str],
+    plans: list[ShardPlan],
+    out: str | os.PathLike,
+    extra_skipped: list[dict] | None = None,
+) -> Manifest:
     """Assembles the manifest from the sidecars of all (finished) shards in ``out``.
 
     ``extra_skipped`` are entries skipped before decoding (paths reaching a listed file
@@ -853,14 +972,17 @@ def build_manifest(config: IngestConfig, input_path: str, labels: list[str],
             raise RuntimeError(f"shard {plan.name} is missing or incomplete in {out}")
         entries = side["entries"]
         shards[plan.split].append(
-            Shard(plan.name, sum(e.get("records", 1) for e in entries if "reason" not in e)))
+            Shard(plan.name, sum(e.get("records", 1) for e in entries if "reason" not in e))
+        )
         for e in entries:
             (skipped if "reason" in e else written).append(e)
     return Manifest(
         config=config,
         labels=tuple(labels),
-        splits={name: SplitInfo(sum(s.records for s in group), tuple(group))
-                for name, group in shards.items()},
+        splits={
+            name: SplitInfo(sum(s.records for s in group), tuple(group))
+            for name, group in shards.items()
+        },
         written=tuple(WrittenEntry.from_dict(e) for e in sorted(written, key=_entry_order)),
         skipped=tuple(SkippedEntry.from_dict(e) for e in sorted(skipped, key=_entry_order)),
         input=input_path,
@@ -879,8 +1001,11 @@ def format_summary(manifest: Manifest) -> str:
         by_kind.setdefault(entry.kind, []).append(entry.reason)
     for kind, reasons in sorted(by_kind.items()):
         distinct = list(dict.fromkeys(reasons))
-        text = (distinct[0] if len(distinct) == 1 else
-                f"e.g. {distinct[0]} ({len(distinct)} reasons; manifest.json lists each file's)")
+        text = (
+            distinct[0]
+            if len(distinct) == 1
+            else f"e.g. {distinct[0]} ({len(distinct)} reasons; manifest.json lists each file's)"
+        )
         rows.append(("skipped", f"{kind}: {text}", len(reasons)))
     width = max(len(r[0]) for r in rows)
     lines = [f"{'outcome':<{width}}  {'files':>6}  reason"]
@@ -895,7 +1020,8 @@ def _write_failed(out: Path, plan: ShardPlan, err: Exception) -> RunInterrupted:
     reason = getattr(err, "strerror", None) or str(err).split("; ")[-1] or type(err).__name__
     return RunInterrupted(
         f"could not write shard {out / plan.name}: {reason}; free space or fix the folder, "
-        "then re-run the same command: the shards already complete are kept")
+        "then re-run the same command: the shards already complete are kept"
+    )
 
 
 def log_outcome(entry: dict, data: Records | None) -> None:
@@ -906,8 +1032,13 @@ def log_outcome(entry: dict, data: Records | None) -> None:
         logger.warning("%s: %s", entry["path"], warning)
 
 
-def _write_shards(out: Path, plans: list[ShardPlan], config: IngestConfig,
-                  results: Iterator[tuple[dict, bytes | None]], report: _Progress) -> None:
+def _write_shards(
+    out: Path,
+    plans: list[ShardPlan],
+    config: IngestConfig,
+    results: Iterator[tuple[dict, bytes | None]],
+    report: _Progress,
+) -> None:
     """Writes each shard from the results, in plan order (the sidecars record each).
 
     Raises:
@@ -986,12 +1117,15 @@ def prepare_dataset(
         todo = [p for p in plans if _finished(out, p, config) is None]
         done_files = sum(len(p.items) for p in plans) - sum(len(p.items) for p in todo)
         if len(todo) < len(plans) and progress:
-            print(f"ingest: resuming, {len(plans) - len(todo)}/{len(plans)} shards already "
-                  "complete", file=sys.stderr)
+            print(
+                f"ingest: resuming, {len(plans) - len(todo)}/{len(plans)} shards already complete",
+                file=sys.stderr,
+            )
         report = _Progress(sum(len(p.items) for p in plans), done_files, progress)
         tasks = [(it, li) for p in todo for it, li in zip(p.items, p.label_indices, strict=True)]
-        with contextlib.closing(_results(tasks, config, workers, options.decode_timeout,
-                                         spill_dir=str(out / STATE_DIR))) as results:
+        with contextlib.closing(
+            _results(tasks, config, workers, options.decode_timeout, spill_dir=str(out / STATE_DIR))
+        ) as results:
             try:
                 _write_shards(out, todo, config, results, report)
             finally:
@@ -1004,10 +1138,13 @@ def prepare_dataset(
     return manifest
 
 
-def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: A002
-              config: IngestConfig,
-              ) -> tuple[str, IngestConfig, list[str], list[ShardPlan],
-                         list[tuple[sources.SourceItem, str, str]]]:
+def _plan_run(
+    input: str | os.PathLike,
+    output_dir: str | os.PathLike,  # noqa: A002
+    config: IngestConfig,
+) -> tuple[
+    str, IngestConfig, list[str], list[ShardPlan], list[tuple[sources.SourceItem, str, str]]
+]:
     """Finds the inputs and plans the shards (nothing is written).
 
     Shared by the local pool and the Beam runner (``beam_runner``), so both plan alike.
@@ -1027,15 +1164,27 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: 
         return os.path.realpath(item.path).startswith(inside)
 
     def usable(item: sources.SourceItem) -> bool:  # a folder's held-out picks (not AUDIO_LAYOUTS)
-        return not in_output(item) and header_problem(
-            item.path, video_stream=config.video_stream, audio_stream=config.audio_stream,
-            require_audio=config.require_audio,
-            require_video=True if require_video is None else require_video) is None
+        return (
+            not in_output(item)
+            and header_problem(
+                item.path,
+                video_stream=config.video_stream,
+                audio_stream=config.audio_stream,
+                require_audio=config.require_audio,
+                require_video=True if require_video is None else require_video,
+            )
+            is None
+        )
 
-    used_layout, items = sources.discover(input_path, config.layout, fold=config.fold,
-                                          media_dir=media_dir,
-                                          test_fraction=config.test_fraction,
-                                          duplicates=duplicates, usable=usable)
+    used_layout, items = sources.discover(
+        input_path,
+        config.layout,
+        fold=config.fold,
+        media_dir=media_dir,
+        test_fraction=config.test_fraction,
+        duplicates=duplicates,
+        usable=usable,
+    )
     items = [it for it in items if not in_output(it)]
     duplicates = [d for d in duplicates if not in_output(d[0])]
     if not items:
@@ -1044,15 +1193,22 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: 
     if require_video is None:
         require_video = used_layout not in sources.AUDIO_LAYOUTS
     decided = IngestConfig(
-        fps=float(config.fps), short_side=int(config.short_side),
-        sample_rate=int(config.sample_rate), jpeg_quality=int(config.jpeg_quality),
-        video_stream=config.video_stream, audio_stream=config.audio_stream,
-        require_audio=bool(config.require_audio), require_video=bool(require_video),
-        num_shards=config.num_shards, layout=used_layout, fold=int(config.fold),
+        fps=float(config.fps),
+        short_side=int(config.short_side),
+        sample_rate=int(config.sample_rate),
+        jpeg_quality=int(config.jpeg_quality),
+        video_stream=config.video_stream,
+        audio_stream=config.audio_stream,
+        require_audio=bool(config.require_audio),
+        require_video=bool(require_video),
+        num_shards=config.num_shards,
+        layout=used_layout,
+        fold=int(config.fold),
         media_dir=media_dir,
         test_fraction=config.test_fraction if used_layout == "folder" else None,
         max_record_s=None if not config.max_record_s else float(config.max_record_s),
-        record_overlap_s=float(config.record_overlap_s))
+        record_overlap_s=float(config.record_overlap_s),
+    )
     segments.check_lengths(decided.max_record_s, decided.record_overlap_s)  # before any work
     labels = sorted({it.label for it in items} - {""})
     return input_path, decided, labels, plan_shards(items, labels, config.num_shards), duplicates
@@ -1060,19 +1216,30 @@ def _plan_run(input: str | os.PathLike, output_dir: str | os.PathLike,  # noqa: 
 
 def _duplicate_entries(duplicates: list[tuple[sources.SourceItem, str, str]]) -> list[dict]:
     """Skip entries (logged) for paths that reach an already listed file or copy its bytes."""
-    how = {sources.LINK: "the same file as {} (reached through a link)",
-           sources.SAME_CONTENT: "the same bytes as {} (a copy)"}
-    extra = [{"path": it.path, "id": it.id, "label": it.label, "split": it.split,
-              "kind": "duplicate", "same_as": kept,
-              "reason": f"{how[why].format(kept)}; ingested once, as that id"}
-             for it, kept, why in duplicates]
+    how = {
+        sources.LINK: "the same file as {} (reached through a link)",
+        sources.SAME_CONTENT: "the same bytes as {} (a copy)",
+    }
+    extra = [
+        {
+            "path": it.path,
+            "id": it.id,
+            "label": it.label,
+            "split": it.split,
+            "kind": "duplicate",
+            "same_as": kept,
+            "reason": f"{how[why].format(kept)}; ingested once, as that id",
+        }
+        for it, kept, why in duplicates
+    ]
     for entry in extra:
         logger.warning("skipped %s: %s", entry["path"], entry["reason"])
     return extra
 
 
-def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, workers: int = 1,
-                   progress: bool = True) -> tuple[list, list]:
+def verify_dataset(
+    output_dir: str | os.PathLike, *, rebuild: bool = True, workers: int = 1, progress: bool = True
+) -> tuple[list, list]:
     """Checks every shard of a prepared dataset and rebuilds the bad ones from their sources.
 
     A shard is bad when a record does not read back (CRC), its record count or its ids
@@ -1093,6 +1260,7 @@ def verify_dataset(output_dir: str | os.PathLike, *, rebuild: bool = True, worke
         shard = Path(problem.file)
         shard.unlink(missing_ok=True)
         (out / STATE_DIR / f"{shard.name}.json").unlink(missing_ok=True)
-    prepare_dataset(manifest.input, out, manifest.config, workers=workers,
-                    options=RunOptions(progress=progress))
+    prepare_dataset(
+        manifest.input, out, manifest.config, workers=workers, options=RunOptions(progress=progress)
+    )
     return found, integrity.check_shards(out)

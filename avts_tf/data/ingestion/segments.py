@@ -47,13 +47,16 @@ def check_lengths(max_record_s: float | None, overlap_s: float) -> None:
         ValueError: ``<problem>; <fix>``.
     """
     if max_record_s is not None and not 0 <= overlap_s < max_record_s:
-        raise ValueError(f"record overlap {overlap_s} s must be at least 0 and shorter than "
-                         f"the longest record, {max_record_s} s; give a --record_overlap_s "
-                         "below --max_record_s")
+        raise ValueError(
+            f"record overlap {overlap_s} s must be at least 0 and shorter than "
+            f"the longest record, {max_record_s} s; give a --record_overlap_s "
+            "below --max_record_s"
+        )
 
 
-def plan_pieces(duration_s: float | None, fps: float, max_record_s: float | None,
-                overlap_s: float) -> list[Piece]:
+def plan_pieces(
+    duration_s: float | None, fps: float, max_record_s: float | None, overlap_s: float
+) -> list[Piece]:
     """The pieces of a file of ``duration_s`` seconds (one piece when it is short enough).
 
     Args:
@@ -75,8 +78,9 @@ def plan_pieces(duration_s: float | None, fps: float, max_record_s: float | None
         return [Piece(0, 0.0, None, 0)]
     # Enough pieces that the last one, running to the end, is no longer than ``length``.
     count = math.ceil((total - length) / step - 1e-9) + 1
-    pieces = [Piece(k, k * step / fps, (k * step + length) / fps, k * step)
-              for k in range(count - 1)]
+    pieces = [
+        Piece(k, k * step / fps, (k * step + length) / fps, k * step) for k in range(count - 1)
+    ]
     last = (count - 1) * step
     pieces.append(Piece(count - 1, last / fps, None, last))
     return pieces

@@ -17,8 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
-     ".3gp", ".ts", ".mts", ".ogv"}
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".avi",
+        ".mkv",
+        ".webm",
+        ".mpg",
+        ".mpeg",
+        ".flv",
+        ".wmv",
+        ".3gp",
+        ".ts",
+        ".mts",
+        ".ogv",
+    }
 )
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", ".wma", ".aif", ".aiff"}
@@ -88,10 +102,16 @@ def walk_files(root: str | os.PathLike, media_only: bool = False) -> list[Path]:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs)
-        found.extend(Path(dirpath) / f for f in filenames if not f.startswith(".")
-                     and (not media_only or is_media(f)))
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and os.path.realpath(os.path.join(dirpath, d)) not in seen_dirs
+        )
+        found.extend(
+            Path(dirpath) / f
+            for f in filenames
+            if not f.startswith(".") and (not media_only or is_media(f))
+        )
     return sorted(p for p in found if p.is_file() or p.is_symlink())  # broken links: listed
 
 
@@ -116,8 +136,7 @@ def _content_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def unique_files(paths: list[Path], root: Path
-                 ) -> tuple[list[Path], list[tuple[Path, Path, str]]]:
+def unique_files(paths: list[Path], root: Path) -> tuple[list[Path], list[tuple[Path, Path, str]]]:
     """Keeps one path per real file and one file per content.
 
     Of the paths reaching one file (links), the one not through a link is kept, else the
@@ -155,8 +174,11 @@ def unique_files(paths: list[Path], root: Path
     return sorted(p for p in kept if p not in copies), sorted(dropped)
 
 
-def list_folder(root: str | os.PathLike, split: str = "train",
-                duplicates: list[tuple[SourceItem, str, str]] | None = None) -> list[SourceItem]:
+def list_folder(
+    root: str | os.PathLike,
+    split: str = "train",
+    duplicates: list[tuple[SourceItem, str, str]] | None = None,
+) -> list[SourceItem]:
     """Every file under ``root``; the label is the first sub-folder's name.
 
     ``root/dog/a.mp4`` gets label ``"dog"``; files directly in ``root`` are unlabelled.
@@ -183,8 +205,11 @@ def list_folder(root: str | os.PathLike, split: str = "train",
 DEFAULT_TEST_FRACTION = 0.1
 
 
-def held_out_split(items: list[SourceItem], test_fraction: float,
-                   usable: Callable[[SourceItem], bool] | None = None) -> list[SourceItem]:
+def held_out_split(
+    items: list[SourceItem],
+    test_fraction: float,
+    usable: Callable[[SourceItem], bool] | None = None,
+) -> list[SourceItem]:
     """Puts ``test_fraction`` of each label's files in split ``test``, deterministically.
 
     Within each label (unlabelled files are one group) files are ranked by the SHA-1 of
@@ -218,8 +243,9 @@ def held_out_split(items: list[SourceItem], test_fraction: float,
                         break
             ranked = found[:-1] if len(found) <= count else found
         held.update(it.id for it in ranked[:count])
-    return sort_items([dataclasses.replace(it, split="test" if it.id in held else it.split)
-                       for it in items])
+    return sort_items(
+        [dataclasses.replace(it, split="test" if it.id in held else it.split) for it in items]
+    )
 
 
 def list_file(path: str | os.PathLike) -> list[SourceItem]:
@@ -248,8 +274,9 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
         reader = csv.DictReader(f)
         fields = [name.strip() for name in reader.fieldnames or []]
         if "path" not in fields:
-            raise ValueError(f"{csv_path}: the header must start with path,label[,split]; "
-                             f"found {fields}")
+            raise ValueError(
+                f"{csv_path}: the header must start with path,label[,split]; found {fields}"
+            )
         reader.fieldnames = fields
         lines: dict[tuple, int] = {}
         for line, row in enumerate(reader, start=2):
@@ -261,23 +288,35 @@ def list_csv(csv_path: str | os.PathLike) -> list[SourceItem]:
                 from_cwd.append(raw)
             split = (row.get("split") or "").strip() or "train"
             # The same file twice in one split (across splits: splits.check_disjoint).
-            key = (os.path.realpath(path), split, _float_or_none(row.get("start")),
-                   _float_or_none(row.get("end")))
+            key = (
+                os.path.realpath(path),
+                split,
+                _float_or_none(row.get("start")),
+                _float_or_none(row.get("end")),
+            )
             if key in lines:
-                raise ValueError(f"{csv_path}: lines {lines[key]} and {line} list the same file "
-                                 f"{raw!r} in split {split!r}; keep one line per file (one "
-                                 "label each)")
+                raise ValueError(
+                    f"{csv_path}: lines {lines[key]} and {line} list the same file "
+                    f"{raw!r} in split {split!r}; keep one line per file (one "
+                    "label each)"
+                )
             lines[key] = line
-            items.append(SourceItem(
-                str(path), _relative_id(path, root), (row.get("label") or "").strip(),
-                _check_split(split, f"{csv_path}:{line}"),
-                _float_or_none(row.get("start")), _float_or_none(row.get("end")),
-            ))
+            items.append(
+                SourceItem(
+                    str(path),
+                    _relative_id(path, root),
+                    (row.get("label") or "").strip(),
+                    _check_split(split, f"{csv_path}:{line}"),
+                    _float_or_none(row.get("start")),
+                    _float_or_none(row.get("end")),
+                )
+            )
     if from_cwd:
         raise ValueError(
             f"{csv_path}: {len(from_cwd)} relative path(s) are not in the list's folder "
             f"{root} but exist from the current folder (first: {from_cwd[0]!r}); relative "
-            "paths in a list are read from its folder: write them relative to it or absolute")
+            "paths in a list are read from its folder: write them relative to it or absolute"
+        )
     return sort_items(items)
 
 
@@ -298,14 +337,27 @@ def list_esc50(root: str | os.PathLike) -> list[SourceItem]:
     with open(root / "meta" / "esc50.csv", newline="", encoding="utf-8-sig") as f:
         for row in csv.DictReader(f):
             path = root / "audio" / row["filename"]
-            items.append(SourceItem(str(path), f"audio/{row['filename']}", row["category"],
-                                    f"fold{int(row['fold'])}"))
+            items.append(
+                SourceItem(
+                    str(path),
+                    f"audio/{row['filename']}",
+                    row["category"],
+                    f"fold{int(row['fold'])}",
+                )
+            )
     return sort_items(items)
 
 
-_DCASE_SPLITS = {"train": "train", "development": "train", "dev": "train",
-                 "scenes_stereo": "train", "test": "test", "evaluation": "test",
-                 "eval": "test", "scenes_stereo_testset": "test"}
+_DCASE_SPLITS = {
+    "train": "train",
+    "development": "train",
+    "dev": "train",
+    "scenes_stereo": "train",
+    "test": "test",
+    "evaluation": "test",
+    "eval": "test",
+    "scenes_stereo_testset": "test",
+}
 
 
 def list_dcase2014(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
@@ -321,8 +373,11 @@ def list_dcase2014(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
     meta = root / "meta.txt"
     if meta.is_file():
         test_list = root / "evaluation_setup" / f"fold{fold}_test.txt"
-        test = {line.split("\t")[0] for line in _read_lines(test_list)} if (
-            test_list.is_file()) else set()
+        test = (
+            {line.split("\t")[0] for line in _read_lines(test_list)}
+            if (test_list.is_file())
+            else set()
+        )
         items = []
         for line in _read_lines(meta):
             parts = re.split(r"\t|,", line)
@@ -332,8 +387,11 @@ def list_dcase2014(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
             split = "test" if rel in test else "train"
             items.append(SourceItem(str(root / rel), rel, label, split))
         return sort_items(items)
-    groups = [(d, _DCASE_SPLITS[d.name.lower()]) for d in sorted(root.iterdir())
-              if d.is_dir() and d.name.lower() in _DCASE_SPLITS] or [(root, "train")]
+    groups = [
+        (d, _DCASE_SPLITS[d.name.lower()])
+        for d in sorted(root.iterdir())
+        if d.is_dir() and d.name.lower() in _DCASE_SPLITS
+    ] or [(root, "train")]
     items = []
     for folder, split in groups:
         for path in walk_media(folder):
@@ -363,8 +421,9 @@ def list_ucf101(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
     if not entries:
         return []
     videos = _video_root(root, ("UCF-101", "UCF101", "videos"), entries[0][0].split("/")[0])
-    return sort_items([SourceItem(str(videos / rel), rel, rel.split("/")[0], split)
-                       for rel, split in entries])
+    return sort_items(
+        [SourceItem(str(videos / rel), rel, rel.split("/")[0], split) for rel, split in entries]
+    )
 
 
 def list_hmdb51(root: str | os.PathLike, fold: int = 1) -> list[SourceItem]:
@@ -437,14 +496,23 @@ def _youtube_rows(csv_path: Path) -> list[dict]:
     if header is None and rows and any(x.strip().lower() in _ID_COLUMNS for x in rows[0]):
         header, rows = [x.strip().lower() for x in rows[0]], rows[1:]
     if header is None:  # VGGSound: youtube_id, start, label, split; 10 s clips.
-        return [{"youtube_id": r[0], "start": r[1], "end": str(float(r[1]) + 10.0),
-                 "label": r[2] if len(r) > 2 else "", "split": r[3] if len(r) > 3 else ""}
-                for r in rows if len(r) >= 2]
+        return [
+            {
+                "youtube_id": r[0],
+                "start": r[1],
+                "end": str(float(r[1]) + 10.0),
+                "label": r[2] if len(r) > 2 else "",
+                "split": r[3] if len(r) > 3 else "",
+            }
+            for r in rows
+            if len(r) >= 2
+        ]
     return [dict(zip(header, (x.strip() for x in r), strict=False)) for r in rows]
 
 
-def list_youtube_csv(csv_path: str | os.PathLike,
-                     media_dir: str | os.PathLike | None = None) -> list[SourceItem]:
+def list_youtube_csv(
+    csv_path: str | os.PathLike, media_dir: str | os.PathLike | None = None
+) -> list[SourceItem]:
     """Kinetics / AudioSet / VGGSound segment lists, matched to local files.
 
     Each row ``youtube_id, start, end, label[, split]`` is looked up under ``media_dir``
@@ -480,12 +548,28 @@ def list_youtube_csv(csv_path: str | os.PathLike,
             items.append(SourceItem(str(by_stem[ytid]), clip_id, label, split, start, end))
         else:
             items.append(SourceItem(str(media_root / f"{clip_id}.mp4"), clip_id, label, split))
-    return sort_items([SourceItem(it.path, it.id, it.label, _check_split(it.split, str(csv_path)),
-                                  it.start, it.end) for it in items])
+    return sort_items(
+        [
+            SourceItem(
+                it.path, it.id, it.label, _check_split(it.split, str(csv_path)), it.start, it.end
+            )
+            for it in items
+        ]
+    )
 
 
-LAYOUTS = ("auto", "folder", "file", "csv", "esc50", "dcase2014", "ucf101", "hmdb51", "fsdd",
-           "youtube")
+LAYOUTS = (
+    "auto",
+    "folder",
+    "file",
+    "csv",
+    "esc50",
+    "dcase2014",
+    "ucf101",
+    "hmdb51",
+    "fsdd",
+    "youtube",
+)
 AUDIO_LAYOUTS = frozenset({"esc50", "dcase2014", "fsdd"})
 
 
@@ -530,19 +614,20 @@ def detect_layout(input_path: str | os.PathLike) -> str:
         if len(fields) >= 3 and _is_number(fields[1]) and not is_media(fields[0]):
             return "youtube"  # VGGSound: youtube_id,start,label,split without a header.
         if not head:
-            raise ValueError(f"{path}: the list is empty; give a CSV with header "
-                             "path,label[,split][,start,end]")
+            raise ValueError(
+                f"{path}: the list is empty; give a CSV with header path,label[,split][,start,end]"
+            )
         raise ValueError(
             f"{path}: unknown list layout, first line {head[0].strip()[:80]!r}; expected the "
             "header path,label[,split][,start,end] (a CSV of media files) or "
             "youtube_id,time_start,time_end,label (Kinetics; AudioSet and VGGSound lists are "
-            "recognised too); rename the columns or pass --layout")
+            "recognised too); rename the columns or pass --layout"
+        )
     if (path / "meta" / "esc50.csv").is_file():
         return "esc50"
     if (path / "ucfTrainTestlist").is_dir() or (path / "trainlist01.txt").is_file():
         return "ucf101"
-    if next(path.glob("*_test_split1.txt"), None) or next(path.glob("*/*_test_split1.txt"),
-                                                          None):
+    if next(path.glob("*_test_split1.txt"), None) or next(path.glob("*/*_test_split1.txt"), None):
         return "hmdb51"
     if _is_fsdd_folder(path / "recordings" if (path / "recordings").is_dir() else path):
         return "fsdd"
@@ -560,12 +645,16 @@ def _is_fsdd_folder(folder: Path) -> bool:
     return bool(entries) and all(p.is_file() and _FSDD_RE.match(p.name) for p in entries)
 
 
-def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int = 1,
-             media_dir: str | os.PathLike | None = None,
-             test_fraction: float | None = None,
-             duplicates: list[tuple[SourceItem, str, str]] | None = None,
-             usable: Callable[[SourceItem], bool] | None = None,
-             ) -> tuple[str, list[SourceItem]]:
+def discover(
+    input_path: str | os.PathLike,
+    layout: str = "auto",
+    *,
+    fold: int = 1,
+    media_dir: str | os.PathLike | None = None,
+    test_fraction: float | None = None,
+    duplicates: list[tuple[SourceItem, str, str]] | None = None,
+    usable: Callable[[SourceItem], bool] | None = None,
+) -> tuple[str, list[SourceItem]]:
     """Lists the inputs of a dataset.
 
     Args:
@@ -596,9 +685,11 @@ def discover(input_path: str | os.PathLike, layout: str = "auto", *, fold: int =
         kind = "a list file" if needs_file else "a folder"
         raise ValueError(f"layout {layout!r} needs {kind}, got {str(path)!r}")
     readers = {
-        "folder": lambda: (held_out_split(list_folder(path, duplicates=duplicates),
-                                          test_fraction, usable)
-                           if test_fraction else list_folder(path, duplicates=duplicates)),
+        "folder": lambda: (
+            held_out_split(list_folder(path, duplicates=duplicates), test_fraction, usable)
+            if test_fraction
+            else list_folder(path, duplicates=duplicates)
+        ),
         "file": lambda: list_file(path),
         "csv": lambda: list_csv(path),
         "esc50": lambda: list_esc50(path),

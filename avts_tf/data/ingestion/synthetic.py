@@ -124,31 +124,78 @@ class ClassSpec:
 _PRESETS = (
     ClassSpec("bell", (235, 200, 40), "circle", 660.0, (1.0, 2.76, 5.40), (1.0, 0.5, 0.25), 0.12),
     ClassSpec(
-        "drum", (220, 45, 40), "square", 90.0, (1.0, 1.59, 2.14), (1.0, 0.5, 0.3), 0.09,
-        noise=0.35, noise_band=(40.0, 600.0), pitch_drop=0.6,
+        "drum",
+        (220, 45, 40),
+        "square",
+        90.0,
+        (1.0, 1.59, 2.14),
+        (1.0, 0.5, 0.3),
+        0.09,
+        noise=0.35,
+        noise_band=(40.0, 600.0),
+        pitch_drop=0.6,
     ),
     ClassSpec(
-        "wood", (60, 200, 70), "triangle", 380.0, (1.0, 3.93, 9.2), (1.0, 0.3, 0.1), 0.035,
-        noise=0.25, noise_band=(800.0, 2500.0),
+        "wood",
+        (60, 200, 70),
+        "triangle",
+        380.0,
+        (1.0, 3.93, 9.2),
+        (1.0, 0.3, 0.1),
+        0.035,
+        noise=0.25,
+        noise_band=(800.0, 2500.0),
     ),
     ClassSpec(
-        "glass", (70, 150, 245), "diamond", 2300.0, (1.0, 1.52, 2.74), (1.0, 0.6, 0.3), 0.15,
-        noise=0.05, noise_band=(3000.0, 7500.0),
+        "glass",
+        (70, 150, 245),
+        "diamond",
+        2300.0,
+        (1.0, 1.52, 2.74),
+        (1.0, 0.6, 0.3),
+        0.15,
+        noise=0.05,
+        noise_band=(3000.0, 7500.0),
     ),
     ClassSpec(
-        "metal", (210, 60, 220), "circle", 1250.0, (1.0, 1.41, 2.29, 3.17), (1.0, .8, .6, .4), 0.1,
-        noise=0.3, noise_band=(2500.0, 7000.0),
+        "metal",
+        (210, 60, 220),
+        "circle",
+        1250.0,
+        (1.0, 1.41, 2.29, 3.17),
+        (1.0, 0.8, 0.6, 0.4),
+        0.1,
+        noise=0.3,
+        noise_band=(2500.0, 7000.0),
     ),
     ClassSpec(
-        "gong", (245, 130, 30), "square", 160.0, (1.0, 1.47, 2.09, 2.56), (1.0, .7, .5, .4), 0.25,
+        "gong",
+        (245, 130, 30),
+        "square",
+        160.0,
+        (1.0, 1.47, 2.09, 2.56),
+        (1.0, 0.7, 0.5, 0.4),
+        0.25,
     ),
     ClassSpec(
-        "click", (235, 235, 235), "triangle", 1000.0, (1.0,), (0.1,), 0.01,
-        noise=1.0, noise_band=(200.0, 7800.0),
+        "click",
+        (235, 235, 235),
+        "triangle",
+        1000.0,
+        (1.0,),
+        (0.1,),
+        0.01,
+        noise=1.0,
+        noise_band=(200.0, 7800.0),
     ),
     ClassSpec(
-        "string", (130, 90, 240), "diamond", 440.0, (1.0, 2.0, 3.0, 4.0, 5.0),
-        (1.0, 0.6, 0.4, 0.3, 0.2), 0.2,
+        "string",
+        (130, 90, 240),
+        "diamond",
+        440.0,
+        (1.0, 2.0, 3.0, 4.0, 5.0),
+        (1.0, 0.6, 0.4, 0.3, 0.2),
+        0.2,
     ),
 )
 _SHAPES = ("circle", "square", "triangle", "diamond")
@@ -176,8 +223,14 @@ def class_specs(num_classes: int = 4) -> list[ClassSpec]:
         f0 = float(120.0 * 2 ** ((i * 0.618034 % 1.0) * 4.5))  # 120 Hz - 2.7 kHz
         specs.append(
             ClassSpec(
-                f"class_{i}", color, _SHAPES[i % 4], f0, (1.0, 2.0 + 0.37 * (i % 3), 3.9),
-                (1.0, 0.5, 0.25), 0.05 + 0.03 * (i % 5), noise=0.1 * (i % 3),
+                f"class_{i}",
+                color,
+                _SHAPES[i % 4],
+                f0,
+                (1.0, 2.0 + 0.37 * (i % 3), 3.9),
+                (1.0, 0.5, 0.25),
+                0.05 + 0.03 * (i % 5),
+                noise=0.1 * (i % 3),
             )
         )
     return specs
@@ -485,8 +538,20 @@ def draw_scene(
     hum_phase = float(rng.uniform(0.0, 2.0 * np.pi))
     strikes = np.sort(np.concatenate([_audible_strikes(o, num_frames, fps) for o in objects]))
     return Scene(
-        spec, objects, background, num_frames, num_samples, float(fps), size, sample_rate,
-        noise_level, noise_state, sounds, phase, hum_phase, strikes,
+        spec,
+        objects,
+        background,
+        num_frames,
+        num_samples,
+        float(fps),
+        size,
+        sample_rate,
+        noise_level,
+        noise_state,
+        sounds,
+        phase,
+        hum_phase,
+        strikes,
     )
 
 
@@ -598,9 +663,7 @@ def render_video(
     """
     scene = draw_scene(label, seed, duration_s, fps, size, sample_rate, num_classes)
     frames = render_frames(scene, 0, scene.num_frames)
-    audio = np.concatenate(
-        [np.zeros(0, np.float32), *iter_audio(scene, max(scene.num_samples, 1))]
-    )
+    audio = np.concatenate([np.zeros(0, np.float32), *iter_audio(scene, max(scene.num_samples, 1))])
     return RenderedVideo(frames, audio, scene.strike_times, scene.drift_phase_s)
 
 
@@ -791,9 +854,11 @@ def _check_ours(out: pathlib.Path) -> None:
         ours = False
     others = sorted(e.name for e in out.iterdir() if not e.name.startswith("."))
     if others and not ours:
-        raise UserError(f"output {out} holds files that are not a synthetic dataset "
-                        f"({first_names(others)}); "
-                        "give a new or empty folder as --output")
+        raise UserError(
+            f"output {out} holds files that are not a synthetic dataset "
+            f"({first_names(others)}); "
+            "give a new or empty folder as --output"
+        )
 
 
 def _is_cached(out: pathlib.Path, params: dict) -> bool:

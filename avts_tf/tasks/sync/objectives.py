@@ -40,6 +40,7 @@ from avts_tf.tasks.sync.samplers import (
 
 EASY, HARD, SUPER_HARD = range(len(NEGATIVE_TYPES))
 
+
 def add_easy_negatives(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Adds each example's easy negative: the audio of the next example of the batch.
 
@@ -76,8 +77,8 @@ def _serialize_samplers(samplers: Mapping[str, NegativeSampler]) -> dict[str, di
 def _deserialize_samplers(config: Mapping[str, Any]) -> dict[str, NegativeSampler]:
     samplers = {}
     for kind, value in config.items():
-        samplers[kind] = value if isinstance(value, NegativeSampler) else SAMPLERS.build(
-            kind, **value
+        samplers[kind] = (
+            value if isinstance(value, NegativeSampler) else SAMPLERS.build(kind, **value)
         )
     return samplers
 
@@ -121,8 +122,9 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
         self.negatives = _deserialize_samplers(negatives or {})
         unknown = sorted(set(self.negatives) - set(NEGATIVE_TYPES[1:]))
         if unknown:
-            raise ValueError(f"Unknown negative kinds {unknown}; valid: "
-                             f"{', '.join(NEGATIVE_TYPES[1:])}.")
+            raise ValueError(
+                f"Unknown negative kinds {unknown}; valid: {', '.join(NEGATIVE_TYPES[1:])}."
+            )
         self.shuffle_audio = bool(shuffle_audio)
         if eval_kinds is None:
             eval_kinds = ("easy",) + tuple(sorted(self.negatives))
@@ -148,7 +150,10 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
         window = tf.constant(windows.window, tf.int64)
         for i, (kind, sampler) in enumerate(sorted(self.negatives.items())):
             start, valid = sampler.sample(
-                example["video_start"], window, windows.latest_start, clips.sample_rate,
+                example["video_start"],
+                window,
+                windows.latest_start,
+                clips.sample_rate,
                 seeds[2 + i],
             )
             example[f"audio_{kind}"] = clips.audio(record, start)
@@ -328,13 +333,16 @@ class SyncObjective(Task, metaclass=abc.ABCMeta):
         kinds = self.negative_kinds if kinds is None else kinds
         unknown = [k for k in kinds if k not in self.negative_kinds]
         if unknown:
-            raise UserError(f"unknown negative kind(s) {', '.join(unknown)}; valid: "
-                            f"{', '.join(self.negative_kinds)}")
+            raise UserError(
+                f"unknown negative kind(s) {', '.join(unknown)}; valid: "
+                f"{', '.join(self.negative_kinds)}"
+            )
         kinds = ("easy",) + tuple(sorted(set(kinds) - {"easy"}))
         defaults = negative_samplers()
         negatives = {k: self.negatives.get(k, defaults[k]) for k in kinds if k != "easy"}
-        return type(self).from_config({**self.get_config(), "eval_kinds": list(kinds),
-                                       "negatives": negatives})
+        return type(self).from_config(
+            {**self.get_config(), "eval_kinds": list(kinds), "negatives": negatives}
+        )
 
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()

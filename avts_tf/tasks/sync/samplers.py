@@ -134,7 +134,10 @@ class HardNegativeSampler(NegativeSampler):
         circle = max_start + 1
         valid = circle >= 2 * reach
         shift = tf.random.stateless_uniform(
-            [], seed=seed, minval=reach, maxval=tf.maximum(circle - reach + 1, reach + 1),
+            [],
+            seed=seed,
+            minval=reach,
+            maxval=tf.maximum(circle - reach + 1, reach + 1),
             dtype=tf.int64,
         )
         start = tf.math.floormod(video_start + shift, tf.maximum(circle, 1))

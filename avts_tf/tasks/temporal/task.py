@@ -65,9 +65,18 @@ from avts_tf.tasks.temporal.ordering import ORDER_CLASSES, order_labels
 TERMS = ("speed", "direction", "order", "contrastive")
 CONTROLS = ("none", "permuted_labels", "shuffled_frames", "unrelated_audio")
 MIXING_CONTROLS = ("permuted_labels", "unrelated_audio")  # Pair rows of the two halves.
-HEADS = tuple(f"{head}_accuracy_{modality}" for head, modality in (
-    ("speed", "video"), ("speed", "audio"), ("direction", "video"), ("direction", "audio"),
-    ("order", "video"), ("order", "audio"), ("order", "cross")))
+HEADS = tuple(
+    f"{head}_accuracy_{modality}"
+    for head, modality in (
+        ("speed", "video"),
+        ("speed", "audio"),
+        ("direction", "video"),
+        ("direction", "audio"),
+        ("order", "video"),
+        ("order", "audio"),
+        ("order", "cross"),
+    )
+)
 """The classification heads, as ``eval.json`` names their accuracies."""
 CONTROLLED = (*HEADS, "retrieval_r1_v2a")
 """What a control study reports: the heads, then video -> audio recall@1."""
@@ -78,17 +87,26 @@ REMOVES: dict[str, tuple[str, ...]] = {
     "unrelated_audio": ("order_accuracy_cross", "retrieval_r1_v2a"),
 }
 """Each control and the metrics it should bring to chance."""
-TITLES = {"speed_accuracy_video": "speed v", "speed_accuracy_audio": "speed a",
-          "direction_accuracy_video": "dir v", "direction_accuracy_audio": "dir a",
-          "order_accuracy_video": "order v", "order_accuracy_audio": "order a",
-          "order_accuracy_cross": "order v-a", "retrieval_r1_v2a": "R@1 v->a"}
+TITLES = {
+    "speed_accuracy_video": "speed v",
+    "speed_accuracy_audio": "speed a",
+    "direction_accuracy_video": "dir v",
+    "direction_accuracy_audio": "dir a",
+    "order_accuracy_video": "order v",
+    "order_accuracy_audio": "order a",
+    "order_accuracy_cross": "order v-a",
+    "retrieval_r1_v2a": "R@1 v->a",
+}
 PROJECTIONS = "the temporal task's projections (project_video, project_audio)"
 # What the heads learn from, per example: permuted together by the label control.
 LABELS = ("speed", "backward", "view_start", "view_span")
 
 
 def recall_at_1(
-    queries: np.ndarray, gallery: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    query_ids: np.ndarray,
+    gallery_ids: np.ndarray,
     chunk: int = 1024,
 ) -> float:
     """Share of queries whose most similar gallery row (dot product) has the query's id.
@@ -118,14 +136,17 @@ def _majority(labels: np.ndarray) -> tuple[int, float, int]:
 
 
 def _dominant_caveat(what: str, answer: str, share: float, metrics: str, chance: float) -> str:
-    return (f"{share:.0%} {what}: a head answering {answer} alone scores {share:.3f} on "
-            f"{metrics}; compare them with that, not with {chance:.3f}")
+    return (
+        f"{share:.0%} {what}: a head answering {answer} alone scores {share:.3f} on "
+        f"{metrics}; compare them with that, not with {chance:.3f}"
+    )
 
 
 def _recall_v2a(embedded: Mapping[str, np.ndarray]) -> float:
     """:func:`recall_at_1` of video views querying audio views (``embed_views``' output)."""
-    return recall_at_1(embedded["video"], embedded["audio"], embedded["video_id"],
-                       embedded["video_id"])
+    return recall_at_1(
+        embedded["video"], embedded["audio"], embedded["video_id"], embedded["video_id"]
+    )
 
 
 def derangement(step: tf.Tensor | int, size: tf.Tensor | int) -> tf.Tensor:
@@ -206,8 +227,9 @@ class TemporalContrastive(Task):
         if unknown:
             raise ValueError(f"Unknown loss_weights {unknown}; valid: {', '.join(TERMS)}.")
         self.loss_weights = {
-            t: number_setting(f"loss_weights[{t!r}]", (loss_weights or {}).get(t, 1.0),
-                        zero_allowed=True)
+            t: number_setting(
+                f"loss_weights[{t!r}]", (loss_weights or {}).get(t, 1.0), zero_allowed=True
+            )
             for t in TERMS
         }
         self.projection_dim = number_setting("projection_dim", projection_dim, integer=True)
@@ -216,14 +238,22 @@ class TemporalContrastive(Task):
         self.queue_size = number_setting("queue_size", queue_size, integer=True)
         self.extra_positives = bool(extra_positives)
         self.extra_negatives = bool(extra_negatives)
-        self.video_video_weight = number_setting("video_video_weight", video_video_weight,
-                                           zero_allowed=True)
+        self.video_video_weight = number_setting(
+            "video_video_weight", video_video_weight, zero_allowed=True
+        )
         self.accuracy = {
             f"{head}_accuracy_{modality}": keras.metrics.SparseCategoricalAccuracy(
-                name=f"{head}_accuracy_{modality}")
-            for head, modality in [("speed", "video"), ("speed", "audio"),
-                                   ("direction", "video"), ("direction", "audio"),
-                                   ("order", "video"), ("order", "audio"), ("order", "cross")]
+                name=f"{head}_accuracy_{modality}"
+            )
+            for head, modality in [
+                ("speed", "video"),
+                ("speed", "audio"),
+                ("direction", "video"),
+                ("direction", "audio"),
+                ("order", "video"),
+                ("order", "audio"),
+                ("order", "cross"),
+            ]
         }
         self.contrastive_loss = keras.metrics.Mean(name="contrastive_loss")
 
@@ -237,12 +267,25 @@ class TemporalContrastive(Task):
         return 2 if self.control in MIXING_CONTROLS else 1  # embed_clips splits the batch.
 
     def train_example(self, clips, record, seed):  # noqa: D102
-        return views.cut_views(clips, record, seed, self.view_spec, training=True,
-                               shuffle_frames=self.control == "shuffled_frames")
+        return views.cut_views(
+            clips,
+            record,
+            seed,
+            self.view_spec,
+            training=True,
+            shuffle_frames=self.control == "shuffled_frames",
+        )
 
     def eval_example(self, clips, record, seed, clip_index, num_clips):  # noqa: D102
-        return views.cut_views(clips, record, seed, self.view_spec, training=False,
-                               clip_index=clip_index, num_clips=num_clips)
+        return views.cut_views(
+            clips,
+            record,
+            seed,
+            self.view_spec,
+            training=False,
+            clip_index=clip_index,
+            num_clips=num_clips,
+        )
 
     # -- heads and state ----------------------------------------------------------------
     def build_head(self, video_dim, audio_dim):  # noqa: D102
@@ -261,15 +304,21 @@ class TemporalContrastive(Task):
         inputs = {"video": video_dim, "audio": audio_dim}
         for name, head in self.heads.items():
             kind, modality = name.split("_")
-            width = {"video": 2 * video_dim, "audio": 2 * audio_dim,
-                     "cross": video_dim + audio_dim}[modality] if kind == "order" \
+            width = (
+                {"video": 2 * video_dim, "audio": 2 * audio_dim, "cross": video_dim + audio_dim}[
+                    modality
+                ]
+                if kind == "order"
                 else inputs[modality]
+            )
             head.build((None, width))
         size, dim = self.queue_size, self.projection_dim
         self.queues = {
-            modality: (self.add_state(f"{modality}_queue", (size, dim)),
-                       self.add_state(f"{modality}_queue_ids", (size,), dtype="int64"),
-                       self.add_state(f"{modality}_queue_filled", (), dtype="int32"))
+            modality: (
+                self.add_state(f"{modality}_queue", (size, dim)),
+                self.add_state(f"{modality}_queue_ids", (size,), dtype="int64"),
+                self.add_state(f"{modality}_queue_filled", (), dtype="int32"),
+            )
             for modality in ("video", "audio")
         }
 
@@ -277,15 +326,23 @@ class TemporalContrastive(Task):
     def _classify(self, name: str, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
         logits = self.heads[name](features)
         self.accuracy[f"{name.split('_')[0]}_accuracy_{name.split('_')[1]}"].update_state(
-            labels, logits)
+            labels, logits
+        )
         return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
     def _contrast(self, anchors, keys, ids, modality: str, offset) -> tf.Tensor:
         queue, queue_ids, filled = self.queues[modality]
         return contrastive.info_nce_with_queue(
-            anchors, keys, ids, tf.convert_to_tensor(queue), tf.convert_to_tensor(queue_ids),
-            tf.equal(tf.convert_to_tensor(filled), self.queue_size), self.temperature,
-            self.extra_positives, self.extra_negatives, offset=offset,
+            anchors,
+            keys,
+            ids,
+            tf.convert_to_tensor(queue),
+            tf.convert_to_tensor(queue_ids),
+            tf.equal(tf.convert_to_tensor(filled), self.queue_size),
+            self.temperature,
+            self.extra_positives,
+            self.extra_negatives,
+            offset=offset,
         )
 
     def _controlled(self, batch, video, audio, step):
@@ -314,13 +371,21 @@ class TemporalContrastive(Task):
             flat = tf.reshape(clips, [-1, *clips.shape[2:]])
             out = tf.cast(tower(flat, training=training), tf.float32)
             return tf.reshape(out, [size, k, out.shape[-1]])
-        with tf.control_dependencies([tf.debugging.assert_equal(
-                size % 2, 0,
-                message=f"control {self.control!r} needs an even batch on each replica")]):
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_equal(
+                    size % 2,
+                    0,
+                    message=f"control {self.control!r} needs an even batch on each replica",
+                )
+            ]
+        ):
             clips = tf.identity(clips)
         halves = [
-            tf.stack([tf.cast(tower(half[:, view], training=True), tf.float32)
-                      for view in range(k)], axis=1)
+            tf.stack(
+                [tf.cast(tower(half[:, view], training=True), tf.float32) for view in range(k)],
+                axis=1,
+            )
             for half in tf.split(clips, 2)
         ]
         return tf.concat(halves, axis=0)
@@ -350,17 +415,24 @@ class TemporalContrastive(Task):
         }
         order_terms = []
         for i, j in itertools.combinations(range(k), 2):
+
             def order(view_labels, a=i, b=j):
                 start, span = view_labels["view_start"], view_labels["view_span"]
                 return order_labels(start[:, a], span[:, a], start[:, b], span[:, b])
 
             if i == 0:  # Across modalities: video view 0 against the audio of view j.
-                order_terms.append(self._classify(
-                    "order_cross", tf.concat([video[:, 0], audio[:, j]], -1), order(labels)))
-            for name, x, view_labels in (("order_video", video, labels),
-                                         ("order_audio", audio, audio_labels)):
-                order_terms.append(self._classify(
-                    name, tf.concat([x[:, i], x[:, j]], -1), order(view_labels)))
+                order_terms.append(
+                    self._classify(
+                        "order_cross", tf.concat([video[:, 0], audio[:, j]], -1), order(labels)
+                    )
+                )
+            for name, x, view_labels in (
+                ("order_video", video, labels),
+                ("order_audio", audio, audio_labels),
+            ):
+                order_terms.append(
+                    self._classify(name, tf.concat([x[:, i], x[:, j]], -1), order(view_labels))
+                )
         per_example["order"] = tf.add_n(order_terms)
 
         zv = [self.heads["project_video"](video[:, i]) for i in range(2)]
@@ -371,20 +443,24 @@ class TemporalContrastive(Task):
         else:
             step_keys, offset = local, 0
         ids = step_keys["ids"]
-        among_video = (self._contrast(zv[0], step_keys["zv1"], ids, "video", offset)
-                       + self._contrast(zv[1], step_keys["zv0"], ids, "video", offset))
-        contrast = (self.video_video_weight * among_video
-                    + self._contrast(zv[0], step_keys["za"], ids, "audio", offset)
-                    + self._contrast(za, step_keys["zv0"], ids, "video", offset))
+        among_video = self._contrast(
+            zv[0], step_keys["zv1"], ids, "video", offset
+        ) + self._contrast(zv[1], step_keys["zv0"], ids, "video", offset)
+        contrast = (
+            self.video_video_weight * among_video
+            + self._contrast(zv[0], step_keys["za"], ids, "audio", offset)
+            + self._contrast(za, step_keys["zv0"], ids, "video", offset)
+        )
         self.contrastive_loss.update_state(contrast)
         per_example["contrastive"] = contrast
 
-        total = tf.add_n([
-            self.loss_weights[t] * tf.reduce_sum(per_example[t]) for t in TERMS
-        ])
+        total = tf.add_n([self.loss_weights[t] * tf.reduce_sum(per_example[t]) for t in TERMS])
         loss = tf.math.divide_no_nan(total, tf.cast(global_batch, tf.float32))
-        keys = {"video_key": tf.math.l2_normalize(zv[0], -1),
-                "audio_key": tf.math.l2_normalize(za, -1), "video_id": batch["video_id"]}
+        keys = {
+            "video_key": tf.math.l2_normalize(zv[0], -1),
+            "audio_key": tf.math.l2_normalize(za, -1),
+            "video_id": batch["video_id"],
+        }
         return loss, {}, {name: tf.stop_gradient(v) for name, v in keys.items()}
 
     def dataset_metrics(self, model, dataset):
@@ -426,12 +502,18 @@ class TemporalContrastive(Task):
                     f"every held-out view is at speed {spec.speeds[index]}x (no held-out record "
                     f"holds a view at another of the speeds {spec.speeds}): "
                     "speed_accuracy_video and speed_accuracy_audio say nothing of the towers; "
-                    "evaluate on longer videos")
+                    "evaluate on longer videos"
+                )
             elif share > 1 / len(spec.speeds) + DOMINANT_MARGIN:
-                caveats.append(_dominant_caveat(
-                    f"of the held-out views are at speed {spec.speeds[index]}x",
-                    f"{spec.speeds[index]}x", share,
-                    "speed_accuracy_video and speed_accuracy_audio", 1 / len(spec.speeds)))
+                caveats.append(
+                    _dominant_caveat(
+                        f"of the held-out views are at speed {spec.speeds[index]}x",
+                        f"{spec.speeds[index]}x",
+                        share,
+                        "speed_accuracy_video and speed_accuracy_audio",
+                        1 / len(spec.speeds),
+                    )
+                )
         orders = embedded["order"]
         if not len(orders):
             return caveats
@@ -440,23 +522,35 @@ class TemporalContrastive(Task):
             caveats.append(
                 f"every held-out pair of views is '{ORDER_CLASSES[index]}' (the held-out records "
                 "are too short for views apart): order_accuracy_video, order_accuracy_audio and "
-                "order_accuracy_cross say nothing of the towers; evaluate on longer videos")
+                "order_accuracy_cross say nothing of the towers; evaluate on longer videos"
+            )
             return caveats
         k = spec.num_views
         if share > 1 / 3 + DOMINANT_MARGIN:
-            caveats.append(_dominant_caveat(
-                f"of the held-out pairs of views are '{ORDER_CLASSES[index]}'",
-                f"'{ORDER_CLASSES[index]}'", share,
-                "order_accuracy_video and order_accuracy_audio", 1 / 3))
+            caveats.append(
+                _dominant_caveat(
+                    f"of the held-out pairs of views are '{ORDER_CLASSES[index]}'",
+                    f"'{ORDER_CLASSES[index]}'",
+                    share,
+                    "order_accuracy_video and order_accuracy_audio",
+                    1 / 3,
+                )
+            )
         # The cross-modal head pairs video view 0 with audio view j: pairs (0, j), first
         # among each example's pairs i < j.
-        cross = orders.reshape(-1, k * (k - 1) // 2)[:, :k - 1]
+        cross = orders.reshape(-1, k * (k - 1) // 2)[:, : k - 1]
         index, share, _ = _majority(cross)
         if share > 1 / 3 + DOMINANT_MARGIN:
-            caveats.append(_dominant_caveat(
-                f"of the held-out pairs of video view 0 and an audio view are "
-                f"'{ORDER_CLASSES[index]}'", f"'{ORDER_CLASSES[index]}'", share,
-                "order_accuracy_cross", 1 / 3))
+            caveats.append(
+                _dominant_caveat(
+                    f"of the held-out pairs of video view 0 and an audio view are "
+                    f"'{ORDER_CLASSES[index]}'",
+                    f"'{ORDER_CLASSES[index]}'",
+                    share,
+                    "order_accuracy_cross",
+                    1 / 3,
+                )
+            )
         return caveats
 
     def embed_views(self, model: keras.Model, dataset: tf.data.Dataset) -> dict[str, Any]:
@@ -468,6 +562,7 @@ class TemporalContrastive(Task):
             ``order`` ``[N * K * (K - 1) / 2]``, the ordering class of each pair ``i < j``
             of an example's views (``N = 0`` for an empty ``dataset``).
         """
+
         @tf.function
         def project(batch):
             out = {}
@@ -476,25 +571,35 @@ class TemporalContrastive(Task):
                 flat = tf.reshape(clips, [-1, *clips.shape[2:]])
                 features = tf.cast(tower(flat, training=False), tf.float32)
                 out[modality] = tf.math.l2_normalize(
-                    self.heads[f"project_{modality}"](features), -1)
+                    self.heads[f"project_{modality}"](features), -1
+                )
             k = tf.shape(batch["video"])[1]
             out["video_id"] = tf.repeat(batch["video_id"], k)
             out["speed"] = tf.reshape(batch["speed"], [-1])
             start, span = batch["view_start"], batch["view_span"]
             pairs = itertools.combinations(range(batch["video"].shape[1]), 2)
-            out["order"] = tf.reshape(tf.stack([
-                order_labels(start[:, i], span[:, i], start[:, j], span[:, j])
-                for i, j in pairs], axis=1), [-1])
+            out["order"] = tf.reshape(
+                tf.stack(
+                    [
+                        order_labels(start[:, i], span[:, i], start[:, j], span[:, j])
+                        for i, j in pairs
+                    ],
+                    axis=1,
+                ),
+                [-1],
+            )
             return out
 
-        parts = [
-            {key: value.numpy() for key, value in project(batch).items()} for batch in dataset
-        ]
+        parts = [{key: value.numpy() for key, value in project(batch).items()} for batch in dataset]
         if not parts:
             dim = self.projection_dim
-            return {"video": np.zeros([0, dim], np.float32),
-                    "audio": np.zeros([0, dim], np.float32), "video_id": np.zeros([0], np.int64),
-                    "speed": np.zeros([0], np.int32), "order": np.zeros([0], np.int32)}
+            return {
+                "video": np.zeros([0, dim], np.float32),
+                "audio": np.zeros([0, dim], np.float32),
+                "video_id": np.zeros([0], np.int64),
+                "speed": np.zeros([0], np.int32),
+                "order": np.zeros([0], np.int32),
+            }
         return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def retrieval_r1(self, model: keras.Model, dataset: tf.data.Dataset) -> float:
@@ -510,11 +615,13 @@ class TemporalContrastive(Task):
         for modality in ("video", "audio"):
             queue, queue_ids, filled = self.queues[modality]
             new_queue, new_ids, new_filled = contrastive.enqueue(
-                tf.convert_to_tensor(queue), tf.convert_to_tensor(queue_ids),
-                tf.convert_to_tensor(filled), values[f"{modality}_key"], values["video_id"],
+                tf.convert_to_tensor(queue),
+                tf.convert_to_tensor(queue_ids),
+                tf.convert_to_tensor(filled),
+                values[f"{modality}_key"],
+                values["video_id"],
             )
-            for variable, value in ((queue, new_queue), (queue_ids, new_ids),
-                                    (filled, new_filled)):
+            for variable, value in ((queue, new_queue), (queue_ids, new_ids), (filled, new_filled)):
                 variable.assign(tf.where(applied, value, tf.convert_to_tensor(variable)))
 
     def reported_metrics(self, training):  # noqa: D102
@@ -524,9 +631,12 @@ class TemporalContrastive(Task):
     def shared_space(self, model):
         """The projection heads: the towers' raw outputs are two unrelated spaces."""
         del model
-        return Projections(PROJECTIONS, self.heads["project_video"], self.heads["project_audio"],
-                           why="the run's temporal task compares audio and video through "
-                               "trained projection heads")
+        return Projections(
+            PROJECTIONS,
+            self.heads["project_video"],
+            self.heads["project_audio"],
+            why="the run's temporal task compares audio and video through trained projection heads",
+        )
 
     def controls(self):  # noqa: D102
         return dict(REMOVES)
@@ -537,22 +647,35 @@ class TemporalContrastive(Task):
         Speed: one over the view speeds; direction 1/2; ordering 1/3; recall@1: one over
         the held-out videos.
         """
-        chance = {"speed": 1 / len(self.view_spec.speeds), "direction": 1 / 2, "order": 1 / 3,
-                  "retrieval": 1 / max(held_out_videos, 1)}
+        chance = {
+            "speed": 1 / len(self.view_spec.speeds),
+            "direction": 1 / 2,
+            "order": 1 / 3,
+            "retrieval": 1 / max(held_out_videos, 1),
+        }
         return tuple(ControlledMetric(m, TITLES[m], chance[m.split("_")[0]]) for m in CONTROLLED)
 
     def get_config(self) -> dict:  # noqa: D102
         config = super().get_config()
         spec = self.view_spec
-        config.update({
-            "view_spec": {"num_views": spec.num_views, "speeds": list(spec.speeds),
-                          "backward_probability": spec.backward_probability,
-                          "audio_speed": spec.audio_speed, "color_jitter": spec.color_jitter},
-            "projection_dim": self.projection_dim, "hidden_units": self.hidden_units,
-            "temperature": self.temperature, "queue_size": self.queue_size,
-            "loss_weights": dict(self.loss_weights),
-            "extra_positives": self.extra_positives, "extra_negatives": self.extra_negatives,
-            "video_video_weight": self.video_video_weight,
-            "control": self.control,
-        })
+        config.update(
+            {
+                "view_spec": {
+                    "num_views": spec.num_views,
+                    "speeds": list(spec.speeds),
+                    "backward_probability": spec.backward_probability,
+                    "audio_speed": spec.audio_speed,
+                    "color_jitter": spec.color_jitter,
+                },
+                "projection_dim": self.projection_dim,
+                "hidden_units": self.hidden_units,
+                "temperature": self.temperature,
+                "queue_size": self.queue_size,
+                "loss_weights": dict(self.loss_weights),
+                "extra_positives": self.extra_positives,
+                "extra_negatives": self.extra_negatives,
+                "video_video_weight": self.video_video_weight,
+                "control": self.control,
+            }
+        )
         return config

@@ -59,8 +59,9 @@ class ViewSpec:
         if not _is_count(self.num_views):
             raise ValueError(f"num_views must be an integer >= 1, got {self.num_views!r}.")
         speeds = tuple(self.speeds) if isinstance(self.speeds, (tuple, list)) else ()
-        if (not speeds or not all(_is_count(s) for s in speeds)
-                or len(set(speeds)) != len(speeds)):  # int() would take 2.5 as 2
+        if (
+            not speeds or not all(_is_count(s) for s in speeds) or len(set(speeds)) != len(speeds)
+        ):  # int() would take 2.5 as 2
             raise ValueError(f"speeds must be distinct positive integers, got {self.speeds!r}.")
         object.__setattr__(self, "speeds", tuple(int(s) for s in speeds))
         if not 0.0 <= self.backward_probability <= 1.0:
@@ -117,7 +118,10 @@ def _uniform_in(low: tf.Tensor, high: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
 
 
 def place_views(
-    lengths: tf.Tensor, last: tf.Tensor, class_u: tf.Tensor, start_u: tf.Tensor,
+    lengths: tf.Tensor,
+    last: tf.Tensor,
+    class_u: tf.Tensor,
+    start_u: tf.Tensor,
     targets: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Start frames of K views so that each view ``j >= 1`` has a chosen order to view 0.
@@ -169,10 +173,14 @@ def place_views(
     for j in range(1, k):
         follow = (first + lengths[0], last[j])
         precede = (tf.constant(0, tf.int64), first - lengths[j])
-        overlap = (tf.maximum(first - lengths[j] + 1, 0), tf.minimum(last[j],
-                                                                   first + lengths[0] - 1))
-        bounds = [tf.where(classes[j] == I_BEFORE_J, f, tf.where(classes[j] == J_BEFORE_I, p, o))
-                  for f, p, o in zip(follow, precede, overlap, strict=True)]
+        overlap = (
+            tf.maximum(first - lengths[j] + 1, 0),
+            tf.minimum(last[j], first + lengths[0] - 1),
+        )
+        bounds = [
+            tf.where(classes[j] == I_BEFORE_J, f, tf.where(classes[j] == J_BEFORE_I, p, o))
+            for f, p, o in zip(follow, precede, overlap, strict=True)
+        ]
         starts.append(_uniform_in(bounds[0], bounds[1], start_u[j]))
     return tf.stack(starts), tf.stack(classes)
 
@@ -210,9 +218,9 @@ def draw_views(
     last, holdable = holdable_speeds(clips, record, spec)
     indices = tf.where(holdable)[:, 0]
     count = tf.size(indices, out_type=tf.int64)
-    with tf.control_dependencies([
-        tf.debugging.assert_positive(count, message="record holds none of the view speeds")
-    ]):
+    with tf.control_dependencies(
+        [tf.debugging.assert_positive(count, message="record holds none of the view speeds")]
+    ):
         count = tf.identity(count)
     seeds = tf.random.experimental.stateless_split(seed, 4)
     start_u = tf.random.stateless_uniform([k], seeds[3], dtype=tf.float64)
@@ -255,8 +263,12 @@ def view_frame_indices(clips: Any, views: dict[str, tf.Tensor], spec: ViewSpec) 
 
 
 def view_audio(
-    clips: Any, record: Record, start_sample: tf.Tensor, speed_index: tf.Tensor,
-    backward: tf.Tensor, spec: ViewSpec,
+    clips: Any,
+    record: Record,
+    start_sample: tf.Tensor,
+    speed_index: tf.Tensor,
+    backward: tf.Tensor,
+    spec: ViewSpec,
 ) -> tf.Tensor:
     """Log-mel ``[frames, mel_bins, 1]`` (1x frame count) of one view's audio window."""
     log_mel = clips.spec.log_mel
@@ -275,9 +287,7 @@ def view_audio(
 
         return cut
 
-    mel = tf.switch_case(
-        tf.cast(speed_index, tf.int32), [branch(s) for s in spec.speeds]
-    )
+    mel = tf.switch_case(tf.cast(speed_index, tf.int32), [branch(s) for s in spec.speeds])
     return tf.cond(backward > 0, lambda: tf.reverse(mel, axis=[0]), lambda: mel)
 
 
@@ -286,12 +296,14 @@ def _permutations(seed: tf.Tensor, rows: int, length: int) -> tf.Tensor:
     return tf.argsort(tf.random.stateless_uniform([rows, length], seed), axis=1)
 
 
-def jitter_colors(frames: tf.Tensor, strength: float, hue_seed: tf.Tensor,
-                  saturation_seed: tf.Tensor) -> tf.Tensor:
+def jitter_colors(
+    frames: tf.Tensor, strength: float, hue_seed: tf.Tensor, saturation_seed: tf.Tensor
+) -> tf.Tensor:
     """One hue shift and saturation factor for all ``frames`` ([T, H, W, 3] in [0, 1])."""
     frames = tf.image.stateless_random_hue(frames, strength / 2, hue_seed)
-    frames = tf.image.stateless_random_saturation(frames, 1.0 - strength, 1.0 + strength,
-                                                  saturation_seed)
+    frames = tf.image.stateless_random_saturation(
+        frames, 1.0 - strength, 1.0 + strength, saturation_seed
+    )
     return tf.clip_by_value(frames, 0.0, 1.0)
 
 
@@ -327,8 +339,7 @@ def cut_views(
         ``view_start`` [K] int64, ``view_span`` [K] int64, ``speed`` [K] int32,
         ``backward`` [K] int32, ``video_id`` int64 and ``label`` int64.
     """
-    draw_seed, crop_seed, shuffle_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 3))
+    draw_seed, crop_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     views = draw_views(clips, record, draw_seed, spec, training, clip_index, num_clips)
     k, t = spec.num_views, clips.spec.num_frames
     indices = view_frame_indices(clips, views, spec)
@@ -340,18 +351,29 @@ def cut_views(
     video = tf.reshape(frames, [k, t, size, size, 3])
     if training and spec.color_jitter > 0:
         jitter_seeds = tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(seed, 1), 2 * k)
-        video = tf.stack([jitter_colors(video[i], spec.color_jitter, jitter_seeds[2 * i],
-                                        jitter_seeds[2 * i + 1]) for i in range(k)])
+            tf.random.experimental.stateless_fold_in(seed, 1), 2 * k
+        )
+        video = tf.stack(
+            [
+                jitter_colors(
+                    video[i], spec.color_jitter, jitter_seeds[2 * i], jitter_seeds[2 * i + 1]
+                )
+                for i in range(k)
+            ]
+        )
     if training and clips.changes_colors:  # the clip spec's colour draws, one per view
         color_seeds = tf.random.experimental.stateless_split(
-            tf.random.experimental.stateless_fold_in(seed, 2), k)
+            tf.random.experimental.stateless_fold_in(seed, 2), k
+        )
         video = tf.stack([clips.color(video[i], True, color_seeds[i]) for i in range(k)])
-    audio = tf.stack([
-        view_audio(clips, record, views["view_start"][i], views["speed"][i],
-                   views["backward"][i], spec)
-        for i in range(k)
-    ])
+    audio = tf.stack(
+        [
+            view_audio(
+                clips, record, views["view_start"][i], views["speed"][i], views["backward"][i], spec
+            )
+            for i in range(k)
+        ]
+    )
     if shuffle_frames:
         audio = tf.gather(audio, _permutations(audio_seed, k, audio.shape[1]), batch_dims=1)
     return {

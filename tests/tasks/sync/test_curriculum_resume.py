@@ -73,17 +73,16 @@ class StepLog(keras.callbacks.Callback):
 def reference() -> dict[int, dict[str, float]]:
     """Per-step logs of the uninterrupted run."""
     log = StepLog()
-    make_model().fit(dataset(), steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0,
-                     callbacks=[log])
+    make_model().fit(
+        dataset(), steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0, callbacks=[log]
+    )
     return log.steps
 
 
 def assert_same_steps(resumed, reference, steps):
     for step in steps:
         for key in (*LOGGED, "hard_share"):
-            assert resumed[step][key] == pytest.approx(reference[step][key], abs=1e-6), (
-                step, key
-            )
+            assert resumed[step][key] == pytest.approx(reference[step][key], abs=1e-6), (step, key)
 
 
 def test_reference_run_switches_stage(reference):
@@ -99,14 +98,20 @@ def test_backup_and_restore_resumes_in_the_same_stage(tmp_path, reference):
     first = StepLog(crash_after=SWITCH + 1)  # Crashes in epoch 1, after the switch.
     with pytest.raises(KeyboardInterrupt):
         make_model().fit(
-            dataset(), steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0,
+            dataset(),
+            steps_per_epoch=STEPS_PER_EPOCH,
+            epochs=EPOCHS,
+            verbose=0,
             callbacks=[keras.callbacks.BackupAndRestore(backup), first],
         )
     assert max(first.steps) == SWITCH  # It ran the first step of the hard stage.
     resumed_model = make_model()  # A fresh process: new model, new optimizer at step 0.
     second = StepLog()
     resumed_model.fit(
-        dataset(), steps_per_epoch=STEPS_PER_EPOCH, epochs=EPOCHS, verbose=0,
+        dataset(),
+        steps_per_epoch=STEPS_PER_EPOCH,
+        epochs=EPOCHS,
+        verbose=0,
         callbacks=[keras.callbacks.BackupAndRestore(backup), second],
     )
     # The last backup was at the end of epoch 0 (step 2): steps 2-5 run again, and the

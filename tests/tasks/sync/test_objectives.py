@@ -162,10 +162,12 @@ def test_training_reports_the_kinds_the_curriculum_can_draw():
     objective = ContrastiveSync(curriculum=curriculum, eval_kinds=NEGATIVE_TYPES)
     names = [m.name for m in objective.reported_metrics(training=True)]
     assert [n for n in names if n.startswith("sync_accuracy_")] == [
-        "sync_accuracy_easy", "sync_accuracy_super_hard"
+        "sync_accuracy_easy",
+        "sync_accuracy_super_hard",
     ]
     assert [n for n in names if n.startswith("negatives_")] == [
-        "negatives_easy", "negatives_super_hard"
+        "negatives_easy",
+        "negatives_super_hard",
     ]
 
 
@@ -184,9 +186,7 @@ def test_accuracy_of_a_kind_without_negatives_is_nan_not_positive_only():
 def test_get_config_keeps_the_curriculum():
     curriculum = StepSwitch([5, 9], [{"easy": 1.0}, {"easy": 0.75, "hard": 0.25}, {"hard": 1}])
     objective = ContrastiveSync(margin=0.7, curriculum=curriculum, seed=5)
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(objective)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(objective))
     assert isinstance(restored.curriculum, StepSwitch)
     assert restored.curriculum.get_config() == curriculum.get_config()
     for step in (0, 5, 9):
@@ -201,13 +201,19 @@ def test_loss_is_divided_by_the_global_count_and_an_empty_share_is_zero():
     batch = make_batch(VIDEO, AUDIO, [1, 2, 3, 4])
     local, _ = compute(objective, batch)
     shared, _ = objective.compute(
-        identity_towers(), batch, training=True, step=tf.constant(0, tf.int64),
+        identity_towers(),
+        batch,
+        training=True,
+        step=tf.constant(0, tf.int64),
         global_batch=tf.constant(12),
     )
     assert float(shared) == pytest.approx(float(local) * 4 / 12, rel=1e-6)
     empty = {k: v[:0] for k, v in batch.items()}
     loss, _ = objective.compute(
-        identity_towers(), empty, training=False, step=tf.constant(0, tf.int64),
+        identity_towers(),
+        empty,
+        training=False,
+        step=tf.constant(0, tf.int64),
         global_batch=tf.constant(1),
     )
     assert float(loss) == 0.0  # not 0/0 = NaN on a replica without examples
@@ -221,8 +227,9 @@ def test_easy_negatives_cut_by_the_pipeline_are_used():
     batch["valid_easy"] = tf.constant([True, False, True, True])
     loss, _ = compute(objective, batch)
     weight = np.array([1.0, 0.0, 1.0, 1.0])
-    expected = (np.sum(distance(VIDEO, AUDIO) ** 2)
-                + np.sum(weight * hinge(distance(VIDEO, far)))) / (2 * 4)
+    expected = (
+        np.sum(distance(VIDEO, AUDIO) ** 2) + np.sum(weight * hinge(distance(VIDEO, far)))
+    ) / (2 * 4)
     assert loss == pytest.approx(expected, rel=1e-5)
 
 
@@ -292,5 +299,4 @@ def test_the_task_scores_the_kinds_evaluation_asks_for():
     assert objective.scoring().eval_kinds == NEGATIVE_TYPES
     with pytest.raises(UserError) as err:
         objective.scoring(["easy", "medium"])
-    assert str(err.value) == ("unknown negative kind(s) medium; valid: "
-                              "easy, hard, super_hard")
+    assert str(err.value) == ("unknown negative kind(s) medium; valid: easy, hard, super_hard")

@@ -18,8 +18,11 @@ def draw(sampler, video_start, max_start, seeds=200):
     out = []
     for s in range(seeds):
         start, valid = sampler.sample(
-            tf.constant(video_start, tf.int64), tf.constant(WINDOW, tf.int64),
-            tf.constant(max_start, tf.int64), RATE, tf.constant([s, 7], tf.int32),
+            tf.constant(video_start, tf.int64),
+            tf.constant(WINDOW, tf.int64),
+            tf.constant(max_start, tf.int64),
+            RATE,
+            tf.constant([s, 7], tf.int32),
         )
         out.append((int(start), bool(valid)))
     return out
@@ -91,8 +94,9 @@ def _starts_in_a_short_record(sampler, draws=3000):
 
     @tf.function
     def one(v, seed):
-        return sampler.sample(v, tf.constant(WINDOW, tf.int64), tf.constant(max_start, tf.int64),
-                              RATE, seed)
+        return sampler.sample(
+            v, tf.constant(WINDOW, tf.int64), tf.constant(max_start, tf.int64), RATE, seed
+        )
 
     seeds = np.stack([np.arange(draws), np.full(draws, 11)], 1).astype(np.int32)
     out = [one(tf.constant(v), tf.constant(s)) for v, s in zip(video, seeds, strict=True)]
@@ -106,8 +110,9 @@ def _near_edge(starts, max_start):
     return float(np.mean((starts < quarter) | (starts > max_start - quarter)))
 
 
-@pytest.mark.parametrize("sampler", [HardNegativeSampler(), SuperHardNegativeSampler(0.5)],
-                         ids=["hard", "super_hard"])
+@pytest.mark.parametrize(
+    "sampler", [HardNegativeSampler(), SuperHardNegativeSampler(0.5)], ids=["hard", "super_hard"]
+)
 def test_negative_starts_have_the_positives_distribution(sampler):
     video, starts, valid, max_start = _starts_in_a_short_record(sampler)
     # Super-hard: the last sample of an odd-length block has no partner; here that is the

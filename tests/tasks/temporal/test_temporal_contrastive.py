@@ -71,9 +71,14 @@ def _planted(seed: int = 0):
 
 def _tf_loss(anchors, keys, ids, queue, queue_ids, full, **kwargs):
     return contrastive.info_nce_with_queue(
-        tf.constant(anchors, tf.float32), tf.constant(keys, tf.float32), tf.constant(ids),
-        tf.constant(queue, tf.float32), tf.constant(queue_ids), tf.constant(full),
-        temperature=TAU, **kwargs,
+        tf.constant(anchors, tf.float32),
+        tf.constant(keys, tf.float32),
+        tf.constant(ids),
+        tf.constant(queue, tf.float32),
+        tf.constant(queue_ids),
+        tf.constant(full),
+        temperature=TAU,
+        **kwargs,
     ).numpy()
 
 
@@ -85,8 +90,14 @@ def test_loss_equals_numpy_with_planted_queue(full, extra_pos, extra_neg):
         anchors, keys, ids, queue, queue_ids, full, extra_pos, extra_neg
     )
     got = _tf_loss(
-        anchors, keys, ids, queue, queue_ids, full,
-        extra_positives=extra_pos, extra_negatives=extra_neg,
+        anchors,
+        keys,
+        ids,
+        queue,
+        queue_ids,
+        full,
+        extra_positives=extra_pos,
+        extra_negatives=extra_neg,
     )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -105,8 +116,7 @@ def test_loss_equals_numpy_with_planted_queue(full, extra_pos, extra_neg):
     np.testing.assert_array_equal(got_neg.numpy(), neg_index)
     # Including pairs whose key's overall nearest entry is of the anchor's video (the
     # planted key of a same-video example), where the second-best video must be used.
-    assert np.any(queue_ids[np.argmax(_normalize(keys) @ queue.T, axis=1)][None, :]
-                  == ids[:, None])
+    assert np.any(queue_ids[np.argmax(_normalize(keys) @ queue.T, axis=1)][None, :] == ids[:, None])
     # Extra negatives of anchor i never come from anchor i's video.
     assert not np.any(queue_ids[got_neg.numpy()] == ids[:, None])
 
@@ -116,9 +126,10 @@ def test_anchor_share_with_offset_equals_those_rows(offset, count):
     # A replica's anchors against the whole step's keys: the rows of the one-device loss.
     anchors, keys, ids, queue, queue_ids, _ = _planted()
     expected, _, _ = _np_loss(anchors, keys, ids, queue, queue_ids, True)
-    got = _tf_loss(anchors[offset:offset + count], keys, ids, queue, queue_ids, True,
-                   offset=offset)
-    np.testing.assert_allclose(got, expected[offset:offset + count], rtol=1e-5, atol=1e-5)
+    got = _tf_loss(
+        anchors[offset : offset + count], keys, ids, queue, queue_ids, True, offset=offset
+    )
+    np.testing.assert_allclose(got, expected[offset : offset + count], rtol=1e-5, atol=1e-5)
 
 
 def test_queue_extras_change_the_loss_only_when_full():
@@ -137,7 +148,10 @@ def test_own_key_planted_in_queue_is_never_its_neighbour():
     anchors, keys, ids, queue, queue_ids, planted = _planted(2)
     k = tf.constant(_normalize(keys), tf.float32)
     index = contrastive.nearest(
-        k, tf.constant(queue, tf.float32), tf.constant(ids), tf.constant(queue_ids),
+        k,
+        tf.constant(queue, tf.float32),
+        tf.constant(ids),
+        tf.constant(queue_ids),
         tf.ones([len(queue)], tf.bool),
     ).numpy()
     assert not np.any(index == planted)
@@ -146,8 +160,9 @@ def test_own_key_planted_in_queue_is_never_its_neighbour():
     full = _tf_loss(anchors, keys, ids, queue, queue_ids, True, extra_negatives=False)
     for i in range(len(ids)):
         keep = queue_ids != ids[i]
-        alone = _tf_loss(anchors, keys, ids, queue[keep], queue_ids[keep], True,
-                         extra_negatives=False)
+        alone = _tf_loss(
+            anchors, keys, ids, queue[keep], queue_ids[keep], True, extra_negatives=False
+        )
         np.testing.assert_allclose(full[i], alone[i], rtol=1e-6)
 
 
@@ -171,9 +186,13 @@ def test_masking_passes_check_numerics():
     """``tf.debugging.enable_check_numerics`` (finding a NaN) must not stop at the mask."""
     tf.debugging.enable_check_numerics()
     try:
-        index = contrastive.nearest(tf.constant([[1.0, 0.0]]), tf.constant([[1.0, 0.0]] * 2),
-                                    tf.constant([7]), tf.constant([7, 8]),
-                                    tf.constant([True, True]))
+        index = contrastive.nearest(
+            tf.constant([[1.0, 0.0]]),
+            tf.constant([[1.0, 0.0]] * 2),
+            tf.constant([7]),
+            tf.constant([7, 8]),
+            tf.constant([True, True]),
+        )
     finally:
         tf.debugging.disable_check_numerics()
     assert index.numpy().tolist() == [1]
@@ -238,4 +257,4 @@ def test_jit_compile_matches_eager():
         assert int(new_filled) == min(filled + len(ids), len(queue))
         np.testing.assert_allclose(new_q.numpy()[: len(ids)], _normalize(keys)[::-1], atol=1e-6)
         np.testing.assert_array_equal(new_ids.numpy()[: len(ids)], ids[::-1])
-        np.testing.assert_array_equal(new_ids.numpy()[len(ids):], queue_ids[: -len(ids)])
+        np.testing.assert_array_equal(new_ids.numpy()[len(ids) :], queue_ids[: -len(ids)])

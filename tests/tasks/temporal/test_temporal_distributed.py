@@ -63,8 +63,12 @@ def replicas_main() -> None:
     def build(strategy, kind, jit=False, learning_rate=0.01):
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            task = TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2, 4)), projection_dim=8,
-                                       hidden_units=8, queue_size=QUEUE)
+            task = TemporalContrastive(
+                view_spec=ViewSpec(speeds=(1, 2, 4)),
+                projection_dim=8,
+                hidden_units=8,
+                queue_size=QUEUE,
+            )
             model = AVTSModel(*distributed_towers(kind), task)
             model.compile(optimizer=keras.optimizers.SGD(learning_rate), jit_compile=jit)
             model.optimizer.build(model.trainable_variables)
@@ -74,17 +78,21 @@ def replicas_main() -> None:
         """Every replica's copy of each queue variable."""
         strategy = model.distribute_strategy
         return {
-            f"{modality}/{part}": [np.asarray(v) for v in
-                                   strategy.experimental_local_results(variable.value)]
+            f"{modality}/{part}": [
+                np.asarray(v) for v in strategy.experimental_local_results(variable.value)
+            ]
             for modality, variables in model.objective.queues.items()
             for part, variable in zip(("keys", "ids", "filled"), variables, strict=True)
         }
 
     def trained(model):
         """Trainable weights and the towers' BatchNorm state (not the queue)."""
-        return [np.asarray(v) for v in model.trainable_variables
-                + model.video_tower.non_trainable_variables
-                + model.audio_tower.non_trainable_variables]
+        return [
+            np.asarray(v)
+            for v in model.trainable_variables
+            + model.video_tower.non_trainable_variables
+            + model.audio_tower.non_trainable_variables
+        ]
 
     def fit(model, steps=STEPS):
         dataset = tf.data.Dataset.from_tensors(batch).repeat()
@@ -102,10 +110,12 @@ def replicas_main() -> None:
             "loss_scale": max(abs(x) for x in losses_ref),
             "weights": max_diff(weights_ref, weights_two),
             "weights_scale": max(float(np.max(np.abs(w))) for w in weights_ref),
-            "queue_vs_one_device": max(max_diff(queues_ref[k][:1], queues_two[k][:1])
-                                       for k in queues_ref),
-            "queue_between_replicas": max(max_diff(copies[:1], copies[1:])
-                                          for copies in queues_two.values()),
+            "queue_vs_one_device": max(
+                max_diff(queues_ref[k][:1], queues_two[k][:1]) for k in queues_ref
+            ),
+            "queue_between_replicas": max(
+                max_diff(copies[:1], copies[1:]) for copies in queues_two.values()
+            ),
             "filled": int(queues_two["video/filled"][0]),
             "ids": queues_two["video/ids"][0].tolist(),
         }
@@ -130,13 +140,16 @@ def replicas_main() -> None:
         one_step_losses = halves_reference(one_step, steps=1)
         two_one_step = build(mirrored, "replica_bn")
         results[f"replica_bn/{precision}"]["one_step"] = compare(
-            one_step, one_step_losses, two_one_step, fit(two_one_step, steps=1))["weights"]
-        results[f"replica_bn/{precision}"]["moved"] = max_diff(trained(reference),
-                                                                trained(one_step))
+            one_step, one_step_losses, two_one_step, fit(two_one_step, steps=1)
+        )["weights"]
+        results[f"replica_bn/{precision}"]["moved"] = max_diff(
+            trained(reference), trained(one_step)
+        )
         two_xla = build(mirrored, "replica_bn", jit=True, learning_rate=0.0)
         results[f"replica_bn/{precision}"]["xla_disabled"] = not two_xla.replica_jit_compile
-        results[f"replica_bn/{precision}"]["xla"] = compare(reference, losses_ref, two_xla,
-                                                            fit(two_xla))["weights"]
+        results[f"replica_bn/{precision}"]["xla"] = compare(
+            reference, losses_ref, two_xla, fit(two_xla)
+        )["weights"]
     print(json.dumps(results))
 
 

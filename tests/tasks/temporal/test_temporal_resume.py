@@ -24,7 +24,8 @@ QUEUE = 12  # Fills in 3 of the 40 steps of 4 examples, then turns over every 3.
 
 # Tiny towers with BatchNorm, two views at speeds 1, 2 and 4 (the tiny records hold 24
 # frames, a 4x view 16), deterministic ops so that "equal" means bit-equal.
-RECIPE = f"""
+RECIPE = (
+    f"""
 train.Model.video_tower = @tests.tiny_video_tower
 tests.tiny_video_tower.batch_norm = True
 train.Model.audio_tower = @tests.tiny_audio_tower
@@ -37,11 +38,15 @@ objectives.temporal.hidden_units = 8
 objectives.temporal.queue_size = {QUEUE}
 train.run.callbacks = [@tests.DumpQueues()]
 train.Runtime.deterministic = True
-""" + SPEC_GIN + kill9.SCHEDULE_GIN + """
+"""
+    + SPEC_GIN
+    + kill9.SCHEDULE_GIN
+    + """
 # The shared schedule's rate (0.05, momentum 0.9) takes these towers' temporal losses to
 # NaN within 40 steps on some draws; resuming exactly is what this test is about.
 keras.optimizers.SGD.learning_rate = 0.01
 """
+)
 
 
 def main(argv: list[str]) -> None:
@@ -57,11 +62,14 @@ def main(argv: list[str]) -> None:
 
         def on_train_end(self, logs=None):
             queues = self.model.objective.queues
-            np.savez(Path(argv[1]) / "queues.npz", **{
-                f"{modality}_{part}": np.asarray(variable)
-                for modality, variables in queues.items()
-                for part, variable in zip(("keys", "ids", "filled"), variables, strict=True)
-            })
+            np.savez(
+                Path(argv[1]) / "queues.npz",
+                **{
+                    f"{modality}_{part}": np.asarray(variable)
+                    for modality, variables in queues.items()
+                    for part, variable in zip(("keys", "ids", "filled"), variables, strict=True)
+                },
+            )
 
     logging.set_verbosity(logging.INFO)
     gin.external_configurable(tiny_video_tower, module="tests")
@@ -86,12 +94,22 @@ def _queues(model_dir: Path) -> dict[str, np.ndarray]:
 def test_kill_9_then_rerun_equals_uninterrupted_run_queue_included(tmp_path, tiny_prepared):
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     _, reference_log, killed_at = kill9.reference_and_killed(
-        _command(reference_dir, tiny_prepared), _command(killed_dir, tiny_prepared),
-        killed_dir, 12, subprocess_env(), timeout=300,
+        _command(reference_dir, tiny_prepared),
+        _command(killed_dir, tiny_prepared),
+        killed_dir,
+        12,
+        subprocess_env(),
+        timeout=300,
     )
     assert killed_at < 40 and not (killed_dir / "eval.json").exists()
-    resumed = subprocess.run(_command(killed_dir, tiny_prepared), cwd=REPO_ROOT,
-                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        _command(killed_dir, tiny_prepared),
+        cwd=REPO_ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"batch {killed_at}, step {killed_at}" in resumed.stderr
 
@@ -102,11 +120,12 @@ def test_kill_9_then_rerun_equals_uninterrupted_run_queue_included(tmp_path, tin
         np.testing.assert_array_equal(restored[name], values, err_msg=name)
     # Every weight of the model (towers, heads, queues) is bit-equal.
     digest = "Weights digest: "
-    assert [line for line in resumed.stderr.splitlines() if digest in line][-1].split(
-        digest)[1] == [line for line in reference_log.splitlines() if digest in line][-1].split(
-        digest)[1]
+    assert [line for line in resumed.stderr.splitlines() if digest in line][-1].split(digest)[
+        1
+    ] == [line for line in reference_log.splitlines() if digest in line][-1].split(digest)[1]
     assert json.loads((killed_dir / "eval.json").read_text()) == json.loads(
-        (reference_dir / "eval.json").read_text())
+        (reference_dir / "eval.json").read_text()
+    )
 
 
 if __name__ == "__main__":

@@ -15,14 +15,22 @@ from avts_tf.models import AVTSModel
 from avts_tf.tasks.temporal.task import TemporalContrastive
 from avts_tf.tasks.temporal.views import ViewSpec
 
-METRICS = {"speed_accuracy_video", "speed_accuracy_audio", "direction_accuracy_video",
-           "direction_accuracy_audio", "order_accuracy_video", "order_accuracy_audio",
-           "order_accuracy_cross", "contrastive_loss"}
+METRICS = {
+    "speed_accuracy_video",
+    "speed_accuracy_audio",
+    "direction_accuracy_video",
+    "direction_accuracy_audio",
+    "order_accuracy_video",
+    "order_accuracy_audio",
+    "order_accuracy_cross",
+    "contrastive_loss",
+}
 
 
 def _task(queue_size=8):
-    return TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2)), projection_dim=8,
-                               hidden_units=8, queue_size=queue_size)
+    return TemporalContrastive(
+        view_spec=ViewSpec(speeds=(1, 2)), projection_dim=8, hidden_units=8, queue_size=queue_size
+    )
 
 
 def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
@@ -40,7 +48,9 @@ def test_trains_fills_the_queue_and_evaluates(tiny_prepared):
     assert len(set(ids.tolist()) - {0}) >= 2
     results = model.evaluate(
         pipeline.eval_dataset(tiny_prepared, 2, task=task, spec=SPEC, clips_per_video=2),
-        return_dict=True, verbose=0)
+        return_dict=True,
+        verbose=0,
+    )
     assert METRICS <= set(results)
     test = pipeline.eval_dataset(tiny_prepared, 2, task=task, spec=SPEC, clips_per_video=2)
     views = task.embed_views(model, test)
@@ -69,19 +79,35 @@ def test_held_out_views_of_one_class_are_told(tiny_prepared):
     """On records too short for slower views or for views apart, every held-out speed or
     ordering label is one class: those accuracies are flagged, not reported as measures."""
     keras.utils.set_random_seed(0)
-    task = TemporalContrastive(view_spec=ViewSpec(num_views=3, speeds=(1, 2)), projection_dim=8,
-                               hidden_units=8, queue_size=8)
+    task = TemporalContrastive(
+        view_spec=ViewSpec(num_views=3, speeds=(1, 2)),
+        projection_dim=8,
+        hidden_units=8,
+        queue_size=8,
+    )
     model = AVTSModel(tiny_video_tower(), tiny_audio_tower(), task)
     test = pipeline.eval_dataset(tiny_prepared, 4, task=task, spec=SPEC, clips_per_video=2)
     embedded = task.embed_views(model, test)
     batches = list(test.as_numpy_iterator())
     speeds = np.concatenate([b["speed"].reshape(-1) for b in batches])
     np.testing.assert_array_equal(embedded["speed"], speeds)
-    expected_order = np.concatenate([
-        np.stack([_numpy_order(b["view_start"][:, i], b["view_span"][:, i],
-                               b["view_start"][:, j], b["view_span"][:, j])
-                  for i, j in ((0, 1), (0, 2), (1, 2))], axis=1).reshape(-1)
-        for b in batches])
+    expected_order = np.concatenate(
+        [
+            np.stack(
+                [
+                    _numpy_order(
+                        b["view_start"][:, i],
+                        b["view_span"][:, i],
+                        b["view_start"][:, j],
+                        b["view_span"][:, j],
+                    )
+                    for i, j in ((0, 1), (0, 2), (1, 2))
+                ],
+                axis=1,
+            ).reshape(-1)
+            for b in batches
+        ]
+    )
     np.testing.assert_array_equal(embedded["order"], expected_order)
     assert set(speeds) == {0, 1} and set(expected_order) == {0, 1, 2}
     # Few held-out views (2 records x 2 clips x 3 views) and, with 3 views, the pairs
@@ -94,32 +120,57 @@ def test_held_out_views_of_one_class_are_told(tiny_prepared):
     assert max(speed_share) > 0.55 and max(pair_share) > 0.39 and max(cross_share) > 0.39
     expected = []
     for share, what, answers, metrics, chance in (
-            (speed_share, "of the held-out views are at speed {}", ("1x", "2x"),
-             "speed_accuracy_video and speed_accuracy_audio", 0.5),
-            (pair_share, "of the held-out pairs of views are {}", ORDERS,
-             "order_accuracy_video and order_accuracy_audio", 1 / 3),
-            (cross_share, "of the held-out pairs of video view 0 and an audio view are {}",
-             ORDERS, "order_accuracy_cross", 1 / 3)):
+        (
+            speed_share,
+            "of the held-out views are at speed {}",
+            ("1x", "2x"),
+            "speed_accuracy_video and speed_accuracy_audio",
+            0.5,
+        ),
+        (
+            pair_share,
+            "of the held-out pairs of views are {}",
+            ORDERS,
+            "order_accuracy_video and order_accuracy_audio",
+            1 / 3,
+        ),
+        (
+            cross_share,
+            "of the held-out pairs of video view 0 and an audio view are {}",
+            ORDERS,
+            "order_accuracy_cross",
+            1 / 3,
+        ),
+    ):
         top = int(np.argmax(share))
         expected.append(
             f"{share[top]:.0%} {what.format(answers[top])}: a head answering {answers[top]} "
             f"alone scores {share[top]:.3f} on {metrics}; compare them with that, not with "
-            f"{chance:.3f}")
+            f"{chance:.3f}"
+        )
     assert task.held_out_caveats(embedded) == expected
     # Two views and 6 examples a record, as the recipe: every class equally often, no caveat.
-    two = TemporalContrastive(view_spec=ViewSpec(num_views=2, speeds=(1, 2)), projection_dim=8,
-                              hidden_units=8, queue_size=8)
-    balanced = two.embed_views(AVTSModel(tiny_video_tower(), tiny_audio_tower(), two),
-                               pipeline.eval_dataset(tiny_prepared, 4, task=two, spec=SPEC,
-                                                     clips_per_video=6))
+    two = TemporalContrastive(
+        view_spec=ViewSpec(num_views=2, speeds=(1, 2)),
+        projection_dim=8,
+        hidden_units=8,
+        queue_size=8,
+    )
+    balanced = two.embed_views(
+        AVTSModel(tiny_video_tower(), tiny_audio_tower(), two),
+        pipeline.eval_dataset(tiny_prepared, 4, task=two, spec=SPEC, clips_per_video=6),
+    )
     assert np.bincount(balanced["speed"]).tolist() == [12, 12]
     assert np.bincount(balanced["order"]).tolist() == [4, 4, 4]
     assert two.held_out_caveats(balanced) == []
     # 2 s clips on the 3 s records: no 2x view fits and no two views fit apart.
     long_clip = dataclasses.replace(SPEC, num_frames=16)
     short = pipeline.eval_dataset(tiny_prepared, 4, task=task, spec=long_clip, clips_per_video=2)
-    model = AVTSModel(tiny_video_tower(input_shape=long_clip.video_shape()),
-                      tiny_audio_tower(input_shape=long_clip.audio_shape(8.0)), task)
+    model = AVTSModel(
+        tiny_video_tower(input_shape=long_clip.video_shape()),
+        tiny_audio_tower(input_shape=long_clip.audio_shape(8.0)),
+        task,
+    )
     assert task.held_out_caveats(task.embed_views(model, short)) == [
         "every held-out view is at speed 1x (no held-out record holds a view at another of "
         "the speeds (1, 2)): speed_accuracy_video and speed_accuracy_audio say nothing of the "
@@ -131,8 +182,12 @@ def test_held_out_views_of_one_class_are_told(tiny_prepared):
 
 
 def test_config_round_trip():
-    task = TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2), color_jitter=0.4),
-                               projection_dim=8, hidden_units=8, queue_size=8)
+    task = TemporalContrastive(
+        view_spec=ViewSpec(speeds=(1, 2), color_jitter=0.4),
+        projection_dim=8,
+        hidden_units=8,
+        queue_size=8,
+    )
     rebuilt = TemporalContrastive.from_config(task.get_config())
     assert rebuilt.view_spec == task.view_spec
     assert rebuilt.get_config() == task.get_config()
@@ -153,8 +208,7 @@ def test_permuted_labels_control_permutes_rows_together():
     batch = _label_batch()
     task = TemporalContrastive(control="permuted_labels")
     labels, audio_labels, audio = task._controlled(batch, batch["audio"], batch["audio"], 7)
-    shift = int(tf.random.stateless_uniform([], tf.constant([7, 20230207]), 0, 3,
-                                            dtype=tf.int32))
+    shift = int(tf.random.stateless_uniform([], tf.constant([7, 20230207]), 0, 3, dtype=tf.int32))
     order = np.array([3 + (i + shift) % 3 for i in range(3)] + [(i + shift) % 3 for i in range(3)])
     for key in ("speed", "backward", "view_start", "view_span"):
         np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy()[order])
@@ -184,27 +238,32 @@ def test_mixing_controls_keep_batchnorm_statistics_within_each_view_of_each_half
     """Under a control that pairs the halves, the training features of view 0 of half A
     depend neither on half B's inputs nor on the other views (BatchNorm sees each view
     of each half alone); without one they do."""
-    tower = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4),
-                              keras.layers.BatchNormalization()])
+    tower = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization()]
+    )
     task = TemporalContrastive(control=control)
     clips = np.random.default_rng(0).random((8, 2, 3)).astype("float32")
     changed = clips.copy()
     changed[4:] += 5.0  # half B
     changed[:4, 1] -= 3.0  # view 1 of half A
-    a, b = (task.embed_clips(tower, tf.constant(x), training=True).numpy()[:4, 0]
-            for x in (clips, changed))
+    a, b = (
+        task.embed_clips(tower, tf.constant(x), training=True).numpy()[:4, 0]
+        for x in (clips, changed)
+    )
     if control == "none":
         assert np.abs(a - b).max() > 0.1
     else:
         np.testing.assert_allclose(a, b, atol=1e-6)
         # Each group is the tower on its own (training-mode statistics of 4 clips).
         expected = tower(clips[4:, 1], training=True).numpy()
-        np.testing.assert_allclose(task.embed_clips(tower, tf.constant(clips), True)
-                                   .numpy()[4:, 1], expected, atol=1e-6)
+        np.testing.assert_allclose(
+            task.embed_clips(tower, tf.constant(clips), True).numpy()[4:, 1], expected, atol=1e-6
+        )
     # Evaluation: the moving statistics, whatever the control.
     full = task.embed_clips(tower, tf.constant(clips), training=False).numpy()
-    np.testing.assert_allclose(full, tower(clips.reshape(16, 3), training=False).numpy()
-                               .reshape(8, 2, 4), atol=1e-6)
+    np.testing.assert_allclose(
+        full, tower(clips.reshape(16, 3), training=False).numpy().reshape(8, 2, 4), atol=1e-6
+    )
 
 
 def test_unrelated_audio_control_rolls_audio_with_its_own_labels():
@@ -215,8 +274,9 @@ def test_unrelated_audio_control_rolls_audio_with_its_own_labels():
     for key in ("speed", "backward", "view_start", "view_span"):
         # Audio heads keep the labels of the audio they see; the video side keeps its own,
         # so a video view and the audio it is paired with come from different videos.
-        np.testing.assert_array_equal(audio_labels[key].numpy(),
-                                      np.roll(batch[key].numpy(), 3, axis=0))
+        np.testing.assert_array_equal(
+            audio_labels[key].numpy(), np.roll(batch[key].numpy(), 3, axis=0)
+        )
         np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy())
 
 
@@ -224,7 +284,8 @@ def test_no_control_and_shuffled_frames_leave_labels_alone(tiny_prepared):
     batch = _label_batch()
     for control in ("none", "shuffled_frames"):
         labels, audio_labels, audio = TemporalContrastive(control=control)._controlled(
-            batch, batch["audio"], batch["audio"], 7)
+            batch, batch["audio"], batch["audio"], 7
+        )
         assert labels is audio_labels and audio is batch["audio"]
         for key in labels:
             np.testing.assert_array_equal(labels[key].numpy(), batch[key].numpy())
@@ -243,8 +304,9 @@ def test_no_control_and_shuffled_frames_leave_labels_alone(tiny_prepared):
     plain = cut_views(clips, record, seed, task.view_spec, True)
     np.testing.assert_array_equal(got["video"].numpy(), want["video"].numpy())
     assert not np.array_equal(got["video"].numpy(), plain["video"].numpy())
-    np.testing.assert_array_equal(np.sort(got["audio"].numpy(), axis=1),
-                                  np.sort(plain["audio"].numpy(), axis=1))
+    np.testing.assert_array_equal(
+        np.sort(got["audio"].numpy(), axis=1), np.sort(plain["audio"].numpy(), axis=1)
+    )
 
 
 def test_unknown_control_names_the_valid_ones():
@@ -258,8 +320,12 @@ def test_recall_at_1_equals_brute_force():
     rng = np.random.default_rng(0)
     queries, gallery = rng.normal(size=(50, 4)), rng.normal(size=(40, 4))
     query_ids, gallery_ids = rng.integers(0, 6, 50), rng.integers(0, 6, 40)
-    expected = np.mean([gallery_ids[np.argmax([q @ g for g in gallery])] == i
-                        for q, i in zip(queries, query_ids, strict=True)])
+    expected = np.mean(
+        [
+            gallery_ids[np.argmax([q @ g for g in gallery])] == i
+            for q, i in zip(queries, query_ids, strict=True)
+        ]
+    )
     for chunk in (7, 1024):
         assert recall_at_1(queries, gallery, query_ids, gallery_ids, chunk) == expected
     # Identical embeddings per video: every query finds its own video.
@@ -285,15 +351,20 @@ def test_video_video_weight_scales_only_the_video_video_pairs(weight):
     keras.utils.set_random_seed(3)
     rng = np.random.default_rng(0)
     size, k = 4, 2
-    task = TemporalContrastive(view_spec=ViewSpec(speeds=(1, 2, 4)), projection_dim=8,
-                               hidden_units=8, queue_size=8, video_video_weight=weight,
-                               loss_weights={"speed": 0, "direction": 0, "order": 0})
+    task = TemporalContrastive(
+        view_spec=ViewSpec(speeds=(1, 2, 4)),
+        projection_dim=8,
+        hidden_units=8,
+        queue_size=8,
+        video_video_weight=weight,
+        loss_weights={"speed": 0, "direction": 0, "order": 0},
+    )
     model = AVTSModel(tiny_video_tower(), tiny_audio_tower(), task)
     batch = {
-        "video": tf.constant(rng.random((size, k, SPEC.num_frames, SPEC.crop_size,
-                                         SPEC.crop_size, 3)), tf.float32),
-        "audio": tf.constant(rng.random((size, k, *model.audio_tower.input_shape[1:])),
-                             tf.float32),
+        "video": tf.constant(
+            rng.random((size, k, SPEC.num_frames, SPEC.crop_size, SPEC.crop_size, 3)), tf.float32
+        ),
+        "audio": tf.constant(rng.random((size, k, *model.audio_tower.input_shape[1:])), tf.float32),
         **{key: value for key, value in _label_batch(size, k).items() if key != "audio"},
         "video_id": tf.constant([11, 12, 13, 14], tf.int64),
     }
@@ -303,8 +374,11 @@ def test_video_video_weight_scales_only_the_video_video_pairs(weight):
     zv0, zv1 = (task.heads["project_video"](video[:, i]).numpy() for i in range(2))
     za = task.heads["project_audio"](audio[:, 0]).numpy()
     t = task.temperature
-    expected = (weight * (_np_info_nce(zv0, zv1, t) + _np_info_nce(zv1, zv0, t))
-                + _np_info_nce(zv0, za, t) + _np_info_nce(za, zv0, t))
+    expected = (
+        weight * (_np_info_nce(zv0, zv1, t) + _np_info_nce(zv1, zv0, t))
+        + _np_info_nce(zv0, za, t)
+        + _np_info_nce(za, zv0, t)
+    )
     np.testing.assert_allclose(float(loss), expected.sum() / size, rtol=1e-5)
     assert TemporalContrastive.from_config(task.get_config()).video_video_weight == weight
     with pytest.raises(ValueError, match="video_video_weight must be a number >= 0"):

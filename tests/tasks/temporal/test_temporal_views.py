@@ -55,14 +55,19 @@ def numpy_log_mel(wave: np.ndarray, hop: int) -> np.ndarray:
     count = 1 + (len(wave) - window) // hop
     frames = np.stack([wave[i * hop : i * hop + window] for i in range(count)]).astype(np.float64)
     power = np.abs(np.fft.rfft(frames * hann, n=fft)) ** 2
-    mel_matrix = tf.signal.linear_to_mel_weight_matrix(
-        LOG_MEL.mel_bins, fft // 2 + 1, RATE, LOG_MEL.lower_hz, RATE / 2
-    ).numpy().astype(np.float64)
+    mel_matrix = (
+        tf.signal.linear_to_mel_weight_matrix(
+            LOG_MEL.mel_bins, fft // 2 + 1, RATE, LOG_MEL.lower_hz, RATE / 2
+        )
+        .numpy()
+        .astype(np.float64)
+    )
     return np.log(power @ mel_matrix + LOG_MEL.log_offset)[..., None]
 
 
 def draws(clips, record, spec, count, training=True, num_clips=1):
     """``draw_views`` for seeds (or clip indices) 0..count-1, as NumPy arrays."""
+
     def one(i):
         seed = tf.stack([tf.cast(i, tf.int32), tf.constant(7, tf.int32)])
         return draw_views(clips, record, seed, spec, training, i, num_clips)
@@ -132,15 +137,15 @@ def test_audio_is_log_mel_of_the_window(audio_speed):
 def test_order_labels_table():
     # (start_i, span_i, start_j, span_j, label)
     table = [
-        (0, 10, 20, 10, 1),   # i well before j
-        (0, 10, 10, 10, 1),   # touching: end_i == start_j
-        (10, 10, 0, 10, 2),   # touching: end_j == start_i
+        (0, 10, 20, 10, 1),  # i well before j
+        (0, 10, 10, 10, 1),  # touching: end_i == start_j
+        (10, 10, 0, 10, 2),  # touching: end_j == start_i
         (30, 5, 0, 10, 2),
-        (0, 10, 9, 10, 0),    # one sample in common
+        (0, 10, 9, 10, 0),  # one sample in common
         (9, 10, 0, 10, 0),
-        (0, 40, 10, 5, 0),    # j inside i
-        (10, 5, 0, 40, 0),    # i inside j
-        (5, 10, 5, 10, 0),    # identical
+        (0, 40, 10, 5, 0),  # j inside i
+        (10, 5, 0, 40, 0),  # i inside j
+        (5, 10, 5, 10, 0),  # identical
         (0, 8000, 16000, 32000, 1),
     ]
     columns = np.array(table, np.int64).T
@@ -183,8 +188,9 @@ def test_evaluation_views_deterministic_and_balanced(num_frames):
         assert pairs == sorted(3 * [(s, d) for s in range(holdable) for d in (0, 1)])
         # Each example holds one forward and one backward view.
         assert (first["backward"].sum(axis=1) == 1).all()
-        order = order_labels(*(first[key][:, i] for i in (0, 1) for key in
-                               ("view_start", "view_span"))).numpy()
+        order = order_labels(
+            *(first[key][:, i] for i in (0, 1) for key in ("view_start", "view_span"))
+        ).numpy()
         counts = np.bincount(order, minlength=3)
         if num_frames == 40:  # Any two speeds fit side by side: each class in 1/3.
             np.testing.assert_array_equal(counts, [num_clips // 3] * 3)
@@ -208,8 +214,9 @@ def test_evaluation_order_classes_independent_of_speeds():
     for record_id in range(30):
         record = make_record(40, f"video_{record_id}")
         out = draws(clips, record, spec, 3, training=False, num_clips=3)
-        order = order_labels(*(out[key][:, i] for i in (0, 1) for key in
-                               ("view_start", "view_span"))).numpy()
+        order = order_labels(
+            *(out[key][:, i] for i in (0, 1) for key in ("view_start", "view_span"))
+        ).numpy()
         np.add.at(joint, (out["speed"][:, 0], order), 1)
     assert joint.sum() == 90 and (joint > 0).all(), joint
     assert joint.max() <= 25, joint  # 10 expected per cell
@@ -245,8 +252,7 @@ def test_view_0_position_says_nothing_of_the_classes(num_views):
     first, frames = out["start_frame"][:, 0], 4 * np.array([1, 2, 4])[speed]
     for j in range(1, num_views):
         order = order_labels(start[:, 0], span[:, 0], start[:, j], span[:, j]).numpy()
-        np.testing.assert_allclose(np.bincount(order, minlength=3) / len(order), 1 / 3,
-                                   atol=0.03)
+        np.testing.assert_allclose(np.bincount(order, minlength=3) / len(order), 1 / 3, atol=0.03)
         means = [first[order == c].mean() for c in range(3)]
         assert np.ptp(means) <= 0.6, means  # standard error of each about 0.1 frame
     if num_views == 2:
@@ -265,8 +271,9 @@ def test_place_views_gives_the_chosen_class():
     seen = set()
     for i in range(300):
         rng = np.random.default_rng(i)
-        start, classes = place_views(lengths, last, tf.constant(rng.random(3)),
-                                     tf.constant(rng.random(3)))
+        start, classes = place_views(
+            lengths, last, tf.constant(rng.random(3)), tf.constant(rng.random(3))
+        )
         start, classes = start.numpy(), classes.numpy()
         assert (start >= 0).all() and (start <= last.numpy()).all()
         labels = order_labels(start[0], 8, start, lengths.numpy()).numpy()
@@ -274,9 +281,13 @@ def test_place_views_gives_the_chosen_class():
         seen.update(classes[1:].tolist())
     assert seen == {0, 1, 2}
     # A wanted class that does not fit (16 + 8 > 20 frames) falls back to "overlap".
-    start, classes = place_views(tf.constant([8, 16], tf.int64), tf.constant([12, 4], tf.int64),
-                                 tf.constant([0.0, 0.0], tf.float64),
-                                 tf.constant([0.5, 0.5], tf.float64), tf.constant([0, 1]))
+    start, classes = place_views(
+        tf.constant([8, 16], tf.int64),
+        tf.constant([12, 4], tf.int64),
+        tf.constant([0.0, 0.0], tf.float64),
+        tf.constant([0.5, 0.5], tf.float64),
+        tf.constant([0, 1]),
+    )
     assert classes.numpy().tolist() == [0, 0]
 
 
@@ -286,12 +297,13 @@ def test_shuffled_frames_control_permutes_each_view():
     moved = 0
     for i in range(6):
         plain = cut_views(clips, record, tf.constant([i, 2]), spec, True)
-        shuffled = cut_views(clips, record, tf.constant([i, 2]), spec, True,
-                             shuffle_frames=True)
+        shuffled = cut_views(clips, record, tf.constant([i, 2]), spec, True, shuffle_frames=True)
         for key in ("view_start", "view_span", "speed", "backward"):
             np.testing.assert_array_equal(plain[key].numpy(), shuffled[key].numpy())
-        levels, mixed = frame_levels(plain["video"].numpy()), frame_levels(
-            shuffled["video"].numpy())
+        levels, mixed = (
+            frame_levels(plain["video"].numpy()),
+            frame_levels(shuffled["video"].numpy()),
+        )
         np.testing.assert_array_equal(np.sort(levels, axis=1), np.sort(mixed, axis=1))
         audio, mixed_audio = plain["audio"].numpy(), shuffled["audio"].numpy()
         for k in range(3):
@@ -331,23 +343,32 @@ def test_color_jitter_gives_each_view_one_colour_cast_and_keeps_brightness():
     means = video.mean(axis=(1, 2, 3))  # [K, 3]: each view's colour cast differs
     assert np.abs(means[:, None] - means[None]).max(axis=-1)[np.triu_indices(3, 1)].min() > 0.02
     np.testing.assert_allclose(video.max(axis=-1), before.max(axis=-1), atol=1e-5)  # HSV value
-    evaluation = [cut_views(clips, record, seed, ViewSpec(num_views=3, color_jitter=c), False)
-                  for c in (0.0, 0.8)]
+    evaluation = [
+        cut_views(clips, record, seed, ViewSpec(num_views=3, color_jitter=c), False)
+        for c in (0.0, 0.8)
+    ]
     np.testing.assert_array_equal(evaluation[0]["video"], evaluation[1]["video"])
 
 
 def test_view_spec_validation():
     assert ViewSpec(speeds=[1, 2]).speeds == (1, 2)
-    for bad in ({"speeds": (1, 1)}, {"speeds": (0, 2)}, {"num_views": 0},
-                {"backward_probability": 1.5}, {"audio_speed": "stretch"},
-                {"color_jitter": 1.5}):
+    for bad in (
+        {"speeds": (1, 1)},
+        {"speeds": (0, 2)},
+        {"num_views": 0},
+        {"backward_probability": 1.5},
+        {"audio_speed": "stretch"},
+        {"color_jitter": 1.5},
+    ):
         with pytest.raises(ValueError):
             ViewSpec(**bad)
     # A fraction is refused, not truncated (2.5 would train as 2, and 1.5 would fail
     # later as "(1, 1)"); so are a bare number and a bool.
     for speeds in ((1, 2.5), (1, 1.5), 2, (1, True)):
-        with pytest.raises(ValueError, match=r"^speeds must be distinct positive integers, got "
-                                             + re.escape(repr(speeds))):
+        with pytest.raises(
+            ValueError,
+            match=r"^speeds must be distinct positive integers, got " + re.escape(repr(speeds)),
+        ):
             ViewSpec(speeds=speeds)
     with pytest.raises(ValueError, match=r"^num_views must be an integer >= 1, got 2.5"):
         ViewSpec(num_views=2.5)
@@ -366,8 +387,14 @@ def test_train_dataset_cuts_views(tiny_prepared):
     assert batch["video"].shape == (4, 2) + tiny.VIDEO_SHAPE
     assert batch["audio"].shape == (4, 2) + tiny.AUDIO_SHAPE
     assert batch["video"].dtype == tf.float32 and batch["audio"].dtype == tf.float32
-    for key, dtype in (("view_start", tf.int64), ("view_span", tf.int64), ("speed", tf.int32),
-                       ("backward", tf.int32), ("video_id", tf.int64), ("label", tf.int64)):
+    for key, dtype in (
+        ("view_start", tf.int64),
+        ("view_span", tf.int64),
+        ("speed", tf.int32),
+        ("backward", tf.int32),
+        ("video_id", tf.int64),
+        ("label", tf.int64),
+    ):
         assert batch[key].dtype == dtype, key
     window = int(round(tiny.SPEC.window_seconds(tiny.FPS) * tiny.SPEC.log_mel.sample_rate))
     speeds = np.array(ViewSpec().speeds)[batch["speed"].numpy()]

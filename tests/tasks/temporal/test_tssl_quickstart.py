@@ -6,9 +6,18 @@ import pytest
 from recipe_run import run_recipe
 
 CHANCE = {"speed": 1 / 3, "order": 1 / 3, "direction": 1 / 2}
-HEADS = [f"{head}_accuracy_{modality}" for head, modality in (
-    ("speed", "video"), ("speed", "audio"), ("direction", "video"), ("direction", "audio"),
-    ("order", "video"), ("order", "audio"), ("order", "cross"))]
+HEADS = [
+    f"{head}_accuracy_{modality}"
+    for head, modality in (
+        ("speed", "video"),
+        ("speed", "audio"),
+        ("direction", "video"),
+        ("direction", "audio"),
+        ("order", "video"),
+        ("order", "audio"),
+        ("order", "cross"),
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +26,9 @@ def cache_dir(tmp_path_factory):
 
 
 def train(model_dir: Path, cache_dir: Path, *params: str) -> dict[str, float]:
-    return run_recipe("gin/tssl_quickstart.gin", "speed_accuracy_video", model_dir, cache_dir,
-                      *params)
+    return run_recipe(
+        "gin/tssl_quickstart.gin", "speed_accuracy_video", model_dir, cache_dir, *params
+    )
 
 
 def chance(name: str) -> float:
@@ -49,10 +59,13 @@ def test_shuffled_frames_control_removes_direction(tmp_path, cache_dir):
 
     # Half the schedule. Direction cannot be learned (its cue is the frames' order); the
     # order of two clips still can (their content: the drift's phase).
-    results = train(tmp_path / "control", cache_dir,
-                    "objectives.temporal.control='shuffled_frames'",
-                    "train.Trainer.train_steps=500",
-                    "keras.optimizers.schedules.CosineDecay.decay_steps=500")
+    results = train(
+        tmp_path / "control",
+        cache_dir,
+        "objectives.temporal.control='shuffled_frames'",
+        "train.Trainer.train_steps=500",
+        "keras.optimizers.schedules.CosineDecay.decay_steps=500",
+    )
     training = read_scalars(tmp_path / "control" / "tensorboard")["train"]
     for name in ("direction_accuracy_video", "direction_accuracy_audio"):
         last = training[f"epoch_{name}"][-1][1]

@@ -1,12 +1,11 @@
 """Runs a gin recipe end to end through ``tools/train.py`` (a subprocess), as a user would."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from checks import REPO_ROOT, subprocess_env
 
 
 def run_recipe(
@@ -17,7 +16,7 @@ def run_recipe(
     Asserts exit code 0 and that the last line printed is ``headline: <value>``, equal to
     its value in ``eval.json``.
     """
-    env = dict(os.environ, AVTS_CACHE_DIR=str(cache_dir), TF_CPP_MIN_LOG_LEVEL="3")
+    env = subprocess_env(AVTS_CACHE_DIR=str(cache_dir))
     command = [
         sys.executable,
         "tools/train.py",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tiny import REPO_ROOT
+from checks import REPO_ROOT, subprocess_env
 
 
 def free_ports(count: int) -> list[int]:
@@ -29,11 +28,7 @@ def start(count: int, args: Callable[[int], Sequence[str]]) -> list[subprocess.P
     workers = [f"127.0.0.1:{port}" for port in free_ports(count)]
     processes = []
     for index in range(count):
-        env = dict(
-            os.environ,
-            TF_CPP_MIN_LOG_LEVEL="3",
-            CUDA_VISIBLE_DEVICES="",
-            PYTHONPATH=str(REPO_ROOT / "tests"),
+        env = subprocess_env(
             TF_CONFIG=json.dumps(
                 {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
             ),
